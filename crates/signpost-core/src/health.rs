@@ -1,0 +1,299 @@
+//! The health monitor: a pure, leader-local view of instance liveness.
+//!
+//! Heartbeats and active-check results change only this in-memory view. When an instance's status
+//! should change, the monitor returns an [`Action`] for the agent to propose through Raft, so the
+//! replicated log sees status *transitions*, never individual heartbeats.
+//!
+//! Time is a caller-supplied monotonic millisecond counter (`now`), never read here.
+//!
+//! Rules:
+//! - **Flap damping**: an instance turns critical only after `failures_before_critical`
+//!   consecutive failures, and passing again only after `success_before_passing` consecutive
+//!   successes. A missed TTL period counts as one failure; a heartbeat as one success.
+//! - **deregister_after**: an instance critical for that long is removed.
+//! - **Mass-eviction guard**: when more than `threshold` of the TTL instances would expire within
+//!   one `window` (and there are at least `min_instances` of them), nothing expires or is
+//!   deregistered until heartbeats recover. An agent that loses its network thus keeps the
+//!   registry instead of wiping it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::Serialize;
+
+use crate::model::{CheckSpec, Instance, InstanceKey, Status};
+
+/// Settings of the mass-eviction guard.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GuardConfig {
+    /// Share of TTL instances (0.0–1.0) whose expiry within one window engages the guard.
+    pub threshold: f64,
+    /// The window, in milliseconds.
+    pub window_ms: u64,
+    /// Below this many TTL instances the guard never engages: with two instances, one crash is
+    /// half the fleet, and it must still expire.
+    pub min_instances: usize,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            threshold: 0.5,
+            window_ms: 60_000,
+            min_instances: 5,
+        }
+    }
+}
+
+/// A check's verdict on one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckResult {
+    Passing,
+    Warning,
+    Critical,
+}
+
+/// Something the agent should propose to the replicated registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    SetStatus { key: InstanceKey, status: Status },
+    Deregister { key: InstanceKey },
+}
+
+/// Why a heartbeat was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeartbeatError {
+    #[error("the instance has no health check")]
+    NotTracked,
+    #[error("the instance's check is not a ttl check; heartbeats renew ttl checks only")]
+    NotTtl,
+}
+
+/// The guard's state, for `/metrics` and `/api/v1/agent/self`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GuardStatus {
+    /// True while expiry and deregistration are suspended.
+    pub engaged: bool,
+    /// TTL instances past their deadline and not yet critical, at the last tick.
+    pub overdue: usize,
+    /// TTL instances expired within the current window.
+    pub recently_expired: usize,
+    /// TTL instances tracked.
+    pub ttl_instances: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    check: CheckSpec,
+    /// The status the monitor believes the registry holds (or will, once its proposal applies).
+    status: Status,
+    /// For TTL checks: when the next heartbeat is due.
+    deadline: Option<u64>,
+    ok_streak: u32,
+    fail_streak: u32,
+    /// When the instance turned critical, for `deregister_after`.
+    critical_since: Option<u64>,
+    /// A deregistration has been asked for; do not ask again.
+    deregistering: bool,
+}
+
+/// The monitor. See the module docs for its rules.
+#[derive(Debug, Clone)]
+pub struct HealthMonitor {
+    guard_config: GuardConfig,
+    tracked: BTreeMap<InstanceKey, Tracked>,
+    /// Times of TTL expiries within the guard window, oldest first.
+    recent_expiries: VecDeque<u64>,
+    guard: GuardStatus,
+}
+
+impl HealthMonitor {
+    pub fn new(guard_config: GuardConfig) -> Self {
+        HealthMonitor {
+            guard_config,
+            tracked: BTreeMap::new(),
+            recent_expiries: VecDeque::new(),
+            guard: GuardStatus::default(),
+        }
+    }
+
+    /// Starts (or restarts) tracking an instance that has a check. A registration counts as a
+    /// heartbeat: the TTL deadline starts now.
+    pub fn track(&mut self, instance: &Instance, now: u64) {
+        let Some(check) = &instance.check else {
+            self.untrack(&instance.key());
+            return;
+        };
+        let tracked = Tracked {
+            deadline: check.ttl.map(|ttl| now + ttl.as_millis()),
+            check: check.clone(),
+            status: instance.status,
+            ok_streak: 0,
+            fail_streak: 0,
+            critical_since: (instance.status == Status::Critical).then_some(now),
+            deregistering: false,
+        };
+        self.tracked.insert(instance.key(), tracked);
+    }
+
+    pub fn untrack(&mut self, key: &InstanceKey) {
+        self.tracked.remove(key);
+    }
+
+    pub fn is_tracked(&self, key: &InstanceKey) -> bool {
+        self.tracked.contains_key(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tracked.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tracked.is_empty()
+    }
+
+    /// Notes a status the registry now holds (e.g. set by a registration), without acting on it.
+    pub fn observe_status(&mut self, key: &InstanceKey, status: Status, now: u64) {
+        if let Some(t) = self.tracked.get_mut(key) {
+            if t.status != status {
+                set_status(t, status, now);
+            }
+        }
+    }
+
+    /// Renews an instance's TTL. A heartbeat is one success for flap damping.
+    pub fn heartbeat(
+        &mut self,
+        key: &InstanceKey,
+        now: u64,
+    ) -> Result<Option<Action>, HeartbeatError> {
+        let t = self
+            .tracked
+            .get_mut(key)
+            .ok_or(HeartbeatError::NotTracked)?;
+        let ttl = t.check.ttl.ok_or(HeartbeatError::NotTtl)?;
+        t.deadline = Some(now + ttl.as_millis());
+        Ok(succeed(key, t, now))
+    }
+
+    /// Records the result of an active check run.
+    pub fn record(&mut self, key: &InstanceKey, result: CheckResult, now: u64) -> Option<Action> {
+        let t = self.tracked.get_mut(key)?;
+        match result {
+            CheckResult::Passing => succeed(key, t, now),
+            CheckResult::Critical => fail(key, t, now),
+            CheckResult::Warning => {
+                t.ok_streak = 0;
+                t.fail_streak = 0;
+                (t.status != Status::Warning).then(|| transition(key, t, Status::Warning, now))
+            }
+        }
+    }
+
+    /// Gives every TTL instance a fresh deadline: used when this agent starts or becomes leader,
+    /// so nothing expires merely because it could not reach the agent meanwhile.
+    pub fn restart_deadlines(&mut self, now: u64) {
+        for t in self.tracked.values_mut() {
+            if let Some(ttl) = t.check.ttl {
+                t.deadline = Some(now + ttl.as_millis());
+            }
+        }
+        self.recent_expiries.clear();
+    }
+
+    /// The guard's state as of the last [`tick`](Self::tick).
+    pub fn guard(&self) -> GuardStatus {
+        self.guard
+    }
+
+    /// Expires overdue TTL instances and deregisters long-critical ones, unless the mass-eviction
+    /// guard holds them back. Call it periodically.
+    pub fn tick(&mut self, now: u64) -> Vec<Action> {
+        let window_start = now.saturating_sub(self.guard_config.window_ms);
+        while self
+            .recent_expiries
+            .front()
+            .is_some_and(|t| *t <= window_start)
+        {
+            self.recent_expiries.pop_front();
+        }
+
+        let mut ttl_instances = 0;
+        let mut overdue = Vec::new();
+        for (key, t) in &self.tracked {
+            if t.check.ttl.is_none() {
+                continue;
+            }
+            ttl_instances += 1;
+            if t.status != Status::Critical && t.deadline.is_some_and(|d| d <= now) {
+                overdue.push(key.clone());
+            }
+        }
+        let at_risk = overdue.len() + self.recent_expiries.len();
+        let engaged = ttl_instances >= self.guard_config.min_instances
+            && at_risk as f64 > self.guard_config.threshold * ttl_instances as f64;
+        self.guard = GuardStatus {
+            engaged,
+            overdue: overdue.len(),
+            recently_expired: self.recent_expiries.len(),
+            ttl_instances,
+        };
+        if engaged {
+            return Vec::new();
+        }
+
+        let mut actions = Vec::new();
+        for key in overdue {
+            let t = self.tracked.get_mut(&key).expect("collected above");
+            let ttl = t.check.ttl.expect("only ttl checks are overdue");
+            t.deadline = Some(now + ttl.as_millis());
+            if let Some(action) = fail(&key, t, now) {
+                self.recent_expiries.push_back(now);
+                actions.push(action);
+            }
+        }
+        for (key, t) in &mut self.tracked {
+            let (Some(after), Some(since)) = (t.check.deregister_after, t.critical_since) else {
+                continue;
+            };
+            if t.status == Status::Critical
+                && !t.deregistering
+                && now.saturating_sub(since) >= after.as_millis()
+            {
+                t.deregistering = true;
+                actions.push(Action::Deregister { key: key.clone() });
+            }
+        }
+        actions
+    }
+}
+
+fn set_status(t: &mut Tracked, status: Status, now: u64) {
+    t.status = status;
+    t.critical_since = (status == Status::Critical).then_some(now);
+    t.deregistering = false;
+}
+
+fn transition(key: &InstanceKey, t: &mut Tracked, status: Status, now: u64) -> Action {
+    set_status(t, status, now);
+    Action::SetStatus {
+        key: key.clone(),
+        status,
+    }
+}
+
+fn succeed(key: &InstanceKey, t: &mut Tracked, now: u64) -> Option<Action> {
+    t.fail_streak = 0;
+    t.ok_streak = t.ok_streak.saturating_add(1);
+    (t.status != Status::Passing && t.ok_streak >= t.check.success_before_passing)
+        .then(|| transition(key, t, Status::Passing, now))
+}
+
+fn fail(key: &InstanceKey, t: &mut Tracked, now: u64) -> Option<Action> {
+    t.ok_streak = 0;
+    t.fail_streak = t.fail_streak.saturating_add(1);
+    (t.status != Status::Critical && t.fail_streak >= t.check.failures_before_critical)
+        .then(|| transition(key, t, Status::Critical, now))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,255 @@
+use super::*;
+use crate::model::{Dur, Timestamp};
+
+fn instance(id: &str, check: CheckSpec, status: Status) -> Instance {
+    Instance {
+        id: id.to_string(),
+        service: "svc".to_string(),
+        address: "10.0.0.1".to_string(),
+        port: 80,
+        tags: vec![],
+        metadata: Default::default(),
+        weight: 100,
+        status,
+        check: Some(check),
+        created_at: Timestamp(0),
+        updated_at: Timestamp(0),
+        create_index: 1,
+        modify_index: 1,
+    }
+}
+
+fn ttl(ms: u64) -> CheckSpec {
+    CheckSpec {
+        ttl: Some(Dur(ms)),
+        ..CheckSpec::default()
+    }
+}
+
+fn tcp() -> CheckSpec {
+    CheckSpec {
+        tcp: Some("10.0.0.1:80".into()),
+        ..CheckSpec::default()
+    }
+}
+
+fn key(id: &str) -> InstanceKey {
+    InstanceKey::new("svc", id)
+}
+
+fn set(id: &str, status: Status) -> Action {
+    Action::SetStatus { key: key(id), status }
+}
+
+fn no_guard() -> GuardConfig {
+    GuardConfig {
+        min_instances: usize::MAX,
+        ..GuardConfig::default()
+    }
+}
+
+#[test]
+fn ttl_expires_after_deadline_and_heartbeat_restores() {
+    let mut m = HealthMonitor::new(no_guard());
+    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    assert!(m.tick(999).is_empty(), "not yet due");
+    assert_eq!(m.tick(1000), vec![set("a", Status::Critical)]);
+    assert!(m.tick(5000).is_empty(), "expiry is reported once");
+    assert_eq!(m.heartbeat(&key("a"), 5001), Ok(Some(set("a", Status::Passing))));
+    assert_eq!(m.heartbeat(&key("a"), 5500), Ok(None), "already passing");
+    assert!(m.tick(6400).is_empty(), "renewed deadline is 6500");
+    assert_eq!(m.tick(6500), vec![set("a", Status::Critical)]);
+}
+
+#[test]
+fn heartbeats_keep_a_ttl_instance_alive() {
+    let mut m = HealthMonitor::new(no_guard());
+    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    for now in (500..20_000).step_by(500) {
+        m.heartbeat(&key("a"), now).unwrap();
+        assert!(m.tick(now + 1).is_empty(), "expired at {now}");
+    }
+}
+
+#[test]
+fn heartbeat_errors_for_untracked_and_non_ttl() {
+    let mut m = HealthMonitor::new(no_guard());
+    assert_eq!(m.heartbeat(&key("x"), 0), Err(HeartbeatError::NotTracked));
+    m.track(&instance("t", tcp(), Status::Critical), 0);
+    assert_eq!(m.heartbeat(&key("t"), 0), Err(HeartbeatError::NotTtl));
+}
+
+#[test]
+fn flap_damping_needs_consecutive_results() {
+    let mut m = HealthMonitor::new(no_guard());
+    let check = CheckSpec {
+        failures_before_critical: 3,
+        success_before_passing: 2,
+        ..tcp()
+    };
+    m.track(&instance("a", check, Status::Passing), 0);
+    assert_eq!(m.record(&key("a"), CheckResult::Critical, 1), None);
+    assert_eq!(m.record(&key("a"), CheckResult::Critical, 2), None);
+    assert_eq!(m.record(&key("a"), CheckResult::Passing, 3), None, "streak broken");
+    assert_eq!(m.record(&key("a"), CheckResult::Critical, 4), None);
+    assert_eq!(m.record(&key("a"), CheckResult::Critical, 5), None);
+    assert_eq!(m.record(&key("a"), CheckResult::Critical, 6), Some(set("a", Status::Critical)));
+    assert_eq!(m.record(&key("a"), CheckResult::Critical, 7), None, "already critical");
+    assert_eq!(m.record(&key("a"), CheckResult::Passing, 8), None);
+    assert_eq!(m.record(&key("a"), CheckResult::Passing, 9), Some(set("a", Status::Passing)));
+}
+
+#[test]
+fn ttl_flap_damping_counts_missed_periods() {
+    let mut m = HealthMonitor::new(no_guard());
+    let check = CheckSpec {
+        failures_before_critical: 2,
+        ..ttl(1000)
+    };
+    m.track(&instance("a", check, Status::Passing), 0);
+    assert!(m.tick(1000).is_empty(), "first missed period is tolerated");
+    assert_eq!(m.tick(2000), vec![set("a", Status::Critical)]);
+}
+
+#[test]
+fn warning_applies_at_once_and_passing_recovers() {
+    let mut m = HealthMonitor::new(no_guard());
+    m.track(&instance("a", tcp(), Status::Critical), 0);
+    assert_eq!(m.record(&key("a"), CheckResult::Passing, 1), Some(set("a", Status::Passing)));
+    assert_eq!(m.record(&key("a"), CheckResult::Warning, 2), Some(set("a", Status::Warning)));
+    assert_eq!(m.record(&key("a"), CheckResult::Warning, 3), None);
+    assert_eq!(m.record(&key("a"), CheckResult::Passing, 4), Some(set("a", Status::Passing)));
+}
+
+#[test]
+fn deregister_after_removes_long_critical_instances_once() {
+    let mut m = HealthMonitor::new(no_guard());
+    let check = CheckSpec {
+        deregister_after: Some(Dur(5000)),
+        ..ttl(1000)
+    };
+    m.track(&instance("a", check, Status::Passing), 0);
+    assert_eq!(m.tick(1000), vec![set("a", Status::Critical)]);
+    assert!(m.tick(5999).is_empty());
+    assert_eq!(m.tick(6000), vec![Action::Deregister { key: key("a") }]);
+    assert!(m.tick(7000).is_empty(), "asked once");
+}
+
+#[test]
+fn recovery_resets_the_deregister_timer() {
+    let mut m = HealthMonitor::new(no_guard());
+    let check = CheckSpec {
+        deregister_after: Some(Dur(5000)),
+        ..tcp()
+    };
+    m.track(&instance("a", check, Status::Passing), 0);
+    m.record(&key("a"), CheckResult::Critical, 1000);
+    m.record(&key("a"), CheckResult::Passing, 4000);
+    m.record(&key("a"), CheckResult::Critical, 5000);
+    assert!(m.tick(9000).is_empty(), "critical only since 5000");
+    assert_eq!(m.tick(10_000), vec![Action::Deregister { key: key("a") }]);
+}
+
+#[test]
+fn guard_stops_mass_expiry_and_resumes_when_heartbeats_recover() {
+    let mut m = HealthMonitor::new(GuardConfig {
+        threshold: 0.5,
+        window_ms: 60_000,
+        min_instances: 5,
+    });
+    for i in 0..10 {
+        m.track(&instance(&format!("i{i}"), ttl(1000), Status::Passing), 0);
+    }
+    // The agent loses its network: no heartbeats arrive for anyone.
+    assert!(m.tick(1500).is_empty(), "10 of 10 overdue: guard must hold");
+    let g = m.guard();
+    assert!(g.engaged);
+    assert_eq!((g.overdue, g.ttl_instances), (10, 10));
+    assert!(m.tick(30_000).is_empty());
+
+    // The network comes back: eight instances heartbeat, two are really gone.
+    for i in 0..8 {
+        m.heartbeat(&key(&format!("i{i}")), 30_001).unwrap();
+    }
+    let actions = m.tick(30_002);
+    assert!(!m.guard().engaged, "guard releases once heartbeats recover");
+    assert_eq!(actions, vec![set("i8", Status::Critical), set("i9", Status::Critical)]);
+}
+
+#[test]
+fn guard_counts_expiries_within_the_window() {
+    let mut m = HealthMonitor::new(GuardConfig {
+        threshold: 0.5,
+        window_ms: 10_000,
+        min_instances: 4,
+    });
+    for i in 0..4 {
+        m.track(&instance(&format!("i{i}"), ttl(1000), Status::Passing), 0);
+    }
+    for i in 1..4 {
+        m.heartbeat(&key(&format!("i{i}")), 900).unwrap();
+    }
+    assert_eq!(m.tick(1000), vec![set("i0", Status::Critical)], "1 of 4 may expire");
+    for i in 2..4 {
+        m.heartbeat(&key(&format!("i{i}")), 1800).unwrap();
+    }
+    assert_eq!(m.tick(1900), vec![set("i1", Status::Critical)], "2 of 4 is not more than half");
+    assert!(m.tick(2800).is_empty(), "a third expiry within the window would be 3 of 4");
+    assert!(m.guard().engaged);
+    // Once the earlier expiries leave the window, expiry resumes.
+    assert_eq!(
+        m.tick(11_901),
+        vec![set("i2", Status::Critical), set("i3", Status::Critical)]
+    );
+}
+
+#[test]
+fn guard_does_not_apply_to_small_fleets() {
+    let mut m = HealthMonitor::new(GuardConfig::default());
+    m.track(&instance("only", ttl(1000), Status::Passing), 0);
+    assert_eq!(m.tick(1000), vec![set("only", Status::Critical)]);
+}
+
+#[test]
+fn guard_also_holds_back_deregistration() {
+    let mut m = HealthMonitor::new(GuardConfig {
+        threshold: 0.5,
+        window_ms: 60_000,
+        min_instances: 2,
+    });
+    let check = CheckSpec {
+        deregister_after: Some(Dur(1000)),
+        ..ttl(1000)
+    };
+    m.track(&instance("dead", check.clone(), Status::Critical), 0);
+    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    m.track(&instance("b", ttl(1000), Status::Passing), 0);
+    assert!(m.tick(5000).is_empty(), "a and b overdue: 2 of 3, guard engaged");
+}
+
+#[test]
+fn restart_deadlines_gives_grace() {
+    let mut m = HealthMonitor::new(no_guard());
+    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    m.restart_deadlines(10_000);
+    assert!(m.tick(10_999).is_empty());
+    assert_eq!(m.tick(11_000), vec![set("a", Status::Critical)]);
+}
+
+#[test]
+fn observe_status_keeps_the_monitor_in_step_with_the_registry() {
+    let mut m = HealthMonitor::new(no_guard());
+    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    m.observe_status(&key("a"), Status::Critical, 10);
+    assert!(m.tick(2000).is_empty(), "already critical: nothing to expire");
+    assert_eq!(m.heartbeat(&key("a"), 2001), Ok(Some(set("a", Status::Passing))));
+}
+
+#[test]
+fn untracked_instances_are_forgotten() {
+    let mut m = HealthMonitor::new(no_guard());
+    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    m.untrack(&key("a"));
+    assert!(m.tick(5000).is_empty());
+    assert!(m.is_empty());
+}

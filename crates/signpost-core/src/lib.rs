@@ -1,0 +1,22 @@
+//! The pure heart of Signpost: the service registry as a deterministic state machine.
+//!
+//! Nothing in this crate performs IO, spawns tasks or reads a clock. Callers pass commands and the
+//! current time in, and get results and events back; the agent (`signpost-server`) wraps it with
+//! Raft replication, storage, HTTP, DNS and the health checker.
+//!
+//! # Layout
+//! - [`model`]: the data the registry holds (instances, checks, service definitions) and durations.
+//! - [`validate`]: turns untrusted registration input into normalised, valid values.
+//! - [`registry`]: the replicated state machine: [`registry::Command`]s in, [`registry::Response`]s
+//!   and [`registry::Event`]s out, with a per-service modification index.
+//! - [`health`]: the leader-local health monitor: heartbeats and check results in, status
+//!   transitions and deregistrations out, with flap damping and the mass-eviction guard.
+#![forbid(unsafe_code)]
+
+pub mod health;
+pub mod model;
+pub mod registry;
+pub mod validate;
+
+pub use model::{CheckSpec, Instance, InstanceKey, ServiceDefinition, Status};
+pub use registry::{Command, Event, EventKind, Registry, Request, Response};

@@ -1,0 +1,392 @@
+//! The registry's data: instances, their health checks, and service definitions.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Health of an instance. Only `passing` instances are returned by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl Status {
+    pub const ALL: [Status; 3] = [Status::Passing, Status::Warning, Status::Critical];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Passing => "passing",
+            Status::Warning => "warning",
+            Status::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "passing" => Ok(Status::Passing),
+            "warning" => Ok(Status::Warning),
+            "critical" => Ok(Status::Critical),
+            other => Err(format!(
+                "unknown status {other:?}: expected passing, warning or critical"
+            )),
+        }
+    }
+}
+
+/// A duration written the way operators write them: `"10s"`, `"1m30s"`, `"250ms"`, `"120000ms"`.
+///
+/// Stored as whole milliseconds so the state machine stays deterministic and serialisable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Dur(pub u64);
+
+impl Dur {
+    pub fn from_millis(ms: u64) -> Self {
+        Dur(ms)
+    }
+
+    pub fn from_secs(s: u64) -> Self {
+        Dur(s.saturating_mul(1000))
+    }
+
+    pub fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    pub fn to_std(self) -> Duration {
+        Duration::from_millis(self.0)
+    }
+}
+
+impl FromStr for Dur {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let d = humantime::parse_duration(s.trim())
+            .map_err(|e| format!("invalid duration {s:?}: {e} (use e.g. \"10s\", \"250ms\", \"5m\")"))?;
+        Ok(Dur(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&compact_duration(self.0))
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&compact_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            /// Bare numbers are seconds, as in most service-discovery configs.
+            Secs(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+            Raw::Secs(s) => Ok(Dur::from_secs(s)),
+        }
+    }
+}
+
+/// Formats milliseconds as the shortest exact unit: `10s`, `250ms`, `5m`, `2h`.
+fn compact_duration(ms: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(3_600_000, "h"), (60_000, "m"), (1000, "s")];
+    for (size, unit) in UNITS {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// Milliseconds since the Unix epoch, serialised as RFC 3339 text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub u64);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(self.0);
+        s.collect_str(&humantime::format_rfc3339_millis(t))
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let t = humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)?;
+        let ms = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(serde::de::Error::custom)?
+            .as_millis();
+        Ok(Timestamp(u64::try_from(ms).unwrap_or(u64::MAX)))
+    }
+}
+
+/// How the agent decides whether an instance is healthy.
+///
+/// Exactly one of `ttl`, `http`, `tcp` or `grpc` is set (checked by [`crate::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    /// The instance heartbeats at least this often, or it turns critical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Dur>,
+    /// The agent GETs this URL: 2xx passing, 429 warning, anything else critical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// The agent opens a TCP connection to this `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+    /// The agent calls `grpc.health.v1.Health/Check` on this `host:port[/service]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<String>,
+    /// Time between active checks (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Dur>,
+    /// How long an active check may take (default 2s, at most the interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    /// Remove the instance once it has been critical this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deregister_after: Option<Dur>,
+    /// Consecutive successes needed to turn passing again (default 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub success_before_passing: u32,
+    /// Consecutive failures needed to turn critical (default 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub failures_before_critical: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// The kind of a check, derived from which field of [`CheckSpec`] is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind<'a> {
+    Ttl(Dur),
+    Http(&'a str),
+    Tcp(&'a str),
+    Grpc(&'a str),
+}
+
+impl CheckSpec {
+    pub const DEFAULT_INTERVAL: Dur = Dur(10_000);
+    pub const DEFAULT_TIMEOUT: Dur = Dur(2_000);
+
+    /// The check's kind; `None` only for a spec that failed validation.
+    pub fn kind(&self) -> Option<CheckKind<'_>> {
+        if let Some(ttl) = self.ttl {
+            return Some(CheckKind::Ttl(ttl));
+        }
+        if let Some(url) = &self.http {
+            return Some(CheckKind::Http(url));
+        }
+        if let Some(addr) = &self.tcp {
+            return Some(CheckKind::Tcp(addr));
+        }
+        self.grpc.as_deref().map(CheckKind::Grpc)
+    }
+
+    pub fn is_ttl(&self) -> bool {
+        self.ttl.is_some()
+    }
+
+    pub fn interval(&self) -> Dur {
+        self.interval.unwrap_or(Self::DEFAULT_INTERVAL)
+    }
+
+    pub fn timeout(&self) -> Dur {
+        self.timeout
+            .unwrap_or(Self::DEFAULT_TIMEOUT)
+            .min(self.interval())
+    }
+
+    /// The status an instance starts with when it registers with this check and names none.
+    ///
+    /// TTL instances start passing: the registration itself is their first heartbeat. Actively
+    /// checked instances start critical until their first check passes, as in Consul.
+    pub fn initial_status(&self) -> Status {
+        if self.is_ttl() {
+            Status::Passing
+        } else {
+            Status::Critical
+        }
+    }
+}
+
+/// Identifies an instance: ids are unique within a service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InstanceKey {
+    pub service: String,
+    pub id: String,
+}
+
+impl InstanceKey {
+    pub fn new(service: impl Into<String>, id: impl Into<String>) -> Self {
+        InstanceKey {
+            service: service.into(),
+            id: id.into(),
+        }
+    }
+}
+
+impl fmt::Display for InstanceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.service, self.id)
+    }
+}
+
+/// A validated, normalised registration: what [`crate::registry::Command::Register`] carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewInstance {
+    pub id: String,
+    pub service: String,
+    pub address: String,
+    pub port: u16,
+    pub tags: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub weight: u32,
+    pub check: Option<CheckSpec>,
+    /// The status to start with; `None` means "derive it from the check".
+    pub status: Option<Status>,
+}
+
+/// A registered instance of a service, as the registry stores and serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub service: String,
+    pub address: String,
+    pub port: u16,
+    pub tags: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub weight: u32,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckSpec>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl Instance {
+    pub fn key(&self) -> InstanceKey {
+        InstanceKey::new(&self.service, &self.id)
+    }
+
+    /// True when the instance carries every one of `tags`.
+    pub fn has_tags(&self, tags: &[String]) -> bool {
+        tags.iter().all(|t| self.tags.iter().any(|own| own == t))
+    }
+}
+
+/// A parameter of an endpoint in a service definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parameter {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// An endpoint a service exposes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub path: String,
+    pub method: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+}
+
+/// What a service is, stored beside its instances: version, API, dependencies and config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceDefinition {
+    pub name: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub create_index: u64,
+    #[serde(default)]
+    pub modify_index: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_go_and_human_forms() {
+        assert_eq!("10s".parse::<Dur>().unwrap(), Dur(10_000));
+        assert_eq!("120000ms".parse::<Dur>().unwrap(), Dur(120_000));
+        assert_eq!("5m".parse::<Dur>().unwrap(), Dur(300_000));
+        assert_eq!("1m30s".parse::<Dur>().unwrap(), Dur(90_000));
+        assert!("ten seconds".parse::<Dur>().is_err());
+        assert!("".parse::<Dur>().is_err());
+    }
+
+    #[test]
+    fn durations_round_trip_through_json() {
+        for ms in [250, 1000, 90_000, 300_000, 7_200_000] {
+            let text = serde_json::to_string(&Dur(ms)).unwrap();
+            assert_eq!(serde_json::from_str::<Dur>(&text).unwrap(), Dur(ms), "{text}");
+        }
+        assert_eq!(serde_json::to_string(&Dur(10_000)).unwrap(), "\"10s\"");
+        assert_eq!(serde_json::from_str::<Dur>("30").unwrap(), Dur(30_000));
+    }
+
+    #[test]
+    fn timestamps_round_trip_as_rfc3339() {
+        let t = Timestamp(1_700_000_000_123);
+        let text = serde_json::to_string(&t).unwrap();
+        assert_eq!(text, "\"2023-11-14T22:13:20.123Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&text).unwrap(), t);
+    }
+
+    #[test]
+    fn check_spec_rejects_unknown_fields() {
+        let err = serde_json::from_str::<CheckSpec>(r#"{"ttl":"10s","bogus":1}"#).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}

@@ -1,0 +1,342 @@
+//! The replicated registry state machine.
+//!
+//! [`Registry::apply`] is the only way state changes. It takes the log index the command was
+//! committed at and a [`Request`] that carries the proposer's wall-clock time, so every replica
+//! that applies the same log reaches the same state. It returns a [`Response`] for the caller and
+//! the [`Event`]s that watchers of each touched service need.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Instance, InstanceKey, NewInstance, ServiceDefinition, Status, Timestamp};
+
+/// A command together with the time its proposer saw when it proposed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Proposer's wall clock, milliseconds since the Unix epoch.
+    pub now_ms: u64,
+    pub command: Command,
+}
+
+impl Request {
+    pub fn new(now_ms: u64, command: Command) -> Self {
+        Request { now_ms, command }
+    }
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.command)
+    }
+}
+
+/// Every way the registry can change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Insert or replace an instance (upsert by service and id).
+    Register(NewInstance),
+    /// Remove an instance.
+    Deregister(InstanceKey),
+    /// Record a health transition decided by the health monitor.
+    SetStatus { key: InstanceKey, status: Status },
+    /// Insert or replace a service definition.
+    PutDefinition(ServiceDefinition),
+    /// Remove a service definition.
+    DeleteDefinition { service: String },
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Registered { instance: Instance, created: bool },
+    Deregistered(Instance),
+    StatusSet(Instance),
+    DefinitionPut { definition: ServiceDefinition, created: bool },
+    DefinitionDeleted,
+    /// The instance or definition named by the command does not exist; nothing changed.
+    NotFound,
+    /// The command was valid but changed nothing (e.g. a status it already had).
+    Unchanged,
+    /// Raft's own entries (blank, membership) apply to no registry state.
+    Internal,
+}
+
+/// A change to one service, as watchers see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub service: String,
+    /// The log index of the change; the service's index after it.
+    pub index: u64,
+    pub kind: EventKind,
+}
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A new instance registered.
+    Added(Instance),
+    /// An existing instance was registered again (possibly with a new check).
+    Replaced(Instance),
+    /// An instance's health status changed.
+    StatusChanged(Instance),
+    /// An instance was deregistered (by a client, or by the health monitor).
+    Removed(Instance),
+    /// The service definition was created, replaced or deleted.
+    DefinitionChanged,
+}
+
+/// One service's state: its instances, its definition and its last-modified index.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct ServiceEntry {
+    instances: BTreeMap<String, Instance>,
+    definition: Option<ServiceDefinition>,
+    /// Index of the last change to this service. Kept after the last instance leaves, so that a
+    /// blocking query still sees the index move past the removal.
+    index: u64,
+}
+
+/// Instance counts by status, for listings and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusCounts {
+    pub passing: usize,
+    pub warning: usize,
+    pub critical: usize,
+}
+
+impl StatusCounts {
+    pub fn add(&mut self, status: Status) {
+        match status {
+            Status::Passing => self.passing += 1,
+            Status::Warning => self.warning += 1,
+            Status::Critical => self.critical += 1,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.passing + self.warning + self.critical
+    }
+}
+
+/// A summary row of `GET /api/v1/services`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSummary {
+    pub name: String,
+    pub index: u64,
+    pub instances: StatusCounts,
+    pub has_definition: bool,
+}
+
+/// The registry: every service, instance and definition, and the index of the last change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Registry {
+    services: BTreeMap<String, ServiceEntry>,
+    /// Index of the last applied command that changed anything.
+    last_index: u64,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies `req`, committed at log `index`. Indexes must grow from call to call.
+    pub fn apply(&mut self, index: u64, req: &Request) -> (Response, Vec<Event>) {
+        debug_assert!(index > self.last_index || self.last_index == 0);
+        let now = Timestamp(req.now_ms);
+        match &req.command {
+            Command::Register(new) => self.register(index, now, new),
+            Command::Deregister(key) => self.deregister(index, key),
+            Command::SetStatus { key, status } => self.set_status(index, now, key, *status),
+            Command::PutDefinition(def) => self.put_definition(index, def),
+            Command::DeleteDefinition { service } => self.delete_definition(index, service),
+        }
+    }
+
+    fn touch(&mut self, service: &str, index: u64) -> &mut ServiceEntry {
+        self.last_index = index;
+        let entry = self.services.entry(service.to_string()).or_default();
+        entry.index = index;
+        entry
+    }
+
+    fn register(&mut self, index: u64, now: Timestamp, new: &NewInstance) -> (Response, Vec<Event>) {
+        let entry = self.touch(&new.service, index);
+        let previous = entry.instances.get(&new.id);
+        // Re-registering with the same check keeps the known status, so a routine re-registration
+        // of an actively checked instance does not flicker to critical.
+        let status = new.status.unwrap_or_else(|| match (previous, &new.check) {
+            (Some(prev), check) if prev.check == *check => prev.status,
+            (_, Some(check)) => check.initial_status(),
+            (_, None) => Status::Passing,
+        });
+        let instance = Instance {
+            id: new.id.clone(),
+            service: new.service.clone(),
+            address: new.address.clone(),
+            port: new.port,
+            tags: new.tags.clone(),
+            metadata: new.metadata.clone(),
+            weight: new.weight,
+            status,
+            check: new.check.clone(),
+            created_at: previous.map_or(now, |p| p.created_at),
+            updated_at: now,
+            create_index: previous.map_or(index, |p| p.create_index),
+            modify_index: index,
+        };
+        let created = previous.is_none();
+        entry.instances.insert(new.id.clone(), instance.clone());
+        let kind = if created {
+            EventKind::Added(instance.clone())
+        } else {
+            EventKind::Replaced(instance.clone())
+        };
+        let event = Event {
+            service: new.service.clone(),
+            index,
+            kind,
+        };
+        (Response::Registered { instance, created }, vec![event])
+    }
+
+    fn deregister(&mut self, index: u64, key: &InstanceKey) -> (Response, Vec<Event>) {
+        if self.instance(&key.service, &key.id).is_none() {
+            return (Response::NotFound, vec![]);
+        }
+        let entry = self.touch(&key.service, index);
+        let removed = entry
+            .instances
+            .remove(&key.id)
+            .expect("presence checked above");
+        let event = Event {
+            service: key.service.clone(),
+            index,
+            kind: EventKind::Removed(removed.clone()),
+        };
+        (Response::Deregistered(removed), vec![event])
+    }
+
+    fn set_status(
+        &mut self,
+        index: u64,
+        now: Timestamp,
+        key: &InstanceKey,
+        status: Status,
+    ) -> (Response, Vec<Event>) {
+        match self.instance(&key.service, &key.id) {
+            None => return (Response::NotFound, vec![]),
+            Some(i) if i.status == status => return (Response::Unchanged, vec![]),
+            Some(_) => {}
+        }
+        let entry = self.touch(&key.service, index);
+        let instance = entry
+            .instances
+            .get_mut(&key.id)
+            .expect("presence checked above");
+        instance.status = status;
+        instance.updated_at = now;
+        instance.modify_index = index;
+        let instance = instance.clone();
+        let event = Event {
+            service: key.service.clone(),
+            index,
+            kind: EventKind::StatusChanged(instance.clone()),
+        };
+        (Response::StatusSet(instance), vec![event])
+    }
+
+    fn put_definition(&mut self, index: u64, def: &ServiceDefinition) -> (Response, Vec<Event>) {
+        let entry = self.touch(&def.name, index);
+        let previous = entry.definition.as_ref();
+        let created = previous.is_none();
+        let definition = ServiceDefinition {
+            create_index: previous.map_or(index, |p| p.create_index),
+            modify_index: index,
+            ..def.clone()
+        };
+        entry.definition = Some(definition.clone());
+        let event = Event {
+            service: def.name.clone(),
+            index,
+            kind: EventKind::DefinitionChanged,
+        };
+        (Response::DefinitionPut { definition, created }, vec![event])
+    }
+
+    fn delete_definition(&mut self, index: u64, service: &str) -> (Response, Vec<Event>) {
+        if self.definition(service).is_none() {
+            return (Response::NotFound, vec![]);
+        }
+        self.touch(service, index).definition = None;
+        let event = Event {
+            service: service.to_string(),
+            index,
+            kind: EventKind::DefinitionChanged,
+        };
+        (Response::DefinitionDeleted, vec![event])
+    }
+
+    /// Index of the last change to `service`, or 0 if it never existed.
+    pub fn service_index(&self, service: &str) -> u64 {
+        self.services.get(service).map_or(0, |s| s.index)
+    }
+
+    /// Index of the last change to anything.
+    pub fn last_index(&self) -> u64 {
+        self.last_index
+    }
+
+    pub fn instance(&self, service: &str, id: &str) -> Option<&Instance> {
+        self.services.get(service)?.instances.get(id)
+    }
+
+    /// All instances of `service`, ordered by id.
+    pub fn instances(&self, service: &str) -> impl Iterator<Item = &Instance> {
+        self.services
+            .get(service)
+            .into_iter()
+            .flat_map(|s| s.instances.values())
+    }
+
+    /// Every instance of every service.
+    pub fn all_instances(&self) -> impl Iterator<Item = &Instance> {
+        self.services.values().flat_map(|s| s.instances.values())
+    }
+
+    pub fn definition(&self, service: &str) -> Option<&ServiceDefinition> {
+        self.services.get(service)?.definition.as_ref()
+    }
+
+    /// Services that currently have instances or a definition.
+    pub fn services(&self) -> Vec<ServiceSummary> {
+        self.services
+            .iter()
+            .filter(|(_, s)| !s.instances.is_empty() || s.definition.is_some())
+            .map(|(name, s)| {
+                let mut counts = StatusCounts::default();
+                for i in s.instances.values() {
+                    counts.add(i.status);
+                }
+                ServiceSummary {
+                    name: name.clone(),
+                    index: s.index,
+                    instances: counts,
+                    has_definition: s.definition.is_some(),
+                }
+            })
+            .collect()
+    }
+
+    /// Instance counts by status across all services.
+    pub fn status_counts(&self) -> StatusCounts {
+        let mut counts = StatusCounts::default();
+        for i in self.all_instances() {
+            counts.add(i.status);
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,517 @@
+//! Validation of untrusted input. Everything that reaches the state machine has passed through here.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::model::{CheckKind, CheckSpec, Dur, NewInstance, ServiceDefinition, Status};
+
+pub const MAX_TAGS: usize = 64;
+pub const MAX_METADATA: usize = 64;
+pub const MAX_KEY_BYTES: usize = 128;
+pub const MAX_VALUE_BYTES: usize = 512;
+pub const MAX_ID_BYTES: usize = 128;
+pub const MIN_WEIGHT: u32 = 1;
+pub const MAX_WEIGHT: u32 = 10_000;
+pub const DEFAULT_WEIGHT: u32 = 100;
+/// The shortest TTL or check interval accepted; shorter ones would make the agent a busy loop.
+pub const MIN_CHECK_PERIOD: Dur = Dur(100);
+
+/// Why an input was refused, and which field was at fault.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ValidationError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, ValidationError>;
+
+/// A registration as clients send it. Every field is optional here so that a missing field gets
+/// a precise error instead of a generic deserialisation failure.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    pub id: Option<String>,
+    pub service: Option<String>,
+    pub address: Option<String>,
+    pub port: Option<i64>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    pub weight: Option<i64>,
+    pub check: Option<CheckSpec>,
+    pub status: Option<Status>,
+}
+
+/// Normalises a service name: case-folded, then checked to be a DNS label (`[a-z0-9-]`, 1–63,
+/// not starting or ending with `-`).
+pub fn service_name(raw: &str) -> Result<String> {
+    let name = raw.to_ascii_lowercase();
+    let field = "service";
+    if name.is_empty() || name.len() > 63 {
+        return Err(ValidationError::new(
+            field,
+            format!("service name must be 1 to 63 characters, got {}", name.len()),
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(ValidationError::new(
+            field,
+            format!("service name {raw:?} contains {bad:?}: only a-z, 0-9 and '-' are allowed"),
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err(ValidationError::new(
+            field,
+            format!("service name {raw:?} must not start or end with '-'"),
+        ));
+    }
+    Ok(name)
+}
+
+/// Checks an instance id: 1–128 printable ASCII characters, none of which needs escaping in a
+/// URL path.
+pub fn instance_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(ValidationError::new(
+            "id",
+            format!("id must be 1 to {MAX_ID_BYTES} bytes, got {}", id.len()),
+        ));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@' | '~')))
+    {
+        return Err(ValidationError::new(
+            "id",
+            format!("id {id:?} contains {bad:?}: use letters, digits and - _ . : @ ~"),
+        ));
+    }
+    Ok(())
+}
+
+/// Accepts an IP address or an RFC 1123 host name.
+pub fn address(addr: &str) -> Result<()> {
+    if addr.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = || {
+        ValidationError::new(
+            "address",
+            format!("address {addr:?} is neither an IP address nor a valid host name"),
+        )
+    };
+    let host = addr.strip_suffix('.').unwrap_or(addr);
+    if host.is_empty() || host.len() > 253 {
+        return Err(bad());
+    }
+    for label in host.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(bad());
+        }
+    }
+    // A name made only of digits and dots is a malformed IPv4 address, not a host name.
+    if host.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn port(port: Option<i64>) -> Result<u16> {
+    let p = port.ok_or_else(|| ValidationError::new("port", "port is required"))?;
+    match u16::try_from(p) {
+        Ok(p) if p >= 1 => Ok(p),
+        _ => Err(ValidationError::new(
+            "port",
+            format!("port must be 1 to 65535, got {p}"),
+        )),
+    }
+}
+
+fn weight(w: Option<i64>) -> Result<u32> {
+    let Some(w) = w else {
+        return Ok(DEFAULT_WEIGHT);
+    };
+    match u32::try_from(w) {
+        Ok(w) if (MIN_WEIGHT..=MAX_WEIGHT).contains(&w) => Ok(w),
+        _ => Err(ValidationError::new(
+            "weight",
+            format!("weight must be {MIN_WEIGHT} to {MAX_WEIGHT}, got {w}"),
+        )),
+    }
+}
+
+fn tags(tags: &[String]) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(ValidationError::new(
+            "tags",
+            format!("at most {MAX_TAGS} tags, got {}", tags.len()),
+        ));
+    }
+    for t in tags {
+        if t.is_empty() || t.len() > MAX_VALUE_BYTES {
+            return Err(ValidationError::new(
+                "tags",
+                format!("each tag must be 1 to {MAX_VALUE_BYTES} bytes, got {}", t.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn metadata(meta: &BTreeMap<String, String>) -> Result<()> {
+    if meta.len() > MAX_METADATA {
+        return Err(ValidationError::new(
+            "metadata",
+            format!("at most {MAX_METADATA} metadata keys, got {}", meta.len()),
+        ));
+    }
+    for (k, v) in meta {
+        if k.is_empty() || k.len() > MAX_KEY_BYTES {
+            return Err(ValidationError::new(
+                "metadata",
+                format!("metadata key {k:?} must be 1 to {MAX_KEY_BYTES} bytes"),
+            ));
+        }
+        if v.len() > MAX_VALUE_BYTES {
+            return Err(ValidationError::new(
+                format!("metadata.{k}"),
+                format!("metadata value must be at most {MAX_VALUE_BYTES} bytes, got {}", v.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a health-check spec: exactly one kind, sane periods, well-formed targets.
+pub fn check(spec: &CheckSpec) -> Result<()> {
+    let kinds = [
+        spec.ttl.is_some(),
+        spec.http.is_some(),
+        spec.tcp.is_some(),
+        spec.grpc.is_some(),
+    ];
+    let set = kinds.iter().filter(|k| **k).count();
+    if set != 1 {
+        return Err(ValidationError::new(
+            "check",
+            format!("a check needs exactly one of ttl, http, tcp or grpc; got {set}"),
+        ));
+    }
+    match spec.kind() {
+        Some(CheckKind::Ttl(ttl)) => {
+            if ttl < MIN_CHECK_PERIOD {
+                return Err(ValidationError::new(
+                    "check.ttl",
+                    format!("ttl must be at least {MIN_CHECK_PERIOD}, got {ttl}"),
+                ));
+            }
+            if spec.interval.is_some() || spec.timeout.is_some() {
+                return Err(ValidationError::new(
+                    "check.interval",
+                    "interval and timeout apply to http, tcp and grpc checks, not ttl",
+                ));
+            }
+        }
+        Some(CheckKind::Http(url)) => {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+                return Err(ValidationError::new(
+                    "check.http",
+                    format!("http check needs an http:// or https:// URL, got {url:?}"),
+                ));
+            }
+        }
+        Some(CheckKind::Tcp(target)) | Some(CheckKind::Grpc(target)) => {
+            let field = if spec.tcp.is_some() {
+                "check.tcp"
+            } else {
+                "check.grpc"
+            };
+            let hostport = target.split('/').next().unwrap_or_default();
+            host_port(hostport).map_err(|m| ValidationError::new(field, m))?;
+        }
+        None => unreachable!("exactly one kind is set"),
+    }
+    if let Some(interval) = spec.interval {
+        if interval < MIN_CHECK_PERIOD {
+            return Err(ValidationError::new(
+                "check.interval",
+                format!("interval must be at least {MIN_CHECK_PERIOD}, got {interval}"),
+            ));
+        }
+    }
+    if let Some(timeout) = spec.timeout {
+        if timeout.as_millis() == 0 {
+            return Err(ValidationError::new(
+                "check.timeout",
+                "timeout must be positive",
+            ));
+        }
+    }
+    if let Some(after) = spec.deregister_after {
+        if after.as_millis() == 0 {
+            return Err(ValidationError::new(
+                "check.deregister_after",
+                "deregister_after must be positive",
+            ));
+        }
+    }
+    for (field, n) in [
+        ("check.success_before_passing", spec.success_before_passing),
+        ("check.failures_before_critical", spec.failures_before_critical),
+    ] {
+        if !(1..=100).contains(&n) {
+            return Err(ValidationError::new(field, format!("must be 1 to 100, got {n}")));
+        }
+    }
+    Ok(())
+}
+
+/// Checks `host:port` (IPv6 hosts in brackets).
+pub fn host_port(target: &str) -> std::result::Result<(), String> {
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| format!("expected host:port, got {target:?}"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    address(host).map_err(|e| e.message)?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("port in {target:?} must be 1 to 65535")),
+    }
+}
+
+/// Validates a registration for `path_service` and normalises it into a [`NewInstance`].
+pub fn registration(path_service: &str, reg: Registration) -> Result<NewInstance> {
+    let service = service_name(path_service)?;
+    if let Some(body_service) = &reg.service {
+        if service_name(body_service)? != service {
+            return Err(ValidationError::new(
+                "service",
+                format!(
+                    "body names service {body_service:?} but the path names {path_service:?}"
+                ),
+            ));
+        }
+    }
+    let address_text = reg
+        .address
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| ValidationError::new("address", "address is required"))?;
+    address(&address_text)?;
+    let port = port(reg.port)?;
+    let id = match reg.id {
+        Some(id) => id,
+        None => format!("{service}-{address_text}-{port}"),
+    };
+    instance_id(&id)?;
+    tags(&reg.tags)?;
+    metadata(&reg.metadata)?;
+    let weight = weight(reg.weight)?;
+    if let Some(c) = &reg.check {
+        check(c)?;
+    }
+    Ok(NewInstance {
+        id,
+        service,
+        address: address_text,
+        port,
+        tags: reg.tags,
+        metadata: reg.metadata,
+        weight,
+        check: reg.check,
+        status: reg.status,
+    })
+}
+
+/// Validates a service definition for `path_service`; the definition's name is set from the path.
+pub fn definition(path_service: &str, mut def: DefinitionInput) -> Result<ServiceDefinition> {
+    let service = service_name(path_service)?;
+    if let Some(name) = &def.name {
+        if service_name(name)? != service {
+            return Err(ValidationError::new(
+                "name",
+                format!("body names service {name:?} but the path names {path_service:?}"),
+            ));
+        }
+    }
+    for (i, dep) in def.dependencies.iter_mut().enumerate() {
+        *dep = service_name(dep).map_err(|e| {
+            ValidationError::new(format!("dependencies[{i}]"), e.message)
+        })?;
+    }
+    for (i, ep) in def.endpoints.iter().enumerate() {
+        if !ep.path.starts_with('/') {
+            return Err(ValidationError::new(
+                format!("endpoints[{i}].path"),
+                format!("endpoint path must start with '/', got {:?}", ep.path),
+            ));
+        }
+        if ep.method.is_empty() || !ep.method.chars().all(|c| c.is_ascii_alphabetic()) {
+            return Err(ValidationError::new(
+                format!("endpoints[{i}].method"),
+                format!("endpoint method must be an HTTP method, got {:?}", ep.method),
+            ));
+        }
+    }
+    Ok(ServiceDefinition {
+        name: service,
+        version: def.version,
+        description: def.description,
+        endpoints: def
+            .endpoints
+            .into_iter()
+            .map(|mut e| {
+                e.method = e.method.to_ascii_uppercase();
+                e
+            })
+            .collect(),
+        dependencies: def.dependencies,
+        config: def.config,
+        create_index: 0,
+        modify_index: 0,
+    })
+}
+
+/// A service definition as clients send it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionInput {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub endpoints: Vec<crate::model::Endpoint>,
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(json: serde_json::Value) -> Registration {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn field_of(r: Result<NewInstance>) -> String {
+        r.unwrap_err().field
+    }
+
+    #[test]
+    fn service_names_are_case_folded_dns_labels() {
+        assert_eq!(service_name("User-Service").unwrap(), "user-service");
+        assert!(service_name("").is_err());
+        assert!(service_name(&"a".repeat(64)).is_err());
+        assert!(service_name(&"a".repeat(63)).is_ok());
+        assert!(service_name("user_service").is_err());
+        assert!(service_name("-users").is_err());
+        assert!(service_name("users.v1").is_err());
+    }
+
+    #[test]
+    fn addresses_are_ips_or_host_names() {
+        for ok in ["10.0.0.1", "::1", "fe80::1", "db.internal", "localhost", "a-b.example.com."] {
+            assert!(address(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "300.1.1.1", "1.2.3", "-bad.example", "under_score.example", "a..b", "x y"] {
+            assert!(address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn registration_defaults_id_and_weight() {
+        let n = registration(
+            "Users",
+            reg(serde_json::json!({"address": "10.0.0.1", "port": 8080})),
+        )
+        .unwrap();
+        assert_eq!(n.id, "users-10.0.0.1-8080");
+        assert_eq!(n.service, "users");
+        assert_eq!(n.weight, DEFAULT_WEIGHT);
+    }
+
+    #[test]
+    fn registration_errors_name_the_field() {
+        let base = || serde_json::json!({"address": "10.0.0.1", "port": 8080});
+        let with = |k: &str, v: serde_json::Value| {
+            let mut b = base();
+            b[k] = v;
+            registration("users", reg(b))
+        };
+        assert_eq!(field_of(with("port", 0.into())), "port");
+        assert_eq!(field_of(with("port", 65536.into())), "port");
+        assert_eq!(field_of(with("address", "not an address".into())), "address");
+        assert_eq!(field_of(with("weight", 0.into())), "weight");
+        assert_eq!(field_of(with("weight", 10_001.into())), "weight");
+        assert_eq!(field_of(with("id", "a/b".into())), "id");
+        assert_eq!(field_of(with("service", "orders".into())), "service");
+        let tags: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
+        assert_eq!(field_of(with("tags", serde_json::json!(tags))), "tags");
+        let meta: BTreeMap<String, String> =
+            (0..65).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        assert_eq!(field_of(with("metadata", serde_json::json!(meta))), "metadata");
+        let long_key = serde_json::json!({ "k".repeat(129): "v" });
+        assert_eq!(field_of(with("metadata", long_key)), "metadata");
+        let long_value = serde_json::json!({ "k": "v".repeat(513) });
+        assert_eq!(field_of(with("metadata", long_value)), "metadata.k");
+        assert_eq!(field_of(registration("users", reg(serde_json::json!({"port": 1})))), "address");
+        assert_eq!(
+            field_of(registration("users", reg(serde_json::json!({"address": "h"})))),
+            "port"
+        );
+    }
+
+    #[test]
+    fn checks_need_exactly_one_kind_and_sane_periods() {
+        let c = |v: serde_json::Value| check(&serde_json::from_value::<CheckSpec>(v).unwrap());
+        assert!(c(serde_json::json!({"ttl": "10s"})).is_ok());
+        assert!(c(serde_json::json!({"http": "http://127.0.0.1:80/health", "interval": "5s"})).is_ok());
+        assert!(c(serde_json::json!({"tcp": "db:5432"})).is_ok());
+        assert!(c(serde_json::json!({"tcp": "[::1]:5432"})).is_ok());
+        assert_eq!(c(serde_json::json!({})).unwrap_err().field, "check");
+        assert_eq!(
+            c(serde_json::json!({"ttl": "10s", "tcp": "db:1"})).unwrap_err().field,
+            "check"
+        );
+        assert_eq!(c(serde_json::json!({"ttl": "1ms"})).unwrap_err().field, "check.ttl");
+        assert_eq!(c(serde_json::json!({"http": "ftp://x"})).unwrap_err().field, "check.http");
+        assert_eq!(c(serde_json::json!({"tcp": "db"})).unwrap_err().field, "check.tcp");
+        assert_eq!(
+            c(serde_json::json!({"tcp": "db:1", "failures_before_critical": 0}))
+                .unwrap_err()
+                .field,
+            "check.failures_before_critical"
+        );
+    }
+}
