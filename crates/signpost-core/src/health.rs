@@ -135,6 +135,10 @@ impl HealthMonitor {
         self.tracked.insert(instance.key(), tracked);
     }
 
+    pub fn guard_config(&self) -> GuardConfig {
+        self.guard_config
+    }
+
     pub fn untrack(&mut self, key: &InstanceKey) {
         self.tracked.remove(key);
     }

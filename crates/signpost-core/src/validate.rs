@@ -220,6 +220,12 @@ pub fn check(spec: &CheckSpec) -> Result<()> {
         ));
     }
     match spec.kind() {
+        Some(CheckKind::Grpc(_)) => {
+            return Err(ValidationError::new(
+                "check.grpc",
+                "grpc checks are not supported yet; use http, tcp or ttl",
+            ));
+        }
         Some(CheckKind::Ttl(ttl)) => {
             if ttl < MIN_CHECK_PERIOD {
                 return Err(ValidationError::new(
@@ -245,14 +251,8 @@ pub fn check(spec: &CheckSpec) -> Result<()> {
                 ));
             }
         }
-        Some(CheckKind::Tcp(target)) | Some(CheckKind::Grpc(target)) => {
-            let field = if spec.tcp.is_some() {
-                "check.tcp"
-            } else {
-                "check.grpc"
-            };
-            let hostport = target.split('/').next().unwrap_or_default();
-            host_port(hostport).map_err(|m| ValidationError::new(field, m))?;
+        Some(CheckKind::Tcp(target)) => {
+            host_port(target).map_err(|m| ValidationError::new("check.tcp", m))?;
         }
         None => unreachable!("exactly one kind is set"),
     }

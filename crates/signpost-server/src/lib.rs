@@ -1,1 +1,21 @@
-pub fn x(){}
+//! The Signpost agent: the IO around [`signpost_core`].
+//!
+//! # Layout
+//! - [`config`]: the typed, validated agent configuration (TOML file + flags).
+//! - [`agent`]: [`agent::Agent`] wires storage, Raft, the health checker and HTTP together, and
+//!   [`agent::Agent::propose`] is the one way writes enter Raft.
+//! - [`raft`]: openraft types, the redb log store, the state-machine adapter, the HTTP transport.
+//! - [`store`]: the applied state every reader sees, with per-service change notifications.
+//! - [`health`]: the leader's health checker (TTL deadlines, HTTP/TCP probes, the guard).
+//! - [`http`]: the HTTP API (native registry API, watches, agent info, metrics, Raft RPCs).
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod raft;
+pub mod store;
+
+pub use agent::Agent;
+pub use config::AgentConfig;

@@ -1,1 +1,145 @@
-fn main(){}
+//! `signpost`: the registry agent and its command-line client in one binary.
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use signpost_server::{Agent, AgentConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "signpost", version, about = "Service discovery: registry agent and client")]
+struct Cli {
+    #[command(flatten)]
+    client: cli::ClientOpts,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the registry agent.
+    Agent(AgentArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
+}
+
+/// Flags of `signpost agent`; each overrides the same setting in `--config`.
+#[derive(clap::Args, Debug)]
+struct AgentArgs {
+    /// TOML config file (see README: Configuration).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Keep everything in memory (no data dir): for development and trials.
+    #[arg(long)]
+    dev: bool,
+    /// Directory of the durable state.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:8500].
+    #[arg(long)]
+    http_addr: Option<std::net::SocketAddr>,
+    /// This agent's Raft node id [default: 1].
+    #[arg(long)]
+    node_id: Option<u64>,
+}
+
+impl AgentArgs {
+    fn config(&self) -> anyhow::Result<AgentConfig> {
+        let mut config = match &self.config {
+            Some(path) => AgentConfig::from_file(path)?,
+            None => AgentConfig::default(),
+        };
+        if self.dev {
+            config.dev = true;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = Some(dir.clone());
+        }
+        if let Some(addr) = self.http_addr {
+            config.http_addr = addr;
+        }
+        if let Some(id) = self.node_id {
+            config.node_id = id;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Agent(args) => run_agent(args).await,
+            Command::Client(cmd) => cli::run(&cli.client, cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .init();
+    let config = args.config()?;
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let addr = listener.local_addr()?;
+    let started = std::time::Instant::now();
+    let agent = Agent::start(config, addr).await?;
+    let m = agent.raft.metrics().borrow().clone();
+    tracing::info!(
+        %addr,
+        node_id = agent.node_id,
+        instances = agent.store.read().registry.all_instances().count(),
+        applied_index = m.last_applied.map(|l| l.index),
+        "signpost agent ready in {:?}",
+        started.elapsed()
+    );
+    agent.serve(listener, shutdown_signal()).await?;
+    tracing::info!("signpost agent stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received: shutting down"),
+        _ = term => tracing::info!("SIGTERM received: shutting down"),
+    }
+}

@@ -1,0 +1,238 @@
+//! Agent configuration: a typed TOML file, overridden by command-line flags, validated at start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use signpost_core::model::Dur;
+use thiserror::Error;
+
+/// Why the configuration was refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The agent's settings. Every field has a default; a file only names what it changes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Keep everything in memory; no data dir.
+    pub dev: bool,
+    /// Where the durable state lives (required unless `dev`).
+    pub data_dir: Option<PathBuf>,
+    /// Address of the HTTP API.
+    pub http_addr: SocketAddr,
+    /// This agent's Raft node id (≥ 1).
+    pub node_id: u64,
+    /// Name this node reports (defaults to `signpost-<node_id>`).
+    pub node_name: Option<String>,
+    /// Datacenter this agent belongs to.
+    pub datacenter: String,
+    pub health: HealthConfig,
+    pub raft: RaftConfig,
+}
+
+/// Health-checking settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Share of TTL instances whose expiry within one window engages the mass-eviction guard.
+    pub guard_threshold: f64,
+    /// The guard's window.
+    pub guard_window: Dur,
+    /// Fewer TTL instances than this never engage the guard.
+    pub guard_min_instances: usize,
+    /// How often TTL deadlines and `deregister_after` are checked.
+    pub tick: Dur,
+}
+
+/// Raft timing and snapshot settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    pub heartbeat_interval: Dur,
+    pub election_timeout_min: Dur,
+    pub election_timeout_max: Dur,
+    /// Take a snapshot after this many log entries.
+    pub snapshot_every: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            dev: false,
+            data_dir: None,
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8500)),
+            node_id: 1,
+            node_name: None,
+            datacenter: "dc1".to_string(),
+            health: HealthConfig::default(),
+            raft: RaftConfig::default(),
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        let guard = signpost_core::health::GuardConfig::default();
+        HealthConfig {
+            guard_threshold: guard.threshold,
+            guard_window: Dur(guard.window_ms),
+            guard_min_instances: guard.min_instances,
+            tick: Dur(100),
+        }
+    }
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_interval: Dur(100),
+            election_timeout_min: Dur(500),
+            election_timeout_max: Dur(1000),
+            snapshot_every: 10_000,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Reads a TOML config file. Unknown keys and ill-typed values are errors.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// Checks the settings hang together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        match (self.dev, &self.data_dir) {
+            (true, Some(dir)) => {
+                return invalid(format!(
+                    "dev mode keeps everything in memory; remove data_dir {}",
+                    dir.display()
+                ))
+            }
+            (false, None) => {
+                return invalid(
+                    "a data dir is required (--data-dir DIR), or run in memory with --dev".into(),
+                )
+            }
+            _ => {}
+        }
+        if self.node_id == 0 {
+            return invalid("node_id must be 1 or more".into());
+        }
+        if self.datacenter.is_empty() {
+            return invalid("datacenter must not be empty".into());
+        }
+        let h = &self.health;
+        if !(h.guard_threshold > 0.0 && h.guard_threshold <= 1.0) {
+            return invalid(format!(
+                "health.guard_threshold must be in (0, 1], got {}",
+                h.guard_threshold
+            ));
+        }
+        if h.tick.as_millis() < 10 {
+            return invalid(format!("health.tick must be at least 10ms, got {}", h.tick));
+        }
+        let r = &self.raft;
+        if r.heartbeat_interval.as_millis() == 0
+            || r.election_timeout_min <= r.heartbeat_interval
+            || r.election_timeout_max <= r.election_timeout_min
+        {
+            return invalid(format!(
+                "raft timing must satisfy 0 < heartbeat_interval ({}) < election_timeout_min ({}) < election_timeout_max ({})",
+                r.heartbeat_interval, r.election_timeout_min, r.election_timeout_max
+            ));
+        }
+        if r.snapshot_every == 0 {
+            return invalid("raft.snapshot_every must be 1 or more".into());
+        }
+        Ok(())
+    }
+
+    pub fn node_name(&self) -> String {
+        self.node_name
+            .clone()
+            .unwrap_or_else(|| format!("signpost-{}", self.node_id))
+    }
+
+    pub fn guard(&self) -> signpost_core::health::GuardConfig {
+        signpost_core::health::GuardConfig {
+            threshold: self.health.guard_threshold,
+            window_ms: self.health.guard_window.as_millis(),
+            min_instances: self.health.guard_min_instances,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses() {
+        let c = AgentConfig::from_toml(
+            r#"
+            data_dir = "/var/lib/signpost"
+            http_addr = "0.0.0.0:9500"
+            node_id = 3
+            [health]
+            guard_threshold = 0.8
+            guard_window = "2m"
+            [raft]
+            snapshot_every = 500
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.http_addr.port(), 9500);
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.health.guard_window, Dur(120_000));
+        assert_eq!(c.raft.snapshot_every, 500);
+        assert_eq!(c.raft.heartbeat_interval, RaftConfig::default().heartbeat_interval);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_clearly() {
+        let err = AgentConfig::from_toml("data_dri = \"/x\"").unwrap_err();
+        assert!(err.contains("unknown field `data_dri`"), "{err}");
+        let err = AgentConfig::from_toml("http_addr = \"localhost\"").unwrap_err();
+        assert!(err.contains("http_addr"), "{err}");
+        let err = AgentConfig::from_toml("[health]\nguard_window = \"soon\"").unwrap_err();
+        assert!(err.contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_settings_fail_validation() {
+        let mut c = AgentConfig::default();
+        assert!(c.validate().unwrap_err().to_string().contains("data dir is required"));
+        c.dev = true;
+        c.validate().unwrap();
+        c.health.guard_threshold = 1.5;
+        assert!(c.validate().unwrap_err().to_string().contains("guard_threshold"));
+        c.health.guard_threshold = 0.5;
+        c.node_id = 0;
+        assert!(c.validate().is_err());
+    }
+}

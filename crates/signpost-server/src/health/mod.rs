@@ -1,0 +1,308 @@
+//! The health checker: the IO around [`signpost_core::health::HealthMonitor`].
+//!
+//! It runs only while this agent leads the Raft group. On taking the lead it rebuilds the monitor
+//! from the registry with fresh TTL deadlines (grace), then follows registry changes, runs active
+//! checks ([`probe`]), ticks the monitor, and proposes the status transitions and deregistrations
+//! it decides. Heartbeats touch only memory.
+
+pub mod probe;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use openraft::ServerState;
+use signpost_core::health::{Action, GuardConfig, GuardStatus, HeartbeatError, HealthMonitor};
+use signpost_core::model::CheckKind;
+use signpost_core::{CheckSpec, Command, EventKind, Instance, InstanceKey};
+use tokio::sync::{broadcast, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::agent::Agent;
+use crate::store::Notice;
+
+struct ActiveCheck {
+    spec: CheckSpec,
+    task: AbortHandle,
+}
+
+/// Shared handle to the health checker.
+pub struct HealthService {
+    monitor: Mutex<HealthMonitor>,
+    /// Origin of the monitor's monotonic millisecond clock.
+    base: Instant,
+    tick: Duration,
+    /// Running active checks, by instance.
+    checks: Mutex<HashMap<InstanceKey, ActiveCheck>>,
+    client: reqwest::Client,
+    stop: watch::Sender<bool>,
+}
+
+impl HealthService {
+    pub fn new(guard: GuardConfig, tick: Duration) -> Arc<Self> {
+        Arc::new(HealthService {
+            monitor: Mutex::new(HealthMonitor::new(guard)),
+            base: Instant::now(),
+            tick,
+            checks: Mutex::new(HashMap::new()),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("a default reqwest client builds"),
+            stop: watch::channel(false).0,
+        })
+    }
+
+    /// The monitor's clock: monotonic milliseconds (follows `tokio::time::pause` in tests).
+    pub fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn monitor(&self) -> MutexGuard<'_, HealthMonitor> {
+        self.monitor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn checks(&self) -> MutexGuard<'_, HashMap<InstanceKey, ActiveCheck>> {
+        self.checks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The mass-eviction guard's state as of the last tick.
+    pub fn guard(&self) -> GuardStatus {
+        self.monitor().guard()
+    }
+
+    /// Renews `instance`'s TTL. Returns the transition to propose, if the heartbeat ends an
+    /// outage.
+    pub fn heartbeat(&self, instance: &Instance) -> Result<Option<Action>, HeartbeatError> {
+        let now = self.now();
+        let mut monitor = self.monitor();
+        let key = instance.key();
+        // A heartbeat can overtake the registration's event on its way to the sync loop.
+        if !monitor.is_tracked(&key) && instance.check.as_ref().is_some_and(|c| c.is_ttl()) {
+            monitor.track(instance, now);
+        }
+        monitor.heartbeat(&key, now)
+    }
+
+    /// Stops the checker and every active check.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+        self.stop_all_checks();
+    }
+
+    /// Starts the checker's main loop.
+    pub(crate) fn spawn(self: &Arc<Self>, agent: std::sync::Weak<Agent>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut stop = this.stop.subscribe();
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                _ = this.run(agent) => {}
+            }
+            this.stop_all_checks();
+        });
+    }
+
+    async fn run(self: &Arc<Self>, agent: std::sync::Weak<Agent>) {
+        let Some(mut metrics) = agent.upgrade().map(|a| a.raft.metrics()) else {
+            return;
+        };
+        loop {
+            if metrics
+                .wait_for(|m| m.state == ServerState::Leader)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let Some(agent) = agent.upgrade() else { return };
+            tracing::info!("leading: health checking starts with fresh ttl deadlines");
+            self.lead(&agent, &mut metrics).await;
+            tracing::info!("no longer leading: health checking stops");
+            {
+                let mut monitor = self.monitor();
+                *monitor = HealthMonitor::new(monitor.guard_config());
+            }
+            self.stop_all_checks();
+        }
+    }
+
+    /// Runs while this node leads.
+    async fn lead(
+        self: &Arc<Self>,
+        agent: &Arc<Agent>,
+        metrics: &mut watch::Receiver<openraft::RaftMetrics<u64, openraft::BasicNode>>,
+    ) {
+        let mut events = agent.store.subscribe_all();
+        self.rebuild(agent);
+        let mut ticker = tokio::time::interval(self.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut guard_was = false;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let (actions, guard) = {
+                        let mut m = self.monitor();
+                        let actions = m.tick(self.now());
+                        (actions, m.guard())
+                    };
+                    if guard.engaged != guard_was {
+                        if guard.engaged {
+                            tracing::warn!(
+                                overdue = guard.overdue,
+                                recently_expired = guard.recently_expired,
+                                ttl_instances = guard.ttl_instances,
+                                "mass-eviction guard engaged: too many instances missed their heartbeats at once; expiry is suspended"
+                            );
+                        } else {
+                            tracing::info!("mass-eviction guard released: heartbeats recovered, expiry resumes");
+                        }
+                        guard_was = guard.engaged;
+                    }
+                    for action in actions {
+                        propose(agent, action);
+                    }
+                }
+                notice = events.recv() => match notice {
+                    Ok(Notice::Change(event)) => self.on_event(agent, &event.kind),
+                    Ok(Notice::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.rebuild(agent)
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                changed = metrics.changed() => {
+                    if changed.is_err() || metrics.borrow().state != ServerState::Leader {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Re-reads every instance with a check from the registry, with fresh deadlines.
+    fn rebuild(self: &Arc<Self>, agent: &Arc<Agent>) {
+        let instances: Vec<Instance> = agent
+            .store
+            .read()
+            .registry
+            .all_instances()
+            .filter(|i| i.check.is_some())
+            .cloned()
+            .collect();
+        let now = self.now();
+        {
+            let mut monitor = self.monitor();
+            *monitor = HealthMonitor::new(monitor.guard_config());
+            for i in &instances {
+                monitor.track(i, now);
+            }
+        }
+        self.stop_all_checks();
+        for i in &instances {
+            self.sync_check(agent, i);
+        }
+    }
+
+    fn on_event(self: &Arc<Self>, agent: &Arc<Agent>, kind: &EventKind) {
+        let now = self.now();
+        match kind {
+            EventKind::Added(i) | EventKind::Replaced(i) => {
+                self.monitor().track(i, now);
+                self.sync_check(agent, i);
+            }
+            EventKind::StatusChanged(i) => self.monitor().observe_status(&i.key(), i.status, now),
+            EventKind::Removed(i) => {
+                let key = i.key();
+                self.monitor().untrack(&key);
+                if let Some(c) = self.checks().remove(&key) {
+                    c.task.abort();
+                }
+            }
+            EventKind::DefinitionChanged => {}
+        }
+    }
+
+    /// Starts, restarts or stops `instance`'s active check to match its spec.
+    fn sync_check(self: &Arc<Self>, agent: &Arc<Agent>, instance: &Instance) {
+        let key = instance.key();
+        let active = instance
+            .check
+            .as_ref()
+            .filter(|c| !matches!(c.kind(), Some(CheckKind::Ttl(_)) | None));
+        let mut checks = self.checks();
+        match active {
+            None => {
+                if let Some(c) = checks.remove(&key) {
+                    c.task.abort();
+                }
+            }
+            Some(spec) => {
+                if checks.get(&key).is_some_and(|c| c.spec == *spec) {
+                    return;
+                }
+                let task = tokio::spawn(run_check(
+                    self.clone(),
+                    Arc::downgrade(agent),
+                    key.clone(),
+                    spec.clone(),
+                ))
+                .abort_handle();
+                if let Some(old) = checks.insert(
+                    key,
+                    ActiveCheck {
+                        spec: spec.clone(),
+                        task,
+                    },
+                ) {
+                    old.task.abort();
+                }
+            }
+        }
+    }
+
+    fn stop_all_checks(&self) {
+        for (_, c) in self.checks().drain() {
+            c.task.abort();
+        }
+    }
+
+    /// Number of active checks running, for metrics.
+    pub fn active_checks(&self) -> usize {
+        self.checks().len()
+    }
+}
+
+/// Runs one instance's active check every interval, feeding results to the monitor.
+async fn run_check(
+    health: Arc<HealthService>,
+    agent: std::sync::Weak<Agent>,
+    key: InstanceKey,
+    spec: CheckSpec,
+) {
+    let mut interval = tokio::time::interval(spec.interval().to_std());
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let result = probe::run(&health.client, &spec).await;
+        let action = health.monitor().record(&key, result, health.now());
+        if let (Some(action), Some(agent)) = (action, agent.upgrade()) {
+            propose(&agent, action);
+        }
+    }
+}
+
+/// Proposes a monitor decision through Raft, in the background.
+fn propose(agent: &Arc<Agent>, action: Action) {
+    let command = match action {
+        Action::SetStatus { key, status } => Command::SetStatus { key, status },
+        Action::Deregister { key } => Command::Deregister(key),
+    };
+    let agent = agent.clone();
+    tokio::spawn(async move {
+        if let Err(e) = agent.propose(command.clone()).await {
+            tracing::warn!(?command, "health transition not applied: {e}");
+        }
+    });
+}

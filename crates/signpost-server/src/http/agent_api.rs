@@ -1,0 +1,72 @@
+//! `/api/v1/agent/self` and `/metrics`.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+use super::AppState;
+
+/// `GET /api/v1/agent/self`: who this agent is and how its Raft group stands.
+pub async fn agent_self(State(agent): State<AppState>) -> impl IntoResponse {
+    let m = agent.raft.metrics().borrow().clone();
+    let (last_index, instances) = {
+        let state = agent.store.read();
+        (state.registry.last_index(), state.registry.status_counts())
+    };
+    Json(json!({
+        "node_id": agent.node_id,
+        "node_name": agent.config.node_name(),
+        "datacenter": agent.config.datacenter,
+        "version": env!("CARGO_PKG_VERSION"),
+        "http_addr": agent.advertise_addr.to_string(),
+        "started_at": humantime::format_rfc3339_millis(agent.started_at).to_string(),
+        "last_index": last_index,
+        "instances": instances,
+        "raft": {
+            "role": format!("{:?}", m.state).to_lowercase(),
+            "term": m.current_term,
+            "leader": m.current_leader,
+            "last_log_index": m.last_log_index,
+            "applied_index": m.last_applied.map(|l| l.index),
+            "snapshot_index": m.snapshot.map(|l| l.index),
+            "members": m.membership_config.membership().nodes().map(|(id, n)| json!({"id": id, "addr": n.addr})).collect::<Vec<_>>(),
+        },
+        "eviction_guard": agent.health.guard(),
+    }))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(agent): State<AppState>) -> impl IntoResponse {
+    let m = agent.raft.metrics().borrow().clone();
+    let counts = agent.store.read().registry.status_counts();
+    let guard = agent.health.guard();
+    let watchers = agent.store.watchers();
+    metrics::with_local_recorder(&agent.recorder, || {
+        for (status, n) in [
+            ("passing", counts.passing),
+            ("warning", counts.warning),
+            ("critical", counts.critical),
+        ] {
+            metrics::gauge!("signpost_instances", "status" => status).set(n as f64);
+        }
+        metrics::gauge!("signpost_watchers").set(watchers as f64);
+        metrics::gauge!("signpost_health_active_checks").set(agent.health.active_checks() as f64);
+        metrics::gauge!("signpost_eviction_guard_engaged").set(f64::from(u8::from(guard.engaged)));
+        metrics::gauge!("signpost_eviction_guard_overdue_instances").set(guard.overdue as f64);
+        metrics::gauge!("signpost_raft_term").set(m.current_term as f64);
+        metrics::gauge!("signpost_raft_is_leader")
+            .set(f64::from(u8::from(m.state == openraft::ServerState::Leader)));
+        metrics::gauge!("signpost_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
+        metrics::gauge!("signpost_raft_applied_index")
+            .set(m.last_applied.map_or(0, |l| l.index) as f64);
+        // Applied entries are committed, and on a single node the two are equal.
+        metrics::gauge!("signpost_raft_commit_index")
+            .set(m.last_applied.map_or(0, |l| l.index) as f64);
+    });
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        agent.recorder.handle().render(),
+    )
+}

@@ -1,0 +1,306 @@
+//! The native registry API: instances and service definitions.
+
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use signpost_core::health::{Action, HeartbeatError};
+use signpost_core::model::Dur;
+use signpost_core::validate::{self, DefinitionInput, Registration};
+use signpost_core::{Command, Instance, InstanceKey, Status};
+
+use super::{ApiError, AppState, JsonBody, INDEX_HEADER};
+
+/// Longest a blocking query may wait.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+/// How long a blocking query waits when it names no `wait`.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+
+/// Which statuses a listing returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    Any,
+    Only(Status),
+}
+
+impl StatusFilter {
+    pub fn matches(self, status: Status) -> bool {
+        match self {
+            StatusFilter::Any => true,
+            StatusFilter::Only(s) => s == status,
+        }
+    }
+}
+
+/// The query string of listings and watches: `status`, repeated `tag`, `index`, `wait`.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub status: StatusFilter,
+    pub tags: Vec<String>,
+    pub index: Option<u64>,
+    pub wait: Duration,
+}
+
+impl ListQuery {
+    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+            .map_err(|e| ApiError::bad_request("query", format!("malformed query string: {e}")))?;
+        let mut q = ListQuery {
+            status: StatusFilter::Only(Status::Passing),
+            tags: Vec::new(),
+            index: None,
+            wait: DEFAULT_WAIT,
+        };
+        for (key, value) in pairs {
+            match key.as_str() {
+                "status" => {
+                    q.status = if value.eq_ignore_ascii_case("any") {
+                        StatusFilter::Any
+                    } else {
+                        StatusFilter::Only(value.parse().map_err(|_| {
+                            ApiError::bad_request(
+                                "status",
+                                format!("unknown status {value:?}: expected any, passing, warning or critical"),
+                            )
+                        })?)
+                    }
+                }
+                "tag" => q.tags.push(value),
+                "index" => {
+                    q.index = Some(value.parse().map_err(|_| {
+                        ApiError::bad_request(
+                            "index",
+                            format!("index must be a non-negative integer, got {value:?}"),
+                        )
+                    })?)
+                }
+                "wait" => {
+                    let d: Dur = value
+                        .parse()
+                        .map_err(|e: String| ApiError::bad_request("wait", e))?;
+                    q.wait = d.to_std().min(MAX_WAIT);
+                }
+                // Unknown parameters are ignored, as Consul does.
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
+
+    pub fn matches(&self, instance: &Instance) -> bool {
+        self.status.matches(instance.status) && instance.has_tags(&self.tags)
+    }
+}
+
+fn with_index(index: u64, response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    response
+        .headers_mut()
+        .insert(INDEX_HEADER, HeaderValue::from(index.max(1)));
+    response
+}
+
+fn not_registered(service: &str, id: &str) -> ApiError {
+    ApiError::NotFound(format!("instance {service}/{id} is not registered"))
+}
+
+/// `GET /api/v1/services`
+pub async fn list_services(State(agent): State<AppState>) -> Response {
+    let state = agent.store.read();
+    with_index(
+        state.registry.last_index(),
+        Json(state.registry.services()),
+    )
+}
+
+/// `POST /api/v1/services/{service}/instances`
+pub async fn register(
+    State(agent): State<AppState>,
+    Path(service): Path<String>,
+    JsonBody(body): JsonBody<Registration>,
+) -> Result<Response, ApiError> {
+    let new = validate::registration(&service, body)?;
+    match agent.propose(Command::Register(new)).await? {
+        signpost_core::Response::Registered { instance, created } => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(with_index(instance.modify_index, (status, Json(instance))))
+        }
+        other => Err(ApiError::Internal(format!("register answered {other:?}"))),
+    }
+}
+
+/// `GET /api/v1/services/{service}/instances`, optionally blocking.
+pub async fn list_instances(
+    State(agent): State<AppState>,
+    Path(service): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let service = validate::service_name(&service)?;
+    let q = ListQuery::parse(raw.as_deref())?;
+    if let Some(index) = q.index.filter(|i| *i > 0) {
+        tokio::select! {
+            _ = agent.store.wait_for_service(&service, index, q.wait) => {}
+            _ = agent.closed() => {}
+        }
+    }
+    let state = agent.store.read();
+    let index = state.registry.service_index(&service).max(1);
+    let instances: Vec<&Instance> = state
+        .registry
+        .instances(&service)
+        .filter(|i| q.matches(i))
+        .collect();
+    Ok(with_index(
+        index,
+        Json(json!({ "index": index, "instances": instances })),
+    ))
+}
+
+/// `GET /api/v1/services/{service}/instances/{id}`
+pub async fn get_instance(
+    State(agent): State<AppState>,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let service = validate::service_name(&service)?;
+    let state = agent.store.read();
+    let instance = state
+        .registry
+        .instance(&service, &id)
+        .ok_or_else(|| not_registered(&service, &id))?;
+    Ok(with_index(instance.modify_index, Json(instance)))
+}
+
+/// `DELETE /api/v1/services/{service}/instances/{id}`
+pub async fn deregister(
+    State(agent): State<AppState>,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let service = validate::service_name(&service)?;
+    if agent.store.read().registry.instance(&service, &id).is_none() {
+        return Err(not_registered(&service, &id));
+    }
+    match agent
+        .propose(Command::Deregister(InstanceKey::new(&service, &id)))
+        .await?
+    {
+        signpost_core::Response::Deregistered(_) => {
+            let index = agent.store.read().registry.service_index(&service);
+            Ok(with_index(index, StatusCode::NO_CONTENT))
+        }
+        signpost_core::Response::NotFound => Err(not_registered(&service, &id)),
+        other => Err(ApiError::Internal(format!("deregister answered {other:?}"))),
+    }
+}
+
+/// `PUT /api/v1/services/{service}/instances/{id}/heartbeat`
+pub async fn heartbeat(
+    State(agent): State<AppState>,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let service = validate::service_name(&service)?;
+    let instance = agent
+        .store
+        .read()
+        .registry
+        .instance(&service, &id)
+        .cloned()
+        .ok_or_else(|| not_registered(&service, &id))?;
+    if !agent.is_leader() {
+        return Err(ApiError::Unavailable(
+            "this agent is not the leader; heartbeats go to the leader".into(),
+        ));
+    }
+    match agent.health.heartbeat(&instance) {
+        Ok(None) => Ok(with_index(instance.modify_index, Json(instance))),
+        Ok(Some(Action::SetStatus { key, status })) => {
+            match agent.propose(Command::SetStatus { key, status }).await? {
+                signpost_core::Response::StatusSet(updated) => {
+                    Ok(with_index(updated.modify_index, Json(updated)))
+                }
+                signpost_core::Response::NotFound => Err(not_registered(&service, &id)),
+                _ => Ok(with_index(instance.modify_index, Json(instance))),
+            }
+        }
+        Ok(Some(Action::Deregister { .. })) => Err(ApiError::Internal(
+            "a heartbeat asked for a deregistration".into(),
+        )),
+        Err(HeartbeatError::NotTracked) => Err(ApiError::bad_request(
+            "check",
+            format!("instance {service}/{id} has no ttl check to renew"),
+        )),
+        Err(HeartbeatError::NotTtl) => Err(ApiError::bad_request(
+            "check",
+            format!(
+                "instance {service}/{id} is checked actively by the agent; only ttl checks take heartbeats"
+            ),
+        )),
+    }
+}
+
+/// `PUT /api/v1/services/{service}/definition`
+pub async fn put_definition(
+    State(agent): State<AppState>,
+    Path(service): Path<String>,
+    JsonBody(body): JsonBody<DefinitionInput>,
+) -> Result<Response, ApiError> {
+    let definition = validate::definition(&service, body)?;
+    match agent.propose(Command::PutDefinition(definition)).await? {
+        signpost_core::Response::DefinitionPut {
+            definition,
+            created,
+        } => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(with_index(definition.modify_index, (status, Json(definition))))
+        }
+        other => Err(ApiError::Internal(format!("definition put answered {other:?}"))),
+    }
+}
+
+/// `GET /api/v1/services/{service}/definition`
+pub async fn get_definition(
+    State(agent): State<AppState>,
+    Path(service): Path<String>,
+) -> Result<Response, ApiError> {
+    let service = validate::service_name(&service)?;
+    let state = agent.store.read();
+    let def = state
+        .registry
+        .definition(&service)
+        .ok_or_else(|| ApiError::NotFound(format!("service {service} has no definition")))?;
+    Ok(with_index(def.modify_index, Json(def)))
+}
+
+/// `DELETE /api/v1/services/{service}/definition`
+pub async fn delete_definition(
+    State(agent): State<AppState>,
+    Path(service): Path<String>,
+) -> Result<Response, ApiError> {
+    let service = validate::service_name(&service)?;
+    match agent
+        .propose(Command::DeleteDefinition {
+            service: service.clone(),
+        })
+        .await?
+    {
+        signpost_core::Response::DefinitionDeleted => {
+            let index = agent.store.read().registry.service_index(&service);
+            Ok(with_index(index, StatusCode::NO_CONTENT))
+        }
+        signpost_core::Response::NotFound => Err(ApiError::NotFound(format!(
+            "service {service} has no definition"
+        ))),
+        other => Err(ApiError::Internal(format!("definition delete answered {other:?}"))),
+    }
+}
+

@@ -1,0 +1,90 @@
+//! Raft glue: openraft's type configuration, the redb-backed log and snapshot storage, the state
+//! machine adapter around [`signpost_core::Registry`], and the HTTP transport between nodes.
+//!
+//! A single agent is a one-member Raft group; clustering adds members without changing any of
+//! this.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::io::Cursor;
+
+use openraft::{BasicNode, StorageError, StorageIOError};
+use signpost_core::{Request, Response};
+
+pub use log_store::LogStore;
+pub use network::{HttpNetwork, HttpNetworkFactory};
+pub use state_machine::StateMachine;
+
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// Signpost's Raft types: registry [`Request`]s in, [`Response`]s out.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, BasicNode>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, BasicNode>;
+pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
+
+/// Wraps any error as a storage read error.
+pub(crate) fn read_err<E: std::error::Error + 'static>(e: E) -> StorageError<NodeId> {
+    StorageError::IO {
+        source: StorageIOError::read(openraft::AnyError::new(&e)),
+    }
+}
+
+/// Wraps any error as a storage write error.
+pub(crate) fn write_err<E: std::error::Error + 'static>(e: E) -> StorageError<NodeId> {
+    StorageError::IO {
+        source: StorageIOError::write(openraft::AnyError::new(&e)),
+    }
+}
+
+/// Tables in the agent's redb database. Log and snapshot live in one file so that one fsync
+/// covers what a write needs.
+pub(crate) mod tables {
+    use redb::TableDefinition;
+
+    /// Raft log: index → JSON-encoded entry.
+    pub const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+    /// Raft metadata: `vote`, `committed`, `last_purged` → JSON.
+    pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+    /// The latest state-machine snapshot: `meta` and `data`.
+    pub const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+}
+
+/// Opens (or creates) the agent's database: on disk under `data_dir`, or in memory for `--dev`.
+pub fn open_database(data_dir: Option<&std::path::Path>) -> anyhow::Result<redb::Database> {
+    use anyhow::Context;
+    let db = match data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+            let path = dir.join("signpost.redb");
+            redb::Database::create(&path)
+                .with_context(|| format!("cannot open database {}", path.display()))?
+        }
+        None => redb::Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .context("cannot create in-memory database")?,
+    };
+    let txn = db.begin_write()?;
+    txn.open_table(tables::LOG)?;
+    txn.open_table(tables::META)?;
+    txn.open_table(tables::SNAPSHOT)?;
+    txn.commit()?;
+    Ok(db)
+}

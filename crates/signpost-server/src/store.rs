@@ -1,0 +1,162 @@
+//! The agent's in-memory view of the replicated state, and the notifications watchers wait on.
+//!
+//! The Raft state machine ([`crate::raft::StateMachine`]) is the only writer. HTTP handlers, DNS
+//! and the health checker read through [`Store`] and subscribe to per-service notifications, so a
+//! watcher of service A is never woken by a write to service B.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use signpost_core::{Event, Registry};
+use tokio::sync::{broadcast, watch};
+
+use crate::raft::{LogId, StoredMembership};
+
+/// Capacity of each service's event channel. A watcher that falls further behind than this gets
+/// a fresh `reset` instead of the missed events.
+pub const WATCH_BUFFER: usize = 1024;
+/// Capacity of the all-services event channel used by the health checker.
+const GLOBAL_BUFFER: usize = 65_536;
+
+/// Everything the state machine holds, under one lock so a snapshot is always consistent.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SmState {
+    pub registry: Registry,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// What a watcher receives.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// One change, in index order.
+    Change(Arc<Event>),
+    /// The whole state was replaced (snapshot installed): re-read everything.
+    Reset,
+}
+
+struct ServiceChannel {
+    index: watch::Sender<u64>,
+    events: broadcast::Sender<Notice>,
+}
+
+/// Shared, read-mostly state of the agent.
+pub struct Store {
+    state: RwLock<SmState>,
+    /// Per-service channels, created on first subscription and dropped when unused.
+    channels: Mutex<HashMap<String, ServiceChannel>>,
+    /// Every change, for consumers that follow all services (the health checker).
+    all: broadcast::Sender<Notice>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    pub fn new() -> Self {
+        Store {
+            state: RwLock::new(SmState::default()),
+            channels: Mutex::new(HashMap::new()),
+            all: broadcast::channel(GLOBAL_BUFFER).0,
+        }
+    }
+
+    /// Read access to the state machine's state.
+    pub fn read(&self) -> RwLockReadGuard<'_, SmState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` with write access, then publishes the events it returns. Only the state machine
+    /// calls this.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut SmState) -> (T, Vec<Event>)) -> T {
+        let (out, events) = {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            f(&mut state)
+        };
+        self.publish(events);
+        out
+    }
+
+    /// Replaces the whole state (snapshot install) and tells every watcher to start over.
+    pub(crate) fn replace(&self, new: SmState) {
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = new;
+        // Lock order everywhere: channels, then state.
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        for (service, ch) in channels.iter() {
+            ch.index
+                .send_replace(self.read().registry.service_index(service));
+            let _ = ch.events.send(Notice::Reset);
+        }
+        let _ = self.all.send(Notice::Reset);
+    }
+
+    fn publish(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        for event in events {
+            let event = Arc::new(event);
+            if let Some(ch) = channels.get(&event.service) {
+                if ch.index.receiver_count() == 0 && ch.events.receiver_count() == 0 {
+                    channels.remove(&event.service);
+                } else {
+                    ch.index.send_if_modified(|i| {
+                        let moved = event.index > *i;
+                        *i = (*i).max(event.index);
+                        moved
+                    });
+                    let _ = ch.events.send(Notice::Change(event.clone()));
+                }
+            }
+            let _ = self.all.send(Notice::Change(event));
+        }
+    }
+
+    fn with_channel<T>(&self, service: &str, f: impl FnOnce(&ServiceChannel) -> T) -> T {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let ch = channels.entry(service.to_string()).or_insert_with(|| {
+            let index = self.read().registry.service_index(service);
+            ServiceChannel {
+                index: watch::channel(index).0,
+                events: broadcast::channel(WATCH_BUFFER).0,
+            }
+        });
+        f(ch)
+    }
+
+    /// Subscribes to `service`'s changes. Subscribe first, then read the state: changes with an
+    /// index at or below what was read are already reflected in it.
+    pub fn subscribe(&self, service: &str) -> broadcast::Receiver<Notice> {
+        self.with_channel(service, |ch| ch.events.subscribe())
+    }
+
+    /// Subscribes to every change of every service.
+    pub fn subscribe_all(&self) -> broadcast::Receiver<Notice> {
+        self.all.subscribe()
+    }
+
+    /// Waits until `service`'s index exceeds `index`, or `wait` passes. Returns the index then.
+    pub async fn wait_for_service(&self, service: &str, index: u64, wait: Duration) -> u64 {
+        let mut rx = self.with_channel(service, |ch| ch.index.subscribe());
+        let current = self.read().registry.service_index(service);
+        if current > index {
+            return current;
+        }
+        let _ = tokio::time::timeout(wait, rx.wait_for(|i| *i > index)).await;
+        self.read().registry.service_index(service)
+    }
+
+    /// Number of live watch subscriptions, for metrics.
+    pub fn watchers(&self) -> usize {
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels
+            .values()
+            .map(|ch| ch.index.receiver_count() + ch.events.receiver_count())
+            .sum()
+    }
+}
