@@ -77,8 +77,9 @@ impl FromStr for Dur {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let d = humantime::parse_duration(s.trim())
-            .map_err(|e| format!("invalid duration {s:?}: {e} (use e.g. \"10s\", \"250ms\", \"5m\")"))?;
+        let d = humantime::parse_duration(s.trim()).map_err(|e| {
+            format!("invalid duration {s:?}: {e} (use e.g. \"10s\", \"250ms\", \"5m\")")
+        })?;
         Ok(Dur(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
     }
 }
@@ -370,7 +371,11 @@ mod tests {
     fn durations_round_trip_through_json() {
         for ms in [250, 1000, 90_000, 300_000, 7_200_000] {
             let text = serde_json::to_string(&Dur(ms)).unwrap();
-            assert_eq!(serde_json::from_str::<Dur>(&text).unwrap(), Dur(ms), "{text}");
+            assert_eq!(
+                serde_json::from_str::<Dur>(&text).unwrap(),
+                Dur(ms),
+                "{text}"
+            );
         }
         assert_eq!(serde_json::to_string(&Dur(10_000)).unwrap(), "\"10s\"");
         assert_eq!(serde_json::from_str::<Dur>("30").unwrap(), Dur(30_000));

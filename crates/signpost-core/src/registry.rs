@@ -49,10 +49,16 @@ pub enum Command {
 /// What applying a command did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
-    Registered { instance: Instance, created: bool },
+    Registered {
+        instance: Instance,
+        created: bool,
+    },
     Deregistered(Instance),
     StatusSet(Instance),
-    DefinitionPut { definition: ServiceDefinition, created: bool },
+    DefinitionPut {
+        definition: ServiceDefinition,
+        created: bool,
+    },
     DefinitionDeleted,
     /// The instance or definition named by the command does not exist; nothing changed.
     NotFound,
@@ -160,7 +166,12 @@ impl Registry {
         entry
     }
 
-    fn register(&mut self, index: u64, now: Timestamp, new: &NewInstance) -> (Response, Vec<Event>) {
+    fn register(
+        &mut self,
+        index: u64,
+        now: Timestamp,
+        new: &NewInstance,
+    ) -> (Response, Vec<Event>) {
         let entry = self.touch(&new.service, index);
         let previous = entry.instances.get(&new.id);
         // Re-registering with the same check keeps the known status, so a routine re-registration
@@ -261,7 +272,13 @@ impl Registry {
             index,
             kind: EventKind::DefinitionChanged,
         };
-        (Response::DefinitionPut { definition, created }, vec![event])
+        (
+            Response::DefinitionPut {
+                definition,
+                created,
+            },
+            vec![event],
+        )
     }
 
     fn delete_definition(&mut self, index: u64, service: &str) -> (Response, Vec<Event>) {

@@ -64,7 +64,10 @@ pub fn service_name(raw: &str) -> Result<String> {
     if name.is_empty() || name.len() > 63 {
         return Err(ValidationError::new(
             field,
-            format!("service name must be 1 to 63 characters, got {}", name.len()),
+            format!(
+                "service name must be 1 to 63 characters, got {}",
+                name.len()
+            ),
         ));
     }
     if let Some(bad) = name
@@ -173,7 +176,10 @@ fn tags(tags: &[String]) -> Result<()> {
         if t.is_empty() || t.len() > MAX_VALUE_BYTES {
             return Err(ValidationError::new(
                 "tags",
-                format!("each tag must be 1 to {MAX_VALUE_BYTES} bytes, got {}", t.len()),
+                format!(
+                    "each tag must be 1 to {MAX_VALUE_BYTES} bytes, got {}",
+                    t.len()
+                ),
             ));
         }
     }
@@ -197,7 +203,10 @@ fn metadata(meta: &BTreeMap<String, String>) -> Result<()> {
         if v.len() > MAX_VALUE_BYTES {
             return Err(ValidationError::new(
                 format!("metadata.{k}"),
-                format!("metadata value must be at most {MAX_VALUE_BYTES} bytes, got {}", v.len()),
+                format!(
+                    "metadata value must be at most {MAX_VALUE_BYTES} bytes, got {}",
+                    v.len()
+                ),
             ));
         }
     }
@@ -282,10 +291,16 @@ pub fn check(spec: &CheckSpec) -> Result<()> {
     }
     for (field, n) in [
         ("check.success_before_passing", spec.success_before_passing),
-        ("check.failures_before_critical", spec.failures_before_critical),
+        (
+            "check.failures_before_critical",
+            spec.failures_before_critical,
+        ),
     ] {
         if !(1..=100).contains(&n) {
-            return Err(ValidationError::new(field, format!("must be 1 to 100, got {n}")));
+            return Err(ValidationError::new(
+                field,
+                format!("must be 1 to 100, got {n}"),
+            ));
         }
     }
     Ok(())
@@ -314,9 +329,7 @@ pub fn registration(path_service: &str, reg: Registration) -> Result<NewInstance
         if service_name(body_service)? != service {
             return Err(ValidationError::new(
                 "service",
-                format!(
-                    "body names service {body_service:?} but the path names {path_service:?}"
-                ),
+                format!("body names service {body_service:?} but the path names {path_service:?}"),
             ));
         }
     }
@@ -362,9 +375,8 @@ pub fn definition(path_service: &str, mut def: DefinitionInput) -> Result<Servic
         }
     }
     for (i, dep) in def.dependencies.iter_mut().enumerate() {
-        *dep = service_name(dep).map_err(|e| {
-            ValidationError::new(format!("dependencies[{i}]"), e.message)
-        })?;
+        *dep = service_name(dep)
+            .map_err(|e| ValidationError::new(format!("dependencies[{i}]"), e.message))?;
     }
     for (i, ep) in def.endpoints.iter().enumerate() {
         if !ep.path.starts_with('/') {
@@ -376,7 +388,10 @@ pub fn definition(path_service: &str, mut def: DefinitionInput) -> Result<Servic
         if ep.method.is_empty() || !ep.method.chars().all(|c| c.is_ascii_alphabetic()) {
             return Err(ValidationError::new(
                 format!("endpoints[{i}].method"),
-                format!("endpoint method must be an HTTP method, got {:?}", ep.method),
+                format!(
+                    "endpoint method must be an HTTP method, got {:?}",
+                    ep.method
+                ),
             ));
         }
     }
@@ -441,10 +456,25 @@ mod tests {
 
     #[test]
     fn addresses_are_ips_or_host_names() {
-        for ok in ["10.0.0.1", "::1", "fe80::1", "db.internal", "localhost", "a-b.example.com."] {
+        for ok in [
+            "10.0.0.1",
+            "::1",
+            "fe80::1",
+            "db.internal",
+            "localhost",
+            "a-b.example.com.",
+        ] {
             assert!(address(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "300.1.1.1", "1.2.3", "-bad.example", "under_score.example", "a..b", "x y"] {
+        for bad in [
+            "",
+            "300.1.1.1",
+            "1.2.3",
+            "-bad.example",
+            "under_score.example",
+            "a..b",
+            "x y",
+        ] {
             assert!(address(bad).is_err(), "{bad}");
         }
     }
@@ -471,23 +501,36 @@ mod tests {
         };
         assert_eq!(field_of(with("port", 0.into())), "port");
         assert_eq!(field_of(with("port", 65536.into())), "port");
-        assert_eq!(field_of(with("address", "not an address".into())), "address");
+        assert_eq!(
+            field_of(with("address", "not an address".into())),
+            "address"
+        );
         assert_eq!(field_of(with("weight", 0.into())), "weight");
         assert_eq!(field_of(with("weight", 10_001.into())), "weight");
         assert_eq!(field_of(with("id", "a/b".into())), "id");
         assert_eq!(field_of(with("service", "orders".into())), "service");
         let tags: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
         assert_eq!(field_of(with("tags", serde_json::json!(tags))), "tags");
-        let meta: BTreeMap<String, String> =
-            (0..65).map(|i| (format!("k{i}"), "v".to_string())).collect();
-        assert_eq!(field_of(with("metadata", serde_json::json!(meta))), "metadata");
+        let meta: BTreeMap<String, String> = (0..65)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        assert_eq!(
+            field_of(with("metadata", serde_json::json!(meta))),
+            "metadata"
+        );
         let long_key = serde_json::json!({ "k".repeat(129): "v" });
         assert_eq!(field_of(with("metadata", long_key)), "metadata");
         let long_value = serde_json::json!({ "k": "v".repeat(513) });
         assert_eq!(field_of(with("metadata", long_value)), "metadata.k");
-        assert_eq!(field_of(registration("users", reg(serde_json::json!({"port": 1})))), "address");
         assert_eq!(
-            field_of(registration("users", reg(serde_json::json!({"address": "h"})))),
+            field_of(registration("users", reg(serde_json::json!({"port": 1})))),
+            "address"
+        );
+        assert_eq!(
+            field_of(registration(
+                "users",
+                reg(serde_json::json!({"address": "h"}))
+            )),
             "port"
         );
     }
@@ -496,17 +539,30 @@ mod tests {
     fn checks_need_exactly_one_kind_and_sane_periods() {
         let c = |v: serde_json::Value| check(&serde_json::from_value::<CheckSpec>(v).unwrap());
         assert!(c(serde_json::json!({"ttl": "10s"})).is_ok());
-        assert!(c(serde_json::json!({"http": "http://127.0.0.1:80/health", "interval": "5s"})).is_ok());
+        assert!(
+            c(serde_json::json!({"http": "http://127.0.0.1:80/health", "interval": "5s"})).is_ok()
+        );
         assert!(c(serde_json::json!({"tcp": "db:5432"})).is_ok());
         assert!(c(serde_json::json!({"tcp": "[::1]:5432"})).is_ok());
         assert_eq!(c(serde_json::json!({})).unwrap_err().field, "check");
         assert_eq!(
-            c(serde_json::json!({"ttl": "10s", "tcp": "db:1"})).unwrap_err().field,
+            c(serde_json::json!({"ttl": "10s", "tcp": "db:1"}))
+                .unwrap_err()
+                .field,
             "check"
         );
-        assert_eq!(c(serde_json::json!({"ttl": "1ms"})).unwrap_err().field, "check.ttl");
-        assert_eq!(c(serde_json::json!({"http": "ftp://x"})).unwrap_err().field, "check.http");
-        assert_eq!(c(serde_json::json!({"tcp": "db"})).unwrap_err().field, "check.tcp");
+        assert_eq!(
+            c(serde_json::json!({"ttl": "1ms"})).unwrap_err().field,
+            "check.ttl"
+        );
+        assert_eq!(
+            c(serde_json::json!({"http": "ftp://x"})).unwrap_err().field,
+            "check.http"
+        );
+        assert_eq!(
+            c(serde_json::json!({"tcp": "db"})).unwrap_err().field,
+            "check.tcp"
+        );
         assert_eq!(
             c(serde_json::json!({"tcp": "db:1", "failures_before_critical": 0}))
                 .unwrap_err()

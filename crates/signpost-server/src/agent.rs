@@ -61,7 +61,10 @@ pub fn now_ms() -> u64 {
 impl Agent {
     /// Opens storage, starts Raft (initialising a one-member group on first start) and the
     /// health checker. `advertise_addr` is where this agent's HTTP API listens.
-    pub async fn start(config: AgentConfig, advertise_addr: SocketAddr) -> anyhow::Result<Arc<Agent>> {
+    pub async fn start(
+        config: AgentConfig,
+        advertise_addr: SocketAddr,
+    ) -> anyhow::Result<Arc<Agent>> {
         config.validate()?;
         let db = Arc::new(raft::open_database(config.data_dir.as_deref())?);
         let store = Arc::new(Store::new());
@@ -162,7 +165,6 @@ fn propose_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> P
 }
 
 impl Agent {
-
     /// Resolves when shutdown begins.
     pub async fn closed(&self) {
         let mut rx = self.closing.subscribe();
@@ -183,11 +185,14 @@ impl Agent {
     ) -> anyhow::Result<()> {
         let app = crate::http::router(self.clone());
         let agent = self.clone();
-        let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                agent.closing.send_replace(true);
-            });
+        let server = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            agent.closing.send_replace(true);
+        });
         let mut stop = self.closing.subscribe();
         tokio::select! {
             res = server => res.context("http server failed")?,

@@ -209,7 +209,10 @@ mod tests {
         assert_eq!(c.node_id, 3);
         assert_eq!(c.health.guard_window, Dur(120_000));
         assert_eq!(c.raft.snapshot_every, 500);
-        assert_eq!(c.raft.heartbeat_interval, RaftConfig::default().heartbeat_interval);
+        assert_eq!(
+            c.raft.heartbeat_interval,
+            RaftConfig::default().heartbeat_interval
+        );
         c.validate().unwrap();
     }
 
@@ -226,11 +229,19 @@ mod tests {
     #[test]
     fn inconsistent_settings_fail_validation() {
         let mut c = AgentConfig::default();
-        assert!(c.validate().unwrap_err().to_string().contains("data dir is required"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("data dir is required"));
         c.dev = true;
         c.validate().unwrap();
         c.health.guard_threshold = 1.5;
-        assert!(c.validate().unwrap_err().to_string().contains("guard_threshold"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("guard_threshold"));
         c.health.guard_threshold = 0.5;
         c.node_id = 0;
         assert!(c.validate().is_err());

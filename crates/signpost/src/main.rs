@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use signpost_server::{Agent, AgentConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "signpost", version, about = "Service discovery: registry agent and client")]
+#[command(
+    name = "signpost",
+    version,
+    about = "Service discovery: registry agent and client"
+)]
 struct Cli {
     #[command(flatten)]
     client: cli::ClientOpts,

@@ -38,7 +38,10 @@ fn key(id: &str) -> InstanceKey {
 }
 
 fn set(id: &str, status: Status) -> Action {
-    Action::SetStatus { key: key(id), status }
+    Action::SetStatus {
+        key: key(id),
+        status,
+    }
 }
 
 fn no_guard() -> GuardConfig {
@@ -55,7 +58,10 @@ fn ttl_expires_after_deadline_and_heartbeat_restores() {
     assert!(m.tick(999).is_empty(), "not yet due");
     assert_eq!(m.tick(1000), vec![set("a", Status::Critical)]);
     assert!(m.tick(5000).is_empty(), "expiry is reported once");
-    assert_eq!(m.heartbeat(&key("a"), 5001), Ok(Some(set("a", Status::Passing))));
+    assert_eq!(
+        m.heartbeat(&key("a"), 5001),
+        Ok(Some(set("a", Status::Passing)))
+    );
     assert_eq!(m.heartbeat(&key("a"), 5500), Ok(None), "already passing");
     assert!(m.tick(6400).is_empty(), "renewed deadline is 6500");
     assert_eq!(m.tick(6500), vec![set("a", Status::Critical)]);
@@ -90,13 +96,27 @@ fn flap_damping_needs_consecutive_results() {
     m.track(&instance("a", check, Status::Passing), 0);
     assert_eq!(m.record(&key("a"), CheckResult::Critical, 1), None);
     assert_eq!(m.record(&key("a"), CheckResult::Critical, 2), None);
-    assert_eq!(m.record(&key("a"), CheckResult::Passing, 3), None, "streak broken");
+    assert_eq!(
+        m.record(&key("a"), CheckResult::Passing, 3),
+        None,
+        "streak broken"
+    );
     assert_eq!(m.record(&key("a"), CheckResult::Critical, 4), None);
     assert_eq!(m.record(&key("a"), CheckResult::Critical, 5), None);
-    assert_eq!(m.record(&key("a"), CheckResult::Critical, 6), Some(set("a", Status::Critical)));
-    assert_eq!(m.record(&key("a"), CheckResult::Critical, 7), None, "already critical");
+    assert_eq!(
+        m.record(&key("a"), CheckResult::Critical, 6),
+        Some(set("a", Status::Critical))
+    );
+    assert_eq!(
+        m.record(&key("a"), CheckResult::Critical, 7),
+        None,
+        "already critical"
+    );
     assert_eq!(m.record(&key("a"), CheckResult::Passing, 8), None);
-    assert_eq!(m.record(&key("a"), CheckResult::Passing, 9), Some(set("a", Status::Passing)));
+    assert_eq!(
+        m.record(&key("a"), CheckResult::Passing, 9),
+        Some(set("a", Status::Passing))
+    );
 }
 
 #[test]
@@ -115,10 +135,19 @@ fn ttl_flap_damping_counts_missed_periods() {
 fn warning_applies_at_once_and_passing_recovers() {
     let mut m = HealthMonitor::new(no_guard());
     m.track(&instance("a", tcp(), Status::Critical), 0);
-    assert_eq!(m.record(&key("a"), CheckResult::Passing, 1), Some(set("a", Status::Passing)));
-    assert_eq!(m.record(&key("a"), CheckResult::Warning, 2), Some(set("a", Status::Warning)));
+    assert_eq!(
+        m.record(&key("a"), CheckResult::Passing, 1),
+        Some(set("a", Status::Passing))
+    );
+    assert_eq!(
+        m.record(&key("a"), CheckResult::Warning, 2),
+        Some(set("a", Status::Warning))
+    );
     assert_eq!(m.record(&key("a"), CheckResult::Warning, 3), None);
-    assert_eq!(m.record(&key("a"), CheckResult::Passing, 4), Some(set("a", Status::Passing)));
+    assert_eq!(
+        m.record(&key("a"), CheckResult::Passing, 4),
+        Some(set("a", Status::Passing))
+    );
 }
 
 #[test]
@@ -173,7 +202,10 @@ fn guard_stops_mass_expiry_and_resumes_when_heartbeats_recover() {
     }
     let actions = m.tick(30_002);
     assert!(!m.guard().engaged, "guard releases once heartbeats recover");
-    assert_eq!(actions, vec![set("i8", Status::Critical), set("i9", Status::Critical)]);
+    assert_eq!(
+        actions,
+        vec![set("i8", Status::Critical), set("i9", Status::Critical)]
+    );
 }
 
 #[test]
@@ -189,12 +221,23 @@ fn guard_counts_expiries_within_the_window() {
     for i in 1..4 {
         m.heartbeat(&key(&format!("i{i}")), 900).unwrap();
     }
-    assert_eq!(m.tick(1000), vec![set("i0", Status::Critical)], "1 of 4 may expire");
+    assert_eq!(
+        m.tick(1000),
+        vec![set("i0", Status::Critical)],
+        "1 of 4 may expire"
+    );
     for i in 2..4 {
         m.heartbeat(&key(&format!("i{i}")), 1800).unwrap();
     }
-    assert_eq!(m.tick(1900), vec![set("i1", Status::Critical)], "2 of 4 is not more than half");
-    assert!(m.tick(2800).is_empty(), "a third expiry within the window would be 3 of 4");
+    assert_eq!(
+        m.tick(1900),
+        vec![set("i1", Status::Critical)],
+        "2 of 4 is not more than half"
+    );
+    assert!(
+        m.tick(2800).is_empty(),
+        "a third expiry within the window would be 3 of 4"
+    );
     assert!(m.guard().engaged);
     // Once the earlier expiries leave the window, expiry resumes.
     assert_eq!(
@@ -224,7 +267,10 @@ fn guard_also_holds_back_deregistration() {
     m.track(&instance("dead", check.clone(), Status::Critical), 0);
     m.track(&instance("a", ttl(1000), Status::Passing), 0);
     m.track(&instance("b", ttl(1000), Status::Passing), 0);
-    assert!(m.tick(5000).is_empty(), "a and b overdue: 2 of 3, guard engaged");
+    assert!(
+        m.tick(5000).is_empty(),
+        "a and b overdue: 2 of 3, guard engaged"
+    );
 }
 
 #[test]
@@ -241,8 +287,14 @@ fn observe_status_keeps_the_monitor_in_step_with_the_registry() {
     let mut m = HealthMonitor::new(no_guard());
     m.track(&instance("a", ttl(1000), Status::Passing), 0);
     m.observe_status(&key("a"), Status::Critical, 10);
-    assert!(m.tick(2000).is_empty(), "already critical: nothing to expire");
-    assert_eq!(m.heartbeat(&key("a"), 2001), Ok(Some(set("a", Status::Passing))));
+    assert!(
+        m.tick(2000).is_empty(),
+        "already critical: nothing to expire"
+    );
+    assert_eq!(
+        m.heartbeat(&key("a"), 2001),
+        Ok(Some(set("a", Status::Passing)))
+    );
 }
 
 #[test]

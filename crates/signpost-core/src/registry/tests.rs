@@ -22,7 +22,10 @@ fn req(now_ms: u64, command: Command) -> Request {
 #[test]
 fn register_creates_then_replaces_keeping_creation_fields() {
     let mut r = Registry::new();
-    let (resp, events) = r.apply(5, &req(1000, Command::Register(new_instance("users", "u1"))));
+    let (resp, events) = r.apply(
+        5,
+        &req(1000, Command::Register(new_instance("users", "u1"))),
+    );
     let Response::Registered { instance, created } = resp else {
         panic!("unexpected {resp:?}")
     };
@@ -40,7 +43,10 @@ fn register_creates_then_replaces_keeping_creation_fields() {
     };
     assert!(!created);
     assert_eq!(instance.port, 9090);
-    assert_eq!(instance.create_index, 5, "create index survives replacement");
+    assert_eq!(
+        instance.create_index, 5,
+        "create index survives replacement"
+    );
     assert_eq!(instance.created_at, Timestamp(1000));
     assert_eq!(instance.updated_at, Timestamp(2000));
     assert_eq!(instance.modify_index, 7);
@@ -52,12 +58,22 @@ fn register_creates_then_replaces_keeping_creation_fields() {
 fn deregister_removes_and_unknown_is_not_found_without_index_change() {
     let mut r = Registry::new();
     r.apply(3, &req(0, Command::Register(new_instance("users", "u1"))));
-    let (resp, events) = r.apply(4, &req(0, Command::Deregister(InstanceKey::new("users", "nope"))));
+    let (resp, events) = r.apply(
+        4,
+        &req(0, Command::Deregister(InstanceKey::new("users", "nope"))),
+    );
     assert_eq!(resp, Response::NotFound);
     assert!(events.is_empty());
-    assert_eq!(r.service_index("users"), 3, "a no-op must not move the index");
+    assert_eq!(
+        r.service_index("users"),
+        3,
+        "a no-op must not move the index"
+    );
 
-    let (resp, events) = r.apply(5, &req(0, Command::Deregister(InstanceKey::new("users", "u1"))));
+    let (resp, events) = r.apply(
+        5,
+        &req(0, Command::Deregister(InstanceKey::new("users", "u1"))),
+    );
     assert!(matches!(resp, Response::Deregistered(ref i) if i.id == "u1"));
     assert!(matches!(events[0].kind, EventKind::Removed(_)));
     assert_eq!(r.instances("users").count(), 0);
@@ -82,17 +98,44 @@ fn status_transitions_are_recorded_once() {
     let mut r = Registry::new();
     r.apply(2, &req(0, Command::Register(new_instance("users", "u1"))));
     let key = InstanceKey::new("users", "u1");
-    let (resp, events) = r.apply(3, &req(50, Command::SetStatus { key: key.clone(), status: Status::Critical }));
+    let (resp, events) = r.apply(
+        3,
+        &req(
+            50,
+            Command::SetStatus {
+                key: key.clone(),
+                status: Status::Critical,
+            },
+        ),
+    );
     assert!(matches!(resp, Response::StatusSet(ref i) if i.status == Status::Critical));
     assert!(matches!(events[0].kind, EventKind::StatusChanged(_)));
     assert_eq!(r.instance("users", "u1").unwrap().modify_index, 3);
 
-    let (resp, events) = r.apply(4, &req(60, Command::SetStatus { key: key.clone(), status: Status::Critical }));
+    let (resp, events) = r.apply(
+        4,
+        &req(
+            60,
+            Command::SetStatus {
+                key: key.clone(),
+                status: Status::Critical,
+            },
+        ),
+    );
     assert_eq!(resp, Response::Unchanged);
     assert!(events.is_empty());
     assert_eq!(r.service_index("users"), 3);
 
-    let (resp, _) = r.apply(5, &req(60, Command::SetStatus { key: InstanceKey::new("users", "x"), status: Status::Passing }));
+    let (resp, _) = r.apply(
+        5,
+        &req(
+            60,
+            Command::SetStatus {
+                key: InstanceKey::new("users", "x"),
+                status: Status::Passing,
+            },
+        ),
+    );
     assert_eq!(resp, Response::NotFound);
     let counts = r.status_counts();
     assert_eq!((counts.passing, counts.critical), (0, 1));
@@ -108,7 +151,16 @@ fn initial_status_follows_the_check_and_survives_same_check_reregistration() {
     });
     r.apply(2, &req(0, Command::Register(active.clone())));
     assert_eq!(r.instance("web", "w1").unwrap().status, Status::Critical);
-    r.apply(3, &req(0, Command::SetStatus { key: InstanceKey::new("web", "w1"), status: Status::Passing }));
+    r.apply(
+        3,
+        &req(
+            0,
+            Command::SetStatus {
+                key: InstanceKey::new("web", "w1"),
+                status: Status::Passing,
+            },
+        ),
+    );
     r.apply(4, &req(0, Command::Register(active.clone())));
     assert_eq!(r.instance("web", "w1").unwrap().status, Status::Passing);
 
@@ -140,19 +192,61 @@ fn definitions_are_stored_beside_instances() {
         modify_index: 0,
     };
     let (resp, events) = r.apply(2, &req(0, Command::PutDefinition(def.clone())));
-    assert!(matches!(resp, Response::DefinitionPut { created: true, .. }));
+    assert!(matches!(
+        resp,
+        Response::DefinitionPut { created: true, .. }
+    ));
     assert_eq!(events[0].kind, EventKind::DefinitionChanged);
     assert_eq!(r.definition("users").unwrap().version, "1.2.0");
     assert_eq!(r.services()[0].name, "users");
     assert!(r.services()[0].has_definition);
 
-    let (resp, _) = r.apply(3, &req(0, Command::PutDefinition(ServiceDefinition { version: "1.3.0".into(), ..def })));
-    let Response::DefinitionPut { definition, created } = resp else { panic!() };
+    let (resp, _) = r.apply(
+        3,
+        &req(
+            0,
+            Command::PutDefinition(ServiceDefinition {
+                version: "1.3.0".into(),
+                ..def
+            }),
+        ),
+    );
+    let Response::DefinitionPut {
+        definition,
+        created,
+    } = resp
+    else {
+        panic!()
+    };
     assert!(!created);
     assert_eq!((definition.create_index, definition.modify_index), (2, 3));
 
-    assert_eq!(r.apply(4, &req(0, Command::DeleteDefinition { service: "users".into() })).0, Response::DefinitionDeleted);
-    assert_eq!(r.apply(5, &req(0, Command::DeleteDefinition { service: "users".into() })).0, Response::NotFound);
+    assert_eq!(
+        r.apply(
+            4,
+            &req(
+                0,
+                Command::DeleteDefinition {
+                    service: "users".into()
+                }
+            )
+        )
+        .0,
+        Response::DefinitionDeleted
+    );
+    assert_eq!(
+        r.apply(
+            5,
+            &req(
+                0,
+                Command::DeleteDefinition {
+                    service: "users".into()
+                }
+            )
+        )
+        .0,
+        Response::NotFound
+    );
     assert!(r.definition("users").is_none());
 }
 
@@ -160,7 +254,10 @@ fn definitions_are_stored_beside_instances() {
 fn state_round_trips_through_a_snapshot() {
     let mut r = Registry::new();
     for i in 0..10 {
-        r.apply(i + 2, &req(i, Command::Register(new_instance("svc", &format!("i{i}")))));
+        r.apply(
+            i + 2,
+            &req(i, Command::Register(new_instance("svc", &format!("i{i}")))),
+        );
     }
     let bytes = serde_json::to_vec(&r).unwrap();
     let back: Registry = serde_json::from_slice(&bytes).unwrap();

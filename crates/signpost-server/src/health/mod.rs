@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use openraft::ServerState;
-use signpost_core::health::{Action, GuardConfig, GuardStatus, HeartbeatError, HealthMonitor};
+use signpost_core::health::{Action, GuardConfig, GuardStatus, HealthMonitor, HeartbeatError};
 use signpost_core::model::CheckKind;
 use signpost_core::{CheckSpec, Command, EventKind, Instance, InstanceKey};
 use tokio::sync::{broadcast, watch};

@@ -56,8 +56,9 @@ pub async fn metrics(State(agent): State<AppState>) -> impl IntoResponse {
         metrics::gauge!("signpost_eviction_guard_engaged").set(f64::from(u8::from(guard.engaged)));
         metrics::gauge!("signpost_eviction_guard_overdue_instances").set(guard.overdue as f64);
         metrics::gauge!("signpost_raft_term").set(m.current_term as f64);
-        metrics::gauge!("signpost_raft_is_leader")
-            .set(f64::from(u8::from(m.state == openraft::ServerState::Leader)));
+        metrics::gauge!("signpost_raft_is_leader").set(f64::from(u8::from(
+            m.state == openraft::ServerState::Leader,
+        )));
         metrics::gauge!("signpost_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
         metrics::gauge!("signpost_raft_applied_index")
             .set(m.last_applied.map_or(0, |l| l.index) as f64);

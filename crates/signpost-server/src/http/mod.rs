@@ -109,7 +109,10 @@ async fn observe(State(agent): State<AppState>, req: Request, next: Next) -> Res
 #[derive(Debug)]
 pub enum ApiError {
     Invalid(ValidationError),
-    BadRequest { message: String, field: Option<String> },
+    BadRequest {
+        message: String,
+        field: Option<String>,
+    },
     NotFound(String),
     MethodNotAllowed,
     PayloadTooLarge,

@@ -110,10 +110,7 @@ fn not_registered(service: &str, id: &str) -> ApiError {
 /// `GET /api/v1/services`
 pub async fn list_services(State(agent): State<AppState>) -> Response {
     let state = agent.store.read();
-    with_index(
-        state.registry.last_index(),
-        Json(state.registry.services()),
-    )
+    with_index(state.registry.last_index(), Json(state.registry.services()))
 }
 
 /// `POST /api/v1/services/{service}/instances`
@@ -183,7 +180,13 @@ pub async fn deregister(
     Path((service, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let service = validate::service_name(&service)?;
-    if agent.store.read().registry.instance(&service, &id).is_none() {
+    if agent
+        .store
+        .read()
+        .registry
+        .instance(&service, &id)
+        .is_none()
+    {
         return Err(not_registered(&service, &id));
     }
     match agent
@@ -261,9 +264,14 @@ pub async fn put_definition(
             } else {
                 StatusCode::OK
             };
-            Ok(with_index(definition.modify_index, (status, Json(definition))))
+            Ok(with_index(
+                definition.modify_index,
+                (status, Json(definition)),
+            ))
         }
-        other => Err(ApiError::Internal(format!("definition put answered {other:?}"))),
+        other => Err(ApiError::Internal(format!(
+            "definition put answered {other:?}"
+        ))),
     }
 }
 
@@ -300,7 +308,8 @@ pub async fn delete_definition(
         signpost_core::Response::NotFound => Err(ApiError::NotFound(format!(
             "service {service} has no definition"
         ))),
-        other => Err(ApiError::Internal(format!("definition delete answered {other:?}"))),
+        other => Err(ApiError::Internal(format!(
+            "definition delete answered {other:?}"
+        ))),
     }
 }
-

@@ -32,7 +32,9 @@ impl LogStore {
         let Some(value) = table.get(key).map_err(read_err)? else {
             return Ok(None);
         };
-        serde_json::from_slice(value.value()).map(Some).map_err(read_err)
+        serde_json::from_slice(value.value())
+            .map(Some)
+            .map_err(read_err)
     }
 
     fn write_meta<T: Serialize>(
@@ -120,7 +122,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read_meta("vote")
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError<NodeId>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId>,
+    ) -> Result<(), StorageError<NodeId>> {
         // Not fsynced on its own: it rides along with the next durable append. After a crash the
         // committed index may lag, and Raft re-commits the tail once a leader is elected.
         self.write_meta("committed", &committed, Durability::None)
@@ -141,7 +146,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let encoded = entries
             .into_iter()
-            .map(|e| Ok((e.get_log_id().index, serde_json::to_vec(&e).map_err(write_err)?)))
+            .map(|e| {
+                Ok((
+                    e.get_log_id().index,
+                    serde_json::to_vec(&e).map_err(write_err)?,
+                ))
+            })
             .collect::<Result<Vec<_>, StorageError<NodeId>>>()?;
         let db = self.db.clone();
         // redb's commit blocks on fsync; keep it off the async workers.
@@ -174,7 +184,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let txn = self.db.begin_write().map_err(write_err)?;
         {
             let mut table = txn.open_table(tables::LOG).map_err(write_err)?;
-            table.retain_in(log_id.index.., |_, _| false).map_err(write_err)?;
+            table
+                .retain_in(log_id.index.., |_, _| false)
+                .map_err(write_err)?;
         }
         txn.commit().map_err(write_err)
     }
@@ -184,9 +196,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let txn = self.db.begin_write().map_err(write_err)?;
         {
             let mut meta = txn.open_table(tables::META).map_err(write_err)?;
-            meta.insert("last_purged", bytes.as_slice()).map_err(write_err)?;
+            meta.insert("last_purged", bytes.as_slice())
+                .map_err(write_err)?;
             let mut table = txn.open_table(tables::LOG).map_err(write_err)?;
-            table.retain_in(..=log_id.index, |_, _| false).map_err(write_err)?;
+            table
+                .retain_in(..=log_id.index, |_, _| false)
+                .map_err(write_err)?;
         }
         txn.commit().map_err(write_err)
     }

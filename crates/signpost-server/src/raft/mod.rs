@@ -4,6 +4,9 @@
 //! A single agent is a one-member Raft group; clustering adds members without changing any of
 //! this.
 
+// openraft's traits fix the error type to its large `StorageError`; boxing it is not an option.
+#![allow(clippy::result_large_err)]
+
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

@@ -60,7 +60,9 @@ impl StateMachine {
         let txn = self.db.begin_write().map_err(write_err)?;
         {
             let mut table = txn.open_table(tables::SNAPSHOT).map_err(write_err)?;
-            table.insert("meta", meta_bytes.as_slice()).map_err(write_err)?;
+            table
+                .insert("meta", meta_bytes.as_slice())
+                .map_err(write_err)?;
             table.insert("data", data).map_err(write_err)?;
         }
         txn.commit().map_err(write_err)

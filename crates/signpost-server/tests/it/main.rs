@@ -1,0 +1,7 @@
+//! Integration tests of the agent, in process: one binary, a shared harness.
+
+mod api;
+mod common;
+mod health;
+mod storage;
+mod watch;
