@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `signpost` binary, started, stopped and killed as an operator
+//! would, driven over its HTTP API and command line.
+
+mod harness;
+
+mod cli;
+mod durability;
+mod health;
+mod lifecycle;
