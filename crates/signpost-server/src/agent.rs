@@ -50,6 +50,47 @@ pub struct Agent {
     pub closing: tokio::sync::watch::Sender<bool>,
 }
 
+/// On restart of a one-member group: wait until this node leads and has applied everything in its
+/// log (the committed index on disk may lag behind the last fsynced entry), so the agent never
+/// answers reads from a state older than what it acknowledged. Also records a changed HTTP
+/// address in the membership.
+async fn catch_up_alone(
+    raft: &Raft,
+    node_id: NodeId,
+    advertise_addr: SocketAddr,
+    config: &AgentConfig,
+) -> anyhow::Result<()> {
+    let m = raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership().clone();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    if voters != [node_id] {
+        return Ok(());
+    }
+    let target = m.last_log_index.unwrap_or(0);
+    let patience = Duration::from_millis(config.raft.election_timeout_max.as_millis() * 20);
+    let mut rx = raft.metrics();
+    tokio::time::timeout(
+        patience,
+        rx.wait_for(|m| {
+            m.state == ServerState::Leader && m.last_applied.map_or(0, |l| l.index) >= target
+        }),
+    )
+    .await
+    .context("timed out replaying the log after restart")?
+    .context("raft stopped while replaying the log")?;
+    let addr = advertise_addr.to_string();
+    if membership
+        .get_node(&node_id)
+        .is_some_and(|n| n.addr != addr)
+    {
+        let nodes = BTreeMap::from([(node_id, BasicNode::new(addr))]);
+        raft.change_membership(openraft::ChangeMembers::SetNodes(nodes), false)
+            .await
+            .context("cannot record the new http address")?;
+    }
+    Ok(())
+}
+
 /// Wall-clock milliseconds since the Unix epoch, stamped on every proposal.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -101,6 +142,8 @@ impl Agent {
             raft.initialize(members)
                 .await
                 .context("cannot initialise the raft group")?;
+        } else {
+            catch_up_alone(&raft, node_id, advertise_addr, &config).await?;
         }
 
         let recorder = PrometheusBuilder::new().build_recorder();

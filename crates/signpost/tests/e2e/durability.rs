@@ -111,7 +111,11 @@ async fn durability_survives_sigkill() {
 
     let after = all_instances(&agent, SERVICES).await;
     assert_same_instances(&acknowledged, &after);
-    assert_eq!(agent.agent_self().await["instances"]["passing"], N);
+    let me = agent.agent_self().await;
+    assert_eq!(me["instances"]["passing"], N);
+    // The restart moved to a new port: the membership records where this node now listens.
+    let addr = agent.base_url().trim_start_matches("http://").to_string();
+    assert_eq!(me["raft"]["members"][0]["addr"], addr.as_str(), "{me}");
 }
 
 #[tokio::test]
