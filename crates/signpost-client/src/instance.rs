@@ -1,0 +1,74 @@
+//! The SDK's registry-neutral instance type and the update stream registries emit.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// One instance of a service, as the SDK sees it whatever registry it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub service: String,
+    pub address: String,
+    pub port: u16,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Relative weight, 1..=10000 (default 100).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    100
+}
+
+impl Instance {
+    /// `address:port`, with IPv6 addresses in brackets.
+    pub fn authority(&self) -> String {
+        if self.address.contains(':') {
+            format!("[{}]:{}", self.address, self.port)
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
+
+    /// The socket address, when `address` is an IP.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        self.authority().parse().ok()
+    }
+
+    /// `http://address:port`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.authority())
+    }
+}
+
+/// A change to the set of healthy instances of one service. Every registry's watch speaks this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// The full current list; replaces everything known before.
+    Reset {
+        index: u64,
+        instances: Vec<Instance>,
+    },
+    /// A new healthy instance.
+    Add { index: u64, instance: Instance },
+    /// A known instance changed (address, tags, weight, ...).
+    Update { index: u64, instance: Instance },
+    /// An instance left (deregistered or no longer healthy).
+    Remove { index: u64, id: String },
+}
+
+impl Update {
+    pub fn index(&self) -> u64 {
+        match self {
+            Update::Reset { index, .. }
+            | Update::Add { index, .. }
+            | Update::Update { index, .. }
+            | Update::Remove { index, .. } => *index,
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Signpost's client SDK: client-side service discovery done the way production Rust services
+//! need it.
+//!
+//! # Layout
+//! - [`instance`]: [`Instance`], the SDK's registry-neutral view of one service instance, and
+//!   [`Update`], the change stream every registry speaks (`Reset / Add / Update / Remove`).
+//! - [`registry`]: the [`registry::Registry`] trait and its implementations (Signpost's native
+//!   API, etcd; Consul-compatible later).
+//! - [`discovery`]: [`discovery::Discovery`], the cached, watch-driven instance list per service
+//!   (stale-on-error, reconnect with backoff, optional persistence, push-empty protection).
+//! - [`registration`]: self-registration with a background heartbeat and graceful deregistration.
+//! - [`balance`]: load balancers (random, round robin, weighted, smooth weighted round robin,
+//!   least outstanding requests, P2C over peak EWMA, consistent hashing) and instance filters.
+//! - [`breaker`]: per-instance (and per-service) circuit breakers and outlier ejection.
+//! - [`retry`]: retry policy with backoff, jitter and a retry budget.
+//! - [`client`]: [`client::ServiceClient`], typed JSON calls over all of the above.
+//! - [`tower_discover`]: a `tower::discover::Discover` adapter.
+#![forbid(unsafe_code)]
+
+pub mod instance;
+pub mod registry;
+
+pub use instance::{Instance, Update};

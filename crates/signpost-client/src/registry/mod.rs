@@ -1,0 +1,67 @@
+//! Registries behind one trait.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+
+use crate::instance::{Instance, Update};
+
+/// Why a registry call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry could not be reached (connect error, timeout, 5xx).
+    #[error("registry unreachable: {0}")]
+    Unavailable(String),
+    /// The instance is not registered (heartbeat to an unknown id: register again).
+    #[error("instance not registered: {0}")]
+    NotFound(String),
+    /// The registry refused the request (4xx other than 404).
+    #[error("registry rejected the request: {0}")]
+    Rejected(String),
+    /// Anything else.
+    #[error("registry error: {0}")]
+    Other(String),
+}
+
+/// What an instance registers with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrationSpec {
+    pub instance: Instance,
+    /// Heartbeat TTL; the registry marks the instance unhealthy (or drops it) when it lapses.
+    pub ttl: Duration,
+    /// Remove the instance once it has been unhealthy this long (registries that support it).
+    pub deregister_after: Option<Duration>,
+}
+
+/// A service registry: where instances register and where clients find them.
+///
+/// Object-safe, so discovery and registration hold an `Arc<dyn Registry>` and any backend plugs
+/// in.
+pub trait Registry: Send + Sync + 'static {
+    /// Registers (or re-registers) an instance with a TTL.
+    fn register<'a>(
+        &'a self,
+        spec: &'a RegistrationSpec,
+    ) -> BoxFuture<'a, Result<(), RegistryError>>;
+    /// Removes an instance.
+    fn deregister<'a>(
+        &'a self,
+        service: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), RegistryError>>;
+    /// Renews an instance's TTL. `NotFound` tells the caller to register again.
+    fn heartbeat<'a>(
+        &'a self,
+        service: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), RegistryError>>;
+    /// The healthy instances of `service` and the index they reflect.
+    fn list<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<(u64, Vec<Instance>), RegistryError>>;
+    /// Changes to `service`'s healthy instances, starting with a `Reset`. The stream ends or
+    /// yields an error when the connection is lost; the caller reconnects.
+    fn watch(&self, service: &str) -> BoxStream<'static, Result<Update, RegistryError>>;
+}
