@@ -9,14 +9,16 @@
 //! - [`validate`]: turns untrusted registration input into normalised, valid values.
 //! - [`registry`]: the replicated state machine: [`registry::Command`]s in, [`registry::Response`]s
 //!   and [`registry::Event`]s out, with a per-service modification index.
+//! - [`kv`]: the replicated key/value store (Consul-compatible semantics: cas, recurse, flags).
 //! - [`health`]: the leader-local health monitor: heartbeats and check results in, status
 //!   transitions and deregistrations out, with flap damping and the mass-eviction guard.
 #![forbid(unsafe_code)]
 
 pub mod health;
+pub mod kv;
 pub mod model;
 pub mod registry;
 pub mod validate;
 
 pub use model::{CheckSpec, Instance, InstanceKey, ServiceDefinition, Status};
-pub use registry::{Command, Event, EventKind, Registry, Request, Response};
+pub use registry::{Command, Event, EventKind, Registry, Request, Response, ServiceEvent};

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kv::Kv;
 use crate::model::{Instance, InstanceKey, NewInstance, ServiceDefinition, Status, Timestamp};
 
 /// A command together with the time its proposer saw when it proposed it.
@@ -44,6 +45,20 @@ pub enum Command {
     PutDefinition(ServiceDefinition),
     /// Remove a service definition.
     DeleteDefinition { service: String },
+    /// Set a KV key; with `cas`, only if its modify index matches (0: only if absent).
+    KvSet {
+        key: String,
+        #[serde(with = "crate::kv::base64_bytes")]
+        value: Vec<u8>,
+        flags: u64,
+        cas: Option<u64>,
+    },
+    /// Delete a KV key, or every key under it with `recurse`.
+    KvDelete {
+        key: String,
+        recurse: bool,
+        cas: Option<u64>,
+    },
 }
 
 /// What applying a command did.
@@ -66,11 +81,32 @@ pub enum Response {
     Unchanged,
     /// Raft's own entries (blank, membership) apply to no registry state.
     Internal,
+    /// Whether a KV write or delete happened (false: its `cas` did not match).
+    Kv(bool),
 }
 
-/// A change to one service, as watchers see it.
+/// A change, as watchers see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
+pub enum Event {
+    /// Something about one service changed.
+    Service(ServiceEvent),
+    /// A KV key was written or deleted at `index`.
+    Kv { key: String, index: u64 },
+}
+
+impl Event {
+    /// The service event, if this is one.
+    pub fn as_service(&self) -> Option<&ServiceEvent> {
+        match self {
+            Event::Service(e) => Some(e),
+            Event::Kv { .. } => None,
+        }
+    }
+}
+
+/// A change to one service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceEvent {
     pub service: String,
     /// The log index of the change; the service's index after it.
     pub index: u64,
@@ -139,6 +175,9 @@ pub struct Registry {
     services: BTreeMap<String, ServiceEntry>,
     /// Index of the last applied command that changed anything.
     last_index: u64,
+    /// The KV store.
+    #[serde(default)]
+    kv: Kv,
 }
 
 impl Registry {
@@ -156,6 +195,35 @@ impl Registry {
             Command::SetStatus { key, status } => self.set_status(index, now, key, *status),
             Command::PutDefinition(def) => self.put_definition(index, def),
             Command::DeleteDefinition { service } => self.delete_definition(index, service),
+            Command::KvSet {
+                key,
+                value,
+                flags,
+                cas,
+            } => {
+                let ok = self.kv.set(index, key, value, *flags, *cas);
+                let events = if ok {
+                    self.last_index = index;
+                    vec![Event::Kv {
+                        key: key.clone(),
+                        index,
+                    }]
+                } else {
+                    vec![]
+                };
+                (Response::Kv(ok), events)
+            }
+            Command::KvDelete { key, recurse, cas } => {
+                let (ok, keys) = self.kv.delete(index, key, *recurse, *cas);
+                if !keys.is_empty() {
+                    self.last_index = index;
+                }
+                let events = keys
+                    .into_iter()
+                    .map(|key| Event::Kv { key, index })
+                    .collect();
+                (Response::Kv(ok), events)
+            }
         }
     }
 
@@ -203,12 +271,15 @@ impl Registry {
         } else {
             EventKind::Replaced(instance.clone())
         };
-        let event = Event {
+        let event = ServiceEvent {
             service: new.service.clone(),
             index,
             kind,
         };
-        (Response::Registered { instance, created }, vec![event])
+        (
+            Response::Registered { instance, created },
+            vec![Event::Service(event)],
+        )
     }
 
     fn deregister(&mut self, index: u64, key: &InstanceKey) -> (Response, Vec<Event>) {
@@ -220,12 +291,12 @@ impl Registry {
             .instances
             .remove(&key.id)
             .expect("presence checked above");
-        let event = Event {
+        let event = ServiceEvent {
             service: key.service.clone(),
             index,
             kind: EventKind::Removed(removed.clone()),
         };
-        (Response::Deregistered(removed), vec![event])
+        (Response::Deregistered(removed), vec![Event::Service(event)])
     }
 
     fn set_status(
@@ -249,12 +320,12 @@ impl Registry {
         instance.updated_at = now;
         instance.modify_index = index;
         let instance = instance.clone();
-        let event = Event {
+        let event = ServiceEvent {
             service: key.service.clone(),
             index,
             kind: EventKind::StatusChanged(instance.clone()),
         };
-        (Response::StatusSet(instance), vec![event])
+        (Response::StatusSet(instance), vec![Event::Service(event)])
     }
 
     fn put_definition(&mut self, index: u64, def: &ServiceDefinition) -> (Response, Vec<Event>) {
@@ -267,7 +338,7 @@ impl Registry {
             ..def.clone()
         };
         entry.definition = Some(definition.clone());
-        let event = Event {
+        let event = ServiceEvent {
             service: def.name.clone(),
             index,
             kind: EventKind::DefinitionChanged,
@@ -277,7 +348,7 @@ impl Registry {
                 definition,
                 created,
             },
-            vec![event],
+            vec![Event::Service(event)],
         )
     }
 
@@ -286,17 +357,22 @@ impl Registry {
             return (Response::NotFound, vec![]);
         }
         self.touch(service, index).definition = None;
-        let event = Event {
+        let event = ServiceEvent {
             service: service.to_string(),
             index,
             kind: EventKind::DefinitionChanged,
         };
-        (Response::DefinitionDeleted, vec![event])
+        (Response::DefinitionDeleted, vec![Event::Service(event)])
     }
 
     /// Index of the last change to `service`, or 0 if it never existed.
     pub fn service_index(&self, service: &str) -> u64 {
         self.services.get(service).map_or(0, |s| s.index)
+    }
+
+    /// The KV store.
+    pub fn kv(&self) -> &Kv {
+        &self.kv
     }
 
     /// Index of the last change to anything.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use signpost_core::{Event, Registry};
+use signpost_core::{Event, Registry, ServiceEvent};
 use tokio::sync::{broadcast, watch};
 
 use crate::raft::{LogId, StoredMembership};
@@ -31,7 +31,7 @@ pub struct SmState {
 #[derive(Debug, Clone)]
 pub enum Notice {
     /// One change, in index order.
-    Change(Arc<Event>),
+    Change(Arc<ServiceEvent>),
     /// The whole state was replaced (snapshot installed): re-read everything.
     Reset,
 }
@@ -48,6 +48,8 @@ pub struct Store {
     channels: Mutex<HashMap<String, ServiceChannel>>,
     /// Every change, for consumers that follow all services (the health checker).
     all: broadcast::Sender<Notice>,
+    /// Index of the last KV change; KV blocking queries wait on it and re-check their prefix.
+    kv_index: watch::Sender<u64>,
 }
 
 impl Default for Store {
@@ -62,6 +64,7 @@ impl Store {
             state: RwLock::new(SmState::default()),
             channels: Mutex::new(HashMap::new()),
             all: broadcast::channel(GLOBAL_BUFFER).0,
+            kv_index: watch::channel(0).0,
         }
     }
 
@@ -92,6 +95,7 @@ impl Store {
             let _ = ch.events.send(Notice::Reset);
         }
         let _ = self.all.send(Notice::Reset);
+        self.kv_index.send_modify(|i| *i += 1);
     }
 
     fn publish(&self, events: Vec<Event>) {
@@ -100,7 +104,17 @@ impl Store {
         }
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         for event in events {
-            let event = Arc::new(event);
+            let event = match event {
+                Event::Service(e) => Arc::new(e),
+                Event::Kv { index, .. } => {
+                    self.kv_index.send_if_modified(|i| {
+                        let moved = index > *i;
+                        *i = (*i).max(index);
+                        moved
+                    });
+                    continue;
+                }
+            };
             if let Some(ch) = channels.get(&event.service) {
                 if ch.index.receiver_count() == 0 && ch.events.receiver_count() == 0 {
                     channels.remove(&event.service);
@@ -149,6 +163,24 @@ impl Store {
         }
         let _ = tokio::time::timeout(wait, rx.wait_for(|i| *i > index)).await;
         self.read().registry.service_index(service)
+    }
+
+    /// Waits until the KV index of `key` (or of everything under it, with `recurse`) exceeds
+    /// `index`, or `wait` passes. Returns that index.
+    pub async fn wait_for_kv(&self, key: &str, recurse: bool, index: u64, wait: Duration) -> u64 {
+        let current = || self.read().registry.kv().index(key, recurse);
+        let mut rx = self.kv_index.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let now = current();
+            if now > index {
+                return now;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return current(),
+            }
+        }
     }
 
     /// Number of live watch subscriptions, for metrics.

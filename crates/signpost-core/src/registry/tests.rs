@@ -1,6 +1,10 @@
 use super::*;
 use crate::model::{CheckSpec, Dur};
 
+fn svc(e: &Event) -> &ServiceEvent {
+    e.as_service().expect("a service event")
+}
+
 fn new_instance(service: &str, id: &str) -> NewInstance {
     NewInstance {
         id: id.to_string(),
@@ -33,7 +37,7 @@ fn register_creates_then_replaces_keeping_creation_fields() {
     assert_eq!(instance.create_index, 5);
     assert_eq!(instance.modify_index, 5);
     assert_eq!(instance.status, Status::Passing);
-    assert!(matches!(events[0].kind, EventKind::Added(_)));
+    assert!(matches!(svc(&events[0]).kind, EventKind::Added(_)));
 
     let mut changed = new_instance("users", "u1");
     changed.port = 9090;
@@ -50,7 +54,7 @@ fn register_creates_then_replaces_keeping_creation_fields() {
     assert_eq!(instance.created_at, Timestamp(1000));
     assert_eq!(instance.updated_at, Timestamp(2000));
     assert_eq!(instance.modify_index, 7);
-    assert!(matches!(events[0].kind, EventKind::Replaced(_)));
+    assert!(matches!(svc(&events[0]).kind, EventKind::Replaced(_)));
     assert_eq!(r.instances("users").count(), 1);
 }
 
@@ -75,7 +79,7 @@ fn deregister_removes_and_unknown_is_not_found_without_index_change() {
         &req(0, Command::Deregister(InstanceKey::new("users", "u1"))),
     );
     assert!(matches!(resp, Response::Deregistered(ref i) if i.id == "u1"));
-    assert!(matches!(events[0].kind, EventKind::Removed(_)));
+    assert!(matches!(svc(&events[0]).kind, EventKind::Removed(_)));
     assert_eq!(r.instances("users").count(), 0);
     assert_eq!(r.service_index("users"), 5, "removal moves the index");
     assert!(r.services().is_empty(), "an empty service is not listed");
@@ -109,7 +113,7 @@ fn status_transitions_are_recorded_once() {
         ),
     );
     assert!(matches!(resp, Response::StatusSet(ref i) if i.status == Status::Critical));
-    assert!(matches!(events[0].kind, EventKind::StatusChanged(_)));
+    assert!(matches!(svc(&events[0]).kind, EventKind::StatusChanged(_)));
     assert_eq!(r.instance("users", "u1").unwrap().modify_index, 3);
 
     let (resp, events) = r.apply(
@@ -196,7 +200,7 @@ fn definitions_are_stored_beside_instances() {
         resp,
         Response::DefinitionPut { created: true, .. }
     ));
-    assert_eq!(events[0].kind, EventKind::DefinitionChanged);
+    assert_eq!(svc(&events[0]).kind, EventKind::DefinitionChanged);
     assert_eq!(r.definition("users").unwrap().version, "1.2.0");
     assert_eq!(r.services()[0].name, "users");
     assert!(r.services()[0].has_definition);
@@ -262,4 +266,44 @@ fn state_round_trips_through_a_snapshot() {
     let bytes = serde_json::to_vec(&r).unwrap();
     let back: Registry = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(back, r);
+}
+
+#[test]
+fn kv_writes_emit_events_and_failed_cas_changes_nothing() {
+    let mut r = Registry::new();
+    let set = |key: &str, cas| Command::KvSet {
+        key: key.into(),
+        value: b"v".to_vec(),
+        flags: 0,
+        cas,
+    };
+    let (resp, events) = r.apply(2, &req(0, set("cfg/a", None)));
+    assert_eq!(resp, Response::Kv(true));
+    assert_eq!(
+        events,
+        vec![Event::Kv {
+            key: "cfg/a".into(),
+            index: 2
+        }]
+    );
+    let (resp, events) = r.apply(3, &req(0, set("cfg/a", Some(0))));
+    assert_eq!(resp, Response::Kv(false));
+    assert!(events.is_empty());
+    assert_eq!(r.kv().get("cfg/a").unwrap().modify_index, 2);
+    r.apply(4, &req(0, set("cfg/b", None)));
+    let (resp, events) = r.apply(
+        5,
+        &req(
+            0,
+            Command::KvDelete {
+                key: "cfg/".into(),
+                recurse: true,
+                cas: None,
+            },
+        ),
+    );
+    assert_eq!(resp, Response::Kv(true));
+    assert_eq!(events.len(), 2);
+    assert!(r.kv().is_empty());
+    assert_eq!(r.last_index(), 5);
 }

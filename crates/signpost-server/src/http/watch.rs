@@ -13,7 +13,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use serde_json::json;
 use signpost_core::validate;
-use signpost_core::{Event, EventKind, Instance};
+use signpost_core::{EventKind, Instance, ServiceEvent};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -99,7 +99,7 @@ impl View {
     }
 
     /// Turns a registry change into what this watcher should see, if anything.
-    fn apply(&mut self, change: &Event) -> Option<SseEvent> {
+    fn apply(&mut self, change: &ServiceEvent) -> Option<SseEvent> {
         if change.index <= self.index {
             return None;
         }

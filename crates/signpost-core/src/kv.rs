@@ -1,0 +1,276 @@
+//! The key/value store for configuration, replicated beside the registry.
+//!
+//! Keys are `/`-separated paths without a leading `/`. Every write records its log index; deletes
+//! leave a tombstone holding the index of the delete, so that the index of a key or prefix (what
+//! blocking queries compare against) moves when something under it is removed, and only then.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use base64::Engine;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Largest value accepted, as in Consul.
+pub const MAX_VALUE_BYTES: usize = 512 * 1024;
+/// Longest key accepted.
+pub const MAX_KEY_BYTES: usize = 512;
+
+/// One stored key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvEntry {
+    pub key: String,
+    #[serde(with = "base64_bytes")]
+    pub value: Vec<u8>,
+    /// Opaque client flags.
+    pub flags: u64,
+    pub create_index: u64,
+    pub modify_index: u64,
+    /// Number of times a lock was acquired on this key (sessions are not supported: always 0).
+    pub lock_index: u64,
+}
+
+/// The KV state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kv {
+    entries: BTreeMap<String, KvEntry>,
+    /// Deleted keys and the index of their deletion.
+    tombstones: BTreeMap<String, u64>,
+}
+
+/// The keys under a prefix, in order.
+fn under<'a, V>(
+    map: &'a BTreeMap<String, V>,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+    map.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+        .take_while(move |(k, _)| k.starts_with(prefix))
+}
+
+impl Kv {
+    pub fn get(&self, key: &str) -> Option<&KvEntry> {
+        self.entries.get(key)
+    }
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    pub fn list<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a KvEntry> + 'a {
+        under(&self.entries, prefix).map(|(_, e)| e)
+    }
+
+    /// The index a read of `key` (or, with `recurse`, of everything under it) reflects: the
+    /// latest write or delete that touched it; at least 1.
+    pub fn index(&self, key: &str, recurse: bool) -> u64 {
+        let idx = if recurse {
+            let live = under(&self.entries, key).map(|(_, e)| e.modify_index).max();
+            let dead = under(&self.tombstones, key).map(|(_, i)| *i).max();
+            live.max(dead)
+        } else {
+            self.entries
+                .get(key)
+                .map(|e| e.modify_index)
+                .or_else(|| self.tombstones.get(key).copied())
+        };
+        idx.unwrap_or(0).max(1)
+    }
+
+    /// Sets `key`. With `cas`, only if the key's modify index equals it (0: only if absent).
+    /// Returns whether the write happened.
+    pub fn set(
+        &mut self,
+        index: u64,
+        key: &str,
+        value: &[u8],
+        flags: u64,
+        cas: Option<u64>,
+    ) -> bool {
+        let existing = self.entries.get(key);
+        if let Some(cas) = cas {
+            let current = existing.map_or(0, |e| e.modify_index);
+            if current != cas {
+                return false;
+            }
+        }
+        let entry = KvEntry {
+            key: key.to_string(),
+            value: value.to_vec(),
+            flags,
+            create_index: existing.map_or(index, |e| e.create_index),
+            modify_index: index,
+            lock_index: existing.map_or(0, |e| e.lock_index),
+        };
+        self.tombstones.remove(key);
+        self.entries.insert(key.to_string(), entry);
+        true
+    }
+
+    /// Deletes `key` (or everything under it with `recurse`). With `cas` (single key only), only
+    /// if the key's modify index equals it. Returns whether the delete was allowed, and the keys
+    /// removed.
+    pub fn delete(
+        &mut self,
+        index: u64,
+        key: &str,
+        recurse: bool,
+        cas: Option<u64>,
+    ) -> (bool, Vec<String>) {
+        if let Some(cas) = cas {
+            let current = self.entries.get(key).map_or(0, |e| e.modify_index);
+            if recurse || current != cas {
+                return (false, Vec::new());
+            }
+        }
+        let keys: Vec<String> = if recurse {
+            under(&self.entries, key).map(|(k, _)| k.clone()).collect()
+        } else {
+            self.entries
+                .get(key)
+                .map(|e| e.key.clone())
+                .into_iter()
+                .collect()
+        };
+        for k in &keys {
+            self.entries.remove(k);
+            self.tombstones.insert(k.clone(), index);
+        }
+        (true, keys)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Checks a KV key: 1–512 bytes, no leading `/`, no control characters.
+pub fn validate_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "key must be 1 to {MAX_KEY_BYTES} bytes, got {}",
+            key.len()
+        ));
+    }
+    if key.starts_with('/') {
+        return Err(format!("key {key:?} must not start with '/'"));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(format!("key {key:?} contains a control character"));
+    }
+    Ok(())
+}
+
+/// Serialises bytes as standard base64 text (as Consul's KV API does).
+pub mod base64_bytes {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_get_and_indexes() {
+        let mut kv = Kv::default();
+        assert!(kv.set(5, "app/db/url", b"postgres://", 7, None));
+        let e = kv.get("app/db/url").unwrap();
+        assert_eq!((e.create_index, e.modify_index, e.flags), (5, 5, 7));
+        assert!(kv.set(9, "app/db/url", b"postgres://new", 0, None));
+        let e = kv.get("app/db/url").unwrap();
+        assert_eq!((e.create_index, e.modify_index), (5, 9));
+        assert_eq!(kv.index("app/db/url", false), 9);
+        assert_eq!(kv.index("app/", true), 9);
+        assert_eq!(
+            kv.index("other/", true),
+            1,
+            "never-written prefixes have index 1"
+        );
+    }
+
+    #[test]
+    fn cas_only_writes_on_matching_index() {
+        let mut kv = Kv::default();
+        assert!(
+            kv.set(3, "k", b"a", 0, Some(0)),
+            "cas 0 creates an absent key"
+        );
+        assert!(
+            !kv.set(4, "k", b"b", 0, Some(0)),
+            "cas 0 fails when present"
+        );
+        assert!(!kv.set(4, "k", b"b", 0, Some(2)));
+        assert!(kv.set(4, "k", b"b", 0, Some(3)));
+        assert_eq!(kv.get("k").unwrap().value, b"b");
+        assert_eq!(kv.delete(5, "k", false, Some(3)), (false, vec![]));
+        assert_eq!(
+            kv.delete(5, "k", false, Some(4)),
+            (true, vec!["k".to_string()])
+        );
+    }
+
+    #[test]
+    fn deletes_leave_tombstones_that_move_prefix_indexes() {
+        let mut kv = Kv::default();
+        kv.set(2, "a/1", b"x", 0, None);
+        kv.set(3, "a/2", b"x", 0, None);
+        kv.set(4, "b/1", b"x", 0, None);
+        let (ok, keys) = kv.delete(6, "a/", true, None);
+        assert!(ok);
+        assert_eq!(keys, ["a/1", "a/2"]);
+        assert_eq!(kv.list("a/").count(), 0);
+        assert_eq!(kv.index("a/", true), 6, "the delete moves a/'s index");
+        assert_eq!(kv.index("a/1", false), 6);
+        assert_eq!(kv.index("b/", true), 4, "b/ is untouched");
+        kv.set(7, "a/1", b"y", 0, None);
+        assert_eq!(
+            kv.get("a/1").unwrap().create_index,
+            7,
+            "a recreated key starts afresh"
+        );
+    }
+
+    #[test]
+    fn list_is_prefix_ordered() {
+        let mut kv = Kv::default();
+        for (i, k) in ["x/b", "x/a", "xy", "x/c/d"].iter().enumerate() {
+            kv.set(i as u64 + 1, k, b"", 0, None);
+        }
+        let keys: Vec<&str> = kv.list("x/").map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["x/a", "x/b", "x/c/d"]);
+    }
+
+    #[test]
+    fn keys_are_validated() {
+        assert!(validate_key("app/config").is_ok());
+        assert!(validate_key("").is_err());
+        assert!(validate_key("/abs").is_err());
+        assert!(validate_key("a\nb").is_err());
+        assert!(validate_key(&"k".repeat(513)).is_err());
+    }
+
+    #[test]
+    fn values_serialise_as_base64() {
+        let e = KvEntry {
+            key: "k".into(),
+            value: b"hello".to_vec(),
+            flags: 0,
+            create_index: 1,
+            modify_index: 1,
+            lock_index: 0,
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["value"], "aGVsbG8=");
+        assert_eq!(serde_json::from_value::<KvEntry>(json).unwrap(), e);
+    }
+}
