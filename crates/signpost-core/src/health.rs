@@ -179,6 +179,29 @@ impl HealthMonitor {
         Ok(succeed(key, t, now))
     }
 
+    /// Sets a TTL check's status at once (Consul's `check/warn` and `check/fail`), renewing its
+    /// deadline. Passing goes through [`heartbeat`](Self::heartbeat) instead, so flap damping
+    /// applies to recoveries.
+    pub fn set_ttl_status(
+        &mut self,
+        key: &InstanceKey,
+        status: Status,
+        now: u64,
+    ) -> Result<Option<Action>, HeartbeatError> {
+        if status == Status::Passing {
+            return self.heartbeat(key, now);
+        }
+        let t = self
+            .tracked
+            .get_mut(key)
+            .ok_or(HeartbeatError::NotTracked)?;
+        let ttl = t.check.ttl.ok_or(HeartbeatError::NotTtl)?;
+        t.deadline = Some(now + ttl.as_millis());
+        t.ok_streak = 0;
+        t.fail_streak = 0;
+        Ok((t.status != status).then(|| transition(key, t, status, now)))
+    }
+
     /// Records the result of an active check run.
     pub fn record(&mut self, key: &InstanceKey, result: CheckResult, now: u64) -> Option<Action> {
         let t = self.tracked.get_mut(key)?;

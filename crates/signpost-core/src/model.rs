@@ -152,6 +152,12 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSpec {
+    /// The check's id (default `service:<instance id>`, as Consul names service checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// A human-readable name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The instance heartbeats at least this often, or it turns critical.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Dur>,
@@ -214,6 +220,23 @@ impl CheckSpec {
             return Some(CheckKind::Tcp(addr));
         }
         self.grpc.as_deref().map(CheckKind::Grpc)
+    }
+
+    /// The check's id for instance `instance_id`.
+    pub fn id_for(&self, instance_id: &str) -> String {
+        self.id
+            .clone()
+            .unwrap_or_else(|| format!("service:{instance_id}"))
+    }
+
+    /// A short description of the kind: `ttl`, `http`, `tcp` or `grpc`.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind() {
+            Some(CheckKind::Ttl(_)) => "ttl",
+            Some(CheckKind::Http(_)) => "http",
+            Some(CheckKind::Tcp(_)) => "tcp",
+            Some(CheckKind::Grpc(_)) | None => "grpc",
+        }
     }
 
     pub fn is_ttl(&self) -> bool {

@@ -375,6 +375,12 @@ impl Registry {
         &self.kv
     }
 
+    /// Index of the last change to any service (the catalog): what catalog-wide blocking
+    /// queries compare against. KV writes do not move it.
+    pub fn catalog_index(&self) -> u64 {
+        self.services.values().map(|s| s.index).max().unwrap_or(0)
+    }
+
     /// Index of the last change to anything.
     pub fn last_index(&self) -> u64 {
         self.last_index

@@ -221,6 +221,29 @@ pub fn check(spec: &CheckSpec) -> Result<()> {
         spec.tcp.is_some(),
         spec.grpc.is_some(),
     ];
+    if let Some(id) = &spec.id {
+        if id.is_empty()
+            || id.len() > MAX_ID_BYTES
+            || id.chars().any(|c| c.is_control() || c == '/')
+        {
+            return Err(ValidationError::new(
+                "check.id",
+                format!(
+                    "check id must be 1 to {MAX_ID_BYTES} bytes without '/' or control characters"
+                ),
+            ));
+        }
+    }
+    if spec
+        .name
+        .as_ref()
+        .is_some_and(|n| n.len() > MAX_VALUE_BYTES)
+    {
+        return Err(ValidationError::new(
+            "check.name",
+            format!("check name must be at most {MAX_VALUE_BYTES} bytes"),
+        ));
+    }
     let set = kinds.iter().filter(|k| **k).count();
     if set != 1 {
         return Err(ValidationError::new(

@@ -1,6 +1,7 @@
 //! The Signpost agent: the IO around [`signpost_core`].
 //!
 //! # Layout
+//! - [`consul`]: the Consul-compatible HTTP API and the KV API, over the same registry.
 //! - [`config`]: the typed, validated agent configuration (TOML file + flags).
 //! - [`agent`]: [`agent::Agent`] wires storage, Raft, the health checker and HTTP together, and
 //!   [`agent::Agent::propose`] is the one way writes enter Raft.
@@ -12,6 +13,8 @@
 
 pub mod agent;
 pub mod config;
+pub mod consul;
+pub mod dns;
 pub mod health;
 pub mod http;
 pub mod raft;

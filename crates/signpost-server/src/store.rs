@@ -50,6 +50,8 @@ pub struct Store {
     all: broadcast::Sender<Notice>,
     /// Index of the last KV change; KV blocking queries wait on it and re-check their prefix.
     kv_index: watch::Sender<u64>,
+    /// Index of the last change to any service; catalog-wide blocking queries wait on it.
+    catalog_index: watch::Sender<u64>,
 }
 
 impl Default for Store {
@@ -65,6 +67,7 @@ impl Store {
             channels: Mutex::new(HashMap::new()),
             all: broadcast::channel(GLOBAL_BUFFER).0,
             kv_index: watch::channel(0).0,
+            catalog_index: watch::channel(0).0,
         }
     }
 
@@ -96,6 +99,7 @@ impl Store {
         }
         let _ = self.all.send(Notice::Reset);
         self.kv_index.send_modify(|i| *i += 1);
+        self.catalog_index.send_modify(|i| *i += 1);
     }
 
     fn publish(&self, events: Vec<Event>) {
@@ -115,6 +119,11 @@ impl Store {
                     continue;
                 }
             };
+            self.catalog_index.send_if_modified(|i| {
+                let moved = event.index > *i;
+                *i = (*i).max(event.index);
+                moved
+            });
             if let Some(ch) = channels.get(&event.service) {
                 if ch.index.receiver_count() == 0 && ch.events.receiver_count() == 0 {
                     channels.remove(&event.service);
@@ -181,6 +190,24 @@ impl Store {
                 _ => return current(),
             }
         }
+    }
+
+    /// Waits until the catalog index (any service) exceeds `index`, or `wait` passes.
+    pub async fn wait_for_catalog(&self, index: u64, wait: Duration) -> u64 {
+        let mut rx = self.catalog_index.subscribe();
+        let current = || self.read().registry.catalog_index();
+        if current() > index {
+            return current();
+        }
+        let _ = tokio::time::timeout(wait, async {
+            while current() <= index {
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        current()
     }
 
     /// Number of live watch subscriptions, for metrics.

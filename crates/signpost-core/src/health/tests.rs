@@ -305,3 +305,27 @@ fn untracked_instances_are_forgotten() {
     assert!(m.tick(5000).is_empty());
     assert!(m.is_empty());
 }
+
+#[test]
+fn ttl_status_can_be_set_directly_and_renews_the_deadline() {
+    let mut m = HealthMonitor::new(no_guard());
+    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    assert_eq!(
+        m.set_ttl_status(&key("a"), Status::Warning, 500),
+        Ok(Some(set("a", Status::Warning)))
+    );
+    assert!(m.tick(1400).is_empty(), "deadline renewed to 1500");
+    assert_eq!(
+        m.set_ttl_status(&key("a"), Status::Critical, 1450),
+        Ok(Some(set("a", Status::Critical)))
+    );
+    assert_eq!(
+        m.set_ttl_status(&key("a"), Status::Passing, 1460),
+        Ok(Some(set("a", Status::Passing)))
+    );
+    m.track(&instance("t", tcp(), Status::Critical), 0);
+    assert_eq!(
+        m.set_ttl_status(&key("t"), Status::Warning, 0),
+        Err(HeartbeatError::NotTtl)
+    );
+}

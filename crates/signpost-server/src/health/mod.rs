@@ -86,6 +86,21 @@ impl HealthService {
         monitor.heartbeat(&key, now)
     }
 
+    /// Sets a TTL check's status directly (Consul's `check/pass|warn|fail|update`).
+    pub fn set_ttl_status(
+        &self,
+        instance: &Instance,
+        status: signpost_core::Status,
+    ) -> Result<Option<Action>, HeartbeatError> {
+        let now = self.now();
+        let mut monitor = self.monitor();
+        let key = instance.key();
+        if !monitor.is_tracked(&key) && instance.check.as_ref().is_some_and(|c| c.is_ttl()) {
+            monitor.track(instance, now);
+        }
+        monitor.set_ttl_status(&key, status, now)
+    }
+
     /// Stops the checker and every active check.
     pub fn stop(&self) {
         self.stop.send_replace(true);

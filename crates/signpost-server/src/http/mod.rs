@@ -57,11 +57,18 @@ pub fn router(agent: AppState) -> Router {
                 .get(services::get_definition)
                 .delete(services::delete_definition),
         )
+        .route(
+            "/api/v1/kv/{*key}",
+            get(crate::consul::kv::native_get)
+                .put(crate::consul::kv::native_put)
+                .delete(crate::consul::kv::native_delete),
+        )
         .route("/api/v1/agent/self", get(agent_api::agent_self))
         .route("/metrics", get(agent_api::metrics))
         .route("/raft/append", post(raft::append))
         .route("/raft/vote", post(raft::vote))
         .route("/raft/snapshot", post(raft::snapshot))
+        .merge(crate::consul::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(agent.clone(), observe))

@@ -1,0 +1,367 @@
+//! `/v1/agent/*`: service and check registration on this agent, TTL check updates, and self.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use signpost_core::health::{Action, HeartbeatError};
+use signpost_core::model::NewInstance;
+use signpost_core::validate::{self, Registration};
+use signpost_core::{Command, Instance, Status};
+
+use super::types::{self, CheckDefinition, NodeInfo, ServiceRegistration};
+use super::{with_meta, Query};
+use crate::http::{ApiError, AppState, JsonBody};
+
+fn parse(agent: &AppState, raw: &Option<String>) -> Result<Query, ApiError> {
+    Query::parse(raw.as_deref(), &agent.config.datacenter)
+}
+
+fn catalog_index(agent: &AppState) -> u64 {
+    agent.store.read().registry.catalog_index()
+}
+
+/// Finds an instance by its id alone (Consul's service ids are unique per agent).
+fn find_instance(agent: &AppState, id: &str) -> Option<Instance> {
+    agent
+        .store
+        .read()
+        .registry
+        .all_instances()
+        .find(|i| i.id == id)
+        .cloned()
+}
+
+/// Finds the instance whose check has `check_id`.
+fn find_by_check(agent: &AppState, check_id: &str) -> Option<Instance> {
+    agent
+        .store
+        .read()
+        .registry
+        .all_instances()
+        .find(|i| {
+            i.check
+                .as_ref()
+                .is_some_and(|c| c.id_for(&i.id) == check_id)
+        })
+        .cloned()
+}
+
+/// `GET /v1/agent/self`
+pub async fn agent_self(State(agent): State<AppState>) -> Response {
+    let node = NodeInfo::of(&agent);
+    let body = json!({
+        "Config": {
+            "Datacenter": node.datacenter,
+            "PrimaryDatacenter": node.datacenter,
+            "NodeName": node.name,
+            "NodeID": node.id,
+            "Revision": "signpost",
+            "Server": true,
+            "Version": format!("1.17.0+signpost.{}", env!("CARGO_PKG_VERSION")),
+        },
+        "Member": {
+            "Name": node.name,
+            "Addr": node.address,
+            "Port": agent.advertise_addr.port(),
+            "Tags": {"dc": node.datacenter, "role": "consul", "build": "signpost"},
+            "Status": 1,
+        },
+        "Meta": {"signpost": "true"},
+        "Stats": {"signpost": {"version": env!("CARGO_PKG_VERSION")}},
+    });
+    with_meta(&agent, catalog_index(&agent), Json(body))
+}
+
+/// `GET /v1/agent/services`: every instance registered, keyed by id.
+pub async fn services(
+    State(agent): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse(&agent, &raw)?;
+    q.block(&agent, |i, w| agent.store.wait_for_catalog(i, w))
+        .await;
+    let state = agent.store.read();
+    let dc = &agent.config.datacenter;
+    let map: BTreeMap<&str, Value> = state
+        .registry
+        .all_instances()
+        .map(|i| (i.id.as_str(), types::agent_service(i, dc)))
+        .collect();
+    Ok(with_meta(&agent, state.registry.catalog_index(), Json(map)))
+}
+
+/// `GET /v1/agent/service/:id`
+pub async fn service(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse(&agent, &raw)?;
+    if let Some(found) = find_instance(&agent, &id) {
+        let service = found.service.clone();
+        q.block(&agent, |i, w| agent.store.wait_for_service(&service, i, w))
+            .await;
+    }
+    let instance = find_instance(&agent, &id)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown service ID {id:?}")))?;
+    Ok(with_meta(
+        &agent,
+        instance.modify_index,
+        Json(types::agent_service(&instance, &agent.config.datacenter)),
+    ))
+}
+
+/// Turns a Consul registration into Signpost's, naming Consul's fields in errors.
+fn to_registration(agent: &AppState, reg: ServiceRegistration) -> Result<NewInstance, ApiError> {
+    if reg
+        .kind
+        .as_deref()
+        .is_some_and(|k| !k.is_empty() && k != "typical")
+    {
+        return Err(ApiError::bad_request(
+            "Kind",
+            "only typical services are supported (no Connect proxies or gateways)",
+        ));
+    }
+    let name = reg
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request("Name", "Name is required"))?;
+    let mut checks: Vec<CheckDefinition> = reg.checks.unwrap_or_default();
+    if let Some(c) = reg.check {
+        checks.insert(0, c);
+    }
+    if checks.len() > 1 {
+        return Err(ApiError::bad_request(
+            "Checks",
+            "Signpost runs one health check per service instance; give one Check",
+        ));
+    }
+    let (check, status) = match checks.first() {
+        Some(def) => {
+            let (spec, status) = def
+                .to_spec("Check")
+                .map_err(|(field, m)| ApiError::bad_request(&field, m))?;
+            (Some(spec), status)
+        }
+        None => (None, None),
+    };
+    let address = reg
+        .address
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| agent.advertise_addr.ip().to_string());
+    let weight = reg.weights.and_then(|w| w.passing);
+    let registration = Registration {
+        id: Some(
+            reg.id
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(|| name.clone()),
+        ),
+        service: None,
+        address: Some(address),
+        port: Some(reg.port.unwrap_or(0)),
+        tags: reg.tags.unwrap_or_default(),
+        metadata: reg.meta.unwrap_or_default(),
+        weight,
+        check,
+        status,
+    };
+    validate::registration(&name, registration).map_err(|e| {
+        let field = match e.field.as_str() {
+            "service" => "Name".to_string(),
+            "id" => "ID".to_string(),
+            "address" => "Address".to_string(),
+            "port" => "Port".to_string(),
+            "weight" => "Weights.Passing".to_string(),
+            "tags" => "Tags".to_string(),
+            f if f.starts_with("metadata") => f.replacen("metadata", "Meta", 1),
+            f if f.starts_with("check") => f.replacen("check", "Check", 1),
+            f => f.to_string(),
+        };
+        ApiError::bad_request(&field, e.message)
+    })
+}
+
+/// `PUT /v1/agent/service/register`
+pub async fn register_service(
+    State(agent): State<AppState>,
+    RawQuery(raw): RawQuery,
+    JsonBody(reg): JsonBody<ServiceRegistration>,
+) -> Result<Response, ApiError> {
+    parse(&agent, &raw)?;
+    let new = to_registration(&agent, reg)?;
+    // Service ids are unique per Consul agent: the same id under another name is a conflict.
+    if let Some(other) = find_instance(&agent, &new.id).filter(|i| i.service != new.service) {
+        return Err(ApiError::bad_request(
+            "ID",
+            format!(
+                "service ID {:?} is already registered for service {:?}",
+                new.id, other.service
+            ),
+        ));
+    }
+    agent.propose(Command::Register(new)).await?;
+    Ok(with_meta(&agent, catalog_index(&agent), StatusCode::OK))
+}
+
+/// `PUT /v1/agent/service/deregister/:id`
+pub async fn deregister_service(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let instance = find_instance(&agent, &id)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown service ID {id:?}")))?;
+    agent.propose(Command::Deregister(instance.key())).await?;
+    Ok(with_meta(&agent, catalog_index(&agent), StatusCode::OK))
+}
+
+/// `GET /v1/agent/checks`
+pub async fn checks(
+    State(agent): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    parse(&agent, &raw)?;
+    let node = agent.config.node_name();
+    let state = agent.store.read();
+    let map: BTreeMap<String, Value> = state
+        .registry
+        .all_instances()
+        .filter_map(|i| types::service_check(i, &node))
+        .map(|c| (c["CheckID"].as_str().unwrap_or_default().to_string(), c))
+        .collect();
+    Ok(with_meta(&agent, state.registry.catalog_index(), Json(map)))
+}
+
+/// Re-registers `instance` with `check` in place of its current one.
+async fn replace_check(
+    agent: &AppState,
+    instance: &Instance,
+    check: Option<signpost_core::CheckSpec>,
+    status: Option<Status>,
+) -> Result<(), ApiError> {
+    let new = NewInstance {
+        id: instance.id.clone(),
+        service: instance.service.clone(),
+        address: instance.address.clone(),
+        port: instance.port,
+        tags: instance.tags.clone(),
+        metadata: instance.metadata.clone(),
+        weight: instance.weight,
+        check,
+        status,
+    };
+    agent.propose(Command::Register(new)).await?;
+    Ok(())
+}
+
+/// `PUT /v1/agent/check/register`: attaches a check to a service instance.
+pub async fn register_check(
+    State(agent): State<AppState>,
+    JsonBody(def): JsonBody<CheckDefinition>,
+) -> Result<Response, ApiError> {
+    let service_id = def.service_id.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+        ApiError::bad_request(
+            "ServiceID",
+            "Signpost checks belong to a service instance: give ServiceID (node-level checks are not supported)",
+        )
+    })?;
+    let instance = find_instance(&agent, &service_id)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown service ID {service_id:?}")))?;
+    let (spec, status) = def
+        .to_spec("Check")
+        .map_err(|(field, m)| ApiError::bad_request(field.trim_start_matches("Check."), m))?;
+    validate::check(&spec).map_err(|e| ApiError::bad_request(&e.field, e.message))?;
+    replace_check(&agent, &instance, Some(spec), status).await?;
+    Ok(with_meta(&agent, catalog_index(&agent), StatusCode::OK))
+}
+
+/// `PUT /v1/agent/check/deregister/:check_id`
+pub async fn deregister_check(
+    State(agent): State<AppState>,
+    Path(check_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let instance = find_by_check(&agent, &check_id)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown check ID {check_id:?}")))?;
+    replace_check(&agent, &instance, None, Some(Status::Passing)).await?;
+    Ok(with_meta(&agent, catalog_index(&agent), StatusCode::OK))
+}
+
+/// Sets a TTL check's status, proposing a transition if there is one.
+async fn set_ttl(agent: &AppState, check_id: &str, status: Status) -> Result<Response, ApiError> {
+    let instance = find_by_check(agent, check_id)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown check ID {check_id:?}")))?;
+    if !agent.is_leader() {
+        return Err(ApiError::Unavailable(
+            "this agent is not the leader; TTL updates go to the leader".into(),
+        ));
+    }
+    match agent.health.set_ttl_status(&instance, status) {
+        Ok(Some(Action::SetStatus { key, status })) => {
+            agent.propose(Command::SetStatus { key, status }).await?;
+        }
+        Ok(_) => {}
+        Err(HeartbeatError::NotTracked | HeartbeatError::NotTtl) => {
+            return Err(ApiError::bad_request(
+                "CheckID",
+                format!(
+                    "check {check_id:?} is not a TTL check; only TTL checks are updated this way"
+                ),
+            ))
+        }
+    }
+    Ok(with_meta(agent, catalog_index(agent), StatusCode::OK))
+}
+
+/// `PUT /v1/agent/check/pass/:check_id`
+pub async fn check_pass(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_ttl(&agent, &id, Status::Passing).await
+}
+
+/// `PUT /v1/agent/check/warn/:check_id`
+pub async fn check_warn(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_ttl(&agent, &id, Status::Warning).await
+}
+
+/// `PUT /v1/agent/check/fail/:check_id`
+pub async fn check_fail(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_ttl(&agent, &id, Status::Critical).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CheckUpdate {
+    #[serde(rename = "Status", alias = "status")]
+    status: Option<String>,
+    #[serde(rename = "Output", alias = "output")]
+    output: Option<String>,
+}
+
+/// `PUT /v1/agent/check/update/:check_id` with `{"Status": ..., "Output": ...}`
+pub async fn check_update(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(update): JsonBody<CheckUpdate>,
+) -> Result<Response, ApiError> {
+    let _ = update.output;
+    let status = update
+        .status
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("Status", "Status is required"))?
+        .parse::<Status>()
+        .map_err(|m| ApiError::bad_request("Status", m))?;
+    set_ttl(&agent, &id, status).await
+}

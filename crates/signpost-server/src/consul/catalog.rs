@@ -1,0 +1,286 @@
+//! `/v1/catalog/*`, `/v1/health/*` and `/v1/status/*`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
+use axum::Json;
+use serde_json::Value;
+use signpost_core::{validate, Instance, Status};
+
+use super::types::{self, NodeInfo};
+use super::{with_meta, Query};
+use crate::http::{ApiError, AppState};
+
+fn parse(agent: &AppState, raw: &Option<String>) -> Result<Query, ApiError> {
+    Query::parse(raw.as_deref(), &agent.config.datacenter)
+}
+
+/// A service name from a path; names that cannot exist simply have no instances.
+fn service_name(raw: &str) -> Option<String> {
+    validate::service_name(raw).ok()
+}
+
+async fn block_on_service(agent: &AppState, q: &Query, service: &Option<String>) {
+    match service {
+        Some(s) => {
+            q.block(agent, |i, w| agent.store.wait_for_service(s, i, w))
+                .await
+        }
+        None => {
+            q.block(agent, |i, w| agent.store.wait_for_catalog(i, w))
+                .await
+        }
+    }
+}
+
+fn service_index(agent: &AppState, service: &Option<String>) -> u64 {
+    let state = agent.store.read();
+    match service {
+        Some(s) => state.registry.service_index(s),
+        None => state.registry.catalog_index(),
+    }
+}
+
+/// `GET /v1/catalog/services`: name → tags (the union over instances).
+pub async fn services(
+    State(agent): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse(&agent, &raw)?;
+    q.block(&agent, |i, w| agent.store.wait_for_catalog(i, w))
+        .await;
+    let state = agent.store.read();
+    let mut map: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for i in state.registry.all_instances() {
+        map.entry(&i.service)
+            .or_default()
+            .extend(i.tags.iter().map(String::as_str));
+    }
+    Ok(with_meta(&agent, state.registry.catalog_index(), Json(map)))
+}
+
+/// `GET /v1/catalog/service/:name`: every instance (any health), flat.
+pub async fn service(
+    State(agent): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse(&agent, &raw)?;
+    let service = service_name(&name);
+    block_on_service(&agent, &q, &service).await;
+    let node = NodeInfo::of(&agent);
+    let state = agent.store.read();
+    let list: Vec<Value> = service
+        .iter()
+        .flat_map(|s| state.registry.instances(s))
+        .filter(|i| i.has_tags(&q.tags))
+        .map(|i| types::catalog_service(i, &node))
+        .collect();
+    drop(state);
+    Ok(with_meta(
+        &agent,
+        service_index(&agent, &service),
+        Json(list),
+    ))
+}
+
+/// `GET /v1/catalog/nodes`: this agent.
+pub async fn nodes(
+    State(agent): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    parse(&agent, &raw)?;
+    let node = NodeInfo::of(&agent);
+    Ok(with_meta(
+        &agent,
+        service_index(&agent, &None),
+        Json(vec![node.json()]),
+    ))
+}
+
+/// `GET /v1/catalog/node/:name`: this agent and its services.
+pub async fn node(
+    State(agent): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse(&agent, &raw)?;
+    let node = NodeInfo::of(&agent);
+    if name != node.name {
+        return Err(ApiError::NotFound(format!("unknown node {name:?}")));
+    }
+    q.block(&agent, |i, w| agent.store.wait_for_catalog(i, w))
+        .await;
+    let state = agent.store.read();
+    let services: BTreeMap<&str, Value> = state
+        .registry
+        .all_instances()
+        .map(|i| (i.id.as_str(), types::health_service(i)))
+        .collect();
+    let body = serde_json::json!({ "Node": node.json(), "Services": services });
+    Ok(with_meta(
+        &agent,
+        state.registry.catalog_index(),
+        Json(body),
+    ))
+}
+
+/// `GET /v1/catalog/datacenters`
+pub async fn datacenters(State(agent): State<AppState>) -> Response {
+    with_meta(
+        &agent,
+        service_index(&agent, &None),
+        Json(vec![agent.config.datacenter.clone()]),
+    )
+}
+
+fn health_entry(i: &Instance, node: &NodeInfo) -> Value {
+    let mut checks = vec![node.serf_check()];
+    checks.extend(types::service_check(i, &node.name));
+    serde_json::json!({
+        "Node": node.json(),
+        "Service": types::health_service(i),
+        "Checks": checks,
+    })
+}
+
+/// `GET /v1/health/service/:name`: nested entries; `?passing` keeps passing instances only.
+pub async fn health_service(
+    State(agent): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse(&agent, &raw)?;
+    let service = service_name(&name);
+    block_on_service(&agent, &q, &service).await;
+    let node = NodeInfo::of(&agent);
+    let state = agent.store.read();
+    let list: Vec<Value> = service
+        .iter()
+        .flat_map(|s| state.registry.instances(s))
+        .filter(|i| i.has_tags(&q.tags))
+        .filter(|i| !q.passing || i.status == Status::Passing)
+        .map(|i| health_entry(i, &node))
+        .collect();
+    drop(state);
+    Ok(with_meta(
+        &agent,
+        service_index(&agent, &service),
+        Json(list),
+    ))
+}
+
+/// `GET /v1/health/checks/:service`
+pub async fn health_checks(
+    State(agent): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse(&agent, &raw)?;
+    let service = service_name(&name);
+    block_on_service(&agent, &q, &service).await;
+    let node = agent.config.node_name();
+    let state = agent.store.read();
+    let list: Vec<Value> = service
+        .iter()
+        .flat_map(|s| state.registry.instances(s))
+        .filter_map(|i| types::service_check(i, &node))
+        .collect();
+    drop(state);
+    Ok(with_meta(
+        &agent,
+        service_index(&agent, &service),
+        Json(list),
+    ))
+}
+
+/// `GET /v1/health/state/:state` (`any`, `passing`, `warning`, `critical`)
+pub async fn health_state(
+    State(agent): State<AppState>,
+    Path(state_name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse(&agent, &raw)?;
+    if !["any", "passing", "warning", "critical"].contains(&state_name.as_str()) {
+        return Err(ApiError::bad_request(
+            "state",
+            format!("unknown check state {state_name:?}: use any, passing, warning or critical"),
+        ));
+    }
+    q.block(&agent, |i, w| agent.store.wait_for_catalog(i, w))
+        .await;
+    let node = NodeInfo::of(&agent);
+    let state = agent.store.read();
+    let mut list = Vec::new();
+    if types::status_matches(&state_name, Status::Passing) {
+        list.push(node.serf_check());
+    }
+    list.extend(
+        state
+            .registry
+            .all_instances()
+            .filter(|i| types::status_matches(&state_name, i.status))
+            .filter_map(|i| types::service_check(i, &node.name)),
+    );
+    Ok(with_meta(
+        &agent,
+        state.registry.catalog_index(),
+        Json(list),
+    ))
+}
+
+/// `GET /v1/health/node/:name`: the node's checks (serfHealth and every service check).
+pub async fn health_node(
+    State(agent): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    parse(&agent, &raw)?;
+    let node = NodeInfo::of(&agent);
+    let state = agent.store.read();
+    let mut list = Vec::new();
+    if name == node.name {
+        list.push(node.serf_check());
+        list.extend(
+            state
+                .registry
+                .all_instances()
+                .filter_map(|i| types::service_check(i, &node.name)),
+        );
+    }
+    Ok(with_meta(
+        &agent,
+        state.registry.catalog_index(),
+        Json(list),
+    ))
+}
+
+/// The Raft address Consul clients see for a node: its HTTP address (Signpost's Raft RPCs ride
+/// on the HTTP port).
+fn raft_addr(addr: &str) -> String {
+    addr.to_string()
+}
+
+/// `GET /v1/status/leader`
+pub async fn status_leader(State(agent): State<AppState>) -> Response {
+    let m = agent.raft.metrics().borrow().clone();
+    let leader = m
+        .current_leader
+        .and_then(|id| m.membership_config.membership().get_node(&id).cloned())
+        .map(|n| raft_addr(&n.addr))
+        .unwrap_or_default();
+    with_meta(&agent, service_index(&agent, &None), Json(leader))
+}
+
+/// `GET /v1/status/peers`
+pub async fn status_peers(State(agent): State<AppState>) -> Response {
+    let m = agent.raft.metrics().borrow().clone();
+    let peers: Vec<String> = m
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(_, n)| raft_addr(&n.addr))
+        .collect();
+    with_meta(&agent, service_index(&agent, &None), Json(peers))
+}
