@@ -89,7 +89,7 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     /// Something about one service changed.
-    Service(ServiceEvent),
+    Service(Box<ServiceEvent>),
     /// A KV key was written or deleted at `index`.
     Kv { key: String, index: u64 },
 }
@@ -98,7 +98,7 @@ impl Event {
     /// The service event, if this is one.
     pub fn as_service(&self) -> Option<&ServiceEvent> {
         match self {
-            Event::Service(e) => Some(e),
+            Event::Service(e) => Some(e.as_ref()),
             Event::Kv { .. } => None,
         }
     }
@@ -278,7 +278,7 @@ impl Registry {
         };
         (
             Response::Registered { instance, created },
-            vec![Event::Service(event)],
+            vec![Event::Service(Box::new(event))],
         )
     }
 
@@ -296,7 +296,7 @@ impl Registry {
             index,
             kind: EventKind::Removed(removed.clone()),
         };
-        (Response::Deregistered(removed), vec![Event::Service(event)])
+        (Response::Deregistered(removed), vec![Event::Service(Box::new(event))])
     }
 
     fn set_status(
@@ -325,7 +325,7 @@ impl Registry {
             index,
             kind: EventKind::StatusChanged(instance.clone()),
         };
-        (Response::StatusSet(instance), vec![Event::Service(event)])
+        (Response::StatusSet(instance), vec![Event::Service(Box::new(event))])
     }
 
     fn put_definition(&mut self, index: u64, def: &ServiceDefinition) -> (Response, Vec<Event>) {
@@ -348,7 +348,7 @@ impl Registry {
                 definition,
                 created,
             },
-            vec![Event::Service(event)],
+            vec![Event::Service(Box::new(event))],
         )
     }
 
@@ -362,7 +362,7 @@ impl Registry {
             index,
             kind: EventKind::DefinitionChanged,
         };
-        (Response::DefinitionDeleted, vec![Event::Service(event)])
+        (Response::DefinitionDeleted, vec![Event::Service(Box::new(event))])
     }
 
     /// Index of the last change to `service`, or 0 if it never existed.
