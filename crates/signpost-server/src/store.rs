@@ -109,7 +109,7 @@ impl Store {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         for event in events {
             let event = match event {
-                Event::Service(e) => Arc::from(e),
+                Event::Service(e) => Arc::<ServiceEvent>::from(e),
                 Event::Kv { index, .. } => {
                     self.kv_index.send_if_modified(|i| {
                         let moved = index > *i;
