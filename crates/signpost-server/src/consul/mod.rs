@@ -117,13 +117,13 @@ impl Query {
                         .map_err(|e: String| ApiError::bad_request("wait", e))?;
                     q.wait = Some(d.to_std().min(MAX_WAIT));
                 }
-                "dc" => {
-                    if !value.is_empty() && value != datacenter {
-                        return Err(ApiError::bad_request(
-                            "dc",
-                            format!("unknown datacenter {value:?}: this agent serves {datacenter:?} only"),
-                        ));
-                    }
+                "dc" if !value.is_empty() && value != datacenter => {
+                    return Err(ApiError::bad_request(
+                        "dc",
+                        format!(
+                            "unknown datacenter {value:?}: this agent serves {datacenter:?} only"
+                        ),
+                    ));
                 }
                 "filter" => {
                     return Err(ApiError::bad_request(
