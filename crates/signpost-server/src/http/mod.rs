@@ -93,6 +93,7 @@ async fn observe(State(agent): State<AppState>, req: Request, next: Next) -> Res
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().to_string();
+    let consul = req.uri().path().starts_with("/v1/");
     let started = Instant::now();
     let mut response = next.run(req).await;
     let status = response.status().as_u16().to_string();
@@ -102,6 +103,11 @@ async fn observe(State(agent): State<AppState>, req: Request, next: Next) -> Res
         metrics::counter!("signpost_http_requests_total", &labels).increment(1);
         metrics::histogram!("signpost_http_request_duration_seconds", &labels[..2]).record(elapsed);
     });
+    if consul && !response.headers().contains_key("x-consul-index") {
+        // Consul clients expect the headers on every answer, errors included.
+        let index = agent.store.read().registry.catalog_index();
+        response = crate::consul::with_meta(&agent, index, response);
+    }
     if !response.headers().contains_key(INDEX_HEADER) {
         let index = agent.store.read().registry.last_index().max(1);
         response

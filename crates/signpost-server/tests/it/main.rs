@@ -2,6 +2,7 @@
 
 mod api;
 mod common;
+mod consul;
 mod health;
 mod storage;
 mod watch;
