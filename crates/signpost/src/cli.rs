@@ -122,6 +122,51 @@ pub enum ClientCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Read and write the KV store.
+    #[command(subcommand)]
+    Kv(KvCommand),
+}
+
+/// `signpost kv ...`
+#[derive(clap::Subcommand, Debug)]
+pub enum KvCommand {
+    /// Print a key's value.
+    Get {
+        #[arg(value_parser = non_empty)]
+        key: String,
+    },
+    /// Set a key to VALUE (or to standard input with `-`).
+    Put {
+        #[arg(value_parser = non_empty)]
+        key: String,
+        value: String,
+        /// Only write if the key's modify index is this (0: only if absent).
+        #[arg(long)]
+        cas: Option<u64>,
+        /// Opaque flags stored with the value.
+        #[arg(long)]
+        flags: Option<u64>,
+    },
+    /// Delete a key, or everything under a prefix with --recurse.
+    Delete {
+        #[arg(value_parser = non_empty)]
+        key: String,
+        #[arg(long)]
+        recurse: bool,
+        /// Only delete if the key's modify index is this.
+        #[arg(long, conflicts_with = "recurse")]
+        cas: Option<u64>,
+    },
+    /// List keys and values under a prefix.
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Print a key's value each time it changes (until Ctrl-C).
+    Watch {
+        #[arg(value_parser = non_empty)]
+        key: String,
+    },
 }
 
 /// Runs one client subcommand against the agent at `opts.addr`.
@@ -199,6 +244,203 @@ async fn run_inner(opts: &ClientOpts, cmd: ClientCommand) -> anyhow::Result<()> 
                 sig = tokio::signal::ctrl_c() => sig.context("cannot listen for Ctrl-C"),
             }
         }
+        ClientCommand::Kv(cmd) => kv(&agent, cmd, json).await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// KV
+// ---------------------------------------------------------------------------------------------
+
+/// A KV entry as the agent's native API returns it.
+#[derive(Debug, Deserialize, Serialize)]
+struct KvEntryView {
+    key: String,
+    /// Base64, as the agent sends it.
+    value: String,
+    flags: u64,
+    modify_index: u64,
+}
+
+impl KvEntryView {
+    fn text(&self) -> anyhow::Result<String> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.value)
+            .map_err(|e| anyhow!("the agent sent a value that is not base64: {e}"))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+fn kv_url(agent: &Agent, key: &str, query: &[(&str, String)]) -> Url {
+    let segments: Vec<&str> = std::iter::once("kv").chain(key.split('/')).collect();
+    let mut url = agent.endpoint(&segments, false);
+    for (k, v) in query {
+        url.query_pairs_mut().append_pair(k, v);
+    }
+    url
+}
+
+async fn kv(agent: &Agent, cmd: KvCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        KvCommand::Get { key } => {
+            let resp = agent
+                .send(
+                    agent
+                        .client
+                        .get(kv_url(agent, &key, &[]))
+                        .timeout(REQUEST_TIMEOUT),
+                )
+                .await?;
+            let body = agent.read_json(resp).await?;
+            if json {
+                return print_json_pretty(&body);
+            }
+            let entry: KvEntryView = serde_json::from_value(body).map_err(unexpected_response)?;
+            write_stdout(&format!("{}\n", entry.text()?))
+        }
+        KvCommand::Put {
+            key,
+            value,
+            cas,
+            flags,
+        } => {
+            let value = if value == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                    .context("cannot read the value from standard input")?;
+                buf
+            } else {
+                value.into_bytes()
+            };
+            let mut query = Vec::new();
+            if let Some(c) = cas {
+                query.push(("cas", c.to_string()));
+            }
+            if let Some(f) = flags {
+                query.push(("flags", f.to_string()));
+            }
+            let resp = agent
+                .send(
+                    agent
+                        .client
+                        .put(kv_url(agent, &key, &query))
+                        .body(value)
+                        .timeout(REQUEST_TIMEOUT),
+                )
+                .await?;
+            let body = agent.read_json(resp).await?;
+            if json {
+                return print_json_pretty(&body);
+            }
+            write_stdout(&format!("set {key} (index {})\n", body["modify_index"]))
+        }
+        KvCommand::Delete { key, recurse, cas } => {
+            let mut query = Vec::new();
+            if recurse {
+                query.push(("recurse", "true".to_string()));
+            }
+            if let Some(c) = cas {
+                query.push(("cas", c.to_string()));
+            }
+            agent
+                .send(
+                    agent
+                        .client
+                        .delete(kv_url(agent, &key, &query))
+                        .timeout(REQUEST_TIMEOUT),
+                )
+                .await?;
+            if json {
+                return print_json_pretty(
+                    &serde_json::json!({ "deleted": key, "recurse": recurse }),
+                );
+            }
+            write_stdout(&format!(
+                "deleted {key}{}\n",
+                if recurse { " (recursively)" } else { "" }
+            ))
+        }
+        KvCommand::List { prefix } => {
+            let url = kv_url(agent, &prefix, &[("recurse", "true".to_string())]);
+            let resp = agent
+                .client
+                .get(url)
+                .timeout(REQUEST_TIMEOUT)
+                .send()
+                .await
+                .map_err(|e| agent.unreachable(&e))?;
+            let entries: Vec<KvEntryView> = if resp.status() == StatusCode::NOT_FOUND {
+                Vec::new()
+            } else if resp.status().is_success() {
+                serde_json::from_value(agent.read_json(resp).await?).map_err(unexpected_response)?
+            } else {
+                return Err(agent_error(resp).await);
+            };
+            if json {
+                return print_json_pretty(&serde_json::to_value(&entries)?);
+            }
+            let rows: Vec<Vec<String>> = entries
+                .iter()
+                .map(|e| Ok(vec![e.key.clone(), e.text()?, e.modify_index.to_string()]))
+                .collect::<anyhow::Result<_>>()?;
+            write_stdout(&format_table(&["KEY", "VALUE", "INDEX"], &rows))
+        }
+        KvCommand::Watch { key } => {
+            tokio::select! {
+                res = kv_watch(agent, &key, json) => res,
+                sig = tokio::signal::ctrl_c() => sig.context("cannot listen for Ctrl-C"),
+            }
+        }
+    }
+}
+
+/// Follows a key with blocking queries, printing its value at start and on every change.
+async fn kv_watch(agent: &Agent, key: &str, json: bool) -> anyhow::Result<()> {
+    let mut index = 0u64;
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let url = kv_url(
+            agent,
+            key,
+            &[("index", index.to_string()), ("wait", "5m".to_string())],
+        );
+        let resp = match agent.client.get(url).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                warn(&format!("{}; retrying", agent.unreachable(&e)));
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        let new_index: u64 = resp
+            .headers()
+            .get("x-signpost-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if new_index == index {
+            continue;
+        }
+        index = new_index;
+        backoff.reset();
+        let line = if resp.status() == StatusCode::NOT_FOUND {
+            if json {
+                serde_json::json!({ "index": index, "key": key, "deleted": true }).to_string()
+            } else {
+                format!("[index {index}] {key} is not set")
+            }
+        } else {
+            let body = agent.read_json(resp).await?;
+            if json {
+                serde_json::json!({ "index": index, "entry": body }).to_string()
+            } else {
+                let entry: KvEntryView =
+                    serde_json::from_value(body).map_err(unexpected_response)?;
+                format!("[index {index}] {key} = {}", entry.text()?)
+            }
+        };
+        write_stdout(&format!("{line}\n"))?;
     }
 }
 

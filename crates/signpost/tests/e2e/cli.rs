@@ -141,3 +141,38 @@ async fn cli_reports_an_unreachable_agent() {
         run.stderr
     );
 }
+
+#[tokio::test]
+async fn cli_kv_put_get_list_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), ["--dev"]).await;
+    let run = cli(&agent, &["kv", "put", "app/color", "blue"]).await;
+    assert!(run.stdout.starts_with("set app/color"), "{}", run.stdout);
+    cli(&agent, &["kv", "put", "app/size", "xl", "--flags", "3"]).await;
+    let run = cli(&agent, &["kv", "get", "app/color"]).await;
+    assert_eq!(run.stdout, "blue\n");
+    let run = cli(&agent, &["kv", "get", "app/size", "--json"]).await;
+    assert_eq!(parse(&run)["flags"], 3);
+    let run = cli(&agent, &["kv", "list", "app/"]).await;
+    assert!(
+        run.stdout.contains("app/color") && run.stdout.contains("xl"),
+        "{}",
+        run.stdout
+    );
+
+    // A failed compare-and-set exits non-zero and changes nothing.
+    let mut args = vec!["kv", "put", "app/color", "red", "--cas", "1"];
+    let base = agent.base_url();
+    args.extend(["--addr", &base]);
+    let failed = run_signpost(dir.path(), &args, CLI_TIMEOUT).await;
+    assert!(!failed.status.success());
+    assert!(failed.stderr.contains("cas"), "{}", failed.stderr);
+    assert_eq!(
+        cli(&agent, &["kv", "get", "app/color"]).await.stdout,
+        "blue\n"
+    );
+
+    cli(&agent, &["kv", "delete", "app/", "--recurse"]).await;
+    let run = cli(&agent, &["kv", "list", "app/", "--json"]).await;
+    assert_eq!(parse(&run), json!([]));
+}
