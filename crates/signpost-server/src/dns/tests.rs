@@ -199,7 +199,7 @@ fn service_answers_only_passing_instances_matching_the_tag() {
         vec![IpAddr::V6(Ipv6Addr::from_str("2001:db8::5").unwrap())]
     );
 
-    // Only a critical instance carries v1... besides the passing one; a tag nobody passing has:
+    // A tag no passing instance carries: the name does not exist.
     let none = ask(&z, &reg, "v3.web.service.consul.", RecordType::A);
     assert_eq!(none.code, ResponseCode::NXDomain);
     assert!(none.soa.is_some());

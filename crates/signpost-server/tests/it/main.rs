@@ -3,6 +3,7 @@
 mod api;
 mod common;
 mod consul;
+mod dns;
 mod health;
 mod storage;
 mod watch;
