@@ -39,6 +39,35 @@ pub struct AgentConfig {
     pub datacenter: String,
     pub health: HealthConfig,
     pub raft: RaftConfig,
+    pub dns: DnsSettings,
+}
+
+/// The DNS interface's settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSettings {
+    /// Serve DNS at all.
+    pub enabled: bool,
+    /// UDP and TCP address of the DNS interface.
+    pub addr: SocketAddr,
+    /// The zone served (`consul.` so Consul's tools work unchanged).
+    pub domain: String,
+    /// TTL of every record, in seconds.
+    pub ttl: u32,
+    /// Most answer records in one UDP response (0: only the 512-byte/EDNS size limit).
+    pub udp_answer_limit: usize,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            enabled: true,
+            addr: SocketAddr::from(([127, 0, 0, 1], 8600)),
+            domain: "consul.".to_string(),
+            ttl: 0,
+            udp_answer_limit: 0,
+        }
+    }
 }
 
 /// Health-checking settings.
@@ -77,6 +106,7 @@ impl Default for AgentConfig {
             datacenter: "dc1".to_string(),
             health: HealthConfig::default(),
             raft: RaftConfig::default(),
+            dns: DnsSettings::default(),
         }
     }
 }
@@ -168,6 +198,11 @@ impl AgentConfig {
         if r.snapshot_every == 0 {
             return invalid("raft.snapshot_every must be 1 or more".into());
         }
+        if self.dns.enabled {
+            self.dns_config(self.http_addr.ip())
+                .validate()
+                .map_err(|e| ConfigError::Invalid(format!("dns: {e}")))?;
+        }
         Ok(())
     }
 
@@ -175,6 +210,17 @@ impl AgentConfig {
         self.node_name
             .clone()
             .unwrap_or_else(|| format!("signpost-{}", self.node_id))
+    }
+
+    /// The DNS interface's settings, answering `node_addr` for this node.
+    pub fn dns_config(&self, node_addr: std::net::IpAddr) -> crate::dns::DnsConfig {
+        crate::dns::DnsConfig {
+            domain: self.dns.domain.clone(),
+            ttl: self.dns.ttl,
+            node_name: self.node_name(),
+            node_addr,
+            udp_answer_limit: self.dns.udp_answer_limit,
+        }
     }
 
     pub fn guard(&self) -> signpost_core::health::GuardConfig {
@@ -202,6 +248,10 @@ mod tests {
             guard_window = "2m"
             [raft]
             snapshot_every = 500
+            [dns]
+            addr = "127.0.0.1:8653"
+            domain = "signpost."
+            ttl = 5
             "#,
         )
         .unwrap();
@@ -209,6 +259,10 @@ mod tests {
         assert_eq!(c.node_id, 3);
         assert_eq!(c.health.guard_window, Dur(120_000));
         assert_eq!(c.raft.snapshot_every, 500);
+        assert_eq!(
+            (c.dns.addr.port(), c.dns.domain.as_str(), c.dns.ttl),
+            (8653, "signpost.", 5)
+        );
         assert_eq!(
             c.raft.heartbeat_interval,
             RaftConfig::default().heartbeat_interval
@@ -245,5 +299,8 @@ mod tests {
         c.health.guard_threshold = 0.5;
         c.node_id = 0;
         assert!(c.validate().is_err());
+        c.node_id = 1;
+        c.dns.domain = "bad domain!".into();
+        assert!(c.validate().unwrap_err().to_string().contains("dns"));
     }
 }

@@ -49,6 +49,15 @@ struct AgentArgs {
     /// This agent's Raft node id [default: 1].
     #[arg(long)]
     node_id: Option<u64>,
+    /// UDP and TCP address of the DNS interface [default: 127.0.0.1:8600].
+    #[arg(long)]
+    dns_addr: Option<std::net::SocketAddr>,
+    /// The DNS zone served [default: consul.].
+    #[arg(long)]
+    dns_domain: Option<String>,
+    /// Do not serve DNS.
+    #[arg(long, conflicts_with_all = ["dns_addr", "dns_domain"])]
+    no_dns: bool,
 }
 
 impl AgentArgs {
@@ -68,6 +77,15 @@ impl AgentArgs {
         }
         if let Some(id) = self.node_id {
             config.node_id = id;
+        }
+        if let Some(addr) = self.dns_addr {
+            config.dns.addr = addr;
+        }
+        if let Some(domain) = &self.dns_domain {
+            config.dns.domain = domain.clone();
+        }
+        if self.no_dns {
+            config.dns.enabled = false;
         }
         config.validate()?;
         Ok(config)
@@ -110,8 +128,37 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     let addr = listener.local_addr()?;
+    let dns = if config.dns.enabled {
+        let udp = tokio::net::UdpSocket::bind(config.dns.addr)
+            .await
+            .with_context(|| format!("cannot listen for DNS on udp {}", config.dns.addr))?;
+        // Bind TCP on the port UDP got, so `--dns-addr 127.0.0.1:0` serves both on one port.
+        let tcp_addr = udp.local_addr()?;
+        let tcp = tokio::net::TcpListener::bind(tcp_addr)
+            .await
+            .with_context(|| format!("cannot listen for DNS on tcp {tcp_addr}"))?;
+        Some((udp, tcp))
+    } else {
+        None
+    };
     let started = std::time::Instant::now();
     let agent = Agent::start(config, addr).await?;
+    let (stop_dns, dns_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some((udp, tcp)) = dns {
+        let dns_addr = udp.local_addr()?;
+        let dns_config = agent.config.dns_config(addr.ip());
+        let store = agent.store.clone();
+        tracing::info!(%dns_addr, domain = %dns_config.domain, "dns interface listening");
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = dns_stopped.await;
+            };
+            if let Err(e) = signpost_server::dns::serve(store, dns_config, udp, tcp, stopped).await
+            {
+                tracing::error!("dns interface failed: {e:#}");
+            }
+        });
+    }
     let m = agent.raft.metrics().borrow().clone();
     tracing::info!(
         %addr,
@@ -122,6 +169,7 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         started.elapsed()
     );
     agent.serve(listener, shutdown_signal()).await?;
+    let _ = stop_dns.send(());
     tracing::info!("signpost agent stopped");
     Ok(())
 }

@@ -347,11 +347,17 @@ fn launch(log_dir: &Path, args: &[OsString]) -> (Child, u16, PathBuf, PathBuf) {
     let stdout_path = log_dir.join(format!("agent-{n}.stdout"));
     let stderr_path = log_dir.join(format!("agent-{n}.stderr"));
     let port = free_port();
-    let child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .arg("agent")
         .args(args)
         .arg("--http-addr")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(format!("127.0.0.1:{port}"));
+    // DNS on a port of its own choosing, unless the test says otherwise: never the shared 8600.
+    if !args.iter().any(|a| a == "--dns-addr" || a == "--no-dns") {
+        command.args(["--dns-addr", "127.0.0.1:0"]);
+    }
+    let child = command
         .env("RUST_LOG", "info,openraft=warn")
         .env_remove("SIGNPOST_ADDR")
         .stdin(Stdio::null())

@@ -4,6 +4,7 @@
 mod harness;
 
 mod cli;
+mod dig;
 mod durability;
 mod health;
 mod lifecycle;
