@@ -9,86 +9,62 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ServerState};
+use openraft::ServerState;
 use signpost_core::{Command, Response};
 use tokio::net::TcpListener;
 
 use crate::config::AgentConfig;
 use crate::health::HealthService;
-use crate::raft::{self, HttpNetworkFactory, LogStore, NodeId, Raft, StateMachine};
+use crate::raft::{self, HttpNetworkFactory, LogStore, Node, NodeId, Raft, StateMachine};
 use crate::store::Store;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// How many times a write follows a leader change before giving up.
+const FORWARD_ATTEMPTS: usize = 3;
 
 /// Why a write was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
-    /// This node cannot accept writes now (no leader, or another node leads).
-    #[error("no leader can accept writes right now{}", leader.as_ref().map(|l| format!(" (leader: {l})")).unwrap_or_default())]
+    /// No leader can accept writes now (election under way, or this node is cut off).
+    #[error("no leader can accept writes right now{}", leader.as_ref().map(|l| format!(" (last known leader: {l})")).unwrap_or_default())]
     Unavailable { leader: Option<String> },
     /// Raft stopped: storage failed or the agent is shutting down.
     #[error("raft is not running: {0}")]
     Fatal(String),
 }
 
+/// Where this agent listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    /// The HTTP API.
+    pub http: SocketAddr,
+    /// A dedicated Raft listener, if the agent has one (otherwise Raft RPCs use the HTTP port).
+    pub raft: Option<SocketAddr>,
+}
+
 /// A running agent. Shared by the HTTP handlers, the health checker and the binary.
 pub struct Agent {
     pub config: AgentConfig,
     pub node_id: NodeId,
-    /// The address peers and clients reach this agent's HTTP API at.
+    /// The address clients reach this agent's HTTP API at.
     pub advertise_addr: SocketAddr,
+    /// This member as the cluster knows it.
+    pub node: Node,
     pub raft: Raft,
     pub store: Arc<Store>,
     pub health: Arc<HealthService>,
+    /// Client for traffic to other members (Raft RPCs, forwarded writes and reads).
+    pub peers: reqwest::Client,
     /// This agent's own metrics registry (not the process-global one), so several agents can
     /// share a process in tests.
     pub recorder: PrometheusRecorder,
     pub started_at: SystemTime,
+    /// When this node last heard from a leader (a Raft RPC arrived), for the staleness header.
+    pub last_contact: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// Flips to true when shutdown begins, so long-lived requests (blocking queries, watch
     /// streams) end at once instead of holding the drain open.
     pub closing: tokio::sync::watch::Sender<bool>,
-}
-
-/// On restart of a one-member group: wait until this node leads and has applied everything in its
-/// log (the committed index on disk may lag behind the last fsynced entry), so the agent never
-/// answers reads from a state older than what it acknowledged. Also records a changed HTTP
-/// address in the membership.
-async fn catch_up_alone(
-    raft: &Raft,
-    node_id: NodeId,
-    advertise_addr: SocketAddr,
-    config: &AgentConfig,
-) -> anyhow::Result<()> {
-    let m = raft.metrics().borrow().clone();
-    let membership = m.membership_config.membership().clone();
-    let voters: Vec<NodeId> = membership.voter_ids().collect();
-    if voters != [node_id] {
-        return Ok(());
-    }
-    let target = m.last_log_index.unwrap_or(0);
-    let patience = Duration::from_millis(config.raft.election_timeout_max.as_millis() * 20);
-    let mut rx = raft.metrics();
-    tokio::time::timeout(
-        patience,
-        rx.wait_for(|m| {
-            m.state == ServerState::Leader && m.last_applied.map_or(0, |l| l.index) >= target
-        }),
-    )
-    .await
-    .context("timed out replaying the log after restart")?
-    .context("raft stopped while replaying the log")?;
-    let addr = advertise_addr.to_string();
-    if membership
-        .get_node(&node_id)
-        .is_some_and(|n| n.addr != addr)
-    {
-        let nodes = BTreeMap::from([(node_id, BasicNode::new(addr))]);
-        raft.change_membership(openraft::ChangeMembers::SetNodes(nodes), false)
-            .await
-            .context("cannot record the new http address")?;
-    }
-    Ok(())
 }
 
 /// Wall-clock milliseconds since the Unix epoch, stamped on every proposal.
@@ -100,11 +76,23 @@ pub fn now_ms() -> u64 {
 }
 
 impl Agent {
-    /// Opens storage, starts Raft (initialising a one-member group on first start) and the
-    /// health checker. `advertise_addr` is where this agent's HTTP API listens.
-    pub async fn start(
+    /// Starts an agent whose Raft RPCs share its HTTP port `http_addr`.
+    pub async fn start(config: AgentConfig, http_addr: SocketAddr) -> anyhow::Result<Arc<Agent>> {
+        Self::start_with(
+            config,
+            Listening {
+                http: http_addr,
+                raft: None,
+            },
+        )
+        .await
+    }
+
+    /// Opens storage, starts Raft and the health checker. A fresh agent with nothing to join
+    /// initialises a one-member group; with `join` addresses it asks the cluster to add it.
+    pub async fn start_with(
         config: AgentConfig,
-        advertise_addr: SocketAddr,
+        listening: Listening,
     ) -> anyhow::Result<Arc<Agent>> {
         config.validate()?;
         let db = Arc::new(raft::open_database(config.data_dir.as_deref())?);
@@ -121,29 +109,42 @@ impl Agent {
             election_timeout_max: rc.election_timeout_max.as_millis(),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(rc.snapshot_every),
             max_in_snapshot_log_to_keep: 1000,
+            install_snapshot_timeout: 10_000,
             ..Default::default()
         }
         .validate()
         .context("invalid raft settings")?;
 
+        let raft_listen = listening.raft.unwrap_or(listening.http);
+        let raft_advertised = rc
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| raft_listen.to_string());
+        let node = Node::new(raft_advertised, listening.http.to_string());
+        let source = listening
+            .raft
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified());
+        let peers = raft::network::peer_client(source);
+
         let node_id = config.node_id;
         let raft = Raft::new(
             node_id,
             Arc::new(raft_config),
-            HttpNetworkFactory::new(),
+            HttpNetworkFactory::new(peers.clone()),
             log_store,
             state_machine,
         )
         .await
         .context("cannot start raft")?;
 
-        if !raft.is_initialized().await? {
-            let members = BTreeMap::from([(node_id, BasicNode::new(advertise_addr.to_string()))]);
-            raft.initialize(members)
+        let fresh = !raft.is_initialized().await?;
+        if fresh && config.join.is_empty() {
+            raft.initialize(BTreeMap::from([(node_id, node.clone())]))
                 .await
                 .context("cannot initialise the raft group")?;
-        } else {
-            catch_up_alone(&raft, node_id, advertise_addr, &config).await?;
+        } else if !fresh {
+            catch_up_alone(&raft, node_id, &node, &config).await?;
         }
 
         let recorder = PrometheusBuilder::new().build_recorder();
@@ -151,63 +152,67 @@ impl Agent {
         let agent = Arc::new(Agent {
             config,
             node_id,
-            advertise_addr,
+            advertise_addr: listening.http,
+            node,
             raft,
             store,
             health: health.clone(),
+            peers,
             recorder,
             started_at: SystemTime::now(),
+            last_contact: std::sync::Mutex::new(None),
             closing: tokio::sync::watch::channel(false).0,
         });
         health.spawn(Arc::downgrade(&agent));
+        crate::cluster::spawn_member_upkeep(&agent, fresh);
         Ok(agent)
     }
 
     /// Proposes `command` through Raft and returns the state machine's response once applied.
+    /// On a follower the command is forwarded to the leader.
     pub async fn propose(&self, command: Command) -> Result<Response, ProposeError> {
-        let mut waited = false;
-        loop {
-            let request = signpost_core::Request::new(now_ms(), command.clone());
-            match self.raft.client_write(request).await {
+        let request = signpost_core::Request::new(now_ms(), command);
+        let mut last_leader = None;
+        for _ in 0..FORWARD_ATTEMPTS {
+            match self.raft.client_write(request.clone()).await {
                 Ok(resp) => return Ok(resp.data),
-                // During an election nobody leads: wait for one rather than fail at once.
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
-                    if f.leader_id.is_none() && !waited =>
-                {
-                    waited = true;
-                    let patience = Duration::from_millis(
-                        self.config.raft.election_timeout_max.as_millis() * 3,
-                    );
-                    let mut metrics = self.raft.metrics();
-                    let _ = tokio::time::timeout(
-                        patience,
-                        metrics.wait_for(|m| m.current_leader.is_some()),
-                    )
-                    .await;
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    match f.leader_node {
+                        Some(leader) if f.leader_id != Some(self.node_id) => {
+                            last_leader = Some(leader.http_addr.clone());
+                            match crate::cluster::forward_propose(self, &leader, &request).await {
+                                Ok(resp) => return Ok(resp),
+                                Err(e) => tracing::debug!("forwarding to {leader} failed: {e}"),
+                            }
+                        }
+                        _ => {}
+                    }
+                    // Nobody leads, or the leader moved: wait for one, then try again.
+                    self.wait_for_leader().await;
                 }
-                Err(e) => return Err(propose_error(e)),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                    return Err(ProposeError::Fatal(e.to_string()))
+                }
+                Err(RaftError::Fatal(e)) => return Err(ProposeError::Fatal(e.to_string())),
             }
         }
+        Err(ProposeError::Unavailable {
+            leader: last_leader,
+        })
     }
-}
 
-fn propose_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ProposeError {
-    {
-        match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                ProposeError::Unavailable {
-                    leader: f.leader_node.map(|n| n.addr),
-                }
-            }
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                ProposeError::Fatal(e.to_string())
-            }
-            RaftError::Fatal(e) => ProposeError::Fatal(e.to_string()),
-        }
+    /// Waits (bounded by a few election timeouts) until some node leads.
+    pub async fn wait_for_leader(&self) {
+        let patience = Duration::from_millis(self.config.raft.election_timeout_max.as_millis() * 3);
+        let mut metrics = self.raft.metrics();
+        let _ = tokio::time::timeout(patience, async {
+            // Wait for a change first, so a stale leader id does not end the wait at once.
+            let _ = metrics.changed().await;
+            let _ = metrics.wait_for(|m| m.current_leader.is_some()).await;
+        })
+        .await;
     }
-}
 
-impl Agent {
     /// Resolves when shutdown begins.
     pub async fn closed(&self) {
         let mut rx = self.closing.subscribe();
@@ -217,6 +222,23 @@ impl Agent {
     /// True while this node leads the Raft group (and so runs health checks).
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// The current leader's node, if known.
+    pub fn leader(&self) -> Option<(NodeId, Node)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// Milliseconds since this node last heard from the leader (0 on the leader itself).
+    pub fn last_contact_ms(&self) -> Option<u64> {
+        if self.is_leader() {
+            return Some(0);
+        }
+        let at = *self.last_contact.lock().unwrap_or_else(|e| e.into_inner());
+        at.map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Serves the HTTP API on `listener` until `shutdown` resolves, then drains in-flight
@@ -250,4 +272,52 @@ impl Agent {
         }
         Ok(())
     }
+
+    /// Serves Raft RPCs (and requests forwarded by other members) on a dedicated listener until
+    /// the agent starts shutting down.
+    pub async fn serve_raft(self: &Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
+        let app = crate::http::raft::router(self.clone());
+        let agent = self.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { agent.closed().await })
+            .await
+            .context("raft listener failed")
+    }
+}
+
+/// On restart of a one-member group: wait until this node leads and has applied everything in its
+/// log (the committed index on disk may lag behind the last fsynced entry), so the agent never
+/// answers reads from a state older than what it acknowledged. Also records changed addresses
+/// in the membership.
+async fn catch_up_alone(
+    raft: &Raft,
+    node_id: NodeId,
+    node: &Node,
+    config: &AgentConfig,
+) -> anyhow::Result<()> {
+    let m = raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership().clone();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    if voters != [node_id] {
+        return Ok(());
+    }
+    let target = m.last_log_index.unwrap_or(0);
+    let patience = Duration::from_millis(config.raft.election_timeout_max.as_millis() * 20);
+    let mut rx = raft.metrics();
+    tokio::time::timeout(
+        patience,
+        rx.wait_for(|m| {
+            m.state == ServerState::Leader && m.last_applied.map_or(0, |l| l.index) >= target
+        }),
+    )
+    .await
+    .context("timed out replaying the log after restart")?
+    .context("raft stopped while replaying the log")?;
+    if membership.get_node(&node_id).is_some_and(|n| n != node) {
+        let nodes = BTreeMap::from([(node_id, node.clone())]);
+        raft.change_membership(openraft::ChangeMembers::SetNodes(nodes), false)
+            .await
+            .context("cannot record the new addresses")?;
+    }
+    Ok(())
 }

@@ -37,6 +37,9 @@ pub struct AgentConfig {
     pub node_name: Option<String>,
     /// Datacenter this agent belongs to.
     pub datacenter: String,
+    /// HTTP addresses of cluster members to ask for admission when this agent starts fresh.
+    /// Empty: a fresh agent starts a cluster of its own.
+    pub join: Vec<String>,
     pub health: HealthConfig,
     pub raft: RaftConfig,
     pub dns: DnsSettings,
@@ -88,6 +91,10 @@ pub struct HealthConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RaftConfig {
+    /// A dedicated listener for Raft RPCs; unset, they share the HTTP port.
+    pub addr: Option<SocketAddr>,
+    /// The Raft address other members use to reach this one (default: the listening address).
+    pub advertise_addr: Option<String>,
     pub heartbeat_interval: Dur,
     pub election_timeout_min: Dur,
     pub election_timeout_max: Dur,
@@ -104,6 +111,7 @@ impl Default for AgentConfig {
             node_id: 1,
             node_name: None,
             datacenter: "dc1".to_string(),
+            join: Vec::new(),
             health: HealthConfig::default(),
             raft: RaftConfig::default(),
             dns: DnsSettings::default(),
@@ -126,6 +134,8 @@ impl Default for HealthConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
+            addr: None,
+            advertise_addr: None,
             heartbeat_interval: Dur(100),
             election_timeout_min: Dur(500),
             election_timeout_max: Dur(1000),

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`consul`]: the Consul-compatible HTTP API and the KV API, over the same registry.
+//! - [`cluster`]: joining and leaving, and the requests followers hand to the leader.
 //! - [`config`]: the typed, validated agent configuration (TOML file + flags).
 //! - [`agent`]: [`agent::Agent`] wires storage, Raft, the health checker and HTTP together, and
 //!   [`agent::Agent::propose`] is the one way writes enter Raft.
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod cluster;
 pub mod config;
 pub mod consul;
 pub mod dns;

@@ -125,6 +125,27 @@ pub enum ClientCommand {
     /// Read and write the KV store.
     #[command(subcommand)]
     Kv(KvCommand),
+    /// List the cluster's members: id, addresses, role, replication.
+    Members,
+    /// Add a node to the cluster (any member accepts; the leader makes the change).
+    Join {
+        /// The new node's id.
+        #[arg(long)]
+        node_id: u64,
+        /// The new node's Raft address.
+        #[arg(long)]
+        raft_addr: String,
+        /// The new node's HTTP address.
+        #[arg(long)]
+        http_addr: String,
+    },
+    /// Take the agent at --addr out of its cluster.
+    Leave,
+    /// Remove a node from the cluster.
+    Remove {
+        /// The node's id.
+        node_id: u64,
+    },
 }
 
 /// `signpost kv ...`
@@ -245,7 +266,81 @@ async fn run_inner(opts: &ClientOpts, cmd: ClientCommand) -> anyhow::Result<()> 
             }
         }
         ClientCommand::Kv(cmd) => kv(&agent, cmd, json).await,
+        ClientCommand::Members => {
+            let body = agent.get_json(&["cluster", "members"], false).await?;
+            print_members(&body, json)
+        }
+        ClientCommand::Join {
+            node_id,
+            raft_addr,
+            http_addr,
+        } => {
+            let body = serde_json::json!({"node_id": node_id, "raft_addr": raft_addr, "http_addr": http_addr});
+            cluster_post(&agent, "join", &body, json).await
+        }
+        ClientCommand::Leave => cluster_post(&agent, "leave", &serde_json::json!({}), json).await,
+        ClientCommand::Remove { node_id } => {
+            cluster_post(
+                &agent,
+                "remove",
+                &serde_json::json!({"node_id": node_id}),
+                json,
+            )
+            .await
+        }
     }
+}
+
+async fn cluster_post(agent: &Agent, verb: &str, body: &Value, json: bool) -> anyhow::Result<()> {
+    let url = agent.endpoint(&["cluster", verb], false);
+    let resp = agent
+        .send(
+            agent
+                .client
+                .post(url)
+                .json(body)
+                .timeout(Duration::from_secs(120)),
+        )
+        .await?;
+    let body = agent.read_json(resp).await?;
+    if verb == "leave" {
+        if json {
+            return print_json_pretty(&body);
+        }
+        return write_stdout(&format!("node {} left the cluster\n", body["left"]));
+    }
+    print_members(&body, json)
+}
+
+fn print_members(body: &Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json_pretty(body);
+    }
+    let show = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let rows: Vec<Vec<String>> = body["members"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            vec![
+                show(&m["id"]),
+                show(&m["role"]),
+                show(&m["http_addr"]),
+                show(&m["raft_addr"]),
+                show(&m["matched_index"]),
+                show(&m["lag"]),
+            ]
+        })
+        .collect();
+    write_stdout(&format_table(
+        &["ID", "ROLE", "HTTP", "RAFT", "MATCHED", "LAG"],
+        &rows,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------

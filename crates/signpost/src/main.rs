@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use signpost_server::agent::Listening;
 use signpost_server::{Agent, AgentConfig};
 
 #[derive(Parser, Debug)]
@@ -58,6 +59,15 @@ struct AgentArgs {
     /// Do not serve DNS.
     #[arg(long, conflicts_with_all = ["dns_addr", "dns_domain"])]
     no_dns: bool,
+    /// A dedicated listener for Raft traffic between members [default: the HTTP port].
+    #[arg(long)]
+    raft_addr: Option<std::net::SocketAddr>,
+    /// The Raft address other members use to reach this one [default: the listening address].
+    #[arg(long)]
+    raft_advertise_addr: Option<String>,
+    /// HTTP address of a cluster member to join when starting fresh (repeatable).
+    #[arg(long, value_name = "HTTP_ADDR")]
+    join: Vec<String>,
 }
 
 impl AgentArgs {
@@ -86,6 +96,15 @@ impl AgentArgs {
         }
         if self.no_dns {
             config.dns.enabled = false;
+        }
+        if let Some(addr) = self.raft_addr {
+            config.raft.addr = Some(addr);
+        }
+        if let Some(addr) = &self.raft_advertise_addr {
+            config.raft.advertise_addr = Some(addr.clone());
+        }
+        if !self.join.is_empty() {
+            config.join = self.join.clone();
         }
         config.validate()?;
         Ok(config)
@@ -141,8 +160,28 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let raft_listener = match config.raft.addr {
+        Some(raft_addr) => Some(
+            tokio::net::TcpListener::bind(raft_addr)
+                .await
+                .with_context(|| format!("cannot listen for raft on {raft_addr}"))?,
+        ),
+        None => None,
+    };
+    let listening = Listening {
+        http: addr,
+        raft: raft_listener.as_ref().map(|l| l.local_addr()).transpose()?,
+    };
     let started = std::time::Instant::now();
-    let agent = Agent::start(config, addr).await?;
+    let agent = Agent::start_with(config, listening).await?;
+    if let Some(listener) = raft_listener {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            if let Err(e) = agent.serve_raft(listener).await {
+                tracing::error!("raft listener failed: {e:#}");
+            }
+        });
+    }
     let (stop_dns, dns_stopped) = tokio::sync::oneshot::channel::<()>();
     if let Some((udp, tcp)) = dns {
         let dns_addr = udp.local_addr()?;

@@ -8,13 +8,13 @@ use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use signpost_core::health::{Action, HeartbeatError};
 use signpost_core::model::NewInstance;
 use signpost_core::validate::{self, Registration};
 use signpost_core::{Command, Instance, Status};
 
 use super::types::{self, CheckDefinition, NodeInfo, ServiceRegistration};
 use super::{with_meta, Query};
+use crate::cluster::{self, TtlError, TtlRequest};
 use crate::http::{ApiError, AppState, JsonBody};
 
 fn parse(agent: &AppState, raw: &Option<String>) -> Result<Query, ApiError> {
@@ -84,7 +84,7 @@ pub async fn services(
 ) -> Result<Response, ApiError> {
     let q = parse(&agent, &raw)?;
     q.block(&agent, |i, w| agent.store.wait_for_catalog(i, w))
-        .await;
+        .await?;
     let state = agent.store.read();
     let dc = &agent.config.datacenter;
     let map: BTreeMap<&str, Value> = state
@@ -105,7 +105,7 @@ pub async fn service(
     if let Some(found) = find_instance(&agent, &id) {
         let service = found.service.clone();
         q.block(&agent, |i, w| agent.store.wait_for_service(&service, i, w))
-            .await;
+            .await?;
     }
     let instance = find_instance(&agent, &id)
         .ok_or_else(|| ApiError::NotFound(format!("unknown service ID {id:?}")))?;
@@ -291,30 +291,25 @@ pub async fn deregister_check(
     Ok(with_meta(&agent, catalog_index(&agent), StatusCode::OK))
 }
 
-/// Sets a TTL check's status, proposing a transition if there is one.
+/// Sets a TTL check's status on the leader (forwarded there from a follower).
 async fn set_ttl(agent: &AppState, check_id: &str, status: Status) -> Result<Response, ApiError> {
     let instance = find_by_check(agent, check_id)
         .ok_or_else(|| ApiError::NotFound(format!("unknown check ID {check_id:?}")))?;
-    if !agent.is_leader() {
-        return Err(ApiError::Unavailable(
-            "this agent is not the leader; TTL updates go to the leader".into(),
-        ));
-    }
-    match agent.health.set_ttl_status(&instance, status) {
-        Ok(Some(Action::SetStatus { key, status })) => {
-            agent.propose(Command::SetStatus { key, status }).await?;
+    let req = TtlRequest {
+        key: instance.key(),
+        status,
+    };
+    match cluster::ttl_update(agent, req).await {
+        Ok(_) => Ok(with_meta(agent, catalog_index(agent), StatusCode::OK)),
+        Err(TtlError::NotFound(_)) => {
+            Err(ApiError::NotFound(format!("unknown check ID {check_id:?}")))
         }
-        Ok(_) => {}
-        Err(HeartbeatError::NotTracked | HeartbeatError::NotTtl) => {
-            return Err(ApiError::bad_request(
-                "CheckID",
-                format!(
-                    "check {check_id:?} is not a TTL check; only TTL checks are updated this way"
-                ),
-            ))
-        }
+        Err(TtlError::NotTracked(_) | TtlError::NotTtl(_)) => Err(ApiError::bad_request(
+            "CheckID",
+            format!("check {check_id:?} is not a TTL check; only TTL checks are updated this way"),
+        )),
+        Err(TtlError::Unavailable(m)) => Err(ApiError::Unavailable(m)),
     }
-    Ok(with_meta(agent, catalog_index(agent), StatusCode::OK))
 }
 
 /// `PUT /v1/agent/check/pass/:check_id`

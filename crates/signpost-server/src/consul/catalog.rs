@@ -21,7 +21,11 @@ fn service_name(raw: &str) -> Option<String> {
     validate::service_name(raw).ok()
 }
 
-async fn block_on_service(agent: &AppState, q: &Query, service: &Option<String>) {
+async fn block_on_service(
+    agent: &AppState,
+    q: &Query,
+    service: &Option<String>,
+) -> Result<(), ApiError> {
     match service {
         Some(s) => {
             q.block(agent, |i, w| agent.store.wait_for_service(s, i, w))
@@ -49,7 +53,7 @@ pub async fn services(
 ) -> Result<Response, ApiError> {
     let q = parse(&agent, &raw)?;
     q.block(&agent, |i, w| agent.store.wait_for_catalog(i, w))
-        .await;
+        .await?;
     let state = agent.store.read();
     let mut map: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for i in state.registry.all_instances() {
@@ -68,7 +72,7 @@ pub async fn service(
 ) -> Result<Response, ApiError> {
     let q = parse(&agent, &raw)?;
     let service = service_name(&name);
-    block_on_service(&agent, &q, &service).await;
+    block_on_service(&agent, &q, &service).await?;
     let node = NodeInfo::of(&agent);
     let state = agent.store.read();
     let list: Vec<Value> = service
@@ -111,7 +115,7 @@ pub async fn node(
         return Err(ApiError::NotFound(format!("unknown node {name:?}")));
     }
     q.block(&agent, |i, w| agent.store.wait_for_catalog(i, w))
-        .await;
+        .await?;
     let state = agent.store.read();
     let services: BTreeMap<&str, Value> = state
         .registry
@@ -153,7 +157,7 @@ pub async fn health_service(
 ) -> Result<Response, ApiError> {
     let q = parse(&agent, &raw)?;
     let service = service_name(&name);
-    block_on_service(&agent, &q, &service).await;
+    block_on_service(&agent, &q, &service).await?;
     let node = NodeInfo::of(&agent);
     let state = agent.store.read();
     let list: Vec<Value> = service
@@ -179,7 +183,7 @@ pub async fn health_checks(
 ) -> Result<Response, ApiError> {
     let q = parse(&agent, &raw)?;
     let service = service_name(&name);
-    block_on_service(&agent, &q, &service).await;
+    block_on_service(&agent, &q, &service).await?;
     let node = agent.config.node_name();
     let state = agent.store.read();
     let list: Vec<Value> = service
@@ -209,7 +213,7 @@ pub async fn health_state(
         ));
     }
     q.block(&agent, |i, w| agent.store.wait_for_catalog(i, w))
-        .await;
+        .await?;
     let node = NodeInfo::of(&agent);
     let state = agent.store.read();
     let mut list = Vec::new();
@@ -256,8 +260,7 @@ pub async fn health_node(
     ))
 }
 
-/// The Raft address Consul clients see for a node: its HTTP address (Signpost's Raft RPCs ride
-/// on the HTTP port).
+/// The Raft address Consul clients see for a node.
 fn raft_addr(addr: &str) -> String {
     addr.to_string()
 }
@@ -268,7 +271,7 @@ pub async fn status_leader(State(agent): State<AppState>) -> Response {
     let leader = m
         .current_leader
         .and_then(|id| m.membership_config.membership().get_node(&id).cloned())
-        .map(|n| raft_addr(&n.addr))
+        .map(|n| raft_addr(&n.raft_addr))
         .unwrap_or_default();
     with_meta(&agent, service_index(&agent, &None), Json(leader))
 }
@@ -280,7 +283,7 @@ pub async fn status_peers(State(agent): State<AppState>) -> Response {
         .membership_config
         .membership()
         .nodes()
-        .map(|(_, n)| raft_addr(&n.addr))
+        .map(|(_, n)| raft_addr(&n.raft_addr))
         .collect();
     with_meta(&agent, service_index(&agent, &None), Json(peers))
 }

@@ -46,7 +46,7 @@ async fn get(
         let key = key.clone();
         async move { agent.store.wait_for_kv(&key, listing, i, w).await }
     })
-    .await;
+    .await?;
     let state = agent.store.read();
     let store = state.registry.kv();
     let index = store.index(&key, listing);

@@ -92,6 +92,8 @@ pub struct Query {
     pub note: Option<String>,
     /// Any parameter this agent understands but refuses (`acquire`, `release`, ...).
     pub unsupported: Option<String>,
+    /// `?consistent`: read through the leader's read index.
+    pub consistent: bool,
 }
 
 impl Query {
@@ -154,10 +156,10 @@ impl Query {
                     })?)
                 }
                 "note" => q.note = Some(value),
+                "consistent" => q.consistent = flag(&value),
                 "acquire" | "release" => q.unsupported = Some(key),
-                // Accepted and needing no action on a single-datacenter agent whose local reads
-                // are up to date: stale, consistent, cached, token, near, ns, partition,
-                // replace-existing-checks, ...
+                // Accepted and needing no action: stale (local reads are the default), cached,
+                // token (until ACLs), near, ns, partition, replace-existing-checks, ...
                 _ => {}
             }
         }
@@ -165,11 +167,17 @@ impl Query {
     }
 
     /// Waits, for a blocking query, until `wait_for` says the index moved past `index`.
-    pub async fn block<F, Fut>(&self, agent: &AppState, wait_for: F)
+    /// With `consistent`, first makes the read linearizable (an error if no leader confirms).
+    pub async fn block<F, Fut>(&self, agent: &AppState, wait_for: F) -> Result<(), ApiError>
     where
         F: FnOnce(u64, Duration) -> Fut,
         Fut: Future<Output = u64>,
     {
+        if self.consistent {
+            crate::cluster::linearize(agent)
+                .await
+                .map_err(ApiError::Unavailable)?;
+        }
         if let Some(index) = self.index.filter(|i| *i > 0) {
             let wait = self.wait.unwrap_or(DEFAULT_WAIT);
             // Consul adds up to wait/16 of jitter so that many watchers do not return at once.
@@ -180,6 +188,7 @@ impl Query {
                 _ = agent.closed() => {}
             }
         }
+        Ok(())
     }
 }
 
@@ -193,7 +202,8 @@ pub fn with_meta(agent: &AppState, index: u64, response: impl IntoResponse) -> R
         "x-consul-knownleader",
         HeaderValue::from_static(if known { "true" } else { "false" }),
     );
-    headers.insert("x-consul-lastcontact", HeaderValue::from_static("0"));
+    let contact = agent.last_contact_ms().unwrap_or(0);
+    headers.insert("x-consul-lastcontact", HeaderValue::from(contact));
     headers.insert("x-signpost-index", HeaderValue::from(index.max(1)));
     response
 }

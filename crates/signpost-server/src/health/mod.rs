@@ -148,7 +148,7 @@ impl HealthService {
     async fn lead(
         self: &Arc<Self>,
         agent: &Arc<Agent>,
-        metrics: &mut watch::Receiver<openraft::RaftMetrics<u64, openraft::BasicNode>>,
+        metrics: &mut watch::Receiver<crate::raft::RaftMetrics>,
     ) {
         let mut events = agent.store.subscribe_all();
         self.rebuild(agent);

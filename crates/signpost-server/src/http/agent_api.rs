@@ -21,6 +21,8 @@ pub async fn agent_self(State(agent): State<AppState>) -> impl IntoResponse {
         "datacenter": agent.config.datacenter,
         "version": env!("CARGO_PKG_VERSION"),
         "http_addr": agent.advertise_addr.to_string(),
+        "raft_addr": agent.node.raft_addr,
+        "last_contact_ms": agent.last_contact_ms(),
         "started_at": humantime::format_rfc3339_millis(agent.started_at).to_string(),
         "last_index": last_index,
         "instances": instances,
@@ -31,7 +33,7 @@ pub async fn agent_self(State(agent): State<AppState>) -> impl IntoResponse {
             "last_log_index": m.last_log_index,
             "applied_index": m.last_applied.map(|l| l.index),
             "snapshot_index": m.snapshot.map(|l| l.index),
-            "members": m.membership_config.membership().nodes().map(|(id, n)| json!({"id": id, "addr": n.addr})).collect::<Vec<_>>(),
+            "members": crate::cluster::members(&agent),
         },
         "eviction_guard": agent.health.guard(),
     }))
@@ -62,9 +64,20 @@ pub async fn metrics(State(agent): State<AppState>) -> impl IntoResponse {
         metrics::gauge!("signpost_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
         metrics::gauge!("signpost_raft_applied_index")
             .set(m.last_applied.map_or(0, |l| l.index) as f64);
-        // Applied entries are committed, and on a single node the two are equal.
+        // Entries are applied as soon as they are committed: applied is the commit index this
+        // node has acted on.
         metrics::gauge!("signpost_raft_commit_index")
             .set(m.last_applied.map_or(0, |l| l.index) as f64);
+        metrics::gauge!("signpost_raft_leader_id").set(m.current_leader.unwrap_or(0) as f64);
+        for member in crate::cluster::members(&agent) {
+            if let Some(lag) = member.lag {
+                metrics::gauge!("signpost_raft_replication_lag_entries", "node" => member.id.to_string())
+                    .set(lag as f64);
+            }
+        }
+        if let Some(ms) = agent.last_contact_ms() {
+            metrics::gauge!("signpost_raft_last_contact_seconds").set(ms as f64 / 1000.0);
+        }
     });
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

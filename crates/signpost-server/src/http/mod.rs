@@ -4,9 +4,11 @@
 //! - [`services`]: the native registry API under `/api/v1/services`.
 //! - [`watch`]: blocking queries and the Server-Sent Events watch stream.
 //! - [`agent_api`]: `/api/v1/agent/self` and `/metrics`.
-//! - [`raft`]: Raft RPCs between agents under `/raft`.
+//! - [`cluster_api`]: `/api/v1/cluster/*`: members, join, remove, leave.
+//! - [`raft`]: traffic between members under `/raft` (Raft RPCs, forwarded requests).
 
 pub mod agent_api;
+pub mod cluster_api;
 pub mod raft;
 pub mod services;
 pub mod watch;
@@ -65,9 +67,11 @@ pub fn router(agent: AppState) -> Router {
         )
         .route("/api/v1/agent/self", get(agent_api::agent_self))
         .route("/metrics", get(agent_api::metrics))
-        .route("/raft/append", post(raft::append))
-        .route("/raft/vote", post(raft::vote))
-        .route("/raft/snapshot", post(raft::snapshot))
+        .route("/api/v1/cluster/members", get(cluster_api::members))
+        .route("/api/v1/cluster/join", post(cluster_api::join))
+        .route("/api/v1/cluster/remove", post(cluster_api::remove))
+        .route("/api/v1/cluster/leave", post(cluster_api::leave))
+        .merge(raft::routes())
         .merge(crate::consul::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,29 +1,83 @@
-//! Raft RPCs between agents, the receiving side of [`crate::raft::HttpNetwork`].
+//! Traffic between members: Raft RPCs (the receiving side of [`crate::raft::HttpNetwork`]) and
+//! the requests followers hand to the leader ([`crate::cluster`]). Served on the dedicated Raft
+//! listener when there is one, and on the HTTP port otherwise.
 
 use axum::extract::State;
-use axum::Json;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{Json, Router};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use signpost_core::Request;
 
 use super::AppState;
+use crate::cluster::{self, JoinRequest, RemoveRequest, TtlRequest};
 use crate::raft::{NodeId, TypeConfig};
 
-pub async fn append(
+/// The member-to-member routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/raft/propose", post(propose))
+        .route("/raft/read_index", post(read_index))
+        .route("/raft/ttl", post(ttl))
+        .route("/raft/join", post(join))
+        .route("/raft/remove", post(remove))
+}
+
+/// A router serving only the member-to-member routes, for the dedicated Raft listener.
+pub fn router(agent: AppState) -> Router {
+    routes().with_state(agent)
+}
+
+fn touched(agent: &AppState) {
+    *agent.last_contact.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some(tokio::time::Instant::now());
+}
+
+async fn append(
     State(agent): State<AppState>,
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
-) -> impl axum::response::IntoResponse {
+) -> impl IntoResponse {
+    touched(&agent);
     Json(agent.raft.append_entries(req).await)
 }
 
-pub async fn vote(
+async fn vote(
     State(agent): State<AppState>,
     Json(req): Json<VoteRequest<NodeId>>,
-) -> impl axum::response::IntoResponse {
+) -> impl IntoResponse {
     Json(agent.raft.vote(req).await)
 }
 
-pub async fn snapshot(
+async fn snapshot(
     State(agent): State<AppState>,
     Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
-) -> impl axum::response::IntoResponse {
+) -> impl IntoResponse {
+    touched(&agent);
     Json(agent.raft.install_snapshot(req).await)
+}
+
+async fn propose(State(agent): State<AppState>, Json(req): Json<Request>) -> impl IntoResponse {
+    Json(cluster::accept_proposal(&agent, req).await)
+}
+
+async fn read_index(State(agent): State<AppState>) -> impl IntoResponse {
+    Json(cluster::read_index(&agent).await)
+}
+
+async fn ttl(State(agent): State<AppState>, Json(req): Json<TtlRequest>) -> impl IntoResponse {
+    Json(cluster::ttl_update(&agent, req).await)
+}
+
+async fn join(State(agent): State<AppState>, Json(req): Json<JoinRequest>) -> impl IntoResponse {
+    Json(cluster::join(&agent, req).await)
+}
+
+async fn remove(
+    State(agent): State<AppState>,
+    Json(req): Json<RemoveRequest>,
+) -> impl IntoResponse {
+    Json(cluster::remove(&agent, req).await)
 }

@@ -7,12 +7,12 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use signpost_core::health::{Action, HeartbeatError};
 use signpost_core::model::Dur;
 use signpost_core::validate::{self, DefinitionInput, Registration};
 use signpost_core::{Command, Instance, InstanceKey, Status};
 
 use super::{ApiError, AppState, JsonBody, INDEX_HEADER};
+use crate::cluster::{self, TtlError, TtlRequest};
 
 /// Longest a blocking query may wait.
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -42,6 +42,8 @@ pub struct ListQuery {
     pub tags: Vec<String>,
     pub index: Option<u64>,
     pub wait: Duration,
+    /// Read through the leader's read index (linearizable) instead of this node's state.
+    pub consistent: bool,
 }
 
 impl ListQuery {
@@ -53,6 +55,7 @@ impl ListQuery {
             tags: Vec::new(),
             index: None,
             wait: DEFAULT_WAIT,
+            consistent: false,
         };
         for (key, value) in pairs {
             match key.as_str() {
@@ -69,6 +72,7 @@ impl ListQuery {
                     }
                 }
                 "tag" => q.tags.push(value),
+                "consistent" => q.consistent = value.is_empty() || value == "true",
                 "index" => {
                     q.index = Some(value.parse().map_err(|_| {
                         ApiError::bad_request(
@@ -141,6 +145,11 @@ pub async fn list_instances(
 ) -> Result<Response, ApiError> {
     let service = validate::service_name(&service)?;
     let q = ListQuery::parse(raw.as_deref())?;
+    if q.consistent {
+        cluster::linearize(&agent)
+            .await
+            .map_err(ApiError::Unavailable)?;
+    }
     if let Some(index) = q.index.filter(|i| *i > 0) {
         tokio::select! {
             _ = agent.store.wait_for_service(&service, index, q.wait) => {}
@@ -202,48 +211,24 @@ pub async fn deregister(
     }
 }
 
-/// `PUT /api/v1/services/{service}/instances/{id}/heartbeat`
+/// `PUT /api/v1/services/{service}/instances/{id}/heartbeat` (forwarded to the leader, whose
+/// health checker holds the TTL deadlines).
 pub async fn heartbeat(
     State(agent): State<AppState>,
     Path((service, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let service = validate::service_name(&service)?;
-    let instance = agent
-        .store
-        .read()
-        .registry
-        .instance(&service, &id)
-        .cloned()
-        .ok_or_else(|| not_registered(&service, &id))?;
-    if !agent.is_leader() {
-        return Err(ApiError::Unavailable(
-            "this agent is not the leader; heartbeats go to the leader".into(),
-        ));
-    }
-    match agent.health.heartbeat(&instance) {
-        Ok(None) => Ok(with_index(instance.modify_index, Json(instance))),
-        Ok(Some(Action::SetStatus { key, status })) => {
-            match agent.propose(Command::SetStatus { key, status }).await? {
-                signpost_core::Response::StatusSet(updated) => {
-                    Ok(with_index(updated.modify_index, Json(updated)))
-                }
-                signpost_core::Response::NotFound => Err(not_registered(&service, &id)),
-                _ => Ok(with_index(instance.modify_index, Json(instance))),
-            }
+    let req = TtlRequest {
+        key: InstanceKey::new(&service, &id),
+        status: Status::Passing,
+    };
+    match cluster::ttl_update(&agent, req).await {
+        Ok(instance) => Ok(with_index(instance.modify_index, Json(instance))),
+        Err(TtlError::NotFound(_)) => Err(not_registered(&service, &id)),
+        Err(e @ (TtlError::NotTracked(_) | TtlError::NotTtl(_))) => {
+            Err(ApiError::bad_request("check", e.to_string()))
         }
-        Ok(Some(Action::Deregister { .. })) => Err(ApiError::Internal(
-            "a heartbeat asked for a deregistration".into(),
-        )),
-        Err(HeartbeatError::NotTracked) => Err(ApiError::bad_request(
-            "check",
-            format!("instance {service}/{id} has no ttl check to renew"),
-        )),
-        Err(HeartbeatError::NotTtl) => Err(ApiError::bad_request(
-            "check",
-            format!(
-                "instance {service}/{id} is checked actively by the agent; only ttl checks take heartbeats"
-            ),
-        )),
+        Err(TtlError::Unavailable(m)) => Err(ApiError::Unavailable(m)),
     }
 }
 

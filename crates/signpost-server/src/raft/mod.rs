@@ -13,14 +13,41 @@ pub mod state_machine;
 
 use std::io::Cursor;
 
-use openraft::{BasicNode, StorageError, StorageIOError};
+use openraft::{StorageError, StorageIOError};
+use serde::{Deserialize, Serialize};
 use signpost_core::{Request, Response};
 
 pub use log_store::LogStore;
 pub use network::{HttpNetwork, HttpNetworkFactory};
+pub type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;
 pub use state_machine::StateMachine;
 
 pub type NodeId = u64;
+
+/// What the cluster knows about a member: where its Raft RPCs go, and where its HTTP API is
+/// (for redirecting clients and forwarding their requests).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Address of the member's Raft listener (its HTTP port when it has no separate one).
+    pub raft_addr: String,
+    /// Address of the member's HTTP API.
+    pub http_addr: String,
+}
+
+impl Node {
+    pub fn new(raft_addr: impl Into<String>, http_addr: impl Into<String>) -> Self {
+        Node {
+            raft_addr: raft_addr.into(),
+            http_addr: http_addr.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "raft {} http {}", self.raft_addr, self.http_addr)
+    }
+}
 
 openraft::declare_raft_types!(
     /// Signpost's Raft types: registry [`Request`]s in, [`Response`]s out.
@@ -28,7 +55,7 @@ openraft::declare_raft_types!(
         D = Request,
         R = Response,
         NodeId = NodeId,
-        Node = BasicNode,
+        Node = Node,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
 );
@@ -36,10 +63,10 @@ openraft::declare_raft_types!(
 pub type Raft = openraft::Raft<TypeConfig>;
 pub type Entry = openraft::Entry<TypeConfig>;
 pub type LogId = openraft::LogId<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, BasicNode>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
 pub type Snapshot = openraft::Snapshot<TypeConfig>;
-pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, BasicNode>;
+pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, Node>;
 pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
 
 /// Wraps any error as a storage read error.

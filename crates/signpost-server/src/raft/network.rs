@@ -7,37 +7,50 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{NodeId, RaftError, TypeConfig};
+use super::{Node, NodeId, RaftError, TypeConfig};
 
 /// Creates a client per peer; all share one connection pool.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct HttpNetworkFactory {
     client: reqwest::Client,
 }
 
 impl HttpNetworkFactory {
-    pub fn new() -> Self {
-        Self::default()
+    /// Peers are reached with `client` (see [`peer_client`]).
+    pub fn new(client: reqwest::Client) -> Self {
+        HttpNetworkFactory { client }
     }
+}
+
+/// The HTTP client for traffic between members: Raft RPCs and forwarded requests. It connects
+/// from `source` when given (the member's own Raft address), so a peer — or a fault-injecting
+/// proxy in a test — can tell who is calling.
+pub fn peer_client(source: Option<std::net::IpAddr>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(source)
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("a reqwest client with these settings builds")
 }
 
 impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
     type Network = HttpNetwork;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
         HttpNetwork {
             client: self.client.clone(),
             target,
-            base: base_url(&node.addr),
+            base: base_url(&node.raft_addr),
         }
     }
 }
 
-fn base_url(addr: &str) -> String {
+pub(crate) fn base_url(addr: &str) -> String {
     if addr.starts_with("http://") || addr.starts_with("https://") {
         addr.trim_end_matches('/').to_string()
     } else {
@@ -58,7 +71,7 @@ impl HttpNetwork {
         path: &str,
         req: &Req,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<E>>>
+    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<E>>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -92,7 +105,7 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError>> {
         self.call("append", &rpc, &option).await
     }
 
@@ -102,7 +115,7 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<InstallSnapshotError>>,
+        RPCError<NodeId, Node, RaftError<InstallSnapshotError>>,
     > {
         self.call("snapshot", &rpc, &option).await
     }
@@ -111,7 +124,7 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError>> {
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError>> {
         self.call("vote", &rpc, &option).await
     }
 }
