@@ -115,7 +115,7 @@ async fn durability_survives_sigkill() {
     assert_eq!(me["instances"]["passing"], N);
     // The restart moved to a new port: the membership records where this node now listens.
     let addr = agent.base_url().trim_start_matches("http://").to_string();
-    assert_eq!(me["raft"]["members"][0]["addr"], addr.as_str(), "{me}");
+    assert_eq!(me["raft"]["members"][0]["http_addr"], addr.as_str(), "{me}");
 }
 
 #[tokio::test]
