@@ -17,6 +17,18 @@ use super::{with_meta, Query};
 use crate::cluster::{self, TtlError, TtlRequest};
 use crate::http::{ApiError, AppState, JsonBody};
 
+/// Decodes a Consul request body after canonicalising its keys, naming the field at fault.
+fn decode<T: serde::de::DeserializeOwned>(mut body: Value) -> Result<T, ApiError> {
+    types::canonicalize(&mut body);
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::BadRequest {
+            message: format!("invalid JSON body: {}", e.inner()),
+            field: (path != ".").then_some(path),
+        }
+    })
+}
+
 fn parse(agent: &AppState, raw: &Option<String>) -> Result<Query, ApiError> {
     Query::parse(raw.as_deref(), &agent.config.datacenter)
 }
@@ -75,6 +87,29 @@ pub async fn agent_self(State(agent): State<AppState>) -> Response {
         "Stats": {"signpost": {"version": env!("CARGO_PKG_VERSION")}},
     });
     with_meta(&agent, catalog_index(&agent), Json(body))
+}
+
+/// `GET /v1/agent/members`: the cluster's members as Serf would list them.
+pub async fn members(State(agent): State<AppState>) -> Response {
+    let dc = agent.config.datacenter.clone();
+    let list: Vec<Value> = crate::cluster::members(&agent)
+        .into_iter()
+        .map(|m| {
+            let (addr, port) = m
+                .raft_addr
+                .rsplit_once(':')
+                .map(|(a, p)| (a.to_string(), p.parse::<u16>().unwrap_or(0)))
+                .unwrap_or((m.raft_addr.clone(), 0));
+            json!({
+                "Name": if m.id == agent.node_id { agent.config.node_name() } else { format!("signpost-{}", m.id) },
+                "Addr": addr,
+                "Port": port,
+                "Tags": {"dc": dc, "role": "consul", "id": m.id.to_string(), "raft_role": m.role},
+                "Status": 1,
+            })
+        })
+        .collect();
+    with_meta(&agent, catalog_index(&agent), Json(list))
 }
 
 /// `GET /v1/agent/services`: every instance registered, keyed by id.
@@ -156,6 +191,9 @@ fn to_registration(agent: &AppState, reg: ServiceRegistration) -> Result<NewInst
         .filter(|a| !a.is_empty())
         .unwrap_or_else(|| agent.advertise_addr.ip().to_string());
     let weight = reg.weights.and_then(|w| w.passing);
+    // Consul services may have no port (py-consul omits it); Signpost stores port 0 for them,
+    // which the native API never accepts. The rest is validated with a stand-in port.
+    let port = reg.port.unwrap_or(0);
     let registration = Registration {
         id: Some(
             reg.id
@@ -164,14 +202,14 @@ fn to_registration(agent: &AppState, reg: ServiceRegistration) -> Result<NewInst
         ),
         service: None,
         address: Some(address),
-        port: Some(reg.port.unwrap_or(0)),
+        port: Some(if port == 0 { 1 } else { port }),
         tags: reg.tags.unwrap_or_default(),
         metadata: reg.meta.unwrap_or_default(),
         weight,
         check,
         status,
     };
-    validate::registration(&name, registration).map_err(|e| {
+    let mut new = validate::registration(&name, registration).map_err(|e| {
         let field = match e.field.as_str() {
             "service" => "Name".to_string(),
             "id" => "ID".to_string(),
@@ -184,16 +222,21 @@ fn to_registration(agent: &AppState, reg: ServiceRegistration) -> Result<NewInst
             f => f.to_string(),
         };
         ApiError::bad_request(&field, e.message)
-    })
+    })?;
+    if port == 0 {
+        new.port = 0;
+    }
+    Ok(new)
 }
 
 /// `PUT /v1/agent/service/register`
 pub async fn register_service(
     State(agent): State<AppState>,
     RawQuery(raw): RawQuery,
-    JsonBody(reg): JsonBody<ServiceRegistration>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
     parse(&agent, &raw)?;
+    let reg: ServiceRegistration = decode(body)?;
     let new = to_registration(&agent, reg)?;
     // Service ids are unique per Consul agent: the same id under another name is a conflict.
     if let Some(other) = find_instance(&agent, &new.id).filter(|i| i.service != new.service) {
@@ -262,8 +305,9 @@ async fn replace_check(
 /// `PUT /v1/agent/check/register`: attaches a check to a service instance.
 pub async fn register_check(
     State(agent): State<AppState>,
-    JsonBody(def): JsonBody<CheckDefinition>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
+    let def: CheckDefinition = decode(body)?;
     let service_id = def.service_id.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
         ApiError::bad_request(
             "ServiceID",
@@ -339,9 +383,9 @@ pub async fn check_fail(
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct CheckUpdate {
-    #[serde(rename = "Status", alias = "status")]
+    #[serde(rename = "Status")]
     status: Option<String>,
-    #[serde(rename = "Output", alias = "output")]
+    #[serde(rename = "Output")]
     output: Option<String>,
 }
 
@@ -349,8 +393,9 @@ pub struct CheckUpdate {
 pub async fn check_update(
     State(agent): State<AppState>,
     Path(id): Path<String>,
-    JsonBody(update): JsonBody<CheckUpdate>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
+    let update: CheckUpdate = decode(body)?;
     let _ = update.output;
     let status = update
         .status

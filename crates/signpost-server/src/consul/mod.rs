@@ -37,6 +37,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/services", get(agent::services))
+        .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/service/{id}", get(agent::service))
         .route("/v1/agent/service/register", put(agent::register_service))
         .route(
@@ -102,7 +103,11 @@ impl Query {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
             .map_err(|e| ApiError::bad_request("query", format!("malformed query string: {e}")))?;
         let mut q = Query::default();
-        let flag = |v: &str| v.is_empty() || v == "true" || v == "1";
+        // Consul turns `recurse`, `keys` and `raw` on by their mere presence, whatever the value
+        // (py-consul sends `keys=True`); `passing` takes Go's booleans, empty meaning true.
+        let present = |_: &str| true;
+        let go_bool =
+            |v: &str| v.is_empty() || matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True");
         for (key, value) in pairs {
             match key.as_str() {
                 "index" => {
@@ -133,11 +138,11 @@ impl Query {
                         "filter expressions are not supported by Signpost; use tag and passing",
                     ))
                 }
-                "passing" => q.passing = flag(&value),
+                "passing" => q.passing = go_bool(&value),
                 "tag" => q.tags.push(value),
-                "recurse" => q.recurse = flag(&value),
-                "keys" => q.keys = flag(&value),
-                "raw" => q.raw = flag(&value),
+                "recurse" => q.recurse = present(&value),
+                "keys" => q.keys = present(&value),
+                "raw" => q.raw = present(&value),
                 "separator" => q.separator = Some(value),
                 "cas" => {
                     q.cas = Some(value.parse().map_err(|_| {
@@ -156,7 +161,7 @@ impl Query {
                     })?)
                 }
                 "note" => q.note = Some(value),
-                "consistent" => q.consistent = flag(&value),
+                "consistent" => q.consistent = present(&value),
                 "acquire" | "release" => q.unsupported = Some(key),
                 // Accepted and needing no action: stale (local reads are the default), cached,
                 // token (until ACLs), near, ns, partition, replace-existing-checks, ...

@@ -166,63 +166,135 @@ fn output(check: &CheckSpec, status: Status) -> String {
     }
 }
 
-/// A Consul check definition, in either PascalCase (the HTTP API) or snake_case (config files).
+/// Consul's field names. Go's JSON decoder matches keys case-insensitively, and Consul's config
+/// files use snake_case; [`canonicalize`] maps any such spelling to these.
+const CANONICAL: &[&str] = &[
+    "ID",
+    "Name",
+    "Tags",
+    "Address",
+    "Port",
+    "Meta",
+    "Weights",
+    "Passing",
+    "Warning",
+    "Check",
+    "Checks",
+    "Kind",
+    "CheckID",
+    "ServiceID",
+    "TTL",
+    "HTTP",
+    "TCP",
+    "GRPC",
+    "Interval",
+    "Timeout",
+    "DeregisterCriticalServiceAfter",
+    "Status",
+    "Method",
+    "Header",
+    "SuccessBeforePassing",
+    "FailuresBeforeCritical",
+    "ScriptArgs",
+    "Args",
+    "DockerContainerID",
+    "H2PING",
+    "UDP",
+    "AliasService",
+    "Output",
+    "Notes",
+    "EnableTagOverride",
+    "TaggedAddresses",
+    "Connect",
+    "Proxy",
+    "TLSSkipVerify",
+    "TLSServerName",
+    "GRPCUseTLS",
+    "Body",
+    "Shell",
+    "Namespace",
+    "Partition",
+    "LocallyRegisteredAsSidecar",
+    "SocketPath",
+];
+
+/// Objects whose keys are the user's own (metadata, headers): left as they are.
+const OPAQUE: &[&str] = &["Meta", "Header", "TaggedAddresses", "NodeMeta"];
+
+fn fold(key: &str) -> String {
+    key.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Rewrites the keys of a Consul request body to Consul's canonical spelling, recursively
+/// (`serviceid`, `service_id` and `ServiceId` all become `ServiceID`); keys it does not know
+/// are left alone, and so is everything inside `Meta` and `Header`.
+pub fn canonicalize(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let old = std::mem::take(map);
+            for (key, mut v) in old {
+                let folded = fold(&key);
+                let name = CANONICAL
+                    .iter()
+                    .find(|c| fold(c) == folded)
+                    .map_or(key, |c| c.to_string());
+                if !OPAQUE.contains(&name.as_str()) {
+                    canonicalize(&mut v);
+                }
+                map.insert(name, v);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(canonicalize),
+        _ => {}
+    }
+}
+
+/// A Consul check definition (keys canonicalised first, see [`canonicalize`]).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct CheckDefinition {
-    #[serde(
-        rename = "CheckID",
-        alias = "ID",
-        alias = "check_id",
-        alias = "id",
-        alias = "CheckId"
-    )]
+    #[serde(rename = "CheckID", alias = "ID")]
     pub check_id: Option<String>,
-    #[serde(rename = "Name", alias = "name")]
+    #[serde(rename = "Name")]
     pub name: Option<String>,
-    #[serde(rename = "ServiceID", alias = "service_id", alias = "ServiceId")]
+    #[serde(rename = "ServiceID")]
     pub service_id: Option<String>,
-    #[serde(rename = "TTL", alias = "ttl")]
+    #[serde(rename = "TTL")]
     pub ttl: Option<String>,
-    #[serde(rename = "HTTP", alias = "http")]
+    #[serde(rename = "HTTP")]
     pub http: Option<String>,
-    #[serde(rename = "TCP", alias = "tcp")]
+    #[serde(rename = "TCP")]
     pub tcp: Option<String>,
-    #[serde(rename = "GRPC", alias = "grpc")]
+    #[serde(rename = "GRPC")]
     pub grpc: Option<String>,
-    #[serde(rename = "Interval", alias = "interval")]
+    #[serde(rename = "Interval")]
     pub interval: Option<String>,
-    #[serde(rename = "Timeout", alias = "timeout")]
+    #[serde(rename = "Timeout")]
     pub timeout: Option<String>,
-    #[serde(
-        rename = "DeregisterCriticalServiceAfter",
-        alias = "deregister_critical_service_after"
-    )]
+    #[serde(rename = "DeregisterCriticalServiceAfter")]
     pub deregister_after: Option<String>,
-    #[serde(rename = "Status", alias = "status")]
+    #[serde(rename = "Status")]
     pub status: Option<String>,
-    #[serde(rename = "Method", alias = "method")]
+    #[serde(rename = "Method")]
     pub method: Option<String>,
-    #[serde(rename = "Header", alias = "header")]
+    #[serde(rename = "Header")]
     pub header: Option<BTreeMap<String, Vec<String>>>,
-    #[serde(rename = "SuccessBeforePassing", alias = "success_before_passing")]
+    #[serde(rename = "SuccessBeforePassing")]
     pub success_before_passing: Option<u32>,
-    #[serde(rename = "FailuresBeforeCritical", alias = "failures_before_critical")]
+    #[serde(rename = "FailuresBeforeCritical")]
     pub failures_before_critical: Option<u32>,
-    #[serde(
-        rename = "ScriptArgs",
-        alias = "script_args",
-        alias = "Args",
-        alias = "args"
-    )]
+    #[serde(rename = "ScriptArgs", alias = "Args")]
     pub script_args: Option<Vec<String>>,
-    #[serde(rename = "DockerContainerID", alias = "docker_container_id")]
+    #[serde(rename = "DockerContainerID")]
     pub docker: Option<String>,
-    #[serde(rename = "H2PING", alias = "h2ping")]
+    #[serde(rename = "H2PING")]
     pub h2ping: Option<String>,
-    #[serde(rename = "UDP", alias = "udp")]
+    #[serde(rename = "UDP")]
     pub udp: Option<String>,
-    #[serde(rename = "AliasService", alias = "alias_service")]
+    #[serde(rename = "AliasService")]
     pub alias_service: Option<String>,
 }
 
@@ -278,6 +350,9 @@ impl CheckDefinition {
                 s.parse::<Status>()
                     .map_err(|m| (format!("{field}.Status"), m))?,
             ),
+            // As in Consul, a TTL check registered without a status starts critical until its
+            // first update. (The native API starts TTL instances passing.)
+            None if self.ttl.as_deref().is_some_and(|t| !t.is_empty()) => Some(Status::Critical),
             None => None,
         };
         let spec = CheckSpec {
@@ -301,35 +376,35 @@ impl CheckDefinition {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Weights {
-    #[serde(rename = "Passing", alias = "passing")]
+    #[serde(rename = "Passing")]
     pub passing: Option<i64>,
-    #[serde(rename = "Warning", alias = "warning")]
+    #[serde(rename = "Warning")]
     pub warning: Option<i64>,
 }
 
-/// A Consul service registration (`AgentServiceRegistration`), PascalCase or snake_case.
+/// A Consul service registration (`AgentServiceRegistration`; keys canonicalised first).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct ServiceRegistration {
-    #[serde(rename = "ID", alias = "id", alias = "Id")]
+    #[serde(rename = "ID")]
     pub id: Option<String>,
-    #[serde(rename = "Name", alias = "name")]
+    #[serde(rename = "Name")]
     pub name: Option<String>,
-    #[serde(rename = "Tags", alias = "tags")]
+    #[serde(rename = "Tags")]
     pub tags: Option<Vec<String>>,
-    #[serde(rename = "Address", alias = "address")]
+    #[serde(rename = "Address")]
     pub address: Option<String>,
-    #[serde(rename = "Port", alias = "port")]
+    #[serde(rename = "Port")]
     pub port: Option<i64>,
-    #[serde(rename = "Meta", alias = "meta")]
+    #[serde(rename = "Meta")]
     pub meta: Option<BTreeMap<String, String>>,
-    #[serde(rename = "Weights", alias = "weights")]
+    #[serde(rename = "Weights")]
     pub weights: Option<Weights>,
-    #[serde(rename = "Check", alias = "check")]
+    #[serde(rename = "Check")]
     pub check: Option<CheckDefinition>,
-    #[serde(rename = "Checks", alias = "checks")]
+    #[serde(rename = "Checks")]
     pub checks: Option<Vec<CheckDefinition>>,
-    #[serde(rename = "Kind", alias = "kind")]
+    #[serde(rename = "Kind")]
     pub kind: Option<String>,
 }
 

@@ -42,7 +42,7 @@ async fn register_in_either_case_and_read_back_through_both_faces() {
             "/v1/agent/service/register",
             json!({"Name": "web", "ID": "web-1", "Address": "10.0.0.5", "Port": 8080,
                    "Tags": ["v1"], "Meta": {"zone": "a"}, "Weights": {"Passing": 7, "Warning": 1},
-                   "Check": {"TTL": "30s", "DeregisterCriticalServiceAfter": "1m"}}),
+                   "Check": {"TTL": "30s", "Status": "passing", "DeregisterCriticalServiceAfter": "1m"}}),
         )
         .await;
     assert_eq!(code, 200);
@@ -151,8 +151,13 @@ async fn ttl_checks_are_driven_through_pass_warn_fail_and_update() {
         let (_, _, checks) = t.consul_get("/v1/agent/checks").await;
         checks["web-ttl"]["Status"].as_str().unwrap().to_string()
     };
-    assert_eq!(status().await, "passing");
+    assert_eq!(
+        status().await,
+        "critical",
+        "as in Consul, a TTL check starts critical"
+    );
     for (verb, want) in [
+        ("pass", "passing"),
         ("warn", "warning"),
         ("fail", "critical"),
         ("pass", "passing"),
@@ -577,4 +582,66 @@ async fn native_kv_face() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
+}
+
+#[tokio::test]
+async fn go_style_leniency_keys_in_any_case_portless_services_and_present_flags() {
+    let t = TestAgent::start().await;
+    // Go's JSON decoder matches keys case-insensitively; py-consul relies on it.
+    let (code, _) = t
+        .consul_put(
+            "/v1/agent/service/register",
+            json!({"name": "noport", "id": "np1"}),
+        )
+        .await;
+    assert_eq!(code, 200, "a service without a port is fine in Consul");
+    let (_, _, svc) = t.consul_get("/v1/agent/service/np1").await;
+    assert_eq!(svc["Port"], 0);
+    let (code, err) = t
+        .consul_put(
+            "/v1/agent/check/register",
+            json!({"name": "alive", "ttl": "10s", "id": "np1-ttl", "serviceid": "np1"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{err}");
+    let (_, _, checks) = t.consul_get("/v1/agent/checks").await;
+    assert_eq!(checks["np1-ttl"]["Status"], "critical");
+    assert_eq!(checks["np1-ttl"]["Name"], "alive");
+    // Metadata keys are the user's own and keep their spelling.
+    t.consul_put(
+        "/v1/agent/service/register",
+        json!({"NAME": "meta", "PORT": 1, "meta": {"Service_ID": "x"}}),
+    )
+    .await;
+    let (_, _, svc) = t.consul_get("/v1/agent/service/meta").await;
+    assert_eq!(svc["Meta"], json!({"Service_ID": "x"}));
+
+    t.client
+        .put(t.url("/v1/kv/py/a"))
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    t.client
+        .put(t.url("/v1/kv/py/b/c"))
+        .body("2")
+        .send()
+        .await
+        .unwrap();
+    let (code, _, keys) = t.consul_get("/v1/kv/py/?keys=True").await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        keys,
+        json!(["py/a", "py/b/c"]),
+        "keys is on by its presence"
+    );
+    let (_, _, all) = t.consul_get("/v1/kv/py/?recurse=false").await;
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        2,
+        "as in Consul, recurse is on by its presence"
+    );
+    let (_, _, members) = t.consul_get("/v1/agent/members").await;
+    assert_eq!(members[0]["Name"], "signpost-1");
+    assert_eq!(members[0]["Status"], 1);
 }

@@ -4,6 +4,7 @@
 mod harness;
 
 mod cli;
+mod consul_clients;
 mod dig;
 mod durability;
 mod health;

@@ -1,0 +1,137 @@
+//! Smoke test: every scenario against an in-process dev agent, with tiny numbers, so the crate
+//! cannot rot unnoticed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signpost_bench::{payload, DiscoverOptions, RegisterOptions};
+
+/// An in-memory agent on a loopback port, stopped on drop of `shutdown`.
+struct TestAgent {
+    addr: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestAgent {
+    async fn start() -> anyhow::Result<TestAgent> {
+        let config = signpost_server::AgentConfig {
+            dev: true,
+            ..Default::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let agent: Arc<signpost_server::Agent> =
+            signpost_server::Agent::start(config, addr).await?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let a = agent.clone();
+        let served = tokio::spawn(async move {
+            a.serve(listener, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !agent.is_leader() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the agent did not become leader in 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(TestAgent {
+            addr: format!("http://{addr}"),
+            shutdown: Some(tx),
+            served,
+        })
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(15), self.served).await???;
+        Ok(())
+    }
+}
+
+/// Ids of every instance (any status) of `service`.
+async fn listed_ids(addr: &str, service: &str) -> anyhow::Result<BTreeSet<String>> {
+    let url = format!("{addr}/api/v1/services/{service}/instances?status=any");
+    let body: serde_json::Value = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(body["instances"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no instances array in {body}"))?
+        .iter()
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_run_against_an_agent() -> anyhow::Result<()> {
+    let agent = TestAgent::start().await?;
+
+    // register: exact count, no errors, and every instance really is in the registry.
+    let opts = RegisterOptions {
+        clients: 4,
+        count: 200,
+        services: 5,
+        ..RegisterOptions::new(agent.addr.clone())
+    };
+    let report = signpost_bench::register(&opts).await?;
+    assert_eq!(report.errors, 0, "{:?}", report.error_samples);
+    assert_eq!(report.requests, 200);
+    assert_eq!(report.ok, 200);
+    assert_eq!(report.latency.samples, 200);
+    assert!(report.rate() > 0.0);
+    let mut registered = BTreeSet::new();
+    for s in 0..opts.services {
+        let ids = listed_ids(&agent.addr, &payload::service_name("reg", s)).await?;
+        assert_eq!(ids.len(), 40, "service reg-{s}");
+        registered.extend(ids);
+    }
+    let expected: BTreeSet<String> = (0..200).map(|i| payload::instance_id("reg", i)).collect();
+    assert_eq!(registered, expected);
+
+    // Registering the same instances again is not a creation: register counts it as an error,
+    // seed accepts it.
+    let again = signpost_bench::register(&RegisterOptions {
+        count: 10,
+        ..opts.clone()
+    })
+    .await?;
+    assert_eq!(again.errors, 10);
+    assert!(!again.error_samples.is_empty());
+    let reseed = signpost_bench::seed(&RegisterOptions {
+        count: 10,
+        ..opts.clone()
+    })
+    .await?;
+    assert_eq!(reseed.errors, 0, "{:?}", reseed.error_samples);
+
+    // discover: seeds disc-10 and queries it.
+    let report = signpost_bench::discover(&DiscoverOptions {
+        clients: 4,
+        duration: Duration::from_secs(1),
+        instances: 10,
+        services: 1,
+        ..DiscoverOptions::new(agent.addr.clone())
+    })
+    .await?;
+    assert_eq!(report.errors, 0, "{:?}", report.error_samples);
+    assert!(report.ok > 0);
+    assert_eq!(report.ok, report.requests);
+    assert!(report.duration >= Duration::from_secs(1));
+    assert_eq!(listed_ids(&agent.addr, "disc-10").await?.len(), 10);
+
+    agent.stop().await
+}
