@@ -8,12 +8,18 @@ use serde::{Deserialize, Serialize};
 /// One instance of a service, as the SDK sees it whatever registry it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
+    /// Unique within the service.
     pub id: String,
+    /// The service this is an instance of.
     pub service: String,
+    /// IP address or host name clients connect to.
     pub address: String,
+    /// Port clients connect to.
     pub port: u16,
+    /// Labels such as versions or regions (filters select on them).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Free-form key/values, e.g. `zone` for zone-aware balancing.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
     /// Relative weight, 1..=10000 (default 100).
@@ -63,6 +69,7 @@ pub enum Update {
 }
 
 impl Update {
+    /// The registry index this update brings the watcher to.
     pub fn index(&self) -> u64 {
         match self {
             Update::Reset { index, .. }

@@ -20,4 +20,18 @@
 pub mod instance;
 pub mod registry;
 
+pub mod discovery;
+pub mod registration;
+
+pub mod balance;
+pub mod breaker;
+pub mod client;
+pub mod retry;
+pub mod tower_discover;
+
 pub use instance::{Instance, Update};
+
+pub use discovery::{Discovery, DiscoveryOptions, ServiceWatch};
+pub use registration::{Registration, RegistrationHandle};
+
+pub use client::{CallError, ServiceClient};

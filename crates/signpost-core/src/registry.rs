@@ -59,6 +59,9 @@ pub enum Command {
         recurse: bool,
         cas: Option<u64>,
     },
+    /// Several commands committed as one log entry (concurrent writes grouped by the agent),
+    /// applied in order at the same index.
+    Batch(Vec<Command>),
 }
 
 /// What applying a command did.
@@ -83,6 +86,8 @@ pub enum Response {
     Internal,
     /// Whether a KV write or delete happened (false: its `cas` did not match).
     Kv(bool),
+    /// One response per command of a [`Command::Batch`], in order.
+    Batch(Vec<Response>),
 }
 
 /// A change, as watchers see it.
@@ -188,8 +193,26 @@ impl Registry {
     /// Applies `req`, committed at log `index`. Indexes must grow from call to call.
     pub fn apply(&mut self, index: u64, req: &Request) -> (Response, Vec<Event>) {
         debug_assert!(index > self.last_index || self.last_index == 0);
-        let now = Timestamp(req.now_ms);
-        match &req.command {
+        self.apply_command(index, Timestamp(req.now_ms), &req.command)
+    }
+
+    fn apply_command(
+        &mut self,
+        index: u64,
+        now: Timestamp,
+        command: &Command,
+    ) -> (Response, Vec<Event>) {
+        match command {
+            Command::Batch(commands) => {
+                let mut responses = Vec::with_capacity(commands.len());
+                let mut events = Vec::new();
+                for c in commands {
+                    let (r, e) = self.apply_command(index, now, c);
+                    responses.push(r);
+                    events.extend(e);
+                }
+                (Response::Batch(responses), events)
+            }
             Command::Register(new) => self.register(index, now, new),
             Command::Deregister(key) => self.deregister(index, key),
             Command::SetStatus { key, status } => self.set_status(index, now, key, *status),
@@ -296,7 +319,10 @@ impl Registry {
             index,
             kind: EventKind::Removed(removed.clone()),
         };
-        (Response::Deregistered(removed), vec![Event::Service(Box::new(event))])
+        (
+            Response::Deregistered(removed),
+            vec![Event::Service(Box::new(event))],
+        )
     }
 
     fn set_status(
@@ -325,7 +351,10 @@ impl Registry {
             index,
             kind: EventKind::StatusChanged(instance.clone()),
         };
-        (Response::StatusSet(instance), vec![Event::Service(Box::new(event))])
+        (
+            Response::StatusSet(instance),
+            vec![Event::Service(Box::new(event))],
+        )
     }
 
     fn put_definition(&mut self, index: u64, def: &ServiceDefinition) -> (Response, Vec<Event>) {
@@ -362,7 +391,10 @@ impl Registry {
             index,
             kind: EventKind::DefinitionChanged,
         };
-        (Response::DefinitionDeleted, vec![Event::Service(Box::new(event))])
+        (
+            Response::DefinitionDeleted,
+            vec![Event::Service(Box::new(event))],
+        )
     }
 
     /// Index of the last change to `service`, or 0 if it never existed.

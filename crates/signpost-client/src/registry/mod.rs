@@ -1,4 +1,8 @@
 //! Registries behind one trait.
+//!
+//! - [`signpost::SignpostRegistry`]: the Signpost agent's native HTTP API (SSE watch, blocking
+//!   query fallback, failover between agents).
+//! - [`etcd::EtcdRegistry`]: etcd v3, instances as leased keys under `/services/`.
 
 use std::time::Duration;
 
@@ -6,6 +10,9 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 use crate::instance::{Instance, Update};
+
+pub mod etcd;
+pub mod signpost;
 
 /// Why a registry call failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +34,7 @@ pub enum RegistryError {
 /// What an instance registers with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegistrationSpec {
+    /// The instance to register (its `service` and `id` name it in the registry).
     pub instance: Instance,
     /// Heartbeat TTL; the registry marks the instance unhealthy (or drops it) when it lapses.
     pub ttl: Duration,
@@ -37,7 +45,31 @@ pub struct RegistrationSpec {
 /// A service registry: where instances register and where clients find them.
 ///
 /// Object-safe, so discovery and registration hold an `Arc<dyn Registry>` and any backend plugs
-/// in.
+/// in. Indexes are per backend but always grow with changes: Signpost's per-service Raft index,
+/// etcd's revision.
+///
+/// Most code does not call a registry directly but goes through
+/// [`crate::discovery::Discovery`] (reading) and [`crate::registration::Registration`]
+/// (self-registration). Used directly:
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// use signpost_client::registry::{Registry, signpost::SignpostRegistry};
+/// use signpost_client::Update;
+///
+/// # async fn run() -> Result<(), signpost_client::registry::RegistryError> {
+/// let registry = SignpostRegistry::new(["127.0.0.1:8500"])?;
+/// let (index, instances) = registry.list("users").await?;
+/// let mut changes = registry.watch("users");
+/// while let Some(update) = changes.next().await {
+///     match update? {
+///         Update::Reset { instances, .. } => println!("{} instances", instances.len()),
+///         Update::Add { instance, .. } | Update::Update { instance, .. } => println!("{}", instance.id),
+///         Update::Remove { id, .. } => println!("{id} left"),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 pub trait Registry: Send + Sync + 'static {
     /// Registers (or re-registers) an instance with a TTL.
     fn register<'a>(

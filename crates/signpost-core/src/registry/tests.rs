@@ -307,3 +307,31 @@ fn kv_writes_emit_events_and_failed_cas_changes_nothing() {
     assert!(r.kv().is_empty());
     assert_eq!(r.last_index(), 5);
 }
+
+#[test]
+fn a_batch_applies_in_order_at_one_index() {
+    let mut r = Registry::new();
+    let batch = Command::Batch(vec![
+        Command::Register(new_instance("users", "u1")),
+        Command::Register(new_instance("orders", "o1")),
+        Command::Deregister(InstanceKey::new("users", "u1")),
+        Command::Deregister(InstanceKey::new("users", "nope")),
+    ]);
+    let (resp, events) = r.apply(7, &req(0, batch));
+    let Response::Batch(responses) = resp else {
+        panic!("{resp:?}")
+    };
+    assert!(matches!(
+        responses[0],
+        Response::Registered { created: true, .. }
+    ));
+    assert!(matches!(responses[2], Response::Deregistered(_)));
+    assert_eq!(responses[3], Response::NotFound);
+    assert_eq!(events.len(), 3);
+    assert_eq!(r.instances("users").count(), 0);
+    assert_eq!(r.instance("orders", "o1").unwrap().create_index, 7);
+    assert_eq!(
+        (r.service_index("users"), r.service_index("orders")),
+        (7, 7)
+    );
+}

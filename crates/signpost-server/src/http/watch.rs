@@ -44,7 +44,7 @@ async fn feed(agent: AppState, service: String, query: ListQuery, tx: mpsc::Send
     let mut view = View {
         query,
         visible: HashSet::new(),
-        index: 0,
+        baseline: 0,
     };
     let reset = view.reset(&agent, &service);
     if tx.send(reset).await.is_err() {
@@ -77,14 +77,15 @@ struct View {
     query: ListQuery,
     /// Ids of the instances the watcher currently sees.
     visible: HashSet<String>,
-    /// Index of the last state shown.
-    index: u64,
+    /// Index of the last full list shown: changes at or below it are already in it. (Changes
+    /// after it can share an index: a batch of writes commits as one entry.)
+    baseline: u64,
 }
 
 impl View {
     fn reset(&mut self, agent: &AppState, service: &str) -> SseEvent {
         let state = agent.store.read();
-        self.index = state.registry.service_index(service).max(1);
+        self.baseline = state.registry.service_index(service).max(1);
         let instances: Vec<&Instance> = state
             .registry
             .instances(service)
@@ -93,17 +94,16 @@ impl View {
         self.visible = instances.iter().map(|i| i.id.clone()).collect();
         event(
             "reset",
-            self.index,
-            json!({ "index": self.index, "instances": instances }),
+            self.baseline,
+            json!({ "index": self.baseline, "instances": instances }),
         )
     }
 
     /// Turns a registry change into what this watcher should see, if anything.
     fn apply(&mut self, change: &ServiceEvent) -> Option<SseEvent> {
-        if change.index <= self.index {
+        if change.index <= self.baseline {
             return None;
         }
-        self.index = change.index;
         let (instance, present) = match &change.kind {
             EventKind::Added(i) | EventKind::Replaced(i) | EventKind::StatusChanged(i) => {
                 (i, self.query.matches(i))

@@ -31,10 +31,15 @@ enum Job {
     },
     /// Any other write, run after every append sent before it is durable.
     Run {
-        work: Box<dyn FnOnce(&Database) -> Result<(), redb::Error> + Send>,
+        work: WriterWork,
         done: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
 }
+
+/// Encoded rows, their log ids, and who to tell when they are durable.
+type QueuedAppend = (Vec<(u64, Vec<u8>)>, Vec<LogId>, LogFlushed<TypeConfig>);
+/// Work run on the writer thread.
+type WriterWork = Box<dyn FnOnce(&Database) -> Result<(), redb::Error> + Send>;
 
 /// Raft log storage. Cheap to clone: clones share the database and the writer.
 #[derive(Clone)]
@@ -80,7 +85,9 @@ impl LogStore {
         match result.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(write_err(std::io::Error::other(e))),
-            Err(_) => Err(write_err(std::io::Error::other("the log writer has stopped"))),
+            Err(_) => Err(write_err(std::io::Error::other(
+                "the log writer has stopped",
+            ))),
         }
     }
 
@@ -132,7 +139,7 @@ impl LogStore {
 /// The writer thread: takes every job waiting, commits the appends among them in one durable
 /// transaction, runs the other jobs in order, and reports back.
 fn write_loop(db: &Database, pending: &Mutex<BTreeMap<u64, Entry>>, jobs: &mpsc::Receiver<Job>) {
-    let mut appends: Vec<(Vec<(u64, Vec<u8>)>, Vec<LogId>, LogFlushed<TypeConfig>)> = Vec::new();
+    let mut appends: Vec<QueuedAppend> = Vec::new();
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         batch.extend(jobs.try_iter());
@@ -153,11 +160,7 @@ fn write_loop(db: &Database, pending: &Mutex<BTreeMap<u64, Entry>>, jobs: &mpsc:
     }
 }
 
-fn flush(
-    db: &Database,
-    pending: &Mutex<BTreeMap<u64, Entry>>,
-    appends: &mut Vec<(Vec<(u64, Vec<u8>)>, Vec<LogId>, LogFlushed<TypeConfig>)>,
-) {
+fn flush(db: &Database, pending: &Mutex<BTreeMap<u64, Entry>>, appends: &mut Vec<QueuedAppend>) {
     if appends.is_empty() {
         return;
     }

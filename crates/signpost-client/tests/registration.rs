@@ -1,0 +1,141 @@
+//! Self-registration against an in-process agent: heartbeats keep a short-TTL instance
+//! passing, a forgetful agent gets the instance back, and the handle deregisters on request,
+//! on a shutdown future and on drop.
+
+mod common;
+
+use std::time::Duration;
+
+use signpost_client::registration::Registration;
+
+use common::{eventually, eventually_within, Storage, TestAgent};
+
+#[tokio::test]
+async fn heartbeats_keep_a_one_second_ttl_instance_passing() {
+    let t = TestAgent::dev().await;
+    let ttl = Duration::from_secs(1);
+    let handle = Registration::builder("users", "10.0.0.7", 8080)
+        .ttl(ttl)
+        .register(t.registry())
+        .await
+        .unwrap();
+    assert_eq!(handle.id(), "users-10.0.0.7-8080");
+    // Watch it for more than three TTLs: it never leaves `passing`.
+    let until = tokio::time::Instant::now() + ttl * 3 + Duration::from_millis(500);
+    let mut checks = 0;
+    while tokio::time::Instant::now() < until {
+        assert_eq!(
+            t.status_of("users", handle.id()).await.as_deref(),
+            Some("passing"),
+            "after {checks} checks"
+        );
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = handle.id().to_string();
+    handle.deregister().await.unwrap();
+    assert_eq!(t.status_of("users", &id).await, None);
+}
+
+#[tokio::test]
+async fn an_instance_whose_heartbeats_stop_turns_critical() {
+    // The control for the test above: same TTL, no handle heartbeating.
+    let t = TestAgent::dev().await;
+    let body = serde_json::json!({
+        "id": "quiet", "address": "10.0.0.1", "port": 1, "check": {"ttl": "1s"}
+    });
+    assert_eq!(t.register("users", body).await, 201);
+    eventually_within("the TTL lapses", Duration::from_secs(5), || async {
+        t.status_of("users", "quiet").await.as_deref() == Some("critical")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn re_registers_after_the_agent_forgets_it() {
+    let t = TestAgent::dev().await;
+    let port = t.port();
+    let handle = Registration::builder("users", "10.0.0.7", 8080)
+        .id("u1")
+        .tags(["v2"])
+        .metadata([("zone", "a")])
+        .weight(5)
+        .ttl(Duration::from_secs(1))
+        .register(t.registry())
+        .await
+        .unwrap();
+    assert_eq!(t.status_of("users", "u1").await.as_deref(), Some("passing"));
+
+    // An in-memory agent restarted on the same port has forgotten everything.
+    t.shutdown().await;
+    let t = TestAgent::start(Storage::Dev, port).await;
+    eventually("the instance is registered again", || async {
+        t.status_of("users", "u1").await.as_deref() == Some("passing")
+    })
+    .await;
+    let (_, list) = t.registry().list("users").await.unwrap();
+    assert_eq!(
+        list,
+        vec![handle.spec().instance.clone()],
+        "with all its fields"
+    );
+    handle.deregister().await.unwrap();
+    assert_eq!(t.status_of("users", "u1").await, None);
+}
+
+#[tokio::test]
+async fn dropping_the_handle_deregisters() {
+    let t = TestAgent::dev().await;
+    let handle = Registration::builder("users", "10.0.0.7", 8080)
+        .ttl(Duration::from_secs(30))
+        .register(t.registry())
+        .await
+        .unwrap();
+    let id = handle.id().to_string();
+    assert!(t.status_of("users", &id).await.is_some());
+    drop(handle);
+    eventually("the instance is deregistered", || async {
+        t.status_of("users", &id).await.is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deregisters_when_the_shutdown_future_resolves() {
+    let t = TestAgent::dev().await;
+    let handle = Registration::builder("users", "10.0.0.7", 8080)
+        .ttl(Duration::from_secs(30))
+        .register(t.registry())
+        .await
+        .unwrap();
+    let id = handle.id().to_string();
+    let (term, on_term) = tokio::sync::oneshot::channel::<()>();
+    let waiter = tokio::spawn(handle.deregister_on(async move {
+        let _ = on_term.await;
+    }));
+    tokio::task::yield_now().await;
+    assert!(t.status_of("users", &id).await.is_some());
+    term.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.status_of("users", &id).await, None);
+}
+
+#[tokio::test]
+async fn the_first_registration_failing_is_an_error() {
+    let dead = format!("127.0.0.1:{}", common::closed_port());
+    let registry = std::sync::Arc::new(
+        signpost_client::registry::signpost::SignpostRegistry::new([dead]).unwrap(),
+    );
+    let err = Registration::builder("users", "10.0.0.7", 8080)
+        .register(registry)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        signpost_client::registry::RegistryError::Unavailable(_)
+    ));
+}
