@@ -22,6 +22,9 @@ use crate::store::Store;
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// How many times a write follows a leader change before giving up.
 const FORWARD_ATTEMPTS: usize = 3;
+/// How long a write may wait for its commit. A leader cut off from its quorum never commits;
+/// this bounds how long its clients wait to find out.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a write was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,10 @@ pub enum ProposeError {
     /// No leader can accept writes now (election under way, or this node is cut off).
     #[error("no leader can accept writes right now{}", leader.as_ref().map(|l| format!(" (last known leader: {l})")).unwrap_or_default())]
     Unavailable { leader: Option<String> },
+    /// The write was not confirmed in time (e.g. this leader lost its quorum). It may still be
+    /// applied later, or never.
+    #[error("the write was not confirmed within {0:?}; it may or may not have been applied")]
+    Timeout(Duration),
     /// Raft stopped: storage failed or the agent is shutting down.
     #[error("raft is not running: {0}")]
     Fatal(String),
@@ -203,7 +210,11 @@ impl Agent {
         let request = signpost_core::Request::new(now_ms(), command);
         let mut last_leader = None;
         for _ in 0..FORWARD_ATTEMPTS {
-            match self.raft.client_write(request.clone()).await {
+            let written =
+                tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(request.clone()))
+                    .await
+                    .map_err(|_| ProposeError::Timeout(WRITE_TIMEOUT))?;
+            match written {
                 Ok(resp) => return Ok(resp.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     match f.leader_node {
@@ -351,6 +362,7 @@ async fn batcher(agent: std::sync::Weak<Agent>, mut queue: tokio::sync::mpsc::Re
                         ProposeError::Unavailable { leader } => ProposeError::Unavailable {
                             leader: leader.clone(),
                         },
+                        ProposeError::Timeout(d) => ProposeError::Timeout(*d),
                         ProposeError::Fatal(_) => ProposeError::Fatal(message.clone()),
                     }));
                 }

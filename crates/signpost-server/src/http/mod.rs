@@ -155,7 +155,9 @@ impl From<ValidationError> for ApiError {
 impl From<ProposeError> for ApiError {
     fn from(e: ProposeError) -> Self {
         match e {
-            ProposeError::Unavailable { .. } => ApiError::Unavailable(e.to_string()),
+            ProposeError::Unavailable { .. } | ProposeError::Timeout(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
             ProposeError::Fatal(_) => ApiError::Internal(e.to_string()),
         }
     }
