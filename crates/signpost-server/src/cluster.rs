@@ -145,6 +145,25 @@ async fn post<Req: Serialize, Resp: DeserializeOwned>(
         .map_err(|e| format!("unreadable answer from the leader: {e}"))
 }
 
+/// The leader's node, or why there is none to forward to.
+fn leader_node(agent: &Agent) -> Result<Node, String> {
+    agent
+        .leader()
+        .map(|(_, node)| node)
+        .ok_or_else(|| "no leader is known; try again shortly".to_string())
+}
+
+/// The membership as this node last applied it.
+fn membership(agent: &Agent) -> openraft::Membership<NodeId, Node> {
+    agent
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone()
+}
+
 /// Hands a proposal to `leader`.
 pub(crate) async fn forward_propose(
     agent: &Agent,
@@ -172,9 +191,7 @@ pub async fn linearize(agent: &Agent) -> Result<(), String> {
     let index = if agent.is_leader() {
         read_index(agent).await?
     } else {
-        let (_, leader) = agent
-            .leader()
-            .ok_or_else(|| "no leader is known; a consistent read is impossible now".to_string())?;
+        let leader = leader_node(agent)?;
         post::<_, Result<u64, String>>(agent, &leader, "/raft/read_index", &()).await??
     };
     agent
@@ -200,11 +217,7 @@ pub async fn read_index(agent: &Agent) -> Result<u64, String> {
 /// Returns the instance as it stands afterwards.
 pub async fn ttl_update(agent: &Agent, req: TtlRequest) -> Result<Instance, TtlError> {
     if !agent.is_leader() {
-        let Some((_, leader)) = agent.leader() else {
-            return Err(TtlError::Unavailable(
-                "no leader is known; try again shortly".into(),
-            ));
-        };
+        let leader = leader_node(agent).map_err(TtlError::Unavailable)?;
         return post::<_, Result<Instance, TtlError>>(agent, &leader, "/raft/ttl", &req)
             .await
             .map_err(TtlError::Unavailable)?;
@@ -241,19 +254,11 @@ pub async fn ttl_update(agent: &Agent, req: TtlRequest) -> Result<Instance, TtlE
 /// then as a voter, each a joint-consensus change.
 pub async fn join(agent: &Agent, req: JoinRequest) -> Result<(), String> {
     if !agent.is_leader() {
-        let (_, leader) = agent
-            .leader()
-            .ok_or_else(|| "no leader is known; try again shortly".to_string())?;
+        let leader = leader_node(agent)?;
         return post::<_, Result<(), String>>(agent, &leader, "/raft/join", &req).await?;
     }
     let node = Node::new(&req.raft_addr, &req.http_addr);
-    let membership = agent
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .clone();
+    let membership = membership(agent);
     let is_voter = membership.voter_ids().any(|id| id == req.node_id);
     if membership.get_node(&req.node_id) != Some(&node) {
         agent
@@ -290,18 +295,10 @@ pub async fn join(agent: &Agent, req: JoinRequest) -> Result<(), String> {
 /// Removes a member (on the leader; forwarded there otherwise).
 pub async fn remove(agent: &Agent, req: RemoveRequest) -> Result<(), String> {
     if !agent.is_leader() {
-        let (_, leader) = agent
-            .leader()
-            .ok_or_else(|| "no leader is known; try again shortly".to_string())?;
+        let leader = leader_node(agent)?;
         return post::<_, Result<(), String>>(agent, &leader, "/raft/remove", &req).await?;
     }
-    let membership = agent
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .clone();
+    let membership = membership(agent);
     if membership.get_node(&req.node_id).is_none() {
         return Err(format!("node {} is not a member", req.node_id));
     }

@@ -64,29 +64,43 @@ pub async fn services(
     Ok(with_meta(&agent, state.registry.catalog_index(), Json(map)))
 }
 
+/// Answers a per-service read: blocks on the service's own index, then maps each of its
+/// instances (in id order) through `entry`, dropping those it returns `None` for.
+async fn per_service(
+    agent: AppState,
+    name: &str,
+    raw: Option<String>,
+    entry: impl Fn(&Query, &NodeInfo, &Instance) -> Option<Value>,
+) -> Result<Response, ApiError> {
+    let q = parse(&agent, &raw)?;
+    let service = service_name(name);
+    block_on_service(&agent, &q, &service).await?;
+    let node = NodeInfo::of(&agent);
+    let list: Vec<Value> = {
+        let state = agent.store.read();
+        service
+            .iter()
+            .flat_map(|s| state.registry.instances(s))
+            .filter_map(|i| entry(&q, &node, i))
+            .collect()
+    };
+    Ok(with_meta(
+        &agent,
+        service_index(&agent, &service),
+        Json(list),
+    ))
+}
+
 /// `GET /v1/catalog/service/:name`: every instance (any health), flat.
 pub async fn service(
     State(agent): State<AppState>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = parse(&agent, &raw)?;
-    let service = service_name(&name);
-    block_on_service(&agent, &q, &service).await?;
-    let node = NodeInfo::of(&agent);
-    let state = agent.store.read();
-    let list: Vec<Value> = service
-        .iter()
-        .flat_map(|s| state.registry.instances(s))
-        .filter(|i| i.has_tags(&q.tags))
-        .map(|i| types::catalog_service(i, &node))
-        .collect();
-    drop(state);
-    Ok(with_meta(
-        &agent,
-        service_index(&agent, &service),
-        Json(list),
-    ))
+    per_service(agent, &name, raw, |q, node, i| {
+        i.has_tags(&q.tags).then(|| types::catalog_service(i, node))
+    })
+    .await
 }
 
 /// `GET /v1/catalog/nodes`: this agent.
@@ -155,24 +169,11 @@ pub async fn health_service(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = parse(&agent, &raw)?;
-    let service = service_name(&name);
-    block_on_service(&agent, &q, &service).await?;
-    let node = NodeInfo::of(&agent);
-    let state = agent.store.read();
-    let list: Vec<Value> = service
-        .iter()
-        .flat_map(|s| state.registry.instances(s))
-        .filter(|i| i.has_tags(&q.tags))
-        .filter(|i| !q.passing || i.status == Status::Passing)
-        .map(|i| health_entry(i, &node))
-        .collect();
-    drop(state);
-    Ok(with_meta(
-        &agent,
-        service_index(&agent, &service),
-        Json(list),
-    ))
+    per_service(agent, &name, raw, |q, node, i| {
+        (i.has_tags(&q.tags) && (!q.passing || i.status == Status::Passing))
+            .then(|| health_entry(i, node))
+    })
+    .await
 }
 
 /// `GET /v1/health/checks/:service`
@@ -181,22 +182,10 @@ pub async fn health_checks(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = parse(&agent, &raw)?;
-    let service = service_name(&name);
-    block_on_service(&agent, &q, &service).await?;
-    let node = agent.config.node_name();
-    let state = agent.store.read();
-    let list: Vec<Value> = service
-        .iter()
-        .flat_map(|s| state.registry.instances(s))
-        .filter_map(|i| types::service_check(i, &node))
-        .collect();
-    drop(state);
-    Ok(with_meta(
-        &agent,
-        service_index(&agent, &service),
-        Json(list),
-    ))
+    per_service(agent, &name, raw, |_, node, i| {
+        types::service_check(i, &node.name)
+    })
+    .await
 }
 
 /// `GET /v1/health/state/:state` (`any`, `passing`, `warning`, `critical`)

@@ -86,22 +86,16 @@ pub fn agent_service(i: &Instance, datacenter: &str) -> Value {
     })
 }
 
-/// The `Service` of a `/v1/health/service` entry.
+/// The `Service` of a `/v1/health/service` entry: the agent's view plus its indexes.
 pub fn health_service(i: &Instance) -> Value {
-    json!({
-        "Kind": "",
-        "ID": i.id,
-        "Service": i.service,
-        "Tags": i.tags,
-        "Meta": i.metadata,
-        "Port": i.port,
-        "Address": i.address,
-        "TaggedAddresses": {},
-        "Weights": weights(i),
-        "EnableTagOverride": false,
-        "CreateIndex": i.create_index,
-        "ModifyIndex": i.modify_index,
-    })
+    let mut service = agent_service(i, "");
+    if let Value::Object(map) = &mut service {
+        map.remove("Datacenter");
+        map.remove("ContentHash");
+        map.insert("CreateIndex".into(), i.create_index.into());
+        map.insert("ModifyIndex".into(), i.modify_index.into());
+    }
+    service
 }
 
 /// A flat `/v1/catalog/service` entry.
