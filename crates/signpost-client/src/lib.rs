@@ -5,7 +5,7 @@
 //! - [`instance`]: [`Instance`], the SDK's registry-neutral view of one service instance, and
 //!   [`Update`], the change stream every registry speaks (`Reset / Add / Update / Remove`).
 //! - [`registry`]: the [`registry::Registry`] trait and its implementations (Signpost's native
-//!   API, etcd; Consul-compatible later).
+//!   API, etcd, and any Consul-compatible agent).
 //! - [`discovery`]: [`discovery::Discovery`], the cached, watch-driven instance list per service
 //!   (stale-on-error, reconnect with backoff, optional persistence, push-empty protection).
 //! - [`registration`]: self-registration with a background heartbeat and graceful deregistration.

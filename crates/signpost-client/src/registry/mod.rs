@@ -3,6 +3,8 @@
 //! - [`signpost::SignpostRegistry`]: the Signpost agent's native HTTP API (SSE watch, blocking
 //!   query fallback, failover between agents).
 //! - [`etcd::EtcdRegistry`]: etcd v3, instances as leased keys under `/services/`.
+//! - [`consul::ConsulRegistry`]: any Consul-compatible agent (Consul, or Signpost's Consul face),
+//!   watched with blocking queries.
 
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use futures::stream::BoxStream;
 
 use crate::instance::{Instance, Update};
 
+pub mod consul;
 pub mod etcd;
 pub mod signpost;
 

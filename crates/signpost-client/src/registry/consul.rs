@@ -1,0 +1,1008 @@
+//! [`ConsulRegistry`]: any Consul-compatible agent (HashiCorp Consul, or Signpost's Consul face)
+//! as a [`Registry`].
+//!
+//! # Calls
+//! | Trait call | Consul request |
+//! | --- | --- |
+//! | [`Registry::register`] | `PUT /v1/agent/service/register` with a TTL check `service:<id>`, registered `passing` |
+//! | [`Registry::heartbeat`] | `PUT /v1/agent/check/pass/service:<id>`; an unknown check is [`RegistryError::NotFound`] |
+//! | [`Registry::deregister`] | `PUT /v1/agent/service/deregister/<id>`; an unknown id is already gone, so `Ok` |
+//! | [`Registry::list`] | `GET /v1/health/service/<name>?passing`: (`X-Consul-Index`, instances) |
+//! | [`Registry::watch`] | the same as blocking queries (`&index=N&wait=5m`) in a loop |
+//!
+//! Consul service ids are unique per agent, so heartbeat and deregistration name the instance by
+//! its id alone (the SDK's default id, `<service>-<address>-<port>`, is unique anyway). An
+//! unknown check is recognised both as a 404 (recent Consul, Signpost) and as the
+//! `500 CheckID "…" does not have associated TTL` older Consul versions answer.
+//!
+//! # Instances
+//! A `/v1/health/service` entry is nested: `{"Node": {...}, "Service": {...}, "Checks": [...]}`.
+//! The instance is the `Service` part: `ID`, `Service`, `Port`, `Tags`, `Meta`, and
+//! `Weights.Passing` as the weight (clamped to 1..=10000; Consul's default 1 when absent). An
+//! empty `Service.Address` means "the node's address", as in Consul, so `Node.Address` is used.
+//!
+//! # Watching
+//! A watch is Consul's blocking-query loop, and every answer whose index differs from the last
+//! one emitted becomes an [`Update::Reset`] with the full list. The index follows Consul's
+//! rules for blocking-query clients:
+//! - an index below 1 is taken as 1 (an index of 0 would make every query return at once);
+//! - an unchanged index (the wait ran out, or the agent woke up for nothing) emits nothing and
+//!   the same query is sent again;
+//! - an index that went backwards (the agent lost its state, or another agent answered) emits a
+//!   `Reset` with the new list and sets the next query's index to 0, which answers at once and
+//!   blocks again from there. So after such a jump a `Reset`'s index is lower than the one
+//!   before; a `Reset` replaces everything, so nothing depends on it growing;
+//! - the start of two queries of one watch are at least
+//!   [`ConsulOptions::min_query_interval`] apart, so an agent that answers at once cannot make
+//!   the loop spin.
+//!
+//! Any error ends the stream (after yielding the error): [`crate::discovery::Discovery`] keeps
+//! serving the last list and reconnects with backoff, starting again from index 0.
+//!
+//! # Failover
+//! As [`super::signpost::SignpostRegistry`]: calls go to the agent that answered last and move to
+//! the next address on a connect error, a timeout, a 429 or a 5xx. Every call is idempotent (a
+//! registration replaces an earlier one with the same id), so retrying it elsewhere is safe. With
+//! HashiCorp Consul, registrations belong to the agent that received them: after a failover the
+//! next heartbeat answers `NotFound` and [`crate::registration`] registers the instance again
+//! on the agent now in use.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt};
+use reqwest::header::HeaderValue;
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::{RegistrationSpec, Registry, RegistryError};
+use crate::instance::{Instance, Update};
+
+/// Consul's token header.
+const TOKEN_HEADER: &str = "x-consul-token";
+/// Consul's index header.
+const INDEX_HEADER: &str = "x-consul-index";
+/// The largest weight an [`Instance`] may have.
+const MAX_WEIGHT: u32 = 10_000;
+
+/// Tunables of a [`ConsulRegistry`]. `Default` gives production values, no token and the
+/// agent's own datacenter.
+///
+/// ```
+/// use std::time::Duration;
+/// use signpost_client::registry::consul::{ConsulOptions, ConsulRegistry};
+///
+/// let options = ConsulOptions {
+///     token: Some("b1gs33cr3t".into()),
+///     datacenter: Some("eu-west".into()),
+///     blocking_wait: Duration::from_secs(60),
+///     ..ConsulOptions::default()
+/// };
+/// let registry = ConsulRegistry::with_options(["127.0.0.1:8500"], options).unwrap();
+/// assert_eq!(registry.options().datacenter.as_deref(), Some("eu-west"));
+/// // The token never shows up in logs.
+/// assert!(!format!("{registry:?}").contains("b1gs33cr3t"));
+/// ```
+#[derive(Clone)]
+pub struct ConsulOptions {
+    /// ACL token sent as `X-Consul-Token` with every request; `None` sends none (the agent's
+    /// default token applies).
+    pub token: Option<String>,
+    /// Datacenter to discover in (`?dc=` on listings and watches); `None` means the agent's
+    /// own. Registration is always local to the agent, as in Consul.
+    pub datacenter: Option<String>,
+    /// How long establishing a TCP connection to one agent may take before the next is tried.
+    pub connect_timeout: Duration,
+    /// Total time a short request (register, heartbeat, list, ...) may take on one agent.
+    pub request_timeout: Duration,
+    /// How long one blocking query of a watch waits on the agent (the `wait` parameter; Consul
+    /// caps it at 10 minutes and adds up to `wait / 16` of jitter).
+    pub blocking_wait: Duration,
+    /// The shortest time between the starts of two blocking queries of one watch. Changes that
+    /// come faster are delivered together in the next `Reset`.
+    pub min_query_interval: Duration,
+}
+
+impl Default for ConsulOptions {
+    fn default() -> Self {
+        ConsulOptions {
+            token: None,
+            datacenter: None,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            blocking_wait: Duration::from_secs(300),
+            min_query_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+impl std::fmt::Debug for ConsulOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulOptions")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("datacenter", &self.datacenter)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("blocking_wait", &self.blocking_wait)
+            .field("min_query_interval", &self.min_query_interval)
+            .finish()
+    }
+}
+
+/// A [`Registry`] backed by one or more Consul-compatible agents (Consul itself or Signpost).
+///
+/// Cheap to clone; clones share connections and the "last good agent" memory.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use signpost_client::discovery::{Discovery, DiscoveryOptions};
+/// use signpost_client::registry::{Registry, consul::ConsulRegistry};
+///
+/// # async fn run() -> Result<(), signpost_client::registry::RegistryError> {
+/// // The first agent that answers is used until it fails; then the next one.
+/// let registry = ConsulRegistry::new(["http://10.0.0.1:8500", "10.0.0.2:8500"])?;
+/// let (index, instances) = registry.list("users").await?;
+/// println!("users at index {index}: {instances:?}");
+/// let discovery = Discovery::new(Arc::new(registry), DiscoveryOptions::default());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ConsulRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Base URLs (`http://host:port`, no trailing slash) of the agents, in the order given.
+    addrs: Vec<String>,
+    /// Index into `addrs` of the agent that answered last; calls start there.
+    current: AtomicUsize,
+    /// The HTTP client (connect timeout only; every request sets its own total timeout, since a
+    /// blocking query legitimately takes minutes).
+    http: reqwest::Client,
+    /// `X-Consul-Token`, validated and marked sensitive once.
+    token: Option<HeaderValue>,
+    /// The tunables this registry was built with.
+    options: ConsulOptions,
+}
+
+impl std::fmt::Debug for ConsulRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulRegistry")
+            .field("addrs", &self.inner.addrs)
+            .field("current", &self.inner.current.load(Ordering::Relaxed))
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
+
+impl ConsulRegistry {
+    /// A registry talking to the agents at `addrs` (`http://host:port` or just `host:port`),
+    /// with default [`ConsulOptions`]. Fails if `addrs` is empty.
+    ///
+    /// ```
+    /// use signpost_client::registry::consul::ConsulRegistry;
+    /// let registry = ConsulRegistry::new(["127.0.0.1:8500", "http://consul-2:8500/"]).unwrap();
+    /// assert_eq!(registry.addrs(), ["http://127.0.0.1:8500", "http://consul-2:8500"]);
+    /// assert!(ConsulRegistry::new(Vec::<String>::new()).is_err());
+    /// ```
+    pub fn new<I, S>(addrs: I) -> Result<Self, RegistryError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::with_options(addrs, ConsulOptions::default())
+    }
+
+    /// Like [`ConsulRegistry::new`], with explicit tunables, token and datacenter. Fails if
+    /// `addrs` is empty or the token cannot be sent in a header.
+    ///
+    /// ```
+    /// use signpost_client::registry::consul::{ConsulOptions, ConsulRegistry};
+    /// let options = ConsulOptions { token: Some("secret".into()), ..Default::default() };
+    /// let registry = ConsulRegistry::with_options(["127.0.0.1:8500"], options).unwrap();
+    ///
+    /// let bad = ConsulOptions { token: Some("line\nbreak".into()), ..Default::default() };
+    /// assert!(ConsulRegistry::with_options(["127.0.0.1:8500"], bad).is_err());
+    /// ```
+    pub fn with_options<I, S>(addrs: I, options: ConsulOptions) -> Result<Self, RegistryError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let addrs: Vec<String> = addrs.into_iter().map(|a| normalize(a.into())).collect();
+        if addrs.is_empty() {
+            return Err(RegistryError::Other(
+                "a Consul registry needs at least one agent address".into(),
+            ));
+        }
+        let token = match options.token.as_deref() {
+            Some(t) => {
+                let mut value = HeaderValue::from_str(t).map_err(|_| {
+                    RegistryError::Other(
+                        "the Consul token contains characters a header cannot carry".into(),
+                    )
+                })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(options.connect_timeout)
+            .build()
+            .map_err(|e| RegistryError::Other(format!("cannot build the HTTP client: {e}")))?;
+        Ok(ConsulRegistry {
+            inner: Arc::new(Inner {
+                addrs,
+                current: AtomicUsize::new(0),
+                http,
+                token,
+                options,
+            }),
+        })
+    }
+
+    /// The agents' base URLs, normalised.
+    ///
+    /// ```
+    /// # use signpost_client::registry::consul::ConsulRegistry;
+    /// let registry = ConsulRegistry::new([" 10.0.0.1:8500 "]).unwrap();
+    /// assert_eq!(registry.addrs(), ["http://10.0.0.1:8500"]);
+    /// ```
+    pub fn addrs(&self) -> &[String] {
+        &self.inner.addrs
+    }
+
+    /// The base URL of the agent calls go to first (the one that answered last).
+    ///
+    /// ```
+    /// # use signpost_client::registry::consul::ConsulRegistry;
+    /// let registry = ConsulRegistry::new(["10.0.0.1:8500", "10.0.0.2:8500"]).unwrap();
+    /// assert_eq!(registry.current_addr(), "http://10.0.0.1:8500");
+    /// ```
+    pub fn current_addr(&self) -> &str {
+        let i = self.inner.current.load(Ordering::Relaxed) % self.inner.addrs.len();
+        &self.inner.addrs[i]
+    }
+
+    /// The options this registry was built with.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use signpost_client::registry::consul::ConsulRegistry;
+    /// let registry = ConsulRegistry::new(["127.0.0.1:8500"]).unwrap();
+    /// assert_eq!(registry.options().blocking_wait, Duration::from_secs(300));
+    /// ```
+    pub fn options(&self) -> &ConsulOptions {
+        &self.inner.options
+    }
+}
+
+/// `host:port` → `http://host:port`; no trailing slash.
+fn normalize(addr: String) -> String {
+    let addr = addr.trim().trim_end_matches('/');
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// A duration as Go's `time.ParseDuration` reads it, in the largest exact unit.
+fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms > 0 && ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms > 0 && ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// The body of `PUT /v1/agent/service/register`.
+#[derive(Debug, Serialize)]
+struct RegisterBody<'a> {
+    #[serde(rename = "ID")]
+    id: &'a str,
+    #[serde(rename = "Name")]
+    name: &'a str,
+    #[serde(rename = "Address")]
+    address: &'a str,
+    #[serde(rename = "Port")]
+    port: u16,
+    #[serde(rename = "Tags")]
+    tags: &'a [String],
+    #[serde(rename = "Meta")]
+    meta: &'a BTreeMap<String, String>,
+    #[serde(rename = "Weights")]
+    weights: WeightsBody,
+    #[serde(rename = "Check")]
+    check: CheckBody,
+}
+
+/// Consul's `Weights`: the instance's weight when passing, 1 when warning (Consul's default).
+#[derive(Debug, Serialize)]
+struct WeightsBody {
+    #[serde(rename = "Passing")]
+    passing: u32,
+    #[serde(rename = "Warning")]
+    warning: u32,
+}
+
+/// The TTL check of a registration. It is registered `passing`: Consul starts a TTL check
+/// without a status critical, which would hide the instance until its first heartbeat.
+#[derive(Debug, Serialize)]
+struct CheckBody {
+    #[serde(rename = "CheckID")]
+    check_id: String,
+    #[serde(rename = "TTL")]
+    ttl: String,
+    #[serde(rename = "Status")]
+    status: &'static str,
+    /// Consul raises anything below one minute to one minute.
+    #[serde(
+        rename = "DeregisterCriticalServiceAfter",
+        skip_serializing_if = "Option::is_none"
+    )]
+    deregister_after: Option<String>,
+}
+
+/// The TTL check id of instance `id`: Consul's default id of a service's check.
+fn check_id(id: &str) -> String {
+    format!("service:{id}")
+}
+
+fn register_body(spec: &RegistrationSpec) -> RegisterBody<'_> {
+    let i = &spec.instance;
+    RegisterBody {
+        id: &i.id,
+        name: &i.service,
+        address: &i.address,
+        port: i.port,
+        tags: &i.tags,
+        meta: &i.metadata,
+        weights: WeightsBody {
+            passing: i.weight,
+            warning: 1,
+        },
+        check: CheckBody {
+            check_id: check_id(&i.id),
+            ttl: go_duration(spec.ttl),
+            status: "passing",
+            deregister_after: spec.deregister_after.map(go_duration),
+        },
+    }
+}
+
+/// One entry of `GET /v1/health/service/<name>`. Every field is optional and `null`-tolerant:
+/// Consul writes `null` for empty tags and metadata, and one odd entry must not lose the list.
+#[derive(Debug, Deserialize)]
+struct HealthEntry {
+    #[serde(rename = "Node", default)]
+    node: Option<NodeEntry>,
+    #[serde(rename = "Service", default)]
+    service: Option<ServiceEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NodeEntry {
+    #[serde(rename = "Address", default)]
+    address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ServiceEntry {
+    #[serde(rename = "ID", default)]
+    id: Option<String>,
+    #[serde(rename = "Service", default)]
+    service: Option<String>,
+    #[serde(rename = "Address", default)]
+    address: Option<String>,
+    #[serde(rename = "Port", default)]
+    port: Option<i64>,
+    #[serde(rename = "Tags", default)]
+    tags: Option<Vec<String>>,
+    #[serde(rename = "Meta", default)]
+    meta: Option<BTreeMap<String, String>>,
+    #[serde(rename = "Weights", default)]
+    weights: Option<WeightsEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WeightsEntry {
+    #[serde(rename = "Passing", default)]
+    passing: Option<i64>,
+}
+
+/// Maps one health entry to an [`Instance`] of `service` (the name asked for, used when the
+/// entry has none); `Err` says why the entry is unusable.
+fn to_instance(entry: HealthEntry, service: &str) -> Result<Instance, String> {
+    let s = entry
+        .service
+        .ok_or_else(|| "an entry without a Service".to_string())?;
+    let nonempty = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let name = nonempty(s.service).unwrap_or_else(|| service.to_string());
+    // Consul defaults a service's ID to its name.
+    let id = nonempty(s.id).unwrap_or_else(|| name.clone());
+    let address = nonempty(s.address)
+        .or_else(|| entry.node.and_then(|n| nonempty(n.address)))
+        .ok_or_else(|| format!("instance {id} has no address (neither Service nor Node)"))?;
+    let port = s.port.unwrap_or(0);
+    let port = u16::try_from(port).map_err(|_| format!("instance {id} has port {port}"))?;
+    let weight = s
+        .weights
+        .and_then(|w| w.passing)
+        .unwrap_or(1)
+        .clamp(1, i64::from(MAX_WEIGHT));
+    Ok(Instance {
+        id,
+        service: name,
+        address,
+        port,
+        tags: s.tags.unwrap_or_default(),
+        metadata: s.meta.unwrap_or_default(),
+        weight: u32::try_from(weight).unwrap_or(MAX_WEIGHT),
+    })
+}
+
+/// Decodes a `/v1/health/service` body; unusable entries are skipped with a warning.
+fn parse_entries(body: &[u8], service: &str) -> Result<Vec<Instance>, String> {
+    let entries: Vec<HealthEntry> = serde_json::from_slice(body)
+        .map_err(|e| format!("invalid /v1/health/service/{service} answer: {e}"))?;
+    let mut instances = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match to_instance(entry, service) {
+            Ok(i) => instances.push(i),
+            Err(e) => tracing::warn!(%service, "skipping {e}"),
+        }
+    }
+    Ok(instances)
+}
+
+/// Consul's index rules for a blocking-query loop, as a pure state machine: feed it the index of
+/// each answer, it says whether to emit a `Reset` and which index the next query blocks on.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct BlockingIndex {
+    /// The index the next query sends (0: answer at once).
+    query: u64,
+    /// The index of the last `Reset` emitted (`None` before the first).
+    emitted: Option<u64>,
+}
+
+impl BlockingIndex {
+    /// The `index` parameter of the next query; 0 means a non-blocking query.
+    pub(crate) fn query(&self) -> u64 {
+        self.query
+    }
+
+    /// Takes the index of an answer; `Some(index)` when the answer must be emitted as a `Reset`.
+    pub(crate) fn observe(&mut self, got: u64) -> Option<u64> {
+        // An index below 1 would make every later query return at once.
+        let got = got.max(1);
+        // Backwards: the next query must not block on an index the agent may not reach for a
+        // long time; 0 answers at once and the loop blocks from the index that answer brings.
+        self.query = if got < self.query { 0 } else { got };
+        if self.emitted == Some(got) {
+            return None;
+        }
+        self.emitted = Some(got);
+        Some(got)
+    }
+}
+
+/// An agent's answer, read whole (every Consul answer is a small JSON document).
+struct Reply {
+    status: StatusCode,
+    /// `X-Consul-Index`, when present and numeric.
+    index: Option<u64>,
+    body: Bytes,
+}
+
+impl Reply {
+    /// The agent's message: the `error` field of a JSON body (Signpost), or the text (Consul).
+    fn message(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) => v["error"]
+                .as_str()
+                .map_or_else(|| text.to_string(), str::to_string),
+            Err(_) => text.trim().chars().take(512).collect(),
+        }
+    }
+
+    /// Whether the agent says the service or check is unknown: 404, or the 500 that Consul
+    /// versions before 1.11 answer for an unknown TTL check.
+    fn is_not_found(&self) -> bool {
+        if self.status == StatusCode::NOT_FOUND {
+            return true;
+        }
+        if self.status != StatusCode::INTERNAL_SERVER_ERROR {
+            return false;
+        }
+        let text = String::from_utf8_lossy(&self.body);
+        [
+            "does not have associated TTL",
+            "Unknown check ID",
+            "Unknown service ID",
+        ]
+        .iter()
+        .any(|m| text.contains(m))
+    }
+
+    /// Whether another agent might do better: a 5xx that is not a "not found", or a 429.
+    fn is_retryable(&self) -> bool {
+        (self.status.is_server_error() || self.status == StatusCode::TOO_MANY_REQUESTS)
+            && !self.is_not_found()
+    }
+
+    /// Maps a non-2xx answer to a [`RegistryError`] about `what`.
+    fn check(self, what: &str) -> Result<Reply, RegistryError> {
+        if self.status.is_success() {
+            return Ok(self);
+        }
+        let message = self.message();
+        Err(if self.is_not_found() {
+            RegistryError::NotFound(format!("{what}: {message}"))
+        } else if self.status.is_client_error() {
+            RegistryError::Rejected(format!("{what}: {}: {message}", self.status))
+        } else {
+            RegistryError::Other(format!("{what}: {}: {message}", self.status))
+        })
+    }
+}
+
+/// An error and its sources on one line (reqwest's top-level message alone is vague).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let _ = write!(s, ": {cause}");
+        source = cause.source();
+    }
+    s
+}
+
+type ListResult = Result<(u64, Vec<Instance>), RegistryError>;
+
+impl Inner {
+    /// Sends a request built by `build` for an agent's base URL and reads the answer, failing
+    /// over to the next agent on a transport error, a timeout, a 429 or a 5xx.
+    async fn send<F>(&self, build: F) -> Result<Reply, RegistryError>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
+        let n = self.addrs.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = String::new();
+        // A lone agent still gets a second try: a pooled connection may have gone stale.
+        for k in 0..n.max(2) {
+            let i = (start + k) % n;
+            let base = &self.addrs[i];
+            let mut request = build(&self.http, base);
+            if let Some(token) = &self.token {
+                request = request.header(TOKEN_HEADER, token.clone());
+            }
+            let reply = match request.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let index = resp
+                        .headers()
+                        .get(INDEX_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse().ok());
+                    resp.bytes().await.map(|body| Reply {
+                        status,
+                        index,
+                        body,
+                    })
+                }
+                Err(e) => Err(e),
+            };
+            match reply {
+                Ok(reply) if reply.is_retryable() => {
+                    last = format!("{base}: {}: {}", reply.status, reply.message());
+                    tracing::debug!("consul agent answered {last}; trying the next one");
+                }
+                Ok(reply) => {
+                    if i != start % n {
+                        tracing::info!("consul registry: now using agent {base}");
+                    }
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(reply);
+                }
+                Err(e) => {
+                    last = format!("{base}: {}", error_chain(&e));
+                    tracing::debug!("consul agent unreachable: {last}");
+                }
+            }
+        }
+        Err(RegistryError::Unavailable(last))
+    }
+
+    /// `GET /v1/health/service/<service>?passing`, blocking on `index` when it is above 0.
+    async fn health(&self, service: &str, index: u64) -> ListResult {
+        let mut path = format!("/v1/health/service/{}?passing", encode(service));
+        if let Some(dc) = &self.options.datacenter {
+            let _ = write!(path, "&dc={}", encode(dc));
+        }
+        let mut timeout = self.options.request_timeout;
+        if index > 0 {
+            let wait = self.options.blocking_wait;
+            let _ = write!(path, "&index={index}&wait={}", go_duration(wait));
+            // The agent answers after at most `wait` plus up to `wait / 16` of jitter.
+            timeout += wait + wait / 16;
+        }
+        let reply = self
+            .send(|c, base| c.get(format!("{base}{path}")).timeout(timeout))
+            .await?
+            .check(&format!("list {service}"))?;
+        let index = reply.index.ok_or_else(|| {
+            RegistryError::Other(format!(
+                "the agent's listing of {service} has no X-Consul-Index header: not a Consul agent?"
+            ))
+        })?;
+        let instances = parse_entries(&reply.body, service).map_err(RegistryError::Other)?;
+        Ok((index, instances))
+    }
+
+    /// A short `PUT` to `path`, with `body` as JSON when given.
+    async fn put(
+        &self,
+        path: &str,
+        body: Option<&RegisterBody<'_>>,
+    ) -> Result<Reply, RegistryError> {
+        let timeout = self.options.request_timeout;
+        self.send(|c, base| {
+            let request = c.put(format!("{base}{path}")).timeout(timeout);
+            match body {
+                Some(body) => request.json(body),
+                None => request,
+            }
+        })
+        .await
+    }
+}
+
+impl Registry for ConsulRegistry {
+    fn register<'a>(
+        &'a self,
+        spec: &'a RegistrationSpec,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let body = register_body(spec);
+            let i = &spec.instance;
+            self.inner
+                .put("/v1/agent/service/register", Some(&body))
+                .await?
+                .check(&format!("register {}/{}", i.service, i.id))?;
+            Ok(())
+        })
+    }
+
+    fn deregister<'a>(
+        &'a self,
+        service: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let path = format!("/v1/agent/service/deregister/{}", encode(id));
+            let reply = self.inner.put(&path, None).await?;
+            match reply.check(&format!("deregister {service}/{id}")) {
+                // Already gone is what we wanted.
+                Ok(_) | Err(RegistryError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        service: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let path = format!("/v1/agent/check/pass/{}", encode(&check_id(id)));
+            self.inner
+                .put(&path, None)
+                .await?
+                .check(&format!("heartbeat {service}/{id}"))?;
+            Ok(())
+        })
+    }
+
+    fn list<'a>(&'a self, service: &'a str) -> BoxFuture<'a, ListResult> {
+        Box::pin(self.inner.health(service, 0))
+    }
+
+    fn watch(&self, service: &str) -> BoxStream<'static, Result<Update, RegistryError>> {
+        let cursor = WatchCursor {
+            inner: self.inner.clone(),
+            service: service.to_string(),
+            index: BlockingIndex::default(),
+            last_query: None,
+            done: false,
+        };
+        futures::stream::unfold(cursor, |mut c| async move {
+            let item = c.next().await?;
+            Some((item, c))
+        })
+        .boxed()
+    }
+}
+
+/// The state of one [`ConsulRegistry::watch`] stream.
+struct WatchCursor {
+    /// The registry's shared state (client, addresses, options).
+    inner: Arc<Inner>,
+    /// The service watched.
+    service: String,
+    /// Consul's index rules.
+    index: BlockingIndex,
+    /// When the previous query started, to keep queries `min_query_interval` apart.
+    last_query: Option<Instant>,
+    /// The stream has ended (after an error).
+    done: bool,
+}
+
+impl WatchCursor {
+    async fn next(&mut self) -> Option<Result<Update, RegistryError>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some(at) = self.last_query {
+                tokio::time::sleep_until(at + self.inner.options.min_query_interval).await;
+            }
+            self.last_query = Some(Instant::now());
+            match self.inner.health(&self.service, self.index.query()).await {
+                Ok((index, instances)) => {
+                    if let Some(index) = self.index.observe(index) {
+                        return Some(Ok(Update::Reset { index, instances }));
+                    }
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(json: serde_json::Value) -> HealthEntry {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn maps_a_health_entry_to_an_instance() {
+        let e = entry(serde_json::json!({
+            "Node": {"Node": "n1", "Address": "10.0.0.1"},
+            "Service": {
+                "ID": "web-1", "Service": "web", "Address": "10.0.0.5", "Port": 8080,
+                "Tags": ["v1"], "Meta": {"zone": "a"}, "Weights": {"Passing": 7, "Warning": 1}
+            },
+            "Checks": [{"CheckID": "serfHealth", "Status": "passing"}]
+        }));
+        assert_eq!(
+            to_instance(e, "web").unwrap(),
+            Instance {
+                id: "web-1".into(),
+                service: "web".into(),
+                address: "10.0.0.5".into(),
+                port: 8080,
+                tags: vec!["v1".into()],
+                metadata: [("zone".to_string(), "a".to_string())].into(),
+                weight: 7,
+            }
+        );
+    }
+
+    #[test]
+    fn an_empty_service_address_means_the_node_address() {
+        let e = entry(serde_json::json!({
+            "Node": {"Address": "10.0.0.1"},
+            "Service": {"ID": "web-1", "Service": "web", "Address": "", "Port": 80}
+        }));
+        assert_eq!(to_instance(e, "web").unwrap().address, "10.0.0.1");
+        // No address anywhere: unusable.
+        let e = entry(serde_json::json!({
+            "Node": {"Address": ""},
+            "Service": {"ID": "web-1", "Service": "web", "Port": 80}
+        }));
+        assert!(to_instance(e, "web").is_err());
+    }
+
+    #[test]
+    fn tolerates_nulls_and_missing_fields() {
+        let e = entry(serde_json::json!({
+            "Node": null,
+            "Service": {"ID": null, "Service": "", "Address": "h", "Port": null,
+                        "Tags": null, "Meta": null, "Weights": null}
+        }));
+        let i = to_instance(e, "web").unwrap();
+        assert_eq!((i.id.as_str(), i.service.as_str()), ("web", "web"));
+        assert_eq!((i.port, i.weight), (0, 1));
+        assert!(i.tags.is_empty() && i.metadata.is_empty());
+    }
+
+    #[test]
+    fn clamps_weights_and_refuses_bad_ports() {
+        let with = |weight: i64, port: i64| {
+            to_instance(
+                entry(serde_json::json!({
+                    "Service": {"ID": "a", "Address": "h", "Port": port, "Weights": {"Passing": weight}}
+                })),
+                "web",
+            )
+        };
+        assert_eq!(with(0, 1).unwrap().weight, 1);
+        assert_eq!(with(1_000_000, 1).unwrap().weight, 10_000);
+        assert_eq!(with(250, 1).unwrap().weight, 250);
+        assert!(with(1, 70_000).is_err());
+        assert!(with(1, -1).is_err());
+    }
+
+    #[test]
+    fn parses_a_listing_skipping_unusable_entries() {
+        let body = br#"[
+            {"Node": {"Address": "10.0.0.1"}, "Service": {"ID": "a", "Service": "web", "Port": 1}},
+            {"Node": {"Address": "10.0.0.1"}},
+            {"Node": {"Address": "10.0.0.1"}, "Service": {"ID": "b", "Service": "web", "Port": 2}}
+        ]"#;
+        let list = parse_entries(body, "web").unwrap();
+        let ids: Vec<&str> = list.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(parse_entries(b"{}", "web").is_err());
+        assert!(parse_entries(b"[]", "web").unwrap().is_empty());
+    }
+
+    #[test]
+    fn blocking_index_emits_on_change_only() {
+        let mut b = BlockingIndex::default();
+        assert_eq!(b.query(), 0, "the first query does not block");
+        assert_eq!(b.observe(5), Some(5), "the first answer is always emitted");
+        assert_eq!(b.query(), 5);
+        // The wait ran out: nothing new, block again on the same index.
+        assert_eq!(b.observe(5), None);
+        assert_eq!(b.query(), 5);
+        assert_eq!(b.observe(9), Some(9));
+        assert_eq!(b.query(), 9);
+    }
+
+    #[test]
+    fn blocking_index_resets_to_zero_when_it_goes_backwards() {
+        let mut b = BlockingIndex::default();
+        b.observe(100);
+        // The agent lost its state (or another one answered): emit its list, re-query at once.
+        assert_eq!(b.observe(3), Some(3));
+        assert_eq!(b.query(), 0);
+        // The immediate answer brings the same index: nothing new; block on it from now on.
+        assert_eq!(b.observe(3), None);
+        assert_eq!(b.query(), 3);
+        assert_eq!(b.observe(4), Some(4));
+    }
+
+    #[test]
+    fn blocking_index_never_blocks_on_zero() {
+        let mut b = BlockingIndex::default();
+        assert_eq!(b.observe(0), Some(1));
+        assert_eq!(
+            b.query(),
+            1,
+            "an index of 0 would make every query return at once"
+        );
+        assert_eq!(b.observe(0), None);
+        assert_eq!(b.query(), 1);
+    }
+
+    #[test]
+    fn registration_body_matches_the_consul_api() {
+        let spec = RegistrationSpec {
+            instance: Instance {
+                id: "u-1".into(),
+                service: "users".into(),
+                address: "10.0.0.7".into(),
+                port: 8080,
+                tags: vec!["v2".into()],
+                metadata: [("zone".to_string(), "a".to_string())].into(),
+                weight: 100,
+            },
+            ttl: Duration::from_secs(10),
+            deregister_after: Some(Duration::from_secs(90)),
+        };
+        assert_eq!(
+            serde_json::to_value(register_body(&spec)).unwrap(),
+            serde_json::json!({
+                "ID": "u-1", "Name": "users", "Address": "10.0.0.7", "Port": 8080,
+                "Tags": ["v2"], "Meta": {"zone": "a"},
+                "Weights": {"Passing": 100, "Warning": 1},
+                "Check": {
+                    "CheckID": "service:u-1", "TTL": "10s", "Status": "passing",
+                    "DeregisterCriticalServiceAfter": "90s"
+                }
+            })
+        );
+        let spec = RegistrationSpec {
+            ttl: Duration::from_millis(1500),
+            deregister_after: None,
+            ..spec
+        };
+        let body = serde_json::to_value(register_body(&spec)).unwrap();
+        assert_eq!(body["Check"]["TTL"], "1500ms");
+        assert!(body["Check"]
+            .get("DeregisterCriticalServiceAfter")
+            .is_none());
+    }
+
+    #[test]
+    fn formats_go_durations() {
+        assert_eq!(go_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(go_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(go_duration(Duration::ZERO), "0ms");
+    }
+
+    #[test]
+    fn recognises_not_found_answers_of_every_consul_version() {
+        let reply = |status: u16, body: &'static str| Reply {
+            status: StatusCode::from_u16(status).unwrap(),
+            index: None,
+            body: Bytes::from_static(body.as_bytes()),
+        };
+        assert!(reply(404, "Unknown check ID").is_not_found());
+        let old = reply(
+            500,
+            "CheckID \"service:web-1\" does not have associated TTL",
+        );
+        assert!(old.is_not_found() && !old.is_retryable());
+        assert!(matches!(old.check("hb"), Err(RegistryError::NotFound(_))));
+        let outage = reply(500, "rpc error: No cluster leader");
+        assert!(!outage.is_not_found() && outage.is_retryable());
+        assert!(reply(429, "slow down").is_retryable());
+        assert!(matches!(
+            reply(403, "Permission denied").check("x"),
+            Err(RegistryError::Rejected(m)) if m.contains("Permission denied")
+        ));
+        // Signpost's Consul face answers errors as JSON.
+        assert_eq!(
+            reply(400, r#"{"error":"Name is required","field":"Name"}"#).message(),
+            "Name is required"
+        );
+    }
+
+    #[test]
+    fn encodes_path_segments_and_normalizes_addresses() {
+        assert_eq!(encode("service:web-1"), "service:web-1");
+        assert_eq!(encode("a/b c"), "a%2Fb%20c");
+        let r = ConsulRegistry::new(["127.0.0.1:1", "http://h:2/", " https://h:3 "]).unwrap();
+        assert_eq!(
+            r.addrs(),
+            ["http://127.0.0.1:1", "http://h:2", "https://h:3"]
+        );
+    }
+}
