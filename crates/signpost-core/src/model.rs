@@ -266,6 +266,12 @@ impl CheckSpec {
     }
 }
 
+/// Splits a gRPC check target `host:port[/service]` into the address to dial and the
+/// `service` of the `HealthCheckRequest` (empty: the server's overall health).
+pub fn grpc_target(target: &str) -> (&str, &str) {
+    target.split_once('/').unwrap_or((target, ""))
+}
+
 /// Identifies an instance: ids are unique within a service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct InstanceKey {
@@ -410,6 +416,17 @@ mod tests {
         let text = serde_json::to_string(&t).unwrap();
         assert_eq!(text, "\"2023-11-14T22:13:20.123Z\"");
         assert_eq!(serde_json::from_str::<Timestamp>(&text).unwrap(), t);
+    }
+
+    #[test]
+    fn grpc_targets_split_at_the_first_slash() {
+        assert_eq!(grpc_target("db:50051"), ("db:50051", ""));
+        assert_eq!(grpc_target("db:50051/"), ("db:50051", ""));
+        assert_eq!(
+            grpc_target("[::1]:50051/pkg.Users"),
+            ("[::1]:50051", "pkg.Users")
+        );
+        assert_eq!(grpc_target("h:1/a/b"), ("h:1", "a/b"));
     }
 
     #[test]

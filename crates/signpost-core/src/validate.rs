@@ -16,6 +16,8 @@ pub const MAX_ID_BYTES: usize = 128;
 pub const MIN_WEIGHT: u32 = 1;
 pub const MAX_WEIGHT: u32 = 10_000;
 pub const DEFAULT_WEIGHT: u32 = 100;
+/// The longest gRPC health-check service name (the part of a `grpc` target after `/`).
+pub const MAX_GRPC_SERVICE_BYTES: usize = 256;
 /// The shortest TTL or check interval accepted; shorter ones would make the agent a busy loop.
 pub const MIN_CHECK_PERIOD: Dur = Dur(100);
 
@@ -252,12 +254,7 @@ pub fn check(spec: &CheckSpec) -> Result<()> {
         ));
     }
     match spec.kind() {
-        Some(CheckKind::Grpc(_)) => {
-            return Err(ValidationError::new(
-                "check.grpc",
-                "grpc checks are not supported yet; use http, tcp or ttl",
-            ));
-        }
+        Some(CheckKind::Grpc(target)) => grpc_check_target(target)?,
         Some(CheckKind::Ttl(ttl)) => {
             if ttl < MIN_CHECK_PERIOD {
                 return Err(ValidationError::new(
@@ -325,6 +322,31 @@ pub fn check(spec: &CheckSpec) -> Result<()> {
                 format!("must be 1 to 100, got {n}"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Checks a gRPC check target: `host:port`, optionally followed by `/service`, the service whose
+/// health is asked for (printable, at most [`MAX_GRPC_SERVICE_BYTES`]; empty or absent means the
+/// server's overall health).
+fn grpc_check_target(target: &str) -> Result<()> {
+    let err = |m: String| ValidationError::new("check.grpc", m);
+    let (addr, service) = crate::model::grpc_target(target);
+    host_port(addr).map_err(|m| {
+        err(format!(
+            "grpc check needs host:port or host:port/service: {m}"
+        ))
+    })?;
+    if service.len() > MAX_GRPC_SERVICE_BYTES {
+        return Err(err(format!(
+            "grpc service name must be at most {MAX_GRPC_SERVICE_BYTES} bytes, got {}",
+            service.len()
+        )));
+    }
+    if service.chars().any(char::is_control) {
+        return Err(err(format!(
+            "grpc service name {service:?} must not contain control characters"
+        )));
     }
     Ok(())
 }
@@ -567,6 +589,33 @@ mod tests {
         );
         assert!(c(serde_json::json!({"tcp": "db:5432"})).is_ok());
         assert!(c(serde_json::json!({"tcp": "[::1]:5432"})).is_ok());
+        assert!(c(serde_json::json!({"grpc": "h:1"})).is_ok());
+        assert!(
+            c(serde_json::json!({"grpc": "10.0.0.1:50051/pkg.Users", "interval": "5s", "timeout": "1s"}))
+                .is_ok()
+        );
+        assert!(c(serde_json::json!({"grpc": "[::1]:50051/"})).is_ok());
+        for bad in [
+            "h",
+            "h:0",
+            "/svc",
+            "http://h:1",
+            "bad_host:1/svc",
+            "h:1/a\nb",
+        ] {
+            assert_eq!(
+                c(serde_json::json!({ "grpc": bad })).unwrap_err().field,
+                "check.grpc",
+                "{bad}"
+            );
+        }
+        let long = format!("h:1/{}", "s".repeat(MAX_GRPC_SERVICE_BYTES + 1));
+        assert_eq!(
+            c(serde_json::json!({ "grpc": long })).unwrap_err().field,
+            "check.grpc"
+        );
+        let longest = format!("h:1/{}", "s".repeat(MAX_GRPC_SERVICE_BYTES));
+        assert!(c(serde_json::json!({ "grpc": longest })).is_ok());
         assert_eq!(c(serde_json::json!({})).unwrap_err().field, "check");
         assert_eq!(
             c(serde_json::json!({"ttl": "10s", "tcp": "db:1"}))

@@ -218,6 +218,10 @@ fn to_registration(agent: &AppState, reg: ServiceRegistration) -> Result<NewInst
             "weight" => "Weights.Passing".to_string(),
             "tags" => "Tags".to_string(),
             f if f.starts_with("metadata") => f.replacen("metadata", "Meta", 1),
+            "check.ttl" => "Check.TTL".to_string(),
+            "check.http" => "Check.HTTP".to_string(),
+            "check.tcp" => "Check.TCP".to_string(),
+            "check.grpc" => "Check.GRPC".to_string(),
             f if f.starts_with("check") => f.replacen("check", "Check", 1),
             f => f.to_string(),
         };

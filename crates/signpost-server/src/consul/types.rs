@@ -156,6 +156,7 @@ fn output(check: &CheckSpec, status: Status) -> String {
         (Some(CheckKind::Ttl(ttl)), _) => format!("TTL expired or set {status} (ttl {ttl})"),
         (Some(CheckKind::Http(url)), _) => format!("HTTP GET {url}: {status}"),
         (Some(CheckKind::Tcp(addr)), _) => format!("TCP connect {addr}: {status}"),
+        (Some(CheckKind::Grpc(target)), _) => format!("gRPC health check {target}: {status}"),
         _ => String::new(),
     }
 }
@@ -264,6 +265,8 @@ pub struct CheckDefinition {
     pub tcp: Option<String>,
     #[serde(rename = "GRPC")]
     pub grpc: Option<String>,
+    #[serde(rename = "GRPCUseTLS")]
+    pub grpc_use_tls: Option<bool>,
     #[serde(rename = "Interval")]
     pub interval: Option<String>,
     #[serde(rename = "Timeout")]
@@ -309,14 +312,17 @@ impl CheckDefinition {
             if present {
                 return err(
                     name,
-                    format!("{name} checks are not supported by Signpost; use HTTP, TCP or TTL"),
+                    format!(
+                        "{name} checks are not supported by Signpost; use HTTP, TCP, gRPC or TTL"
+                    ),
                 );
             }
         }
-        if self.grpc.is_some() {
+        let grpc = self.grpc.clone().filter(|s| !s.is_empty());
+        if grpc.is_some() && self.grpc_use_tls == Some(true) {
             return err(
-                "GRPC",
-                "gRPC checks are not supported by Signpost yet; use HTTP, TCP or TTL".into(),
+                "GRPCUseTLS",
+                "TLS to checked services is not supported yet; gRPC checks use plaintext HTTP/2 (GRPCUseTLS false)".into(),
             );
         }
         if let Some(m) = &self.method {
@@ -355,7 +361,7 @@ impl CheckDefinition {
             ttl: dur("TTL", &self.ttl)?,
             http: self.http.clone().filter(|s| !s.is_empty()),
             tcp: self.tcp.clone().filter(|s| !s.is_empty()),
-            grpc: None,
+            grpc,
             interval: dur("Interval", &self.interval)?,
             timeout: dur("Timeout", &self.timeout)?,
             deregister_after: dur("DeregisterCriticalServiceAfter", &self.deregister_after)?,

@@ -298,9 +298,10 @@ async fn run_check(
 ) {
     let mut interval = tokio::time::interval(spec.interval().to_std());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prober = probe::Prober::new(spec);
     loop {
         interval.tick().await;
-        let result = probe::run(&health.client, &spec).await;
+        let result = prober.run(&health.client).await;
         let action = health.monitor().record(&key, result, health.now());
         if let (Some(action), Some(agent)) = (action, agent.upgrade()) {
             propose(&agent, action);

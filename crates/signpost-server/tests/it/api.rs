@@ -94,7 +94,7 @@ async fn invalid_registrations_get_400_naming_the_field_and_change_nothing() {
         ),
         (
             "users",
-            json!({"address": "10.0.0.1", "port": 80, "check": {"grpc": "h:1"}}),
+            json!({"address": "10.0.0.1", "port": 80, "check": {"grpc": "h"}}),
             "check.grpc",
         ),
         (

@@ -89,7 +89,11 @@ async fn registration_errors_name_consul_fields() {
         (json!({"Port": 80}), "Name"),
         (json!({"Name": "web", "Port": 70000}), "Port"),
         (
-            json!({"Name": "web", "Port": 80, "Check": {"GRPC": "127.0.0.1:9"}}),
+            json!({"Name": "web", "Port": 80, "Check": {"GRPC": "127.0.0.1:9", "GRPCUseTLS": true}}),
+            "Check.GRPCUseTLS",
+        ),
+        (
+            json!({"Name": "web", "Port": 80, "Check": {"GRPC": "127.0.0.1"}}),
             "Check.GRPC",
         ),
         (
@@ -117,6 +121,24 @@ async fn registration_errors_name_consul_fields() {
     }
     let (_, _, services) = t.consul_get("/v1/agent/services").await;
     assert_eq!(services, json!({}), "nothing was registered");
+
+    // gRPC checks are accepted in plaintext (GRPCUseTLS absent or false).
+    for (id, check) in [
+        ("g1", json!({"GRPC": "127.0.0.1:9"})),
+        (
+            "g2",
+            json!({"grpc": "127.0.0.1:9/pkg.Users", "grpc_use_tls": false}),
+        ),
+    ] {
+        let body = json!({"Name": "web", "ID": id, "Port": 80, "Check": check});
+        let (code, err) = t.consul_put("/v1/agent/service/register", body).await;
+        assert_eq!(code, 200, "{check} → {err}");
+    }
+    let (_, _, checks) = t.consul_get("/v1/agent/checks").await;
+    assert_eq!(checks["service:g1"]["Type"], "grpc", "{checks}");
+    assert_eq!(checks["service:g2"]["Type"], "grpc", "{checks}");
+    let (_, native) = t.get("/api/v1/services/web/instances/g2").await;
+    assert_eq!(native["check"]["grpc"], "127.0.0.1:9/pkg.Users", "{native}");
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
-//! Health checking against real sockets: TTL expiry, HTTP checks that flip, TCP checks, the
-//! deregister timer and the mass-eviction guard.
+//! Health checking against real sockets: TTL expiry, HTTP checks that flip, TCP checks, gRPC
+//! health checks against a real gRPC server, the deregister timer and the mass-eviction guard.
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
@@ -133,6 +133,96 @@ async fn tcp_check_against_closed_and_open_ports() {
         Some("critical")
     );
     assert_eq!(t.ids("db", "passing").await, ["open"]);
+}
+
+/// A real gRPC server on 127.0.0.1:0 serving `grpc.health.v1.Health`, with its reporter.
+async fn grpc_health_server() -> (std::net::SocketAddr, tonic_health::server::HealthReporter) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+            .unwrap()
+    });
+    (addr, reporter)
+}
+
+#[tokio::test]
+async fn grpc_check_follows_a_real_health_server() {
+    use tonic_health::ServingStatus;
+
+    let t = TestAgent::start().await;
+    let (addr, reporter) = grpc_health_server().await;
+    reporter
+        .set_service_status("pkg.Users", ServingStatus::Serving)
+        .await;
+    // Bound while the server holds its port, so the two cannot be the same port.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let check = |target: String| json!({"grpc": target, "interval": "100ms", "timeout": "1s"});
+    for (id, target) in [
+        ("users", format!("{addr}/pkg.Users")),
+        ("overall", addr.to_string()),
+        ("unknown", format!("{addr}/pkg.Nobody")),
+        ("closed", format!("{closed}/pkg.Users")),
+    ] {
+        let (status, body) = t
+            .register("grpc", json!({"id": id, "address": "127.0.0.1", "port": addr.port(), "check": check(target)}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(
+            body["status"], "critical",
+            "active checks start critical until they pass"
+        );
+    }
+    let status_is = |id: &'static str, want: &'static str| {
+        let t = &t;
+        move || async move { t.status_of("grpc", id).await.as_deref() == Some(want) }
+    };
+    eventually("SERVING passes", status_is("users", "passing")).await;
+    eventually(
+        "the server's overall health passes",
+        status_is("overall", "passing"),
+    )
+    .await;
+    reporter
+        .set_service_status("pkg.Users", ServingStatus::NotServing)
+        .await;
+    eventually(
+        "NOT_SERVING turns it critical",
+        status_is("users", "critical"),
+    )
+    .await;
+    reporter
+        .set_service_status("pkg.Users", ServingStatus::Serving)
+        .await;
+    eventually(
+        "SERVING again turns it passing",
+        status_is("users", "passing"),
+    )
+    .await;
+    // The other instances have been probed several times over by now.
+    assert_eq!(
+        t.status_of("grpc", "overall").await.as_deref(),
+        Some("passing"),
+        "the overall status did not follow one service's"
+    );
+    assert_eq!(
+        t.status_of("grpc", "unknown").await.as_deref(),
+        Some("critical"),
+        "a service the server does not know is critical"
+    );
+    assert_eq!(
+        t.status_of("grpc", "closed").await.as_deref(),
+        Some("critical"),
+        "a closed port is critical"
+    );
+    assert_eq!(t.ids("grpc", "passing").await, ["overall", "users"]);
 }
 
 #[tokio::test]
