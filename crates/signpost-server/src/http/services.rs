@@ -6,7 +6,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 use signpost_core::model::Dur;
 use signpost_core::validate::{self, DefinitionInput, Registration};
 use signpost_core::{Command, Instance, InstanceKey, Status};
@@ -158,15 +157,36 @@ pub async fn list_instances(
     }
     let state = agent.store.read();
     let index = state.registry.service_index(&service).max(1);
-    let instances: Vec<&Instance> = state
-        .registry
-        .instances(&service)
-        .filter(|i| q.matches(i))
-        .collect();
+    let render = || {
+        let instances: Vec<&Instance> = state
+            .registry
+            .instances(&service)
+            .filter(|i| q.matches(i))
+            .collect();
+        let list = InstanceList { index, instances };
+        bytes::Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+    };
+    // Tag-filtered reads are rendered every time; the plain ones are cached per index.
+    let body = match (q.tags.is_empty(), q.status) {
+        (true, StatusFilter::Any) => agent.store.rendered(&service, 0, index, render),
+        (true, StatusFilter::Only(s)) => agent.store.rendered(&service, 1 + s as u8, index, render),
+        (false, _) => render(),
+    };
+    drop(state);
     Ok(with_index(
         index,
-        Json(json!({ "index": index, "instances": instances })),
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        ),
     ))
+}
+
+/// The body of an instance listing.
+#[derive(serde::Serialize)]
+struct InstanceList<'a> {
+    index: u64,
+    instances: Vec<&'a Instance>,
 }
 
 /// `GET /api/v1/services/{service}/instances/{id}`
