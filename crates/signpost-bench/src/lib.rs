@@ -1,6 +1,6 @@
-//! `signpost-bench`: a load generator for an already running Signpost agent.
+//! `signpost-bench`: load generators for Signpost, and the Signpost-vs-etcd suite.
 //!
-//! It speaks only the agent's public HTTP API (`/api/v1/services/...`), so what it measures is
+//! The single-agent scenarios speak only the agent's public HTTP API (`/api/v1/services/...`), so what it measures is
 //! what a client would see: HTTP/1.1 keep-alive connections on loopback, JSON bodies, one
 //! request in flight per connection.
 //!
@@ -15,10 +15,15 @@
 //!   read from `/proc/self/stat`, so a reader can tell whether the generator was the bottleneck.
 //! - [`report`]: the figures of one run, printed as an aligned table or as one JSON object.
 //!
+//! - [`compare`]: Signpost against etcd 3.4, side by side — register, discover, heartbeat,
+//!   watch fan-out, memory and restart — on servers it starts itself, with a Markdown report and
+//!   an SVG chart. `bench/run.sh` runs it (see the module's own layout section).
+//!
 //! `src/main.rs` is only argument parsing and printing; `bench/registry.sh` at the repository root
 //! builds the agent, runs the scenarios against it and measures a restart.
 #![forbid(unsafe_code)]
 
+pub mod compare;
 pub mod payload;
 pub mod report;
 pub mod scenario;

@@ -41,6 +41,50 @@ enum Command {
     /// Like register, printing one line (and accepting 200 for existing instances): fills an
     /// agent before a restart test.
     Seed(SeedArgs),
+    /// Signpost against etcd: starts both (on free loopback ports), runs every scenario back
+    /// to back and writes a Markdown report with an SVG chart. `bench/run.sh` runs this.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Debug)]
+struct CompareArgs {
+    /// Smaller numbers and one run, a couple of minutes (also: QUICK=1).
+    #[arg(long, env = "QUICK")]
+    quick: bool,
+    /// Tiny numbers, seconds: what the smoke test runs.
+    #[arg(long, conflicts_with = "quick")]
+    smoke: bool,
+    /// Runs of every scenario (default: 3, or 1 with --quick).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Only these scenarios (comma-separated: register, discover, heartbeat, watch, memory,
+    /// restart).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// The signpost binary [default: `signpost` beside this binary].
+    #[arg(long)]
+    signpost_bin: Option<std::path::PathBuf>,
+    /// The etcd 3.4 binary.
+    #[arg(long, default_value = "etcd")]
+    etcd_bin: std::path::PathBuf,
+    /// Where to write the report (the chart goes beside it as .svg, every sample as .json).
+    #[arg(long, default_value = "bench/report.md")]
+    report: std::path::PathBuf,
+    /// Directory for data dirs and server logs [default: a new temporary directory].
+    #[arg(long)]
+    work_dir: Option<std::path::PathBuf>,
+    /// Keep data dirs and server logs.
+    #[arg(long)]
+    keep: bool,
+    /// Append the PID of every server started to this file (for the caller's clean-up).
+    #[arg(long)]
+    pid_file: Option<std::path::PathBuf>,
+    /// The gateway benchmark script, run after the suite when it exists.
+    #[arg(long, default_value = "bench/gateway.sh")]
+    gateway_script: std::path::PathBuf,
+    /// Longest the gateway benchmark may run.
+    #[arg(long, default_value = "20m", value_parser = parse_duration)]
+    gateway_timeout: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -117,7 +161,11 @@ fn parse_ttl(s: &str) -> Result<Ttl, String> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let progress = !cli.quiet;
-    let result = match cli.command {
+    let command = match cli.command {
+        Command::Compare(a) => return compare(a, progress).await,
+        other => other,
+    };
+    let result = match command {
         Command::Register(a) => signpost_bench::register(&RegisterOptions {
             addr: cli.addr.clone(),
             clients: a.clients,
@@ -140,6 +188,7 @@ async fn main() -> ExitCode {
         })
         .await
         .map(|r| (r, true)),
+        Command::Compare(_) => unreachable!("handled above"),
         Command::Discover(a) => signpost_bench::discover(&DiscoverOptions {
             addr: cli.addr.clone(),
             clients: a.clients,
@@ -180,5 +229,131 @@ fn print(report: &Report, one_line: bool, json: bool) {
         println!("{}", report.to_json());
     } else {
         print!("{text}");
+    }
+}
+
+/// `signpost-bench compare`: the suite, stopped cleanly (servers killed by PID) on SIGINT or
+/// SIGTERM.
+async fn compare(a: CompareArgs, progress: bool) -> ExitCode {
+    use signpost_bench::compare::{self, server::Binaries, Environment, Output, Plan, Scenario};
+
+    let mut plan = if a.smoke {
+        Plan::smoke()
+    } else if a.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    if let Some(runs) = a.runs {
+        plan.runs = runs.max(1);
+    }
+    if !a.scenarios.is_empty() {
+        let mut chosen = Vec::new();
+        for name in &a.scenarios {
+            match Scenario::parse(name.trim()) {
+                Some(s) => chosen.push(s),
+                None => {
+                    eprintln!(
+                        "error: unknown scenario {name:?} (register, discover, heartbeat, watch, memory, restart)"
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        plan.scenarios = Scenario::ALL
+            .into_iter()
+            .filter(|s| chosen.contains(s))
+            .collect();
+    }
+    let signpost = a.signpost_bin.unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("signpost")))
+            .unwrap_or_else(|| "signpost".into())
+    });
+    let temp = match a.work_dir {
+        Some(_) => None,
+        None => match tempfile::Builder::new()
+            .prefix("signpost-compare.")
+            .tempdir()
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: cannot create a temporary directory: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let work_dir = a
+        .work_dir
+        .clone()
+        .or_else(|| temp.as_ref().map(|t| t.path().to_path_buf()))
+        .unwrap_or_else(|| "signpost-compare".into());
+    if let Some(pid_file) = &a.pid_file {
+        if let Err(e) = compare::server::reset_pid_file(pid_file) {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let env = Environment {
+        bins: Binaries {
+            signpost,
+            etcd: a.etcd_bin,
+            pid_file: a.pid_file,
+        },
+        work_dir,
+        keep: a.keep,
+        progress,
+    };
+    let out = Output {
+        report: a.report,
+        gateway_script: Some(a.gateway_script),
+        gateway_timeout: a.gateway_timeout,
+    };
+    eprintln!(
+        "signpost-bench compare: {} mode, {} run(s); data in {}",
+        plan.mode.name(),
+        plan.runs,
+        env.work_dir.display()
+    );
+    let run = compare::run_and_report(&plan, &env, &out);
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot watch SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = tokio::select! {
+        r = run => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = term.recv() => Err(anyhow::anyhow!("terminated")),
+    };
+    // Dropping the suite's future above killed every server it had started.
+    if a.keep {
+        if let Some(t) = temp {
+            eprintln!("kept {}", t.keep().display());
+        }
+    }
+    match result {
+        Ok(results) => {
+            eprintln!(
+                "wrote {} in {:.1} min",
+                out.report.display(),
+                results.elapsed.as_secs_f64() / 60.0
+            );
+            if results.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                for f in &results.failures {
+                    eprintln!("failed: {f}");
+                }
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

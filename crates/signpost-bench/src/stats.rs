@@ -72,6 +72,43 @@ pub fn cpu_time() -> Option<Duration> {
     parse_proc_stat_cpu(&stat)
 }
 
+/// User + system CPU time process `pid` has used so far (a server under test), or `None` when
+/// it is gone or `/proc` is missing.
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_proc_stat_cpu(&stat)
+}
+
+/// Resident set size of process `pid` in bytes (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_rss(&status)
+}
+
+/// `VmRSS:   1234 kB` of a `/proc/<pid>/status` text, in bytes.
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The 1-, 5- and 15-minute load averages of the machine (`/proc/loadavg`), as `uptime` shows
+/// them, or `None` where `/proc` is missing.
+pub fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut it = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
+}
+
+/// CPU time over a stretch of wall time as a share of one core (100 = one core busy).
+pub fn cpu_percent(cpu: Duration, wall: Duration) -> f64 {
+    if wall.is_zero() {
+        0.0
+    } else {
+        cpu.as_secs_f64() / wall.as_secs_f64() * 100.0
+    }
+}
+
 /// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line.
 fn parse_proc_stat_cpu(stat: &str) -> Option<Duration> {
     // The command name (field 2) is in parentheses and may contain spaces or ')'; the fields
@@ -93,6 +130,22 @@ mod tests {
         let line = "4242 (sign post) R 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0 4 0 1 2 3";
         assert_eq!(parse_proc_stat_cpu(line), Some(Duration::from_millis(3250)));
         assert!(cpu_time().is_some() || !std::path::Path::new("/proc/self/stat").exists());
+    }
+
+    #[test]
+    fn vm_rss_in_bytes() {
+        let status = "Name:\tetcd\nVmPeak:\t  999 kB\nVmRSS:\t   2048 kB\nThreads:\t9\n";
+        assert_eq!(parse_vm_rss(status), Some(2 * 1024 * 1024));
+        assert_eq!(parse_vm_rss("Name: x\n"), None);
+        assert!(rss_bytes(std::process::id()).is_some_and(|b| b > 0));
+        assert!(process_cpu_time(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn cpu_share_of_one_core() {
+        let pct = cpu_percent(Duration::from_millis(250), Duration::from_secs(1));
+        assert!((pct - 25.0).abs() < 1e-9);
+        assert_eq!(cpu_percent(Duration::from_secs(1), Duration::ZERO), 0.0);
     }
 
     #[test]

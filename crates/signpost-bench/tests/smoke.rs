@@ -1,5 +1,9 @@
-//! Smoke test: every scenario against an in-process dev agent, with tiny numbers, so the crate
-//! cannot rot unnoticed.
+//! Smoke tests, with tiny numbers, so the crate cannot rot unnoticed:
+//! - every single-agent scenario against an in-process dev agent;
+//! - the whole Signpost-vs-etcd suite (`compare`) against the real `signpost` binary (built by
+//!   `cargo build -p signpost`) and a real etcd 3.4 (Debian `etcd-server`, which
+//!   `scripts/test.sh` installs; without it this test fails on purpose), both on free loopback
+//!   ports and killed by PID, writing the report and chart into a temporary directory.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -134,4 +138,124 @@ async fn scenarios_run_against_an_agent() -> anyhow::Result<()> {
     assert_eq!(listed_ids(&agent.addr, "disc-10").await?.len(), 10);
 
     agent.stop().await
+}
+
+/// Builds the `signpost` binary (a no-op when it is up to date) and answers its path.
+fn signpost_binary() -> std::path::PathBuf {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "-p",
+            "signpost",
+            "--bin",
+            "signpost",
+            "--message-format=json",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("cannot run cargo");
+    assert!(out.status.success(), "cargo build -p signpost failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "signpost")
+        .find_map(|m| m["executable"].as_str().map(std::path::PathBuf::from))
+        .expect("cargo reported no signpost executable")
+}
+
+/// `etcd` on the PATH (Debian `etcd-server`).
+fn etcd_binary() -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("etcd"))
+        .find(|p| p.is_file())
+        .expect("etcd is not installed (Debian etcd-server; scripts/test.sh installs it)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_suite_runs_against_signpost_and_etcd() -> anyhow::Result<()> {
+    use signpost_bench::compare::{
+        self, server::Binaries, target::System, Environment, Output, Plan,
+    };
+
+    let dir = tempfile::tempdir()?;
+    let plan = Plan::smoke();
+    let env = Environment {
+        bins: Binaries {
+            signpost: signpost_binary(),
+            etcd: etcd_binary(),
+            pid_file: Some(dir.path().join("pids")),
+        },
+        work_dir: dir.path().join("work"),
+        keep: false,
+        progress: false,
+    };
+    let out = Output {
+        report: dir.path().join("out/report.md"),
+        gateway_script: Some(dir.path().join("no-gateway.sh")),
+        gateway_timeout: Duration::from_secs(5),
+    };
+    let started = Instant::now();
+    let results = compare::run_and_report(&plan, &env, &out).await?;
+    assert!(results.failures.is_empty(), "{:#?}", results.failures);
+
+    // Every headline figure, for both systems.
+    for key in [
+        "register.rate",
+        "discover.10.rate",
+        "heartbeat.server_cpu",
+        "heartbeat.false_expiries",
+        "watch.20.p99_ms",
+        "memory.300.bytes_per_instance",
+        "restart.300.seconds",
+    ] {
+        for system in System::ALL {
+            assert!(
+                results.stat(key, system).is_some(),
+                "{key} missing for {}",
+                system.name()
+            );
+        }
+    }
+    for system in System::ALL {
+        assert_eq!(
+            results
+                .stat("heartbeat.false_expiries", system)
+                .unwrap()
+                .max,
+            0.0
+        );
+        assert_eq!(results.stat("watch.20.missing", system).unwrap().max, 0.0);
+    }
+
+    let report = std::fs::read_to_string(&out.report)?;
+    assert!(report.contains("| register: 200 instances"), "{report}");
+    assert!(
+        report.contains("## Targets") && report.contains("met"),
+        "{report}"
+    );
+    assert!(
+        report.contains("gateway benchmark not available"),
+        "{report}"
+    );
+    let svg = std::fs::read_to_string(dir.path().join("out/report.svg"))?;
+    assert!(svg.starts_with("<svg") && svg.contains("Signpost"));
+    assert!(dir.path().join("out/report.json").exists());
+
+    // Every server it started is gone.
+    let pids = std::fs::read_to_string(dir.path().join("pids"))?;
+    assert!(pids.lines().count() >= 12, "{pids}");
+    for pid in pids.lines() {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false);
+        assert!(!alive, "server {pid} still runs");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "the smoke run took {:?}",
+        started.elapsed()
+    );
+    Ok(())
 }

@@ -220,9 +220,22 @@ impl Agent {
                     match f.leader_node {
                         Some(leader) if f.leader_id != Some(self.node_id) => {
                             last_leader = Some(leader.http_addr.clone());
-                            match crate::cluster::forward_propose(self, &leader, &request).await {
-                                Ok(resp) => return Ok(resp),
-                                Err(e) => tracing::debug!("forwarding to {leader} failed: {e}"),
+                            // Give up on this leader as soon as this node learns of an election:
+                            // a leader that paused or was cut off mid-request would otherwise
+                            // hold every write of this node (the batcher sends one entry at a
+                            // time) until the forward times out, long after a new leader took over.
+                            let forwarded = tokio::select! {
+                                r = crate::cluster::forward_propose(self, &leader, &request) => Some(r),
+                                () = self.leader_changed(f.leader_id) => None,
+                            };
+                            match forwarded {
+                                Some(Ok(resp)) => return Ok(resp),
+                                Some(Err(e)) => {
+                                    tracing::debug!("forwarding to {leader} failed: {e}")
+                                }
+                                None => {
+                                    tracing::debug!("leader changed while forwarding to {leader}")
+                                }
                             }
                         }
                         _ => {}
@@ -251,6 +264,12 @@ impl Agent {
             let _ = metrics.wait_for(|m| m.current_leader.is_some()).await;
         })
         .await;
+    }
+
+    /// Resolves when this node's view of the leader is no longer `leader`.
+    async fn leader_changed(&self, leader: Option<NodeId>) {
+        let mut metrics = self.raft.metrics();
+        let _ = metrics.wait_for(|m| m.current_leader != leader).await;
     }
 
     /// Resolves when shutdown begins.

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod gateway_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run the registry agent.
     Agent(AgentArgs),
+    /// Run the API gateway (see README: Gateway).
+    Gateway(gateway_cmd::GatewayArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -113,6 +116,9 @@ impl AgentArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Gateway(args) = &cli.command {
+        return gateway_cmd::main(args);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -123,6 +129,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Agent(args) => run_agent(args).await,
+            Command::Gateway(_) => unreachable!("handled above"),
             Command::Client(cmd) => cli::run(&cli.client, cmd).await,
         }
     });

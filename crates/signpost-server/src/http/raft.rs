@@ -2,7 +2,7 @@
 //! the requests followers hand to the leader ([`crate::cluster`]). Served on the dedicated Raft
 //! listener when there is one, and on the HTTP port otherwise.
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -12,6 +12,13 @@ use signpost_core::Request;
 use super::AppState;
 use crate::cluster::{self, JoinRequest, RemoveRequest, TtlRequest};
 use crate::raft::{NodeId, TypeConfig};
+
+/// Largest member-to-member request body. A snapshot chunk is up to 3 MiB of data (openraft's
+/// `snapshot_max_chunk_size`) sent as a JSON array of numbers, up to four bytes per data byte;
+/// a batch of log entries can be large too. Members are trusted: the limit only bounds memory.
+/// (The API's own limit, [`super::MAX_BODY`], would refuse the snapshot a follower that fell
+/// behind needs as soon as the registry holds a few thousand instances.)
+pub const MAX_RAFT_BODY: usize = 64 * 1024 * 1024;
 
 /// The member-to-member routes.
 pub fn routes() -> Router<AppState> {
@@ -24,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/raft/ttl", post(ttl))
         .route("/raft/join", post(join))
         .route("/raft/remove", post(remove))
+        .layer(DefaultBodyLimit::max(MAX_RAFT_BODY))
 }
 
 /// A router serving only the member-to-member routes, for the dedicated Raft listener.

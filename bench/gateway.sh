@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# Gateway benchmark: the same route measured with wrk through three paths, in one run:
+#   1. a backend directly,
+#   2. nginx as a reverse proxy (upstream with keepalive, round robin over two backends),
+#   3. the Signpost gateway (round robin over the same two backends, found in a dev agent).
+# Both proxies do the same per-request work: pooled keep-alive upstream connections, Host kept,
+# X-Forwarded-For/-Proto/-Host and X-Request-Id set, no access log (bench/gateway/*.in).
+# Prints req/s, p50 and p99 of each and the ratios to nginx. Everything runs on loopback; every
+# process this script starts is stopped by PID on exit and its temporary directory removed.
+#
+# Usage: bench/gateway.sh
+# Environment overrides (defaults in brackets):
+#   DURATION [10s]     length of each measured wrk run
+#   CONNECTIONS [64]   wrk connections (-c)
+#   WRK_THREADS [2]    wrk threads (-t)
+#   PIN [1]            1: wrk on CPU 1, the backends, agent and proxies on CPU 0 (taskset), so
+#                      the load generator and the proxy under test do not fight over one core.
+#                      0: no pinning.
+#   WORKERS [1]        nginx worker_processes and gateway runtime threads (the same for both;
+#                      with PIN=1 they share CPU 0, so 1 is the fair setting)
+#   ROUNDS [1]         measure nginx and the gateway this many times, alternating; the table
+#                      shows each one's median round
+#   WARMUP [2s]        unmeasured wrk run before each measured one
+#   SKIP_BUILD [0]     1 = use the binaries already in the target dir
+#   KEEP_TMP [0]       1 = keep the temporary directory (configs, logs, raw wrk output)
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+WRK_THREADS=${WRK_THREADS:-2}
+PIN=${PIN:-1}
+WORKERS=${WORKERS:-1}
+ROUNDS=${ROUNDS:-1}
+WARMUP=${WARMUP:-2s}
+SKIP_BUILD=${SKIP_BUILD:-0}
+KEEP_TMP=${KEEP_TMP:-0}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+PIDS=()
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/signpost-gateway-bench.XXXXXX")
+chmod 755 "$TMP" # nginx workers run as an unprivileged user
+
+forget_pid() {
+    local pid keep=()
+    for pid in "${PIDS[@]}"; do
+        [[ $pid == "$1" ]] || keep+=("$pid")
+    done
+    PIDS=("${keep[@]}")
+}
+
+# Stops one process we started: SIGTERM, up to 5 s for a clean exit, then SIGKILL.
+stop_pid() {
+    local pid=$1
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    forget_pid "$pid"
+}
+
+cleanup() {
+    local i
+    # Newest first: the proxies stop before the agent and the backends they depend on.
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        stop_pid "${PIDS[$i]}"
+    done
+    if [[ $KEEP_TMP == 1 ]]; then
+        echo "kept $TMP (configs, logs, raw wrk output)" >&2
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# ---- tools ------------------------------------------------------------------------------------
+need=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]} (Debian packages)"
+    as_root apt-get update -qq
+    # Debian's nginx package may try to start the system service; the script uses its own.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+CPUS=$(nproc)
+if [[ $PIN == 1 && $CPUS -lt 2 ]]; then
+    echo "PIN=1 needs 2 CPUs, this machine has $CPUS; running unpinned" >&2
+    PIN=0
+fi
+if [[ $PIN == 1 ]]; then
+    SERVERS=(taskset -c 0)
+    LOADGEN=(taskset -c 1)
+else
+    SERVERS=()
+    LOADGEN=()
+fi
+
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "building (release)"
+    cargo build --release -q -p signpost -p signpost-gateway --bins
+fi
+BIN="$ROOT/target/release"
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_http() {
+    local url=$1 what=$2
+    for _ in $(seq 100); do
+        if curl -fs -o /dev/null "$url"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "$what did not come up ($url); logs in $TMP" >&2
+    KEEP_TMP=1
+    exit 1
+}
+
+# ---- backends, agent, proxies -----------------------------------------------------------------
+BACKEND_A=$(free_port)
+BACKEND_B=$(free_port)
+AGENT_PORT=$(free_port)
+NGINX_PORT=$(free_port)
+GATEWAY_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
+
+log "starting two backends, a dev agent, nginx and the gateway"
+"${SERVERS[@]}" "$BIN/gateway-bench-backend" "127.0.0.1:$BACKEND_A" a 1 >"$TMP/backend-a.log" 2>&1 &
+PIDS+=($!)
+"${SERVERS[@]}" "$BIN/gateway-bench-backend" "127.0.0.1:$BACKEND_B" b 1 >"$TMP/backend-b.log" 2>&1 &
+PIDS+=($!)
+RUST_LOG=warn "${SERVERS[@]}" "$BIN/signpost" agent --dev --no-dns \
+    --http-addr "127.0.0.1:$AGENT_PORT" >"$TMP/agent.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$BACKEND_A/" "backend a"
+wait_http "http://127.0.0.1:$BACKEND_B/" "backend b"
+wait_http "http://127.0.0.1:$AGENT_PORT/api/v1/agent/self" "the agent"
+for id in a b; do
+    port=$BACKEND_A
+    [[ $id == b ]] && port=$BACKEND_B
+    # No check: the instances are passing from the start and stay so.
+    curl -fs -o /dev/null -XPOST "http://127.0.0.1:$AGENT_PORT/api/v1/services/bench/instances" \
+        -d "{\"id\": \"bench-$id\", \"address\": \"127.0.0.1\", \"port\": $port}"
+done
+
+fill() {
+    sed -e "s|@TMP@|$TMP|g" -e "s|@WORKERS@|$WORKERS|g" -e "s|@BACKEND_A@|$BACKEND_A|g" \
+        -e "s|@BACKEND_B@|$BACKEND_B|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
+        -e "s|@GATEWAY_PORT@|$GATEWAY_PORT|g" -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" \
+        -e "s|@AGENT_PORT@|$AGENT_PORT|g" "$1"
+}
+fill bench/gateway/nginx.conf.in >"$TMP/nginx.conf"
+fill bench/gateway/gateway.toml.in >"$TMP/gateway.toml"
+mkdir -p "$TMP/nginx-body" "$TMP/nginx-proxy" "$TMP/nginx-fastcgi" "$TMP/nginx-uwsgi" "$TMP/nginx-scgi"
+
+"${SERVERS[@]}" "$NGINX" -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf" -g 'daemon off;' \
+    >"$TMP/nginx.log" 2>&1 &
+PIDS+=($!)
+RUST_LOG=warn "${SERVERS[@]}" "$BIN/signpost" gateway --config "$TMP/gateway.toml" \
+    >"$TMP/gateway.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$NGINX_PORT/" "nginx"
+wait_http "http://127.0.0.1:$GATEWAY_PORT/" "the gateway"
+
+# Both proxies must reach both backends before anything is measured.
+for port in "$NGINX_PORT" "$GATEWAY_PORT"; do
+    seen=$(for _ in 1 2 3 4; do curl -fs "http://127.0.0.1:$port/"; done | sort -u | tr '\n' ' ')
+    if [[ $seen != "hello from a hello from b " ]]; then
+        echo "proxy on port $port answered: $seen (expected both backends); logs in $TMP" >&2
+        KEEP_TMP=1
+        exit 1
+    fi
+done
+
+# ---- measurements -----------------------------------------------------------------------------
+run_wrk() {
+    local label=$1 port=$2
+    "${LOADGEN[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$WARMUP" "http://127.0.0.1:$port/" >/dev/null
+    log "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency http://127.0.0.1:$port/  ($label)"
+    "${LOADGEN[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+        "http://127.0.0.1:$port/" >"$TMP/wrk-$label.txt"
+    grep -E "Requests/sec|^ +(50|99)%" "$TMP/wrk-$label.txt" >&2
+}
+
+echo "load before: $(uptime)"
+REPORT=()
+run_wrk direct "$BACKEND_A"
+REPORT+=("direct=$TMP/wrk-direct.txt")
+for round in $(seq "$ROUNDS"); do
+    run_wrk "nginx-$round" "$NGINX_PORT"
+    REPORT+=("nginx#$round=$TMP/wrk-nginx-$round.txt")
+    run_wrk "signpost-$round" "$GATEWAY_PORT"
+    REPORT+=("signpost#$round=$TMP/wrk-signpost-$round.txt")
+done
+echo "load after:  $(uptime)"
+
+echo
+echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency; PIN=$PIN WORKERS=$WORKERS ROUNDS=$ROUNDS; $(nproc) CPUs"
+python3 bench/gateway/report.py "${REPORT[@]}"

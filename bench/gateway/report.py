@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Reads wrk --latency outputs and prints the comparison table of bench/gateway.sh.
+
+Usage: report.py LABEL=FILE ... ; labels are 'direct', 'nginx' and 'signpost' with an
+optional '#round' suffix. With several rounds, the table shows each target's median round
+(by req/s) and lists every round below it.
+"""
+import re
+import statistics
+import sys
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def parse(path):
+    text = open(path).read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    lat = {}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        lat[pct] = float(m.group(1)) * UNITS[m.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    socket = re.search(r"Socket errors:.*", text)
+    return {
+        "rps": rps,
+        "p50": lat["50"],
+        "p99": lat["99"],
+        "non2xx": int(errors.group(1)) if errors else 0,
+        "socket": socket.group(0) if socket else "",
+    }
+
+
+runs = {}
+for arg in sys.argv[1:]:
+    label, path = arg.split("=", 1)
+    target = label.split("#")[0]
+    runs.setdefault(target, []).append(parse(path))
+
+
+def median_run(rs):
+    ordered = sorted(rs, key=lambda r: r["rps"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+names = {"direct": "backend direct", "nginx": "nginx proxy", "signpost": "signpost gateway"}
+rows = {t: median_run(rs) for t, rs in runs.items()}
+nginx = rows.get("nginx")
+print(f"{'target':<18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'req/s vs nginx':>15} {'p99 vs nginx':>13}")
+for t in ("direct", "nginx", "signpost"):
+    if t not in rows:
+        continue
+    r = rows[t]
+    vs = f"{r['rps'] / nginx['rps']:.2f}x" if nginx else "-"
+    p99 = f"{r['p99'] / nginx['p99']:.2f}x" if nginx else "-"
+    print(f"{names[t]:<18} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {vs:>15} {p99:>13}")
+if len(runs.get("signpost", [])) > 1 or len(runs.get("nginx", [])) > 1:
+    print("\nevery round (req/s, p50 ms, p99 ms):")
+    for t in ("direct", "nginx", "signpost"):
+        for i, r in enumerate(runs.get(t, []), 1):
+            print(f"  {names[t]:<18} round {i}: {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}")
+for t, rs in runs.items():
+    for r in rs:
+        if r["non2xx"] or r["socket"]:
+            print(f"warning: {names[t]}: {r['non2xx']} non-2xx responses; {r['socket']}")

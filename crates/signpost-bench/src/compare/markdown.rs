@@ -1,0 +1,567 @@
+//! `bench/report.md`: the main table (medians with min–max and Signpost/etcd ratios), the
+//! targets with met / not met, the generator's own CPU, every other figure, the load of the
+//! machine during the run, and the gateway benchmark's table.
+
+use std::fmt::Write as _;
+
+use super::chart::Panel;
+use super::suite::{Mode, Plan, Results, Stat};
+use super::target::System;
+
+/// What the report says about the run besides the figures.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub plan: Plan,
+    /// When the run started (RFC 3339).
+    pub started: String,
+    pub machine: String,
+    pub signpost_version: String,
+    pub etcd_version: String,
+    /// The gateway benchmark's output (Markdown), or why there is none.
+    pub gateway: Result<String, String>,
+    /// File name of the chart, linked from the report.
+    pub chart_file: String,
+}
+
+/// A row of the main table: a metric of a scenario.
+struct Row {
+    scenario: String,
+    measure: &'static str,
+    key: String,
+}
+
+fn rows(plan: &Plan) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut push = |scenario: String, measure: &'static str, key: String| {
+        rows.push(Row {
+            scenario,
+            measure,
+            key,
+        })
+    };
+    let reg = format!(
+        "register: {} instances, {} services, {} connections",
+        n(plan.register_count),
+        n(plan.services),
+        plan.register_clients
+    );
+    push(reg.clone(), "writes/s", "register.rate".into());
+    push(reg.clone(), "p50 ms", "register.p50_ms".into());
+    push(reg, "p99 ms", "register.p99_ms".into());
+    for &size in &plan.discover_sizes {
+        let s = format!(
+            "discover: {size} instances, {} connections, {} s",
+            plan.discover_clients,
+            plan.discover_duration.as_secs_f64()
+        );
+        push(s.clone(), "reads/s", format!("discover.{size}.rate"));
+        push(s.clone(), "p50 ms", format!("discover.{size}.p50_ms"));
+        push(s, "p99 ms", format!("discover.{size}.p99_ms"));
+    }
+    let hb = &plan.heartbeat;
+    let h = format!(
+        "heartbeat: {} instances every {} s, TTL {} s, {} connections",
+        n(hb.instances),
+        hb.interval.as_secs_f64(),
+        hb.ttl.as_secs_f64(),
+        hb.clients
+    );
+    push(
+        h.clone(),
+        "server CPU, % of one core",
+        "heartbeat.server_cpu".into(),
+    );
+    push(
+        h.clone(),
+        "false expiries",
+        "heartbeat.false_expiries".into(),
+    );
+    push(
+        h.clone(),
+        "instances registered and renewed",
+        "heartbeat.registered".into(),
+    );
+    push(
+        h.clone(),
+        "latest renewal, ms behind schedule",
+        "heartbeat.max_lateness_ms".into(),
+    );
+    push(h.clone(), "renewals/s", "heartbeat.rate".into());
+    push(h, "renewal p99 ms", "heartbeat.p99_ms".into());
+    for &w in &plan.watchers {
+        let s = format!("watch fan-out: {} watchers, one registration", n(w as u64));
+        push(s.clone(), "p50 ms", format!("watch.{w}.p50_ms"));
+        push(s.clone(), "p99 ms", format!("watch.{w}.p99_ms"));
+        push(s, "max ms", format!("watch.{w}.max_ms"));
+    }
+    for &c in &plan.memory_counts {
+        let s = format!("memory: {} instances", n(c));
+        push(s.clone(), "RSS MiB", format!("memory.{c}.rss_mib"));
+        push(
+            s.clone(),
+            "bytes/instance",
+            format!("memory.{c}.bytes_per_instance"),
+        );
+        push(
+            s,
+            "overhead beyond payload, bytes",
+            format!("memory.{c}.overhead"),
+        );
+    }
+    for &c in &plan.restart_counts {
+        push(
+            format!("restart after kill -9: {} instances", n(c)),
+            "seconds until all served",
+            format!("restart.{c}.seconds"),
+        );
+    }
+    rows
+}
+
+/// The panels of the chart.
+pub fn panels(plan: &Plan) -> Vec<Panel> {
+    let mut throughput = vec![("register".to_string(), "register.rate".to_string())];
+    for &s in &plan.discover_sizes {
+        throughput.push((format!("discover {s}"), format!("discover.{s}.rate")));
+    }
+    vec![
+        Panel {
+            title: "Throughput, operations/s (higher is better)".into(),
+            groups: throughput,
+            target: None,
+        },
+        Panel {
+            title: "Watch fan-out p99, ms (lower is better)".into(),
+            groups: plan
+                .watchers
+                .iter()
+                .map(|w| {
+                    (
+                        format!("{} watchers", n(*w as u64)),
+                        format!("watch.{w}.p99_ms"),
+                    )
+                })
+                .collect(),
+            target: Some((50.0, "target 50 ms".into())),
+        },
+        Panel {
+            title: format!(
+                "Heartbeats of {} instances: server CPU, % of one core",
+                n(plan.heartbeat.instances)
+            ),
+            groups: vec![("server CPU".into(), "heartbeat.server_cpu".into())],
+            target: Some((30.0, "target 30%".into())),
+        },
+        Panel {
+            title: "Memory: RSS bytes per instance".into(),
+            groups: plan
+                .memory_counts
+                .iter()
+                .map(|c| {
+                    (
+                        format!("{} instances", n(*c)),
+                        format!("memory.{c}.bytes_per_instance"),
+                    )
+                })
+                .collect(),
+            target: None,
+        },
+        Panel {
+            title: "Restart after kill -9, seconds".into(),
+            groups: plan
+                .restart_counts
+                .iter()
+                .map(|c| {
+                    (
+                        format!("{} instances", n(*c)),
+                        format!("restart.{c}.seconds"),
+                    )
+                })
+                .collect(),
+            target: None,
+        },
+        Panel {
+            title: "Discovery p99 latency, ms".into(),
+            groups: plan
+                .discover_sizes
+                .iter()
+                .map(|s| (format!("{s} instances"), format!("discover.{s}.p99_ms")))
+                .collect(),
+            target: None,
+        },
+    ]
+}
+
+/// A target of the issue and how it fared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub target: String,
+    pub measured: String,
+    /// `None` when it could not be measured.
+    pub met: Option<bool>,
+}
+
+fn median(results: &Results, key: &str, system: System) -> Option<f64> {
+    results.stat(key, system).map(|s| s.median)
+}
+
+/// Every target of the issue, judged on medians.
+pub fn verdicts(plan: &Plan, results: &Results) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    let ratio_target = |name: String, key: &str, want: f64| {
+        let s = median(results, key, System::Signpost);
+        let e = median(results, key, System::Etcd);
+        match (s, e) {
+            (Some(s), Some(e)) if e > 0.0 => Verdict {
+                target: name,
+                measured: format!("{:.2}× (Signpost {} vs etcd {})", s / e, num(s), num(e)),
+                met: Some(s / e >= want),
+            },
+            _ => Verdict {
+                target: name,
+                measured: "not measured".into(),
+                met: None,
+            },
+        }
+    };
+    out.push(ratio_target(
+        "registrations/s ≥ 3× etcd".into(),
+        "register.rate",
+        3.0,
+    ));
+    for &size in &plan.discover_sizes {
+        out.push(ratio_target(
+            format!("discovery reads/s ≥ 2× etcd ({size} instances)"),
+            &format!("discover.{size}.rate"),
+            2.0,
+        ));
+    }
+    if let Some(&w) = plan.watchers.iter().max() {
+        let p99 = median(results, &format!("watch.{w}.p99_ms"), System::Signpost);
+        let missing = median(results, &format!("watch.{w}.missing"), System::Signpost);
+        out.push(Verdict {
+            target: format!("watch fan-out p99 < 50 ms at {} watchers", n(w as u64)),
+            measured: p99.map_or("not measured".into(), |p| {
+                format!(
+                    "p99 {p:.1} ms{}",
+                    match missing {
+                        Some(m) if m > 0.0 => format!(", {m:.0} watchers missed it"),
+                        _ => String::new(),
+                    }
+                )
+            }),
+            met: p99.map(|p| p < 50.0 && missing.unwrap_or(0.0) == 0.0),
+        });
+    }
+    if let Some(&c) = plan.memory_counts.iter().max() {
+        let over = median(results, &format!("memory.{c}.overhead"), System::Signpost);
+        let payload = median(results, "memory.payload", System::Signpost);
+        out.push(Verdict {
+            target: format!(
+                "≤ 300 bytes of memory per instance beyond its payload ({} instances)",
+                n(c)
+            ),
+            measured: over.map_or("not measured".into(), |o| {
+                format!(
+                    "{o:.0} bytes beyond a {:.0}-byte payload",
+                    payload.unwrap_or(0.0)
+                )
+            }),
+            met: over.map(|o| o <= 300.0),
+        });
+    }
+    let cpu = median(results, "heartbeat.server_cpu", System::Signpost);
+    out.push(Verdict {
+        target: format!(
+            "heartbeats of {} instances use < 30% of one core",
+            n(plan.heartbeat.instances)
+        ),
+        measured: cpu.map_or("not measured".into(), |c| format!("{c:.1}% of one core")),
+        met: cpu.map(|c| c < 30.0),
+    });
+    let expiries = results.stat("heartbeat.false_expiries", System::Signpost);
+    let writes = results.stat("heartbeat.writes", System::Signpost);
+    out.push(Verdict {
+        target: "… with no false expiry".into(),
+        measured: match (expiries, writes) {
+            (Some(e), Some(w)) => format!(
+                "{:.0} false expiries (worst run), {:.0} writes during the window",
+                e.max, w.max
+            ),
+            _ => "not measured".into(),
+        },
+        met: expiries
+            .zip(writes)
+            .map(|(e, w)| e.max == 0.0 && w.max == 0.0),
+    });
+    out
+}
+
+/// The whole report.
+pub fn render(meta: &Meta, results: &Results) -> String {
+    let plan = &meta.plan;
+    let mut md = String::new();
+    let _ = writeln!(md, "# Signpost vs etcd: benchmark report\n");
+    let _ = writeln!(
+        md,
+        "Generated by `bench/run.sh` ({} mode, {} run{} of every scenario) on {}; the whole \
+         suite took {:.1} min. Machine: {}. Signpost: `{}`; etcd: `{}`.\n",
+        meta.plan.mode.name(),
+        plan.runs,
+        if plan.runs == 1 { "" } else { "s" },
+        meta.started,
+        results.elapsed.as_secs_f64() / 60.0,
+        meta.machine,
+        meta.signpost_version,
+        meta.etcd_version,
+    );
+    if plan.mode != Mode::Full {
+        let _ = writeln!(
+            md,
+            "> **{} mode**: smaller numbers than the issue's, for iteration only; the targets \
+             are judged on these smaller numbers.\n",
+            plan.mode.name()
+        );
+    }
+    let _ = writeln!(
+        md,
+        "Load generator, Signpost and etcd share one machine and its cores (and here, other \
+         engineers' compilers): every figure is noisy. The machine's load average (`uptime`) \
+         during the run:\n"
+    );
+    let _ = writeln!(
+        md,
+        "| when | 1 min | 5 min | 15 min |\n| --- | ---: | ---: | ---: |"
+    );
+    for (when, l) in &results.loads {
+        let _ = writeln!(md, "| {when} | {:.2} | {:.2} | {:.2} |", l[0], l[1], l[2]);
+    }
+    let _ = writeln!(md, "\n![chart]({})\n", meta.chart_file);
+
+    let _ = writeln!(md, "## Results\n");
+    let _ = writeln!(
+        md,
+        "Median of {} run{} (min–max). Each scenario ran on a fresh server with a fresh data \
+         directory, Signpost then etcd, back to back.\n",
+        plan.runs,
+        if plan.runs == 1 { "" } else { "s" }
+    );
+    md.push_str(&main_table(plan, results));
+
+    let _ = writeln!(md, "\n## Targets\n");
+    let _ = writeln!(md, "| target | measured (medians) | |\n| --- | --- | --- |");
+    for v in verdicts(plan, results) {
+        let met = match v.met {
+            Some(true) => "**met**",
+            Some(false) => "**not met**",
+            None => "not measured",
+        };
+        let _ = writeln!(md, "| {} | {} | {met} |", v.target, v.measured);
+    }
+
+    let _ = writeln!(md, "\n## The load generator's own CPU\n");
+    let _ = writeln!(
+        md,
+        "CPU time of the generator process (and of the server) over each measured phase, as a \
+         share of one core; the machine has {} cores in all. Where the generator and the server \
+         together approach all cores, the figure is a property of this machine, not of the \
+         server alone.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let _ = writeln!(
+        md,
+        "| phase | generator, Signpost run | server: Signpost | generator, etcd run | server: etcd |\n| --- | ---: | ---: | ---: | ---: |"
+    );
+    for key in results.keys() {
+        let Some(prefix) = key.strip_suffix(".generator_cpu") else {
+            continue;
+        };
+        let server = format!("{prefix}.server_cpu");
+        let cell = |k: &str, s| {
+            results
+                .stat(k, s)
+                .map_or("–".to_string(), |x| format!("{:.0}%", x.median))
+        };
+        let _ = writeln!(
+            md,
+            "| {prefix} | {} | {} | {} | {} |",
+            cell(key, System::Signpost),
+            cell(&server, System::Signpost),
+            cell(key, System::Etcd),
+            cell(&server, System::Etcd),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n(`watch.N`: from the registration until the last watcher saw it, at least one \
+         second; opening the watches is excluded, see `watch.N.generator_setup_cpu` below. \
+         `memory.N`: while filling.)"
+    );
+
+    let _ = writeln!(md, "\n## Gateway (scenario 7)\n");
+    match &meta.gateway {
+        Ok(text) => {
+            let _ = writeln!(md, "{}", text.trim_end());
+        }
+        Err(why) => {
+            let _ = writeln!(md, "{why}");
+        }
+    }
+
+    if !results.failures.is_empty() {
+        let _ = writeln!(md, "\n## Failures\n");
+        for f in &results.failures {
+            let _ = writeln!(md, "- {}", f.replace('\n', " "));
+        }
+    }
+
+    let _ = writeln!(md, "\n## Every figure\n");
+    let _ = writeln!(md, "| key | Signpost | etcd |\n| --- | ---: | ---: |");
+    for key in results.keys() {
+        let _ = writeln!(
+            md,
+            "| `{key}` | {} | {} |",
+            cell(results.stat(key, System::Signpost)),
+            cell(results.stat(key, System::Etcd)),
+        );
+    }
+    md.push_str(&method(plan));
+    md
+}
+
+fn main_table(plan: &Plan, results: &Results) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "| scenario | measure | Signpost | etcd | Signpost/etcd |\n| --- | --- | ---: | ---: | ---: |"
+    );
+    let mut last = String::new();
+    for row in rows(plan) {
+        let s = results.stat(&row.key, System::Signpost);
+        let e = results.stat(&row.key, System::Etcd);
+        if s.is_none() && e.is_none() {
+            continue;
+        }
+        let ratio = match (s, e) {
+            (Some(s), Some(e)) if e.median != 0.0 => format!("{:.2}×", s.median / e.median),
+            _ => "–".to_string(),
+        };
+        let scenario = if row.scenario == last {
+            String::new()
+        } else {
+            last = row.scenario.clone();
+            row.scenario.clone()
+        };
+        let _ = writeln!(
+            md,
+            "| {scenario} | {} | {} | {} | {ratio} |",
+            row.measure,
+            cell(s),
+            cell(e)
+        );
+    }
+    md
+}
+
+fn method(plan: &Plan) -> String {
+    let hb = &plan.heartbeat;
+    format!(
+        "\n## Method\n\n\
+         - Both systems run on loopback, durable: Signpost as `signpost agent --data-dir` (Raft \
+         log fsynced in redb before a write is acknowledged), etcd 3.4 from Debian with its \
+         defaults (fsync on every commit) and an 8 GiB backend quota. Ports are free loopback \
+         ports; data dirs live in a temporary directory.\n\
+         - Same workload on both: ~300-byte JSON instance records (the Signpost registration \
+         body, stored as the etcd value under `/services/{{service}}/{{id}}`). Signpost: native \
+         HTTP API, one request in flight per HTTP/1.1 keep-alive connection. etcd: \
+         `etcd-client` (gRPC), one connection per client.\n\
+         - register: a TTL check per instance (etcd: a lease grant and a put with that lease). \
+         discover: the healthy instances of one service (etcd: a prefix range).\n\
+         - heartbeat: {} instances, each renewed every {} s from {} connections, spread evenly; \
+         TTL {} s. Signpost: `PUT …/heartbeat`; etcd: lease keep-alive, one keep-alive stream \
+         per connection carrying all of its leases (as etcd's Go client does). Measured over \
+         {} s after one interval of steady state. A false expiry is an instance that expired \
+         although renewed: a 404 or TTL-0 answer, an instance missing or critical at the end; \
+         renewals write nothing in either system, so the Raft index / etcd revision must not \
+         move during the window either.\n\
+         - watch: N watchers on one service, each its own connection (Signpost: SSE; etcd: a \
+         watch on the service prefix); once all are established, one registration; latency is \
+         from the start of the registration until each watcher received it.\n\
+         - memory: RSS (`VmRSS`) of the server after registering the instances with a TTL \
+         check / lease each, minus its RSS at start; overhead = that minus the payload size.\n\
+         - restart: `kill -9` of a server holding the instances, then the time from spawning it \
+         again until it serves all of them.\n\
+         - Medians of {} run(s), min–max in parentheses.\n",
+        n(hb.instances),
+        hb.interval.as_secs_f64(),
+        hb.clients,
+        hb.ttl.as_secs_f64(),
+        hb.window.as_secs_f64(),
+        plan.runs,
+    )
+}
+
+/// `median (min–max)`, or the median alone for one run.
+fn cell(stat: Option<Stat>) -> String {
+    match stat {
+        None => "–".to_string(),
+        Some(s) if s.n == 1 || s.min == s.max => num(s.median),
+        Some(s) => format!("{} ({}–{})", num(s.median), num(s.min), num(s.max)),
+    }
+}
+
+/// A figure with sensible precision and thousands separators.
+pub fn num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 {
+        n(v.round() as u64)
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// An integer with thousands separators.
+pub fn n(v: u64) -> String {
+    let digits = v.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(n(1_000_000), "1,000,000");
+        assert_eq!(n(999), "999");
+        assert_eq!(num(14_321.4), "14,321");
+        assert_eq!(num(12.345), "12.3");
+        assert_eq!(num(0.5), "0.50");
+    }
+
+    #[test]
+    fn targets_are_judged_on_medians() {
+        let plan = Plan::smoke();
+        let mut r = Results::default();
+        for run in 1..=3 {
+            r.add("register.rate", System::Signpost, run, 3000.0 + run as f64);
+            r.add("register.rate", System::Etcd, run, 1000.0);
+            r.add("heartbeat.server_cpu", System::Signpost, run, 45.0);
+        }
+        let v = verdicts(&plan, &r);
+        assert_eq!(v[0].met, Some(true), "{v:?}");
+        let cpu = v.iter().find(|v| v.target.contains("core")).unwrap();
+        assert_eq!(cpu.met, Some(false));
+        let watch = v.iter().find(|v| v.target.contains("watch")).unwrap();
+        assert_eq!(watch.met, None);
+    }
+}

@@ -1,0 +1,282 @@
+//! The systems under test as child processes: a durable Signpost agent (`signpost agent
+//! --data-dir`) or an etcd 3.4 server, each on free loopback ports with its data under a
+//! directory the suite owns.
+//!
+//! A [`Server`] kills its process by PID (SIGKILL) when dropped, and every PID it spawns is
+//! appended to the suite's PID file, so `bench/run.sh` can kill whatever survives a crash of the
+//! harness itself.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use super::target::{etcd_connect, http_client, System, Target};
+
+/// How long a fresh server gets to answer (and, for Signpost, to lead).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The programs to run.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// The `signpost` binary (release build).
+    pub signpost: PathBuf,
+    /// The `etcd` binary (Debian `etcd-server`: etcd 3.4).
+    pub etcd: PathBuf,
+    /// A file every spawned PID is appended to, one per line (for `bench/run.sh`'s cleanup).
+    pub pid_file: Option<PathBuf>,
+}
+
+/// One running (or killed) server process.
+pub struct Server {
+    system: System,
+    program: PathBuf,
+    /// Arguments, reused unchanged on [`Server::respawn`] (same ports, same data).
+    args: Vec<OsString>,
+    child: Option<Child>,
+    /// Where the process talks to its clients.
+    target: Target,
+    /// stdout + stderr of every incarnation.
+    log: PathBuf,
+    pid_file: Option<PathBuf>,
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl Server {
+    /// Starts `system` with its data in `dir/data` (created fresh), its log in `dir/server.log`,
+    /// and waits until it serves.
+    pub async fn start(system: System, bins: &Binaries, dir: &Path) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let data = dir.join("data");
+        let (program, args, target) = match system {
+            System::Signpost => {
+                let port = free_port()?;
+                let args: Vec<OsString> = vec![
+                    "agent".into(),
+                    "--data-dir".into(),
+                    data.into_os_string(),
+                    "--http-addr".into(),
+                    format!("127.0.0.1:{port}").into(),
+                    "--no-dns".into(),
+                ];
+                let base = format!("http://127.0.0.1:{port}");
+                (
+                    bins.signpost.clone(),
+                    args,
+                    Target::Signpost { base: base.into() },
+                )
+            }
+            System::Etcd => {
+                let (client, peer) = (free_port()?, free_port()?);
+                let client_url = format!("http://127.0.0.1:{client}");
+                let peer_url = format!("http://127.0.0.1:{peer}");
+                let args: Vec<OsString> = vec![
+                    "--name=bench".into(),
+                    format!("--data-dir={}", data.display()).into(),
+                    format!("--listen-client-urls={client_url}").into(),
+                    format!("--advertise-client-urls={client_url}").into(),
+                    format!("--listen-peer-urls={peer_url}").into(),
+                    format!("--initial-advertise-peer-urls={peer_url}").into(),
+                    format!("--initial-cluster=bench={peer_url}").into(),
+                    "--initial-cluster-state=new".into(),
+                    // 1,000,000 instances of ~300 bytes with their leases and history exceed
+                    // the default 2 GiB backend quota; 8 GiB keeps etcd writable.
+                    "--quota-backend-bytes=8589934592".into(),
+                    "--log-level=warn".into(),
+                ];
+                (
+                    bins.etcd.clone(),
+                    args,
+                    Target::Etcd {
+                        endpoint: client_url.into(),
+                    },
+                )
+            }
+        };
+        let mut server = Server {
+            system,
+            program,
+            args,
+            child: None,
+            target,
+            log: dir.join("server.log"),
+            pid_file: bins.pid_file.clone(),
+        };
+        server.respawn()?;
+        server.wait_ready(READY_TIMEOUT).await?;
+        Ok(server)
+    }
+
+    pub fn system(&self) -> System {
+        self.system
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// PID of the running process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Spawns the process (again) with the same arguments; it does not wait for it to serve.
+    pub fn respawn(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("{} is still running", self.system.name());
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("cannot open {}", self.log.display()))?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if self.system == System::Signpost {
+            cmd.env("RUST_LOG", "warn");
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.program.display()))?;
+        if let Some(path) = &self.pid_file {
+            if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
+                let _ = writeln!(f, "{}", child.id());
+            }
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the process by PID (SIGKILL, like a crash) and reaps it. Idempotent.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Polls until the server serves: Signpost answers `/api/v1/agent/self` as Raft leader,
+    /// etcd answers a (linearizable, so leader-backed) read.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.ready().await {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    self.child = None;
+                    bail!(
+                        "{} exited at start ({status}); log:\n{}",
+                        self.system.name(),
+                        self.log_tail()
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not serve within {timeout:?}; log:\n{}",
+                    self.system.name(),
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn ready(&self) -> bool {
+        match &self.target {
+            Target::Signpost { base } => {
+                let Ok(http) = http_client(Some(Duration::from_secs(1))) else {
+                    return false;
+                };
+                let Ok(resp) = http.get(format!("{base}/api/v1/agent/self")).send().await else {
+                    return false;
+                };
+                let Ok(body) = resp.json::<serde_json::Value>().await else {
+                    return false;
+                };
+                body["raft"]["role"] == "leader"
+            }
+            Target::Etcd { endpoint } => {
+                let probe = async {
+                    let mut client = etcd_connect(endpoint).await?;
+                    client.get("/bench-ready-probe", None).await?;
+                    anyhow::Ok(())
+                };
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(2), probe).await,
+                    Ok(Ok(()))
+                )
+            }
+        }
+    }
+
+    /// The last lines of the server's log, for an error message.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Size of the server's data directory in bytes.
+    pub fn data_size(&self) -> u64 {
+        let data = self.log.with_file_name("data");
+        dir_size(&data)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// First line of `program --version`, for the report.
+pub fn version_of(program: &Path) -> String {
+    Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Creates (truncating) the PID file.
+pub fn reset_pid_file(path: &Path) -> anyhow::Result<()> {
+    File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(())
+}

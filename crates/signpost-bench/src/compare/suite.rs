@@ -1,0 +1,750 @@
+//! The suite: every scenario against both systems, `runs` times, each (run, scenario, system)
+//! on a fresh server with a fresh data directory, systems interleaved so both see the same
+//! background noise. Results are kept as samples; the report takes medians.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::server::{Binaries, Server};
+use super::target::{System, Target};
+use super::workload::{self, Fill, HeartbeatOptions};
+use crate::payload;
+use crate::stats::{load_average, rss_bytes};
+
+/// The scenarios of the issue, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scenario {
+    Register,
+    Discover,
+    Heartbeat,
+    Watch,
+    Memory,
+    Restart,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Register,
+        Scenario::Discover,
+        Scenario::Heartbeat,
+        Scenario::Watch,
+        Scenario::Memory,
+        Scenario::Restart,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Register => "register",
+            Scenario::Discover => "discover",
+            Scenario::Heartbeat => "heartbeat",
+            Scenario::Watch => "watch",
+            Scenario::Memory => "memory",
+            Scenario::Restart => "restart",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+/// Which preset a plan came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The numbers of the issue, 3 runs.
+    Full,
+    /// Smaller numbers, 1 run: for iterating on the harness or the product.
+    Quick,
+    /// Tiny numbers: the test suite's smoke run.
+    Smoke,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Quick => "quick",
+            Mode::Smoke => "smoke",
+        }
+    }
+}
+
+/// What to run, with which numbers.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub mode: Mode,
+    /// Repetitions of every scenario (the report gives the median and the range).
+    pub runs: usize,
+    pub scenarios: Vec<Scenario>,
+    /// Services registrations are spread over.
+    pub services: u64,
+    /// register: instances registered, and by how many connections.
+    pub register_count: u64,
+    pub register_clients: usize,
+    /// discover: connections, length of each query phase, instances per queried service.
+    pub discover_clients: usize,
+    pub discover_duration: Duration,
+    pub discover_sizes: Vec<u64>,
+    /// heartbeat: the renewal load.
+    pub heartbeat: HeartbeatOptions,
+    /// watch: watcher counts, and how long to wait for the last watcher.
+    pub watchers: Vec<usize>,
+    pub watch_wait: Duration,
+    /// memory: instance counts at which RSS is read (filled in this order, one server).
+    pub memory_counts: Vec<u64>,
+    /// restart: instance counts a killed server restarts with.
+    pub restart_counts: Vec<u64>,
+    /// Connections that fill a server for memory and restart.
+    pub fill_clients: usize,
+    /// Wait before reading RSS, so the server finishes what the last writes started.
+    pub settle: Duration,
+}
+
+/// TTL of instances that must not expire during a measurement but still carry a check.
+const LONG_TTL: Duration = Duration::from_secs(3600);
+
+impl Plan {
+    /// The issue's numbers: about 35 minutes on a 2-core machine.
+    pub fn full() -> Plan {
+        Plan {
+            mode: Mode::Full,
+            runs: 3,
+            scenarios: Scenario::ALL.to_vec(),
+            services: 1_000,
+            register_count: 30_000,
+            register_clients: 64,
+            discover_clients: 64,
+            discover_duration: Duration::from_secs(10),
+            discover_sizes: vec![10, 100],
+            heartbeat: HeartbeatOptions {
+                instances: 100_000,
+                clients: 200,
+                services: 1_000,
+                interval: Duration::from_secs(5),
+                ttl: Duration::from_secs(15),
+                window: Duration::from_secs(30),
+                setup_limit: Duration::from_secs(150),
+            },
+            watchers: vec![1_000, 10_000],
+            watch_wait: Duration::from_secs(30),
+            memory_counts: vec![100_000, 1_000_000],
+            restart_counts: vec![100_000, 1_000_000],
+            // Filling is not measured: many connections let etcd batch more per fsync.
+            fill_clients: 256,
+            settle: Duration::from_secs(3),
+        }
+    }
+
+    /// Smaller numbers, one run: a couple of minutes.
+    pub fn quick() -> Plan {
+        Plan {
+            mode: Mode::Quick,
+            runs: 1,
+            register_count: 5_000,
+            discover_duration: Duration::from_secs(3),
+            heartbeat: HeartbeatOptions {
+                instances: 10_000,
+                clients: 50,
+                services: 100,
+                interval: Duration::from_secs(5),
+                ttl: Duration::from_secs(15),
+                window: Duration::from_secs(5),
+                setup_limit: Duration::from_secs(60),
+            },
+            watchers: vec![100, 1_000],
+            watch_wait: Duration::from_secs(10),
+            memory_counts: vec![10_000, 50_000],
+            restart_counts: vec![10_000, 50_000],
+            settle: Duration::from_secs(1),
+            ..Plan::full()
+        }
+    }
+
+    /// Tiny numbers, seconds per system: the smoke test.
+    pub fn smoke() -> Plan {
+        Plan {
+            mode: Mode::Smoke,
+            runs: 1,
+            services: 10,
+            register_count: 200,
+            register_clients: 8,
+            discover_clients: 4,
+            discover_duration: Duration::from_millis(500),
+            discover_sizes: vec![10],
+            heartbeat: HeartbeatOptions {
+                instances: 50,
+                clients: 5,
+                services: 5,
+                // etcd's shortest lease is 1.5 × its election timeout (1 s): 1.5 s.
+                interval: Duration::from_millis(1000),
+                ttl: Duration::from_secs(3),
+                window: Duration::from_secs(2),
+                setup_limit: Duration::from_secs(30),
+            },
+            watchers: vec![20],
+            watch_wait: Duration::from_secs(10),
+            memory_counts: vec![300],
+            restart_counts: vec![300],
+            fill_clients: 8,
+            settle: Duration::from_millis(200),
+            ..Plan::full()
+        }
+    }
+
+    /// Steps the suite takes (scenario × system × run), for the progress bar.
+    pub fn steps(&self) -> u64 {
+        (self.runs * self.scenarios.len() * System::ALL.len()) as u64
+    }
+}
+
+/// Where the suite runs and what it runs with.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub bins: Binaries,
+    /// Data dirs and server logs live under here (removed step by step unless `keep`).
+    pub work_dir: PathBuf,
+    /// Keep every data dir and log.
+    pub keep: bool,
+    /// Draw progress bars on stderr.
+    pub progress: bool,
+}
+
+/// One measured figure.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Metric key, e.g. `register.rate`, `watch.10000.p99_ms`.
+    pub key: String,
+    pub system: System,
+    pub run: usize,
+    pub value: f64,
+}
+
+/// Median, minimum and maximum of a metric's samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stat {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Stat {
+    pub fn of(values: &[f64]) -> Option<Stat> {
+        if values.is_empty() {
+            return None;
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let mid = v.len() / 2;
+        let median = if v.len() % 2 == 1 {
+            v[mid]
+        } else {
+            (v[mid - 1] + v[mid]) / 2.0
+        };
+        Some(Stat {
+            median,
+            min: v[0],
+            max: v[v.len() - 1],
+            n: v.len(),
+        })
+    }
+}
+
+/// Everything a suite run found.
+#[derive(Debug, Clone, Default)]
+pub struct Results {
+    pub samples: Vec<Sample>,
+    /// Steps that failed, with why.
+    pub failures: Vec<String>,
+    /// Load averages (1, 5, 15 min) with when they were read.
+    pub loads: Vec<(String, [f64; 3])>,
+    /// Wall time of the whole suite.
+    pub elapsed: Duration,
+}
+
+impl Results {
+    pub fn add(&mut self, key: impl Into<String>, system: System, run: usize, value: f64) {
+        self.samples.push(Sample {
+            key: key.into(),
+            system,
+            run,
+            value,
+        });
+    }
+
+    pub fn stat(&self, key: &str, system: System) -> Option<Stat> {
+        let values: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|s| s.key == key && s.system == system)
+            .map(|s| s.value)
+            .collect();
+        Stat::of(&values)
+    }
+
+    /// Every key, in first-recorded order.
+    pub fn keys(&self) -> Vec<&str> {
+        let mut seen = BTreeMap::new();
+        for (n, s) in self.samples.iter().enumerate() {
+            seen.entry(s.key.as_str()).or_insert(n);
+        }
+        let mut keys: Vec<(&str, usize)> = seen.into_iter().collect();
+        keys.sort_by_key(|&(_, n)| n);
+        keys.into_iter().map(|(k, _)| k).collect()
+    }
+
+    fn note_load(&mut self, when: String) {
+        if let Some(l) = load_average() {
+            self.loads.push((when, l));
+        }
+    }
+}
+
+/// Runs the plan. A failing step is recorded in [`Results::failures`] and the suite goes on.
+pub async fn run(plan: &Plan, env: &Environment) -> anyhow::Result<Results> {
+    std::fs::create_dir_all(&env.work_dir)
+        .with_context(|| format!("cannot create {}", env.work_dir.display()))?;
+    let bars = MultiProgress::with_draw_target(if env.progress {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let main = bars.add(ProgressBar::new(plan.steps()));
+    main.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let mut results = Results::default();
+    results.note_load("start".to_string());
+    for run in 1..=plan.runs {
+        results.note_load(format!("run {run} start"));
+        for &scenario in &plan.scenarios {
+            for system in System::ALL {
+                main.set_message(format!(
+                    "run {run}/{}: {} on {}",
+                    plan.runs,
+                    scenario.name(),
+                    system.name()
+                ));
+                let phase = bars.add(ProgressBar::new(0));
+                phase.set_style(
+                    ProgressStyle::with_template("  {msg:<28} [{bar:30}] {pos}/{len}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+                let dir = env.work_dir.join(format!(
+                    "run{run}-{}-{}",
+                    scenario.name(),
+                    system.name().to_lowercase()
+                ));
+                let step = Step {
+                    plan,
+                    env,
+                    system,
+                    run,
+                    dir: &dir,
+                    pb: &phase,
+                };
+                if let Err(e) = step.run(scenario, &mut results).await {
+                    let message =
+                        format!("run {run}, {} on {}: {e:#}", scenario.name(), system.name());
+                    bars.suspend(|| eprintln!("warning: {message}"));
+                    results.failures.push(message);
+                }
+                phase.finish_and_clear();
+                bars.remove(&phase);
+                if !env.keep {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                main.inc(1);
+            }
+        }
+    }
+    results.note_load("end".to_string());
+    main.finish_and_clear();
+    results.elapsed = started.elapsed();
+    Ok(results)
+}
+
+/// One scenario on one system in one run.
+struct Step<'a> {
+    plan: &'a Plan,
+    env: &'a Environment,
+    system: System,
+    run: usize,
+    dir: &'a Path,
+    pb: &'a ProgressBar,
+}
+
+impl Step<'_> {
+    fn add(&self, results: &mut Results, key: impl Into<String>, value: f64) {
+        results.add(key, self.system, self.run, value);
+    }
+
+    async fn start(&self, sub: &str) -> anyhow::Result<Server> {
+        Server::start(self.system, &self.env.bins, &self.dir.join(sub)).await
+    }
+
+    fn label(&self, what: &str) {
+        self.pb
+            .set_message(format!("{what} ({})", self.system.name()));
+    }
+
+    async fn run(&self, scenario: Scenario, results: &mut Results) -> anyhow::Result<()> {
+        match scenario {
+            Scenario::Register => self.register(results).await,
+            Scenario::Discover => self.discover(results).await,
+            Scenario::Heartbeat => self.heartbeat(results).await,
+            Scenario::Watch => self.watch(results).await,
+            Scenario::Memory => self.memory(results).await,
+            Scenario::Restart => self.restart(results).await,
+        }
+    }
+
+    async fn register(&self, results: &mut Results) -> anyhow::Result<()> {
+        let plan = self.plan;
+        let server = self.start("server").await?;
+        self.label("register");
+        let fill = Fill {
+            clients: plan.register_clients,
+            range: 0..plan.register_count,
+            services: plan.services,
+            prefix: "reg".to_string(),
+            // Long enough that nothing expires (and writes) during the phase.
+            ttl: Some(Duration::from_secs(600)),
+        };
+        let phase = workload::register(server.target(), server.pid(), &fill, self.pb).await?;
+        phase.ensure_clean("register")?;
+        self.add(results, "register.rate", phase.rate());
+        self.add(results, "register.p50_ms", ms(phase.latency.p50));
+        self.add(results, "register.p99_ms", ms(phase.latency.p99));
+        self.add(results, "register.generator_cpu", phase.generator_percent());
+        if let Some(s) = phase.server_percent() {
+            self.add(results, "register.server_cpu", s);
+        }
+        Ok(())
+    }
+
+    async fn discover(&self, results: &mut Results) -> anyhow::Result<()> {
+        let plan = self.plan;
+        let server = self.start("server").await?;
+        for &n in &plan.discover_sizes {
+            self.label(&format!("discover {n}"));
+            let phase = workload::discover(
+                server.target(),
+                server.pid(),
+                plan.discover_clients,
+                plan.discover_duration,
+                n,
+                self.pb,
+            )
+            .await?;
+            phase.ensure_clean("discover")?;
+            self.add(results, format!("discover.{n}.rate"), phase.rate());
+            self.add(
+                results,
+                format!("discover.{n}.p50_ms"),
+                ms(phase.latency.p50),
+            );
+            self.add(
+                results,
+                format!("discover.{n}.p99_ms"),
+                ms(phase.latency.p99),
+            );
+            self.add(
+                results,
+                format!("discover.{n}.generator_cpu"),
+                phase.generator_percent(),
+            );
+            if let Some(s) = phase.server_percent() {
+                self.add(results, format!("discover.{n}.server_cpu"), s);
+            }
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(&self, results: &mut Results) -> anyhow::Result<()> {
+        let server = self.start("server").await?;
+        self.label("heartbeat");
+        let hb = &self.plan.heartbeat;
+        let r = workload::heartbeat(server.target(), server.pid(), hb, self.pb).await?;
+        let p = &r.phase;
+        if let Some(s) = p.server_percent() {
+            self.add(results, "heartbeat.server_cpu", s);
+        }
+        self.add(results, "heartbeat.generator_cpu", p.generator_percent());
+        self.add(
+            results,
+            "heartbeat.false_expiries",
+            r.false_expiries() as f64,
+        );
+        self.add(results, "heartbeat.writes", r.writes as f64);
+        self.add(results, "heartbeat.rate", p.rate());
+        self.add(
+            results,
+            "heartbeat.sent_share",
+            if r.expected > 0 {
+                (p.ok + p.errors) as f64 / r.expected as f64 * 100.0
+            } else {
+                0.0
+            },
+        );
+        self.add(results, "heartbeat.p99_ms", ms(p.latency.p99));
+        self.add(results, "heartbeat.max_lateness_ms", ms(r.max_lateness));
+        self.add(results, "heartbeat.errors", p.errors as f64);
+        self.add(results, "heartbeat.setup_s", r.setup.as_secs_f64());
+        self.add(results, "heartbeat.registered", r.registered as f64);
+        if r.registered < hb.instances {
+            results.failures.push(format!(
+                "run {}, heartbeat on {}: only {} of {} instances registered within {:?} while \
+                 renewing the registered ones; the figures are for those",
+                self.run,
+                self.system.name(),
+                r.registered,
+                hb.instances,
+                hb.setup_limit
+            ));
+        }
+        if p.errors > 0 {
+            results.failures.push(format!(
+                "run {}, heartbeat on {}: {} renewals failed: {}",
+                self.run,
+                self.system.name(),
+                p.errors,
+                p.error_samples.join("; ")
+            ));
+        }
+        Ok(())
+    }
+
+    async fn watch(&self, results: &mut Results) -> anyhow::Result<()> {
+        for &w in &self.plan.watchers {
+            // A fresh server per size: the watches of the smaller size are gone for good.
+            let server = self.start(&format!("server-{w}")).await?;
+            self.label(&format!("watch {w}"));
+            let r = workload::watch(
+                server.target(),
+                server.pid(),
+                w,
+                self.plan.watch_wait,
+                self.pb,
+            )
+            .await?;
+            self.add(results, format!("watch.{w}.p50_ms"), ms(r.latency.p50));
+            self.add(results, format!("watch.{w}.p99_ms"), ms(r.latency.p99));
+            self.add(results, format!("watch.{w}.max_ms"), ms(r.latency.max));
+            self.add(results, format!("watch.{w}.missing"), r.missing as f64);
+            self.add(results, format!("watch.{w}.setup_s"), r.setup.as_secs_f64());
+            self.add(
+                results,
+                format!("watch.{w}.generator_cpu"),
+                r.generator_percent,
+            );
+            self.add(
+                results,
+                format!("watch.{w}.generator_setup_cpu"),
+                r.generator_setup_percent,
+            );
+            if let Some(s) = r.server_percent {
+                self.add(results, format!("watch.{w}.server_cpu"), s);
+            }
+            if r.missing > 0 {
+                results.failures.push(format!(
+                    "run {}, watch {w} on {}: {} watchers did not see the registration in {:?}: {}",
+                    self.run,
+                    self.system.name(),
+                    r.missing,
+                    self.plan.watch_wait,
+                    r.error_samples.join("; ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// RSS at each of `memory_counts` on one server; when the largest count is also a restart
+    /// count, the same server is then killed and restarted with it.
+    async fn memory(&self, results: &mut Results) -> anyhow::Result<()> {
+        let plan = self.plan;
+        let mut server = self.start("server").await?;
+        let pid = server.pid().context("no server pid")?;
+        tokio::time::sleep(plan.settle).await;
+        let base = rss_bytes(pid).context("cannot read the server's RSS")?;
+        let payload = mean_payload("mem");
+        let mut done = 0;
+        for &count in &plan.memory_counts {
+            self.label(&format!("memory fill {count}"));
+            let fill = Fill {
+                clients: plan.fill_clients,
+                range: done..count,
+                services: plan.services,
+                prefix: "mem".to_string(),
+                ttl: Some(LONG_TTL),
+            };
+            let phase = workload::register(server.target(), Some(pid), &fill, self.pb).await?;
+            phase.ensure_clean("filling")?;
+            done = count;
+            self.add(results, format!("memory.{count}.fill_rate"), phase.rate());
+            self.add(
+                results,
+                format!("memory.{count}.generator_cpu"),
+                phase.generator_percent(),
+            );
+            tokio::time::sleep(plan.settle).await;
+            let rss = rss_bytes(pid).context("cannot read the server's RSS")?;
+            let per = rss.saturating_sub(base) as f64 / count as f64;
+            self.add(results, format!("memory.{count}.rss_mib"), mib(rss));
+            self.add(results, format!("memory.{count}.bytes_per_instance"), per);
+            self.add(results, format!("memory.{count}.overhead"), per - payload);
+        }
+        self.add(results, "memory.payload", payload);
+        self.add(results, "memory.base_rss_mib", mib(base));
+        if plan.restart_counts.contains(&done) && plan.scenarios.contains(&Scenario::Restart) {
+            self.restart_measure(&mut server, done, results).await?;
+        }
+        Ok(())
+    }
+
+    /// Restart times for the counts [`Step::memory`] does not already measure.
+    async fn restart(&self, results: &mut Results) -> anyhow::Result<()> {
+        let plan = self.plan;
+        let covered = plan
+            .scenarios
+            .contains(&Scenario::Memory)
+            .then(|| plan.memory_counts.last().copied())
+            .flatten();
+        for &count in &plan.restart_counts {
+            if Some(count) == covered {
+                continue;
+            }
+            let mut server = self.start(&format!("server-{count}")).await?;
+            self.label(&format!("restart fill {count}"));
+            let fill = Fill {
+                clients: plan.fill_clients,
+                range: 0..count,
+                services: plan.services,
+                prefix: "rst".to_string(),
+                ttl: Some(LONG_TTL),
+            };
+            workload::register(server.target(), server.pid(), &fill, self.pb)
+                .await?
+                .ensure_clean("filling")?;
+            self.restart_measure(&mut server, count, results).await?;
+        }
+        Ok(())
+    }
+
+    /// `kill -9`, then the time from spawning again until every one of `count` instances is
+    /// served (Signpost: counted by `/api/v1/agent/self`; etcd: a count-only range, which
+    /// needs an elected leader).
+    async fn restart_measure(
+        &self,
+        server: &mut Server,
+        count: u64,
+        results: &mut Results,
+    ) -> anyhow::Result<()> {
+        self.label(&format!("restart {count}"));
+        self.pb.set_length(count);
+        self.pb.set_position(0);
+        let data = server.data_size();
+        server.kill();
+        let target: Target = server.target().clone();
+        let start = Instant::now();
+        server.respawn()?;
+        let timeout = Duration::from_secs(900);
+        let mut first_answer = None;
+        loop {
+            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), target.count()).await {
+                first_answer.get_or_insert(start.elapsed());
+                self.pb.set_position(n);
+                if n >= count {
+                    break;
+                }
+            }
+            if start.elapsed() > timeout {
+                anyhow::bail!(
+                    "not serving {count} instances {timeout:?} after restart; log:\n{}",
+                    server.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let took = start.elapsed();
+        self.add(
+            results,
+            format!("restart.{count}.seconds"),
+            took.as_secs_f64(),
+        );
+        if let Some(f) = first_answer {
+            self.add(
+                results,
+                format!("restart.{count}.first_answer_s"),
+                f.as_secs_f64(),
+            );
+        }
+        self.add(results, format!("restart.{count}.data_mib"), mib(data));
+        if let Some(rss) = server.pid().and_then(rss_bytes) {
+            self.add(results, format!("restart.{count}.rss_mib"), mib(rss));
+        }
+        Ok(())
+    }
+}
+
+/// Mean size of the registration bodies (the "payload" of an instance).
+pub fn mean_payload(prefix: &str) -> f64 {
+    let n = 1000;
+    let total: usize = (0..n)
+        .map(|i| payload::registration(prefix, i * 997, Some(LONG_TTL)).len())
+        .sum();
+    total as f64 / n as f64
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_range() {
+        let s = Stat::of(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
+        assert_eq!(Stat::of(&[1.0, 4.0]).unwrap().median, 2.5);
+        assert!(Stat::of(&[]).is_none());
+    }
+
+    #[test]
+    fn results_by_key_and_system() {
+        let mut r = Results::default();
+        r.add("b", System::Etcd, 1, 1.0);
+        r.add("a", System::Signpost, 1, 5.0);
+        r.add("a", System::Signpost, 2, 7.0);
+        assert_eq!(r.stat("a", System::Signpost).unwrap().median, 6.0);
+        assert!(r.stat("a", System::Etcd).is_none());
+        assert_eq!(r.keys(), vec!["b", "a"]);
+    }
+
+    #[test]
+    fn presets_keep_the_issue_numbers() {
+        let full = Plan::full();
+        assert_eq!(full.runs, 3);
+        assert_eq!(full.heartbeat.instances, 100_000);
+        assert_eq!(full.watchers, vec![1_000, 10_000]);
+        assert_eq!(full.memory_counts, vec![100_000, 1_000_000]);
+        assert_eq!(full.steps(), 36);
+        assert!(Plan::quick().register_count < full.register_count);
+        assert!((250.0..=350.0).contains(&mean_payload("mem")));
+    }
+}

@@ -1,0 +1,863 @@
+//! The load of each scenario, the same for both systems: only the [`Conn`] operations differ.
+//!
+//! Every function measures the generator's own CPU time and, given the server's PID, the
+//! server's, over the measured phase only (seeding and set-up are not counted).
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use indicatif::ProgressBar;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::target::{Census, Conn, Renewal, System, Target, Watch};
+use crate::payload;
+use crate::stats::{cpu_time, process_cpu_time, Latencies, LatencySummary};
+
+/// How many error messages a phase keeps.
+const MAX_ERROR_SAMPLES: usize = 5;
+
+/// What one measured phase counted.
+#[derive(Debug, Clone, Default)]
+pub struct Phase {
+    /// Operations that succeeded.
+    pub ok: u64,
+    /// Operations that failed (transport errors, timeouts, unexpected answers).
+    pub errors: u64,
+    /// The first few error messages.
+    pub error_samples: Vec<String>,
+    /// Wall time of the measured phase.
+    pub duration: Duration,
+    pub latency: LatencySummary,
+    /// CPU time of the generator (this process) over the phase.
+    pub generator_cpu: Duration,
+    /// CPU time of the server over the phase, when its PID was known.
+    pub server_cpu: Option<Duration>,
+}
+
+impl Phase {
+    /// Successful operations per second.
+    pub fn rate(&self) -> f64 {
+        let s = self.duration.as_secs_f64();
+        if s > 0.0 {
+            self.ok as f64 / s
+        } else {
+            0.0
+        }
+    }
+
+    /// Generator CPU as a share of one core.
+    pub fn generator_percent(&self) -> f64 {
+        crate::stats::cpu_percent(self.generator_cpu, self.duration)
+    }
+
+    /// Server CPU as a share of one core.
+    pub fn server_percent(&self) -> Option<f64> {
+        self.server_cpu
+            .map(|c| crate::stats::cpu_percent(c, self.duration))
+    }
+
+    /// Fails with the error samples when anything failed.
+    pub fn ensure_clean(&self, what: &str) -> anyhow::Result<()> {
+        if self.errors > 0 {
+            bail!(
+                "{what}: {} of {} operations failed: {}",
+                self.errors,
+                self.errors + self.ok,
+                self.error_samples.join("; ")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// CPU clocks read at the start of a phase.
+struct Clocks {
+    wall: Instant,
+    generator: Option<Duration>,
+    server: Option<Duration>,
+    pid: Option<u32>,
+}
+
+impl Clocks {
+    fn start(pid: Option<u32>) -> Clocks {
+        Clocks {
+            wall: Instant::now(),
+            generator: cpu_time(),
+            server: pid.and_then(process_cpu_time),
+            pid,
+        }
+    }
+
+    /// Wall, generator CPU and server CPU since `start`.
+    fn stop(&self) -> (Duration, Duration, Option<Duration>) {
+        let wall = self.wall.elapsed();
+        let generator = cpu_time()
+            .zip(self.generator)
+            .map_or(Duration::ZERO, |(a, b)| a.saturating_sub(b));
+        let server = self
+            .pid
+            .and_then(process_cpu_time)
+            .zip(self.server)
+            .map(|(a, b)| a.saturating_sub(b));
+        (wall, generator, server)
+    }
+}
+
+/// What one client task counted; summed at the end.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: u64,
+    errors: u64,
+    latencies: Latencies,
+}
+
+impl Tally {
+    fn merge(&mut self, other: &Tally) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.latencies.merge(&other.latencies);
+    }
+}
+
+/// The first few error messages, shared by the tasks of a phase.
+#[derive(Debug, Default)]
+pub struct ErrorLog(Mutex<Vec<String>>);
+
+impl ErrorLog {
+    pub fn note(&self, message: impl FnOnce() -> String) {
+        let mut samples = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if samples.len() < MAX_ERROR_SAMPLES {
+            samples.push(message());
+        }
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+fn phase_of(tally: Tally, clocks: &Clocks, errors: &ErrorLog) -> Phase {
+    let (duration, generator_cpu, server_cpu) = clocks.stop();
+    Phase {
+        ok: tally.ok,
+        errors: tally.errors,
+        error_samples: errors.take(),
+        duration,
+        latency: tally.latencies.summary(),
+        generator_cpu,
+        server_cpu,
+    }
+}
+
+async fn join_tallies(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> anyhow::Result<Tally> {
+    let mut total = Tally::default();
+    for t in tasks {
+        total.merge(&t.await.context("a client task panicked")?);
+    }
+    Ok(total)
+}
+
+/// A registration load: instances `range` of `prefix`, spread round robin over `services`
+/// services named `{prefix}-{n}`.
+#[derive(Debug, Clone)]
+pub struct Fill {
+    /// Concurrent clients, each with its own connection.
+    pub clients: usize,
+    /// Sequence numbers of the instances to register.
+    pub range: Range<u64>,
+    /// Services the instances are spread over.
+    pub services: u64,
+    /// Prefix of service names and instance ids.
+    pub prefix: String,
+    /// TTL of each instance's check (etcd: its lease); `None` for none.
+    pub ttl: Option<Duration>,
+}
+
+impl Fill {
+    fn service_of(&self, i: u64) -> String {
+        payload::service_name(&self.prefix, i % self.services.max(1))
+    }
+}
+
+/// Registers `fill.range`; every instance must be new.
+pub async fn register(
+    target: &Target,
+    pid: Option<u32>,
+    fill: &Fill,
+    pb: &ProgressBar,
+) -> anyhow::Result<Phase> {
+    anyhow::ensure!(fill.clients >= 1, "clients must be at least 1");
+    let fill = Arc::new(fill.clone());
+    let next = Arc::new(AtomicU64::new(fill.range.start));
+    let errors = Arc::new(ErrorLog::default());
+    let mut conns = Vec::with_capacity(fill.clients);
+    for _ in 0..fill.clients {
+        conns.push(target.connect().await?);
+    }
+    pb.set_length(fill.range.end - fill.range.start);
+    pb.set_position(0);
+    let clocks = Clocks::start(pid);
+    let mut tasks = Vec::with_capacity(fill.clients);
+    for mut conn in conns {
+        let (fill, next, errors, pb) = (fill.clone(), next.clone(), errors.clone(), pb.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= fill.range.end {
+                    break;
+                }
+                let service = fill.service_of(i);
+                let t0 = Instant::now();
+                match conn
+                    .register(&service, &fill.prefix, i, fill.ttl, false)
+                    .await
+                {
+                    Ok(_) => {
+                        tally.latencies.record(t0.elapsed());
+                        tally.ok += 1;
+                    }
+                    Err(e) => {
+                        tally.errors += 1;
+                        errors.note(|| format!("{e:#}"));
+                    }
+                }
+                pb.inc(1);
+            }
+            tally
+        }));
+    }
+    let tally = join_tallies(tasks).await?;
+    Ok(phase_of(tally, &clocks, &errors))
+}
+
+/// Seeds service `disc-{instances}` with `instances` instances without a check (passing from
+/// the start; etcd: keys without a lease), then queries it from `clients` connections for
+/// `duration`. The first answer each client gets must hold exactly `instances` instances.
+pub async fn discover(
+    target: &Target,
+    pid: Option<u32>,
+    clients: usize,
+    duration: Duration,
+    instances: u64,
+    pb: &ProgressBar,
+) -> anyhow::Result<Phase> {
+    let prefix = format!("disc-{instances}");
+    let seed = Fill {
+        clients: clients.min(16),
+        range: 0..instances,
+        services: 1,
+        prefix: prefix.clone(),
+        ttl: None,
+    };
+    register(target, pid, &seed, &ProgressBar::hidden())
+        .await?
+        .ensure_clean("seeding")?;
+    let service = payload::service_name(&prefix, 0);
+
+    let errors = Arc::new(ErrorLog::default());
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(target.connect().await?);
+    }
+    let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    pb.set_length(millis);
+    pb.set_position(0);
+    let ticker = {
+        let pb = pb.clone();
+        let start = Instant::now();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                pb.set_position(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
+            }
+        })
+    };
+    let clocks = Clocks::start(pid);
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::with_capacity(clients);
+    for mut conn in conns {
+        let (errors, service) = (errors.clone(), service.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut verified = false;
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                match conn.discover(&service, !verified).await {
+                    Ok((n, _)) if verified || n == instances => {
+                        tally.latencies.record(t0.elapsed());
+                        tally.ok += 1;
+                        verified = true;
+                    }
+                    Ok((n, _)) => {
+                        tally.errors += 1;
+                        errors
+                            .note(|| format!("{service}: expected {instances} instances, got {n}"));
+                    }
+                    Err(e) => {
+                        tally.errors += 1;
+                        errors.note(|| format!("{e:#}"));
+                    }
+                }
+            }
+            tally
+        }));
+    }
+    let tally = join_tallies(tasks).await;
+    ticker.abort();
+    Ok(phase_of(tally?, &clocks, &errors))
+}
+
+/// Settings of [`heartbeat`].
+#[derive(Debug, Clone)]
+pub struct HeartbeatOptions {
+    /// Instances that renew.
+    pub instances: u64,
+    /// Connections the renewals are spread over.
+    pub clients: usize,
+    /// Services the instances are spread over.
+    pub services: u64,
+    /// Each instance renews this often.
+    pub interval: Duration,
+    /// Check TTL (etcd: lease TTL); an instance not renewed for this long expires.
+    pub ttl: Duration,
+    /// Length of the measured window (after one full interval of steady renewals).
+    pub window: Duration,
+    /// Longest the registrations may take: when the machine cannot renew and register at once,
+    /// the instances registered by then are the ones renewed (see
+    /// [`HeartbeatResult::registered`]), so the phase stays bounded.
+    pub setup_limit: Duration,
+}
+
+/// What [`heartbeat`] found.
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatResult {
+    /// Renewals sent inside the window: ok (renewed), errors; server and generator CPU over
+    /// the window.
+    pub phase: Phase,
+    /// Renewals the schedule asked for inside the window (`instances × window / interval`).
+    pub expected: u64,
+    /// Renewals answered "unknown instance" (Signpost 404, etcd TTL 0), at any time.
+    pub expired_answers: u64,
+    /// Instances missing at the end (Signpost: gone, or critical; etcd: key gone).
+    pub lost: u64,
+    /// Writes the system made during the window (Signpost: Raft entries; etcd: revisions).
+    /// Renewals write nothing in either system, so any write is an expiry (or recovery).
+    pub writes: u64,
+    /// Latest a renewal was sent after it was due, inside the window.
+    pub max_lateness: Duration,
+    /// Time to register every instance (while already renewing the first ones).
+    pub setup: Duration,
+    /// Instances registered (and renewed): all of them unless `setup_limit` cut set-up short.
+    pub registered: u64,
+}
+
+impl HeartbeatResult {
+    /// Instances that expired although their owner kept renewing.
+    pub fn false_expiries(&self) -> u64 {
+        self.expired_answers.max(self.lost)
+    }
+}
+
+/// Shared state of the heartbeat workers.
+struct Schedule {
+    opts: HeartbeatOptions,
+    /// Workers still registering their instances.
+    registering: AtomicUsize,
+    /// When the last worker finished registering; renewals are then spread evenly and the
+    /// window starts one interval later.
+    registered: tokio::sync::watch::Sender<Option<Instant>>,
+    errors: ErrorLog,
+    expired: AtomicU64,
+    /// No registration starts after this.
+    setup_deadline: Instant,
+    /// Instances registered so far.
+    registered_total: AtomicU64,
+}
+
+impl Schedule {
+    fn window(&self) -> Option<(Instant, Instant)> {
+        let done = (*self.registered.borrow())?;
+        let start = done + self.opts.interval;
+        Some((start, start + self.opts.window))
+    }
+}
+
+/// `instances` instances with a TTL check (etcd: a lease each), renewed every `interval`
+/// from `clients` connections, spread evenly over the interval. Registration and renewals run
+/// together (the first instances renew while the last register); once all are registered the
+/// renewals are spread evenly and, one interval later, the window is measured.
+///
+/// Signpost renews with `PUT .../heartbeat`, one request in flight per connection; etcd with
+/// lease keep-alives, one keep-alive stream per connection carrying all of that connection's
+/// leases (as etcd's Go client does).
+pub async fn heartbeat(
+    target: &Target,
+    pid: Option<u32>,
+    opts: &HeartbeatOptions,
+    pb: &ProgressBar,
+) -> anyhow::Result<HeartbeatResult> {
+    anyhow::ensure!(opts.clients >= 1 && opts.instances >= 1, "nothing to renew");
+    let clients = opts
+        .clients
+        .min(usize::try_from(opts.instances).unwrap_or(usize::MAX));
+    let (tx, mut rx) = tokio::sync::watch::channel(None);
+    let schedule = Arc::new(Schedule {
+        opts: opts.clone(),
+        registering: AtomicUsize::new(clients),
+        registered: tx,
+        errors: ErrorLog::default(),
+        expired: AtomicU64::new(0),
+        setup_deadline: Instant::now() + opts.setup_limit,
+        registered_total: AtomicU64::new(0),
+    });
+    let started = Instant::now();
+    pb.set_length(opts.instances);
+    pb.set_position(0);
+    let mut tasks = Vec::with_capacity(clients);
+    for k in 0..clients {
+        let conn = target.connect().await?;
+        let (schedule, pb) = (schedule.clone(), pb.clone());
+        let mine: Vec<u64> = (k as u64..opts.instances).step_by(clients).collect();
+        tasks.push(tokio::spawn(async move {
+            renew_worker(conn, k, clients, mine, schedule, pb).await
+        }));
+    }
+
+    // Wait for the registrations, then for the window.
+    let done = loop {
+        if let Some(done) = *rx.borrow_and_update() {
+            break done;
+        }
+        if rx.changed().await.is_err() {
+            bail!("heartbeat workers stopped before registering");
+        }
+    };
+    let setup = done - started;
+    let (window_start, window_end) = schedule.window().unwrap_or((done, done));
+    pb.set_length(u64::try_from((window_end - started).as_millis()).unwrap_or(u64::MAX));
+    let ticker = {
+        let pb = pb.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                pb.set_position(u64::try_from(started.elapsed().as_millis()).unwrap_or(0));
+            }
+        })
+    };
+    tokio::time::sleep_until(window_start.into()).await;
+    let before = target.census().await.unwrap_or_default();
+    let clocks = Clocks::start(pid);
+    tokio::time::sleep_until(window_end.into()).await;
+    let (duration, generator_cpu, server_cpu) = clocks.stop();
+    let after: Census = target.census().await.context("counting instances")?;
+    ticker.abort();
+
+    let mut tally = Tally::default();
+    let mut max_lateness = Duration::ZERO;
+    for t in tasks {
+        let (worker, lateness) = t.await.context("a heartbeat worker panicked")??;
+        tally.merge(&worker);
+        max_lateness = max_lateness.max(lateness);
+    }
+    let registered = schedule.registered_total.load(Ordering::Relaxed);
+    let lost = match target.system() {
+        System::Signpost => (registered.saturating_sub(after.total)) + after.critical,
+        System::Etcd => registered.saturating_sub(after.total),
+    };
+    Ok(HeartbeatResult {
+        phase: Phase {
+            ok: tally.ok,
+            errors: tally.errors,
+            error_samples: schedule.errors.take(),
+            duration,
+            latency: tally.latencies.summary(),
+            generator_cpu,
+            server_cpu,
+        },
+        expected: (registered as f64 * opts.window.as_secs_f64() / opts.interval.as_secs_f64())
+            .round() as u64,
+        expired_answers: schedule.expired.load(Ordering::Relaxed),
+        lost,
+        writes: after.position.saturating_sub(before.position),
+        max_lateness,
+        setup,
+        registered,
+    })
+}
+
+/// One heartbeat connection: registers its instances, renews each every interval, and counts
+/// the renewals sent inside the window. Answers its tally and its worst lateness.
+async fn renew_worker(
+    mut conn: Conn,
+    k: usize,
+    workers: usize,
+    mine: Vec<u64>,
+    schedule: Arc<Schedule>,
+    pb: ProgressBar,
+) -> anyhow::Result<(Tally, Duration)> {
+    const PREFIX: &str = "hb";
+    let opts = &schedule.opts;
+    let period = opts.interval;
+    let mut tally = Tally::default();
+    let mut max_lateness = Duration::ZERO;
+    let mut leases: Vec<i64> = Vec::with_capacity(mine.len());
+    let mut renewer: Option<EtcdRenewer> = None;
+    // (due, local index), in due order.
+    let mut queue: VecDeque<(Instant, usize)> = VecDeque::with_capacity(mine.len());
+    let mut spread = false;
+    let mut announced = false;
+    let mut rx = schedule.registered.subscribe();
+    loop {
+        let now = Instant::now();
+        let window = schedule.window();
+        if let Some((_, end)) = window {
+            if now >= end {
+                break;
+            }
+        }
+        let registering = queue.len() < mine.len() && now < schedule.setup_deadline;
+        if !announced && !registering {
+            announced = true;
+            if schedule.registering.fetch_sub(1, Ordering::AcqRel) == 1 {
+                schedule.registered.send_replace(Some(Instant::now()));
+            }
+        }
+        if let (Some((start, _)), false) = (window, spread) {
+            // Spread this worker's renewals evenly over one interval from the end of the
+            // registrations (every instance was renewed or registered within the last
+            // interval, so none waits more than two intervals: below the TTL of three).
+            spread = true;
+            let done = start - period;
+            let n = queue.len().max(1) as f64;
+            let offset = k as f64 / workers as f64;
+            let mut order: Vec<usize> = queue.drain(..).map(|(_, j)| j).collect();
+            order.sort_unstable();
+            for (q, j) in order.into_iter().enumerate() {
+                let due = done + period.mul_f64((q as f64 + offset) / n);
+                queue.push_back((due, j));
+            }
+        }
+        match queue.front().copied() {
+            Some((due, j)) if due <= now => {
+                queue.pop_front();
+                let lateness = now - due;
+                let measured = window.is_some_and(|(s, e)| now >= s && now < e);
+                if measured {
+                    max_lateness = max_lateness.max(lateness);
+                }
+                let i = mine[j];
+                match &mut conn {
+                    Conn::Signpost { .. } => {
+                        let service = payload::service_name(PREFIX, i % opts.services);
+                        let id = payload::instance_id(PREFIX, i);
+                        let t0 = Instant::now();
+                        let answer = conn.heartbeat(&service, &id).await;
+                        if measured {
+                            match answer {
+                                Ok(Renewal::Alive) => {
+                                    tally.ok += 1;
+                                    tally.latencies.record(t0.elapsed());
+                                }
+                                Ok(Renewal::Expired) => {
+                                    tally.errors += 1;
+                                    schedule.expired.fetch_add(1, Ordering::Relaxed);
+                                    schedule.errors.note(|| format!("{id} expired"));
+                                }
+                                Err(e) => {
+                                    tally.errors += 1;
+                                    schedule.errors.note(|| format!("{e:#}"));
+                                }
+                            }
+                        } else if let Ok(Renewal::Expired) = answer {
+                            schedule.expired.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Conn::Etcd { .. } => {
+                        if let Some(r) = renewer.as_mut() {
+                            r.renew(leases[j], measured).await?;
+                        }
+                    }
+                }
+                queue.push_back((due + period, j));
+            }
+            _ if registering => {
+                let j = queue.len();
+                let i = mine[j];
+                let service = payload::service_name(PREFIX, i % opts.services);
+                match conn
+                    .register(&service, PREFIX, i, Some(opts.ttl), false)
+                    .await
+                {
+                    Ok(lease) => {
+                        if let (Some(lease), Conn::Etcd { client }) = (lease, &mut conn) {
+                            leases.push(lease);
+                            if renewer.is_none() {
+                                renewer =
+                                    Some(EtcdRenewer::open(client, lease, schedule.clone()).await?);
+                            }
+                        }
+                    }
+                    Err(e) => bail!("registering {i}: {e:#}"),
+                }
+                queue.push_back((Instant::now() + period, j));
+                schedule.registered_total.fetch_add(1, Ordering::Relaxed);
+                pb.inc(1);
+            }
+            front => {
+                let mut wake = front.map_or(now + period, |(due, _)| due);
+                if let Some((_, end)) = window {
+                    wake = wake.min(end);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake.into()) => {}
+                    _ = rx.changed(), if window.is_none() => {}
+                }
+            }
+        }
+    }
+    if let Some(r) = renewer {
+        let renewed = r.finish().await?;
+        tally.merge(&renewed);
+    }
+    Ok((tally, max_lateness))
+}
+
+/// One etcd lease keep-alive stream renewing many leases: requests go out through the
+/// `LeaseKeeper` (its id set per request), answers are read in order by a reader task.
+struct EtcdRenewer {
+    keeper: etcd_client::LeaseKeeper,
+    /// (lease, sent at, inside the window) of every request not yet answered, in order.
+    inflight: mpsc::UnboundedSender<(i64, Instant, bool)>,
+    reader: tokio::task::JoinHandle<Tally>,
+}
+
+impl EtcdRenewer {
+    async fn open(
+        client: &mut etcd_client::Client,
+        first: i64,
+        schedule: Arc<Schedule>,
+    ) -> anyhow::Result<EtcdRenewer> {
+        let (keeper, mut stream) = client
+            .lease_keep_alive(first)
+            .await
+            .context("opening a lease keep-alive stream")?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<(i64, Instant, bool)>();
+        let reader = tokio::spawn(async move {
+            let mut tally = Tally::default();
+            // Every request is recorded before it is sent, so each entry has an answer coming.
+            while let Some((lease, sent, measured)) = rx.recv().await {
+                match stream.message().await {
+                    Ok(Some(resp)) if resp.ttl() > 0 => {
+                        if measured {
+                            tally.ok += 1;
+                            tally.latencies.record(sent.elapsed());
+                        }
+                    }
+                    Ok(Some(_)) => {
+                        schedule.expired.fetch_add(1, Ordering::Relaxed);
+                        if measured {
+                            tally.errors += 1;
+                        }
+                        schedule
+                            .errors
+                            .note(|| format!("lease {lease:x} expired (TTL 0)"));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tally.errors += 1;
+                        schedule.errors.note(|| format!("keep-alive: {e}"));
+                        break;
+                    }
+                }
+            }
+            tally
+        });
+        Ok(EtcdRenewer {
+            keeper,
+            inflight: tx,
+            reader,
+        })
+    }
+
+    async fn renew(&mut self, lease: i64, measured: bool) -> anyhow::Result<()> {
+        // Recorded before sending, so the reader always finds the request of an answer.
+        let _ = self.inflight.send((lease, Instant::now(), measured));
+        self.keeper.id = lease;
+        self.keeper
+            .keep_alive()
+            .await
+            .context("sending a lease keep-alive")
+    }
+
+    /// Waits (at most 30 s) for the answers still in flight, then closes the stream.
+    async fn finish(self) -> anyhow::Result<Tally> {
+        let EtcdRenewer {
+            keeper,
+            inflight,
+            reader,
+        } = self;
+        drop(inflight);
+        drop(keeper);
+        let abort = reader.abort_handle();
+        let tally = tokio::time::timeout(Duration::from_secs(30), reader).await;
+        match tally {
+            Ok(t) => Ok(t.context("keep-alive reader panicked")?),
+            Err(_) => {
+                abort.abort();
+                bail!("keep-alive answers did not arrive within 30 s")
+            }
+        }
+    }
+}
+
+/// What [`watch`] found.
+#[derive(Debug, Clone, Default)]
+pub struct WatchResult {
+    /// Watchers that saw the registration.
+    pub seen: u64,
+    /// Watchers that had not seen it when the wait ended.
+    pub missing: u64,
+    /// Time from the start of the registration until each watcher saw it.
+    pub latency: LatencySummary,
+    /// Time to open every watch.
+    pub setup: Duration,
+    /// Generator CPU from the registration until the last watcher saw it (at least one
+    /// second: CPU time comes in 10 ms ticks), as a share of one core; and while opening the
+    /// watches.
+    pub generator_percent: f64,
+    pub generator_setup_percent: f64,
+    /// Server CPU over the same stretch as `generator_percent`, as a share of one core.
+    pub server_percent: Option<f64>,
+    pub error_samples: Vec<String>,
+}
+
+/// Opens `watchers` watches on one service (each its own connection), then registers one
+/// instance into it and measures, per watcher, the time from the start of the registration
+/// until that watcher saw it.
+pub async fn watch(
+    target: &Target,
+    pid: Option<u32>,
+    watchers: usize,
+    wait: Duration,
+    pb: &ProgressBar,
+) -> anyhow::Result<WatchResult> {
+    const PREFIX: &str = "fan";
+    let service = payload::service_name(PREFIX, 0);
+    let id = payload::instance_id(PREFIX, 0);
+    let ready = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(ErrorLog::default());
+    // Opening many connections at once overflows the listen backlog (a dropped SYN is retried
+    // only after a second): open a bounded number at a time.
+    let opening = Arc::new(Semaphore::new(128));
+    let setup_clock = Clocks::start(pid);
+    pb.set_length(watchers as u64);
+    pb.set_position(0);
+    let mut tasks = Vec::with_capacity(watchers);
+    for _ in 0..watchers {
+        let (target, service, id) = (target.clone(), service.clone(), id.clone());
+        let (ready, failed, errors, opening, pb) = (
+            ready.clone(),
+            failed.clone(),
+            errors.clone(),
+            opening.clone(),
+            pb.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let opened: anyhow::Result<Watch> = async {
+                let _permit = opening.acquire().await?;
+                let conn = target.connect().await?;
+                conn.watch(&service).await
+            }
+            .await;
+            let mut watch = match opened {
+                Ok(w) => w,
+                Err(e) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    errors.note(|| format!("opening a watch: {e:#}"));
+                    return None;
+                }
+            };
+            ready.fetch_add(1, Ordering::Relaxed);
+            pb.inc(1);
+            match watch.until_added(&service, &id).await {
+                Ok(at) => Some(at),
+                Err(e) => {
+                    errors.note(|| format!("{e:#}"));
+                    None
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while ready.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < watchers {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {watchers} watches opened in 300 s: {}",
+                ready.load(Ordering::Relaxed),
+                errors.take().join("; ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if failed.load(Ordering::Relaxed) > 0 {
+        for t in &tasks {
+            t.abort();
+        }
+        bail!(
+            "{} of {watchers} watches failed to open: {}",
+            failed.load(Ordering::Relaxed),
+            errors.take().join("; ")
+        );
+    }
+    let (setup, setup_gen, _) = setup_clock.stop();
+    // Let the server finish whatever opening the watches left to do.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut writer = target.connect().await?;
+    let clocks = Clocks::start(pid);
+    let t0 = clocks.wall;
+    writer
+        .register(&service, PREFIX, 0, Some(Duration::from_secs(600)), false)
+        .await
+        .context("registering the watched instance")?;
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let mut latencies = Latencies::default();
+    let (mut seen, mut missing) = (0u64, 0u64);
+    let mut last = t0;
+    let wait_until = tokio::time::Instant::from(t0 + wait);
+    for t in tasks {
+        match tokio::time::timeout_at(wait_until, t).await {
+            Ok(Ok(Some(at))) => {
+                seen += 1;
+                latencies.record(at - t0);
+                last = last.max(at);
+            }
+            Ok(_) => missing += 1,
+            Err(_) => missing += 1,
+        }
+    }
+    // CPU is counted in 10 ms ticks: measure over at least a second from the registration.
+    let busy = last - t0;
+    tokio::time::sleep_until((t0 + busy.max(Duration::from_secs(1))).into()).await;
+    let (span, generator_cpu, server_cpu) = clocks.stop();
+    // Closes every watch still open (those that saw nothing in time).
+    for a in aborts {
+        a.abort();
+    }
+    Ok(WatchResult {
+        seen,
+        missing,
+        latency: latencies.summary(),
+        setup,
+        generator_percent: crate::stats::cpu_percent(generator_cpu, span),
+        generator_setup_percent: crate::stats::cpu_percent(setup_gen, setup),
+        server_percent: server_cpu.map(|c| crate::stats::cpu_percent(c, span)),
+        error_samples: errors.take(),
+    })
+}

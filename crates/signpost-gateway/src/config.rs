@@ -1,0 +1,640 @@
+//! The gateway's configuration: a typed TOML file, validated at start with a message that names
+//! every mistake it finds.
+//!
+//! Every key is optional except each `[[route]]`'s `prefix` and `service`; the README's
+//! "Gateway" section shows a complete file.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use signpost_core::model::Dur;
+
+use crate::route::{BalancerKind, HashOn, Protocol, RetrySpec, RouteSource, RouteSpec};
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrongly typed values.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (names the key).
+        message: String,
+    },
+    /// The values do not hang together; every problem found, one per line.
+    #[error("invalid gateway configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// The gateway's settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Where clients connect (HTTP/1.1 and h2c).
+    pub listen: SocketAddr,
+    /// The admin API: `GET /` (routes and upstream health) and `GET /metrics`.
+    pub admin_listen: SocketAddr,
+    /// Runtime worker threads for `signpost gateway` (0: one per core; 1: a single-threaded
+    /// runtime). The library itself runs on whatever runtime it is given.
+    pub workers: usize,
+    /// One `tracing` line per request (target `signpost_gateway::access`, level info).
+    pub access_log: bool,
+    /// Keep `X-Forwarded-Proto` and `X-Forwarded-Host` from the client (set them when absent)
+    /// instead of overwriting them: only behind a proxy you trust.
+    pub trust_forwarded_headers: bool,
+    /// How long open connections get to finish their requests at shutdown.
+    pub shutdown_grace: Dur,
+    /// Where instances and registry routes come from.
+    pub registry: RegistrySection,
+    /// Route settings every `[[route]]` and every registry route starts from.
+    pub defaults: RouteDefaults,
+    /// Connection pooling to upstream instances.
+    pub upstream: UpstreamSection,
+    /// Per-instance circuit breakers (the SDK's `BreakerConfig`).
+    pub breaker: BreakerSection,
+    /// Passive outlier ejection (the SDK's `OutlierConfig`).
+    pub outlier: OutlierSection,
+    /// The retry budget each route gets (the SDK's `RetryBudget`).
+    pub retry_budget: BudgetSection,
+    /// The configured routes.
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[registry]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySection {
+    /// Signpost agents (`host:port` or `http://host:port`); the first that answers is used.
+    pub addrs: Vec<String>,
+    /// Route services whose instances declare `gateway.prefix` in their metadata (see
+    /// [`crate::metadata`]). The gateway then follows every service in the catalog.
+    pub routes_from_metadata: bool,
+    /// Persist each followed service's last instance list here, so a gateway that starts while
+    /// the registry is down still routes.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `[defaults]`: the settings of a route that does not name them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteDefaults {
+    /// `round_robin`, `random`, `weighted_random`, `smooth_weighted`, `least_outstanding`,
+    /// `peak_ewma` or `consistent_hash`.
+    pub balancer: String,
+    /// Time from sending a request until the upstream's response headers arrive (504 after).
+    pub timeout: Dur,
+    /// Time to establish a TCP connection to an instance.
+    pub connect_timeout: Dur,
+    /// Remove the route's prefix from the path sent upstream.
+    pub strip_prefix: bool,
+    /// `http1` or `h2c` (HTTP/2 over cleartext, prior knowledge).
+    pub protocol: String,
+    /// Retries.
+    pub retry: RetryConfig,
+}
+
+/// `retry` tables: which failed attempts are tried again on another instance.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included (1: no retries).
+    pub attempts: u32,
+    /// Upstream statuses retried (idempotent requests without a body only).
+    pub statuses: Vec<u16>,
+    /// Retry timeouts too (idempotent requests without a body only).
+    pub timeouts: bool,
+    /// Backoff before the first retry; doubles per retry, at most 1 s, with jitter.
+    pub backoff: Dur,
+}
+
+/// A `[route.retry]` table: each key overrides `[defaults.retry]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryOverride {
+    /// See [`RetryConfig::attempts`].
+    pub attempts: Option<u32>,
+    /// See [`RetryConfig::statuses`].
+    pub statuses: Option<Vec<u16>>,
+    /// See [`RetryConfig::timeouts`].
+    pub timeouts: Option<bool>,
+    /// See [`RetryConfig::backoff`].
+    pub backoff: Option<Dur>,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSection {
+    /// Idle keep-alive connections kept per instance.
+    pub max_idle_per_instance: usize,
+    /// Idle connections are closed after between half and all of this.
+    pub idle_timeout: Dur,
+}
+
+/// `[breaker]`: see `signpost_client::breaker::BreakerConfig`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSection {
+    /// Open after this many failures in a row (0: never on this rule).
+    pub consecutive_failures: u32,
+    /// Open when this share of the window's results failed (above 1: never on this rule).
+    pub failure_ratio: f64,
+    /// The rolling window of the ratio rule.
+    pub window: Dur,
+    /// The ratio rule needs this many results in the window.
+    pub min_requests: u32,
+    /// How long an open breaker rejects before letting a probe through.
+    pub cool_down: Dur,
+}
+
+/// `[outlier]`: see `signpost_client::breaker::OutlierConfig`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierSection {
+    /// Eject after this many 5xx / connect failures / timeouts in a row (0: never).
+    pub consecutive_failures: u32,
+    /// The first ejection's length; the n-th lasts n times as long.
+    pub base_ejection: Dur,
+    /// The longest ejection.
+    pub max_ejection: Dur,
+    /// At most this share of a service's instances is ejected at once, in percent.
+    pub max_ejection_percent: u8,
+}
+
+/// `[retry_budget]`: see `signpost_client::retry::RetryBudget`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetSection {
+    /// Retries allowed per request over `ttl` (0.2: at most 20 % extra traffic).
+    pub ratio: f64,
+    /// Retries per second always allowed, so a quiet route can retry at all.
+    pub min_per_sec: u32,
+    /// How long a request's deposit counts.
+    pub ttl: Dur,
+}
+
+/// One `[[route]]`. Unset keys come from `[defaults]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// The route's name in metrics, logs and the admin API (default: `host` + `prefix`).
+    pub name: Option<String>,
+    /// Path prefix, matched on whole segments (`/api` matches `/api` and `/api/x`, not
+    /// `/apix`); the longest matching prefix wins.
+    pub prefix: String,
+    /// Only requests for this host (`Host` header, port ignored; `*.example.com` matches any
+    /// subdomain). Host routes win over host-less routes of the same prefix.
+    pub host: Option<String>,
+    /// The service in the registry.
+    pub service: String,
+    /// See [`RouteDefaults::strip_prefix`].
+    pub strip_prefix: Option<bool>,
+    /// See [`RouteDefaults::balancer`].
+    pub balancer: Option<String>,
+    /// For `consistent_hash`: `client_ip` (default), `path`, or `header:<name>`.
+    pub hash_on: Option<String>,
+    /// See [`RouteDefaults::timeout`].
+    pub timeout: Option<Dur>,
+    /// See [`RouteDefaults::connect_timeout`].
+    pub connect_timeout: Option<Dur>,
+    /// Only instances carrying this tag.
+    pub tag: Option<String>,
+    /// See [`RouteDefaults::protocol`].
+    pub protocol: Option<String>,
+    /// Overrides of `[defaults.retry]`.
+    pub retry: RetryOverride,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            workers: 0,
+            access_log: true,
+            trust_forwarded_headers: false,
+            shutdown_grace: Dur::from_secs(10),
+            registry: RegistrySection::default(),
+            defaults: RouteDefaults::default(),
+            upstream: UpstreamSection::default(),
+            breaker: BreakerSection::default(),
+            outlier: OutlierSection::default(),
+            retry_budget: BudgetSection::default(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        RegistrySection {
+            addrs: vec!["127.0.0.1:8500".to_string()],
+            routes_from_metadata: true,
+            cache_dir: None,
+        }
+    }
+}
+
+impl Default for RouteDefaults {
+    fn default() -> Self {
+        RouteDefaults {
+            balancer: "round_robin".to_string(),
+            timeout: Dur::from_secs(30),
+            connect_timeout: Dur::from_secs(2),
+            strip_prefix: false,
+            protocol: "http1".to_string(),
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            attempts: 2,
+            statuses: vec![502, 503, 504],
+            timeouts: false,
+            backoff: Dur::from_millis(25),
+        }
+    }
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        UpstreamSection {
+            max_idle_per_instance: 256,
+            idle_timeout: Dur::from_secs(60),
+        }
+    }
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        let sdk = signpost_client::breaker::BreakerConfig::default();
+        BreakerSection {
+            consecutive_failures: sdk.consecutive_failures,
+            failure_ratio: sdk.failure_ratio,
+            window: dur(sdk.window),
+            min_requests: sdk.min_requests,
+            cool_down: dur(sdk.cool_down),
+        }
+    }
+}
+
+impl Default for OutlierSection {
+    fn default() -> Self {
+        OutlierSection {
+            consecutive_failures: 5,
+            base_ejection: Dur::from_secs(30),
+            max_ejection: Dur::from_secs(300),
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+impl Default for BudgetSection {
+    fn default() -> Self {
+        BudgetSection {
+            ratio: 0.2,
+            min_per_sec: 10,
+            ttl: Dur::from_secs(10),
+        }
+    }
+}
+
+fn dur(d: Duration) -> Dur {
+    Dur(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl GatewayConfig {
+    /// Reads and parses a TOML file (not yet validated: see [`GatewayConfig::validate`]).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    ///
+    /// ```
+    /// let config = signpost_gateway::GatewayConfig::from_toml(r#"
+    ///     [[route]]
+    ///     prefix = "/users"
+    ///     service = "users"
+    /// "#).unwrap();
+    /// assert_eq!(config.routes[0].service, "users");
+    /// assert!(config.validate().is_ok());
+    /// ```
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// Checks that the settings hang together; the error lists every problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.registry.addrs.is_empty() {
+            problems.push("registry.addrs: name at least one Signpost agent".to_string());
+        }
+        if self.workers > 1024 {
+            problems.push(format!(
+                "workers: at most 1024 (0 = one per core), got {}",
+                self.workers
+            ));
+        }
+        if self.upstream.idle_timeout.as_millis() == 0 {
+            problems.push("upstream.idle_timeout must be above 0".to_string());
+        }
+        if self.outlier.max_ejection_percent > 100 {
+            problems.push(format!(
+                "outlier.max_ejection_percent must be 0 to 100, got {}",
+                self.outlier.max_ejection_percent
+            ));
+        }
+        if !(self.retry_budget.ratio >= 0.0 && self.retry_budget.ratio.is_finite()) {
+            problems.push("retry_budget.ratio must be 0 or more".to_string());
+        }
+        if self.retry_budget.ttl.as_millis() == 0 {
+            problems.push("retry_budget.ttl must be above 0".to_string());
+        }
+        if self.breaker.failure_ratio.is_nan() || self.breaker.failure_ratio <= 0.0 {
+            problems.push("breaker.failure_ratio must be above 0".to_string());
+        }
+        if let Err(e) = self.defaults_spec_check() {
+            problems.push(e);
+        }
+        let mut seen = HashSet::new();
+        let mut names = HashSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            match self.route_spec(route) {
+                Ok(spec) => {
+                    if !seen.insert((spec.host.clone(), spec.prefix.clone())) {
+                        problems.push(format!(
+                            "route[{i}]: another route already has host {} and prefix {:?}",
+                            spec.host.as_deref().unwrap_or("(any)"),
+                            spec.prefix
+                        ));
+                    } else if !names.insert(spec.name.clone()) {
+                        problems.push(format!(
+                            "route[{i}]: another route is already named {:?}",
+                            spec.name
+                        ));
+                    }
+                }
+                Err(errors) => {
+                    problems.extend(errors.into_iter().map(|e| format!("route[{i}]: {e}")))
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn defaults_spec_check(&self) -> Result<(), String> {
+        let d = &self.defaults;
+        let mut errors = Vec::new();
+        if let Err(e) = parse_balancer(&d.balancer, None) {
+            errors.push(format!("defaults.balancer: {e}"));
+        }
+        if let Err(e) = parse_protocol(&d.protocol) {
+            errors.push(format!("defaults.protocol: {e}"));
+        }
+        if d.timeout.as_millis() == 0 {
+            errors.push("defaults.timeout must be above 0".to_string());
+        }
+        if d.connect_timeout.as_millis() == 0 {
+            errors.push("defaults.connect_timeout must be above 0".to_string());
+        }
+        if let Err(e) = check_retry(&self.retry_spec(&RetryOverride::default())) {
+            errors.push(format!("defaults.retry: {e}"));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// The retry settings of a route: its overrides over `[defaults.retry]`.
+    pub(crate) fn retry_spec(&self, o: &RetryOverride) -> RetrySpec {
+        let d = &self.defaults.retry;
+        RetrySpec {
+            attempts: o.attempts.unwrap_or(d.attempts),
+            statuses: o.statuses.clone().unwrap_or_else(|| d.statuses.clone()),
+            timeouts: o.timeouts.unwrap_or(d.timeouts),
+            backoff: o.backoff.unwrap_or(d.backoff).to_std(),
+        }
+    }
+
+    /// Resolves a configured route against `[defaults]`, or says everything wrong with it.
+    pub fn route_spec(&self, r: &RouteConfig) -> Result<RouteSpec, Vec<String>> {
+        let d = &self.defaults;
+        let mut errors = Vec::new();
+        if let Err(e) = check_prefix(&r.prefix) {
+            errors.push(e);
+        }
+        let host = match r.host.as_deref().map(normalize_host).transpose() {
+            Ok(h) => h,
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
+        if let Err(e) = check_service(&r.service) {
+            errors.push(e);
+        }
+        let balancer = r.balancer.as_deref().unwrap_or(&d.balancer);
+        let balancer = match parse_balancer(balancer, r.hash_on.as_deref()) {
+            Ok(b) => b,
+            Err(e) => {
+                errors.push(e);
+                BalancerKind::RoundRobin
+            }
+        };
+        let protocol = match parse_protocol(r.protocol.as_deref().unwrap_or(&d.protocol)) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(e);
+                Protocol::Http1
+            }
+        };
+        let timeout = r.timeout.unwrap_or(d.timeout);
+        if timeout.as_millis() == 0 {
+            errors.push("timeout must be above 0".to_string());
+        }
+        let connect_timeout = r.connect_timeout.unwrap_or(d.connect_timeout);
+        if connect_timeout.as_millis() == 0 {
+            errors.push("connect_timeout must be above 0".to_string());
+        }
+        if let Some(tag) = &r.tag {
+            if tag.is_empty() {
+                errors.push("tag must not be empty".to_string());
+            }
+        }
+        let retry = self.retry_spec(&r.retry);
+        if let Err(e) = check_retry(&retry) {
+            errors.push(format!("retry: {e}"));
+        }
+        if let Some(name) = &r.name {
+            if name.is_empty() || name.len() > 128 {
+                errors.push("name must be 1 to 128 characters".to_string());
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let name = r
+            .name
+            .clone()
+            .unwrap_or_else(|| crate::route::default_name(host.as_deref(), &r.prefix));
+        Ok(RouteSpec {
+            name,
+            host,
+            prefix: r.prefix.clone(),
+            service: r.service.clone(),
+            strip_prefix: r.strip_prefix.unwrap_or(d.strip_prefix),
+            balancer,
+            timeout: timeout.to_std(),
+            connect_timeout: connect_timeout.to_std(),
+            retry,
+            tag: r.tag.clone(),
+            protocol,
+            source: RouteSource::Config,
+        })
+    }
+}
+
+/// A prefix starts with `/` and is plain: no query, no fragment, no `//`, no dot segments.
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), String> {
+    if !prefix.starts_with('/') {
+        return Err(format!("prefix must start with '/', got {prefix:?}"));
+    }
+    if prefix.len() > 1024 {
+        return Err("prefix must be at most 1024 bytes".to_string());
+    }
+    if prefix
+        .bytes()
+        .any(|b| b == b'?' || b == b'#' || b.is_ascii_whitespace() || b.is_ascii_control())
+        || prefix.contains("//")
+        || prefix.split('/').any(|s| s == "." || s == "..")
+    {
+        return Err(format!(
+            "prefix must be a plain path (no '?', '#', spaces, '//' or dot segments), got {prefix:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Lower-cases a host pattern and checks it: DNS characters, an optional leading `*.`.
+pub(crate) fn normalize_host(host: &str) -> Result<String, String> {
+    let h = host.trim().to_ascii_lowercase();
+    let bare = h.strip_prefix("*.").unwrap_or(&h);
+    let ok = !bare.is_empty()
+        && bare.len() <= 253
+        && bare
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !bare.starts_with('.')
+        && !bare.ends_with('.');
+    if ok {
+        Ok(h)
+    } else {
+        Err(format!(
+            "host must be a host name without port (optionally starting with \"*.\"), got {host:?}"
+        ))
+    }
+}
+
+pub(crate) fn check_service(service: &str) -> Result<(), String> {
+    let ok = !service.is_empty()
+        && service.len() <= 63
+        && service
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "service must be a registry service name ([a-z0-9-], 1 to 63), got {service:?}"
+        ))
+    }
+}
+
+fn check_retry(r: &RetrySpec) -> Result<(), String> {
+    if !(1..=10).contains(&r.attempts) {
+        return Err(format!("attempts must be 1 to 10, got {}", r.attempts));
+    }
+    if let Some(s) = r.statuses.iter().find(|s| !(500..=599).contains(*s)) {
+        return Err(format!("statuses must be 5xx, got {s}"));
+    }
+    Ok(())
+}
+
+/// Parses a balancer name (and, for consistent hashing, what to hash).
+pub(crate) fn parse_balancer(name: &str, hash_on: Option<&str>) -> Result<BalancerKind, String> {
+    let kind = match name {
+        "round_robin" => BalancerKind::RoundRobin,
+        "random" => BalancerKind::Random,
+        "weighted_random" => BalancerKind::WeightedRandom,
+        "smooth_weighted" => BalancerKind::SmoothWeighted,
+        "least_outstanding" => BalancerKind::LeastOutstanding,
+        "peak_ewma" => BalancerKind::PeakEwma,
+        "consistent_hash" => {
+            let on = match hash_on.unwrap_or("client_ip") {
+                "client_ip" => HashOn::ClientIp,
+                "path" => HashOn::Path,
+                other => match other.strip_prefix("header:") {
+                    Some(h) => HashOn::Header(http::HeaderName::from_bytes(h.as_bytes()).map_err(
+                        |_| format!("hash_on: {h:?} is not a header name"),
+                    )?),
+                    None => {
+                        return Err(format!(
+                            "hash_on must be client_ip, path or header:<name>, got {other:?}"
+                        ))
+                    }
+                },
+            };
+            return Ok(BalancerKind::ConsistentHash(on));
+        }
+        other => {
+            return Err(format!(
+                "unknown balancer {other:?} (round_robin, random, weighted_random, smooth_weighted, least_outstanding, peak_ewma, consistent_hash)"
+            ))
+        }
+    };
+    if hash_on.is_some() {
+        return Err("hash_on applies to the consistent_hash balancer only".to_string());
+    }
+    Ok(kind)
+}
+
+pub(crate) fn parse_protocol(p: &str) -> Result<Protocol, String> {
+    match p {
+        "http1" => Ok(Protocol::Http1),
+        "h2c" => Ok(Protocol::H2c),
+        other => Err(format!("protocol must be http1 or h2c, got {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+use std::time::Duration;
+
+use super::*;
+use crate::route::{BalancerKind, HashOn, Protocol};
+
+fn invalid(toml: &str) -> Vec<String> {
+    let config = GatewayConfig::from_toml(toml).expect("parses");
+    match config.validate() {
+        Err(ConfigError::Invalid(problems)) => problems,
+        other => panic!("expected invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_empty_file_is_the_defaults() {
+    let config = GatewayConfig::from_toml("").unwrap();
+    assert_eq!(config, GatewayConfig::default());
+    config.validate().unwrap();
+    assert_eq!(config.listen.port(), 8080);
+    assert_eq!(config.admin_listen.port(), 9901);
+    assert!(config.registry.routes_from_metadata);
+}
+
+#[test]
+fn the_readme_example_parses_and_resolves() {
+    let text = include_str!("../../tests/fixtures/gateway.toml");
+    let config = GatewayConfig::from_toml(text).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.routes.len(), 3);
+    let users = config.route_spec(&config.routes[0]).unwrap();
+    assert_eq!(users.prefix, "/api/users");
+    assert!(users.strip_prefix);
+    assert_eq!(users.balancer, BalancerKind::PeakEwma);
+    assert_eq!(users.timeout, Duration::from_secs(5));
+    assert_eq!(users.retry.attempts, 3);
+    assert_eq!(users.tag.as_deref(), Some("v2"));
+    let grpc = config.route_spec(&config.routes[1]).unwrap();
+    assert_eq!(grpc.protocol, Protocol::H2c);
+    assert_eq!(grpc.host.as_deref(), Some("grpc.example.com"));
+    assert_eq!(
+        grpc.balancer,
+        BalancerKind::ConsistentHash(HashOn::Header(http::HeaderName::from_static("x-user-id")))
+    );
+    // Unset keys come from [defaults].
+    let web = config.route_spec(&config.routes[2]).unwrap();
+    assert_eq!(web.name, "web");
+    assert_eq!(web.timeout, Duration::from_secs(10));
+    assert_eq!(web.retry.attempts, 2);
+    assert_eq!(web.balancer, BalancerKind::RoundRobin);
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let err =
+        GatewayConfig::from_toml("[[route]]\nprefix = \"/\"\nservice = \"a\"\nstrip = true\n")
+            .unwrap_err();
+    assert!(err.contains("strip"), "{err}");
+    let err = GatewayConfig::from_toml("listen = \"nowhere\"").unwrap_err();
+    assert!(err.contains("listen"), "{err}");
+}
+
+#[test]
+fn every_problem_is_reported() {
+    let problems = invalid(
+        r#"
+        workers = 5000
+        [registry]
+        addrs = []
+        [[route]]
+        prefix = "api"
+        service = "Users"
+        balancer = "fastest"
+        [[route]]
+        prefix = "/a"
+        service = "a"
+        protocol = "h3"
+        hash_on = "path"
+        [route.retry]
+        attempts = 0
+        statuses = [404]
+        [[route]]
+        prefix = "/b"
+        host = "x y"
+        service = "b"
+        timeout = "0s"
+        "#,
+    );
+    let all = problems.join("\n");
+    for needle in [
+        "registry.addrs",
+        "workers",
+        "route[0]: prefix must start with '/'",
+        "route[0]: service must be",
+        "route[0]: unknown balancer",
+        "route[1]: protocol must be",
+        "route[1]: hash_on applies",
+        "route[1]: retry: attempts",
+        "route[2]: host must be",
+        "route[2]: timeout must be above 0",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn duplicate_routes_are_refused() {
+    let problems = invalid(
+        r#"
+        [[route]]
+        prefix = "/a"
+        service = "a"
+        [[route]]
+        prefix = "/a"
+        service = "b"
+        [[route]]
+        prefix = "/a"
+        host = "h.example"
+        service = "c"
+        "#,
+    );
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("route[1]"), "{problems:?}");
+}
+
+#[test]
+fn retry_statuses_must_be_5xx_and_prefixes_plain() {
+    let problems = invalid(
+        r#"
+        [defaults.retry]
+        statuses = [429]
+        [[route]]
+        prefix = "/a/../b"
+        service = "a"
+        "#,
+    );
+    let all = problems.join("\n");
+    assert!(
+        all.contains("defaults.retry: statuses must be 5xx"),
+        "{all}"
+    );
+    assert!(all.contains("plain path"), "{all}");
+}

@@ -1,0 +1,425 @@
+//! The control plane: follows services through the SDK's watch-driven discovery, reads routes
+//! declared in the registry, and publishes a new [`Snapshot`] whenever anything changes.
+//!
+//! - Every service a `[[route]]` names is followed from the start.
+//! - With `registry.routes_from_metadata`, a catalog watcher (blocking queries on the agent's
+//!   `/v1/catalog/services`) reports which services exist; each is followed too, and the
+//!   `gateway.*` metadata of its instances declares its route ([`crate::metadata`]). A service
+//!   that leaves the catalog loses its route; one whose instances are all unhealthy keeps it
+//!   (answering 503) until it leaves.
+//! - Each followed service gets its own SDK [`Discovery`], so dropping the service stops its
+//!   watch. A small task per service turns list changes into a rebuild signal; bursts of
+//!   changes coalesce into one rebuild.
+//! - The same loop sweeps idle upstream connections.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use signpost_client::discovery::{Discovery, DiscoveryOptions};
+use signpost_client::registry::Registry;
+use signpost_client::ServiceWatch;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::config::GatewayConfig;
+use crate::metadata;
+use crate::pool::HostPool;
+use crate::route::{Protocol, RouteSpec, RouteTable};
+use crate::state::{Route, RouteEntry, ServiceView, Shared, Snapshot, Upstream};
+
+/// A followed service.
+struct Followed {
+    /// Its instance list.
+    watch: ServiceWatch,
+    /// The discovery that feeds only this service (dropping it ends the watch).
+    _discovery: Discovery,
+    /// Turns list changes into rebuild signals.
+    forwarder: JoinHandle<()>,
+    /// Whether the catalog lists it now.
+    in_catalog: bool,
+}
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        self.forwarder.abort();
+    }
+}
+
+/// The set of services in the registry's catalog (`None` until first known).
+pub(crate) type Catalog = watch::Receiver<Option<BTreeSet<String>>>;
+
+pub(crate) struct Controller {
+    /// Where snapshots go.
+    shared: Arc<Shared>,
+    /// The configuration.
+    config: Arc<GatewayConfig>,
+    /// The configured routes, resolved.
+    config_specs: Vec<RouteSpec>,
+    /// Services named by configured routes (always followed).
+    configured: HashSet<String>,
+    /// Where instance lists come from.
+    registry: Arc<dyn Registry>,
+    /// Followed services by name.
+    followed: HashMap<String, Followed>,
+    /// The route each registry service last declared.
+    declared: HashMap<String, RouteSpec>,
+    /// The last metadata problem logged per service (logged once per change).
+    problems: HashMap<String, String>,
+    /// Live routes (reused while their spec is unchanged).
+    routes: Vec<Arc<Route>>,
+    /// Connection pools by instance address and protocol.
+    pools: HashMap<(String, Protocol), Arc<HostPool>>,
+    /// Set by any followed list's change.
+    dirty: Arc<Notify>,
+}
+
+impl Controller {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        config: Arc<GatewayConfig>,
+        config_specs: Vec<RouteSpec>,
+        registry: Arc<dyn Registry>,
+    ) -> Controller {
+        let configured = config_specs.iter().map(|s| s.service.clone()).collect();
+        let mut controller = Controller {
+            shared,
+            config,
+            config_specs,
+            configured,
+            registry,
+            followed: HashMap::new(),
+            declared: HashMap::new(),
+            problems: HashMap::new(),
+            routes: Vec::new(),
+            pools: HashMap::new(),
+            dirty: Arc::new(Notify::new()),
+        };
+        let services: Vec<String> = controller.configured.iter().cloned().collect();
+        for service in services {
+            controller.follow(&service);
+        }
+        controller.rebuild();
+        controller
+    }
+
+    /// The discovery handles of the configured services (for readiness).
+    pub(crate) fn configured_watches(&self) -> Vec<ServiceWatch> {
+        self.configured
+            .iter()
+            .filter_map(|s| self.followed.get(s).map(|f| f.watch.clone()))
+            .collect()
+    }
+
+    fn follow(&mut self, service: &str) -> &mut Followed {
+        if !self.followed.contains_key(service) {
+            let options = DiscoveryOptions {
+                cache_dir: self.config.registry.cache_dir.clone(),
+                ..DiscoveryOptions::default()
+            };
+            let discovery = Discovery::new(self.registry.clone(), options);
+            let watch = discovery.service(service);
+            let mut updates = watch.updates();
+            let dirty = self.dirty.clone();
+            let forwarder = tokio::spawn(async move {
+                while updates.changed().await.is_ok() {
+                    dirty.notify_one();
+                }
+            });
+            tracing::debug!(%service, "following service");
+            self.followed.insert(
+                service.to_string(),
+                Followed {
+                    watch,
+                    _discovery: discovery,
+                    forwarder,
+                    in_catalog: false,
+                },
+            );
+        }
+        self.followed.get_mut(service).expect("just inserted")
+    }
+
+    /// Follows what the catalog lists and drops what left it (configured services stay).
+    fn on_catalog(&mut self, services: &BTreeSet<String>) {
+        for service in services {
+            self.follow(service).in_catalog = true;
+        }
+        for (name, f) in self.followed.iter_mut() {
+            f.in_catalog = services.contains(name);
+        }
+        let configured = &self.configured;
+        self.followed
+            .retain(|name, f| f.in_catalog || configured.contains(name));
+    }
+
+    /// Re-reads the routes registry services declare.
+    fn update_declared(&mut self) {
+        if !self.config.registry.routes_from_metadata {
+            return;
+        }
+        for (service, f) in &self.followed {
+            if !f.in_catalog {
+                continue;
+            }
+            let instances = f.watch.instances();
+            if instances.is_empty() {
+                // Unhealthy or not yet known: keep what it declared (503 rather than 404).
+                continue;
+            }
+            match metadata::spec_from_instances(&self.config, service, &instances) {
+                Ok(Some(spec)) => {
+                    self.problems.remove(service);
+                    if self.declared.get(service) != Some(&spec) {
+                        tracing::info!(
+                            %service,
+                            prefix = %spec.prefix,
+                            host = spec.host.as_deref().unwrap_or("*"),
+                            "route declared in the registry"
+                        );
+                        self.declared.insert(service.clone(), spec);
+                    }
+                }
+                Ok(None) => {
+                    self.problems.remove(service);
+                    if self.declared.remove(service).is_some() {
+                        tracing::info!(%service, "service no longer declares a route");
+                    }
+                }
+                Err(problem) => {
+                    if self.problems.get(service) != Some(&problem) {
+                        tracing::warn!(%service, "not routing the service: {problem}");
+                        self.problems.insert(service.clone(), problem);
+                    }
+                    self.declared.remove(service);
+                }
+            }
+        }
+        let followed = &self.followed;
+        self.declared.retain(|service, spec| {
+            let keep = followed.get(service).is_some_and(|f| f.in_catalog);
+            if !keep {
+                tracing::info!(%service, prefix = %spec.prefix, "service left the registry; route removed");
+            }
+            keep
+        });
+    }
+
+    /// Builds and publishes a new snapshot.
+    fn rebuild(&mut self) {
+        self.update_declared();
+
+        let mut specs = self.config_specs.clone();
+        let mut taken: HashSet<(Option<String>, String)> = specs
+            .iter()
+            .map(|s| (s.host.clone(), s.prefix.clone()))
+            .collect();
+        let mut declared: Vec<&RouteSpec> = self.declared.values().collect();
+        declared.sort_by(|a, b| a.service.cmp(&b.service));
+        for spec in declared {
+            if taken.insert((spec.host.clone(), spec.prefix.clone())) {
+                specs.push(spec.clone());
+            } else {
+                tracing::debug!(
+                    service = %spec.service,
+                    prefix = %spec.prefix,
+                    "registry route shadowed by another route with the same host and prefix"
+                );
+            }
+        }
+
+        let previous = std::mem::take(&mut self.routes);
+        let mut used_pools = HashSet::new();
+        let mut entries = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let route = previous
+                .iter()
+                .find(|r| r.spec == spec)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Route::new(spec, &self.config)));
+            let Some(followed) = self.followed.get(&route.spec.service) else {
+                continue;
+            };
+            let instances = followed.watch.instances();
+            let stats = route.stats_for(&instances);
+            let upstreams: Box<[Upstream]> = instances
+                .iter()
+                .zip(stats)
+                .map(|(instance, stats)| {
+                    let key = (instance.authority(), route.spec.protocol);
+                    used_pools.insert(key.clone());
+                    let max_idle = self.config.upstream.max_idle_per_instance;
+                    let pool = self
+                        .pools
+                        .entry(key)
+                        .or_insert_with_key(|(authority, protocol)| {
+                            Arc::new(HostPool::new(authority.clone(), *protocol, max_idle))
+                        })
+                        .clone();
+                    Upstream { pool, stats }
+                })
+                .collect();
+            self.routes.push(route.clone());
+            entries.push(RouteEntry {
+                route,
+                instances,
+                upstreams,
+                watch: followed.watch.clone(),
+            });
+        }
+        self.pools.retain(|key, _| used_pools.contains(key));
+        let mut services: Vec<ServiceView> = self
+            .followed
+            .iter()
+            .map(|(name, f)| ServiceView {
+                name: name.clone(),
+                watch: f.watch.clone(),
+                configured: self.configured.contains(name),
+                in_catalog: f.in_catalog,
+                declared: self.declared.get(name).cloned(),
+                problem: self.problems.get(name).cloned(),
+            })
+            .collect();
+        services.sort_by(|a, b| a.name.cmp(&b.name));
+        self.shared.publish(Snapshot {
+            table: RouteTable::new(entries),
+            services,
+        });
+    }
+
+    fn sweep(&self) {
+        for pool in self.pools.values() {
+            pool.sweep();
+        }
+    }
+
+    /// Runs until `stop` turns true (or its sender is dropped).
+    pub(crate) async fn run(
+        mut self,
+        mut catalog: Option<Catalog>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        // A connection is closed by the second sweep that finds it idle: after between half
+        // and all of idle_timeout.
+        let idle = self.config.upstream.idle_timeout.to_std();
+        let mut sweep = tokio::time::interval((idle / 2).max(Duration::from_millis(500)));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => {
+                    if *stop.borrow() {
+                        return;
+                    }
+                }
+                _ = self.dirty.notified() => self.rebuild(),
+                changed = changed_opt(&mut catalog) => {
+                    if changed.is_err() {
+                        catalog = None;
+                        continue;
+                    }
+                    let services = catalog
+                        .as_mut()
+                        .and_then(|c| c.borrow_and_update().clone());
+                    if let Some(services) = services {
+                        self.on_catalog(&services);
+                        self.rebuild();
+                    }
+                }
+                _ = sweep.tick() => self.sweep(),
+            }
+        }
+    }
+}
+
+/// Waits for the catalog's next change (forever when there is no catalog watcher).
+async fn changed_opt(catalog: &mut Option<Catalog>) -> Result<(), watch::error::RecvError> {
+    match catalog {
+        Some(c) => c.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Follows the set of services in the catalog of the agents at `addrs` (base URLs) with
+/// blocking queries on `/v1/catalog/services`, publishing each new set. Moves to the next agent
+/// and backs off (exponentially, with jitter, up to 10 s) on errors; ends when every receiver
+/// is gone.
+pub(crate) async fn watch_catalog(addrs: Vec<String>, tx: watch::Sender<Option<BTreeSet<String>>>) {
+    let http = match reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot build the catalog HTTP client: {e}");
+            return;
+        }
+    };
+    let wait = Duration::from_secs(300);
+    let mut index: u64 = 0;
+    let mut agent = 0usize;
+    let mut failures: u32 = 0;
+    loop {
+        let base = &addrs[agent % addrs.len()];
+        let url = format!("{base}/v1/catalog/services?index={index}&wait=5m");
+        let request = http
+            .get(&url)
+            .timeout(wait + Duration::from_secs(30))
+            .send();
+        let result = tokio::select! {
+            _ = tx.closed() => return,
+            r = request => r,
+        };
+        let outcome: Result<(u64, BTreeSet<String>), String> = match result {
+            Ok(resp) if resp.status().is_success() => {
+                let next = resp
+                    .headers()
+                    .get("x-consul-index")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                match resp
+                    .json::<std::collections::BTreeMap<String, serde_json::Value>>()
+                    .await
+                {
+                    Ok(map) => Ok((next, map.into_keys().collect())),
+                    Err(e) => Err(format!("bad catalog answer from {base}: {e}")),
+                }
+            }
+            Ok(resp) => Err(format!("{base} answered {}", resp.status())),
+            Err(e) => Err(format!("{base}: {e}")),
+        };
+        match outcome {
+            Ok((next, services)) => {
+                if failures > 0 {
+                    tracing::info!(agent = %base, "catalog watch reconnected");
+                }
+                failures = 0;
+                // An index that went backwards (agent restarted) starts over.
+                index = if next < index { 0 } else { next };
+                tx.send_if_modified(|current| {
+                    if current.as_ref() == Some(&services) {
+                        false
+                    } else {
+                        *current = Some(services);
+                        true
+                    }
+                });
+            }
+            Err(e) => {
+                let cap = Duration::from_millis(100)
+                    .saturating_mul(2u32.saturating_pow(failures.min(10)))
+                    .min(Duration::from_secs(10));
+                let delay = cap.mul_f64(rand::random::<f64>());
+                failures = failures.saturating_add(1);
+                agent = agent.wrapping_add(1);
+                index = 0;
+                tracing::warn!("catalog watch failed ({e}); retrying in {delay:?}");
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Header rewriting: hop-by-hop headers out, `X-Forwarded-*` and `X-Request-Id` in. Pure
+//! functions over a `HeaderMap`, unit-tested in `headers/tests.rs`.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `x-forwarded-for`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-forwarded-host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `x-request-id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
+/// non-standard `proxy-connection`. `te` and `upgrade` get special treatment.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// What the proxy knows about the client connection, computed once per connection.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The peer's IP.
+    pub ip: IpAddr,
+    /// The peer's IP as a header value (appended to `X-Forwarded-For`).
+    pub ip_value: HeaderValue,
+    /// `http` (the gateway does not terminate TLS).
+    pub proto: HeaderValue,
+}
+
+impl ClientInfo {
+    /// The client at `ip`, speaking plain HTTP.
+    pub fn new(ip: IpAddr) -> Self {
+        ClientInfo {
+            ip,
+            ip_value: HeaderValue::try_from(ip.to_string()).expect("an IP is a valid header"),
+            proto: HeaderValue::from_static("http"),
+        }
+    }
+}
+
+/// Whether the request asks to switch protocols (WebSocket and the like): an `Upgrade` header
+/// and `upgrade` among the `Connection` tokens.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")))
+}
+
+/// The comma-separated tokens of a header value.
+fn tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
+    v.to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers: the fixed list, `upgrade` (unless `upgrade` is true: then
+/// `Connection: upgrade` and `Upgrade` are kept), `te` unless it is exactly `trailers` (gRPC
+/// needs that one end to end), and every header the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of these: one pass over the (few) headers to find out, instead
+    // of a hash lookup per name.
+    let any = headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(name) || name == header::UPGRADE || name == header::TE);
+    if !any {
+        return;
+    }
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<String> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(tokens)
+            .filter(|t| !(upgrade && t.eq_ignore_ascii_case("upgrade")))
+            .map(str::to_ascii_lowercase)
+            .collect();
+        for name in named {
+            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+    if let Some(te) = headers.get(header::TE) {
+        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            headers.remove(header::TE);
+        }
+    }
+}
+
+/// Rewrites a request's headers for the upstream: hop-by-hop out (see [`remove_hop_by_hop`]),
+/// `Expect` out (the gateway answers `100 Continue` itself), the client appended to
+/// `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` set (kept if present when
+/// `trust_forwarded`), and an `X-Request-Id` kept or made. Returns the request id.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    client: &ClientInfo,
+    host: Option<&HeaderValue>,
+    trust_forwarded: bool,
+    upgrade: bool,
+    ids: &RequestIds,
+) -> HeaderValue {
+    remove_hop_by_hop(headers, upgrade);
+    headers.remove(header::EXPECT);
+    // Room for the four headers added below, so the map grows at most once.
+    headers.reserve(4);
+
+    let forwarded_for = match headers.get_all(&X_FORWARDED_FOR).iter().count() {
+        0 => client.ip_value.clone(),
+        _ => {
+            let mut joined = Vec::with_capacity(64);
+            for v in headers.get_all(&X_FORWARDED_FOR) {
+                if !joined.is_empty() {
+                    joined.extend_from_slice(b", ");
+                }
+                joined.extend_from_slice(v.as_bytes());
+            }
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(client.ip_value.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.ip_value.clone())
+        }
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
+
+    if !(trust_forwarded && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
+    }
+    if !(trust_forwarded && headers.contains_key(&X_FORWARDED_HOST)) {
+        match host {
+            Some(h) => {
+                headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+
+    match headers.get(&X_REQUEST_ID) {
+        Some(id) if valid_request_id(id) => id.clone(),
+        _ => {
+            let id = ids.next();
+            headers.insert(X_REQUEST_ID.clone(), id.clone());
+            id
+        }
+    }
+}
+
+/// A client-supplied request id is kept if it is 1 to 200 visible ASCII characters.
+fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+/// Rewrites an upstream response's headers for the client: hop-by-hop out, except the
+/// `Upgrade` handshake of a `101 Switching Protocols`.
+pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
+    remove_hop_by_hop(headers, switching_protocols);
+}
+
+/// Makes request ids: 32 hex digits, a random per-process half and a counter, unique without
+/// coordination and cheap (no formatting machinery, one allocation for the header value).
+#[derive(Debug)]
+pub struct RequestIds {
+    /// Random, per process.
+    prefix: u64,
+    /// Bumped per id.
+    counter: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        RequestIds {
+            prefix: rand::random(),
+            counter: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RequestIds {
+    /// The next id.
+    pub fn next(&self) -> HeaderValue {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 32];
+        for (i, word) in [self.prefix, n].into_iter().enumerate() {
+            for j in 0..16 {
+                let nibble = (word >> (60 - 4 * j)) & 0xf;
+                buf[i * 16 + j] = HEX[nibble as usize];
+            }
+        }
+        HeaderValue::from_bytes(&buf).expect("hex digits are a valid header")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,220 @@
+//! Signpost's API gateway: a reverse proxy on hyper 1 that finds each request's service in the
+//! registry and forwards it to a healthy instance.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration, validated at start.
+//! - [`route`]: route specs and longest-prefix / host matching (pure).
+//! - [`metadata`]: routes declared in the registry through instance metadata (pure).
+//! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, `X-Request-Id` (pure).
+//! - `control`: the control plane: SDK discovery per service, the catalog watcher, snapshots.
+//! - `state`: the immutable snapshot the request path reads (one atomic load per request).
+//! - `proxy`: the request path: selection (the SDK's `Selector`), retries (the SDK's
+//!   `RetryPolicy` and budget), forwarding, errors.
+//! - `pool`: upstream connections: pooled HTTP/1.1 keep-alive connections driven by the
+//!   request's own task; one multiplexed h2c connection per instance.
+//! - [`body`]: streaming request and response bodies.
+//! - [`error`]: the one place failures become JSON responses.
+//! - `metrics`, `admin`: `/metrics` and `GET /` on the admin port.
+//! - `server`: accept loops and graceful shutdown.
+//!
+//! ```no_run
+//! use signpost_gateway::{Gateway, GatewayConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = GatewayConfig::from_toml(r#"
+//!     [registry]
+//!     addrs = ["127.0.0.1:8500"]
+//!     [[route]]
+//!     prefix = "/users"
+//!     service = "users"
+//! "#)?;
+//! let gateway = Gateway::start(config)?;
+//! let proxy = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let admin = tokio::net::TcpListener::bind("127.0.0.1:9901").await?;
+//! gateway.serve(proxy, admin, async { tokio::signal::ctrl_c().await.ok(); }).await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod metadata;
+pub mod route;
+
+mod admin;
+mod control;
+mod metrics;
+mod pool;
+mod proxy;
+mod server;
+mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use signpost_client::registry::signpost::SignpostRegistry;
+use signpost_client::registry::{Registry, RegistryError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use admin::{DiscoveryStatus, RouteStatus, ServiceStatus, UpstreamStatus};
+pub use config::{ConfigError, GatewayConfig};
+pub use error::ProxyError;
+pub use route::RouteSpec;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The registry client could not be built.
+    #[error("registry: {0}")]
+    Registry(#[from] RegistryError),
+}
+
+/// A running gateway's control plane. Serve traffic with [`Gateway::serve`]; dropping the
+/// gateway stops discovery.
+pub struct Gateway {
+    /// Shared with the request path and the admin API.
+    shared: Arc<state::Shared>,
+    /// The configuration it started with.
+    config: Arc<GatewayConfig>,
+    /// The discovery handles of the configured routes' services.
+    configured: Vec<signpost_client::ServiceWatch>,
+    /// Stops the controller (and the catalog watcher) when dropped or set.
+    stop: watch::Sender<bool>,
+    /// The controller task.
+    controller: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("listen", &self.config.listen)
+            .field("routes", &self.config.routes.len())
+            .finish()
+    }
+}
+
+impl Gateway {
+    /// Validates `config` and starts the control plane against the Signpost agents it names.
+    /// Must be called within a tokio runtime. Routes answer 503 until their service's first
+    /// instance list arrives (see [`Gateway::ready`]).
+    pub fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        config.validate()?;
+        let registry = SignpostRegistry::new(config.registry.addrs.clone())?;
+        let addrs = registry.addrs().to_vec();
+        Self::start_with_registry(config, Arc::new(registry), Some(addrs))
+    }
+
+    /// Like [`Gateway::start`] with any SDK registry. `catalog` names the Signpost agents whose
+    /// catalog lists the services to follow for registry routes (`None`: configured routes
+    /// only).
+    pub fn start_with_registry(
+        config: GatewayConfig,
+        registry: Arc<dyn Registry>,
+        catalog: Option<Vec<String>>,
+    ) -> Result<Gateway, GatewayError> {
+        config.validate()?;
+        let specs = config
+            .routes
+            .iter()
+            .map(|r| config.route_spec(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::Invalid)?;
+        let config = Arc::new(config);
+        let shared = Arc::new(state::Shared::new(&config));
+        let controller = control::Controller::new(shared.clone(), config.clone(), specs, registry);
+        let configured = controller.configured_watches();
+        let (stop, stopped) = watch::channel(false);
+        let catalog = match catalog {
+            Some(addrs) if config.registry.routes_from_metadata && !addrs.is_empty() => {
+                let (tx, rx) = watch::channel(None);
+                tokio::spawn(control::watch_catalog(addrs, tx));
+                Some(rx)
+            }
+            _ => None,
+        };
+        let controller = tokio::spawn(controller.run(catalog, stopped));
+        Ok(Gateway {
+            shared,
+            config,
+            configured,
+            stop,
+            controller,
+        })
+    }
+
+    /// Waits until every configured route's service has a first instance list, at most
+    /// `timeout`. Returns whether they all did.
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        let all = futures::future::join_all(self.configured.iter().map(|w| w.ready()));
+        match tokio::time::timeout(timeout, all).await {
+            Ok(results) => results.iter().all(Result::is_ok),
+            Err(_) => false,
+        }
+    }
+
+    /// The routes in matching order, with their upstreams' health (what `GET /` on the admin
+    /// port answers).
+    pub fn routes(&self) -> Vec<RouteStatus> {
+        admin::routes(&self.shared.snapshot())
+    }
+
+    /// The services the gateway follows (configured ones, and with
+    /// `registry.routes_from_metadata` every one in the catalog), with the routes they declare.
+    pub fn services(&self) -> Vec<ServiceStatus> {
+        admin::services(&self.shared.snapshot())
+    }
+
+    /// Prometheus text (what `GET /metrics` on the admin port answers).
+    pub fn metrics(&self) -> String {
+        metrics::render(&self.shared, &self.shared.snapshot())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// Serves client traffic on `proxy` and the admin API on `admin` until `shutdown`
+    /// resolves; then stops accepting and gives open connections `shutdown_grace` to finish.
+    pub async fn serve(
+        &self,
+        proxy: TcpListener,
+        admin: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let grace = self.config.shutdown_grace.to_std();
+        let (stop, stopped) = watch::channel(false);
+        let proxy = tokio::spawn(server::accept_loop(
+            self.shared.clone(),
+            proxy,
+            server::Face::Proxy,
+            stopped.clone(),
+            grace,
+        ));
+        let admin = tokio::spawn(server::accept_loop(
+            self.shared.clone(),
+            admin,
+            server::Face::Admin,
+            stopped,
+            grace,
+        ));
+        shutdown.await;
+        let _ = stop.send(true);
+        let _ = tokio::join!(proxy, admin);
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.controller.abort();
+    }
+}

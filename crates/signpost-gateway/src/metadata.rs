@@ -1,0 +1,184 @@
+//! Routes declared in the registry: instance metadata under the `gateway.` keys.
+//!
+//! | Key | Value | Default |
+//! | --- | --- | --- |
+//! | `gateway.prefix` | path prefix, e.g. `/users` (**required**: declares the route) | — |
+//! | `gateway.host` | host the route is limited to (`*.example.com` allowed) | any host |
+//! | `gateway.strip_prefix` | `true` or `false` | `[defaults] strip_prefix` |
+//! | `gateway.protocol` | `http1` or `h2c` | `[defaults] protocol` |
+//! | `gateway.balancer` | a balancer name (not `consistent_hash`) | `[defaults] balancer` |
+//! | `gateway.timeout` | e.g. `5s` | `[defaults] timeout` |
+//!
+//! The instances of a service are read in id order and the first one carrying
+//! `gateway.prefix` speaks for the service (all its `gateway.` keys are taken from it). A
+//! configured `[[route]]` with the same host and prefix wins over a registry route; of two
+//! services declaring the same host and prefix, the one whose name sorts first wins. Pure: the
+//! controller calls [`spec_from_instances`] on every change of a service's instance list.
+
+use signpost_client::Instance;
+use signpost_core::model::Dur;
+
+use crate::config::{
+    check_prefix, normalize_host, parse_balancer, parse_protocol, GatewayConfig, RetryOverride,
+};
+use crate::route::{default_name, RouteSource, RouteSpec};
+
+/// The metadata key that declares a route.
+pub const PREFIX: &str = "gateway.prefix";
+/// Limits the route to a host.
+pub const HOST: &str = "gateway.host";
+/// `true` or `false`.
+pub const STRIP_PREFIX: &str = "gateway.strip_prefix";
+/// `http1` or `h2c`.
+pub const PROTOCOL: &str = "gateway.protocol";
+/// A balancer name.
+pub const BALANCER: &str = "gateway.balancer";
+/// A duration.
+pub const TIMEOUT: &str = "gateway.timeout";
+
+/// The route `service`'s instances declare, if any. `Err` names a bad value (the service is then
+/// not routed, and the controller logs why).
+pub fn spec_from_instances(
+    config: &GatewayConfig,
+    service: &str,
+    instances: &[Instance],
+) -> Result<Option<RouteSpec>, String> {
+    let Some(declaring) = instances
+        .iter()
+        .filter(|i| i.metadata.contains_key(PREFIX))
+        .min_by(|a, b| a.id.cmp(&b.id))
+    else {
+        return Ok(None);
+    };
+    let meta = &declaring.metadata;
+    let get = |k: &str| meta.get(k).map(|v| v.trim());
+    let at = |k: &str, e: String| format!("instance {} metadata {k}: {e}", declaring.id);
+
+    let prefix = get(PREFIX).unwrap_or_default().to_string();
+    check_prefix(&prefix).map_err(|e| at(PREFIX, e))?;
+    let host = get(HOST)
+        .map(normalize_host)
+        .transpose()
+        .map_err(|e| at(HOST, e))?;
+    let d = &config.defaults;
+    let strip_prefix = match get(STRIP_PREFIX) {
+        None => d.strip_prefix,
+        Some("true") => true,
+        Some("false") => false,
+        Some(other) => return Err(at(STRIP_PREFIX, format!("true or false, got {other:?}"))),
+    };
+    let protocol =
+        parse_protocol(get(PROTOCOL).unwrap_or(&d.protocol)).map_err(|e| at(PROTOCOL, e))?;
+    let balancer =
+        parse_balancer(get(BALANCER).unwrap_or(&d.balancer), None).map_err(|e| at(BALANCER, e))?;
+    let timeout = match get(TIMEOUT) {
+        None => d.timeout,
+        Some(t) => t.parse::<Dur>().map_err(|e| at(TIMEOUT, e))?,
+    };
+    if timeout.as_millis() == 0 {
+        return Err(at(TIMEOUT, "must be above 0".to_string()));
+    }
+    Ok(Some(RouteSpec {
+        name: default_name(host.as_deref(), &prefix),
+        host,
+        prefix,
+        service: service.to_string(),
+        strip_prefix,
+        balancer,
+        timeout: timeout.to_std(),
+        connect_timeout: d.connect_timeout.to_std(),
+        retry: config.retry_spec(&RetryOverride::default()),
+        tag: None,
+        protocol,
+        source: RouteSource::Registry,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::route::Protocol;
+
+    fn instance(id: &str, meta: &[(&str, &str)]) -> Instance {
+        Instance {
+            id: id.to_string(),
+            service: "users".to_string(),
+            address: "127.0.0.1".to_string(),
+            port: 9000,
+            tags: vec![],
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            weight: 100,
+        }
+    }
+
+    #[test]
+    fn no_prefix_no_route() {
+        let config = GatewayConfig::default();
+        let list = [instance("a", &[("zone", "x")])];
+        assert_eq!(spec_from_instances(&config, "users", &list), Ok(None));
+        assert_eq!(spec_from_instances(&config, "users", &[]), Ok(None));
+    }
+
+    #[test]
+    fn the_first_declaring_instance_by_id_speaks_for_the_service() {
+        let config = GatewayConfig::default();
+        let list = [
+            instance("c", &[(PREFIX, "/third")]),
+            instance("a", &[]),
+            instance("b", &[(PREFIX, "/users"), (HOST, "API.example.com")]),
+        ];
+        let spec = spec_from_instances(&config, "users", &list)
+            .unwrap()
+            .unwrap();
+        assert_eq!(spec.prefix, "/users");
+        assert_eq!(spec.host.as_deref(), Some("api.example.com"));
+        assert_eq!(spec.name, "api.example.com/users");
+        assert_eq!(spec.source, RouteSource::Registry);
+        assert_eq!(spec.service, "users");
+    }
+
+    #[test]
+    fn keys_override_the_defaults() {
+        let config = GatewayConfig::default();
+        let list = [instance(
+            "a",
+            &[
+                (PREFIX, "/grpc"),
+                (STRIP_PREFIX, "true"),
+                (PROTOCOL, "h2c"),
+                (BALANCER, "least_outstanding"),
+                (TIMEOUT, "250ms"),
+            ],
+        )];
+        let spec = spec_from_instances(&config, "users", &list)
+            .unwrap()
+            .unwrap();
+        assert!(spec.strip_prefix);
+        assert_eq!(spec.protocol, Protocol::H2c);
+        assert_eq!(spec.balancer.as_str(), "least_outstanding");
+        assert_eq!(spec.timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let config = GatewayConfig::default();
+        for (meta, key) in [
+            (vec![(PREFIX, "users")], PREFIX),
+            (vec![(PREFIX, "/u"), (STRIP_PREFIX, "yes")], STRIP_PREFIX),
+            (vec![(PREFIX, "/u"), (PROTOCOL, "h3")], PROTOCOL),
+            (vec![(PREFIX, "/u"), (BALANCER, "fastest")], BALANCER),
+            (vec![(PREFIX, "/u"), (TIMEOUT, "soon")], TIMEOUT),
+            (vec![(PREFIX, "/u"), (HOST, "a b")], HOST),
+        ] {
+            let err = spec_from_instances(&config, "users", &[instance("a", &meta)]).unwrap_err();
+            assert!(err.contains(key), "{err}");
+            assert!(err.contains("instance a"), "{err}");
+        }
+    }
+}

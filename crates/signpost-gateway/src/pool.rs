@@ -1,0 +1,307 @@
+//! Connections to upstream instances: one [`HostPool`] per instance address and protocol.
+//!
+//! **HTTP/1.1.** Idle keep-alive connections wait in a lock-free queue. A request takes one (or
+//! dials a new one), and the connection is *driven by the request's own task*: the proxy polls
+//! it while waiting for the response head, and the response body ([`crate::body::ProxyBody`])
+//! polls it while streaming. No task per connection, no channel hop between tasks per request.
+//! When the response body has been read to the end the connection goes back to the queue if it
+//! can take another request. Idle connections are not polled; a checkout polls each candidate
+//! once (no waker) to notice the ones the upstream closed meanwhile, and the sweeper closes the
+//! ones idle through two of its rounds (it runs every `idle_timeout / 2`), so no clock is read
+//! on the request path.
+//!
+//! **h2c.** One multiplexed HTTP/2 connection per instance, driven by its own task; requests
+//! clone its sender.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::body::UpBody;
+use crate::route::Protocol;
+
+/// The sending half of an HTTP/1.1 upstream connection.
+pub(crate) type H1Sender = http1::SendRequest<UpBody>;
+/// The IO half of an HTTP/1.1 upstream connection; must be polled for anything to happen.
+pub(crate) type H1Driver = http1::Connection<TokioIo<TcpStream>, UpBody>;
+/// A handle to an h2c connection (cheap to clone).
+pub(crate) type H2Sender = http2::SendRequest<UpBody>;
+
+/// One HTTP/1.1 connection to an instance: the sender and the driver, kept together so the
+/// task that uses the connection also drives it.
+pub(crate) struct H1Conn {
+    /// Sends requests.
+    pub(crate) send: H1Sender,
+    /// Reads and writes the socket when polled.
+    pub(crate) driver: H1Driver,
+}
+
+impl H1Conn {
+    /// Drives the connection; `Ready` means it is finished (closed or failed).
+    pub(crate) fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        Pin::new(&mut self.driver).poll(cx)
+    }
+
+    /// Polls once without a waker (noticing a close or a finished response) and says whether
+    /// the connection can take a new request now.
+    pub(crate) fn is_reusable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_drive(&mut cx) {
+            Poll::Ready(_) => false,
+            Poll::Pending => self.send.is_ready(),
+        }
+    }
+}
+
+/// An idle connection.
+struct Idle {
+    /// The connection (boxed once when opened: it is large, and moves often).
+    conn: Box<H1Conn>,
+    /// A sweep has seen it idle; the next one closes it.
+    marked: bool,
+}
+
+/// Why no connection could be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    /// TCP connect (or name resolution) failed.
+    #[error("cannot connect to {authority}: {source}")]
+    Io {
+        /// The instance.
+        authority: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The connect timeout passed.
+    #[error("connecting to {authority} timed out after {after:?}")]
+    Timeout {
+        /// The instance.
+        authority: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The HTTP handshake failed (h2c preface, settings).
+    #[error("HTTP handshake with {authority} failed: {source}")]
+    Handshake {
+        /// The instance.
+        authority: String,
+        /// What hyper said.
+        source: hyper::Error,
+    },
+}
+
+/// Counters of one pool, for `/metrics` and the admin API.
+#[derive(Debug, Default)]
+pub(crate) struct PoolStats {
+    /// Connections opened.
+    pub(crate) opened: AtomicU64,
+    /// Requests sent on a pooled (reused) connection.
+    pub(crate) reused: AtomicU64,
+}
+
+/// The connections to one instance address over one protocol.
+pub(crate) struct HostPool {
+    /// `host:port` as registered.
+    authority: String,
+    /// The socket address when `authority` is an IP (no name resolution per connect).
+    addr: Option<SocketAddr>,
+    /// HTTP/1.1 or h2c.
+    protocol: Protocol,
+    /// Idle HTTP/1.1 connections (FIFO, lock-free).
+    idle: ArrayQueue<Idle>,
+    /// The h2c connection, if one is open.
+    h2: Mutex<Option<H2Sender>>,
+    /// Held while an h2c connection is being opened, so concurrent requests wait for it
+    /// instead of opening their own.
+    h2_dialing: tokio::sync::Mutex<()>,
+    /// Counters.
+    pub(crate) stats: PoolStats,
+}
+
+impl std::fmt::Debug for HostPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostPool")
+            .field("authority", &self.authority)
+            .field("protocol", &self.protocol)
+            .field("idle", &self.idle.len())
+            .finish()
+    }
+}
+
+impl HostPool {
+    /// A pool for the instance at `authority` keeping at most `max_idle` idle connections.
+    pub(crate) fn new(authority: String, protocol: Protocol, max_idle: usize) -> Self {
+        HostPool {
+            addr: authority.parse().ok(),
+            authority,
+            protocol,
+            idle: ArrayQueue::new(max_idle.max(1)),
+            h2: Mutex::new(None),
+            h2_dialing: tokio::sync::Mutex::new(()),
+            stats: PoolStats::default(),
+        }
+    }
+
+    /// `host:port`.
+    pub(crate) fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// Idle HTTP/1.1 connections (an h2c pool reports 1 while its connection is open).
+    pub(crate) fn idle_count(&self) -> usize {
+        match self.protocol {
+            Protocol::Http1 => self.idle.len(),
+            Protocol::H2c => usize::from(
+                self.h2
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .is_some_and(|s| !s.is_closed()),
+            ),
+        }
+    }
+
+    /// An idle connection that can take a request, if there is one.
+    pub(crate) fn checkout(&self) -> Option<Box<H1Conn>> {
+        while let Some(mut idle) = self.idle.pop() {
+            if idle.conn.is_reusable() {
+                self.stats.reused.fetch_add(1, Ordering::Relaxed);
+                return Some(idle.conn);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection whose exchange is over back, if it can take another request.
+    pub(crate) fn checkin(&self, mut conn: Box<H1Conn>) {
+        // The connection was driven to the end of the response just now, so it usually says it
+        // is ready already; otherwise one more poll settles it.
+        if conn.send.is_ready() || conn.is_reusable() {
+            // A full queue drops the connection (closing it).
+            let _ = self.idle.push(Idle {
+                conn,
+                marked: false,
+            });
+        }
+    }
+
+    /// Closes idle connections that were already idle at the previous sweep, or that the
+    /// upstream closed; marks the others.
+    pub(crate) fn sweep(&self) {
+        for _ in 0..self.idle.len() {
+            let Some(mut idle) = self.idle.pop() else {
+                break;
+            };
+            if !idle.marked && idle.conn.is_reusable() {
+                idle.marked = true;
+                let _ = self.idle.push(idle);
+            }
+        }
+    }
+
+    async fn dial(&self, timeout: Duration) -> Result<TcpStream, ConnectError> {
+        let connect = async {
+            match self.addr {
+                Some(addr) => TcpStream::connect(addr).await,
+                None => TcpStream::connect(self.authority.as_str()).await,
+            }
+        };
+        let stream = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => {
+                return Err(ConnectError::Io {
+                    authority: self.authority.clone(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(ConnectError::Timeout {
+                    authority: self.authority.clone(),
+                    after: timeout,
+                })
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        self.stats.opened.fetch_add(1, Ordering::Relaxed);
+        Ok(stream)
+    }
+
+    /// A new HTTP/1.1 connection (not pooled until checked in).
+    pub(crate) async fn connect_h1(&self, timeout: Duration) -> Result<Box<H1Conn>, ConnectError> {
+        let stream = self.dial(timeout).await?;
+        let (send, driver) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                authority: self.authority.clone(),
+                source,
+            })?;
+        Ok(Box::new(H1Conn { send, driver }))
+    }
+
+    /// A sender on the instance's h2c connection, opening it if needed.
+    pub(crate) async fn h2(&self, timeout: Duration) -> Result<H2Sender, ConnectError> {
+        if let Some(send) = self.open_h2() {
+            return Ok(send);
+        }
+        let _dialing = self.h2_dialing.lock().await;
+        if let Some(send) = self.open_h2() {
+            return Ok(send);
+        }
+        let stream = self.dial(timeout).await?;
+        let (send, driver) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                authority: self.authority.clone(),
+                source,
+            })?;
+        let authority = self.authority.clone();
+        tokio::spawn(async move {
+            if let Err(e) = driver.await {
+                tracing::debug!(upstream = %authority, "h2c connection ended: {e}");
+            }
+        });
+        *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(send.clone());
+        Ok(send)
+    }
+
+    /// The open h2c connection's sender, if there is one.
+    fn open_h2(&self) -> Option<H2Sender> {
+        let send = self
+            .h2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|s| !s.is_closed())
+            .cloned()?;
+        self.stats.reused.fetch_add(1, Ordering::Relaxed);
+        Some(send)
+    }
+
+    /// A connection for an upgrade (WebSocket): never pooled, driven by its own task with
+    /// upgrades enabled.
+    pub(crate) async fn connect_upgradable(
+        &self,
+        timeout: Duration,
+    ) -> Result<H1Sender, ConnectError> {
+        let conn = *self.connect_h1(timeout).await?;
+        let authority = self.authority.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.driver.with_upgrades().await {
+                tracing::debug!(upstream = %authority, "upgraded connection ended: {e}");
+            }
+        });
+        Ok(conn.send)
+    }
+}

@@ -1,0 +1,706 @@
+//! The request path: route, rewrite, pick an instance, forward, retry, answer.
+//!
+//! For each request: find the route in the current snapshot (404), rewrite the headers
+//! ([`crate::headers`]), then per attempt let the route's SDK [`Selector`] pick an instance
+//! (503 when there is none or every circuit is open), take or open a connection, send, and
+//! wait for the response head within the route's timeout (504). The outcome goes back to the
+//! selector (breaker, outlier ejection, balancer). Failures the route's [`RetryPolicy`] allows
+//! — and its budget pays for — are retried on another instance: connect failures for any
+//! request (nothing was sent), 5xx statuses, broken connections and timeouts only for
+//! idempotent requests without a body (the body streams through and cannot be sent twice).
+//! An upstream that answers is passed through as it answered; 502 means no answer came.
+//!
+//! [`Selector`]: signpost_client::client::Selector
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use signpost_client::balance::{Outcome, PickContext};
+use signpost_client::client::SelectError;
+use signpost_client::retry::{Decision, FailureKind, RetryPolicy};
+
+use crate::body::{ProxyBody, UpBody};
+use crate::error::ProxyError;
+use crate::headers::{self, ClientInfo, X_REQUEST_ID};
+use crate::metrics::AttemptFailure;
+use crate::pool::{ConnectError, H1Conn, HostPool};
+use crate::route::{self, HashOn, Protocol, RouteSpec};
+use crate::state::{RouteEntry, Shared};
+
+/// What a client connection's requests share.
+pub(crate) struct ConnState {
+    /// The gateway.
+    pub(crate) shared: Arc<Shared>,
+    /// The client.
+    pub(crate) client: ClientInfo,
+}
+
+/// Answers one request.
+pub(crate) async fn handle(
+    conn: Arc<ConnState>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let shared = &*conn.shared;
+    let snapshot = shared.snapshot();
+    let host = route::request_host(req.uri(), req.headers());
+    let Some(entry) = snapshot.table.find(host, req.uri().path()) else {
+        return Ok(no_route(shared, &conn.client, &req, started));
+    };
+    Ok(forward(shared, entry, &conn.client, req, started).await)
+}
+
+fn no_route(
+    shared: &Shared,
+    client: &ClientInfo,
+    req: &Request<Incoming>,
+    started: Instant,
+) -> Response<ProxyBody> {
+    shared
+        .metrics
+        .no_route
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let request_id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .cloned()
+        .unwrap_or_else(|| shared.ids.next());
+    let error = ProxyError::NoRoute {
+        path: req.uri().path().to_string(),
+    };
+    if shared.access_log {
+        access_log(
+            req.method(),
+            req.uri(),
+            error.status(),
+            "",
+            "",
+            0,
+            started.elapsed(),
+            &request_id,
+            client,
+        );
+    }
+    error.to_response(Some(&request_id))
+}
+
+/// A request that was never sent: its head and body, handed back for the next attempt.
+type Unsent = (http::request::Parts, Option<UpBody>);
+
+/// How one attempt failed.
+enum AttemptError {
+    /// No connection: nothing was sent; the request comes back untouched.
+    Connect(ConnectError, Box<Unsent>),
+    /// No response head in time.
+    Timeout(Duration),
+    /// The exchange broke.
+    Transport(hyper::Error),
+}
+
+/// The response head and how its body arrives.
+struct Answer {
+    /// The upstream's response (its body not yet wrapped).
+    response: Response<Incoming>,
+    /// The connection to drive while the body streams (HTTP/1.1), if it is still open.
+    conn: Option<Box<H1Conn>>,
+}
+
+async fn forward(
+    shared: &Shared,
+    entry: &RouteEntry,
+    client: &ClientInfo,
+    mut req: Request<Incoming>,
+    started: Instant,
+) -> Response<ProxyBody> {
+    let route = &*entry.route;
+    let spec = &route.spec;
+    let upgrade = headers::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let request_id = headers::prepare_request(
+        &mut parts.headers,
+        client,
+        host_value.as_ref(),
+        shared.trust_forwarded,
+        upgrade,
+        &shared.ids,
+    );
+    let ctx = pick_context(spec, client, &parts);
+    let path = upstream_path(spec, &parts.uri);
+    let body_empty = body.is_end_stream();
+    let mut body = Some(if body_empty {
+        UpBody::Empty
+    } else {
+        UpBody::Incoming(body)
+    });
+    let idempotent = RetryPolicy::is_idempotent(&parts.method);
+    // Only a request without a body can be sent twice.
+    let resendable = body_empty && !upgrade;
+    let attempts = route.retry.attempts();
+    if attempts > 1 {
+        if let Some(budget) = route.retry.budget() {
+            budget.deposit();
+        }
+    }
+    let version = parts.version;
+    let mut tried: Vec<&str> = Vec::new();
+    let mut attempt: u32 = 1;
+
+    loop {
+        let selected = match route.selector.select(&entry.instances, &ctx, &tried) {
+            Ok(selected) => selected,
+            Err(e) => {
+                let error = match e {
+                    SelectError::NoInstances => ProxyError::NoInstances {
+                        service: spec.service.clone(),
+                    },
+                    SelectError::CircuitOpen => ProxyError::CircuitOpen {
+                        service: spec.service.clone(),
+                    },
+                };
+                return fail(
+                    shared,
+                    entry,
+                    client,
+                    &parts,
+                    error,
+                    "",
+                    attempt,
+                    started,
+                    &request_id,
+                );
+            }
+        };
+        let instance = selected.instance();
+        let index = index_of(&entry.instances, instance);
+        let upstream = &entry.upstreams[index];
+        let pool = &upstream.pool;
+        upstream
+            .stats
+            .attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+
+        // A later attempt may need the headers again; the last possible one takes them.
+        let keep = resendable && attempt < attempts;
+        let request_headers = if keep {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+        let uri = upstream_uri(spec.protocol, &path, host_value.as_ref(), pool.authority());
+        let mut up = Request::new(());
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.headers_mut() = request_headers;
+        prepare_host(
+            &mut up,
+            spec.protocol,
+            host_value.as_ref(),
+            pool.authority(),
+        );
+
+        let result = if upgrade {
+            send_upgrade(pool, spec, up, &mut body).await
+        } else {
+            match spec.protocol {
+                Protocol::Http1 => send_h1(pool, spec, up, &mut body).await,
+                Protocol::H2c => send_h2(pool, spec, up, &mut body).await,
+            }
+        };
+
+        let failure = match result {
+            Ok(answer) => {
+                let status = answer.response.status();
+                let failed = status.is_server_error();
+                selected.finish(if failed {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                });
+                if failed {
+                    upstream.stats.failure(AttemptFailure::Status5xx);
+                    let kind = FailureKind::Status(status.as_u16());
+                    if resendable {
+                        if let Decision::Retry { after } =
+                            route.retry.decide(idempotent, &kind, attempt)
+                        {
+                            drop(wrap_body(answer, pool));
+                            retry_wait(route, after).await;
+                            tried.push(&instance.id);
+                            attempt += 1;
+                            if body.is_none() {
+                                body = Some(UpBody::Empty);
+                            }
+                            continue;
+                        }
+                    }
+                }
+                let response = finish_response(answer, pool, version, &request_id, client_upgrade);
+                let status = response.status();
+                route.metrics.response(status.as_u16(), started.elapsed());
+                if shared.access_log {
+                    access_log(
+                        &parts.method,
+                        &parts.uri,
+                        status,
+                        &spec.name,
+                        pool.authority(),
+                        attempt,
+                        started.elapsed(),
+                        &request_id,
+                        client,
+                    );
+                }
+                return response;
+            }
+            Err(e) => e,
+        };
+
+        selected.finish(Outcome::Failure);
+        let (kind, stat, error) = match failure {
+            AttemptError::Connect(e, unsent) => {
+                let (head, untouched) = *unsent;
+                parts.headers = head.headers;
+                body = untouched;
+                let error = match &e {
+                    ConnectError::Timeout { .. } => ProxyError::Timeout {
+                        service: spec.service.clone(),
+                        upstream: pool.authority().to_string(),
+                        reason: e.to_string(),
+                    },
+                    _ => ProxyError::Upstream {
+                        service: spec.service.clone(),
+                        upstream: pool.authority().to_string(),
+                        reason: e.to_string(),
+                    },
+                };
+                (FailureKind::Connect, AttemptFailure::Connect, error)
+            }
+            AttemptError::Timeout(after) => (
+                FailureKind::Timeout,
+                AttemptFailure::Timeout,
+                ProxyError::Timeout {
+                    service: spec.service.clone(),
+                    upstream: pool.authority().to_string(),
+                    reason: format!("no response within {after:?}"),
+                },
+            ),
+            AttemptError::Transport(e) => (
+                FailureKind::Transport,
+                AttemptFailure::Transport,
+                ProxyError::Upstream {
+                    service: spec.service.clone(),
+                    upstream: pool.authority().to_string(),
+                    reason: e.to_string(),
+                },
+            ),
+        };
+        upstream.stats.failure(stat);
+        tracing::debug!(
+            route = %spec.name,
+            upstream = %pool.authority(),
+            attempt,
+            "attempt failed: {error}"
+        );
+        // After a connect failure the request is untouched; after anything else only a
+        // request without a body can go again (and then its headers were kept: `keep`).
+        if matches!(kind, FailureKind::Connect) || resendable {
+            if let Decision::Retry { after } = route.retry.decide(idempotent, &kind, attempt) {
+                retry_wait(route, after).await;
+                tried.push(&instance.id);
+                attempt += 1;
+                if body.is_none() {
+                    body = Some(UpBody::Empty);
+                }
+                continue;
+            }
+        }
+        return fail(
+            shared,
+            entry,
+            client,
+            &parts,
+            error,
+            pool.authority(),
+            attempt,
+            started,
+            &request_id,
+        );
+    }
+}
+
+async fn retry_wait(route: &crate::state::Route, after: Duration) {
+    route
+        .metrics
+        .retries
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if !after.is_zero() {
+        tokio::time::sleep(after).await;
+    }
+}
+
+/// A gateway-made error response, counted and logged.
+#[allow(clippy::too_many_arguments)]
+fn fail(
+    shared: &Shared,
+    entry: &RouteEntry,
+    client: &ClientInfo,
+    parts: &http::request::Parts,
+    error: ProxyError,
+    upstream: &str,
+    attempts: u32,
+    started: Instant,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let route = &entry.route;
+    route.metrics.error(error.kind());
+    let status = error.status();
+    route.metrics.response(status.as_u16(), started.elapsed());
+    if error.status() != StatusCode::SERVICE_UNAVAILABLE {
+        tracing::warn!(route = %route.spec.name, %upstream, request_id = ?request_id, "{error}");
+    }
+    if shared.access_log {
+        access_log(
+            &parts.method,
+            &parts.uri,
+            status,
+            &route.spec.name,
+            upstream,
+            attempts,
+            started.elapsed(),
+            request_id,
+            client,
+        );
+    }
+    error.to_response(Some(request_id))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn access_log(
+    method: &Method,
+    uri: &Uri,
+    status: StatusCode,
+    route: &str,
+    upstream: &str,
+    attempts: u32,
+    elapsed: Duration,
+    request_id: &HeaderValue,
+    client: &ClientInfo,
+) {
+    tracing::info!(
+        target: "signpost_gateway::access",
+        client = %client.ip,
+        %method,
+        path = %uri.path(),
+        status = status.as_u16(),
+        route,
+        upstream,
+        attempts,
+        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        request_id = request_id.to_str().unwrap_or("-"),
+        "request"
+    );
+}
+
+/// The position of `instance` (a reference into `instances`) in the list.
+fn index_of(
+    instances: &[signpost_client::Instance],
+    instance: &signpost_client::Instance,
+) -> usize {
+    let base = instances.as_ptr() as usize;
+    let at = instance as *const signpost_client::Instance as usize;
+    let size = std::mem::size_of::<signpost_client::Instance>().max(1);
+    let index = at.wrapping_sub(base) / size;
+    if index < instances.len() && std::ptr::eq(&instances[index], instance) {
+        index
+    } else {
+        instances
+            .iter()
+            .position(|i| std::ptr::eq(i, instance))
+            .expect("the selector picks from the list it is given")
+    }
+}
+
+/// The request key of consistent hashing.
+fn pick_context(
+    spec: &RouteSpec,
+    client: &ClientInfo,
+    parts: &http::request::Parts,
+) -> PickContext {
+    match &spec.balancer {
+        route::BalancerKind::ConsistentHash(on) => match on {
+            HashOn::ClientIp => PickContext::with_key(client.ip_value.as_bytes()),
+            HashOn::Path => PickContext::with_key(parts.uri.path()),
+            HashOn::Header(name) => PickContext::with_key(
+                parts
+                    .headers
+                    .get(name)
+                    .map(HeaderValue::as_bytes)
+                    .unwrap_or_default(),
+            ),
+        },
+        _ => PickContext::new(),
+    }
+}
+
+/// The path and query sent upstream.
+fn upstream_path(spec: &RouteSpec, uri: &Uri) -> PathAndQuery {
+    let original = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if !spec.strip_prefix {
+        return original;
+    }
+    let rest = route::strip_prefix(&spec.prefix, uri.path());
+    let joined = match uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.into_owned(),
+    };
+    PathAndQuery::try_from(joined).unwrap_or(original)
+}
+
+/// Origin-form for HTTP/1.1; absolute-form (scheme and authority) for h2c, whose `:authority`
+/// carries the client's host.
+fn upstream_uri(
+    protocol: Protocol,
+    path: &PathAndQuery,
+    host: Option<&HeaderValue>,
+    instance: &str,
+) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(path.clone());
+    if protocol == Protocol::H2c {
+        parts.scheme = Some(Scheme::HTTP);
+        let authority = host
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            .or_else(|| Authority::try_from(instance).ok());
+        parts.authority = authority;
+    }
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// HTTP/1.1 needs a `Host`: the client's (its `Host` header, or an HTTP/2 client's
+/// `:authority`), else the instance's. HTTP/2 carries it in `:authority` instead.
+fn prepare_host(
+    req: &mut Request<()>,
+    protocol: Protocol,
+    host: Option<&HeaderValue>,
+    instance: &str,
+) {
+    match protocol {
+        Protocol::Http1 => {
+            if !req.headers().contains_key(header::HOST) {
+                let value = host
+                    .cloned()
+                    .or_else(|| HeaderValue::from_str(instance).ok());
+                if let Some(v) = value {
+                    req.headers_mut().insert(header::HOST, v);
+                }
+            }
+        }
+        Protocol::H2c => {
+            req.headers_mut().remove(header::HOST);
+            *req.version_mut() = Version::HTTP_2;
+        }
+    }
+}
+
+/// Drives `conn` while `fut` (a request on it) runs; says whether `conn` is still open.
+async fn drive<F: Future>(conn: &mut H1Conn, fut: F) -> (F::Output, bool) {
+    let mut fut = pin!(fut);
+    let mut open = true;
+    let output = std::future::poll_fn(|cx| {
+        if open {
+            if let Poll::Ready(result) = conn.poll_drive(cx) {
+                open = false;
+                if let Err(e) = result {
+                    tracing::debug!("upstream connection failed: {e}");
+                }
+            }
+        }
+        fut.as_mut().poll(cx)
+    })
+    .await;
+    (output, open)
+}
+
+/// A connect failure, handing the request back.
+fn unsent(e: ConnectError, head: Request<()>, body: &mut Option<UpBody>) -> AttemptError {
+    let (head, ()) = head.into_parts();
+    AttemptError::Connect(e, Box::new((head, body.take())))
+}
+
+/// One HTTP/1.1 attempt: a pooled connection (or a new one), the request, the response head.
+async fn send_h1(
+    pool: &Arc<HostPool>,
+    spec: &RouteSpec,
+    head: Request<()>,
+    body: &mut Option<UpBody>,
+) -> Result<Answer, AttemptError> {
+    let (mut conn, mut reused) = match pool.checkout() {
+        Some(conn) => (conn, true),
+        None => match pool.connect_h1(spec.connect_timeout).await {
+            Ok(conn) => (conn, false),
+            Err(e) => return Err(unsent(e, head, body)),
+        },
+    };
+    let mut req = head.map(|()| body.take().unwrap_or(UpBody::Empty));
+    let deadline = tokio::time::Instant::now() + spec.timeout;
+    loop {
+        let send = conn.send.try_send_request(req);
+        let exchange = drive(&mut conn, send);
+        let (result, open) = match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(r) => r,
+            Err(_) => return Err(AttemptError::Timeout(spec.timeout)),
+        };
+        match result {
+            Ok(response) => {
+                return Ok(Answer {
+                    response,
+                    conn: open.then_some(conn),
+                })
+            }
+            Err(mut e) => match e.take_message() {
+                // Never sent: a pooled connection the upstream had closed. Try a new one.
+                Some(unsent) if reused => {
+                    req = unsent;
+                    reused = false;
+                    conn = match pool.connect_h1(spec.connect_timeout).await {
+                        Ok(conn) => conn,
+                        Err(err) => {
+                            let (head, b) = req.into_parts();
+                            return Err(AttemptError::Connect(err, Box::new((head, Some(b)))));
+                        }
+                    };
+                }
+                _ => return Err(AttemptError::Transport(e.into_error())),
+            },
+        }
+    }
+}
+
+/// One h2c attempt on the instance's multiplexed connection.
+async fn send_h2(
+    pool: &Arc<HostPool>,
+    spec: &RouteSpec,
+    head: Request<()>,
+    body: &mut Option<UpBody>,
+) -> Result<Answer, AttemptError> {
+    let mut send = match pool.h2(spec.connect_timeout).await {
+        Ok(send) => send,
+        Err(e) => return Err(unsent(e, head, body)),
+    };
+    let req = head.map(|()| body.take().unwrap_or(UpBody::Empty));
+    let exchange = async {
+        send.ready().await?;
+        send.send_request(req).await
+    };
+    match tokio::time::timeout(spec.timeout, exchange).await {
+        Ok(Ok(response)) => Ok(Answer {
+            response,
+            conn: None,
+        }),
+        Ok(Err(e)) => Err(AttemptError::Transport(e)),
+        Err(_) => Err(AttemptError::Timeout(spec.timeout)),
+    }
+}
+
+/// An upgrade handshake (WebSocket) on a connection of its own.
+async fn send_upgrade(
+    pool: &Arc<HostPool>,
+    spec: &RouteSpec,
+    head: Request<()>,
+    body: &mut Option<UpBody>,
+) -> Result<Answer, AttemptError> {
+    let mut send = match pool.connect_upgradable(spec.connect_timeout).await {
+        Ok(send) => send,
+        Err(e) => return Err(unsent(e, head, body)),
+    };
+    let mut req = head.map(|()| body.take().unwrap_or(UpBody::Empty));
+    *req.version_mut() = Version::HTTP_11;
+    match tokio::time::timeout(spec.timeout, send.send_request(req)).await {
+        Ok(Ok(response)) => Ok(Answer {
+            response,
+            conn: None,
+        }),
+        Ok(Err(e)) => Err(AttemptError::Transport(e)),
+        Err(_) => Err(AttemptError::Timeout(spec.timeout)),
+    }
+}
+
+/// The body of an answer, driving its connection when it has one.
+fn wrap_body(answer: Answer, pool: &Arc<HostPool>) -> (http::response::Parts, ProxyBody) {
+    let (parts, incoming) = answer.response.into_parts();
+    let body = match answer.conn {
+        Some(conn) => ProxyBody::pooled(incoming, conn, pool.clone()),
+        None => ProxyBody::stream(incoming),
+    };
+    (parts, body)
+}
+
+/// The client's response: hop-by-hop headers out, the request id in, and for a `101` the two
+/// upgraded connections spliced together.
+fn finish_response(
+    answer: Answer,
+    pool: &Arc<HostPool>,
+    version: Version,
+    request_id: &HeaderValue,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<ProxyBody> {
+    let switching = answer.response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let mut upstream_upgrade = None;
+    let mut answer = answer;
+    if switching {
+        upstream_upgrade = Some(hyper::upgrade::on(&mut answer.response));
+    }
+    let (mut parts, body) = wrap_body(answer, pool);
+    headers::prepare_response(&mut parts.headers, switching);
+    if !parts.headers.contains_key(&X_REQUEST_ID) {
+        parts
+            .headers
+            .insert(X_REQUEST_ID.clone(), request_id.clone());
+    }
+    parts.version = version;
+    if let (true, Some(client), Some(upstream)) = (switching, client_upgrade, upstream_upgrade) {
+        let authority = pool.authority().to_string();
+        tokio::spawn(async move {
+            match tokio::try_join!(client, upstream) {
+                Ok((client, upstream)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut upstream = TokioIo::new(upstream);
+                    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                        Ok((up, down)) => tracing::debug!(
+                            upstream = %authority,
+                            bytes_up = up,
+                            bytes_down = down,
+                            "upgraded connection closed"
+                        ),
+                        Err(e) => {
+                            tracing::debug!(upstream = %authority, "upgraded connection failed: {e}")
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(upstream = %authority, "upgrade failed: {e}"),
+            }
+        });
+        return Response::from_parts(parts, ProxyBody::empty());
+    }
+    Response::from_parts(parts, body)
+}

@@ -1,0 +1,73 @@
+//! A killed backend costs a bounded number of failed requests, then traffic avoids it.
+
+use serde_json::json;
+
+use crate::common::{Backend, TestAgent, TestGateway};
+
+#[tokio::test]
+async fn a_killed_instance_costs_a_bounded_number_of_errors() {
+    let agent = TestAgent::start().await;
+    let a = Backend::echo("a").await;
+    let mut b = Backend::echo("b").await;
+    agent.register("svc", "a", a.port(), json!({})).await;
+    agent.register("svc", "b", b.port(), json!({})).await;
+    let gw = TestGateway::start(
+        &agent,
+        r#"
+        [outlier]
+        consecutive_failures = 3
+        [[route]]
+        prefix = "/"
+        service = "svc"
+        "#,
+    )
+    .await;
+    gw.wait_upstreams("/", 2).await;
+
+    // Warm up: both instances serve, with pooled connections open to each.
+    let mut by_backend = std::collections::HashMap::new();
+    for _ in 0..20 {
+        let (status, body) = gw.get("/warm").await;
+        assert_eq!(status, 200);
+        *by_backend
+            .entry(body["backend"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(by_backend.len(), 2, "{by_backend:?}");
+
+    // Kill b without telling the registry: its pooled connections die, new ones are refused.
+    b.kill().await;
+    let mut failures = 0;
+    let mut served_by_b = 0;
+    for i in 0..200 {
+        // Mix idempotent GETs and POSTs with bodies (which cannot be resent once sent).
+        let resp = if i % 2 == 0 {
+            gw.client.get(gw.url("/after")).send().await.unwrap()
+        } else {
+            gw.client
+                .post(gw.url("/after"))
+                .body("payload")
+                .send()
+                .await
+                .unwrap()
+        };
+        if resp.status() != 200 {
+            failures += 1;
+            continue;
+        }
+        let body: serde_json::Value = resp.json().await.unwrap();
+        if body["backend"] == "b" {
+            served_by_b += 1;
+        }
+    }
+    assert_eq!(served_by_b, 0);
+    assert!(failures <= 3, "{failures} requests failed after the kill");
+
+    // b is out of rotation: ejected or its breaker open.
+    let route = gw.route("/").unwrap();
+    let b_status = route.upstreams.iter().find(|u| u.id == "b").unwrap();
+    assert!(!b_status.available, "{b_status:?}");
+    assert!(b_status.failures >= 1);
+    let a_status = route.upstreams.iter().find(|u| u.id == "a").unwrap();
+    assert!(a_status.available);
+}

@@ -1,0 +1,14 @@
+//! Integration tests of the gateway: an in-process agent (dev mode), test backends and the
+//! gateway, all on 127.0.0.1:0, in one binary.
+
+mod common;
+
+mod admin;
+mod errors;
+mod failover;
+mod headers;
+mod protocols;
+mod registry;
+mod routing;
+mod streaming;
+mod websocket;
