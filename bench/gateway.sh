@@ -5,7 +5,9 @@
 #   3. the Signpost gateway (round robin over the same two backends, found in a dev agent).
 # Both proxies do the same per-request work: pooled keep-alive upstream connections, Host kept,
 # X-Forwarded-For/-Proto/-Host and X-Request-Id set, no access log (bench/gateway/*.in).
-# Prints req/s, p50 and p99 of each and the ratios to nginx. Everything runs on loopback; every
+# Prints req/s, p50 and p99 of each, the CPU time the server under test spent per request (user +
+# system, from /proc: less sensitive than req/s to other load on the machine) and the ratios to
+# nginx. Everything runs on loopback; every
 # process this script starts is stopped by PID on exit and its temporary directory removed.
 #
 # Usage: bench/gateway.sh
@@ -175,6 +177,8 @@ PIDS+=($!)
 RUST_LOG=warn "${SERVERS[@]}" "$BIN/signpost" gateway --config "$TMP/gateway.toml" \
     >"$TMP/gateway.log" 2>&1 &
 PIDS+=($!)
+GATEWAY_PID=$!
+NGINX_PID=${PIDS[-2]}
 wait_http "http://127.0.0.1:$NGINX_PORT/" "nginx"
 wait_http "http://127.0.0.1:$GATEWAY_PORT/" "the gateway"
 
@@ -189,23 +193,40 @@ for port in "$NGINX_PORT" "$GATEWAY_PORT"; do
 done
 
 # ---- measurements -----------------------------------------------------------------------------
+# CPU ticks (user + system) used so far by the given processes.
+cpu_ticks() {
+    local pid total=0
+    for pid in "$@"; do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+
+# run_wrk LABEL PORT PID...: a warm-up, then the measured run; records the CPU the PIDs used.
 run_wrk() {
     local label=$1 port=$2
+    shift 2
     "${LOADGEN[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$WARMUP" "http://127.0.0.1:$port/" >/dev/null
     log "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency http://127.0.0.1:$port/  ($label)"
+    local before after
+    before=$(cpu_ticks "$@")
     "${LOADGEN[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
         "http://127.0.0.1:$port/" >"$TMP/wrk-$label.txt"
+    after=$(cpu_ticks "$@")
+    echo "cpu_ticks $((after - before)) $(getconf CLK_TCK)" >>"$TMP/wrk-$label.txt"
     grep -E "Requests/sec|^ +(50|99)%" "$TMP/wrk-$label.txt" >&2
 }
 
 echo "load before: $(uptime)"
 REPORT=()
-run_wrk direct "$BACKEND_A"
+NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
+run_wrk direct "$BACKEND_A" "${PIDS[0]}"
 REPORT+=("direct=$TMP/wrk-direct.txt")
 for round in $(seq "$ROUNDS"); do
-    run_wrk "nginx-$round" "$NGINX_PORT"
+    # shellcheck disable=SC2086 # one PID per word
+    run_wrk "nginx-$round" "$NGINX_PORT" "$NGINX_PID" $NGINX_WORKERS
     REPORT+=("nginx#$round=$TMP/wrk-nginx-$round.txt")
-    run_wrk "signpost-$round" "$GATEWAY_PORT"
+    run_wrk "signpost-$round" "$GATEWAY_PORT" "$GATEWAY_PID"
     REPORT+=("signpost#$round=$TMP/wrk-signpost-$round.txt")
 done
 echo "load after:  $(uptime)"

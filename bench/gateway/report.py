@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Reads wrk --latency outputs and prints the comparison table of bench/gateway.sh.
 
+Each file may end with a `cpu_ticks TICKS CLK_TCK` line (CPU the server under test used during
+the run); the table then shows CPU microseconds per request.
+
 Usage: report.py LABEL=FILE ... ; labels are 'direct', 'nginx' and 'signpost' with an
 optional '#round' suffix. With several rounds, the table shows each target's median round
 (by req/s) and lists every round below it.
@@ -20,11 +23,15 @@ def parse(path):
         m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
         lat[pct] = float(m.group(1)) * UNITS[m.group(2)]
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    requests = int(re.search(r"(\d+) requests in", text).group(1))
+    cpu = re.search(r"^cpu_ticks (\d+) (\d+)$", text, re.M)
+    cpu_us = int(cpu.group(1)) / int(cpu.group(2)) * 1e6 / requests if cpu else float("nan")
     socket = re.search(r"Socket errors:.*", text)
     return {
         "rps": rps,
         "p50": lat["50"],
         "p99": lat["99"],
+        "cpu_us": cpu_us,
         "non2xx": int(errors.group(1)) if errors else 0,
         "socket": socket.group(0) if socket else "",
     }
@@ -45,19 +52,19 @@ def median_run(rs):
 names = {"direct": "backend direct", "nginx": "nginx proxy", "signpost": "signpost gateway"}
 rows = {t: median_run(rs) for t, rs in runs.items()}
 nginx = rows.get("nginx")
-print(f"{'target':<18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'req/s vs nginx':>15} {'p99 vs nginx':>13}")
+print(f"{'target':<18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11} {'req/s vs nginx':>15} {'p99 vs nginx':>13}")
 for t in ("direct", "nginx", "signpost"):
     if t not in rows:
         continue
     r = rows[t]
     vs = f"{r['rps'] / nginx['rps']:.2f}x" if nginx else "-"
     p99 = f"{r['p99'] / nginx['p99']:.2f}x" if nginx else "-"
-    print(f"{names[t]:<18} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {vs:>15} {p99:>13}")
+    print(f"{names[t]:<18} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['cpu_us']:>11.1f} {vs:>15} {p99:>13}")
 if len(runs.get("signpost", [])) > 1 or len(runs.get("nginx", [])) > 1:
-    print("\nevery round (req/s, p50 ms, p99 ms):")
+    print("\nevery round (req/s, p50 ms, p99 ms, CPU us/req):")
     for t in ("direct", "nginx", "signpost"):
         for i, r in enumerate(runs.get(t, []), 1):
-            print(f"  {names[t]:<18} round {i}: {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}")
+            print(f"  {names[t]:<18} round {i}: {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['cpu_us']:>8.1f}")
 for t, rs in runs.items():
     for r in rs:
         if r["non2xx"] or r["socket"]:

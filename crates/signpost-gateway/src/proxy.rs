@@ -150,9 +150,20 @@ async fn forward(
         UpBody::Incoming(body)
     });
     let idempotent = RetryPolicy::is_idempotent(&parts.method);
-    // Only a request without a body can be sent twice.
-    let resendable = body_empty && !upgrade;
     let attempts = route.retry.attempts();
+    // Whether a failure after sending may be retried: only a request without a body can be sent
+    // twice, and only if the policy retries something other than connect failures for it.
+    let retryable = |kind: FailureKind| route.retry.is_retryable(idempotent, &kind).is_ok();
+    let may_resend = body_empty
+        && !upgrade
+        && attempts > 1
+        && (retryable(FailureKind::Transport)
+            || retryable(FailureKind::Timeout)
+            || spec
+                .retry
+                .statuses
+                .iter()
+                .any(|s| retryable(FailureKind::Status(*s))));
     if attempts > 1 {
         if let Some(budget) = route.retry.budget() {
             budget.deposit();
@@ -197,7 +208,7 @@ async fn forward(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
         // A later attempt may need the headers again; the last possible one takes them.
-        let keep = resendable && attempt < attempts;
+        let keep = may_resend && attempt < attempts;
         let request_headers = if keep {
             parts.headers.clone()
         } else {
@@ -236,7 +247,7 @@ async fn forward(
                 if failed {
                     upstream.stats.failure(AttemptFailure::Status5xx);
                     let kind = FailureKind::Status(status.as_u16());
-                    if resendable {
+                    if keep {
                         if let Decision::Retry { after } =
                             route.retry.decide(idempotent, &kind, attempt)
                         {
@@ -318,9 +329,9 @@ async fn forward(
             attempt,
             "attempt failed: {error}"
         );
-        // After a connect failure the request is untouched; after anything else only a
-        // request without a body can go again (and then its headers were kept: `keep`).
-        if matches!(kind, FailureKind::Connect) || resendable {
+        // After a connect failure the request is untouched; after anything else it can go again
+        // only if its headers were kept for that (`keep`).
+        if matches!(kind, FailureKind::Connect) || keep {
             if let Decision::Retry { after } = route.retry.decide(idempotent, &kind, attempt) {
                 retry_wait(route, after).await;
                 tried.push(&instance.id);

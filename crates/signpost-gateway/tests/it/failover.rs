@@ -71,3 +71,68 @@ async fn a_killed_instance_costs_a_bounded_number_of_errors() {
     let a_status = route.upstreams.iter().find(|u| u.id == "a").unwrap();
     assert!(a_status.available);
 }
+
+#[tokio::test]
+async fn idempotent_requests_are_retried_on_another_instance_but_bodies_are_not_resent() {
+    let agent = TestAgent::start().await;
+    let good = Backend::echo("good").await;
+    let bad = crate::common::Backend::start(false, |_req| async {
+        crate::common::respond(503, "overloaded")
+    })
+    .await;
+    agent.register("svc", "good", good.port(), json!({})).await;
+    agent.register("svc", "bad", bad.port(), json!({})).await;
+    let gw = TestGateway::start(
+        &agent,
+        r#"
+        [outlier]
+        consecutive_failures = 0
+        [breaker]
+        consecutive_failures = 0
+        failure_ratio = 2.0
+        [[route]]
+        prefix = "/"
+        service = "svc"
+        "#,
+    )
+    .await;
+    gw.wait_upstreams("/", 2).await;
+
+    // Round robin sends GETs to `bad` (every other pick); its 503 is retried on `good`.
+    for _ in 0..10 {
+        let (status, body) = gw.get("/x").await;
+        assert_eq!(status, 200);
+        assert_eq!(body["backend"], "good");
+    }
+    let retries = gw
+        .gateway
+        .metrics()
+        .lines()
+        .find(|l| l.starts_with("signpost_gateway_retries_total{route=\"/\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap();
+    assert!((1..=10).contains(&retries), "{retries} retries");
+
+    // A POST with a body streams through once: `bad`'s 503 comes back as it was.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let resp = gw
+            .client
+            .post(gw.url("/x"))
+            .body("data")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 503).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+}
