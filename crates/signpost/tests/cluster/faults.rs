@@ -292,6 +292,7 @@ async fn a_follower_far_behind_catches_up_through_a_snapshot() {
     // Each round writes some 1200 Raft entries (half a minute on a busy debug build), so the
     // long form runs a fifth of the rounds here.
     let rounds = settings.rounds.map_or(1, |r| r.div_ceil(5));
+    let mut ballast = Vec::new();
     for round in 1..=rounds {
         workload.under_load(UNDER_LOAD).await;
         let (leader, _) = cluster.stable_leader().await;
@@ -302,6 +303,12 @@ async fn a_follower_far_behind_catches_up_through_a_snapshot() {
             .expect("the follower answers")
             .last_log;
         cluster.kill(follower);
+        // Instances with bulky metadata, registered while the follower is down (in the first
+        // round; later rounds keep them), make the snapshot it needs several MiB: more than one
+        // chunk, and far more than the API's body limit.
+        if round == 1 {
+            ballast = register_ballast(&cluster).await;
+        }
         // A node purges its log up to `snapshot - LOG_KEPT_AFTER_SNAPSHOT` once no replication
         // is using those entries (the leader retries the dead follower every 500 ms, so the
         // purge trails the snapshot). Once the purge passes the follower's last entry on every
@@ -354,6 +361,16 @@ async fn a_follower_far_behind_catches_up_through_a_snapshot() {
             }
         }
         let caught_up = restarted.elapsed();
+        let have = local_set_if_up(&cluster, follower, BALLAST_SERVICE)
+            .await
+            .unwrap_or_default();
+        assert!(
+            ballast.iter().all(|id| have.contains(id)),
+            "the restarted follower holds {} of the {} bulky instances registered while it was \
+             down",
+            ballast.iter().filter(|id| have.contains(id)).count(),
+            ballast.len()
+        );
         let log = cluster.nodes[follower].log();
         assert!(
             log.contains("install_full_snapshot"),
@@ -364,12 +381,14 @@ async fn a_follower_far_behind_catches_up_through_a_snapshot() {
             "follower-snapshot round {round}: killed follower node {} at log index {behind}; \
              wrote for {wrote_for:?} until every node's snapshot passed {target} (leader node {}: \
              snapshot {}, log {}); restarted, it installed a snapshot and held all {} \
-             acknowledged ids after {caught_up:?}",
+             acknowledged ids and {} bulky ones ({} KiB of metadata) after {caught_up:?}",
             follower + 1,
             now_leading + 1,
             at_leader.snapshot.unwrap_or(0),
             at_leader.last_log,
-            acked.len()
+            acked.len(),
+            ballast.len(),
+            ballast.len() * BALLAST_METADATA / 1024,
         );
     }
     finish("follower-snapshot", &cluster, workload).await;
@@ -449,6 +468,54 @@ async fn a_paused_leader_is_replaced_and_steps_down() {
     );
     assert_failovers("pause-leader", &elections, &everywhere);
     finish("pause-leader", &cluster, workload).await;
+}
+
+/// The service of the bulky instances (outside the checked workload).
+const BALLAST_SERVICE: &str = "ballast";
+/// How many bulky instances the snapshot scenario registers.
+const BALLAST: usize = 1000;
+/// Metadata bytes of each (8 values of 500 bytes: the validation limit is 512 per value).
+const BALLAST_METADATA: usize = 8 * 500;
+
+/// Registers [`BALLAST`] instances with [`BALLAST_METADATA`] bytes of metadata each, 16 at a
+/// time, through the running nodes; returns their ids (numbered far from the workload's).
+async fn register_ballast(cluster: &Cluster) -> Vec<u64> {
+    use futures::StreamExt as _;
+    let client = crate::harness::client(Duration::from_secs(10));
+    let running = cluster.running();
+    let metadata: serde_json::Map<String, serde_json::Value> = (0..8)
+        .map(|k| (format!("k{k}"), "x".repeat(500).into()))
+        .collect();
+    let ids: Vec<u64> = (0..BALLAST as u64)
+        .map(|i| 1_000_000_000 + i)
+        .collect();
+    futures::stream::iter(ids.iter().enumerate())
+        .for_each_concurrent(16, |(n, id)| {
+            let url = format!(
+                "http://{}/api/v1/services/{BALLAST_SERVICE}/instances",
+                cluster.nodes[running[n % running.len()]].http
+            );
+            let body = serde_json::json!({
+                "id": format!("i-{id}"),
+                "address": "10.200.0.1",
+                "port": 9000,
+                "metadata": metadata,
+            });
+            let client = &client;
+            async move {
+                for attempt in 1.. {
+                    match client.post(&url).json(&body).send().await {
+                        Ok(resp) if resp.status().is_success() => return,
+                        other if attempt < 5 => {
+                            eprintln!("bulky registration {id}: {other:?}; retrying");
+                        }
+                        other => panic!("bulky registration {id} failed: {other:?}"),
+                    }
+                }
+            }
+        })
+        .await;
+    ids
 }
 
 /// Node `i`'s local set of `service`, or `None` while it does not answer.
