@@ -486,9 +486,7 @@ async fn register_ballast(cluster: &Cluster) -> Vec<u64> {
     let metadata: serde_json::Map<String, serde_json::Value> = (0..8)
         .map(|k| (format!("k{k}"), "x".repeat(500).into()))
         .collect();
-    let ids: Vec<u64> = (0..BALLAST as u64)
-        .map(|i| 1_000_000_000 + i)
-        .collect();
+    let ids: Vec<u64> = (0..BALLAST as u64).map(|i| 1_000_000_000 + i).collect();
     futures::stream::iter(ids.iter().enumerate())
         .for_each_concurrent(16, |(n, id)| {
             let url = format!(
