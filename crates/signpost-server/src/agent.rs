@@ -258,6 +258,9 @@ impl Agent {
     pub async fn wait_for_leader(&self) {
         let patience = Duration::from_millis(self.config.raft.election_timeout_max.as_millis() * 3);
         let mut metrics = self.raft.metrics();
+        // A new receiver reports openraft's current value as unseen; mark it seen, so that
+        // `changed` waits for the next change rather than returning at once.
+        metrics.borrow_and_update();
         let _ = tokio::time::timeout(patience, async {
             // Wait for a change first, so a stale leader id does not end the wait at once.
             let _ = metrics.changed().await;

@@ -11,11 +11,11 @@ use crate::workload::{service_name, service_of, Workload, SERVICES};
 use crate::{p50_max, Settings, SERIAL};
 
 /// The target for electing a new leader after losing one. With openraft 0.9 and the
-/// default timing it is not a bound the cluster keeps: a follower of a known leader waits out
-/// the leader lease (`election_timeout_max`, 1 s) plus its own election timeout (drawn once in
-/// 0.5–1 s) plus up to one tick (150 ms) after the last heartbeat, so elections land at
-/// 1.5–2.2 s, and a split vote costs another round. Every run reports how many elections
-/// missed it; with `SIGNPOST_FAULT_STRICT=1` each one must make it.
+/// default timing a follower of a known leader waits out the leader lease
+/// (`election_timeout_max`, 600 ms) plus its own election timeout (drawn once in 300–600 ms)
+/// plus up to one tick (75 ms) after the last heartbeat, so elections land at ~0.9–1.3 s; a
+/// split vote costs another round. Every run reports how many elections missed it; with
+/// `SIGNPOST_FAULT_STRICT=1` each one must make it.
 const FAILOVER_TARGET: Duration = Duration::from_secs(2);
 
 /// The most any single election may take before the test fails regardless.
@@ -26,8 +26,8 @@ const FAILOVER_LIMIT: Duration = Duration::from_secs(8);
 /// timeout).
 const RESUME_LIMIT: Duration = Duration::from_secs(3);
 
-/// `[raft] election_timeout_max` of the test clusters.
-const ELECTION_TIMEOUT_MAX: Duration = Duration::from_secs(1);
+/// `[raft] election_timeout_max` of the test clusters (the default).
+const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(600);
 
 /// `[raft] snapshot_every` of the test clusters: small, so restarts and catch-ups go through
 /// snapshots.

@@ -236,11 +236,7 @@ impl Cluster {
         let config = dir.path().join("signpost.toml");
         std::fs::write(
             &config,
-            format!(
-                "[raft]\nheartbeat_interval = \"100ms\"\nelection_timeout_min = \"500ms\"\n\
-                 election_timeout_max = \"1s\"\nsnapshot_every = {}\n",
-                options.snapshot_every
-            ),
+            format!("[raft]\nsnapshot_every = {}\n", options.snapshot_every),
         )
         .expect("write config");
         let mut nodes: Vec<Node> = Vec::new();
