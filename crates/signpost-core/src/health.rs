@@ -15,8 +15,16 @@
 //!   one `window` (and there are at least `min_instances` of them), nothing expires or is
 //!   deregistered until heartbeats recover. An agent that loses its network thus keeps the
 //!   registry instead of wiping it.
+//!
+//! Layout: each tracked instance lives in a slot of a slab, found by key through one hash map.
+//! Two ordered indexes of `(due time, slot)` hold what a [`tick`](HealthMonitor::tick) may have
+//! to act on — TTL deadlines of instances not yet critical, and `deregister_after` deadlines of
+//! critical ones — so a tick touches only what is due, however large the fleet. Every change to
+//! a tracked instance goes through [`HealthMonitor::update`], which takes its index entries out
+//! and puts them back as the instance then is, so the indexes cannot drift from the slots.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -81,13 +89,40 @@ pub struct GuardStatus {
     pub ttl_instances: usize,
 }
 
+/// The part of a [`CheckSpec`] the monitor needs: its timings and thresholds, not its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Rules {
+    /// TTL in milliseconds, for TTL checks.
+    ttl: Option<u64>,
+    /// `deregister_after` in milliseconds.
+    deregister_after: Option<u64>,
+    success_before_passing: u32,
+    failures_before_critical: u32,
+}
+
+impl Rules {
+    fn of(check: &CheckSpec) -> Self {
+        Rules {
+            ttl: check.ttl.map(|d| d.as_millis()),
+            deregister_after: check.deregister_after.map(|d| d.as_millis()),
+            success_before_passing: check.success_before_passing,
+            failures_before_critical: check.failures_before_critical,
+        }
+    }
+}
+
+/// A slot in the monitor's slab.
+type Slot = u32;
+
 #[derive(Debug, Clone)]
 struct Tracked {
-    check: CheckSpec,
+    /// The instance, for the actions the monitor returns; shared with the key map.
+    key: Arc<InstanceKey>,
+    rules: Rules,
     /// The status the monitor believes the registry holds (or will, once its proposal applies).
     status: Status,
     /// For TTL checks: when the next heartbeat is due.
-    deadline: Option<u64>,
+    deadline: u64,
     ok_streak: u32,
     fail_streak: u32,
     /// When the instance turned critical, for `deregister_after`.
@@ -96,11 +131,38 @@ struct Tracked {
     deregistering: bool,
 }
 
-/// The monitor. See the module docs for its rules.
+impl Tracked {
+    /// The instance's entry in the TTL index: TTL instances not yet critical, by deadline.
+    fn expiry(&self) -> Option<u64> {
+        (self.rules.ttl.is_some() && self.status != Status::Critical).then_some(self.deadline)
+    }
+
+    /// The instance's entry in the deregistration index: critical instances with
+    /// `deregister_after` not yet asked to go, by when they are due to.
+    fn removal(&self) -> Option<u64> {
+        let (after, since) = (self.rules.deregister_after?, self.critical_since?);
+        (self.status == Status::Critical && !self.deregistering)
+            .then_some(since.saturating_add(after))
+    }
+}
+
+/// The monitor. See the module docs for its rules and layout.
 #[derive(Debug, Clone)]
 pub struct HealthMonitor {
     guard_config: GuardConfig,
-    tracked: BTreeMap<InstanceKey, Tracked>,
+    /// Tracked instances; `None` marks a free slot (listed in `free`).
+    slots: Vec<Option<Tracked>>,
+    /// Free slots, reused before the slab grows.
+    free: Vec<Slot>,
+    /// Slot of each tracked instance.
+    by_key: HashMap<Arc<InstanceKey>, Slot>,
+    /// `(deadline, slot)` of every TTL instance not yet critical ([`Tracked::expiry`]).
+    expiries: BTreeSet<(u64, Slot)>,
+    /// `(due, slot)` of every critical instance waiting for `deregister_after`
+    /// ([`Tracked::removal`]).
+    removals: BTreeSet<(u64, Slot)>,
+    /// Tracked instances with a TTL check, kept as instances come and go (the guard's base).
+    ttl_instances: usize,
     /// Times of TTL expiries within the guard window, oldest first.
     recent_expiries: VecDeque<u64>,
     guard: GuardStatus,
@@ -110,7 +172,12 @@ impl HealthMonitor {
     pub fn new(guard_config: GuardConfig) -> Self {
         HealthMonitor {
             guard_config,
-            tracked: BTreeMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_key: HashMap::new(),
+            expiries: BTreeSet::new(),
+            removals: BTreeSet::new(),
+            ttl_instances: 0,
             recent_expiries: VecDeque::new(),
             guard: GuardStatus::default(),
         }
@@ -119,20 +186,54 @@ impl HealthMonitor {
     /// Starts (or restarts) tracking an instance that has a check. A registration counts as a
     /// heartbeat: the TTL deadline starts now.
     pub fn track(&mut self, instance: &Instance, now: u64) {
+        let key = instance.key();
         let Some(check) = &instance.check else {
-            self.untrack(&instance.key());
+            self.untrack(&key);
             return;
         };
-        let tracked = Tracked {
-            deadline: check.ttl.map(|ttl| now + ttl.as_millis()),
-            check: check.clone(),
+        let rules = Rules::of(check);
+        let fresh = |key: Arc<InstanceKey>| Tracked {
+            key,
+            rules,
             status: instance.status,
+            deadline: rules.ttl.map_or(0, |ttl| now.saturating_add(ttl)),
             ok_streak: 0,
             fail_streak: 0,
             critical_since: (instance.status == Status::Critical).then_some(now),
             deregistering: false,
         };
-        self.tracked.insert(instance.key(), tracked);
+        if let Some(&slot) = self.by_key.get(&key) {
+            let was_ttl = self.update(slot, |t| {
+                let was_ttl = t.rules.ttl.is_some();
+                *t = fresh(t.key.clone());
+                was_ttl
+            });
+            self.ttl_instances -= usize::from(was_ttl);
+        } else {
+            let key = Arc::new(key);
+            let tracked = fresh(key.clone());
+            let (expiry, removal) = (tracked.expiry(), tracked.removal());
+            let slot = match self.free.pop() {
+                Some(slot) => {
+                    self.slots[slot as usize] = Some(tracked);
+                    slot
+                }
+                None => {
+                    let slot = Slot::try_from(self.slots.len())
+                        .expect("fewer than 2^32 tracked instances");
+                    self.slots.push(Some(tracked));
+                    slot
+                }
+            };
+            self.by_key.insert(key, slot);
+            if let Some(due) = expiry {
+                self.expiries.insert((due, slot));
+            }
+            if let Some(due) = removal {
+                self.removals.insert((due, slot));
+            }
+        }
+        self.ttl_instances += usize::from(rules.ttl.is_some());
     }
 
     pub fn guard_config(&self) -> GuardConfig {
@@ -140,27 +241,75 @@ impl HealthMonitor {
     }
 
     pub fn untrack(&mut self, key: &InstanceKey) {
-        self.tracked.remove(key);
+        let Some(slot) = self.by_key.remove(key) else {
+            return;
+        };
+        let t = self.slots[slot as usize]
+            .take()
+            .expect("a mapped slot is occupied");
+        if let Some(due) = t.expiry() {
+            self.expiries.remove(&(due, slot));
+        }
+        if let Some(due) = t.removal() {
+            self.removals.remove(&(due, slot));
+        }
+        self.ttl_instances -= usize::from(t.rules.ttl.is_some());
+        self.free.push(slot);
     }
 
     pub fn is_tracked(&self, key: &InstanceKey) -> bool {
-        self.tracked.contains_key(key)
+        self.by_key.contains_key(key)
     }
 
     pub fn len(&self) -> usize {
-        self.tracked.len()
+        self.by_key.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tracked.is_empty()
+        self.by_key.is_empty()
+    }
+
+    /// Runs `f` on the instance in `slot`, keeping both indexes in step with what it changes.
+    fn update<R>(&mut self, slot: Slot, f: impl FnOnce(&mut Tracked) -> R) -> R {
+        let t = self.slots[slot as usize]
+            .as_mut()
+            .expect("an indexed slot is occupied");
+        let (expiry, removal) = (t.expiry(), t.removal());
+        let out = f(t);
+        if t.expiry() != expiry {
+            if let Some(due) = expiry {
+                self.expiries.remove(&(due, slot));
+            }
+            if let Some(due) = t.expiry() {
+                self.expiries.insert((due, slot));
+            }
+        }
+        if t.removal() != removal {
+            if let Some(due) = removal {
+                self.removals.remove(&(due, slot));
+            }
+            if let Some(due) = t.removal() {
+                self.removals.insert((due, slot));
+            }
+        }
+        out
+    }
+
+    fn slot(&self, key: &InstanceKey) -> Result<Slot, HeartbeatError> {
+        self.by_key
+            .get(key)
+            .copied()
+            .ok_or(HeartbeatError::NotTracked)
     }
 
     /// Notes a status the registry now holds (e.g. set by a registration), without acting on it.
     pub fn observe_status(&mut self, key: &InstanceKey, status: Status, now: u64) {
-        if let Some(t) = self.tracked.get_mut(key) {
-            if t.status != status {
-                set_status(t, status, now);
-            }
+        if let Ok(slot) = self.slot(key) {
+            self.update(slot, |t| {
+                if t.status != status {
+                    set_status(t, status, now);
+                }
+            });
         }
     }
 
@@ -170,13 +319,12 @@ impl HealthMonitor {
         key: &InstanceKey,
         now: u64,
     ) -> Result<Option<Action>, HeartbeatError> {
-        let t = self
-            .tracked
-            .get_mut(key)
-            .ok_or(HeartbeatError::NotTracked)?;
-        let ttl = t.check.ttl.ok_or(HeartbeatError::NotTtl)?;
-        t.deadline = Some(now + ttl.as_millis());
-        Ok(succeed(key, t, now))
+        let slot = self.slot(key)?;
+        self.update(slot, |t| {
+            let ttl = t.rules.ttl.ok_or(HeartbeatError::NotTtl)?;
+            t.deadline = now.saturating_add(ttl);
+            Ok(succeed(t, now))
+        })
     }
 
     /// Sets a TTL check's status at once (Consul's `check/warn` and `check/fail`), renewing its
@@ -191,37 +339,41 @@ impl HealthMonitor {
         if status == Status::Passing {
             return self.heartbeat(key, now);
         }
-        let t = self
-            .tracked
-            .get_mut(key)
-            .ok_or(HeartbeatError::NotTracked)?;
-        let ttl = t.check.ttl.ok_or(HeartbeatError::NotTtl)?;
-        t.deadline = Some(now + ttl.as_millis());
-        t.ok_streak = 0;
-        t.fail_streak = 0;
-        Ok((t.status != status).then(|| transition(key, t, status, now)))
+        let slot = self.slot(key)?;
+        self.update(slot, |t| {
+            let ttl = t.rules.ttl.ok_or(HeartbeatError::NotTtl)?;
+            t.deadline = now.saturating_add(ttl);
+            t.ok_streak = 0;
+            t.fail_streak = 0;
+            Ok((t.status != status).then(|| transition(t, status, now)))
+        })
     }
 
     /// Records the result of an active check run.
     pub fn record(&mut self, key: &InstanceKey, result: CheckResult, now: u64) -> Option<Action> {
-        let t = self.tracked.get_mut(key)?;
-        match result {
-            CheckResult::Passing => succeed(key, t, now),
-            CheckResult::Critical => fail(key, t, now),
+        let slot = self.slot(key).ok()?;
+        self.update(slot, |t| match result {
+            CheckResult::Passing => succeed(t, now),
+            CheckResult::Critical => fail(t, now),
             CheckResult::Warning => {
                 t.ok_streak = 0;
                 t.fail_streak = 0;
-                (t.status != Status::Warning).then(|| transition(key, t, Status::Warning, now))
+                (t.status != Status::Warning).then(|| transition(t, Status::Warning, now))
             }
-        }
+        })
     }
 
     /// Gives every TTL instance a fresh deadline: used when this agent starts or becomes leader,
     /// so nothing expires merely because it could not reach the agent meanwhile.
     pub fn restart_deadlines(&mut self, now: u64) {
-        for t in self.tracked.values_mut() {
-            if let Some(ttl) = t.check.ttl {
-                t.deadline = Some(now + ttl.as_millis());
+        self.expiries.clear();
+        for (slot, t) in self.slots.iter_mut().enumerate() {
+            let Some(t) = t else { continue };
+            if let Some(ttl) = t.rules.ttl {
+                t.deadline = now.saturating_add(ttl);
+            }
+            if let Some(due) = t.expiry() {
+                self.expiries.insert((due, slot as Slot));
             }
         }
         self.recent_expiries.clear();
@@ -233,7 +385,8 @@ impl HealthMonitor {
     }
 
     /// Expires overdue TTL instances and deregisters long-critical ones, unless the mass-eviction
-    /// guard holds them back. Call it periodically.
+    /// guard holds them back. Call it periodically: its cost grows with what is due, not with
+    /// the number of instances.
     pub fn tick(&mut self, now: u64) -> Vec<Action> {
         let window_start = now.saturating_sub(self.guard_config.window_ms);
         while self
@@ -244,17 +397,12 @@ impl HealthMonitor {
             self.recent_expiries.pop_front();
         }
 
-        let mut ttl_instances = 0;
-        let mut overdue = Vec::new();
-        for (key, t) in &self.tracked {
-            if t.check.ttl.is_none() {
-                continue;
-            }
-            ttl_instances += 1;
-            if t.status != Status::Critical && t.deadline.is_some_and(|d| d <= now) {
-                overdue.push(key.clone());
-            }
-        }
+        let overdue: Vec<Slot> = self
+            .expiries
+            .range(..=(now, Slot::MAX))
+            .map(|&(_, slot)| slot)
+            .collect();
+        let ttl_instances = self.ttl_instances;
         let at_risk = overdue.len() + self.recent_expiries.len();
         let engaged = ttl_instances >= self.guard_config.min_instances
             && at_risk as f64 > self.guard_config.threshold * ttl_instances as f64;
@@ -269,26 +417,29 @@ impl HealthMonitor {
         }
 
         let mut actions = Vec::new();
-        for key in overdue {
-            let t = self.tracked.get_mut(&key).expect("collected above");
-            let ttl = t.check.ttl.expect("only ttl checks are overdue");
-            t.deadline = Some(now + ttl.as_millis());
-            if let Some(action) = fail(&key, t, now) {
+        for slot in overdue {
+            let action = self.update(slot, |t| {
+                let ttl = t.rules.ttl.expect("only ttl checks are overdue");
+                t.deadline = now.saturating_add(ttl);
+                fail(t, now)
+            });
+            if let Some(action) = action {
                 self.recent_expiries.push_back(now);
                 actions.push(action);
             }
         }
-        for (key, t) in &mut self.tracked {
-            let (Some(after), Some(since)) = (t.check.deregister_after, t.critical_since) else {
-                continue;
-            };
-            if t.status == Status::Critical
-                && !t.deregistering
-                && now.saturating_sub(since) >= after.as_millis()
-            {
+        let due: Vec<Slot> = self
+            .removals
+            .range(..=(now, Slot::MAX))
+            .map(|&(_, slot)| slot)
+            .collect();
+        for slot in due {
+            actions.push(self.update(slot, |t| {
                 t.deregistering = true;
-                actions.push(Action::Deregister { key: key.clone() });
-            }
+                Action::Deregister {
+                    key: InstanceKey::clone(&t.key),
+                }
+            }));
         }
         actions
     }
@@ -300,26 +451,26 @@ fn set_status(t: &mut Tracked, status: Status, now: u64) {
     t.deregistering = false;
 }
 
-fn transition(key: &InstanceKey, t: &mut Tracked, status: Status, now: u64) -> Action {
+fn transition(t: &mut Tracked, status: Status, now: u64) -> Action {
     set_status(t, status, now);
     Action::SetStatus {
-        key: key.clone(),
+        key: InstanceKey::clone(&t.key),
         status,
     }
 }
 
-fn succeed(key: &InstanceKey, t: &mut Tracked, now: u64) -> Option<Action> {
+fn succeed(t: &mut Tracked, now: u64) -> Option<Action> {
     t.fail_streak = 0;
     t.ok_streak = t.ok_streak.saturating_add(1);
-    (t.status != Status::Passing && t.ok_streak >= t.check.success_before_passing)
-        .then(|| transition(key, t, Status::Passing, now))
+    (t.status != Status::Passing && t.ok_streak >= t.rules.success_before_passing)
+        .then(|| transition(t, Status::Passing, now))
 }
 
-fn fail(key: &InstanceKey, t: &mut Tracked, now: u64) -> Option<Action> {
+fn fail(t: &mut Tracked, now: u64) -> Option<Action> {
     t.ok_streak = 0;
     t.fail_streak = t.fail_streak.saturating_add(1);
-    (t.status != Status::Critical && t.fail_streak >= t.check.failures_before_critical)
-        .then(|| transition(key, t, Status::Critical, now))
+    (t.status != Status::Critical && t.fail_streak >= t.rules.failures_before_critical)
+        .then(|| transition(t, Status::Critical, now))
 }
 
 #[cfg(test)]

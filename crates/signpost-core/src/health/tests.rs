@@ -1,6 +1,8 @@
 use super::*;
 use crate::model::{Dur, Timestamp};
 
+mod reference;
+
 fn instance(id: &str, check: CheckSpec, status: Status) -> Instance {
     Instance {
         id: id.to_string(),
@@ -328,4 +330,244 @@ fn ttl_status_can_be_set_directly_and_renews_the_deadline() {
         m.set_ttl_status(&key("t"), Status::Warning, 0),
         Err(HeartbeatError::NotTtl)
     );
+}
+
+/// Recomputes, by walking every slot, what the indexes and counts must hold, and compares.
+fn assert_consistent(m: &HealthMonitor) {
+    let mut expiries = BTreeSet::new();
+    let mut removals = BTreeSet::new();
+    let mut ttl_instances = 0;
+    for (slot, t) in m.slots.iter().enumerate() {
+        let Some(t) = t else {
+            assert!(
+                m.free.contains(&(slot as Slot)),
+                "empty slot {slot} not free"
+            );
+            continue;
+        };
+        assert_eq!(m.by_key.get(&*t.key), Some(&(slot as Slot)), "key map");
+        if let Some(due) = t.expiry() {
+            expiries.insert((due, slot as Slot));
+        }
+        if let Some(due) = t.removal() {
+            removals.insert((due, slot as Slot));
+        }
+        ttl_instances += usize::from(t.rules.ttl.is_some());
+    }
+    assert_eq!(m.by_key.len() + m.free.len(), m.slots.len());
+    assert_eq!(m.expiries, expiries, "ttl deadline index");
+    assert_eq!(m.removals, removals, "deregistration index");
+    assert_eq!(m.ttl_instances, ttl_instances, "ttl instance count");
+}
+
+#[test]
+fn a_heartbeat_moves_the_deadline_in_the_index() {
+    let mut m = HealthMonitor::new(no_guard());
+    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    m.track(&instance("b", ttl(1000), Status::Passing), 0);
+    m.heartbeat(&key("a"), 900).unwrap();
+    assert_consistent(&m);
+    assert_eq!(
+        m.expiries.len(),
+        2,
+        "one entry per instance, the old one gone"
+    );
+    assert_eq!(m.tick(1000), vec![set("b", Status::Critical)]);
+    assert_eq!(m.guard().overdue, 1);
+    assert!(m.tick(1899).is_empty(), "a's old deadline is gone");
+    assert_eq!(m.tick(1900), vec![set("a", Status::Critical)]);
+    assert!(
+        m.expiries.is_empty(),
+        "critical instances wait for no deadline"
+    );
+    assert_consistent(&m);
+}
+
+#[test]
+fn an_untracked_instance_leaves_no_deadline_behind() {
+    let mut m = HealthMonitor::new(no_guard());
+    let check = CheckSpec {
+        deregister_after: Some(Dur(500)),
+        ..ttl(1000)
+    };
+    m.track(&instance("a", check.clone(), Status::Passing), 0);
+    m.track(&instance("c", check, Status::Critical), 0);
+    m.untrack(&key("a"));
+    m.untrack(&key("c"));
+    assert_consistent(&m);
+    assert!(m.expiries.is_empty() && m.removals.is_empty());
+    // A new instance reuses the freed slot with a later deadline: the old one must not fire.
+    m.track(&instance("b", ttl(1000), Status::Passing), 600);
+    assert_consistent(&m);
+    assert!(m.tick(1000).is_empty(), "nothing of a or c is left to fire");
+    assert_eq!(m.tick(1600), vec![set("b", Status::Critical)]);
+    // Re-registering re-tracks with a fresh deadline and one index entry.
+    m.track(&instance("b", ttl(1000), Status::Passing), 2000);
+    m.track(&instance("b", ttl(2000), Status::Passing), 2000);
+    assert_consistent(&m);
+    assert_eq!(m.len(), 1);
+    assert!(
+        m.tick(3000).is_empty(),
+        "the second registration's ttl counts"
+    );
+    assert_eq!(m.tick(4000), vec![set("b", Status::Critical)]);
+}
+
+#[test]
+fn a_deregistration_that_recovers_leaves_the_index() {
+    let mut m = HealthMonitor::new(no_guard());
+    let check = CheckSpec {
+        deregister_after: Some(Dur(5000)),
+        ..ttl(1000)
+    };
+    m.track(&instance("a", check, Status::Passing), 0);
+    assert_eq!(m.tick(1000), vec![set("a", Status::Critical)]);
+    assert_eq!(m.removals.len(), 1);
+    m.heartbeat(&key("a"), 2000).unwrap();
+    assert!(
+        m.removals.is_empty(),
+        "passing again: no deregistration due"
+    );
+    assert_consistent(&m);
+    for now in (2500..=7000).step_by(500) {
+        m.heartbeat(&key("a"), now).unwrap();
+        assert!(
+            m.tick(now).is_empty(),
+            "the old deregistration fired at {now}"
+        );
+    }
+    assert_consistent(&m);
+}
+
+#[test]
+fn the_guard_counts_ttl_instances_as_they_come_and_go() {
+    let mut m = HealthMonitor::new(GuardConfig::default());
+    let count = |m: &mut HealthMonitor| {
+        m.tick(0);
+        assert_consistent(m);
+        m.guard().ttl_instances
+    };
+    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    m.track(&instance("b", ttl(1000), Status::Critical), 0);
+    m.track(&instance("t", tcp(), Status::Passing), 0);
+    assert_eq!(count(&mut m), 2, "tcp checks do not count");
+    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    assert_eq!(count(&mut m), 2, "re-registration does not count twice");
+    m.track(&instance("a", tcp(), Status::Passing), 0);
+    assert_eq!(count(&mut m), 1, "a's check is no longer a ttl");
+    m.track(&instance("t", ttl(1000), Status::Passing), 0);
+    assert_eq!(count(&mut m), 2, "t's check now is");
+    m.observe_status(&key("t"), Status::Critical, 0);
+    m.observe_status(&key("b"), Status::Passing, 0);
+    assert_eq!(count(&mut m), 2, "status changes do not change the count");
+    let mut plain = instance("b", ttl(1000), Status::Passing);
+    plain.check = None;
+    m.track(&plain, 0);
+    assert_eq!(count(&mut m), 1, "b lost its check");
+    m.untrack(&key("t"));
+    m.untrack(&key("t"));
+    assert_eq!(count(&mut m), 0, "untracking twice counts once");
+    assert!(m.is_empty() || m.len() == 1);
+}
+
+/// A small deterministic generator (no dependencies in the pure core).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below
+    }
+}
+
+fn sorted(actions: Vec<Action>) -> Vec<String> {
+    let mut out: Vec<String> = actions.iter().map(|a| format!("{a:?}")).collect();
+    out.sort();
+    out
+}
+
+/// Random operations on the indexed monitor and on the old one that walked every instance:
+/// they must decide the same things at every step.
+#[test]
+fn the_indexed_monitor_decides_as_the_full_scan_did() {
+    for seed in 0..20 {
+        let mut rng = Lcg(seed);
+        let guard = GuardConfig {
+            threshold: 0.5,
+            window_ms: 3000,
+            min_instances: 4,
+        };
+        let mut m = HealthMonitor::new(guard);
+        let mut r = reference::Reference::new(guard);
+        let mut now = 0;
+        for step in 0..3000 {
+            now += rng.next(150);
+            let id = format!("i{}", rng.next(12));
+            let k = key(&id);
+            let ctx = format!("seed {seed} step {step} at {now}");
+            match rng.next(100) {
+                0..=9 => {
+                    let check = match rng.next(4) {
+                        0 => tcp(),
+                        1 => CheckSpec {
+                            deregister_after: Some(Dur(rng.next(3000))),
+                            failures_before_critical: 1 + rng.next(2) as u32,
+                            success_before_passing: 1 + rng.next(2) as u32,
+                            ..ttl(200 + rng.next(1000))
+                        },
+                        _ => ttl(200 + rng.next(1000)),
+                    };
+                    let status =
+                        [Status::Passing, Status::Warning, Status::Critical][rng.next(3) as usize];
+                    let mut i = instance(&id, check, status);
+                    if rng.next(10) == 0 {
+                        i.check = None;
+                    }
+                    m.track(&i, now);
+                    r.track(&i, now);
+                }
+                10..=14 => {
+                    m.untrack(&k);
+                    r.untrack(&k);
+                }
+                15..=54 => assert_eq!(m.heartbeat(&k, now), r.heartbeat(&k, now), "{ctx}"),
+                55..=59 => {
+                    let s =
+                        [Status::Passing, Status::Warning, Status::Critical][rng.next(3) as usize];
+                    assert_eq!(
+                        m.set_ttl_status(&k, s, now),
+                        r.set_ttl_status(&k, s, now),
+                        "{ctx}"
+                    );
+                }
+                60..=64 => {
+                    let s =
+                        [Status::Passing, Status::Warning, Status::Critical][rng.next(3) as usize];
+                    m.observe_status(&k, s, now);
+                    r.observe_status(&k, s, now);
+                }
+                65..=69 => {
+                    let res = [
+                        CheckResult::Passing,
+                        CheckResult::Warning,
+                        CheckResult::Critical,
+                    ][rng.next(3) as usize];
+                    assert_eq!(m.record(&k, res, now), r.record(&k, res, now), "{ctx}");
+                }
+                70 => {
+                    m.restart_deadlines(now);
+                    r.restart_deadlines(now);
+                }
+                _ => {
+                    assert_eq!(sorted(m.tick(now)), sorted(r.tick(now)), "{ctx}");
+                    assert_eq!(m.guard(), r.guard(), "{ctx}");
+                }
+            }
+            assert_eq!(m.len(), r.len(), "{ctx}");
+            assert_consistent(&m);
+        }
+    }
 }
