@@ -139,8 +139,10 @@ impl Default for RaftConfig {
             // openraft 0.9 lets a follower stand for election only after the leader's lease
             // (= election_timeout_max) plus its own random timeout has passed since the last
             // heartbeat, checked on a tick of 1.5 x heartbeat_interval: with these values a
-            // dead leader is replaced after ~0.9-1.3 s.
-            heartbeat_interval: Dur(50),
+            // dead leader is replaced after ~0.9-1.4 s. heartbeat_interval is also openraft's
+            // timeout for one AppendEntries round trip (including the follower's fsync), so it
+            // must not be much shorter than this.
+            heartbeat_interval: Dur(100),
             election_timeout_min: Dur(300),
             election_timeout_max: Dur(600),
             snapshot_every: 10_000,
