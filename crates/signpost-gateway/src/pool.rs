@@ -238,7 +238,10 @@ impl HostPool {
     /// A new HTTP/1.1 connection (not pooled until checked in).
     pub(crate) async fn connect_h1(&self, timeout: Duration) -> Result<Box<H1Conn>, ConnectError> {
         let stream = self.dial(timeout).await?;
+        // One buffer per request head (and small body chunks copied into it) rather than a
+        // vectored write of queued pieces: cheaper for the small messages a proxy mostly sends.
         let (send, driver) = http1::Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|source| ConnectError::Handshake {

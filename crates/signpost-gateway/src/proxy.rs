@@ -43,6 +43,9 @@ pub(crate) struct ConnState {
     pub(crate) shared: Arc<Shared>,
     /// The client.
     pub(crate) client: ClientInfo,
+    /// Requests started on the connection (the idle check closes connections where it stays
+    /// put; see [`crate::server`]).
+    pub(crate) requests: std::sync::atomic::AtomicU64,
 }
 
 /// Answers one request.

@@ -2,9 +2,14 @@
 //! listener (HTTP/1.1). Each connection is one task; at shutdown the loops stop accepting, ask
 //! every connection to finish its current exchange, and wait up to the grace period before
 //! dropping the stragglers.
+//!
+//! A client connection on which no request starts for [`IDLE_CLOSE`] to twice that (an idle
+//! keep-alive connection, or a request head that never completes) is asked to finish and
+//! close. One timer per connection checks a request counter, instead of hyper's header-read
+//! timer, which allocates and arms a timer for every request.
 
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +25,10 @@ use tokio::task::JoinSet;
 use crate::headers::ClientInfo;
 use crate::proxy::ConnState;
 use crate::state::Shared;
+
+/// How long a client connection may go without starting a request before it is closed (checked
+/// once per period, so it closes after one to two periods of silence).
+pub(crate) const IDLE_CLOSE: Duration = Duration::from_secs(30);
 
 /// Which listener a loop serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,20 +98,35 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// Runs a connection to its end; when `stop` turns true, asks it to finish its current
-/// exchange first. (A macro: hyper-util's two connection types share no trait.)
+/// Runs a connection to its end; when `stop` turns true, or when no request started (the
+/// counter `requests` did not move) during a whole [`IDLE_CLOSE`] period, asks it to finish its
+/// current exchange and close. (A macro: hyper-util's two connection types share no trait.)
 macro_rules! run_graceful {
-    ($conn:expr, $stop:expr) => {{
+    ($conn:expr, $stop:expr, $requests:expr) => {{
         let mut conn = std::pin::pin!($conn);
         let mut stop = $stop;
+        let requests: &AtomicU64 = $requests;
+        let mut seen = requests.load(Ordering::Relaxed);
+        let mut idle = std::pin::pin!(tokio::time::sleep(IDLE_CLOSE));
         let result = loop {
             tokio::select! {
+                biased;
                 result = conn.as_mut() => break result,
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() {
                         conn.as_mut().graceful_shutdown();
                         break conn.await;
                     }
+                }
+                () = idle.as_mut() => {
+                    let now = requests.load(Ordering::Relaxed);
+                    if now == seen {
+                        tracing::debug!("closing a connection idle for {IDLE_CLOSE:?}");
+                        conn.as_mut().graceful_shutdown();
+                        break conn.await;
+                    }
+                    seen = now;
+                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE_CLOSE);
                 }
             }
         };
@@ -126,8 +150,13 @@ fn builder() -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .keep_alive(true);
+        // Replaced by the per-connection idle check of `run_graceful!` (see the module doc).
+        .header_read_timeout(None)
+        .keep_alive(true)
+        // Small response heads and bodies go out in one buffer: a body chunk is copied instead
+        // of queued, so the upstream connection's read buffer it points into is free again at
+        // once and can be reused for the next response instead of reallocated.
+        .writev(false);
     builder.http2().timer(TokioTimer::new());
     builder
 }
@@ -144,24 +173,33 @@ async fn proxy_connection(
     let state = Arc::new(ConnState {
         shared,
         client: ClientInfo::new(peer.ip()),
+        requests: AtomicU64::new(0),
     });
-    let service =
-        service_fn(move |req: Request<Incoming>| crate::proxy::handle(state.clone(), req));
+    let conn_state = state.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        state.requests.fetch_add(1, Ordering::Relaxed);
+        crate::proxy::handle(state.clone(), req)
+    });
     let builder = builder();
     run_graceful!(
         builder.serve_connection_with_upgrades(TokioIo::new(stream), service),
-        stop
+        stop,
+        &conn_state.requests
     );
 }
 
 async fn admin_connection(shared: Arc<Shared>, stream: TcpStream, stop: watch::Receiver<bool>) {
+    let requests = Arc::new(AtomicU64::new(0));
+    let counter = requests.clone();
     let service = service_fn(move |req: Request<Incoming>| {
+        counter.fetch_add(1, Ordering::Relaxed);
         let response = crate::admin::handle(&shared, &req);
         async move { Ok::<_, Infallible>(response) }
     });
     let builder = builder();
     run_graceful!(
         builder.serve_connection(TokioIo::new(stream), service),
-        stop
+        stop,
+        &requests
     );
 }
