@@ -61,6 +61,10 @@ struct CompareArgs {
     /// restart).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
+    /// Signpost heartbeats: renewals due within this long go out together in one
+    /// `PUT /api/v1/heartbeats`; `0s` sends one `PUT …/heartbeat` per renewal [default: 200ms].
+    #[arg(long, value_parser = parse_duration)]
+    heartbeat_batch: Option<std::time::Duration>,
     /// The signpost binary [default: `signpost` beside this binary].
     #[arg(long)]
     signpost_bin: Option<std::path::PathBuf>,
@@ -246,6 +250,9 @@ async fn compare(a: CompareArgs, progress: bool) -> ExitCode {
     };
     if let Some(runs) = a.runs {
         plan.runs = runs.max(1);
+    }
+    if let Some(batch) = a.heartbeat_batch {
+        plan.heartbeat.batch = batch;
     }
     if !a.scenarios.is_empty() {
         let mut chosen = Vec::new();

@@ -478,7 +478,7 @@ fn method(plan: &Plan) -> String {
          - register: a TTL check per instance (etcd: a lease grant and a put with that lease). \
          discover: the healthy instances of one service (etcd: a prefix range).\n\
          - heartbeat: {} instances, each renewed every {} s from {} connections, spread evenly; \
-         TTL {} s. Signpost: `PUT …/heartbeat`; etcd: lease keep-alive, one keep-alive stream \
+         TTL {} s. Signpost: {}; etcd: lease keep-alive, one keep-alive stream \
          per connection carrying all of its leases (as etcd's Go client does). Measured over \
          {} s after one interval of steady state. A false expiry is an instance that expired \
          although renewed: a 404 or TTL-0 answer, an instance missing or critical at the end; \
@@ -496,6 +496,15 @@ fn method(plan: &Plan) -> String {
         hb.interval.as_secs_f64(),
         hb.clients,
         hb.ttl.as_secs_f64(),
+        if hb.batch.is_zero() {
+            "`PUT …/heartbeat`, one renewal per request".to_string()
+        } else {
+            format!(
+                "`PUT /api/v1/heartbeats`, the renewals of a connection due within {} ms \
+                 in one request",
+                hb.batch.as_millis()
+            )
+        },
         hb.window.as_secs_f64(),
         plan.runs,
     )

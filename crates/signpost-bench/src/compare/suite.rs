@@ -13,6 +13,10 @@ use super::server::{Binaries, Server};
 use super::target::{System, Target};
 use super::workload::{self, Fill, HeartbeatOptions};
 use crate::payload;
+
+/// Default of [`HeartbeatOptions::batch`]: a host with many instances renews those due within
+/// 200 ms in one request (each a little early; the TTL is three intervals).
+pub const HEARTBEAT_BATCH: Duration = Duration::from_millis(200);
 use crate::stats::{load_average, rss_bytes};
 
 /// The scenarios of the issue, in the order they run.
@@ -128,6 +132,7 @@ impl Plan {
                 ttl: Duration::from_secs(15),
                 window: Duration::from_secs(30),
                 setup_limit: Duration::from_secs(150),
+                batch: HEARTBEAT_BATCH,
             },
             watchers: vec![1_000, 10_000],
             watch_wait: Duration::from_secs(30),
@@ -154,6 +159,7 @@ impl Plan {
                 ttl: Duration::from_secs(15),
                 window: Duration::from_secs(5),
                 setup_limit: Duration::from_secs(60),
+                batch: HEARTBEAT_BATCH,
             },
             watchers: vec![100, 1_000],
             watch_wait: Duration::from_secs(10),
@@ -184,6 +190,7 @@ impl Plan {
                 ttl: Duration::from_secs(3),
                 window: Duration::from_secs(2),
                 setup_limit: Duration::from_secs(30),
+                batch: HEARTBEAT_BATCH,
             },
             watchers: vec![20],
             watch_wait: Duration::from_secs(10),

@@ -323,6 +323,60 @@ impl Conn {
         }
     }
 
+    /// Signpost only: renews many instances, `(service, id)`, in one `PUT /api/v1/heartbeats`.
+    /// Answers how many were renewed and the ids the agent no longer knows (expired).
+    pub async fn heartbeats(
+        &mut self,
+        keys: &[(String, String)],
+    ) -> anyhow::Result<(u64, Vec<String>)> {
+        const PATH: &str = "/api/v1/heartbeats";
+        let Conn::Signpost { base, raw, .. } = self else {
+            bail!("etcd renews leases over a keep-alive stream");
+        };
+        let body = serde_json::to_vec(
+            &keys
+                .iter()
+                .map(|(service, id)| serde_json::json!({"service": service, "id": id}))
+                .collect::<Vec<_>>(),
+        )?;
+        if raw.is_none() {
+            *raw = Some(Box::new(RawHttp::connect(base).await?));
+        }
+        let Some(conn) = raw.as_mut() else {
+            bail!("no connection");
+        };
+        let (status, answer) =
+            match tokio::time::timeout(REQUEST_TIMEOUT, conn.request("PUT", PATH, &body)).await {
+                Ok(Ok(a)) => a,
+                Ok(Err(e)) => {
+                    *raw = None;
+                    return Err(e.context(format!("PUT {PATH}")));
+                }
+                Err(_) => {
+                    *raw = None;
+                    bail!("PUT {PATH}: no answer in {REQUEST_TIMEOUT:?}");
+                }
+            };
+        if status != 200 {
+            bail!("PUT {PATH}: HTTP {status}: {}", snippet(&answer));
+        }
+        let parsed: serde_json::Value = serde_json::from_slice(&answer)
+            .with_context(|| format!("PUT {PATH}: {}", snippet(&answer)))?;
+        if let Some(r) = parsed["rejected"].as_array().and_then(|r| r.first()) {
+            bail!("PUT {PATH}: rejected {r}");
+        }
+        let renewed = parsed["renewed"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("PUT {PATH}: no renewed count in {}", snippet(&answer)))?;
+        let gone = parsed["not_found"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k["id"].as_str().map(str::to_string))
+            .collect();
+        Ok((renewed, gone))
+    }
+
     /// Opens a watch on `service` and waits until it is established (Signpost: the `reset`
     /// event arrived; etcd: the watch is created).
     pub async fn watch(self, service: &str) -> anyhow::Result<Watch> {

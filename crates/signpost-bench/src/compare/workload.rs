@@ -327,6 +327,10 @@ pub struct HeartbeatOptions {
     pub ttl: Duration,
     /// Length of the measured window (after one full interval of steady renewals).
     pub window: Duration,
+    /// Signpost: renewals due within this long of the first due one go out together in one
+    /// `PUT /api/v1/heartbeats` (a little early, never late); zero renews one instance per
+    /// request. etcd sends one keep-alive message per lease either way.
+    pub batch: Duration,
     /// Longest the registrations may take: when the machine cannot renew and register at once,
     /// the instances registered by then are the ones renewed (see
     /// [`HeartbeatResult::registered`]), so the phase stays bounded.
@@ -362,6 +366,9 @@ impl HeartbeatResult {
         self.expired_answers.max(self.lost)
     }
 }
+
+/// Most renewals one batched heartbeat carries.
+const MAX_HEARTBEAT_BATCH: usize = 1_000;
 
 /// Shared state of the heartbeat workers.
 struct Schedule {
@@ -552,6 +559,54 @@ async fn renew_worker(
                 }
                 let i = mine[j];
                 match &mut conn {
+                    Conn::Signpost { .. } if !opts.batch.is_zero() => {
+                        let mut batch = vec![(due, j)];
+                        while let Some(&(d, j)) = queue.front() {
+                            if d > now + opts.batch || batch.len() >= MAX_HEARTBEAT_BATCH {
+                                break;
+                            }
+                            queue.pop_front();
+                            batch.push((d, j));
+                        }
+                        let keys: Vec<(String, String)> = batch
+                            .iter()
+                            .map(|&(_, j)| {
+                                let i = mine[j];
+                                (
+                                    payload::service_name(PREFIX, i % opts.services),
+                                    payload::instance_id(PREFIX, i),
+                                )
+                            })
+                            .collect();
+                        let t0 = Instant::now();
+                        let answer = conn.heartbeats(&keys).await;
+                        match answer {
+                            Ok((renewed, gone)) => {
+                                schedule
+                                    .expired
+                                    .fetch_add(gone.len() as u64, Ordering::Relaxed);
+                                if measured {
+                                    tally.ok += renewed;
+                                    for _ in 0..renewed {
+                                        tally.latencies.record(t0.elapsed());
+                                    }
+                                    tally.errors += gone.len() as u64;
+                                    if let Some(id) = gone.first() {
+                                        schedule.errors.note(|| format!("{id} expired"));
+                                    }
+                                }
+                            }
+                            Err(e) if measured => {
+                                tally.errors += keys.len() as u64;
+                                schedule.errors.note(|| format!("{e:#}"));
+                            }
+                            Err(_) => {}
+                        }
+                        // The first one is pushed back below.
+                        for &(d, j) in &batch[1..] {
+                            queue.push_back((d + period, j));
+                        }
+                    }
                     Conn::Signpost { .. } => {
                         let service = payload::service_name(PREFIX, i % opts.services);
                         let id = payload::instance_id(PREFIX, i);

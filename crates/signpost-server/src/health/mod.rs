@@ -92,13 +92,23 @@ impl HealthService {
         instance: &Instance,
         status: signpost_core::Status,
     ) -> Result<Option<Action>, HeartbeatError> {
+        self.set_ttl_status_of(&instance.key(), instance, status)
+    }
+
+    /// [`set_ttl_status`](Self::set_ttl_status) for a caller that already holds `instance`'s
+    /// key: the heartbeat path, which allocates nothing it need not.
+    pub fn set_ttl_status_of(
+        &self,
+        key: &InstanceKey,
+        instance: &Instance,
+        status: signpost_core::Status,
+    ) -> Result<Option<Action>, HeartbeatError> {
         let now = self.now();
         let mut monitor = self.monitor();
-        let key = instance.key();
-        if !monitor.is_tracked(&key) && instance.check.as_ref().is_some_and(|c| c.is_ttl()) {
+        if !monitor.is_tracked(key) && instance.check.as_ref().is_some_and(|c| c.is_ttl()) {
             monitor.track(instance, now);
         }
-        monitor.set_ttl_status(&key, status, now)
+        monitor.set_ttl_status(key, status, now)
     }
 
     /// Stops the checker and every active check.

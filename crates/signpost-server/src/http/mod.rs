@@ -52,6 +52,7 @@ pub fn router(agent: AppState) -> Router {
             "/api/v1/services/{service}/instances/{id}/heartbeat",
             put(services::heartbeat),
         )
+        .route("/api/v1/heartbeats", put(services::heartbeats))
         .route("/api/v1/services/{service}/watch", get(watch::sse))
         .route(
             "/api/v1/services/{service}/definition",

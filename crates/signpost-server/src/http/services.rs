@@ -6,6 +6,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use signpost_core::health::{Action, HeartbeatError};
 use signpost_core::model::Dur;
 use signpost_core::validate::{self, DefinitionInput, Registration};
 use signpost_core::{Command, Instance, InstanceKey, Status};
@@ -232,23 +233,158 @@ pub async fn deregister(
 }
 
 /// `PUT /api/v1/services/{service}/instances/{id}/heartbeat` (forwarded to the leader, whose
-/// health checker holds the TTL deadlines).
+/// health checker holds the TTL deadlines). Answers `{"id", "status", "index"}`: the instance's
+/// status and modify index after the renewal, not the whole instance.
 pub async fn heartbeat(
     State(agent): State<AppState>,
     Path((service, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let service = validate::service_name(&service)?;
-    let req = TtlRequest {
-        key: InstanceKey::new(&service, &id),
-        status: Status::Passing,
+    let key = InstanceKey {
+        service: validate::service_name(&service)?,
+        id,
     };
-    match cluster::ttl_update(&agent, req).await {
-        Ok(instance) => Ok(with_index(instance.modify_index, Json(instance))),
-        Err(TtlError::NotFound(_)) => Err(not_registered(&service, &id)),
-        Err(e @ (TtlError::NotTracked(_) | TtlError::NotTtl(_))) => {
-            Err(ApiError::bad_request("check", e.to_string()))
+    match renew(&agent, &key).await {
+        Ok((status, index)) => Ok(with_index(
+            index,
+            Json(Renewed {
+                id: &key.id,
+                status,
+                index,
+            }),
+        )),
+        Err(e) => Err(ttl_error(&key, e)),
+    }
+}
+
+/// The answer to a heartbeat.
+#[derive(serde::Serialize)]
+struct Renewed<'a> {
+    id: &'a str,
+    status: Status,
+    index: u64,
+}
+
+/// Most instances one `PUT /api/v1/heartbeats` may renew.
+pub const MAX_BATCH: usize = 10_000;
+
+/// `PUT /api/v1/heartbeats`: renews many TTL instances in one request, a JSON array of
+/// `{"service", "id"}`. Answers 200 with `{"renewed": n, "not_found": [keys],
+/// "rejected": [{"service", "id", "error"}]}`: the client re-registers the instances not found;
+/// the rejected ones have no TTL check or a malformed name. One request instead of one per
+/// instance, as etcd renews many leases over one keep-alive stream.
+pub async fn heartbeats(
+    State(agent): State<AppState>,
+    JsonBody(keys): JsonBody<Vec<InstanceKey>>,
+) -> Result<Response, ApiError> {
+    if keys.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "body",
+            format!(
+                "at most {MAX_BATCH} instances per batch, got {}",
+                keys.len()
+            ),
+        ));
+    }
+    let mut answer = BatchRenewed::default();
+    for mut key in keys {
+        match validate::service_name(&key.service) {
+            Ok(service) => key.service = service,
+            Err(e) => {
+                answer.rejected.push(Rejected {
+                    error: e.to_string(),
+                    key,
+                });
+                continue;
+            }
         }
-        Err(TtlError::Unavailable(m)) => Err(ApiError::Unavailable(m)),
+        match renew(&agent, &key).await {
+            Ok(_) => answer.renewed += 1,
+            Err(TtlError::NotFound(_)) => answer.not_found.push(key),
+            Err(e @ (TtlError::NotTracked(_) | TtlError::NotTtl(_))) => {
+                answer.rejected.push(Rejected {
+                    error: e.to_string(),
+                    key,
+                })
+            }
+            Err(TtlError::Unavailable(m)) => return Err(ApiError::Unavailable(m)),
+        }
+    }
+    Ok(Json(answer).into_response())
+}
+
+/// The answer to a batch of heartbeats.
+#[derive(serde::Serialize, Default)]
+struct BatchRenewed {
+    renewed: usize,
+    not_found: Vec<InstanceKey>,
+    rejected: Vec<Rejected>,
+}
+
+/// An instance of a batch that was not renewed, and why.
+#[derive(serde::Serialize)]
+struct Rejected {
+    #[serde(flatten)]
+    key: InstanceKey,
+    error: String,
+}
+
+/// Renews `key`'s TTL; returns its status and modify index after. On the leader the instance is
+/// read in place, never copied (the hot path of every heartbeat); elsewhere the renewal is
+/// forwarded to the leader.
+async fn renew(agent: &AppState, key: &InstanceKey) -> Result<(Status, u64), TtlError> {
+    if !agent.is_leader() {
+        let req = TtlRequest {
+            key: key.clone(),
+            status: Status::Passing,
+        };
+        return cluster::ttl_update(agent, req)
+            .await
+            .map(|i| (i.status, i.modify_index));
+    }
+    let action = {
+        let state = agent.store.read();
+        let instance = state
+            .registry
+            .instance(&key.service, &key.id)
+            .ok_or_else(|| TtlError::NotFound(key.to_string()))?;
+        match agent
+            .health
+            .set_ttl_status_of(key, instance, Status::Passing)
+        {
+            Ok(Some(action)) => action,
+            Ok(None) => return Ok((instance.status, instance.modify_index)),
+            Err(HeartbeatError::NotTracked) => return Err(TtlError::NotTracked(key.to_string())),
+            Err(HeartbeatError::NotTtl) => return Err(TtlError::NotTtl(key.to_string())),
+        }
+    };
+    // The heartbeat ends an outage: the recovery goes through Raft before the answer.
+    let command = match action {
+        Action::SetStatus { key, status } => Command::SetStatus { key, status },
+        Action::Deregister { key } => Command::Deregister(key),
+    };
+    match agent.propose(command).await {
+        Ok(signpost_core::Response::StatusSet(updated)) => {
+            Ok((updated.status, updated.modify_index))
+        }
+        Ok(signpost_core::Response::NotFound) => Err(TtlError::NotFound(key.to_string())),
+        Ok(_) => agent
+            .store
+            .read()
+            .registry
+            .instance(&key.service, &key.id)
+            .map(|i| (i.status, i.modify_index))
+            .ok_or_else(|| TtlError::NotFound(key.to_string())),
+        Err(e) => Err(TtlError::Unavailable(e.to_string())),
+    }
+}
+
+fn ttl_error(key: &InstanceKey, e: TtlError) -> ApiError {
+    match e {
+        TtlError::NotFound(_) => not_registered(&key.service, &key.id),
+        TtlError::NotTracked(_) | TtlError::NotTtl(_) => {
+            ApiError::bad_request("check", e.to_string())
+        }
+        TtlError::Unavailable(m) => ApiError::Unavailable(m),
     }
 }
 

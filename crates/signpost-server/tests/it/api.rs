@@ -209,6 +209,12 @@ async fn heartbeat_paths() {
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["id"], "ttl");
+    assert_eq!(body["status"], "passing");
+    assert!(body["index"].as_u64().unwrap() > 0, "{body}");
+    assert!(
+        body.get("address").is_none(),
+        "not the whole instance: {body}"
+    );
     let resp = hb("missing").await.unwrap();
     assert_eq!(
         resp.status(),
@@ -221,6 +227,58 @@ async fn heartbeat_paths() {
         let err: Value = resp.json().await.unwrap();
         assert_eq!(err["field"], "check", "{err}");
     }
+}
+
+#[tokio::test]
+async fn batched_heartbeats_renew_many_and_name_the_rest() {
+    let t = TestAgent::start().await;
+    for id in ["a", "b"] {
+        t.register(
+            "users",
+            json!({"id": id, "address": "10.0.0.1", "port": 80, "check": {"ttl": "30s"}}),
+        )
+        .await;
+    }
+    t.register(
+        "users",
+        json!({"id": "plain", "address": "10.0.0.1", "port": 81}),
+    )
+    .await;
+    let resp = t
+        .client
+        .put(t.url("/api/v1/heartbeats"))
+        .json(&json!([
+            {"service": "users", "id": "a"},
+            {"service": "Users", "id": "b"},
+            {"service": "users", "id": "gone"},
+            {"service": "users", "id": "plain"},
+            {"service": "bad name!", "id": "x"},
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["renewed"], 2, "{body}");
+    assert_eq!(
+        body["not_found"],
+        json!([{"service": "users", "id": "gone"}]),
+        "the client re-registers these"
+    );
+    let rejected = body["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{body}");
+    assert_eq!(rejected[0]["id"], "plain");
+    assert_eq!(rejected[1]["id"], "x");
+    assert!(rejected[0]["error"].as_str().unwrap().contains("ttl"));
+
+    let resp = t
+        .client
+        .put(t.url("/api/v1/heartbeats"))
+        .json(&json!({"service": "users"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400, "the body is an array");
 }
 
 #[tokio::test]
