@@ -8,7 +8,8 @@
 //! can take another request. Idle connections are not polled; a checkout polls each candidate
 //! once (no waker) to notice the ones the upstream closed meanwhile, and the sweeper closes the
 //! ones idle through two of its rounds (it runs every `idle_timeout / 2`), so no clock is read
-//! on the request path.
+//! on the request path. A close noticed only by the exchange's first poll still hands the
+//! unwritten request back, and it goes out on a new connection.
 //!
 //! **h2c.** One multiplexed HTTP/2 connection per instance, driven by its own task; requests
 //! clone its sender.
@@ -18,7 +19,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
@@ -41,14 +42,21 @@ pub(crate) type H2Sender = http2::SendRequest<UpBody>;
 pub(crate) struct H1Conn {
     /// Sends requests.
     pub(crate) send: H1Sender,
-    /// Reads and writes the socket when polled.
-    pub(crate) driver: H1Driver,
+    /// Reads and writes the socket when polled; dropped as soon as it has finished, which hands
+    /// a request queued on it but never written back to its sender (hyper returns such
+    /// requests when the connection is dropped, not when it finishes).
+    driver: Option<H1Driver>,
 }
 
 impl H1Conn {
     /// Drives the connection; `Ready` means it is finished (closed or failed).
     pub(crate) fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
-        Pin::new(&mut self.driver).poll(cx)
+        let Some(driver) = self.driver.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let result = ready!(Pin::new(driver).poll(cx));
+        self.driver = None;
+        Poll::Ready(result)
     }
 
     /// Polls once without a waker (noticing a close or a finished response) and says whether
@@ -171,6 +179,12 @@ impl HostPool {
     }
 
     /// An idle connection that can take a request, if there is one.
+    ///
+    /// Each candidate is polled once without a waker: that notices a close the connection has
+    /// already seen, and it replaces the waker of the task that used the connection last, which
+    /// the new request would otherwise wake for nothing. A close not seen yet is noticed by the
+    /// first poll of the exchange, before anything is written; the request then comes back
+    /// unsent and goes out on a new connection (see `send_h1` in [`crate::proxy`]).
     pub(crate) fn checkout(&self) -> Option<Box<H1Conn>> {
         while let Some(mut idle) = self.idle.pop() {
             if idle.conn.is_reusable() {
@@ -248,7 +262,10 @@ impl HostPool {
                 authority: self.authority.clone(),
                 source,
             })?;
-        Ok(Box::new(H1Conn { send, driver }))
+        Ok(Box::new(H1Conn {
+            send,
+            driver: Some(driver),
+        }))
     }
 
     /// A sender on the instance's h2c connection, opening it if needed.
@@ -298,13 +315,15 @@ impl HostPool {
         &self,
         timeout: Duration,
     ) -> Result<H1Sender, ConnectError> {
-        let conn = *self.connect_h1(timeout).await?;
+        let H1Conn { send, driver } = *self.connect_h1(timeout).await?;
         let authority = self.authority.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.driver.with_upgrades().await {
-                tracing::debug!(upstream = %authority, "upgraded connection ended: {e}");
-            }
-        });
-        Ok(conn.send)
+        if let Some(driver) = driver {
+            tokio::spawn(async move {
+                if let Err(e) = driver.with_upgrades().await {
+                    tracing::debug!(upstream = %authority, "upgraded connection ended: {e}");
+                }
+            });
+        }
+        Ok(send)
     }
 }

@@ -123,3 +123,56 @@ async fn clients_may_speak_h2c() {
     assert_eq!(body["headers"]["host"], "api.example.com");
     assert_eq!(body["headers"]["x-forwarded-host"], "api.example.com");
 }
+
+/// A pooled connection the upstream closed while it sat idle is replaced by a new one, without
+/// an error and without a retry (the route allows none): the request was never written on it.
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_replaced() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Answers one request per connection (keep-alive promised), then closes it and reports.
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        let mut served = 0u32;
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            served += 1;
+            let body = format!("conn {served}");
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(response.as_bytes()).await.unwrap();
+            stream.shutdown().await.unwrap();
+            drop(stream);
+            let _ = closed_tx.send(served);
+        }
+    });
+    let agent = TestAgent::start().await;
+    agent.register("svc", "closer", port, json!({})).await;
+    let gw = TestGateway::start(
+        &agent,
+        "[[route]]\nprefix = \"/\"\nservice = \"svc\"\n[route.retry]\nattempts = 1\n",
+    )
+    .await;
+    gw.wait_upstreams("/", 1).await;
+    for i in 1..=3u32 {
+        let resp = gw.client.get(gw.url("/")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.text().await.unwrap(), format!("conn {i}"));
+        // The upstream has closed the connection the gateway pooled before the next request.
+        assert_eq!(closed.recv().await, Some(i));
+    }
+    server.abort();
+}
