@@ -5,7 +5,7 @@
 //! watcher of service A is never woken by a write to service B.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use signpost_core::{Event, Registry, ServiceEvent};
@@ -31,9 +31,50 @@ pub struct SmState {
 #[derive(Debug, Clone)]
 pub enum Notice {
     /// One change, in index order.
-    Change(Arc<ServiceEvent>),
+    Change(Arc<Change>),
     /// The whole state was replaced (snapshot installed): re-read everything.
     Reset,
+}
+
+/// Renderings one [`Change`] can cache (the SSE watch uses one per event name).
+pub const RENDERINGS: usize = 3;
+
+/// One registry change as every subscriber receives it, shared: the event, and renderings of it
+/// that the first subscriber needing each makes and the others reuse. Ten thousand watchers of
+/// a service thus serialise a change once, not ten thousand times.
+#[derive(Debug)]
+pub struct Change {
+    pub event: ServiceEvent,
+    renderings: [OnceLock<bytes::Bytes>; RENDERINGS],
+}
+
+impl Change {
+    pub fn new(event: ServiceEvent) -> Self {
+        Change {
+            event,
+            renderings: Default::default(),
+        }
+    }
+
+    /// Rendering number `slot` (below [`RENDERINGS`]) of this change, made by `render` the first
+    /// time it is asked for. Every caller of one slot must render the same way.
+    pub fn rendered(
+        &self,
+        slot: usize,
+        render: impl FnOnce(&ServiceEvent) -> bytes::Bytes,
+    ) -> bytes::Bytes {
+        self.renderings[slot]
+            .get_or_init(|| render(&self.event))
+            .clone()
+    }
+}
+
+impl std::ops::Deref for Change {
+    type Target = ServiceEvent;
+
+    fn deref(&self) -> &ServiceEvent {
+        &self.event
+    }
 }
 
 struct ServiceChannel {
@@ -118,7 +159,7 @@ impl Store {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         for event in events {
             let event = match event {
-                Event::Service(e) => Arc::<ServiceEvent>::from(e),
+                Event::Service(e) => Arc::new(Change::new(*e)),
                 Event::Kv { index, .. } => {
                     self.kv_index.send_if_modified(|i| {
                         let moved = index > *i;
@@ -254,5 +295,33 @@ impl Store {
             .values()
             .map(|ch| ch.index.receiver_count() + ch.events.receiver_count())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signpost_core::EventKind;
+
+    #[test]
+    fn a_change_is_rendered_once_per_slot_for_every_subscriber() {
+        let change = Arc::new(Change::new(ServiceEvent {
+            service: "svc".into(),
+            index: 7,
+            kind: EventKind::DefinitionChanged,
+        }));
+        let mut calls = 0;
+        let mut render = |slot: usize| {
+            change.rendered(slot, |e| {
+                calls += 1;
+                bytes::Bytes::from(format!("{slot}@{}", e.index))
+            })
+        };
+        let first = render(0);
+        let again = render(0);
+        assert_eq!(first, "0@7");
+        assert_eq!(first.as_ptr(), again.as_ptr(), "the same bytes, shared");
+        assert_eq!(render(2), "2@7", "another slot renders its own");
+        assert_eq!(calls, 2);
     }
 }

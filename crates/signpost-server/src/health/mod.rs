@@ -191,7 +191,7 @@ impl HealthService {
                     }
                 }
                 notice = events.recv() => match notice {
-                    Ok(Notice::Change(event)) => self.on_event(agent, &event.kind),
+                    Ok(Notice::Change(change)) => self.on_event(agent, &change.kind),
                     Ok(Notice::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         self.rebuild(agent)
                     }

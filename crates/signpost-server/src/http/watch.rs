@@ -4,42 +4,60 @@
 //! `update` and `remove` events, each with the index of its change. A consumer that falls more
 //! than [`crate::store::WATCH_BUFFER`] changes behind is sent a fresh `reset` instead of the
 //! changes it missed, so a slow reader never holds up the agent or other watchers.
+//!
+//! Fan-out: what each watcher is sent depends on its filter, but an event's bytes depend only on
+//! the change and the event's name. So each change's `add`, `update` and `remove` frames are
+//! rendered once, by the first watcher that sends each, and shared as [`Bytes`] by all the others
+//! ([`crate::store::Change::rendered`]); a watcher only decides which one it sends. The plain
+//! `reset` lists come from the same per-index cache as listings.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures::Stream;
-use serde_json::json;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use signpost_core::validate;
-use signpost_core::{EventKind, Instance, ServiceEvent};
+use signpost_core::{EventKind, Instance};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use super::services::ListQuery;
+use super::services::{ListQuery, StatusFilter};
 use super::{ApiError, AppState};
-use crate::store::Notice;
+use crate::store::{Change, Notice};
 
 /// Events queued per stream between the feeder task and the socket.
 const STREAM_QUEUE: usize = 64;
+/// A comment is sent after this long without an event, so proxies keep the stream open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// `GET /api/v1/services/{service}/watch`
 pub async fn sse(
     State(agent): State<AppState>,
     Path(service): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let service = validate::service_name(&service)?;
     let query = ListQuery::parse(raw.as_deref())?;
     let (tx, rx) = mpsc::channel(STREAM_QUEUE);
     tokio::spawn(feed(agent, service, query, tx));
-    Ok(Sse::new(ReceiverStream::new(rx).map(Ok)).keep_alive(KeepAlive::default()))
+    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+    Ok((
+        [
+            (CONTENT_TYPE, "text/event-stream"),
+            (CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// Follows one service for one stream until the client leaves or the agent shuts down.
-async fn feed(agent: AppState, service: String, query: ListQuery, tx: mpsc::Sender<SseEvent>) {
+async fn feed(agent: AppState, service: String, query: ListQuery, tx: mpsc::Sender<Bytes>) {
     let mut changes = agent.store.subscribe(&service);
     let mut view = View {
         query,
@@ -50,15 +68,23 @@ async fn feed(agent: AppState, service: String, query: ListQuery, tx: mpsc::Send
     if tx.send(reset).await.is_err() {
         return;
     }
+    let mut keep_alive =
+        tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     loop {
         let notice = tokio::select! {
             _ = tx.closed() => return,
             _ = agent.closed() => return,
+            _ = keep_alive.tick() => {
+                if tx.send(Bytes::from_static(b":\n\n")).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             notice = changes.recv() => notice,
         };
-        let event = match notice {
+        let frame = match notice {
             Ok(Notice::Change(change)) => match view.apply(&change) {
-                Some(event) => event,
+                Some(frame) => frame,
                 None => continue,
             },
             Ok(Notice::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -66,9 +92,10 @@ async fn feed(agent: AppState, service: String, query: ListQuery, tx: mpsc::Send
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        if tx.send(event).await.is_err() {
+        if tx.send(frame).await.is_err() {
             return;
         }
+        keep_alive.reset();
     }
 }
 
@@ -82,8 +109,12 @@ struct View {
     baseline: u64,
 }
 
+/// The names of the events that carry one change, each with its rendering slot in
+/// [`Change::rendered`].
+const NAMES: [&str; 3] = ["add", "update", "remove"];
+
 impl View {
-    fn reset(&mut self, agent: &AppState, service: &str) -> SseEvent {
+    fn reset(&mut self, agent: &AppState, service: &str) -> Bytes {
         let state = agent.store.read();
         self.baseline = state.registry.service_index(service).max(1);
         let instances: Vec<&Instance> = state
@@ -92,15 +123,24 @@ impl View {
             .filter(|i| self.query.matches(i))
             .collect();
         self.visible = instances.iter().map(|i| i.id.clone()).collect();
-        event(
-            "reset",
-            self.baseline,
-            json!({ "index": self.baseline, "instances": instances }),
-        )
+        let index = self.baseline;
+        let render = || {
+            let list = List { index, instances };
+            Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+        };
+        // The same list a listing answers, so from the same cache when it has no tag filter.
+        let data = match (self.query.tags.is_empty(), self.query.status) {
+            (true, StatusFilter::Any) => agent.store.rendered(service, 0, index, render),
+            (true, StatusFilter::Only(s)) => {
+                agent.store.rendered(service, 1 + s as u8, index, render)
+            }
+            (false, _) => render(),
+        };
+        frame("reset", index, &data)
     }
 
     /// Turns a registry change into what this watcher should see, if anything.
-    fn apply(&mut self, change: &ServiceEvent) -> Option<SseEvent> {
+    fn apply(&mut self, change: &Change) -> Option<Bytes> {
         if change.index <= self.baseline {
             return None;
         }
@@ -112,29 +152,68 @@ impl View {
             EventKind::DefinitionChanged => return None,
         };
         let was = self.visible.contains(&instance.id);
-        let name = match (was, present) {
+        let slot = match (was, present) {
             (false, true) => {
                 self.visible.insert(instance.id.clone());
-                "add"
+                0
             }
-            (true, true) => "update",
+            (true, true) => 1,
             (true, false) => {
                 self.visible.remove(&instance.id);
-                "remove"
+                2
             }
             (false, false) => return None,
         };
-        Some(event(
-            name,
-            change.index,
-            json!({ "index": change.index, "instance": instance }),
-        ))
+        Some(change.rendered(slot, |event| {
+            let data = serde_json::to_vec(&One {
+                index: event.index,
+                instance,
+            })
+            .unwrap_or_default();
+            frame(NAMES[slot], event.index, &data)
+        }))
     }
 }
 
-fn event(name: &str, index: u64, data: serde_json::Value) -> SseEvent {
-    SseEvent::default()
-        .event(name)
-        .id(index.to_string())
-        .data(data.to_string())
+/// The data of a `reset` event.
+#[derive(serde::Serialize)]
+struct List<'a> {
+    index: u64,
+    instances: Vec<&'a Instance>,
+}
+
+/// The data of an `add`, `update` or `remove` event.
+#[derive(serde::Serialize)]
+struct One<'a> {
+    index: u64,
+    instance: &'a Instance,
+}
+
+/// One SSE event: `event`, `id` and a single `data` line (compact JSON has no line breaks).
+fn frame(name: &str, index: u64, data: &[u8]) -> Bytes {
+    let id = index.to_string();
+    let mut out = Vec::with_capacity(data.len() + name.len() + id.len() + 24);
+    for part in [
+        b"event: ".as_slice(),
+        name.as_bytes(),
+        b"\nid: ",
+        id.as_bytes(),
+        b"\ndata: ",
+        data,
+        b"\n\n",
+    ] {
+        out.extend_from_slice(part);
+    }
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_is_one_sse_event() {
+        let f = frame("add", 42, br#"{"index":42}"#);
+        assert_eq!(f, "event: add\nid: 42\ndata: {\"index\":42}\n\n");
+    }
 }
