@@ -120,11 +120,12 @@ impl Agent {
         let log_store = LogStore::new(db);
 
         let rc = &config.raft;
+        let (election_timeout_min, election_timeout_max) = rc.election_timeouts(config.node_id);
         let raft_config = openraft::Config {
             cluster_name: "signpost".to_string(),
             heartbeat_interval: rc.heartbeat_interval.as_millis(),
-            election_timeout_min: rc.election_timeout_min.as_millis(),
-            election_timeout_max: rc.election_timeout_max.as_millis(),
+            election_timeout_min,
+            election_timeout_max,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(rc.snapshot_every),
             max_in_snapshot_log_to_keep: 1000,
             install_snapshot_timeout: 10_000,

@@ -3,19 +3,21 @@
 //! listener when there is one, and on the HTTP port otherwise.
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use bytes::Bytes;
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use signpost_core::Request;
 
 use super::AppState;
 use crate::cluster::{self, JoinRequest, RemoveRequest, TtlRequest};
+use crate::raft::network::decode_snapshot_chunk;
 use crate::raft::{NodeId, TypeConfig};
 
 /// Largest member-to-member request body. A snapshot chunk is up to 3 MiB of data (openraft's
-/// `snapshot_max_chunk_size`) sent as a JSON array of numbers, up to four bytes per data byte;
-/// a batch of log entries can be large too. Members are trusted: the limit only bounds memory.
+/// `snapshot_max_chunk_size`, sent raw); a batch of log entries, sent as JSON, can be larger. Members are trusted: the limit only bounds memory.
 /// (The API's own limit, [`super::MAX_BODY`], would refuse the snapshot a follower that fell
 /// behind needs as soon as the registry holds a few thousand instances.)
 pub const MAX_RAFT_BODY: usize = 64 * 1024 * 1024;
@@ -59,12 +61,20 @@ async fn vote(
     Json(agent.raft.vote(req).await)
 }
 
-async fn snapshot(
-    State(agent): State<AppState>,
-    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
-) -> impl IntoResponse {
+/// One snapshot chunk, framed by [`crate::raft::network::encode_snapshot_chunk`].
+async fn snapshot(State(agent): State<AppState>, body: Bytes) -> Response {
+    let req = match decode_snapshot_chunk(&body) {
+        Ok(req) => req,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({ "error": e })),
+            )
+                .into_response()
+        }
+    };
     touched(&agent);
-    Json(agent.raft.install_snapshot(req).await)
+    Json(agent.raft.install_snapshot(req).await).into_response()
 }
 
 async fn propose(State(agent): State<AppState>, Json(req): Json<Request>) -> impl IntoResponse {

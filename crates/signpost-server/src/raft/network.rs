@@ -1,5 +1,7 @@
 //! Raft RPCs between agents: JSON over HTTP to the peer's `/raft/*` routes (see
-//! [`crate::http::raft`]), with openraft's per-RPC timeouts.
+//! [`crate::http::raft`]), with openraft's per-RPC timeouts. Snapshot chunks are the exception:
+//! their data travels as raw bytes (see [`encode_snapshot_chunk`]), not as a JSON array of
+//! numbers four times its size.
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -10,7 +12,58 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Node, NodeId, RaftError, TypeConfig};
+use super::{Node, NodeId, RaftError, SnapshotMeta, TypeConfig};
+
+/// Everything of an `InstallSnapshotRequest` but its data: the JSON preamble of a chunk.
+#[derive(Serialize, serde::Deserialize)]
+struct ChunkHeader {
+    vote: openraft::Vote<NodeId>,
+    meta: SnapshotMeta,
+    offset: u64,
+    done: bool,
+}
+
+/// Encodes one snapshot chunk as a request body: the length of a JSON header (4 bytes,
+/// big-endian), the header (vote, meta, offset, done), then the chunk's data as is.
+pub fn encode_snapshot_chunk(req: &InstallSnapshotRequest<TypeConfig>) -> Vec<u8> {
+    let header = serde_json::to_vec(&ChunkHeader {
+        vote: req.vote,
+        meta: req.meta.clone(),
+        offset: req.offset,
+        done: req.done,
+    })
+    .expect("a snapshot chunk header serialises");
+    let len = u32::try_from(header.len()).expect("a chunk header is far below 4 GiB");
+    let mut body = Vec::with_capacity(4 + header.len() + req.data.len());
+    body.extend_from_slice(&len.to_be_bytes());
+    body.extend_from_slice(&header);
+    body.extend_from_slice(&req.data);
+    body
+}
+
+/// Decodes a body made by [`encode_snapshot_chunk`].
+pub fn decode_snapshot_chunk(body: &[u8]) -> Result<InstallSnapshotRequest<TypeConfig>, String> {
+    let (len, rest) = body
+        .split_first_chunk::<4>()
+        .ok_or("a snapshot chunk shorter than its length prefix")?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(format!(
+            "a snapshot chunk header of {len} bytes, but only {} follow",
+            rest.len()
+        ));
+    }
+    let (header, data) = rest.split_at(len);
+    let header: ChunkHeader =
+        serde_json::from_slice(header).map_err(|e| format!("a bad snapshot chunk header: {e}"))?;
+    Ok(InstallSnapshotRequest {
+        vote: header.vote,
+        meta: header.meta,
+        offset: header.offset,
+        data: data.to_vec(),
+        done: header.done,
+    })
+}
 
 /// Creates a client per peer; all share one connection pool.
 #[derive(Clone)]
@@ -77,12 +130,24 @@ impl HttpNetwork {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("{}/raft/{path}", self.base);
-        let response = self
+        let request = self
             .client
-            .post(&url)
+            .post(format!("{}/raft/{path}", self.base))
+            .json(req);
+        self.send(request, option).await
+    }
+
+    async fn send<Resp, E>(
+        &self,
+        request: reqwest::RequestBuilder,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let response = request
             .timeout(option.hard_ttl())
-            .json(req)
             .send()
             .await
             .map_err(|e| {
@@ -117,7 +182,12 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Node, RaftError<InstallSnapshotError>>,
     > {
-        self.call("snapshot", &rpc, &option).await
+        let request = self
+            .client
+            .post(format!("{}/raft/snapshot", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(encode_snapshot_chunk(&rpc));
+        self.send(request, &option).await
     }
 
     async fn vote(
@@ -126,5 +196,41 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError>> {
         self.call("vote", &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, LogId, StoredMembership, Vote};
+
+    #[test]
+    fn a_snapshot_chunk_survives_its_encoding() {
+        let req = InstallSnapshotRequest::<TypeConfig> {
+            vote: Vote::new_committed(7, 2),
+            meta: SnapshotMeta {
+                last_log_id: Some(LogId::new(CommittedLeaderId::new(7, 2), 1234)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: "7-2-1234-0".into(),
+            },
+            offset: 3 << 20,
+            data: (0..=255u8).cycle().take(10_000).collect(),
+            done: true,
+        };
+        let body = encode_snapshot_chunk(&req);
+        // Raw data plus a small header, not a JSON array of numbers.
+        assert!(body.len() < req.data.len() + 1_000, "{} bytes", body.len());
+        let back = decode_snapshot_chunk(&body).expect("decodes");
+        assert_eq!(back.vote, req.vote);
+        assert_eq!(back.meta, req.meta);
+        assert_eq!((back.offset, back.done), (req.offset, req.done));
+        assert_eq!(back.data, req.data);
+    }
+
+    #[test]
+    fn a_truncated_snapshot_chunk_is_refused() {
+        assert!(decode_snapshot_chunk(&[0, 0]).is_err());
+        assert!(decode_snapshot_chunk(&[0, 0, 0, 9, b'{']).is_err());
+        assert!(decode_snapshot_chunk(&[0, 0, 0, 2, b'{', b'x']).is_err());
     }
 }
