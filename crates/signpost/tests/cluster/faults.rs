@@ -11,10 +11,11 @@ use crate::workload::{service_name, service_of, Workload, SERVICES};
 use crate::{p50_max, Settings, SERIAL};
 
 /// The target for electing a new leader after losing one. With openraft 0.9 and the
-/// default timing a follower of a known leader waits out the leader lease
-/// (`election_timeout_max`, 600 ms) plus its own election timeout (drawn once in 300–600 ms)
-/// plus up to one tick (150 ms) after the last heartbeat, so elections land at ~0.9–1.4 s; a
-/// split vote costs another round. Every run reports how many elections missed it; with
+/// default timing a follower of a known leader waits out its leader lease (its
+/// `election_timeout_max`) plus its election timeout (drawn once, from the node's own fifth of
+/// 300–600 ms: see `RaftConfig::election_timeouts`) plus up to one tick (150 ms) after the last
+/// heartbeat, so elections land at ~0.7–1.3 s; a vote lost to a longer log or a split vote
+/// costs another round. Every run reports how many elections missed it; with
 /// `SIGNPOST_FAULT_STRICT=1` each one must make it.
 const FAILOVER_TARGET: Duration = Duration::from_secs(2);
 
