@@ -22,16 +22,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use signpost_core::validate;
 use signpost_core::{EventKind, Instance};
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
+use tokio::sync::broadcast;
 
 use super::services::{ListQuery, StatusFilter};
 use super::{ApiError, AppState};
 use crate::store::{Change, Notice};
 
-/// Events queued per stream between the feeder task and the socket.
-const STREAM_QUEUE: usize = 64;
 /// A comment is sent after this long without an event, so proxies keep the stream open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -43,59 +39,73 @@ pub async fn sse(
 ) -> Result<Response, ApiError> {
     let service = validate::service_name(&service)?;
     let query = ListQuery::parse(raw.as_deref())?;
-    let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-    tokio::spawn(feed(agent, service, query, tx));
-    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+    // Subscribe before the first read of the state (the reset, on the stream's first poll).
+    let changes = agent.store.subscribe(&service);
+    let feed = Feed {
+        agent,
+        service,
+        changes,
+        view: View {
+            query,
+            visible: HashSet::new(),
+            baseline: 0,
+        },
+        opened: false,
+        keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
+    };
+    // The stream is polled by the connection's own task: no task or queue per watcher between
+    // the change and the socket. A client that leaves drops it.
+    let stream = futures::stream::unfold(feed, |mut feed| async move {
+        let frame = feed.next().await?;
+        Some((Ok::<_, Infallible>(frame), feed))
+    });
     Ok((
         [
             (CONTENT_TYPE, "text/event-stream"),
             (CACHE_CONTROL, "no-cache"),
         ],
-        body,
+        Body::from_stream(stream),
     )
         .into_response())
 }
 
-/// Follows one service for one stream until the client leaves or the agent shuts down.
-async fn feed(agent: AppState, service: String, query: ListQuery, tx: mpsc::Sender<Bytes>) {
-    let mut changes = agent.store.subscribe(&service);
-    let mut view = View {
-        query,
-        visible: HashSet::new(),
-        baseline: 0,
-    };
-    let reset = view.reset(&agent, &service);
-    if tx.send(reset).await.is_err() {
-        return;
-    }
-    let mut keep_alive =
-        tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
-    loop {
-        let notice = tokio::select! {
-            _ = tx.closed() => return,
-            _ = agent.closed() => return,
-            _ = keep_alive.tick() => {
-                if tx.send(Bytes::from_static(b":\n\n")).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            notice = changes.recv() => notice,
-        };
-        let frame = match notice {
-            Ok(Notice::Change(change)) => match view.apply(&change) {
-                Some(frame) => frame,
-                None => continue,
-            },
-            Ok(Notice::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                view.reset(&agent, &service)
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        if tx.send(frame).await.is_err() {
-            return;
+/// One stream's follower of one service, until the client leaves or the agent shuts down.
+struct Feed {
+    agent: AppState,
+    service: String,
+    changes: broadcast::Receiver<Notice>,
+    view: View,
+    /// The opening reset has been sent.
+    opened: bool,
+    keep_alive: tokio::time::Interval,
+}
+
+impl Feed {
+    /// The next bytes to send; `None` ends the stream.
+    async fn next(&mut self) -> Option<Bytes> {
+        if !self.opened {
+            self.opened = true;
+            return Some(self.view.reset(&self.agent, &self.service));
         }
-        keep_alive.reset();
+        loop {
+            let notice = tokio::select! {
+                _ = self.agent.closed() => return None,
+                _ = self.keep_alive.tick() => return Some(Bytes::from_static(b":\n\n")),
+                notice = self.changes.recv() => notice,
+            };
+            let frame = match notice {
+                Ok(Notice::Change(change)) => match self.view.apply(&change) {
+                    Some(frame) => frame,
+                    None => continue,
+                },
+                Ok(Notice::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.view.reset(&self.agent, &self.service)
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            self.keep_alive.reset();
+            return Some(frame);
+        }
     }
 }
 
