@@ -259,7 +259,13 @@ impl CircuitBreaker {
 
     /// Whether [`CircuitBreaker::try_acquire`] would admit a request now (changes nothing).
     pub fn is_available(&self) -> bool {
-        self.is_available_at(Instant::now())
+        let inner = self.lock();
+        match inner.state {
+            // The common case needs no clock.
+            State::Closed => true,
+            State::Open { until } => Instant::now() >= until,
+            State::HalfOpen { in_flight, .. } => in_flight < self.config.half_open_probes,
+        }
     }
 
     /// Whether a request would be admitted at `now`.
@@ -273,13 +279,20 @@ impl CircuitBreaker {
 
     /// Admits a request, or says how long until the breaker will.
     pub fn try_acquire(&self) -> Result<Permit, BreakerOpen> {
-        self.try_acquire_at(Instant::now())
+        self.acquire(Instant::now)
     }
 
     /// [`CircuitBreaker::try_acquire`] at `now`.
     pub fn try_acquire_at(&self, now: Instant) -> Result<Permit, BreakerOpen> {
+        self.acquire(|| now)
+    }
+
+    /// [`CircuitBreaker::try_acquire`], reading the clock only if the breaker is open (a closed
+    /// breaker, the common case, admits without it).
+    fn acquire(&self, now: impl FnOnce() -> Instant) -> Result<Permit, BreakerOpen> {
         let mut inner = self.lock();
         if let State::Open { until } = inner.state {
+            let now = now();
             if now < until {
                 return Err(BreakerOpen {
                     retry_after: until - now,

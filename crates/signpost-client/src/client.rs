@@ -17,7 +17,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use std::time::Duration;
+//! use std::time::{Duration, Instant};
 //! use serde::Deserialize;
 //! use signpost_client::balance::RoundRobin;
 //! use signpost_client::client::ServiceClient;
@@ -274,30 +274,68 @@ impl Selector {
         }
         let check_breakers = self.breakers.as_ref().filter(|b| !b.all_closed());
         let check_outliers = self.outliers.as_ref().filter(|o| !o.none_ejected());
-        let mut candidates: Vec<&'a Instance> = Vec::with_capacity(instances.len());
-        let mut fallback: Vec<&'a Instance> = Vec::new();
         let mut blocked = false;
-        for instance in instances {
+        // Sorts an instance: `None` if its breaker blocks it, `Some(true)` if it is a
+        // candidate, `Some(false)` if only a fallback (ejected or already tried).
+        let mut admit = |instance: &Instance| {
             if check_breakers.is_some_and(|b| !b.is_available(&instance.id)) {
                 blocked = true;
-                continue;
+                return None;
             }
             let ejected = check_outliers.is_some_and(|o| o.is_ejected(&instance.id));
-            if ejected || tried.contains(&instance.id.as_str()) {
-                fallback.push(instance);
+            Some(!(ejected || tried.contains(&instance.id.as_str())))
+        };
+        // Without filters and with few instances the candidates live on the stack: candidates
+        // from the front, fallbacks from the back (no allocation per request).
+        let mut stack: [&'a Instance; STACK_CANDIDATES] = [&instances[0]; STACK_CANDIDATES];
+        let mut heap: Vec<&'a Instance>;
+        let candidates: &mut [&'a Instance] =
+            if self.filters.is_empty() && instances.len() <= STACK_CANDIDATES {
+                let (mut front, mut back) = (0, STACK_CANDIDATES);
+                for instance in instances {
+                    match admit(instance) {
+                        Some(true) => {
+                            stack[front] = instance;
+                            front += 1;
+                        }
+                        Some(false) => {
+                            back -= 1;
+                            stack[back] = instance;
+                        }
+                        None => {}
+                    }
+                }
+                if front > 0 {
+                    &mut stack[..front]
+                } else {
+                    // Better an ejected or already-tried instance than none (ejection is
+                    // advisory); back in the list's order.
+                    let fallback = &mut stack[back..];
+                    fallback.reverse();
+                    fallback
+                }
             } else {
-                candidates.push(instance);
-            }
-        }
-        if candidates.is_empty() {
-            // Better an ejected or already-tried instance than none (ejection is advisory).
-            candidates = fallback;
-        }
-        for filter in &self.filters {
-            filter.filter(&mut candidates, ctx);
-        }
+                heap = Vec::with_capacity(instances.len());
+                let mut fallback: Vec<&'a Instance> = Vec::new();
+                for instance in instances {
+                    match admit(instance) {
+                        Some(true) => heap.push(instance),
+                        Some(false) => fallback.push(instance),
+                        None => {}
+                    }
+                }
+                if heap.is_empty() {
+                    // Better an ejected or already-tried instance than none.
+                    heap = fallback;
+                }
+                for filter in &self.filters {
+                    filter.filter(&mut heap, ctx);
+                }
+                &mut heap
+            };
+        let mut len = candidates.len();
         loop {
-            let Some(instance) = self.balancer.pick(&candidates, ctx) else {
+            let Some(instance) = self.balancer.pick(&candidates[..len], ctx) else {
                 return Err(if blocked {
                     SelectError::CircuitOpen
                 } else {
@@ -312,7 +350,7 @@ impl Selector {
                         Err(_) => {
                             // Lost a race for the last half-open probe slot: pick again.
                             blocked = true;
-                            candidates.retain(|c| c.id != instance.id);
+                            len = retain_others(&mut candidates[..len], &instance.id);
                             continue;
                         }
                     }
@@ -363,6 +401,22 @@ impl Selector {
             }
         }
     }
+}
+
+/// Up to this many instances, [`Selector::select`] keeps its candidates on the stack.
+const STACK_CANDIDATES: usize = 16;
+
+/// Moves the candidates other than `id` to the front of `candidates`; returns their number.
+fn retain_others(candidates: &mut [&Instance], id: &str) -> usize {
+    let (mut kept, mut next) = (0, 0);
+    while next < candidates.len() {
+        if candidates[next].id != id {
+            candidates[kept] = candidates[next];
+            kept += 1;
+        }
+        next += 1;
+    }
+    kept
 }
 
 impl SelectorBuilder {
@@ -459,18 +513,23 @@ impl<'a> Selected<'a> {
     }
 
     fn complete(&mut self, outcome: Outcome) -> Option<BreakerState> {
+        // One clock read serves the latency, the breakers and the outlier detector.
+        let now = tokio::time::Instant::now();
         if let Some(in_flight) = self.in_flight.take() {
-            in_flight.finish(outcome);
+            let latency = now.saturating_duration_since(in_flight.started());
+            in_flight.finish_with_latency(outcome, latency);
         }
         if let (Some(service), Some(permit)) =
             (&self.selector.service_breaker, self.service_permit.take())
         {
-            service.record(permit, outcome);
+            service.record_at(permit, outcome, now);
         }
         if outcome != Outcome::Cancelled {
             if let Some(outliers) = &self.selector.outliers {
                 let failed = outcome == Outcome::Failure;
-                if let Some(ejected) = outliers.record(&self.instance.id, failed, self.total) {
+                if let Some(ejected) =
+                    outliers.record_at(&self.instance.id, failed, self.total, now)
+                {
                     tracing::warn!(
                         service = %self.instance.service,
                         instance = %self.instance.id,
@@ -481,7 +540,7 @@ impl<'a> Selected<'a> {
             }
         }
         let (breaker, permit) = self.breaker.take()?;
-        let transition = breaker.record(permit, outcome);
+        let transition = breaker.record_at(permit, outcome, now);
         if let Some(state) = transition {
             tracing::info!(
                 service = %self.instance.service,

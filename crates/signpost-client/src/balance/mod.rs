@@ -246,6 +246,11 @@ impl<'b, B: Balancer + ?Sized> InFlight<'b, B> {
         }
     }
 
+    /// When the request started.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Time since the request started.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
