@@ -147,6 +147,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// Binds the DNS sockets: UDP, then TCP on the port UDP got, so `--dns-addr 127.0.0.1:0` serves
+/// both on one port. With port 0 the TCP port may already be taken (say, by an outgoing
+/// connection that happened to get it): then other ports are tried, a few times.
+async fn bind_dns(
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    const ATTEMPTS: usize = 16;
+    let mut attempt = 1;
+    loop {
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for DNS on udp {addr}"))?;
+        let tcp_addr = udp.local_addr()?;
+        match tokio::net::TcpListener::bind(tcp_addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e)
+                if addr.port() == 0
+                    && attempt < ATTEMPTS
+                    && e.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot listen for DNS on tcp {tcp_addr}"))
+            }
+        }
+    }
+}
+
 async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -160,15 +189,7 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     let addr = listener.local_addr()?;
     let dns = if config.dns.enabled {
-        let udp = tokio::net::UdpSocket::bind(config.dns.addr)
-            .await
-            .with_context(|| format!("cannot listen for DNS on udp {}", config.dns.addr))?;
-        // Bind TCP on the port UDP got, so `--dns-addr 127.0.0.1:0` serves both on one port.
-        let tcp_addr = udp.local_addr()?;
-        let tcp = tokio::net::TcpListener::bind(tcp_addr)
-            .await
-            .with_context(|| format!("cannot listen for DNS on tcp {tcp_addr}"))?;
-        Some((udp, tcp))
+        Some(bind_dns(config.dns.addr).await?)
     } else {
         None
     };

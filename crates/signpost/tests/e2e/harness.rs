@@ -122,20 +122,26 @@ impl Agent {
         self.exit = None;
     }
 
-    /// Waits for readiness; if the process lost the race for its port, starts it once more on
-    /// another port.
+    /// Waits for readiness; if the process lost the race for one of its ports (another process
+    /// took a port between our probe and the agent's bind), starts it again on other ports, up
+    /// to a few times.
     async fn ready_or_retry(&mut self) -> Duration {
-        match self.wait_ready(READY_TIMEOUT).await {
-            Ok(took) => took,
-            Err(e) if self.exit.is_some() && self.stderr().contains("cannot listen") => {
-                eprintln!("agent could not listen ({e}); retrying on another port");
-                self.respawn();
-                self.wait_ready(READY_TIMEOUT)
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            match self.wait_ready(READY_TIMEOUT).await {
+                Ok(took) => return took,
+                Err(e)
+                    if attempt < ATTEMPTS
+                        && self.exit.is_some()
+                        && self.stderr().contains("cannot listen") =>
+                {
+                    eprintln!("agent could not listen ({e}); retrying on other ports");
+                    self.respawn();
+                }
+                Err(e) => panic!("{e}\n{}", self.logs()),
             }
-            Err(e) => panic!("{e}\n{}", self.logs()),
         }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Polls `GET /api/v1/agent/self` until it answers 200 with `raft.role == "leader"`.
