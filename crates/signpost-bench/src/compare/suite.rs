@@ -267,6 +267,9 @@ pub struct Results {
     pub samples: Vec<Sample>,
     /// Steps that failed, with why.
     pub failures: Vec<String>,
+    /// Whether a Signpost step failed. A failed etcd step (etcd could not keep up with a
+    /// scenario on this machine) is a result to report, not a failure of the run.
+    pub signpost_failed: bool,
     /// Load averages (1, 5, 15 min) with when they were read.
     pub loads: Vec<(String, [f64; 3])>,
     /// Wall time of the whole suite.
@@ -363,6 +366,7 @@ pub async fn run(plan: &Plan, env: &Environment) -> anyhow::Result<Results> {
                         format!("run {run}, {} on {}: {e:#}", scenario.name(), system.name());
                     bars.suspend(|| eprintln!("warning: {message}"));
                     results.failures.push(message);
+                    results.signpost_failed |= system == System::Signpost;
                 }
                 phase.finish_and_clear();
                 bars.remove(&phase);
