@@ -216,11 +216,28 @@ pub fn client(timeout: Duration) -> reqwest::Client {
 }
 
 /// A port free a moment ago on `ip`.
+/// A port free on `ip`, for a node to bind a moment later. It is taken from below the kernel's
+/// ephemeral range: a port from that range (what binding port 0 gives) can be handed to one of
+/// the nodes' own outgoing connections from `ip` (peer clients bind their source IP) between
+/// this probe and the node's bind, and the node then fails to start.
 fn free_port(ip: IpAddr) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .unwrap_or_else(|e| panic!("bind {ip}:0: {e}"))
-        .port()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let span = high - low;
+    // Start somewhere different in every test process, then walk.
+    let seed = (std::process::id() as u16).wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % span;
+        let port = low + (seed + step) % span;
+        if std::net::TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {ip} below the ephemeral range");
 }
 
 impl Cluster {
