@@ -1,5 +1,6 @@
 //! The native registry API: instances and service definitions.
 
+use futures::StreamExt;
 use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
@@ -285,32 +286,46 @@ pub async fn heartbeats(
             ),
         ));
     }
+    // Renewals run side by side: on a follower each is forwarded to the leader, and on the
+    // leader a recovery is a Raft proposal; one at a time, a batch would pay a round trip or an
+    // fsync per instance instead of sharing them.
+    // Per key: Err(why its name is malformed), or Ok(what renewing it failed with, if anything).
+    let outcomes: Vec<(InstanceKey, Result<Option<TtlError>, String>)> =
+        futures::stream::iter(keys)
+            .map(|mut key| {
+                let agent = agent.clone();
+                async move {
+                    match validate::service_name(&key.service) {
+                        Ok(service) => {
+                            key.service = service;
+                            let failed = renew(&agent, &key).await.err();
+                            (key, Ok(failed))
+                        }
+                        Err(e) => (key, Err(e.to_string())),
+                    }
+                }
+            })
+            .buffer_unordered(BATCH_CONCURRENCY)
+            .collect()
+            .await;
     let mut answer = BatchRenewed::default();
-    for mut key in keys {
-        match validate::service_name(&key.service) {
-            Ok(service) => key.service = service,
-            Err(e) => {
-                answer.rejected.push(Rejected {
-                    error: e.to_string(),
-                    key,
-                });
-                continue;
-            }
-        }
-        match renew(&agent, &key).await {
-            Ok(_) => answer.renewed += 1,
-            Err(TtlError::NotFound(_)) => answer.not_found.push(key),
-            Err(e @ (TtlError::NotTracked(_) | TtlError::NotTtl(_))) => {
-                answer.rejected.push(Rejected {
-                    error: e.to_string(),
-                    key,
-                })
-            }
-            Err(TtlError::Unavailable(m)) => return Err(ApiError::Unavailable(m)),
+    for (key, outcome) in outcomes {
+        match outcome {
+            Err(error) => answer.rejected.push(Rejected { error, key }),
+            Ok(None) => answer.renewed += 1,
+            Ok(Some(TtlError::NotFound(_))) => answer.not_found.push(key),
+            Ok(Some(TtlError::Unavailable(m))) => return Err(ApiError::Unavailable(m)),
+            Ok(Some(e)) => answer.rejected.push(Rejected {
+                error: e.to_string(),
+                key,
+            }),
         }
     }
     Ok(Json(answer).into_response())
 }
+
+/// Renewals of one batch in flight at once.
+const BATCH_CONCURRENCY: usize = 64;
 
 /// The answer to a batch of heartbeats.
 #[derive(serde::Serialize, Default)]
