@@ -82,6 +82,54 @@ async fn resumption(
     )
 }
 
+/// One round's failover: who led, who took over, and how long that and the writes took.
+struct Failover {
+    leader: usize,
+    before: Status,
+    new: usize,
+    after: Status,
+    /// From the fault until another node led.
+    took: Duration,
+    /// From the fault until writes were acknowledged again: through any node, and through
+    /// every other node.
+    first: Duration,
+    all: Duration,
+    struck_at: Instant,
+}
+
+/// Once writes are flowing, strikes the stable leader with `fault` (kill, pause), then waits
+/// for another node to lead and for writes to resume through every other node.
+async fn strike_leader(
+    cluster: &mut Cluster,
+    workload: &Workload,
+    fault: fn(&mut Cluster, usize),
+) -> Failover {
+    workload.under_load(UNDER_LOAD).await;
+    let (leader, before) = cluster.stable_leader().await;
+    let others: Vec<usize> = cluster
+        .running()
+        .into_iter()
+        .filter(|&i| i != leader)
+        .collect();
+    let struck_at = Instant::now();
+    fault(cluster, leader);
+    let (new, after, took) = cluster
+        .new_leader(&others, before.term, struck_at, Duration::from_secs(10))
+        .await;
+    let since = workload.recorder.at(struck_at);
+    let (first, all) = resumption(cluster, workload, since, &others).await;
+    Failover {
+        leader,
+        before,
+        new,
+        after,
+        took,
+        first,
+        all,
+        struck_at,
+    }
+}
+
 /// Checks election times against [`FAILOVER_LIMIT`] (and [`FAILOVER_TARGET`] when strict), and
 /// that writes went through every node soon after each election.
 fn assert_failovers(name: &str, elections: &[Duration], resumed_everywhere: &[Duration]) {
@@ -119,23 +167,19 @@ async fn killing_the_leader_elects_another_and_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let settings = Settings::from_env();
     let (mut cluster, workload) = start(&settings).await;
-    let rec = workload.recorder.clone();
     let (mut failovers, mut firsts, mut everywhere, mut catch_ups) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=settings.rounds(3) {
-        workload.under_load(UNDER_LOAD).await;
-        let (leader, before) = cluster.stable_leader().await;
-        let others: Vec<usize> = cluster
-            .running()
-            .into_iter()
-            .filter(|&i| i != leader)
-            .collect();
-        let killed_at = Instant::now();
-        cluster.kill(leader);
-        let (new, after, took) = cluster
-            .new_leader(&others, before.term, killed_at, Duration::from_secs(10))
-            .await;
-        let (first, all) = resumption(&cluster, &workload, rec.at(killed_at), &others).await;
+        let Failover {
+            leader,
+            before,
+            new,
+            after,
+            took,
+            first,
+            all,
+            ..
+        } = strike_leader(&mut cluster, &workload, Cluster::kill).await;
         cluster.restart(leader);
         let restarted = Instant::now();
         cluster.caught_up().await;
@@ -403,23 +447,19 @@ async fn a_paused_leader_is_replaced_and_steps_down() {
     let _serial = SERIAL.lock().await;
     let settings = Settings::from_env();
     let (mut cluster, workload) = start(&settings).await;
-    let rec = workload.recorder.clone();
     let (mut elections, mut firsts, mut everywhere, mut step_downs) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=settings.rounds(2) {
-        workload.under_load(UNDER_LOAD).await;
-        let (leader, before) = cluster.stable_leader().await;
-        let others: Vec<usize> = cluster
-            .running()
-            .into_iter()
-            .filter(|&i| i != leader)
-            .collect();
-        let paused_at = Instant::now();
-        cluster.pause(leader);
-        let (new, after, took) = cluster
-            .new_leader(&others, before.term, paused_at, Duration::from_secs(10))
-            .await;
-        let (first, all) = resumption(&cluster, &workload, rec.at(paused_at), &others).await;
+        let Failover {
+            leader,
+            before,
+            new,
+            after,
+            took,
+            first,
+            all,
+            struck_at: paused_at,
+        } = strike_leader(&mut cluster, &workload, Cluster::pause).await;
         // Paused for longer than the election timeout, whatever the election took.
         if let Some(rest) = ELECTION_TIMEOUT_MAX.checked_sub(paused_at.elapsed()) {
             tokio::time::sleep(rest).await;
