@@ -46,8 +46,9 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// The admin API: `GET /` (routes and upstream health) and `GET /metrics`.
     pub admin_listen: SocketAddr,
-    /// Runtime worker threads for `signpost gateway` (0: one per core; 1: a single-threaded
-    /// runtime). The library itself runs on whatever runtime it is given.
+    /// Worker threads serving client traffic in `signpost gateway` (0: one per core). Each runs
+    /// its own single-threaded runtime, accept loop and idle upstream connections (see
+    /// [`crate::Gateway::serve_workers`]); with 1 the whole gateway runs on one thread.
     pub workers: usize,
     /// One `tracing` line per request (target `signpost_gateway::access`, level info).
     pub access_log: bool,
@@ -345,6 +346,14 @@ impl GatewayConfig {
     /// ```
     pub fn from_toml(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// The number of worker threads `workers` asks for (0: one per core).
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        }
     }
 
     /// Checks that the settings hang together; the error lists every problem.

@@ -249,11 +249,17 @@ impl Controller {
                     let key = (instance.authority(), route.spec.protocol);
                     used_pools.insert(key.clone());
                     let max_idle = self.config.upstream.max_idle_per_instance;
+                    let shards = self.config.worker_threads();
                     let pool = self
                         .pools
                         .entry(key)
                         .or_insert_with_key(|(authority, protocol)| {
-                            Arc::new(HostPool::new(authority.clone(), *protocol, max_idle))
+                            Arc::new(HostPool::new(
+                                authority.clone(),
+                                *protocol,
+                                max_idle,
+                                shards,
+                            ))
                         })
                         .clone();
                     Upstream { pool, stats }

@@ -109,6 +109,50 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Which of the headers the gateway rewrites a message carries, found in one pass over its
+/// names (cheaper than a hash lookup per name, since most messages carry none of them).
+#[derive(Debug, Default, Clone, Copy)]
+struct Present {
+    /// A hop-by-hop header, `upgrade` or `te`.
+    hop_by_hop: bool,
+    /// `expect`.
+    expect: bool,
+    /// `x-forwarded-for`.
+    forwarded_for: bool,
+    /// `x-forwarded-proto`.
+    forwarded_proto: bool,
+    /// `x-forwarded-host`.
+    forwarded_host: bool,
+    /// `x-request-id`.
+    request_id: bool,
+}
+
+impl Present {
+    fn scan(headers: &HeaderMap) -> Self {
+        let mut present = Present::default();
+        for name in headers.keys() {
+            match name.as_str() {
+                "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "te" => present.hop_by_hop = true,
+                "expect" => present.expect = true,
+                "x-forwarded-for" => present.forwarded_for = true,
+                "x-forwarded-proto" => present.forwarded_proto = true,
+                "x-forwarded-host" => present.forwarded_host = true,
+                "x-request-id" => present.request_id = true,
+                _ => {}
+            }
+        }
+        present
+    }
+}
+
 /// Rewrites a request's headers for the upstream: hop-by-hop out (see [`remove_hop_by_hop`]),
 /// `Expect` out (the gateway answers `100 Continue` itself), the client appended to
 /// `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` set (kept if present when
@@ -121,50 +165,55 @@ pub fn prepare_request(
     upgrade: bool,
     ids: &RequestIds,
 ) -> HeaderValue {
-    remove_hop_by_hop(headers, upgrade);
-    headers.remove(header::EXPECT);
+    let present = Present::scan(headers);
+    if present.hop_by_hop {
+        remove_hop_by_hop(headers, upgrade);
+    }
+    if present.expect {
+        headers.remove(header::EXPECT);
+    }
     // Room for the four headers added below, so the map grows at most once.
     headers.reserve(4);
 
-    let forwarded_for = match headers.get_all(&X_FORWARDED_FOR).iter().count() {
-        0 => client.ip_value.clone(),
-        _ => {
-            let mut joined = Vec::with_capacity(64);
-            for v in headers.get_all(&X_FORWARDED_FOR) {
-                if !joined.is_empty() {
-                    joined.extend_from_slice(b", ");
-                }
-                joined.extend_from_slice(v.as_bytes());
+    let forwarded_for = if present.forwarded_for {
+        let mut joined = Vec::with_capacity(64);
+        for v in headers.get_all(&X_FORWARDED_FOR) {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b", ");
             }
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(client.ip_value.as_bytes());
-            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.ip_value.clone())
+            joined.extend_from_slice(v.as_bytes());
         }
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(client.ip_value.as_bytes());
+        HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.ip_value.clone())
+    } else {
+        client.ip_value.clone()
     };
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
 
-    if !(trust_forwarded && headers.contains_key(&X_FORWARDED_PROTO)) {
+    if !(trust_forwarded && present.forwarded_proto) {
         headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
     }
-    if !(trust_forwarded && headers.contains_key(&X_FORWARDED_HOST)) {
+    if !(trust_forwarded && present.forwarded_host) {
         match host {
             Some(h) => {
                 headers.insert(X_FORWARDED_HOST.clone(), h.clone());
             }
-            None => {
+            None if present.forwarded_host => {
                 headers.remove(&X_FORWARDED_HOST);
             }
+            None => {}
         }
     }
 
-    match headers.get(&X_REQUEST_ID) {
-        Some(id) if valid_request_id(id) => id.clone(),
-        _ => {
-            let id = ids.next();
-            headers.insert(X_REQUEST_ID.clone(), id.clone());
-            id
+    if present.request_id {
+        if let Some(id) = headers.get(&X_REQUEST_ID).filter(|id| valid_request_id(id)) {
+            return id.clone();
         }
     }
+    let id = ids.next();
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
 }
 
 /// A client-supplied request id is kept if it is 1 to 200 visible ASCII characters.
@@ -174,9 +223,20 @@ fn valid_request_id(v: &HeaderValue) -> bool {
 }
 
 /// Rewrites an upstream response's headers for the client: hop-by-hop out, except the
-/// `Upgrade` handshake of a `101 Switching Protocols`.
-pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
-    remove_hop_by_hop(headers, switching_protocols);
+/// `Upgrade` handshake of a `101 Switching Protocols`, and the request id added unless the
+/// upstream set one.
+pub fn prepare_response(
+    headers: &mut HeaderMap,
+    switching_protocols: bool,
+    request_id: &HeaderValue,
+) {
+    let present = Present::scan(headers);
+    if present.hop_by_hop {
+        remove_hop_by_hop(headers, switching_protocols);
+    }
+    if !present.request_id {
+        headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    }
 }
 
 /// Makes request ids: 32 hex digits, a random per-process half and a counter, unique without

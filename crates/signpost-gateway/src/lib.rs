@@ -10,6 +10,7 @@
 //! - `state`: the immutable snapshot the request path reads (one atomic load per request).
 //! - `proxy`: the request path: selection (the SDK's `Selector`), retries (the SDK's
 //!   `RetryPolicy` and budget), forwarding, errors.
+//! - `deadline`: response deadlines on one lazily re-armed timer per client connection.
 //! - `pool`: upstream connections: pooled HTTP/1.1 keep-alive connections driven by the
 //!   request's own task; one multiplexed h2c connection per instance.
 //! - [`body`]: streaming request and response bodies.
@@ -45,6 +46,7 @@ pub mod route;
 
 mod admin;
 mod control;
+mod deadline;
 mod metrics;
 mod pool;
 mod proxy;
@@ -52,13 +54,14 @@ mod server;
 mod state;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use signpost_client::registry::signpost::SignpostRegistry;
 use signpost_client::registry::{Registry, RegistryError};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use admin::{DiscoveryStatus, RouteStatus, ServiceStatus, UpstreamStatus};
@@ -210,6 +213,105 @@ impl Gateway {
         let _ = stop.send(true);
         let _ = tokio::join!(proxy, admin);
     }
+
+    /// Serves client traffic with one worker thread per listener in `proxy` (see
+    /// [`bind_workers`]), and the admin API on `admin` on the calling runtime, until `shutdown`
+    /// resolves; then stops accepting and gives open connections `shutdown_grace` to finish.
+    ///
+    /// Each worker runs its own single-threaded tokio runtime and accept loop, and keeps its own
+    /// idle upstream connections, so a request, the client connection it came on and the
+    /// upstream connection it goes out on stay on one thread: no work stealing, no wake-ups
+    /// across threads. The kernel spreads new connections over the listeners (`SO_REUSEPORT`).
+    /// This is how `signpost gateway` serves with `workers` other than 1.
+    pub async fn serve_workers(
+        &self,
+        proxy: Vec<std::net::TcpListener>,
+        admin: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let grace = self.config.shutdown_grace.to_std();
+        let (stop, stopped) = watch::channel(false);
+        let mut finished = Vec::with_capacity(proxy.len());
+        let mut started = Ok(());
+        for (index, listener) in proxy.into_iter().enumerate() {
+            let (done, finish) = oneshot::channel::<()>();
+            let shared = self.shared.clone();
+            let stopped = stopped.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("gateway-worker-{index}"))
+                .spawn(move || {
+                    pool::set_shard(index);
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime.block_on(async move {
+                            match TcpListener::from_std(listener) {
+                                Ok(listener) => {
+                                    server::accept_loop(
+                                        shared,
+                                        listener,
+                                        server::Face::Proxy,
+                                        stopped,
+                                        grace,
+                                    )
+                                    .await;
+                                }
+                                Err(e) => tracing::error!(worker = index, "cannot serve: {e}"),
+                            }
+                        }),
+                        Err(e) => tracing::error!(worker = index, "cannot start a runtime: {e}"),
+                    }
+                    drop(done);
+                });
+            match spawned {
+                Ok(_) => finished.push(finish),
+                Err(e) => {
+                    started = Err(e);
+                    break;
+                }
+            }
+        }
+        let admin = tokio::spawn(server::accept_loop(
+            self.shared.clone(),
+            admin,
+            server::Face::Admin,
+            stopped,
+            grace,
+        ));
+        if started.is_ok() {
+            shutdown.await;
+        }
+        let _ = stop.send(true);
+        // Each worker drops its end when its runtime is done.
+        for finish in finished {
+            let _ = finish.await;
+        }
+        let _ = admin.await;
+        started
+    }
+}
+
+/// `count` listeners on `addr`, all bound with `SO_REUSEPORT` so the kernel spreads connections
+/// over them, for [`Gateway::serve_workers`]. With port 0 the first one picks the port and the
+/// others share it. Must be called within a tokio runtime.
+pub fn bind_workers(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut addr = addr;
+    let mut listeners = Vec::with_capacity(count.max(1));
+    for _ in 0..count.max(1) {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(1024)?;
+        addr = listener.local_addr()?;
+        listeners.push(listener.into_std()?);
+    }
+    Ok(listeners)
 }
 
 impl Drop for Gateway {

@@ -11,9 +11,14 @@
 //! on the request path. A close noticed only by the exchange's first poll still hands the
 //! unwritten request back, and it goes out on a new connection.
 //!
+//! **Workers.** With several worker threads (see `Gateway::serve_workers`), each keeps its own
+//! idle connections (a shard of the pool, chosen by a thread-local index), so a connection is
+//! registered with, woken on and reused by one thread's runtime.
+//!
 //! **h2c.** One multiplexed HTTP/2 connection per instance, driven by its own task; requests
 //! clone its sender.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -29,6 +34,16 @@ use tokio::net::TcpStream;
 
 use crate::body::UpBody;
 use crate::route::Protocol;
+
+thread_local! {
+    /// The pool shard this thread's requests use (its worker's index; 0 outside workers).
+    static SHARD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes the calling thread use shard `index` of every pool (called once by each worker).
+pub(crate) fn set_shard(index: usize) {
+    SHARD.with(|s| s.set(index));
+}
 
 /// The sending half of an HTTP/1.1 upstream connection.
 pub(crate) type H1Sender = http1::SendRequest<UpBody>;
@@ -124,8 +139,8 @@ pub(crate) struct HostPool {
     addr: Option<SocketAddr>,
     /// HTTP/1.1 or h2c.
     protocol: Protocol,
-    /// Idle HTTP/1.1 connections (FIFO, lock-free).
-    idle: ArrayQueue<Idle>,
+    /// Idle HTTP/1.1 connections (FIFO, lock-free), one queue per worker.
+    idle: Box<[ArrayQueue<Idle>]>,
     /// The h2c connection, if one is open.
     h2: Mutex<Option<H2Sender>>,
     /// Held while an h2c connection is being opened, so concurrent requests wait for it
@@ -140,19 +155,27 @@ impl std::fmt::Debug for HostPool {
         f.debug_struct("HostPool")
             .field("authority", &self.authority)
             .field("protocol", &self.protocol)
-            .field("idle", &self.idle.len())
+            .field("idle", &self.idle_count())
             .finish()
     }
 }
 
 impl HostPool {
-    /// A pool for the instance at `authority` keeping at most `max_idle` idle connections.
-    pub(crate) fn new(authority: String, protocol: Protocol, max_idle: usize) -> Self {
+    /// A pool for the instance at `authority` keeping at most `max_idle` idle connections,
+    /// shared out among `shards` workers.
+    pub(crate) fn new(
+        authority: String,
+        protocol: Protocol,
+        max_idle: usize,
+        shards: usize,
+    ) -> Self {
+        let shards = shards.max(1);
+        let per_shard = max_idle.div_ceil(shards).max(1);
         HostPool {
             addr: authority.parse().ok(),
             authority,
             protocol,
-            idle: ArrayQueue::new(max_idle.max(1)),
+            idle: (0..shards).map(|_| ArrayQueue::new(per_shard)).collect(),
             h2: Mutex::new(None),
             h2_dialing: tokio::sync::Mutex::new(()),
             stats: PoolStats::default(),
@@ -167,7 +190,7 @@ impl HostPool {
     /// Idle HTTP/1.1 connections (an h2c pool reports 1 while its connection is open).
     pub(crate) fn idle_count(&self) -> usize {
         match self.protocol {
-            Protocol::Http1 => self.idle.len(),
+            Protocol::Http1 => self.idle.iter().map(ArrayQueue::len).sum(),
             Protocol::H2c => usize::from(
                 self.h2
                     .lock()
@@ -186,7 +209,8 @@ impl HostPool {
     /// first poll of the exchange, before anything is written; the request then comes back
     /// unsent and goes out on a new connection (see `send_h1` in [`crate::proxy`]).
     pub(crate) fn checkout(&self) -> Option<Box<H1Conn>> {
-        while let Some(mut idle) = self.idle.pop() {
+        let idle_conns = self.shard();
+        while let Some(mut idle) = idle_conns.pop() {
             if idle.conn.is_reusable() {
                 self.stats.reused.fetch_add(1, Ordering::Relaxed);
                 return Some(idle.conn);
@@ -201,7 +225,7 @@ impl HostPool {
         // is ready already; otherwise one more poll settles it.
         if conn.send.is_ready() || conn.is_reusable() {
             // A full queue drops the connection (closing it).
-            let _ = self.idle.push(Idle {
+            let _ = self.shard().push(Idle {
                 conn,
                 marked: false,
             });
@@ -211,15 +235,23 @@ impl HostPool {
     /// Closes idle connections that were already idle at the previous sweep, or that the
     /// upstream closed; marks the others.
     pub(crate) fn sweep(&self) {
-        for _ in 0..self.idle.len() {
-            let Some(mut idle) = self.idle.pop() else {
-                break;
-            };
-            if !idle.marked && idle.conn.is_reusable() {
-                idle.marked = true;
-                let _ = self.idle.push(idle);
+        for shard in &self.idle {
+            for _ in 0..shard.len() {
+                let Some(mut idle) = shard.pop() else {
+                    break;
+                };
+                if !idle.marked && idle.conn.is_reusable() {
+                    idle.marked = true;
+                    let _ = shard.push(idle);
+                }
             }
         }
+    }
+
+    /// The calling worker's idle connections.
+    fn shard(&self) -> &ArrayQueue<Idle> {
+        let index = SHARD.with(Cell::get);
+        &self.idle[index % self.idle.len()]
     }
 
     async fn dial(&self, timeout: Duration) -> Result<TcpStream, ConnectError> {

@@ -30,6 +30,7 @@ use signpost_client::client::SelectError;
 use signpost_client::retry::{Decision, FailureKind, RetryPolicy};
 
 use crate::body::{ProxyBody, UpBody};
+use crate::deadline::DeadlineSlot;
 use crate::error::ProxyError;
 use crate::headers::{self, ClientInfo, X_REQUEST_ID};
 use crate::metrics::AttemptFailure;
@@ -46,6 +47,8 @@ pub(crate) struct ConnState {
     /// Requests started on the connection (the idle check closes connections where it stays
     /// put; see [`crate::server`]).
     pub(crate) requests: std::sync::atomic::AtomicU64,
+    /// The timer HTTP/1.1 exchanges wait for their response head with, kept between requests.
+    pub(crate) deadline: DeadlineSlot,
 }
 
 /// Answers one request.
@@ -60,7 +63,7 @@ pub(crate) async fn handle(
     let Some(entry) = snapshot.table.find(host, req.uri().path()) else {
         return Ok(no_route(shared, &conn.client, &req, started));
     };
-    Ok(forward(shared, entry, &conn.client, req, started).await)
+    Ok(forward(shared, entry, &conn, req, started).await)
 }
 
 fn no_route(
@@ -121,10 +124,11 @@ struct Answer {
 async fn forward(
     shared: &Shared,
     entry: &RouteEntry,
-    client: &ClientInfo,
+    conn: &ConnState,
     mut req: Request<Incoming>,
     started: Instant,
 ) -> Response<ProxyBody> {
+    let client = &conn.client;
     let route = &*entry.route;
     let spec = &route.spec;
     let upgrade = headers::is_upgrade(req.headers());
@@ -233,7 +237,7 @@ async fn forward(
             send_upgrade(pool, spec, up, &mut body).await
         } else {
             match spec.protocol {
-                Protocol::Http1 => send_h1(pool, spec, up, &mut body).await,
+                Protocol::Http1 => send_h1(pool, spec, up, &mut body, &conn.deadline).await,
                 Protocol::H2c => send_h2(pool, spec, up, &mut body).await,
             }
         };
@@ -561,12 +565,14 @@ fn unsent(e: ConnectError, head: Request<()>, body: &mut Option<UpBody>) -> Atte
     AttemptError::Connect(e, Box::new((head, body.take())))
 }
 
-/// One HTTP/1.1 attempt: a pooled connection (or a new one), the request, the response head.
+/// One HTTP/1.1 attempt: a pooled connection (or a new one), the request, the response head
+/// within the route's timeout (waited for with the client connection's timer, `timers`).
 async fn send_h1(
     pool: &Arc<HostPool>,
     spec: &RouteSpec,
     head: Request<()>,
     body: &mut Option<UpBody>,
+    timers: &DeadlineSlot,
 ) -> Result<Answer, AttemptError> {
     let (mut conn, mut reused) = match pool.checkout() {
         Some(conn) => (conn, true),
@@ -577,19 +583,28 @@ async fn send_h1(
     };
     let mut req = head.map(|()| body.take().unwrap_or(UpBody::Empty));
     let deadline = tokio::time::Instant::now() + spec.timeout;
+    let mut timer = timers.take(deadline);
     loop {
-        let send = conn.send.try_send_request(req);
-        let exchange = drive(&mut conn, send);
-        let (result, open) = match tokio::time::timeout_at(deadline, exchange).await {
-            Ok(r) => r,
-            Err(_) => return Err(AttemptError::Timeout(spec.timeout)),
+        let finished = {
+            let send = conn.send.try_send_request(req);
+            let mut exchange = pin!(drive(&mut conn, send));
+            std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
+                Poll::Ready(done) => Poll::Ready(Some(done)),
+                Poll::Pending => timer.poll_until(deadline, cx).map(|()| None),
+            })
+            .await
+        };
+        let Some((result, open)) = finished else {
+            timers.put(timer);
+            return Err(AttemptError::Timeout(spec.timeout));
         };
         match result {
             Ok(response) => {
+                timers.put(timer);
                 return Ok(Answer {
                     response,
                     conn: open.then_some(conn),
-                })
+                });
             }
             Err(mut e) => match e.take_message() {
                 // Never sent: a pooled connection the upstream had closed. Try a new one.
@@ -599,12 +614,16 @@ async fn send_h1(
                     conn = match pool.connect_h1(spec.connect_timeout).await {
                         Ok(conn) => conn,
                         Err(err) => {
+                            timers.put(timer);
                             let (head, b) = req.into_parts();
                             return Err(AttemptError::Connect(err, Box::new((head, Some(b)))));
                         }
                     };
                 }
-                _ => return Err(AttemptError::Transport(e.into_error())),
+                _ => {
+                    timers.put(timer);
+                    return Err(AttemptError::Transport(e.into_error()));
+                }
             },
         }
     }
@@ -685,12 +704,7 @@ fn finish_response(
         upstream_upgrade = Some(hyper::upgrade::on(&mut answer.response));
     }
     let (mut parts, body) = wrap_body(answer, pool);
-    headers::prepare_response(&mut parts.headers, switching);
-    if !parts.headers.contains_key(&X_REQUEST_ID) {
-        parts
-            .headers
-            .insert(X_REQUEST_ID.clone(), request_id.clone());
-    }
+    headers::prepare_response(&mut parts.headers, switching, request_id);
     parts.version = version;
     if let (true, Some(client), Some(upstream)) = (switching, client_upgrade, upstream_upgrade) {
         let authority = pool.authority().to_string();

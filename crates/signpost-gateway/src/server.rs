@@ -6,12 +6,19 @@
 //! A client connection on which no request starts for [`IDLE_CLOSE`] to twice that (an idle
 //! keep-alive connection, or a request head that never completes) is asked to finish and
 //! close. One timer per connection checks a request counter, instead of hyper's header-read
-//! timer, which allocates and arms a timer for every request.
+//! timer, which allocates and arms a timer for every request. The stop signal and that timer
+//! are polled only when they wake the connection's task (see `SideWake`), not on each of the
+//! connection's own wake-ups.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
+
+use futures::task::AtomicWaker;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -98,42 +105,99 @@ pub(crate) async fn accept_loop(
     }
 }
 
+/// The waker the side events of a connection (the stop signal, the idle timer) are polled with:
+/// it notes that one of them may be ready and wakes the connection's task. Wake-ups of the
+/// connection itself (every request) then do not poll the side events, which would cost more
+/// than the rest of the connection's own bookkeeping.
+#[derive(Default)]
+struct SideWake {
+    /// A side event woke the task since they were last polled.
+    fired: AtomicBool,
+    /// The connection's task.
+    task: AtomicWaker,
+}
+
+impl Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// Resolves when `stop` turns true or its sender is gone.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Runs a connection to its end; when `stop` turns true, or when no request started (the
 /// counter `requests` did not move) during a whole [`IDLE_CLOSE`] period, asks it to finish its
-/// current exchange and close. (A macro: hyper-util's two connection types share no trait.)
-macro_rules! run_graceful {
-    ($conn:expr, $stop:expr, $requests:expr) => {{
-        let mut conn = std::pin::pin!($conn);
-        let mut stop = $stop;
-        let requests: &AtomicU64 = $requests;
-        let mut seen = requests.load(Ordering::Relaxed);
-        let mut idle = std::pin::pin!(tokio::time::sleep(IDLE_CLOSE));
-        let result = loop {
-            tokio::select! {
-                biased;
-                result = conn.as_mut() => break result,
-                changed = stop.changed() => {
-                    if changed.is_err() || *stop.borrow() {
-                        conn.as_mut().graceful_shutdown();
-                        break conn.await;
-                    }
-                }
-                () = idle.as_mut() => {
-                    let now = requests.load(Ordering::Relaxed);
-                    if now == seen {
-                        tracing::debug!("closing a connection idle for {IDLE_CLOSE:?}");
-                        conn.as_mut().graceful_shutdown();
-                        break conn.await;
-                    }
-                    seen = now;
-                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE_CLOSE);
-                }
-            }
-        };
-        if let Err(e) = result {
-            tracing::debug!("connection ended: {e}");
+/// current exchange and close (`shutdown`: hyper-util's two connection types share no trait
+/// for it).
+async fn run_graceful<C, E>(
+    conn: C,
+    shutdown: impl FnOnce(Pin<&mut C>),
+    stop: watch::Receiver<bool>,
+    requests: &AtomicU64,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut conn = pin!(conn);
+    let mut stop = pin!(stopped(stop));
+    let mut idle = pin!(tokio::time::sleep(IDLE_CLOSE));
+    let mut seen = requests.load(Ordering::Relaxed);
+    let side = Arc::new(SideWake::default());
+    // The first poll registers the side events.
+    side.fired.store(true, Ordering::Relaxed);
+    let side_waker = Waker::from(side.clone());
+    let mut registered: Option<Waker> = None;
+    let finished = std::future::poll_fn(|cx| {
+        if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            side.task.register(cx.waker());
+            registered = Some(cx.waker().clone());
         }
-    }};
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Some(result));
+        }
+        while side.fired.swap(false, Ordering::AcqRel) {
+            let mut side_cx = Context::from_waker(&side_waker);
+            if stop.as_mut().poll(&mut side_cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            if idle.as_mut().poll(&mut side_cx).is_ready() {
+                let now = requests.load(Ordering::Relaxed);
+                if now == seen {
+                    tracing::debug!("closing a connection idle for {IDLE_CLOSE:?}");
+                    return Poll::Ready(None);
+                }
+                seen = now;
+                idle.as_mut()
+                    .reset(tokio::time::Instant::now() + IDLE_CLOSE);
+                // Poll the new deadline, so it is registered.
+                side.fired.store(true, Ordering::Relaxed);
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    let result = match finished {
+        Some(result) => result,
+        None => {
+            shutdown(conn.as_mut());
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("connection ended: {e}");
+    }
 }
 
 /// Counts a connection as open while alive.
@@ -174,6 +238,7 @@ async fn proxy_connection(
         shared,
         client: ClientInfo::new(peer.ip()),
         requests: AtomicU64::new(0),
+        deadline: Default::default(),
     });
     let conn_state = state.clone();
     let service = service_fn(move |req: Request<Incoming>| {
@@ -181,11 +246,13 @@ async fn proxy_connection(
         crate::proxy::handle(state.clone(), req)
     });
     let builder = builder();
-    run_graceful!(
+    run_graceful(
         builder.serve_connection_with_upgrades(TokioIo::new(stream), service),
+        |conn| conn.graceful_shutdown(),
         stop,
-        &conn_state.requests
-    );
+        &conn_state.requests,
+    )
+    .await;
 }
 
 async fn admin_connection(shared: Arc<Shared>, stream: TcpStream, stop: watch::Receiver<bool>) {
@@ -197,9 +264,11 @@ async fn admin_connection(shared: Arc<Shared>, stream: TcpStream, stop: watch::R
         async move { Ok::<_, Infallible>(response) }
     });
     let builder = builder();
-    run_graceful!(
+    run_graceful(
         builder.serve_connection(TokioIo::new(stream), service),
+        |conn| conn.graceful_shutdown(),
         stop,
-        &requests
-    );
+        &requests,
+    )
+    .await;
 }

@@ -1,7 +1,10 @@
 //! `signpost gateway --config gateway.toml`: the API gateway of the `signpost-gateway` crate.
 //!
-//! It owns its runtime (unlike the other subcommands) because the worker count is part of its
-//! configuration: `workers = 1` runs a single-threaded runtime, `0` one worker per core.
+//! It owns its runtimes (unlike the other subcommands) because the worker count is part of its
+//! configuration. The control plane (discovery, the admin API) runs on a single-threaded
+//! runtime on the main thread. With `workers = 1` client traffic is served there too; otherwise
+//! by that many worker threads (`0`: one per core), each with its own single-threaded runtime
+//! and `SO_REUSEPORT` listener ([`Gateway::serve_workers`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,8 +26,8 @@ pub struct GatewayArgs {
     /// Admin listener (`GET /`, `GET /metrics`) [default: the file's `admin_listen`].
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
-    /// Runtime worker threads: 1 = single-threaded, 0 = one per core [default: the file's
-    /// `workers`].
+    /// Worker threads serving clients: 1 = everything on one thread, 0 = one per core
+    /// [default: the file's `workers`].
     #[arg(long)]
     workers: Option<usize>,
 }
@@ -60,18 +63,9 @@ pub fn main(args: &GatewayArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match config.workers {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        0 => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
@@ -89,14 +83,27 @@ pub fn main(args: &GatewayArgs) -> ExitCode {
 }
 
 async fn run(config: GatewayConfig) -> anyhow::Result<()> {
-    let proxy = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let workers = config.worker_threads();
+    let proxy = if config.workers == 1 {
+        Listeners::One(
+            tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?,
+        )
+    } else {
+        Listeners::Workers(
+            signpost_gateway::bind_workers(config.listen, workers)
+                .with_context(|| format!("cannot listen on {}", config.listen))?,
+        )
+    };
     let admin = tokio::net::TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("cannot listen for the admin API on {}", config.admin_listen))?;
-    let (listen, admin_addr) = (proxy.local_addr()?, admin.local_addr()?);
-    let workers = config.workers;
+    let listen = match &proxy {
+        Listeners::One(l) => l.local_addr()?,
+        Listeners::Workers(ls) => ls[0].local_addr()?,
+    };
+    let admin_addr = admin.local_addr()?;
     let gateway = Gateway::start(config)?;
     if !gateway.ready(Duration::from_secs(5)).await {
         tracing::warn!(
@@ -110,7 +117,21 @@ async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         workers,
         "signpost gateway ready"
     );
-    gateway.serve(proxy, admin, crate::shutdown_signal()).await;
+    match proxy {
+        Listeners::One(proxy) => gateway.serve(proxy, admin, crate::shutdown_signal()).await,
+        Listeners::Workers(proxy) => gateway
+            .serve_workers(proxy, admin, crate::shutdown_signal())
+            .await
+            .context("cannot start the worker threads")?,
+    }
     tracing::info!("signpost gateway stopped");
     Ok(())
+}
+
+/// Where client traffic is accepted.
+enum Listeners {
+    /// On the main runtime (`workers = 1`).
+    One(tokio::net::TcpListener),
+    /// By worker threads, one listener each.
+    Workers(Vec<std::net::TcpListener>),
 }

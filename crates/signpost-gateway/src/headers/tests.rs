@@ -132,3 +132,27 @@ fn request_ids_are_unique() {
     assert_eq!(a.as_bytes()[..16], b.as_bytes()[..16]);
     assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit));
 }
+
+#[test]
+fn a_response_gets_the_request_id_unless_the_upstream_set_one() {
+    let id = HeaderValue::from_static("abc");
+    let mut h = map(&[("content-type", "text/plain"), ("connection", "close")]);
+    prepare_response(&mut h, false, &id);
+    assert_eq!(h["x-request-id"], "abc");
+    assert!(!h.contains_key("connection"));
+
+    let mut h = map(&[("x-request-id", "upstream-1")]);
+    prepare_response(&mut h, false, &id);
+    assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+    assert_eq!(h["x-request-id"], "upstream-1");
+}
+
+#[test]
+fn expect_is_removed_and_nothing_else_is_touched_without_hop_by_hop_headers() {
+    let ids = RequestIds::default();
+    let mut h = map(&[("expect", "100-continue"), ("accept", "*/*")]);
+    prepare_request(&mut h, &client(), None, false, false, &ids);
+    assert!(!h.contains_key("expect"));
+    assert_eq!(h["accept"], "*/*");
+    assert!(!h.contains_key("x-forwarded-host"));
+}

@@ -296,20 +296,46 @@ impl TestGateway {
     }
 
     pub async fn start_with(config: GatewayConfig) -> TestGateway {
+        Self::start_serving(config, None).await
+    }
+
+    /// Like [`TestGateway::start`], serving clients with `workers` worker threads
+    /// (`Gateway::serve_workers`).
+    pub async fn start_workers(agent: &TestAgent, config: &str, workers: usize) -> TestGateway {
+        let mut config = GatewayConfig::from_toml(config).unwrap();
+        config.registry.addrs = vec![agent.base.clone()];
+        config.workers = workers;
+        Self::start_serving(config, Some(workers)).await
+    }
+
+    async fn start_serving(config: GatewayConfig, workers: Option<usize>) -> TestGateway {
         let gateway = Arc::new(Gateway::start(config).unwrap());
-        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = proxy.local_addr().unwrap();
         let admin_addr = admin.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = gateway.clone();
-        let task = tokio::spawn(async move {
-            serving
-                .serve(proxy, admin, async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let (addr, task) = match workers {
+            None => {
+                let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = proxy.local_addr().unwrap();
+                let task = tokio::spawn(async move {
+                    serving.serve(proxy, admin, stopped).await;
+                });
+                (addr, task)
+            }
+            Some(n) => {
+                let proxy =
+                    signpost_gateway::bind_workers("127.0.0.1:0".parse().unwrap(), n).unwrap();
+                let addr = proxy[0].local_addr().unwrap();
+                let task = tokio::spawn(async move {
+                    serving.serve_workers(proxy, admin, stopped).await.unwrap();
+                });
+                (addr, task)
+            }
+        };
         TestGateway {
             gateway,
             addr,

@@ -12,3 +12,4 @@ mod registry;
 mod routing;
 mod streaming;
 mod websocket;
+mod workers;

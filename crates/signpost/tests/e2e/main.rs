@@ -7,5 +7,6 @@ mod cli;
 mod consul_clients;
 mod dig;
 mod durability;
+mod gateway;
 mod health;
 mod lifecycle;
