@@ -1,10 +1,12 @@
 //! Connections to upstream instances: one [`HostPool`] per instance address and protocol.
 //!
-//! **HTTP/1.1.** Idle keep-alive connections wait in a lock-free queue. A request takes one (or
+//! **HTTP/1.1.** Idle keep-alive connections wait on a stack (the one used last goes out
+//! first, so when traffic drops the ones at the bottom stay idle and are closed). A request
+//! takes one (or
 //! dials a new one), and the connection is *driven by the request's own task*: the proxy polls
 //! it while waiting for the response head, and the response body ([`crate::body::ProxyBody`])
 //! polls it while streaming. No task per connection, no channel hop between tasks per request.
-//! When the response body has been read to the end the connection goes back to the queue if it
+//! When the response body has been read to the end the connection goes back to the stack if it
 //! can take another request. Idle connections are not polled; a checkout polls each candidate
 //! once (no waker) to notice the ones the upstream closed meanwhile, and the sweeper closes the
 //! ones idle through two of its rounds (it runs every `idle_timeout / 2`), so no clock is read
@@ -23,11 +25,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
-use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
@@ -85,6 +86,29 @@ impl H1Conn {
     }
 }
 
+/// A worker's idle connections: a stack, so the connection used last is used next (its state
+/// is warm in the caches, and the ones at the bottom stay idle long enough for the sweeper to
+/// close them when traffic drops). Locked only by its worker and, briefly, the sweeper.
+struct IdleStack {
+    /// Oldest first.
+    conns: Mutex<Vec<Idle>>,
+    /// At most this many; a connection checked in beyond it is closed.
+    capacity: usize,
+}
+
+impl IdleStack {
+    fn new(capacity: usize) -> Self {
+        IdleStack {
+            conns: Mutex::new(Vec::new()),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Idle>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// An idle connection.
 struct Idle {
     /// The connection (boxed once when opened: it is large, and moves often).
@@ -139,8 +163,8 @@ pub(crate) struct HostPool {
     addr: Option<SocketAddr>,
     /// HTTP/1.1 or h2c.
     protocol: Protocol,
-    /// Idle HTTP/1.1 connections (FIFO, lock-free), one queue per worker.
-    idle: Box<[ArrayQueue<Idle>]>,
+    /// Idle HTTP/1.1 connections, one stack per worker.
+    idle: Box<[IdleStack]>,
     /// The h2c connection, if one is open.
     h2: Mutex<Option<H2Sender>>,
     /// Held while an h2c connection is being opened, so concurrent requests wait for it
@@ -175,7 +199,7 @@ impl HostPool {
             addr: authority.parse().ok(),
             authority,
             protocol,
-            idle: (0..shards).map(|_| ArrayQueue::new(per_shard)).collect(),
+            idle: (0..shards).map(|_| IdleStack::new(per_shard)).collect(),
             h2: Mutex::new(None),
             h2_dialing: tokio::sync::Mutex::new(()),
             stats: PoolStats::default(),
@@ -190,7 +214,7 @@ impl HostPool {
     /// Idle HTTP/1.1 connections (an h2c pool reports 1 while its connection is open).
     pub(crate) fn idle_count(&self) -> usize {
         match self.protocol {
-            Protocol::Http1 => self.idle.iter().map(ArrayQueue::len).sum(),
+            Protocol::Http1 => self.idle.iter().map(|s| s.lock().len()).sum(),
             Protocol::H2c => usize::from(
                 self.h2
                     .lock()
@@ -209,7 +233,7 @@ impl HostPool {
     /// first poll of the exchange, before anything is written; the request then comes back
     /// unsent and goes out on a new connection (see `send_h1` in [`crate::proxy`]).
     pub(crate) fn checkout(&self) -> Option<Box<H1Conn>> {
-        let idle_conns = self.shard();
+        let mut idle_conns = self.shard().lock();
         while let Some(mut idle) = idle_conns.pop() {
             if idle.conn.is_reusable() {
                 self.stats.reused.fetch_add(1, Ordering::Relaxed);
@@ -224,11 +248,15 @@ impl HostPool {
         // The connection was driven to the end of the response just now, so it usually says it
         // is ready already; otherwise one more poll settles it.
         if conn.send.is_ready() || conn.is_reusable() {
-            // A full queue drops the connection (closing it).
-            let _ = self.shard().push(Idle {
-                conn,
-                marked: false,
-            });
+            // A full stack drops the connection (closing it).
+            let shard = self.shard();
+            let mut idle = shard.lock();
+            if idle.len() < shard.capacity {
+                idle.push(Idle {
+                    conn,
+                    marked: false,
+                });
+            }
         }
     }
 
@@ -236,20 +264,16 @@ impl HostPool {
     /// upstream closed; marks the others.
     pub(crate) fn sweep(&self) {
         for shard in &self.idle {
-            for _ in 0..shard.len() {
-                let Some(mut idle) = shard.pop() else {
-                    break;
-                };
-                if !idle.marked && idle.conn.is_reusable() {
-                    idle.marked = true;
-                    let _ = shard.push(idle);
-                }
-            }
+            shard.lock().retain_mut(|idle| {
+                let keep = !idle.marked && idle.conn.is_reusable();
+                idle.marked = true;
+                keep
+            });
         }
     }
 
     /// The calling worker's idle connections.
-    fn shard(&self) -> &ArrayQueue<Idle> {
+    fn shard(&self) -> &IdleStack {
         let index = SHARD.with(Cell::get);
         &self.idle[index % self.idle.len()]
     }
