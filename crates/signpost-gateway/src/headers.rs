@@ -175,6 +175,7 @@ pub fn prepare_request(
     // Room for the four headers added below, so the map grows at most once.
     headers.reserve(4);
 
+    // Names the scan found absent are appended (no search for a value to replace).
     let forwarded_for = if present.forwarded_for {
         let mut joined = Vec::with_capacity(64);
         for v in headers.get_all(&X_FORWARDED_FOR) {
@@ -189,16 +190,29 @@ pub fn prepare_request(
     } else {
         client.ip_value.clone()
     };
-    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
+    set(
+        headers,
+        &X_FORWARDED_FOR,
+        forwarded_for,
+        present.forwarded_for,
+    );
 
     if !(trust_forwarded && present.forwarded_proto) {
-        headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
+        set(
+            headers,
+            &X_FORWARDED_PROTO,
+            client.proto.clone(),
+            present.forwarded_proto,
+        );
     }
     if !(trust_forwarded && present.forwarded_host) {
         match host {
-            Some(h) => {
-                headers.insert(X_FORWARDED_HOST.clone(), h.clone());
-            }
+            Some(h) => set(
+                headers,
+                &X_FORWARDED_HOST,
+                h.clone(),
+                present.forwarded_host,
+            ),
             None if present.forwarded_host => {
                 headers.remove(&X_FORWARDED_HOST);
             }
@@ -212,8 +226,17 @@ pub fn prepare_request(
         }
     }
     let id = ids.next();
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    set(headers, &X_REQUEST_ID, id.clone(), present.request_id);
     id
+}
+
+/// Sets `name` to `value`: replaces its values if it is `present`, else appends.
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue, present: bool) {
+    if present {
+        headers.insert(name.clone(), value);
+    } else {
+        headers.append(name.clone(), value);
+    }
 }
 
 /// A client-supplied request id is kept if it is 1 to 200 visible ASCII characters.
@@ -235,7 +258,7 @@ pub fn prepare_response(
         remove_hop_by_hop(headers, switching_protocols);
     }
     if !present.request_id {
-        headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+        headers.append(X_REQUEST_ID.clone(), request_id.clone());
     }
 }
 

@@ -173,7 +173,7 @@ async fn forward(
                 .any(|s| retryable(FailureKind::Status(*s))));
     if attempts > 1 {
         if let Some(budget) = route.retry.budget() {
-            budget.deposit();
+            budget.deposit_at(tokio::time::Instant::from_std(started));
         }
     }
     let version = parts.version;
