@@ -21,7 +21,7 @@
 #   WORKERS [1]        nginx worker_processes and gateway runtime threads (the same for both;
 #                      with PIN=1 they share CPU 0, so 1 is the fair setting)
 #   ROUNDS [1]         measure nginx and the gateway this many times, alternating; the table
-#                      shows each one's median round
+#                      shows the median of each figure over the rounds
 #   WARMUP [2s]        unmeasured wrk run before each measured one
 #   SKIP_BUILD [0]     1 = use the binaries already in the target dir
 #   KEEP_TMP [0]       1 = keep the temporary directory (configs, logs, raw wrk output)

@@ -5,8 +5,10 @@ Each file may end with a `cpu_ticks TICKS CLK_TCK` line (CPU the server under te
 the run); the table then shows CPU microseconds per request.
 
 Usage: report.py LABEL=FILE ... ; labels are 'direct', 'nginx' and 'signpost' with an
-optional '#round' suffix. With several rounds, the table shows each target's median round
-(by req/s) and lists every round below it.
+optional '#round' suffix. With several rounds, each column of the table is that figure's median
+over the target's rounds (req/s, p50, p99 and CPU each on their own: one round's p99 swings by
+10-20 % on a shared machine, so it is not taken from the round with the median req/s), and every
+round is listed below it.
 """
 import re
 import statistics
@@ -45,8 +47,12 @@ for arg in sys.argv[1:]:
 
 
 def median_run(rs):
-    ordered = sorted(rs, key=lambda r: r["rps"])
-    return ordered[(len(ordered) - 1) // 2]
+    """Each figure's median over the rounds (the lower middle one for an even count)."""
+    def med(key):
+        ordered = sorted(r[key] for r in rs)
+        return ordered[(len(ordered) - 1) // 2]
+
+    return {key: med(key) for key in ("rps", "p50", "p99", "cpu_us")}
 
 
 names = {"direct": "backend direct", "nginx": "nginx proxy", "signpost": "signpost gateway"}
