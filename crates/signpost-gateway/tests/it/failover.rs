@@ -136,3 +136,63 @@ async fn idempotent_requests_are_retried_on_another_instance_but_bodies_are_not_
         "{statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn a_resent_request_carries_the_headers_of_the_first_attempt() {
+    let agent = TestAgent::start().await;
+    let good = Backend::echo("good").await;
+    let bad = crate::common::Backend::start(false, |_req| async {
+        crate::common::respond(502, "bad gateway upstream")
+    })
+    .await;
+    agent.register("svc", "bad", bad.port(), json!({})).await;
+    agent.register("svc", "good", good.port(), json!({})).await;
+    let gw = TestGateway::start(
+        &agent,
+        r#"
+        [outlier]
+        consecutive_failures = 0
+        [breaker]
+        consecutive_failures = 0
+        failure_ratio = 2.0
+        [[route]]
+        prefix = "/"
+        service = "svc"
+        "#,
+    )
+    .await;
+    gw.wait_upstreams("/", 2).await;
+
+    // Round robin sends first attempts to `bad`, whose 502 is resent to `good`.
+    for i in 0..2 {
+        let resp = gw
+            .client
+            .get(gw.url("/r"))
+            .header("x-custom", format!("value-{i}"))
+            .header("accept", "text/plain")
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let first_attempts = bad.requests();
+    assert!(
+        !first_attempts.is_empty(),
+        "round robin sent a first attempt to bad"
+    );
+    for first in first_attempts {
+        let first = &first.headers;
+        let resent = good
+            .requests()
+            .into_iter()
+            .find(|seen| seen.headers.get("x-custom") == first.get("x-custom"))
+            .expect("the request bad answered 502 reached good");
+        // Everything the gateway sent the first time goes again: the client's headers (each
+        // value of a repeated one), the forwarding headers and the same request id.
+        assert_eq!(resent.headers, *first);
+        assert_eq!(resent.headers.get_all("accept").iter().count(), 2);
+        assert!(resent.headers.contains_key("x-request-id"));
+        assert!(resent.headers.contains_key("x-forwarded-for"));
+    }
+}
