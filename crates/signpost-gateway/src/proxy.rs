@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -214,11 +214,13 @@ async fn forward(
             .attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
-        // A later attempt may need the headers again (the last possible one does not): a flat
-        // copy is kept, cheaper than cloning the map, and made a map again only for a resend.
+        // A later attempt may need the headers again; the last possible one takes them.
         let keep = may_resend && attempt < attempts;
-        let request_headers = std::mem::take(&mut parts.headers);
-        let kept = keep.then(|| KeptHeaders::of(&request_headers));
+        let request_headers = if keep {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
         let uri = upstream_uri(spec.protocol, &path, host_value.as_ref(), pool.authority());
         let mut up = Request::new(());
         *up.method_mut() = parts.method.clone();
@@ -252,11 +254,10 @@ async fn forward(
                 if failed {
                     upstream.stats.failure(AttemptFailure::Status5xx);
                     let kind = FailureKind::Status(status.as_u16());
-                    if let Some(kept) = kept {
+                    if keep {
                         if let Decision::Retry { after } =
                             route.retry.decide(idempotent, &kind, attempt)
                         {
-                            parts.headers = kept.into_map();
                             drop(wrap_body(answer, pool));
                             retry_wait(route, after).await;
                             tried.push(&instance.id);
@@ -337,9 +338,6 @@ async fn forward(
         );
         // After a connect failure the request is untouched; after anything else it can go again
         // only if its headers were kept for that (`keep`).
-        if let (false, Some(kept)) = (matches!(kind, FailureKind::Connect), kept) {
-            parts.headers = kept.into_map();
-        }
         if matches!(kind, FailureKind::Connect) || keep {
             if let Decision::Retry { after } = route.retry.decide(idempotent, &kind, attempt) {
                 retry_wait(route, after).await;
@@ -362,28 +360,6 @@ async fn forward(
             started,
             &request_id,
         );
-    }
-}
-
-/// A request's headers kept for a resend: the pairs in order (one allocation, no hash index).
-struct KeptHeaders(Vec<(HeaderName, HeaderValue)>);
-
-impl KeptHeaders {
-    fn of(headers: &HeaderMap) -> Self {
-        KeptHeaders(
-            headers
-                .iter()
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect(),
-        )
-    }
-
-    fn into_map(self) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(self.0.len());
-        for (name, value) in self.0 {
-            map.append(name, value);
-        }
-        map
     }
 }
 
