@@ -74,29 +74,7 @@ async fn a_killed_instance_costs_a_bounded_number_of_errors() {
 
 #[tokio::test]
 async fn idempotent_requests_are_retried_on_another_instance_but_bodies_are_not_resent() {
-    let agent = TestAgent::start().await;
-    let good = Backend::echo("good").await;
-    let bad = crate::common::Backend::start(false, |_req| async {
-        crate::common::respond(503, "overloaded")
-    })
-    .await;
-    agent.register("svc", "good", good.port(), json!({})).await;
-    agent.register("svc", "bad", bad.port(), json!({})).await;
-    let gw = TestGateway::start(
-        &agent,
-        r#"
-        [outlier]
-        consecutive_failures = 0
-        [breaker]
-        consecutive_failures = 0
-        failure_ratio = 2.0
-        [[route]]
-        prefix = "/"
-        service = "svc"
-        "#,
-    )
-    .await;
-    gw.wait_upstreams("/", 2).await;
+    let (_agent, _good, _bad, gw) = good_and_bad(503).await;
 
     // Round robin sends GETs to `bad` (every other pick); its 503 is retried on `good`.
     for _ in 0..10 {
@@ -139,29 +117,7 @@ async fn idempotent_requests_are_retried_on_another_instance_but_bodies_are_not_
 
 #[tokio::test]
 async fn a_resent_request_carries_the_headers_of_the_first_attempt() {
-    let agent = TestAgent::start().await;
-    let good = Backend::echo("good").await;
-    let bad = crate::common::Backend::start(false, |_req| async {
-        crate::common::respond(502, "bad gateway upstream")
-    })
-    .await;
-    agent.register("svc", "bad", bad.port(), json!({})).await;
-    agent.register("svc", "good", good.port(), json!({})).await;
-    let gw = TestGateway::start(
-        &agent,
-        r#"
-        [outlier]
-        consecutive_failures = 0
-        [breaker]
-        consecutive_failures = 0
-        failure_ratio = 2.0
-        [[route]]
-        prefix = "/"
-        service = "svc"
-        "#,
-    )
-    .await;
-    gw.wait_upstreams("/", 2).await;
+    let (_agent, good, bad, gw) = good_and_bad(502).await;
 
     // Round robin sends first attempts to `bad`, whose 502 is resent to `good`.
     for i in 0..2 {
@@ -195,4 +151,34 @@ async fn a_resent_request_carries_the_headers_of_the_first_attempt() {
         assert!(resent.headers.contains_key("x-request-id"));
         assert!(resent.headers.contains_key("x-forwarded-for"));
     }
+}
+
+/// A service of two instances, `good` (an echo) and `bad` (always `status`), behind a gateway
+/// whose breakers and outlier ejection never take `bad` out, so round robin keeps sending it
+/// first attempts.
+async fn good_and_bad(status: u16) -> (TestAgent, Backend, Backend, TestGateway) {
+    let agent = TestAgent::start().await;
+    let good = Backend::echo("good").await;
+    let bad = Backend::start(false, move |_req| async move {
+        crate::common::respond(status, "failing on purpose")
+    })
+    .await;
+    agent.register("svc", "good", good.port(), json!({})).await;
+    agent.register("svc", "bad", bad.port(), json!({})).await;
+    let gw = TestGateway::start(
+        &agent,
+        r#"
+        [outlier]
+        consecutive_failures = 0
+        [breaker]
+        consecutive_failures = 0
+        failure_ratio = 2.0
+        [[route]]
+        prefix = "/"
+        service = "svc"
+        "#,
+    )
+    .await;
+    gw.wait_upstreams("/", 2).await;
+    (agent, good, bad, gw)
 }
