@@ -158,12 +158,9 @@ async fn run_graceful<C, E>(
     // The first poll registers the side events.
     side.fired.store(true, Ordering::Relaxed);
     let side_waker = Waker::from(side.clone());
-    let mut registered: Option<Waker> = None;
     let finished = std::future::poll_fn(|cx| {
-        if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            side.task.register(cx.waker());
-            registered = Some(cx.waker().clone());
-        }
+        // On every poll: a wake takes the registered waker out (cheap when it is the same).
+        side.task.register(cx.waker());
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {
             return Poll::Ready(Some(result));
         }
@@ -271,4 +268,119 @@ async fn admin_connection(shared: Arc<Shared>, stream: TcpStream, stop: watch::R
         &requests,
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use tokio::sync::oneshot;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// A connection that runs until `shutdown` is called (or `finish` fires), and says whether
+    /// it was asked to shut down.
+    async fn serve(
+        stop: watch::Receiver<bool>,
+        requests: Arc<AtomicU64>,
+        finish: Option<oneshot::Receiver<()>>,
+    ) -> (Duration, bool) {
+        let (shut_tx, shut_rx) = oneshot::channel::<()>();
+        let asked = Arc::new(AtomicBool::new(false));
+        let conn = async move {
+            match finish {
+                Some(finish) => {
+                    tokio::select! {
+                        _ = finish => {}
+                        _ = shut_rx => {}
+                    }
+                }
+                None => {
+                    let _ = shut_rx.await;
+                }
+            }
+            Ok::<(), String>(())
+        };
+        let flag = asked.clone();
+        let start = Instant::now();
+        let run = run_graceful(
+            conn,
+            move |_| {
+                flag.store(true, Ordering::Relaxed);
+                let _ = shut_tx.send(());
+            },
+            stop,
+            &requests,
+        );
+        // A lost wake-up would hang: fail instead (the clock is paused, so this is instant).
+        tokio::time::timeout(Duration::from_secs(3600), run)
+            .await
+            .expect("the connection was never asked to finish");
+        (start.elapsed(), asked.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stop_signal_still_arrives_after_an_idle_period_passed_with_requests() {
+        let (stop, stopped) = watch::channel(false);
+        let requests = Arc::new(AtomicU64::new(0));
+        let counter = requests.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(IDLE_CLOSE / 3).await;
+            counter.fetch_add(1, Ordering::Relaxed);
+            // After the first idle check (which found a request) and before the second.
+            tokio::time::sleep(IDLE_CLOSE).await;
+            let _ = stop.send(true);
+        });
+        let (elapsed, asked) = serve(stopped, requests, None).await;
+        assert!(asked);
+        assert_eq!(elapsed, IDLE_CLOSE / 3 + IDLE_CLOSE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_without_requests_is_closed_after_the_idle_period() {
+        let (_stop, stopped) = watch::channel(false);
+        let (elapsed, asked) = serve(stopped, Arc::default(), None).await;
+        assert!(asked);
+        assert_eq!(elapsed, IDLE_CLOSE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_the_period_keeps_the_connection_for_another_one() {
+        let (_stop, stopped) = watch::channel(false);
+        let requests = Arc::new(AtomicU64::new(0));
+        let counter = requests.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(IDLE_CLOSE / 3).await;
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let (elapsed, asked) = serve(stopped, requests, None).await;
+        assert!(asked);
+        assert_eq!(elapsed, IDLE_CLOSE * 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stop_signal_asks_the_connection_to_finish() {
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let _ = stop.send(true);
+        });
+        let (elapsed, asked) = serve(stopped, Arc::default(), None).await;
+        assert!(asked);
+        assert_eq!(elapsed, Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_ends_by_itself_is_not_asked_to() {
+        let (_stop, stopped) = watch::channel(false);
+        let (finish, finished) = oneshot::channel();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let _ = finish.send(());
+        });
+        let (elapsed, asked) = serve(stopped, Arc::default(), Some(finished)).await;
+        assert!(!asked);
+        assert_eq!(elapsed, Duration::from_secs(3));
+    }
 }
