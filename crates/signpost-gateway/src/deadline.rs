@@ -143,13 +143,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_slot_hands_the_timer_back_and_makes_one_when_taken() {
         let slot = DeadlineSlot::default();
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let timer = slot.take(deadline);
-        // Held by one request: another gets its own.
-        let other = slot.take(deadline);
+        let first = Instant::now() + Duration::from_secs(1);
+        let second = first + Duration::from_secs(1);
+        let timer = slot.take(first);
+        assert_eq!(timer.armed, first, "an empty slot makes a timer");
+        // Held by one request: another gets its own, armed for its deadline.
+        let other = slot.take(second);
+        assert_eq!(other.armed, second);
         slot.put(timer);
-        let again = slot.take(deadline);
+        // The next request gets the timer back, still armed for the first deadline.
+        let again = slot.take(second);
+        assert_eq!(again.armed, first, "the slot handed the kept timer back");
         assert!(slot.0.lock().unwrap().is_none());
-        drop((other, again));
     }
 }
