@@ -49,7 +49,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +60,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::agents::{encode, error_chain, Agents, Tried};
 use super::{RegistrationSpec, Registry, RegistryError};
 use crate::instance::{Instance, Update};
 
@@ -158,10 +158,8 @@ pub struct ConsulRegistry {
 }
 
 struct Inner {
-    /// Base URLs (`http://host:port`, no trailing slash) of the agents, in the order given.
-    addrs: Vec<String>,
-    /// Index into `addrs` of the agent that answered last; calls start there.
-    current: AtomicUsize,
+    /// The agents, and the one that answered last.
+    agents: Agents,
     /// The HTTP client (connect timeout only; every request sets its own total timeout, since a
     /// blocking query legitimately takes minutes).
     http: reqwest::Client,
@@ -174,8 +172,7 @@ struct Inner {
 impl std::fmt::Debug for ConsulRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsulRegistry")
-            .field("addrs", &self.inner.addrs)
-            .field("current", &self.inner.current.load(Ordering::Relaxed))
+            .field("agents", &self.inner.agents)
             .field("options", &self.inner.options)
             .finish()
     }
@@ -215,12 +212,7 @@ impl ConsulRegistry {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let addrs: Vec<String> = addrs.into_iter().map(|a| normalize(a.into())).collect();
-        if addrs.is_empty() {
-            return Err(RegistryError::Other(
-                "a Consul registry needs at least one agent address".into(),
-            ));
-        }
+        let agents = Agents::new(addrs, "Consul")?;
         let token = match options.token.as_deref() {
             Some(t) => {
                 let mut value = HeaderValue::from_str(t).map_err(|_| {
@@ -240,8 +232,7 @@ impl ConsulRegistry {
             .map_err(|e| RegistryError::Other(format!("cannot build the HTTP client: {e}")))?;
         Ok(ConsulRegistry {
             inner: Arc::new(Inner {
-                addrs,
-                current: AtomicUsize::new(0),
+                agents,
                 http,
                 token,
                 options,
@@ -257,7 +248,7 @@ impl ConsulRegistry {
     /// assert_eq!(registry.addrs(), ["http://10.0.0.1:8500"]);
     /// ```
     pub fn addrs(&self) -> &[String] {
-        &self.inner.addrs
+        self.inner.agents.addrs()
     }
 
     /// The base URL of the agent calls go to first (the one that answered last).
@@ -268,8 +259,7 @@ impl ConsulRegistry {
     /// assert_eq!(registry.current_addr(), "http://10.0.0.1:8500");
     /// ```
     pub fn current_addr(&self) -> &str {
-        let i = self.inner.current.load(Ordering::Relaxed) % self.inner.addrs.len();
-        &self.inner.addrs[i]
+        self.inner.agents.current()
     }
 
     /// The options this registry was built with.
@@ -283,29 +273,6 @@ impl ConsulRegistry {
     pub fn options(&self) -> &ConsulOptions {
         &self.inner.options
     }
-}
-
-/// `host:port` → `http://host:port`; no trailing slash.
-fn normalize(addr: String) -> String {
-    let addr = addr.trim().trim_end_matches('/');
-    if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
-/// Percent-encodes a path segment or query value.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~:@".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 /// A duration as Go's `time.ParseDuration` reads it, in the largest exact unit.
@@ -572,17 +539,6 @@ impl Reply {
     }
 }
 
-/// An error and its sources on one line (reqwest's top-level message alone is vague).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let _ = write!(s, ": {cause}");
-        source = cause.source();
-    }
-    s
-}
-
 type ListResult = Result<(u64, Vec<Instance>), RegistryError>;
 
 impl Inner {
@@ -592,52 +548,40 @@ impl Inner {
     where
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {
-        let n = self.addrs.len();
-        let start = self.current.load(Ordering::Relaxed);
-        let mut last = String::new();
-        // A lone agent still gets a second try: a pooled connection may have gone stale.
-        for k in 0..n.max(2) {
-            let i = (start + k) % n;
-            let base = &self.addrs[i];
-            let mut request = build(&self.http, base);
-            if let Some(token) = &self.token {
-                request = request.header(TOKEN_HEADER, token.clone());
-            }
-            let reply = match request.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let index = resp
-                        .headers()
-                        .get(INDEX_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse().ok());
-                    resp.bytes().await.map(|body| Reply {
-                        status,
-                        index,
-                        body,
-                    })
+        let build = &build;
+        self.agents
+            .call(|base| async move {
+                let mut request = build(&self.http, base);
+                if let Some(token) = &self.token {
+                    request = request.header(TOKEN_HEADER, token.clone());
                 }
-                Err(e) => Err(e),
-            };
-            match reply {
-                Ok(reply) if reply.is_retryable() => {
-                    last = format!("{base}: {}: {}", reply.status, reply.message());
-                    tracing::debug!("consul agent answered {last}; trying the next one");
-                }
-                Ok(reply) => {
-                    if i != start % n {
-                        tracing::info!("consul registry: now using agent {base}");
+                let resp = match request.send().await {
+                    Ok(resp) => resp,
+                    Err(e) => return Tried::Next(error_chain(&e)),
+                };
+                let status = resp.status();
+                let index = resp
+                    .headers()
+                    .get(INDEX_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok());
+                match resp.bytes().await {
+                    Ok(body) => {
+                        let reply = Reply {
+                            status,
+                            index,
+                            body,
+                        };
+                        if reply.is_retryable() {
+                            Tried::Next(format!("{status}: {}", reply.message()))
+                        } else {
+                            Tried::Answer(reply)
+                        }
                     }
-                    self.current.store(i, Ordering::Relaxed);
-                    return Ok(reply);
+                    Err(e) => Tried::Next(error_chain(&e)),
                 }
-                Err(e) => {
-                    last = format!("{base}: {}", error_chain(&e));
-                    tracing::debug!("consul agent unreachable: {last}");
-                }
-            }
-        }
-        Err(RegistryError::Unavailable(last))
+            })
+            .await
     }
 
     /// `GET /v1/health/service/<service>?passing`, blocking on `index` when it is above 0.
@@ -996,9 +940,7 @@ mod tests {
     }
 
     #[test]
-    fn encodes_path_segments_and_normalizes_addresses() {
-        assert_eq!(encode("service:web-1"), "service:web-1");
-        assert_eq!(encode("a/b c"), "a%2Fb%20c");
+    fn normalizes_addresses() {
         let r = ConsulRegistry::new(["127.0.0.1:1", "http://h:2/", " https://h:3 "]).unwrap();
         assert_eq!(
             r.addrs(),

@@ -13,6 +13,7 @@ use futures::stream::BoxStream;
 
 use crate::instance::{Instance, Update};
 
+mod agents;
 pub mod consul;
 pub mod etcd;
 pub mod signpost;

@@ -6,8 +6,6 @@
 //! (`?index=N&wait=5m`) against agents that do not serve it.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +14,7 @@ use futures::stream::{BoxStream, StreamExt};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use super::agents::{encode, error_chain, Agents, Tried};
 use super::{RegistrationSpec, Registry, RegistryError};
 use crate::instance::{Instance, Update};
 
@@ -67,10 +66,8 @@ pub struct SignpostRegistry {
 }
 
 struct Inner {
-    /// Base URLs (`http://host:port`, no trailing slash) of the agents, in the order given.
-    addrs: Vec<String>,
-    /// Index into `addrs` of the agent that answered last; calls start there.
-    current: AtomicUsize,
+    /// The agents, and the one that answered last.
+    agents: Agents,
     /// Client for short requests (with a total timeout).
     http: reqwest::Client,
     /// Client for watch streams: no total timeout, but a read timeout so a silently dead
@@ -83,8 +80,7 @@ struct Inner {
 impl std::fmt::Debug for SignpostRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignpostRegistry")
-            .field("addrs", &self.inner.addrs)
-            .field("current", &self.inner.current.load(Ordering::Relaxed))
+            .field("agents", &self.inner.agents)
             .finish()
     }
 }
@@ -119,12 +115,7 @@ impl SignpostRegistry {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let addrs: Vec<String> = addrs.into_iter().map(|a| normalize(a.into())).collect();
-        if addrs.is_empty() {
-            return Err(RegistryError::Other(
-                "a Signpost registry needs at least one agent address".into(),
-            ));
-        }
+        let agents = Agents::new(addrs, "Signpost")?;
         let build = |long: bool| {
             let b = reqwest::Client::builder()
                 .no_proxy()
@@ -139,8 +130,7 @@ impl SignpostRegistry {
         };
         Ok(SignpostRegistry {
             inner: Arc::new(Inner {
-                addrs,
-                current: AtomicUsize::new(0),
+                agents,
                 http: build(false)?,
                 long_http: build(true)?,
                 options,
@@ -150,37 +140,13 @@ impl SignpostRegistry {
 
     /// The agents' base URLs, normalised.
     pub fn addrs(&self) -> &[String] {
-        &self.inner.addrs
+        self.inner.agents.addrs()
     }
 
     /// The base URL of the agent calls go to first (the one that answered last).
     pub fn current_addr(&self) -> &str {
-        let i = self.inner.current.load(Ordering::Relaxed) % self.inner.addrs.len();
-        &self.inner.addrs[i]
+        self.inner.agents.current()
     }
-}
-
-/// `host:port` → `http://host:port`; no trailing slash.
-fn normalize(addr: String) -> String {
-    let addr = addr.trim().trim_end_matches('/');
-    if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
-/// Percent-encodes one path segment (service names and ids are plain, but never trust input).
-fn seg(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~:@".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 /// What the agent answers to a listing.
@@ -223,37 +189,23 @@ impl Inner {
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {
         let client = if long { &self.long_http } else { &self.http };
-        let n = self.addrs.len();
-        let start = self.current.load(Ordering::Relaxed);
-        let mut last = String::new();
-        // A lone agent still gets a second try: a pooled connection may have gone stale.
-        for k in 0..n.max(2) {
-            let i = (start + k) % n;
-            let base = &self.addrs[i];
-            match build(client, base).send().await {
-                Ok(resp) if resp.status().is_server_error() => {
-                    let status = resp.status();
-                    last = format!("{base}: {status}: {}", error_message(resp).await);
-                    tracing::debug!("signpost agent answered {last}; trying the next one");
-                }
-                Ok(resp) => {
-                    if i != start % n {
-                        tracing::info!("signpost registry: now using agent {base}");
+        let build = &build;
+        self.agents
+            .call(|base| async move {
+                match build(client, base).send().await {
+                    Ok(resp) if resp.status().is_server_error() => {
+                        let status = resp.status();
+                        Tried::Next(format!("{status}: {}", error_message(resp).await))
                     }
-                    self.current.store(i, Ordering::Relaxed);
-                    return Ok(resp);
+                    Ok(resp) => Tried::Answer(resp),
+                    Err(e) => Tried::Next(error_chain(&e)),
                 }
-                Err(e) => {
-                    last = format!("{base}: {}", error_chain(&e));
-                    tracing::debug!("signpost agent unreachable: {last}");
-                }
-            }
-        }
-        Err(RegistryError::Unavailable(last))
+            })
+            .await
     }
 
     async fn list(&self, service: &str, wait: Option<(u64, Duration)>) -> ListResult {
-        let path = format!("/api/v1/services/{}/instances", seg(service));
+        let path = format!("/api/v1/services/{}/instances", encode(service));
         let resp = self
             .send(false, |c, base| match wait {
                 // The agent answers after at most `wait`: allow that plus a normal request.
@@ -280,17 +232,6 @@ async fn error_message(resp: reqwest::Response) -> String {
         Ok(v) => v["error"].as_str().map(str::to_string).unwrap_or(text),
         Err(_) => text.chars().take(512).collect(),
     }
-}
-
-/// An error and its sources on one line (reqwest's top-level message alone is vague).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let _ = write!(s, ": {cause}");
-        source = cause.source();
-    }
-    s
 }
 
 /// Maps a non-2xx answer to a [`RegistryError`].
@@ -333,7 +274,7 @@ impl Registry for SignpostRegistry {
                     deregister_after: spec.deregister_after.map(millis),
                 },
             };
-            let path = format!("/api/v1/services/{}/instances", seg(&i.service));
+            let path = format!("/api/v1/services/{}/instances", encode(&i.service));
             let resp = self
                 .inner
                 .send(false, |c, base| c.post(format!("{base}{path}")).json(&body))
@@ -349,7 +290,11 @@ impl Registry for SignpostRegistry {
         id: &'a str,
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
-            let path = format!("/api/v1/services/{}/instances/{}", seg(service), seg(id));
+            let path = format!(
+                "/api/v1/services/{}/instances/{}",
+                encode(service),
+                encode(id)
+            );
             let resp = self
                 .inner
                 .send(false, |c, base| c.delete(format!("{base}{path}")))
@@ -370,8 +315,8 @@ impl Registry for SignpostRegistry {
         Box::pin(async move {
             let path = format!(
                 "/api/v1/services/{}/instances/{}/heartbeat",
-                seg(service),
-                seg(id)
+                encode(service),
+                encode(id)
             );
             let resp = self
                 .inner
@@ -518,7 +463,7 @@ impl WatchCursor {
 
 /// Opens the SSE stream, or picks the blocking-query fallback if the agent has none.
 async fn open(inner: &Inner, service: &str) -> Result<Mode, RegistryError> {
-    let path = format!("/api/v1/services/{}/watch", seg(service));
+    let path = format!("/api/v1/services/{}/watch", encode(service));
     let resp = inner
         .send(true, |c, base| {
             c.get(format!("{base}{path}"))
@@ -843,12 +788,6 @@ mod tests {
             ["http://127.0.0.1:1", "http://h:2", "https://h:3"]
         );
         assert!(SignpostRegistry::new(Vec::<String>::new()).is_err());
-    }
-
-    #[test]
-    fn encodes_path_segments() {
-        assert_eq!(seg("users-1.a:b@c~_"), "users-1.a:b@c~_");
-        assert_eq!(seg("a/b c"), "a%2Fb%20c");
     }
 
     #[test]

@@ -1,0 +1,211 @@
+//! What the two HTTP registries ([`super::signpost`] and [`super::consul`]) share: the agents
+//! they may call, failover from one to the next, and the small URL helpers.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::RegistryError;
+
+/// The agents' base URLs, in the order given, and which one answered last.
+#[derive(Debug)]
+pub(crate) struct Agents {
+    /// Base URLs (`http://host:port`, no trailing slash).
+    addrs: Vec<String>,
+    /// Index into `addrs` of the agent that answered last; calls start there.
+    current: AtomicUsize,
+    /// The system's name, for messages and log lines ("Signpost", "Consul").
+    system: &'static str,
+}
+
+/// What one agent made of a call.
+pub(crate) enum Tried<T> {
+    /// An answer to hand back: a success, or an error any other agent would repeat.
+    Answer(T),
+    /// Another agent might do better (unreachable, timed out, overloaded); why.
+    Next(String),
+}
+
+impl Agents {
+    /// The agents at `addrs` (`http://host:port` or just `host:port`). Fails if there are none.
+    pub(crate) fn new<I, S>(addrs: I, system: &'static str) -> Result<Self, RegistryError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let addrs: Vec<String> = addrs.into_iter().map(|a| normalize(a.into())).collect();
+        if addrs.is_empty() {
+            return Err(RegistryError::Other(format!(
+                "a {system} registry needs at least one agent address"
+            )));
+        }
+        Ok(Agents {
+            addrs,
+            current: AtomicUsize::new(0),
+            system,
+        })
+    }
+
+    /// The base URLs, normalised.
+    pub(crate) fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
+    /// The base URL calls go to first: the agent that answered last.
+    pub(crate) fn current(&self) -> &str {
+        &self.addrs[self.current.load(Ordering::Relaxed) % self.addrs.len()]
+    }
+
+    /// Calls `attempt` with one agent's base URL after another, starting at the current one,
+    /// until one gives an answer; that agent becomes the current one. A lone agent still gets a
+    /// second try, since a pooled connection may have gone stale. When every agent has said
+    /// [`Tried::Next`], the error names the last one and why.
+    pub(crate) async fn call<'a, T, F, Fut>(&'a self, mut attempt: F) -> Result<T, RegistryError>
+    where
+        F: FnMut(&'a str) -> Fut,
+        Fut: Future<Output = Tried<T>>,
+    {
+        let n = self.addrs.len();
+        let start = self.current.load(Ordering::Relaxed) % n;
+        let mut last = String::new();
+        for k in 0..n.max(2) {
+            let i = (start + k) % n;
+            let base = self.addrs[i].as_str();
+            match attempt(base).await {
+                Tried::Answer(answer) => {
+                    if i != start {
+                        tracing::info!("{} registry: now using agent {base}", self.system);
+                    }
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Tried::Next(why) => {
+                    last = format!("{base}: {why}");
+                    tracing::debug!("{} agent failed: {last}; trying the next one", self.system);
+                }
+            }
+        }
+        Err(RegistryError::Unavailable(last))
+    }
+}
+
+/// `host:port` → `http://host:port`; no trailing slash.
+pub(crate) fn normalize(addr: String) -> String {
+    let addr = addr.trim().trim_end_matches('/');
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Percent-encodes a path segment or query value (service names and ids are plain, but never
+/// trust input).
+pub(crate) fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// An error and its sources on one line (reqwest's top-level message alone is vague).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let _ = write!(s, ": {cause}");
+        source = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_addresses_and_refuses_none() {
+        let agents = Agents::new([" 10.0.0.1:8500/ ", "https://b:8501"], "Test").unwrap();
+        assert_eq!(agents.addrs(), ["http://10.0.0.1:8500", "https://b:8501"]);
+        assert_eq!(agents.current(), "http://10.0.0.1:8500");
+        match Agents::new(Vec::<String>::new(), "Test") {
+            Err(RegistryError::Other(m)) => assert!(m.contains("a Test registry"), "{m}"),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn encodes_everything_but_unreserved_characters() {
+        assert_eq!(encode("users-v2_a.b~c:d@e"), "users-v2_a.b~c:d@e");
+        assert_eq!(encode("a/b c?d"), "a%2Fb%20c%3Fd");
+    }
+
+    #[tokio::test]
+    async fn fails_over_and_remembers_the_agent_that_answered() {
+        let agents = Agents::new(["a:1", "b:2", "c:3"], "Test").unwrap();
+        let mut asked = Vec::new();
+        let answer = agents
+            .call(|base| {
+                asked.push(base.to_string());
+                async move {
+                    if base.ends_with(":3") {
+                        Tried::Answer(base.to_string())
+                    } else {
+                        Tried::Next("down".to_string())
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer, "http://c:3");
+        assert_eq!(asked, ["http://a:1", "http://b:2", "http://c:3"]);
+        assert_eq!(agents.current(), "http://c:3");
+
+        // The next call starts at the agent that answered and wraps round.
+        asked.clear();
+        let err = agents
+            .call(|base| {
+                asked.push(base.to_string());
+                async move { Tried::<()>::Next(format!("no {base}")) }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(asked, ["http://c:3", "http://a:1", "http://b:2"]);
+        match err {
+            RegistryError::Unavailable(m) => assert_eq!(m, "http://b:2: no http://b:2"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        assert_eq!(
+            agents.current(),
+            "http://c:3",
+            "a failed round moves nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lone_agent_gets_a_second_try() {
+        let agents = Agents::new(["a:1"], "Test").unwrap();
+        let mut tries = 0;
+        let answer = agents
+            .call(|_| {
+                tries += 1;
+                let first = tries == 1;
+                async move {
+                    if first {
+                        Tried::Next("stale connection".to_string())
+                    } else {
+                        Tried::Answer("second")
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer, "second");
+        assert_eq!(tries, 2);
+    }
+}
