@@ -2,7 +2,6 @@
 //! in-process Signpost agent.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,11 +20,12 @@ use signpost_client::breaker::{BreakerConfig, BreakerState, OutlierConfig};
 use signpost_client::client::{CallError, ServiceClient, StaticInstances};
 use signpost_client::discovery::{Discovery, DiscoveryOptions};
 use signpost_client::registration::Registration;
-use signpost_client::registry::signpost::SignpostRegistry;
 use signpost_client::retry::{Backoff, Jitter, RetryBudget, RetryPolicy};
 use signpost_client::Instance;
-use signpost_server::{Agent, AgentConfig};
 use tokio::sync::oneshot;
+
+mod common;
+use common::{eventually, AgentExt, TestAgent};
 use tokio::time::Instant;
 
 // ---------------------------------------------------------------------------------------------
@@ -207,77 +207,6 @@ fn quick_retries() -> RetryPolicy {
         max: Duration::from_millis(5),
         jitter: Jitter::Full,
     })
-}
-
-/// Polls `check` every 10 ms until it holds, failing after 10 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// An in-process agent
-
-struct TestAgent {
-    agent: Arc<Agent>,
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl TestAgent {
-    async fn start() -> TestAgent {
-        let config = AgentConfig {
-            dev: true,
-            ..AgentConfig::default()
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let agent = Agent::start(config, addr).await.unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let serving = agent.clone();
-        tokio::spawn(async move {
-            serving
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        let leader = agent.clone();
-        eventually("the agent leads", || {
-            let leader = leader.clone();
-            async move { leader.is_leader() }
-        })
-        .await;
-        TestAgent {
-            agent,
-            addr,
-            stop: Some(stop),
-        }
-    }
-
-    fn registry(&self) -> Arc<SignpostRegistry> {
-        Arc::new(SignpostRegistry::new([self.addr.to_string()]).unwrap())
-    }
-}
-
-impl Drop for TestAgent {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.agent.health.stop();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

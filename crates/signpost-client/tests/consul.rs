@@ -37,7 +37,7 @@ fn spec(service: &str, id: &str, port: u16) -> RegistrationSpec {
 }
 
 fn consul(t: &TestAgent) -> ConsulRegistry {
-    ConsulRegistry::new([t.base()]).unwrap()
+    ConsulRegistry::new([t.base.clone()]).unwrap()
 }
 
 /// Fast reconnects so tests do not wait on backoff.
@@ -77,7 +77,7 @@ async fn native(t: &TestAgent, service: &str, id: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn consul_registry_registers_lists_heartbeats_and_deregisters() {
-    let t = TestAgent::dev().await;
+    let t = TestAgent::start().await;
     let reg = consul(&t);
     let s = spec("users", "u1", 8080);
     reg.register(&s).await.unwrap();
@@ -114,10 +114,10 @@ async fn consul_registry_registers_lists_heartbeats_and_deregisters() {
 
 #[tokio::test]
 async fn one_registry_two_faces() {
-    let t = TestAgent::dev().await;
+    let t = TestAgent::start().await;
     let reg = consul(&t);
     // Registered through the native API, found, heartbeated and removed through Consul's.
-    assert_eq!(t.register("users", instance("native-1", 1)).await, 201);
+    assert_eq!(t.register("users", instance("native-1", 1)).await.0, 201);
     let (_, list) = reg.list("users").await.unwrap();
     assert_eq!(ids_of(&list), ["native-1"]);
     assert_eq!((list[0].address.as_str(), list[0].port), ("10.0.0.1", 1));
@@ -134,13 +134,13 @@ async fn one_registry_two_faces() {
     let critical = json!({
         "id": "sick", "address": "10.0.0.1", "port": 3, "check": {"ttl": "1h"}, "status": "critical"
     });
-    assert_eq!(t.register("users", critical).await, 201);
+    assert_eq!(t.register("users", critical).await.0, 201);
     assert_eq!(ids_of(&reg.list("users").await.unwrap().1), ["consul-1"]);
 }
 
 #[tokio::test]
 async fn discovery_over_consul_follows_registrations_and_deregistrations() {
-    let t = TestAgent::dev().await;
+    let t = TestAgent::start().await;
     let discovery = Discovery::new(Arc::new(consul(&t)), fast());
     let users = discovery.service("users");
     assert!(users.ready().await.unwrap().is_empty());
@@ -153,7 +153,7 @@ async fn discovery_over_consul_follows_registrations_and_deregistrations() {
     })
     .await;
     // An instance registered through the native API is discovered through Consul's too.
-    assert_eq!(t.register("users", instance("b", 2)).await, 201);
+    assert_eq!(t.register("users", instance("b", 2)).await.0, 201);
     eventually("b is discovered", || async {
         ids_of(&users.instances()) == ["a", "b"]
     })
@@ -179,15 +179,15 @@ async fn discovery_over_consul_follows_registrations_and_deregistrations() {
 
 #[tokio::test]
 async fn watch_blocks_until_the_service_changes() {
-    let t = TestAgent::dev().await;
+    let t = TestAgent::start().await;
     let reg = consul(&t);
-    assert_eq!(t.register("users", instance("a", 1)).await, 201);
+    assert_eq!(t.register("users", instance("a", 1)).await.0, 201);
     let mut stream = reg.watch("users");
     let (first, list) = next_reset(&mut stream).await;
     assert_eq!(ids_of(&list), ["a"]);
     // Another service changing does not wake this watch up with a new reset.
-    assert_eq!(t.register("orders", instance("o", 1)).await, 201);
-    assert_eq!(t.register("users", instance("b", 2)).await, 201);
+    assert_eq!(t.register("orders", instance("o", 1)).await.0, 201);
+    assert_eq!(t.register("users", instance("b", 2)).await.0, 201);
     let (second, list) = next_reset(&mut stream).await;
     assert!(second > first);
     assert_eq!(ids_of(&list), ["a", "b"]);
@@ -195,7 +195,7 @@ async fn watch_blocks_until_the_service_changes() {
 
 #[tokio::test]
 async fn self_registration_over_consul_heartbeats_and_comes_back() {
-    let t = TestAgent::dev().await;
+    let t = TestAgent::start().await;
     let handle = Registration::builder("users", "10.0.0.7", 8080)
         .id("u1")
         .ttl(Duration::from_secs(1))
@@ -215,19 +215,19 @@ async fn self_registration_over_consul_heartbeats_and_comes_back() {
 
 #[tokio::test]
 async fn datacenter_is_sent_and_checked() {
-    let t = TestAgent::dev().await;
-    assert_eq!(t.register("users", instance("a", 1)).await, 201);
+    let t = TestAgent::start().await;
+    assert_eq!(t.register("users", instance("a", 1)).await.0, 201);
     let here = ConsulOptions {
         datacenter: Some("dc1".into()),
         ..ConsulOptions::default()
     };
-    let reg = ConsulRegistry::with_options([t.base()], here).unwrap();
+    let reg = ConsulRegistry::with_options([t.base.clone()], here).unwrap();
     assert_eq!(ids_of(&reg.list("users").await.unwrap().1), ["a"]);
     let elsewhere = ConsulOptions {
         datacenter: Some("dc2".into()),
         ..ConsulOptions::default()
     };
-    let reg = ConsulRegistry::with_options([t.base()], elsewhere).unwrap();
+    let reg = ConsulRegistry::with_options([t.base.clone()], elsewhere).unwrap();
     match reg.list("users").await {
         Err(RegistryError::Rejected(m)) => assert!(m.contains("dc2"), "{m}"),
         other => panic!("{other:?}"),
@@ -236,11 +236,15 @@ async fn datacenter_is_sent_and_checked() {
 
 #[tokio::test]
 async fn calls_fail_over_from_a_dead_agent() {
-    let t = TestAgent::dev().await;
+    let t = TestAgent::start().await;
     let dead = format!("http://127.0.0.1:{}", closed_port());
-    let reg = ConsulRegistry::new([dead.clone(), t.base()]).unwrap();
+    let reg = ConsulRegistry::new([dead.clone(), t.base.clone()]).unwrap();
     reg.register(&spec("users", "u1", 1)).await.unwrap();
-    assert_eq!(reg.current_addr(), t.base(), "moved to the live agent");
+    assert_eq!(
+        reg.current_addr(),
+        t.base.clone(),
+        "moved to the live agent"
+    );
     assert_eq!(ids_of(&reg.list("users").await.unwrap().1), ["u1"]);
 
     let none = ConsulRegistry::new([dead.clone()]).unwrap();

@@ -13,7 +13,9 @@ use signpost_client::registry::signpost::SignpostRegistry;
 use signpost_client::registry::{RegistrationSpec, Registry, RegistryError};
 use signpost_client::{Instance, Update};
 
-use common::{closed_port, eventually, ids_of, instance, register_directly, Storage, TestAgent};
+use common::{
+    closed_port, eventually, ids_of, instance, register_directly, AgentExt, Storage, TestAgent,
+};
 
 fn spec(service: &str, id: &str, port: u16, ttl: Duration) -> RegistrationSpec {
     RegistrationSpec {
@@ -52,8 +54,8 @@ async fn next_update(
 
 #[tokio::test]
 async fn signpost_registry_registers_lists_heartbeats_and_deregisters() {
-    let t = TestAgent::dev().await;
-    let reg = SignpostRegistry::new([t.base()]).unwrap();
+    let t = TestAgent::start().await;
+    let reg = SignpostRegistry::new([t.base.clone()]).unwrap();
     let s = spec("users", "u1", 8080, Duration::from_secs(5));
     reg.register(&s).await.unwrap();
     // Registering again is an upsert.
@@ -95,22 +97,22 @@ async fn signpost_registry_registers_lists_heartbeats_and_deregisters() {
 
 #[tokio::test]
 async fn list_returns_only_passing_instances() {
-    let t = TestAgent::dev().await;
+    let t = TestAgent::start().await;
     let reg = t.registry();
-    assert_eq!(t.register("web", instance("ok", 1)).await, 201);
+    assert_eq!(t.register("web", instance("ok", 1)).await.0, 201);
     let critical = serde_json::json!({
         "id": "bad", "address": "10.0.0.1", "port": 2, "check": {"ttl": "1h"}, "status": "critical"
     });
-    assert_eq!(t.register("web", critical).await, 201);
+    assert_eq!(t.register("web", critical).await.0, 201);
     let (_, list) = reg.list("web").await.unwrap();
     assert_eq!(ids_of(&list), ["ok"]);
 }
 
 #[tokio::test]
 async fn watch_delivers_a_reset_then_adds_updates_and_removes() {
-    let t = TestAgent::dev().await;
+    let t = TestAgent::start().await;
     let reg = t.registry();
-    assert_eq!(t.register("users", instance("a", 1)).await, 201);
+    assert_eq!(t.register("users", instance("a", 1)).await.0, 201);
     let mut stream = reg.watch("users");
     match next_update(&mut stream).await {
         Update::Reset { index, instances } => {
@@ -119,7 +121,7 @@ async fn watch_delivers_a_reset_then_adds_updates_and_removes() {
         }
         other => panic!("expected a reset, got {other:?}"),
     }
-    assert_eq!(t.register("users", instance("b", 2)).await, 201);
+    assert_eq!(t.register("users", instance("b", 2)).await.0, 201);
     let add = next_update(&mut stream).await;
     assert!(
         matches!(&add, Update::Add { instance, .. } if instance.id == "b"),
@@ -128,7 +130,7 @@ async fn watch_delivers_a_reset_then_adds_updates_and_removes() {
 
     let mut moved = instance("b", 3);
     moved["tags"] = serde_json::json!(["new"]);
-    assert_eq!(t.register("users", moved).await, 200);
+    assert_eq!(t.register("users", moved).await.0, 200);
     match next_update(&mut stream).await {
         Update::Update { index, instance } => {
             assert!(index > add.index());
@@ -145,14 +147,18 @@ async fn watch_delivers_a_reset_then_adds_updates_and_removes() {
 
 #[tokio::test]
 async fn calls_fail_over_from_a_dead_agent_and_remember_the_good_one() {
-    let t = TestAgent::dev().await;
+    let t = TestAgent::start().await;
     let dead = format!("http://127.0.0.1:{}", closed_port());
-    let reg = SignpostRegistry::new([dead.clone(), t.base()]).unwrap();
+    let reg = SignpostRegistry::new([dead.clone(), t.base.clone()]).unwrap();
     assert_eq!(reg.current_addr(), dead);
     reg.register(&spec("users", "u1", 1, Duration::from_secs(30)))
         .await
         .unwrap();
-    assert_eq!(reg.current_addr(), t.base(), "moved to the live agent");
+    assert_eq!(
+        reg.current_addr(),
+        t.base.clone(),
+        "moved to the live agent"
+    );
     assert_eq!(ids_of(&reg.list("users").await.unwrap().1), ["u1"]);
     // Watches fail over too.
     let mut stream = reg.watch("users");
@@ -198,9 +204,9 @@ async fn agent_without_sse(real: String) -> (String, tokio::task::JoinHandle<()>
 
 #[tokio::test]
 async fn watch_falls_back_to_blocking_queries_without_sse() {
-    let t = TestAgent::dev().await;
-    assert_eq!(t.register("users", instance("a", 1)).await, 201);
-    let (old, server) = agent_without_sse(t.base()).await;
+    let t = TestAgent::start().await;
+    assert_eq!(t.register("users", instance("a", 1)).await.0, 201);
+    let (old, server) = agent_without_sse(t.base.clone()).await;
     let reg = SignpostRegistry::new([old]).unwrap();
     let mut stream = reg.watch("users");
     let first = match next_update(&mut stream).await {
@@ -210,7 +216,7 @@ async fn watch_falls_back_to_blocking_queries_without_sse() {
         }
         other => panic!("{other:?}"),
     };
-    assert_eq!(t.register("users", instance("b", 2)).await, 201);
+    assert_eq!(t.register("users", instance("b", 2)).await.0, 201);
     match next_update(&mut stream).await {
         Update::Reset { index, instances } => {
             assert!(index > first);
@@ -223,15 +229,15 @@ async fn watch_falls_back_to_blocking_queries_without_sse() {
 
 #[tokio::test]
 async fn discovery_follows_registrations_and_deregistrations() {
-    let t = TestAgent::dev().await;
+    let t = TestAgent::start().await;
     let discovery = Discovery::new(t.registry(), fast());
     let mut users = discovery.service("users");
     assert!(users.ready().await.unwrap().is_empty());
     assert!(users.status().connected);
 
-    assert_eq!(t.register("users", instance("a", 1)).await, 201);
+    assert_eq!(t.register("users", instance("a", 1)).await.0, 201);
     assert_eq!(ids_of(&users.changed().await.unwrap()), ["a"]);
-    assert_eq!(t.register("users", instance("b", 2)).await, 201);
+    assert_eq!(t.register("users", instance("b", 2)).await.0, 201);
     eventually("b is discovered", || async {
         ids_of(&users.instances()) == ["a", "b"]
     })
@@ -258,9 +264,9 @@ async fn discovery_follows_registrations_and_deregistrations() {
 async fn discovery_serves_the_last_list_while_the_registry_is_down_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::Durable(dir.path().join("agent"));
-    let t = TestAgent::start(storage.clone(), 0).await;
+    let t = TestAgent::start_on(storage.clone(), 0).await;
     let port = t.port();
-    assert_eq!(t.register("users", instance("a", 1)).await, 201);
+    assert_eq!(t.register("users", instance("a", 1)).await.0, 201);
     let discovery = Discovery::new(t.registry(), fast());
     let users = discovery.service("users");
     users.ready().await.unwrap();
@@ -276,7 +282,7 @@ async fn discovery_serves_the_last_list_while_the_registry_is_down_and_resumes()
 
     // Registry back on the same port, with a registration made before it serves again, so it
     // can only reach discovery through the reconnect's reset.
-    let t = TestAgent::start_with(storage, port, |agent| async move {
+    let t = TestAgent::launch(TestAgent::config(storage), port, |agent| async move {
         register_directly(&agent, "users", instance("b", 2)).await;
     })
     .await;
@@ -300,10 +306,10 @@ async fn a_cache_file_lets_a_fresh_discovery_serve_while_the_registry_is_down() 
         cache_dir: Some(cache.path().to_path_buf()),
         ..fast()
     };
-    let t = TestAgent::dev().await;
-    assert_eq!(t.register("users", instance("a", 1)).await, 201);
-    assert_eq!(t.register("users", instance("b", 2)).await, 201);
-    let base = t.base();
+    let t = TestAgent::start().await;
+    assert_eq!(t.register("users", instance("a", 1)).await.0, 201);
+    assert_eq!(t.register("users", instance("b", 2)).await.0, 201);
+    let base = t.base.clone();
     {
         let discovery = Discovery::new(t.registry(), options.clone());
         let users = discovery.service("users");

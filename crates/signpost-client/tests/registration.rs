@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use signpost_client::registration::Registration;
 
-use common::{eventually, eventually_within, Storage, TestAgent};
+use common::{eventually, eventually_within, AgentExt, Storage, TestAgent};
 
 #[tokio::test]
 async fn heartbeats_keep_a_one_second_ttl_instance_passing() {
-    let t = TestAgent::dev().await;
+    let t = TestAgent::start().await;
     let ttl = Duration::from_secs(1);
     let handle = Registration::builder("users", "10.0.0.7", 8080)
         .ttl(ttl)
@@ -40,11 +40,11 @@ async fn heartbeats_keep_a_one_second_ttl_instance_passing() {
 #[tokio::test]
 async fn an_instance_whose_heartbeats_stop_turns_critical() {
     // The control for the test above: same TTL, no handle heartbeating.
-    let t = TestAgent::dev().await;
+    let t = TestAgent::start().await;
     let body = serde_json::json!({
         "id": "quiet", "address": "10.0.0.1", "port": 1, "check": {"ttl": "1s"}
     });
-    assert_eq!(t.register("users", body).await, 201);
+    assert_eq!(t.register("users", body).await.0, 201);
     eventually_within("the TTL lapses", Duration::from_secs(5), || async {
         t.status_of("users", "quiet").await.as_deref() == Some("critical")
     })
@@ -53,7 +53,7 @@ async fn an_instance_whose_heartbeats_stop_turns_critical() {
 
 #[tokio::test]
 async fn re_registers_after_the_agent_forgets_it() {
-    let t = TestAgent::dev().await;
+    let t = TestAgent::start().await;
     let port = t.port();
     let handle = Registration::builder("users", "10.0.0.7", 8080)
         .id("u1")
@@ -68,7 +68,7 @@ async fn re_registers_after_the_agent_forgets_it() {
 
     // An in-memory agent restarted on the same port has forgotten everything.
     t.shutdown().await;
-    let t = TestAgent::start(Storage::Dev, port).await;
+    let t = TestAgent::start_on(Storage::Dev, port).await;
     eventually("the instance is registered again", || async {
         t.status_of("users", "u1").await.as_deref() == Some("passing")
     })
@@ -85,7 +85,7 @@ async fn re_registers_after_the_agent_forgets_it() {
 
 #[tokio::test]
 async fn dropping_the_handle_deregisters() {
-    let t = TestAgent::dev().await;
+    let t = TestAgent::start().await;
     let handle = Registration::builder("users", "10.0.0.7", 8080)
         .ttl(Duration::from_secs(30))
         .register(t.registry())
@@ -102,7 +102,7 @@ async fn dropping_the_handle_deregisters() {
 
 #[tokio::test]
 async fn deregisters_when_the_shutdown_future_resolves() {
-    let t = TestAgent::dev().await;
+    let t = TestAgent::start().await;
     let handle = Registration::builder("users", "10.0.0.7", 8080)
         .ttl(Duration::from_secs(30))
         .register(t.registry())

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{Backend, TestAgent, TestGateway};
+use crate::common::{AgentExt, Backend, TestAgent, TestGateway};
 
 #[tokio::test]
 async fn the_admin_port_lists_routes_health_and_metrics() {
@@ -10,10 +10,10 @@ async fn the_admin_port_lists_routes_health_and_metrics() {
     let a = Backend::echo("a").await;
     let b = Backend::echo("b").await;
     agent
-        .register("users", "users-a", a.port(), json!({}))
+        .add_instance("users", "users-a", a.port(), json!({}))
         .await;
     agent
-        .register("users", "users-b", b.port(), json!({}))
+        .add_instance("users", "users-b", b.port(), json!({}))
         .await;
     let gw = TestGateway::start(
         &agent,

@@ -1,5 +1,6 @@
-//! The shared harness: an in-process agent (dev mode) on 127.0.0.1:0, test backends on
-//! 127.0.0.1:0 that record what reaches them and can be killed, and a gateway in between.
+//! The gateway's harness: test backends on 127.0.0.1:0 that record what reaches them and can
+//! be killed, and a gateway in between, on top of `signpost-testkit` (the in-process agent on
+//! 127.0.0.1:0 and deadline polling every crate's tests share).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -18,7 +19,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use signpost_gateway::{Gateway, GatewayConfig, RouteStatus};
-use signpost_server::{Agent, AgentConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
@@ -26,101 +26,20 @@ use tokio::task::{JoinHandle, JoinSet};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type TestBody = BoxBody<Bytes, BoxError>;
 
-/// Polls `check` every 10 ms until it holds, failing after 10 s.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+pub use signpost_testkit::{eventually, http_client, TestAgent};
+
+/// What the gateway's tests ask of a test agent beyond the shared harness.
+pub trait AgentExt {
+    /// Registers the backend at 127.0.0.1:`port` as instance `id` of `service`, with
+    /// `metadata` and no check (so passing); fails the test unless the agent accepts it.
+    async fn add_instance(&self, service: &str, id: &str, port: u16, metadata: Value);
 }
 
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-/// A running in-memory agent. Dropping it shuts the agent down.
-pub struct TestAgent {
-    pub agent: Arc<Agent>,
-    pub base: String,
-    pub client: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    _task: JoinHandle<()>,
-}
-
-impl TestAgent {
-    pub async fn start() -> TestAgent {
-        let config = AgentConfig {
-            dev: true,
-            ..AgentConfig::default()
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let agent = Agent::start(config, addr).await.unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let serving = agent.clone();
-        let task = tokio::spawn(async move {
-            serving
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        let t = TestAgent {
-            agent,
-            base: format!("http://{addr}"),
-            client: http_client(),
-            stop: Some(stop),
-            _task: task,
-        };
-        eventually("agent becomes leader", || async { t.agent.is_leader() }).await;
-        t
-    }
-
-    /// Registers `backend` as an instance of `service` with `metadata` (passing: no check).
-    pub async fn register(&self, service: &str, id: &str, port: u16, metadata: Value) {
+impl AgentExt for TestAgent {
+    async fn add_instance(&self, service: &str, id: &str, port: u16, metadata: Value) {
         let body = json!({ "id": id, "address": "127.0.0.1", "port": port, "metadata": metadata });
-        let resp = self
-            .client
-            .post(format!("{}/api/v1/services/{service}/instances", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "register: {}", resp.status());
-    }
-
-    pub async fn deregister(&self, service: &str, id: &str) {
-        let resp = self
-            .client
-            .delete(format!(
-                "{}/api/v1/services/{service}/instances/{id}",
-                self.base
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 204);
-    }
-}
-
-impl Drop for TestAgent {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.agent.health.stop();
+        let (status, answer) = self.register(service, body).await;
+        assert!((200..300).contains(&status), "register: {status} {answer}");
     }
 }
 

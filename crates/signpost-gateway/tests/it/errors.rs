@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::{dead_port, respond, Backend, TestAgent, TestGateway};
+use crate::common::{dead_port, respond, AgentExt, Backend, TestAgent, TestGateway};
 
 const CONFIG: &str = r#"
 [[route]]
@@ -35,7 +35,7 @@ async fn each_failure_has_its_status() {
     let agent = TestAgent::start().await;
     // Registered at a port nobody listens on.
     agent
-        .register("dead", "dead-1", dead_port().await, json!({}))
+        .add_instance("dead", "dead-1", dead_port().await, json!({}))
         .await;
     // Never answers.
     let slow = Backend::start(false, |_req| async {
@@ -44,7 +44,7 @@ async fn each_failure_has_its_status() {
     })
     .await;
     agent
-        .register("slow", "slow-1", slow.port(), json!({}))
+        .add_instance("slow", "slow-1", slow.port(), json!({}))
         .await;
     // Accepts and closes without answering.
     let rude = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -55,11 +55,13 @@ async fn each_failure_has_its_status() {
             drop(stream);
         }
     });
-    agent.register("rude", "rude-1", rude_port, json!({})).await;
+    agent
+        .add_instance("rude", "rude-1", rude_port, json!({}))
+        .await;
     // Answers 500 with a body of its own.
     let fails = Backend::start(false, |_req| async { respond(500, "backend says no") }).await;
     agent
-        .register("fails", "fails-1", fails.port(), json!({}))
+        .add_instance("fails", "fails-1", fails.port(), json!({}))
         .await;
 
     let gw = TestGateway::start(&agent, CONFIG).await;
@@ -111,7 +113,7 @@ async fn every_circuit_open_is_503() {
     let agent = TestAgent::start().await;
     let fails = Backend::start(false, |_req| async { respond(503, "down") }).await;
     agent
-        .register("fails", "fails-1", fails.port(), json!({}))
+        .add_instance("fails", "fails-1", fails.port(), json!({}))
         .await;
     let gw = TestGateway::start(
         &agent,

@@ -2,15 +2,15 @@
 
 use serde_json::json;
 
-use crate::common::{Backend, TestAgent, TestGateway};
+use crate::common::{AgentExt, Backend, TestAgent, TestGateway};
 
 #[tokio::test]
 async fn a_killed_instance_costs_a_bounded_number_of_errors() {
     let agent = TestAgent::start().await;
     let a = Backend::echo("a").await;
     let mut b = Backend::echo("b").await;
-    agent.register("svc", "a", a.port(), json!({})).await;
-    agent.register("svc", "b", b.port(), json!({})).await;
+    agent.add_instance("svc", "a", a.port(), json!({})).await;
+    agent.add_instance("svc", "b", b.port(), json!({})).await;
     let gw = TestGateway::start(
         &agent,
         r#"
@@ -163,8 +163,12 @@ async fn good_and_bad(status: u16) -> (TestAgent, Backend, Backend, TestGateway)
         crate::common::respond(status, "failing on purpose")
     })
     .await;
-    agent.register("svc", "good", good.port(), json!({})).await;
-    agent.register("svc", "bad", bad.port(), json!({})).await;
+    agent
+        .add_instance("svc", "good", good.port(), json!({}))
+        .await;
+    agent
+        .add_instance("svc", "bad", bad.port(), json!({}))
+        .await;
     let gw = TestGateway::start(
         &agent,
         r#"

@@ -5,7 +5,7 @@ use http::Request;
 use http_body_util::Full;
 use serde_json::{json, Value};
 
-use crate::common::{raw_request, respond, Backend, TestAgent, TestGateway};
+use crate::common::{raw_request, respond, AgentExt, Backend, TestAgent, TestGateway};
 
 #[tokio::test]
 async fn headers_are_rewritten_both_ways() {
@@ -27,7 +27,7 @@ async fn headers_are_rewritten_both_ways() {
     })
     .await;
     agent
-        .register("svc", "b-1", backend.port(), json!({}))
+        .add_instance("svc", "b-1", backend.port(), json!({}))
         .await;
     let gw = TestGateway::start(&agent, "[[route]]\nprefix = \"/\"\nservice = \"svc\"\n").await;
     gw.wait_upstreams("/", 1).await;
@@ -99,7 +99,7 @@ async fn trusted_forwarded_headers_are_kept() {
     let agent = TestAgent::start().await;
     let backend = Backend::echo("b").await;
     agent
-        .register("svc", "b-1", backend.port(), json!({}))
+        .add_instance("svc", "b-1", backend.port(), json!({}))
         .await;
     let gw = TestGateway::start(
         &agent,

@@ -6,14 +6,14 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 
-use crate::common::{respond, Backend, TestAgent, TestGateway};
+use crate::common::{respond, AgentExt, Backend, TestAgent, TestGateway};
 
 #[tokio::test]
 async fn http1_connections_to_upstreams_are_reused() {
     let agent = TestAgent::start().await;
     let backend = Backend::echo("b").await;
     agent
-        .register("svc", "b-1", backend.port(), json!({}))
+        .add_instance("svc", "b-1", backend.port(), json!({}))
         .await;
     let gw = TestGateway::start(&agent, "[[route]]\nprefix = \"/\"\nservice = \"svc\"\n").await;
     gw.wait_upstreams("/", 1).await;
@@ -59,7 +59,7 @@ async fn h2c_upstreams_are_multiplexed() {
     })
     .await;
     agent
-        .register("grpcish", "h2-1", backend.port(), json!({}))
+        .add_instance("grpcish", "h2-1", backend.port(), json!({}))
         .await;
     let gw = TestGateway::start(
         &agent,
@@ -101,7 +101,7 @@ async fn clients_may_speak_h2c() {
     let agent = TestAgent::start().await;
     let backend = Backend::echo("b").await;
     agent
-        .register("svc", "b-1", backend.port(), json!({}))
+        .add_instance("svc", "b-1", backend.port(), json!({}))
         .await;
     let gw = TestGateway::start(&agent, "[[route]]\nprefix = \"/\"\nservice = \"svc\"\n").await;
     gw.wait_upstreams("/", 1).await;
@@ -160,7 +160,7 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced() {
         }
     });
     let agent = TestAgent::start().await;
-    agent.register("svc", "closer", port, json!({})).await;
+    agent.add_instance("svc", "closer", port, json!({})).await;
     let gw = TestGateway::start(
         &agent,
         "[[route]]\nprefix = \"/\"\nservice = \"svc\"\n[route.retry]\nattempts = 1\n",

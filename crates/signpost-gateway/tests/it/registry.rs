@@ -2,14 +2,16 @@
 
 use serde_json::json;
 
-use crate::common::{eventually, Backend, TestAgent, TestGateway};
+use crate::common::{eventually, AgentExt, Backend, TestAgent, TestGateway};
 
 #[tokio::test]
 async fn registry_routes_change_live() {
     let agent = TestAgent::start().await;
     // A configured route on "/" so requests that no registry route claims get a known answer.
     let web = Backend::echo("web").await;
-    agent.register("web", "web-1", web.port(), json!({})).await;
+    agent
+        .add_instance("web", "web-1", web.port(), json!({}))
+        .await;
     let gw = TestGateway::start(
         &agent,
         r#"
@@ -26,7 +28,7 @@ async fn registry_routes_change_live() {
     // A service appears, declaring its route.
     let live = Backend::echo("live").await;
     agent
-        .register(
+        .add_instance(
             "live",
             "live-1",
             live.port(),
@@ -47,7 +49,7 @@ async fn registry_routes_change_live() {
     // A second instance joins the route.
     let live2 = Backend::echo("live-2").await;
     agent
-        .register(
+        .add_instance(
             "live",
             "live-2",
             live2.port(),
@@ -58,7 +60,7 @@ async fn registry_routes_change_live() {
 
     // A metadata change moves the route.
     agent
-        .register(
+        .add_instance(
             "live",
             "live-1",
             live.port(),
@@ -71,8 +73,8 @@ async fn registry_routes_change_live() {
     .await;
 
     // The service leaves: its route goes, and "/" takes the path again.
-    agent.deregister("live", "live-1").await;
-    agent.deregister("live", "live-2").await;
+    assert_eq!(agent.deregister("live", "live-1").await, 204);
+    assert_eq!(agent.deregister("live", "live-2").await, 204);
     eventually("the registry route is gone", || async {
         gw.route("/alive").is_none() && gw.route("/live").is_none()
     })
@@ -87,10 +89,10 @@ async fn a_configured_route_shadows_a_registry_route_with_the_same_prefix() {
     let configured = Backend::echo("configured").await;
     let declared = Backend::echo("declared").await;
     agent
-        .register("configured", "c-1", configured.port(), json!({}))
+        .add_instance("configured", "c-1", configured.port(), json!({}))
         .await;
     agent
-        .register(
+        .add_instance(
             "declared",
             "d-1",
             declared.port(),
@@ -156,7 +158,7 @@ async fn bad_gateway_metadata_is_reported_not_routed() {
     let agent = TestAgent::start().await;
     let b = Backend::echo("b").await;
     agent
-        .register(
+        .add_instance(
             "odd",
             "odd-1",
             b.port(),

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::common::{Backend, TestAgent, TestGateway};
+use crate::common::{AgentExt, Backend, TestAgent, TestGateway};
 
 const CONFIG: &str = r#"
 access_log = true
@@ -34,7 +34,9 @@ async fn setup() -> (TestAgent, TestGateway, Vec<Backend>) {
     let mut backends = Vec::new();
     for service in ["api", "users", "admin", "tenants"] {
         let b = Backend::echo(service).await;
-        agent.register(service, service, b.port(), json!({})).await;
+        agent
+            .add_instance(service, service, b.port(), json!({}))
+            .await;
         backends.push(b);
     }
     let gw = TestGateway::start(&agent, CONFIG).await;

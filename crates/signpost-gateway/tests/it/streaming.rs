@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::json;
 
-use crate::common::{respond, Backend, BoxError, TestAgent, TestGateway};
+use crate::common::{respond, AgentExt, Backend, BoxError, TestAgent, TestGateway};
 
 const MIB: u64 = 1 << 20;
 const CHUNK: usize = 256 * 1024;
@@ -96,7 +96,7 @@ async fn a_1_gib_upload_streams_through_in_bounded_memory() {
         .await
     };
     agent
-        .register("sink", "sink-1", backend.port(), json!({}))
+        .add_instance("sink", "sink-1", backend.port(), json!({}))
         .await;
     let gw = TestGateway::start(&agent, "[[route]]\nprefix = \"/\"\nservice = \"sink\"\n").await;
     gw.wait_upstreams("/", 1).await;
@@ -162,7 +162,7 @@ async fn a_large_download_streams_back_in_bounded_memory() {
         .await
     };
     agent
-        .register("source", "source-1", backend.port(), json!({}))
+        .add_instance("source", "source-1", backend.port(), json!({}))
         .await;
     let gw = TestGateway::start(&agent, "[[route]]\nprefix = \"/\"\nservice = \"source\"\n").await;
     gw.wait_upstreams("/", 1).await;

@@ -4,7 +4,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{TestAgent, TestGateway};
+use crate::common::{AgentExt, TestAgent, TestGateway};
 
 /// A WebSocket echo server on 127.0.0.1:0; echoes every text and binary message.
 async fn echo_server() -> u16 {
@@ -32,7 +32,7 @@ async fn echo_server() -> u16 {
 async fn websocket_echo_through_the_gateway() {
     let agent = TestAgent::start().await;
     let port = echo_server().await;
-    agent.register("ws", "ws-1", port, json!({})).await;
+    agent.add_instance("ws", "ws-1", port, json!({})).await;
     let gw = TestGateway::start(
         &agent,
         r#"

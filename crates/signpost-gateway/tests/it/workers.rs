@@ -10,7 +10,7 @@ use http_body_util::Full;
 use serde_json::json;
 use tokio::sync::Barrier;
 
-use crate::common::{eventually, raw_request, respond, Backend, TestAgent, TestGateway};
+use crate::common::{eventually, raw_request, respond, AgentExt, Backend, TestAgent, TestGateway};
 
 const CONFIG: &str = r#"
 [[route]]
@@ -40,7 +40,7 @@ async fn workers_serve_clients_and_keep_their_own_upstream_connections() {
     let agent = TestAgent::start().await;
     let backend = Backend::echo("echo").await;
     agent
-        .register("echo", "e1", backend.port(), json!({}))
+        .add_instance("echo", "e1", backend.port(), json!({}))
         .await;
     let gw = TestGateway::start_workers(&agent, CONFIG, 2).await;
     gw.wait_upstreams("echo", 1).await;
@@ -84,7 +84,7 @@ async fn when_traffic_drops_the_pool_keeps_the_connection_used_last_and_closes_t
     })
     .await;
     agent
-        .register("echo", "e1", backend.port(), json!({}))
+        .add_instance("echo", "e1", backend.port(), json!({}))
         .await;
     let config = format!("{CONFIG}\n[upstream]\nidle_timeout = \"1s\"\n");
     let gw = TestGateway::start(&agent, &config).await;

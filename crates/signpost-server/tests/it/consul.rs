@@ -7,7 +7,16 @@ use serde_json::{json, Value};
 
 use crate::common::{eventually, TestAgent};
 
-impl TestAgent {
+/// The Consul face of a test agent.
+trait ConsulApi {
+    /// `PUT path` with a JSON body: the status code and the JSON answer.
+    async fn consul_put(&self, path: &str, body: Value) -> (u16, Value);
+    /// `GET path`: the status code, `X-Consul-Index` and the JSON answer; checks the other
+    /// `X-Consul-*` headers are there.
+    async fn consul_get(&self, path: &str) -> (u16, u64, Value);
+}
+
+impl ConsulApi for TestAgent {
     async fn consul_put(&self, path: &str, body: Value) -> (u16, Value) {
         let resp = self
             .client
