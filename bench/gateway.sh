@@ -40,39 +40,15 @@ KEEP_TMP=${KEEP_TMP:-0}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-PIDS=()
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/signpost-gateway-bench.XXXXXX")
 chmod 755 "$TMP" # nginx workers run as an unprivileged user
 
-forget_pid() {
-    local pid keep=()
-    for pid in "${PIDS[@]}"; do
-        [[ $pid == "$1" ]] || keep+=("$pid")
-    done
-    PIDS=("${keep[@]}")
-}
-
-# Stops one process we started: SIGTERM, up to 5 s for a clean exit, then SIGKILL.
-stop_pid() {
-    local pid=$1
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-    forget_pid "$pid"
-}
-
 cleanup() {
-    local i
     # Newest first: the proxies stop before the agent and the backends they depend on.
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        stop_pid "${PIDS[$i]}"
-    done
+    stop_all
     if [[ $KEEP_TMP == 1 ]]; then
         echo "kept $TMP (configs, logs, raw wrk output)" >&2
     else
@@ -80,10 +56,6 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-
-log() { printf '\n== %s\n' "$*" >&2; }
-
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # ---- tools ------------------------------------------------------------------------------------
 need=()
@@ -116,10 +88,6 @@ if [[ $SKIP_BUILD != 1 ]]; then
     cargo build --release -q -p signpost -p signpost-gateway --bins
 fi
 BIN="$ROOT/target/release"
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 wait_http() {
     local url=$1 what=$2

@@ -34,38 +34,13 @@ KEEP_TMP=${KEEP_TMP:-0}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-PIDS=()
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/signpost-bench.XXXXXX")
 
-# Forgets a PID once its process has been reaped, so that cleanup never signals a reused PID.
-forget_pid() {
-    local pid keep=()
-    for pid in "${PIDS[@]}"; do
-        [[ $pid == "$1" ]] || keep+=("$pid")
-    done
-    PIDS=("${keep[@]}")
-}
-
-# Stops one process we started: SIGTERM, up to 5 s for a clean exit, then SIGKILL.
-stop_pid() {
-    local pid=$1
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-    forget_pid "$pid"
-}
-
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        stop_pid "$pid"
-    done
+    stop_all
     if [[ $KEEP_TMP == 1 ]]; then
         echo "kept $TMP (agent logs, JSON reports, data dirs)" >&2
     else
@@ -73,8 +48,6 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-
-log() { printf '\n== %s\n' "$*" >&2; }
 
 if [[ $SKIP_BUILD != 1 ]]; then
     log "building (release)"
@@ -84,10 +57,6 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 SIGNPOST=$TARGET_DIR/release/signpost
 BENCH=$TARGET_DIR/release/signpost-bench
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # CPU seconds (user + system) a process has used so far; clock ticks assumed 100/s.
 proc_cpu() {

@@ -25,8 +25,8 @@ for arg in "$@"; do
     if [[ $arg == --quick ]]; then QUICK=1; else ARGS+=("$arg"); fi
 done
 
-log() { printf '\n== %s\n' "$*" >&2; }
-as_root() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 # ---- what the benchmark needs ---------------------------------------------------------------
 if [[ ${SKIP_INSTALL:-0} != 1 ]]; then
