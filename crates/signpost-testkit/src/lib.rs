@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,8 +38,7 @@ pub struct TestAgent {
     pub base: String,
     /// A client for its API (no proxy).
     pub client: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    served: Served,
 }
 
 impl TestAgent {
@@ -86,13 +86,10 @@ impl TestAgent {
         let agent = start_agent(config, addr).await;
         eventually("the agent leads", || async { agent.is_leader() }).await;
         before_serving(agent.clone()).await;
-        let (stop, stopped) = oneshot::channel::<()>();
         let serving = agent.clone();
-        let task = tokio::spawn(async move {
+        let served = Served::spawn("the agent", |stopped| async move {
             serving
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
+                .serve(listener, stopped)
                 .await
                 .expect("the agent serves until stopped");
         });
@@ -101,8 +98,7 @@ impl TestAgent {
             addr,
             base: format!("http://{addr}"),
             client: http_client(),
-            stop: Some(stop),
-            task: Some(task),
+            served,
         }
     }
 
@@ -177,24 +173,72 @@ impl TestAgent {
 
     /// Stops the agent and waits until it has (HTTP closed, Raft and storage shut down).
     pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), task)
-                .await
-                .expect("the agent stops within its drain grace")
-                .expect("the agent's serving task does not panic");
-        }
+        self.served.shutdown().await;
     }
 }
 
 impl Drop for TestAgent {
     fn drop(&mut self) {
+        self.served.stop();
+        self.agent.health.stop();
+    }
+}
+
+/// A server running in a task until told to stop: what [`TestAgent`] and other suites' test
+/// servers (the gateway's) stand on. Dropping it tells the server to stop without waiting.
+pub struct Served {
+    /// What is served, for failure messages ("the agent").
+    what: &'static str,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// The future a server is given to learn that it should stop (drain and return).
+pub type Stopped = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl Served {
+    /// Spawns `serve(stopped)`; `stopped` resolves once [`Served::stop`] is called or this
+    /// handle is dropped.
+    pub fn spawn<F, Fut>(what: &'static str, serve: F) -> Served
+    where
+        F: FnOnce(Stopped) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let stopped: Stopped = Box::pin(async move {
+            let _ = stopped.await;
+        });
+        Served {
+            what,
+            stop: Some(stop),
+            task: Some(tokio::spawn(serve(stopped))),
+        }
+    }
+
+    /// Tells the server to stop; does not wait.
+    pub fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.agent.health.stop();
+    }
+
+    /// Tells the server to stop and waits until its task has ended; fails the test if that
+    /// takes over 15 s or the task panicked.
+    pub async fn shutdown(&mut self) {
+        self.stop();
+        if let Some(task) = self.task.take() {
+            let what = self.what;
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .unwrap_or_else(|_| panic!("{what} stops within its drain grace"))
+                .unwrap_or_else(|e| panic!("{what} ended with {e}"));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -7,7 +7,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -20,13 +19,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use signpost_gateway::{Gateway, GatewayConfig, RouteStatus};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type TestBody = BoxBody<Bytes, BoxError>;
 
-pub use signpost_testkit::{eventually, http_client, TestAgent};
+pub use signpost_testkit::{eventually, http_client, Served, TestAgent};
 
 /// What the gateway's tests ask of a test agent beyond the shared harness.
 pub trait AgentExt {
@@ -201,8 +199,7 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub client: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    served: Served,
 }
 
 impl TestGateway {
@@ -231,28 +228,24 @@ impl TestGateway {
         let gateway = Arc::new(Gateway::start(config).unwrap());
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_addr = admin.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
         let serving = gateway.clone();
-        let stopped = async {
-            let _ = stopped.await;
-        };
-        let (addr, task) = match workers {
+        let (addr, served) = match workers {
             None => {
                 let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = proxy.local_addr().unwrap();
-                let task = tokio::spawn(async move {
+                let served = Served::spawn("the gateway", |stopped| async move {
                     serving.serve(proxy, admin, stopped).await;
                 });
-                (addr, task)
+                (addr, served)
             }
             Some(n) => {
                 let proxy =
                     signpost_gateway::bind_workers("127.0.0.1:0".parse().unwrap(), n).unwrap();
                 let addr = proxy[0].local_addr().unwrap();
-                let task = tokio::spawn(async move {
+                let served = Served::spawn("the gateway", |stopped| async move {
                     serving.serve_workers(proxy, admin, stopped).await.unwrap();
                 });
-                (addr, task)
+                (addr, served)
             }
         };
         TestGateway {
@@ -260,8 +253,7 @@ impl TestGateway {
             addr,
             admin: admin_addr,
             client: http_client(),
-            stop: Some(stop),
-            task: Some(task),
+            served,
         }
     }
 
@@ -293,23 +285,7 @@ impl TestGateway {
 
     /// Stops serving and waits for the drain.
     pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), task)
-                .await
-                .expect("gateway drains within its grace")
-                .unwrap();
-        }
-    }
-}
-
-impl Drop for TestGateway {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.served.shutdown().await;
     }
 }
 
