@@ -15,7 +15,8 @@ use tokio::net::TcpListener;
 
 use crate::config::AgentConfig;
 use crate::health::HealthService;
-use crate::raft::{self, HttpNetworkFactory, LogStore, Node, NodeId, Raft, StateMachine};
+use crate::raft::transport::{HttpTransport, Transport};
+use crate::raft::{self, LogStore, NetworkFactory, Node, NodeId, Raft, StateMachine};
 use crate::store::Store;
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -59,6 +60,31 @@ pub struct Listening {
     pub raft: Option<SocketAddr>,
 }
 
+/// How to start an agent: where it listens, and what the defaults leave to tests. A
+/// [`Listening`] converts into one with the defaults.
+#[derive(Clone)]
+pub struct StartOptions {
+    /// Where the agent listens.
+    pub listening: Listening,
+    /// How it reaches other members; `None`: HTTP from its Raft address ([`HttpTransport`]).
+    /// The in-process cluster tests give each agent its handle on a
+    /// [`crate::raft::transport::mem::MemNetwork`].
+    pub transport: Option<Arc<dyn Transport>>,
+    /// How long a write may wait for its commit ([`WRITE_TIMEOUT`] by default); tests of a
+    /// leader cut off from its quorum shorten it.
+    pub write_timeout: Duration,
+}
+
+impl From<Listening> for StartOptions {
+    fn from(listening: Listening) -> Self {
+        StartOptions {
+            listening,
+            transport: None,
+            write_timeout: WRITE_TIMEOUT,
+        }
+    }
+}
+
 /// A running agent. Shared by the HTTP handlers, the health checker and the binary.
 pub struct Agent {
     pub config: AgentConfig,
@@ -70,8 +96,10 @@ pub struct Agent {
     pub raft: Raft,
     pub store: Arc<Store>,
     pub health: Arc<HealthService>,
-    /// Client for traffic to other members (Raft RPCs, forwarded writes and reads).
-    pub peers: reqwest::Client,
+    /// What carries traffic to other members (Raft RPCs, forwarded writes and reads, joins).
+    pub peers: Arc<dyn Transport>,
+    /// How long a write may wait for its commit.
+    write_timeout: Duration,
     /// Writes waiting to be grouped into one Raft entry by the batcher.
     proposals: tokio::sync::mpsc::Sender<Proposal>,
     /// This agent's own metrics registry (not the process-global one), so several agents can
@@ -110,8 +138,13 @@ impl Agent {
     /// initialises a one-member group; with `join` addresses it asks the cluster to add it.
     pub async fn start_with(
         config: AgentConfig,
-        listening: Listening,
+        options: impl Into<StartOptions>,
     ) -> anyhow::Result<Arc<Agent>> {
+        let StartOptions {
+            listening,
+            transport,
+            write_timeout,
+        } = options.into();
         config.validate()?;
         let db = Arc::new(raft::open_database(config.data_dir.as_deref())?);
         let store = Arc::new(Store::new());
@@ -144,13 +177,13 @@ impl Agent {
             .raft
             .map(|a| a.ip())
             .filter(|ip| !ip.is_unspecified());
-        let peers = raft::network::peer_client(source);
+        let peers = transport.unwrap_or_else(|| Arc::new(HttpTransport::new(source)));
 
         let node_id = config.node_id;
         let raft = Raft::new(
             node_id,
             Arc::new(raft_config),
-            HttpNetworkFactory::new(peers.clone()),
+            NetworkFactory::new(peers.clone()),
             log_store,
             state_machine,
         )
@@ -178,6 +211,7 @@ impl Agent {
             store,
             health: health.clone(),
             peers,
+            write_timeout,
             proposals,
             recorder,
             started_at: SystemTime::now(),
@@ -212,9 +246,9 @@ impl Agent {
         let mut last_leader = None;
         for _ in 0..FORWARD_ATTEMPTS {
             let written =
-                tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(request.clone()))
+                tokio::time::timeout(self.write_timeout, self.raft.client_write(request.clone()))
                     .await
-                    .map_err(|_| ProposeError::Timeout(WRITE_TIMEOUT))?;
+                    .map_err(|_| ProposeError::Timeout(self.write_timeout))?;
             match written {
                 Ok(resp) => return Ok(resp.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {

@@ -19,7 +19,6 @@ use signpost_core::health::{Action, HeartbeatError};
 use signpost_core::{Command, Instance, InstanceKey, Request, Response, Status};
 
 use crate::agent::Agent;
-use crate::raft::network::base_url;
 use crate::raft::{Node, NodeId};
 
 /// How long one forwarded request may take.
@@ -93,22 +92,19 @@ async fn join_loop(agent: Arc<Agent>) {
     let mut delay = Duration::from_millis(100);
     loop {
         for addr in &agent.config.join {
-            let url = format!("{}/api/v1/cluster/join", base_url(addr));
+            let path = "/api/v1/cluster/join";
             let sent = agent
                 .peers
-                .post(&url)
-                .json(&req)
-                .timeout(Duration::from_secs(60))
-                .send()
+                .post_json(addr, path, &req, Duration::from_secs(60))
                 .await;
             match sent {
-                Ok(resp) if resp.status().is_success() => {
+                Ok(resp) if resp.status.is_success() => {
                     tracing::info!(via = %addr, "joined the cluster");
                     return;
                 }
                 Ok(resp) => {
-                    let status = resp.status();
-                    let body = resp.text().await.unwrap_or_default();
+                    let status = resp.status;
+                    let body = String::from_utf8_lossy(&resp.body);
                     tracing::warn!(via = %addr, %status, "join refused: {body}");
                 }
                 Err(e) => tracing::warn!(via = %addr, "cannot reach the cluster to join: {e}"),
@@ -128,20 +124,15 @@ async fn post<Req: Serialize, Resp: DeserializeOwned>(
     path: &str,
     body: &Req,
 ) -> Result<Resp, String> {
-    let url = format!("{}{path}", base_url(&node.raft_addr));
     let resp = agent
         .peers
-        .post(&url)
-        .json(body)
-        .timeout(FORWARD_TIMEOUT)
-        .send()
+        .post_json(&node.raft_addr, path, body, FORWARD_TIMEOUT)
         .await
         .map_err(|e| format!("cannot reach the leader at {}: {e}", node.raft_addr))?;
-    if !resp.status().is_success() {
-        return Err(format!("the leader answered {}", resp.status()));
+    if !resp.status.is_success() {
+        return Err(format!("the leader answered {}", resp.status));
     }
     resp.json()
-        .await
         .map_err(|e| format!("unreadable answer from the leader: {e}"))
 }
 

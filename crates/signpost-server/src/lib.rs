@@ -6,7 +6,9 @@
 //! - [`config`]: the typed, validated agent configuration (TOML file + flags).
 //! - [`agent`]: [`agent::Agent`] wires storage, Raft, the health checker and HTTP together, and
 //!   [`agent::Agent::propose`] is the one way writes enter Raft.
-//! - [`raft`]: openraft types, the redb log store, the state-machine adapter, the HTTP transport.
+//! - [`raft`]: openraft types, the redb log store, the state-machine adapter, and
+//!   [`raft::transport`], the one way members reach each other (HTTP, or an in-memory network
+//!   with delays, losses and partitions for the in-process cluster tests).
 //! - [`store`]: the applied state every reader sees, with per-service change notifications.
 //! - [`health`]: the leader's health checker (TTL deadlines, HTTP/TCP probes, the guard).
 //! - [`http`]: the HTTP API (native registry API, watches, agent info, metrics, Raft RPCs).

@@ -1,4 +1,4 @@
-//! Traffic between members: Raft RPCs (the receiving side of [`crate::raft::HttpNetwork`]) and
+//! Traffic between members: Raft RPCs (the receiving side of [`crate::raft::PeerNetwork`]) and
 //! the requests followers hand to the leader ([`crate::cluster`]). Served on the dedicated Raft
 //! listener when there is one, and on the HTTP port otherwise.
 

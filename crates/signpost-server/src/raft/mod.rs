@@ -1,5 +1,6 @@
 //! Raft glue: openraft's type configuration, the redb-backed log and snapshot storage, the state
-//! machine adapter around [`signpost_core::Registry`], and the HTTP transport between nodes.
+//! machine adapter around [`signpost_core::Registry`], and the transport between members (HTTP, or
+//! in memory for tests).
 //!
 //! A single agent is a one-member Raft group; clustering adds members without changing any of
 //! this.
@@ -10,6 +11,7 @@
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
+pub mod transport;
 
 use std::io::Cursor;
 
@@ -18,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use signpost_core::{Request, Response};
 
 pub use log_store::LogStore;
-pub use network::{HttpNetwork, HttpNetworkFactory};
+pub use network::{NetworkFactory, PeerNetwork};
 pub type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;
 pub use state_machine::StateMachine;
 

@@ -1,7 +1,9 @@
-//! Raft RPCs between agents: JSON over HTTP to the peer's `/raft/*` routes (see
-//! [`crate::http::raft`]), with openraft's per-RPC timeouts. Snapshot chunks are the exception:
-//! their data travels as raw bytes (see [`encode_snapshot_chunk`]), not as a JSON array of
-//! numbers four times its size.
+//! Raft RPCs between agents: JSON to the peer's `/raft/*` routes (see [`crate::http::raft`])
+//! through the agent's [`Transport`], with openraft's per-RPC timeouts. Snapshot chunks are the
+//! exception: their data travels as raw bytes (see [`encode_snapshot_chunk`]), not as a JSON
+//! array of numbers four times its size.
+
+use std::sync::Arc;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -12,6 +14,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::transport::{PeerRequest, Transport, TransportError};
 use super::{Node, NodeId, RaftError, SnapshotMeta, TypeConfig};
 
 /// Everything of an `InstallSnapshotRequest` but its data: the JSON preamble of a chunk.
@@ -65,113 +68,81 @@ pub fn decode_snapshot_chunk(body: &[u8]) -> Result<InstallSnapshotRequest<TypeC
     })
 }
 
-/// Creates a client per peer; all share one connection pool.
+/// Creates the connection to each peer; all share one [`Transport`].
 #[derive(Clone)]
-pub struct HttpNetworkFactory {
-    client: reqwest::Client,
+pub struct NetworkFactory {
+    /// What every peer connection sends through.
+    transport: Arc<dyn Transport>,
 }
 
-impl HttpNetworkFactory {
-    /// Peers are reached with `client` (see [`peer_client`]).
-    pub fn new(client: reqwest::Client) -> Self {
-        HttpNetworkFactory { client }
+impl NetworkFactory {
+    /// Peers are reached through `transport`.
+    pub fn new(transport: Arc<dyn Transport>) -> Self {
+        NetworkFactory { transport }
     }
 }
 
-/// The HTTP client for traffic between members: Raft RPCs and forwarded requests. It connects
-/// from `source` when given (the member's own Raft address), so a peer — or a fault-injecting
-/// proxy in a test — can tell who is calling.
-pub fn peer_client(source: Option<std::net::IpAddr>) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .local_address(source)
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .build()
-        .expect("a reqwest client with these settings builds")
-}
-
-impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
-    type Network = HttpNetwork;
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
-        HttpNetwork {
-            client: self.client.clone(),
+        PeerNetwork {
+            transport: self.transport.clone(),
             target,
-            base: base_url(&node.raft_addr),
+            addr: node.raft_addr.clone(),
         }
     }
 }
 
-pub(crate) fn base_url(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.trim_end_matches('/').to_string()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
 /// The connection to one peer.
-pub struct HttpNetwork {
-    client: reqwest::Client,
+pub struct PeerNetwork {
+    /// What carries the RPCs.
+    transport: Arc<dyn Transport>,
+    /// The peer's node id, for the remote errors it reports.
     target: NodeId,
-    base: String,
+    /// The peer's Raft address.
+    addr: String,
 }
 
-impl HttpNetwork {
-    async fn call<Req, Resp, E>(
+impl PeerNetwork {
+    /// Sends one RPC and decodes the peer's `Result` (openraft's own error travels intact).
+    async fn call<Resp, E>(
         &self,
-        path: &str,
-        req: &Req,
-        option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<E>>>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
-        let request = self
-            .client
-            .post(format!("{}/raft/{path}", self.base))
-            .json(req);
-        self.send(request, option).await
-    }
-
-    async fn send<Resp, E>(
-        &self,
-        request: reqwest::RequestBuilder,
-        option: &RPCOption,
+        request: Result<PeerRequest, TransportError>,
     ) -> Result<Resp, RPCError<NodeId, Node, RaftError<E>>>
     where
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let response = request
-            .timeout(option.hard_ttl())
-            .send()
+        let request = request.map_err(|e| network(&e))?;
+        let reply = self
+            .transport
+            .send(&self.addr, request)
             .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                } else {
-                    RPCError::Network(NetworkError::new(&e))
-                }
+            .map_err(|e| match e {
+                TransportError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                e => network(&e),
             })?;
-        let result: Result<Resp, RaftError<E>> = response
-            .json()
-            .await
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, RaftError<E>> = reply.json().map_err(|e| network(&e))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
 
-impl RaftNetwork<TypeConfig> for HttpNetwork {
+/// An RPC that failed on the way (not refused by the peer).
+fn network<E: std::error::Error + 'static, RE: std::error::Error>(
+    e: &E,
+) -> RPCError<NodeId, Node, RE> {
+    RPCError::Network(NetworkError::new(e))
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError>> {
-        self.call("append", &rpc, &option).await
+        self.call(PeerRequest::json("/raft/append", &rpc, option.hard_ttl()))
+            .await
     }
 
     async fn install_snapshot(
@@ -182,12 +153,13 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Node, RaftError<InstallSnapshotError>>,
     > {
-        let request = self
-            .client
-            .post(format!("{}/raft/snapshot", self.base))
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(encode_snapshot_chunk(&rpc));
-        self.send(request, &option).await
+        let body = encode_snapshot_chunk(&rpc);
+        self.call(Ok(PeerRequest::binary(
+            "/raft/snapshot",
+            body,
+            option.hard_ttl(),
+        )))
+        .await
     }
 
     async fn vote(
@@ -195,7 +167,8 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError>> {
-        self.call("vote", &rpc, &option).await
+        self.call(PeerRequest::json("/raft/vote", &rpc, option.hard_ttl()))
+            .await
     }
 }
 
