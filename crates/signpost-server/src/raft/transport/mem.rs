@@ -72,6 +72,8 @@ struct NetState {
     rng: StdRng,
     /// Requests delivered so far, by path, so tests can see which routes traffic took.
     delivered: HashMap<String, u64>,
+    /// Messages lost so far (drawn losses and calls cut while under way).
+    lost: u64,
 }
 
 impl NetState {
@@ -91,9 +93,13 @@ impl NetState {
                 .unwrap_or_default()
     }
 
-    /// Draws whether the next message is lost.
-    fn lose(&mut self) -> bool {
-        self.drop_rate > 0.0 && self.rng.random_bool(self.drop_rate)
+    /// Whether the next message of a call from `from` to `to` is lost: cut while under way,
+    /// or drawn; counted.
+    fn lose(&mut self, from: NodeId, to: NodeId) -> bool {
+        let lost =
+            self.is_cut(from, to) || (self.drop_rate > 0.0 && self.rng.random_bool(self.drop_rate));
+        self.lost += u64::from(lost);
+        lost
     }
 }
 
@@ -110,6 +116,7 @@ impl MemNetwork {
                 drop_rate: 0.0,
                 rng: StdRng::seed_from_u64(seed),
                 delivered: HashMap::new(),
+                lost: 0,
             })),
         }
     }
@@ -200,6 +207,11 @@ impl MemNetwork {
         self.lock().delivered.get(path).copied().unwrap_or_default()
     }
 
+    /// How many messages were lost so far.
+    pub fn lost(&self) -> u64 {
+        self.lock().lost
+    }
+
     /// Carries one call from `from` to `addr` and back.
     async fn exchange(
         &self,
@@ -231,8 +243,7 @@ impl MemNetwork {
         }
         {
             let mut st = self.lock();
-            // Cut while under way, or lost.
-            if st.is_cut(from, to) || st.lose() {
+            if st.lose(from, to) {
                 return Err(dropped());
             }
             *st.delivered.entry(request.path.clone()).or_default() += 1;
@@ -261,7 +272,7 @@ impl MemNetwork {
             tokio::time::sleep(back).await;
         }
         let mut st = self.lock();
-        if st.is_cut(from, to) || st.lose() {
+        if st.lose(from, to) {
             return Err(dropped());
         }
         Ok(PeerResponse {
@@ -398,6 +409,7 @@ mod tests {
         let err = call(&net, 1, "m2").await.unwrap_err();
         assert!(matches!(err, TransportError::Dropped { .. }), "{err}");
         assert_eq!(net.delivered("/echo"), 0, "a lost request is not delivered");
+        assert_eq!(net.lost(), 1);
 
         net.set_drop_rate(0.3);
         let mut ok = 0;

@@ -1,5 +1,7 @@
 //! Elections: one leader, a cut-off leader replaced, and convergence over lossy links.
 
+use std::time::Duration;
+
 use http::StatusCode;
 
 use super::fixture::{eventually, Cluster};
@@ -65,12 +67,14 @@ async fn an_isolated_leader_is_replaced_and_catches_up_after_healing() {
     c.stop().await;
 }
 
-/// A fifth of all messages (requests and answers) lost: writes still commit (clients retry
-/// what failed, as they would) and every member converges on the same state.
+/// A fifth of all messages (requests and answers) lost and every message a little late:
+/// writes still commit (clients retry what failed, as they would) and every member converges
+/// on the same state.
 #[tokio::test]
-async fn lossy_links_still_converge() {
+async fn slow_lossy_links_still_converge() {
     let c = Cluster::start(3).await;
     c.net.set_drop_rate(0.2);
+    c.net.set_delay(Duration::from_millis(3));
     let ids: Vec<String> = (0..12).map(|i| format!("i{i}")).collect();
     for (n, id) in ids.iter().enumerate() {
         let via = c.ids()[n % 3];
@@ -81,7 +85,9 @@ async fn lossy_links_still_converge() {
     }
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     c.wait_for_ids(&c.ids(), "web", &ids).await;
+    assert!(c.net.lost() > 0, "messages were lost on the way");
     c.net.set_drop_rate(0.0);
+    c.net.set_delay(Duration::ZERO);
     c.leader().await;
     c.stop().await;
 }
