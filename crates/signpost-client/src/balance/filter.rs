@@ -1,4 +1,4 @@
-use super::PickContext;
+use super::{Candidate, PickContext};
 use crate::instance::Instance;
 
 /// Narrows the candidates before the balancer picks.
@@ -14,14 +14,14 @@ use crate::instance::Instance;
 /// struct EvenPorts;
 ///
 /// impl Filter for EvenPorts {
-///     fn filter(&self, candidates: &mut Vec<&Instance>, _ctx: &PickContext) {
+///     fn filter(&self, candidates: &mut Vec<Candidate<'_>>, _ctx: &PickContext) {
 ///         candidates.retain(|i| i.port % 2 == 0);
 ///     }
 /// }
 /// ```
 pub trait Filter: Send + Sync + 'static {
     /// Removes the candidates this filter rejects (it may also keep all of them).
-    fn filter(&self, candidates: &mut Vec<&Instance>, ctx: &PickContext);
+    fn filter(&self, candidates: &mut Vec<Candidate<'_>>, ctx: &PickContext);
 }
 
 /// Keeps instances that carry every one of the given tags.
@@ -57,7 +57,7 @@ impl HasTags {
 }
 
 impl Filter for HasTags {
-    fn filter(&self, candidates: &mut Vec<&Instance>, _ctx: &PickContext) {
+    fn filter(&self, candidates: &mut Vec<Candidate<'_>>, _ctx: &PickContext) {
         candidates.retain(|i| self.tags.iter().all(|t| i.tags.contains(t)));
     }
 }
@@ -94,7 +94,7 @@ impl MetadataEquals {
 }
 
 impl Filter for MetadataEquals {
-    fn filter(&self, candidates: &mut Vec<&Instance>, _ctx: &PickContext) {
+    fn filter(&self, candidates: &mut Vec<Candidate<'_>>, _ctx: &PickContext) {
         candidates.retain(|i| i.metadata.get(&self.key) == Some(&self.value));
     }
 }
@@ -154,7 +154,7 @@ impl ZoneAware {
 }
 
 impl Filter for ZoneAware {
-    fn filter(&self, candidates: &mut Vec<&Instance>, _ctx: &PickContext) {
+    fn filter(&self, candidates: &mut Vec<Candidate<'_>>, _ctx: &PickContext) {
         let local = candidates
             .iter()
             .filter(|i| i.metadata.get(&self.key) == Some(&self.zone))
@@ -184,7 +184,7 @@ impl<F> Filter for Predicate<F>
 where
     F: Fn(&Instance) -> bool + Send + Sync + 'static,
 {
-    fn filter(&self, candidates: &mut Vec<&Instance>, _ctx: &PickContext) {
+    fn filter(&self, candidates: &mut Vec<Candidate<'_>>, _ctx: &PickContext) {
         candidates.retain(|i| (self.0)(i));
     }
 }
