@@ -138,8 +138,8 @@ impl PickContext {
 /// ```
 /// use signpost_client::balance::{EndpointStats, InFlight, LeastOutstanding, Outcome};
 ///
-/// let stats = EndpointStats::new();
-/// let request = InFlight::start(&LeastOutstanding::new(), &stats);
+/// let (lor, stats) = (LeastOutstanding::new(), EndpointStats::new());
+/// let request = InFlight::start(&lor, &stats);
 /// assert_eq!(stats.in_flight(), 1);
 /// request.finish(Outcome::Success);
 /// assert_eq!(stats.in_flight(), 0);
