@@ -35,8 +35,11 @@ use crate::endpoints::Endpoints;
 use crate::instance::{Instance, Update};
 use crate::registry::Registry;
 
+mod catalog;
 #[cfg(test)]
 mod tests;
+
+pub use catalog::Catalog;
 
 /// Tunables of a [`Discovery`]. `Default` gives production values.
 ///
@@ -159,6 +162,9 @@ struct DiscoveryInner {
     /// One handle per followed service; holding it keeps the service's task alive as long as
     /// the `Discovery` lives.
     services: Mutex<HashMap<String, ServiceWatch>>,
+    /// The set of services, once [`Discovery::catalog`] was called (holding it keeps its task
+    /// alive as long as the `Discovery` lives).
+    catalog: Mutex<Option<Catalog>>,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -194,6 +200,7 @@ impl Discovery {
                 registry,
                 options,
                 services: Mutex::new(HashMap::new()),
+                catalog: Mutex::new(None),
             }),
         }
     }
