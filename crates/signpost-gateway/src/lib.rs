@@ -58,6 +58,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use signpost_client::discovery::Discovery;
 use signpost_client::registry::signpost::SignpostRegistry;
 use signpost_client::registry::{Registry, RegistryError};
 use tokio::net::{TcpListener, TcpSocket};
@@ -111,17 +112,18 @@ impl Gateway {
     pub fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         config.validate()?;
         let registry = SignpostRegistry::new(config.registry.addrs.clone())?;
-        let addrs = registry.addrs().to_vec();
-        Self::start_with_registry(config, Arc::new(registry), Some(addrs))
+        Self::start_with_registry(config, Arc::new(registry))
     }
 
-    /// Like [`Gateway::start`] with any SDK registry. `catalog` names the Signpost agents whose
-    /// catalog lists the services to follow for registry routes (`None`: configured routes
-    /// only).
+    /// Like [`Gateway::start`] with any SDK registry. With `registry.routes_from_metadata`, the
+    /// services to follow for registry routes come from the registry's
+    /// [`Registry::watch_services`] (through the SDK's [`Discovery::catalog`], which fails over
+    /// and reconnects).
+    ///
+    /// [`Discovery::catalog`]: signpost_client::discovery::Discovery::catalog
     pub fn start_with_registry(
         config: GatewayConfig,
         registry: Arc<dyn Registry>,
-        catalog: Option<Vec<String>>,
     ) -> Result<Gateway, GatewayError> {
         config.validate()?;
         let specs = config
@@ -132,17 +134,13 @@ impl Gateway {
             .map_err(ConfigError::Invalid)?;
         let config = Arc::new(config);
         let shared = Arc::new(state::Shared::new(&config));
+        let catalog = config
+            .registry
+            .routes_from_metadata
+            .then(|| Discovery::new(registry.clone(), control::discovery_options(&config)));
         let controller = control::Controller::new(shared.clone(), config.clone(), specs, registry);
         let configured = controller.configured_watches();
         let (stop, stopped) = watch::channel(false);
-        let catalog = match catalog {
-            Some(addrs) if config.registry.routes_from_metadata && !addrs.is_empty() => {
-                let (tx, rx) = watch::channel(None);
-                tokio::spawn(control::watch_catalog(addrs, tx));
-                Some(rx)
-            }
-            _ => None,
-        };
         let controller = tokio::spawn(controller.run(catalog, stopped));
         Ok(Gateway {
             shared,

@@ -283,12 +283,9 @@ pub(crate) fn render(shared: &Shared, snapshot: &Snapshot) -> String {
         "Circuit breaker of each instance: 0 closed, 1 open, 2 half-open.",
     );
     for e in routes {
+        let states = e.route.selector.endpoint_states(&e.instances);
         for i in 0..e.upstreams.len() {
-            let state = e
-                .route
-                .selector
-                .breakers()
-                .map_or(BreakerState::Closed, |b| b.state(&e.instances[i].id));
+            let state = states[i].breaker_state();
             let v = match state {
                 BreakerState::Closed => 0,
                 BreakerState::Open => 1,
@@ -307,12 +304,9 @@ pub(crate) fn render(shared: &Shared, snapshot: &Snapshot) -> String {
         "1 while outlier detection has ejected the instance.",
     );
     for e in routes {
+        let states = e.route.selector.endpoint_states(&e.instances);
         for i in 0..e.upstreams.len() {
-            let ejected = e
-                .route
-                .selector
-                .outliers()
-                .is_some_and(|o| o.is_ejected(&e.instances[i].id));
+            let ejected = e.route.selector.ejected(&states[i]);
             out.push_str("signpost_gateway_outlier_ejected");
             upstream_labels(&mut out, e, i);
             let _ = writeln!(out, "}} {}", u8::from(ejected));

@@ -10,7 +10,7 @@
 //! idempotent requests without a body (the body streams through and cannot be sent twice).
 //! An upstream that answers is passed through as it answered; 502 means no answer came.
 //!
-//! [`Selector`]: signpost_client::client::Selector
+//! [`Selector`]: signpost_client::selector::Selector
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,7 +26,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use signpost_client::balance::{Outcome, PickContext};
-use signpost_client::client::SelectError;
+use signpost_client::selector::SelectError;
 use signpost_client::retry::{Decision, FailureKind, RetryPolicy};
 
 use crate::body::{ProxyBody, UpBody};
@@ -206,8 +206,7 @@ async fn forward(
             }
         };
         let instance = selected.instance();
-        let index = index_of(&entry.instances, instance);
-        let upstream = &entry.upstreams[index];
+        let upstream = &entry.upstreams[selected.position()];
         let pool = &upstream.pool;
         upstream
             .stats
@@ -434,25 +433,6 @@ fn access_log(
         request_id = request_id.to_str().unwrap_or("-"),
         "request"
     );
-}
-
-/// The position of `instance` (a reference into `instances`) in the list.
-fn index_of(
-    instances: &[signpost_client::Instance],
-    instance: &signpost_client::Instance,
-) -> usize {
-    let base = instances.as_ptr() as usize;
-    let at = instance as *const signpost_client::Instance as usize;
-    let size = std::mem::size_of::<signpost_client::Instance>().max(1);
-    let index = at.wrapping_sub(base) / size;
-    if index < instances.len() && std::ptr::eq(&instances[index], instance) {
-        index
-    } else {
-        instances
-            .iter()
-            .position(|i| std::ptr::eq(i, instance))
-            .expect("the selector picks from the list it is given")
-    }
 }
 
 /// The request key of consistent hashing.
