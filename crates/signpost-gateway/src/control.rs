@@ -71,7 +71,7 @@ pub(crate) struct Controller {
     /// The route each registry service last declared.
     declared: HashMap<String, RouteSpec>,
     /// The last metadata problem logged per service (logged once per change).
-    problems: HashMap<String, String>,
+    problems: HashMap<String, metadata::MetadataError>,
     /// Live routes (reused while their spec is unchanged).
     routes: Vec<Arc<Route>>,
     /// Connection pools by instance address and protocol.
@@ -286,7 +286,7 @@ impl Controller {
                 configured: self.configured.contains(name),
                 in_catalog: f.in_catalog,
                 declared: self.declared.get(name).cloned(),
-                problem: self.problems.get(name).cloned(),
+                problem: self.problems.get(name).map(ToString::to_string),
             })
             .collect();
         services.sort_by(|a, b| a.name.cmp(&b.name));

@@ -2,14 +2,18 @@
 //! registry and forwards it to a healthy instance.
 //!
 //! # Layout
-//! - [`config`]: the TOML configuration, validated at start.
+//! - [`config`]: the TOML configuration, validated at start; its errors are typed
+//!   ([`config::Problem`], [`config::ValueError`]) and each names its problem.
 //! - [`route`]: route specs and longest-prefix / host matching (pure).
-//! - [`metadata`]: routes declared in the registry through instance metadata (pure).
+//! - [`metadata`]: routes declared in the registry through instance metadata (pure;
+//!   [`metadata::MetadataError`] names the instance, key and problem).
 //! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, `X-Request-Id` (pure).
-//! - `control`: the control plane: SDK discovery per service, the catalog watcher, snapshots.
+//! - `control`: the control plane: SDK discovery per service, the SDK's catalog watch
+//!   (`Discovery::catalog`), snapshots.
 //! - `state`: the immutable snapshot the request path reads (one atomic load per request).
-//! - `proxy`: the request path: selection (the SDK's `Selector`), retries (the SDK's
-//!   `RetryPolicy` and budget), forwarding, errors.
+//! - `proxy`: the request path: selection (the SDK's `Selector`, whose chosen position
+//!   indexes the upstreams), one attempt, the retry decision (the SDK's `RetryPolicy` and
+//!   budget), the response.
 //! - `deadline`: response deadlines on one lazily re-armed timer per client connection.
 //! - `pool`: upstream connections: pooled HTTP/1.1 keep-alive connections driven by the
 //!   request's own task; one multiplexed h2c connection per instance.
@@ -129,7 +133,15 @@ impl Gateway {
         let specs = config
             .routes
             .iter()
-            .map(|r| config.route_spec(r))
+            .enumerate()
+            .map(|(index, r)| {
+                config.route_spec(r).map_err(|problems| {
+                    problems
+                        .into_iter()
+                        .map(|problem| config::Problem::Route { index, problem })
+                        .collect()
+                })
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(ConfigError::Invalid)?;
         let config = Arc::new(config);
