@@ -122,9 +122,7 @@ where
                     self.upsert(instance);
                 }
             }
-            Update::Add { instance, .. } | Update::Update { instance, .. } => {
-                self.upsert(instance)
-            }
+            Update::Add { instance, .. } | Update::Update { instance, .. } => self.upsert(instance),
             Update::Remove { id, .. } => self.remove(&id),
         }
     }

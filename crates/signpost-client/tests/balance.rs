@@ -221,7 +221,13 @@ fn least_outstanding_breaks_ties_at_random() {
 
 /// Feeds `n` results of `latency` for the endpoint with `stats`, letting `gap` of (paused) time
 /// pass before each.
-async fn observe(p2c: &PeakEwma, stats: &EndpointStats, latency: Duration, n: usize, gap: Duration) {
+async fn observe(
+    p2c: &PeakEwma,
+    stats: &EndpointStats,
+    latency: Duration,
+    n: usize,
+    gap: Duration,
+) {
     for _ in 0..n {
         tokio::time::advance(gap).await;
         let request = InFlight::start(p2c, stats);
@@ -297,7 +303,14 @@ async fn p2c_peak_ewma_reacts_to_a_peak_at_once_and_forgets_it_with_time() {
     assert_eq!(pool.pick(&p2c, &two), "a");
 
     // One slow response from a: the estimate jumps to it.
-    observe(&p2c, pool.stats("a"), Duration::from_millis(300), 1, Duration::ZERO).await;
+    observe(
+        &p2c,
+        pool.stats("a"),
+        Duration::from_millis(300),
+        1,
+        Duration::ZERO,
+    )
+    .await;
     assert!(p2c.latency_estimate(pool.stats("a")) >= Duration::from_millis(299));
     assert_eq!(pool.pick(&p2c, &two), "b");
 
@@ -310,7 +323,14 @@ async fn p2c_peak_ewma_reacts_to_a_peak_at_once_and_forgets_it_with_time() {
         Duration::from_secs(5),
     )
     .await;
-    observe(&p2c, pool.stats("b"), Duration::from_millis(20), 1, Duration::ZERO).await;
+    observe(
+        &p2c,
+        pool.stats("b"),
+        Duration::from_millis(20),
+        1,
+        Duration::ZERO,
+    )
+    .await;
     assert!(p2c.latency_estimate(pool.stats("a")) < Duration::from_millis(20));
     assert_eq!(pool.pick(&p2c, &two), "a");
 }

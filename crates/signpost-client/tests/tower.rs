@@ -160,7 +160,6 @@ async fn discover_follows_adds_updates_and_removes_without_a_full_list() {
     assert_eq!(next().await, "-a");
     assert_eq!(next().await, "+a:5");
     assert_eq!(next().await, "-b");
-    drop(next);
     assert_eq!(
         discover.instances().keys().collect::<Vec<_>>(),
         ["a"],

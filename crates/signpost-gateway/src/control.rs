@@ -119,8 +119,7 @@ impl Controller {
 
     fn follow(&mut self, service: &str) -> &mut Followed {
         if !self.followed.contains_key(service) {
-            let discovery =
-                Discovery::new(self.registry.clone(), discovery_options(&self.config));
+            let discovery = Discovery::new(self.registry.clone(), discovery_options(&self.config));
             let watch = discovery.service(service);
             let mut updates = watch.updates();
             let dirty = self.dirty.clone();

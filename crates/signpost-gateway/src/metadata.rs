@@ -106,8 +106,8 @@ pub fn spec_from_instances(
             ))
         }
     };
-    let protocol = parse_protocol(get(PROTOCOL).unwrap_or(&d.protocol))
-        .map_err(|e| at(PROTOCOL, e.into()))?;
+    let protocol =
+        parse_protocol(get(PROTOCOL).unwrap_or(&d.protocol)).map_err(|e| at(PROTOCOL, e.into()))?;
     let balancer = parse_balancer(get(BALANCER).unwrap_or(&d.balancer), None)
         .map_err(|e| at(BALANCER, e.into()))?;
     let timeout = match get(TIMEOUT) {

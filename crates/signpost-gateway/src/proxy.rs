@@ -26,8 +26,8 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use signpost_client::balance::{Outcome, PickContext};
-use signpost_client::selector::SelectError;
 use signpost_client::retry::{Decision, FailureKind, RetryPolicy};
+use signpost_client::selector::SelectError;
 
 use crate::body::{ProxyBody, UpBody};
 use crate::deadline::DeadlineSlot;
@@ -333,9 +333,7 @@ fn may_resend(
         && policy.attempts() > 1
         && (retryable(FailureKind::Transport)
             || retryable(FailureKind::Timeout)
-            || statuses
-                .iter()
-                .any(|s| retryable(FailureKind::Status(*s))))
+            || statuses.iter().any(|s| retryable(FailureKind::Status(*s))))
 }
 
 /// How one attempt ended, as far as the selector and the retry decision are concerned.
@@ -386,7 +384,11 @@ fn retry_after(
 }
 
 /// The counter and the gateway error of a failed attempt against `upstream`.
-fn describe(failure: &AttemptError, spec: &RouteSpec, upstream: &str) -> (AttemptFailure, ProxyError) {
+fn describe(
+    failure: &AttemptError,
+    spec: &RouteSpec,
+    upstream: &str,
+) -> (AttemptFailure, ProxyError) {
     match failure {
         AttemptError::Connect(e, _) => {
             let reason = e.to_string();
@@ -892,7 +894,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_budget_stops_retries() {
-        let broke = policy().budget_with(Arc::new(RetryBudget::new(0.0, 0, Duration::from_secs(10))));
+        let broke =
+            policy().budget_with(Arc::new(RetryBudget::new(0.0, 0, Duration::from_secs(10))));
         assert_eq!(retry_after(&broke, true, true, 1, CONNECT), None);
         assert_eq!(retry_after(&broke, true, true, 1, E503), None);
     }
@@ -912,9 +915,21 @@ mod tests {
         let p = policy();
         let statuses = [502, 503];
         assert!(may_resend(&p, &statuses, true, true, false));
-        assert!(!may_resend(&p, &statuses, true, false, false), "a body streams through once");
-        assert!(!may_resend(&p, &statuses, true, true, true), "an upgrade is sent once");
-        assert!(!may_resend(&RetryPolicy::none(), &statuses, true, true, false));
+        assert!(
+            !may_resend(&p, &statuses, true, false, false),
+            "a body streams through once"
+        );
+        assert!(
+            !may_resend(&p, &statuses, true, true, true),
+            "an upgrade is sent once"
+        );
+        assert!(!may_resend(
+            &RetryPolicy::none(),
+            &statuses,
+            true,
+            true,
+            false
+        ));
         // A POST is retried only on connect failures, which need nothing kept.
         assert!(!may_resend(&p, &statuses, false, true, false));
         // No retried status and no transport retries: nothing to keep.

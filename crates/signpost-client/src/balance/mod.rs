@@ -326,7 +326,11 @@ pub trait BalancerExt: Balancer {
         stats: &[EndpointStats],
         ctx: &PickContext,
     ) -> Option<usize> {
-        assert_eq!(instances.len(), stats.len(), "one EndpointStats per instance");
+        assert_eq!(
+            instances.len(),
+            stats.len(),
+            "one EndpointStats per instance"
+        );
         let candidates: Vec<Candidate<'_>> = instances
             .iter()
             .zip(stats)

@@ -32,11 +32,7 @@ impl Discovery {
     /// # }
     /// ```
     pub fn catalog(&self) -> Catalog {
-        let mut catalog = self
-            .inner
-            .catalog
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut catalog = self.inner.catalog.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rx) = catalog.as_ref() {
             let mut rx = rx.clone();
             rx.mark_unchanged();

@@ -602,7 +602,10 @@ async fn a_reader_that_falls_behind_gets_a_reset_of_the_current_list() {
     feed.send(reset(1, &["a"])).unwrap();
     until_ids(&w, &["a"]).await;
     let mut changes = w.changes();
-    assert!(matches!(changes.next().await, Some(Update::Reset { index: 1, .. })));
+    assert!(matches!(
+        changes.next().await,
+        Some(Update::Reset { index: 1, .. })
+    ));
     let n = u64::try_from(CHANGES_CAPACITY).unwrap() * 2;
     for i in 0..n {
         feed.send(Ok(Update::Add {
@@ -613,7 +616,9 @@ async fn a_reader_that_falls_behind_gets_a_reset_of_the_current_list() {
     }
     let last = format!("x{:03}", n - 1);
     let mut rx = w.updates();
-    rx.wait_for(|l| l.iter().any(|i| i.id == last)).await.unwrap();
+    rx.wait_for(|l| l.iter().any(|i| i.id == last))
+        .await
+        .unwrap();
     match changes.next().await {
         Some(Update::Reset { index, instances }) => {
             assert_eq!(index, 1 + n);

@@ -140,9 +140,7 @@ async fn endpoint_state_survives_an_update_that_keeps_the_instance_and_goes_when
     assert_eq!(selector.breaker_state("a"), BreakerState::Open);
     assert!(selector.is_ejected("a"));
     assert!(!selector.breakers().unwrap().all_closed());
-    let held = selector
-        .select(&first, &PickContext::new(), &[])
-        .unwrap();
+    let held = selector.select(&first, &PickContext::new(), &[]).unwrap();
     let busy = held.instance().id.clone();
     assert_ne!(busy, "a");
 
@@ -152,7 +150,11 @@ async fn endpoint_state_survives_an_update_that_keeps_the_instance_and_goes_when
     assert_eq!(states[0].breaker_state(), BreakerState::Open);
     assert!(selector.is_ejected("a"));
     let position = second.iter().position(|i| i.id == busy).unwrap();
-    assert_eq!(states[position].stats().in_flight(), 1, "in-flight count kept");
+    assert_eq!(
+        states[position].stats().in_flight(),
+        1,
+        "in-flight count kept"
+    );
     held.finish(Outcome::Success);
     assert_eq!(states[position].stats().in_flight(), 0);
     drop(states);
