@@ -909,8 +909,9 @@ impl Follower {
 const CHANGES_CAPACITY: usize = 64;
 
 impl Follower {
-    /// Tells [`ServiceWatch::changes`] readers which `updates` made `endpoints` (call before
-    /// publishing the list, so a reader that sees the list has the changes queued).
+    /// Tells [`ServiceWatch::changes`] readers which `updates` made `endpoints`. Before or after
+    /// publishing the list alike: a reader skips the changes of every list up to the one it
+    /// started from, by version.
     fn announce(&self, endpoints: &Endpoints, updates: Vec<Update>) {
         // No receivers is fine: nobody reads changes.
         let _ = self.changes_tx.send(Arc::new(Published {

@@ -329,8 +329,15 @@ pub(crate) fn render(shared: &Shared, snapshot: &Snapshot) -> String {
         .iter()
         .flat_map(|e| e.upstreams.iter().map(|u| &u.pool))
         .collect();
-    pools.sort_by(|a, b| a.authority().cmp(b.authority()));
-    pools.dedup_by(|a, b| std::sync::Arc::ptr_eq(a, b));
+    // A pool is named by its address and protocol (the controller keeps one per pair).
+    let key = |p: &crate::pool::HostPool| {
+        (
+            p.authority().to_string(),
+            p.protocol() == crate::route::Protocol::H2c,
+        )
+    };
+    pools.sort_by_cached_key(|p| key(p));
+    pools.dedup_by(|a, b| key(a) == key(b));
     header(
         &mut out,
         "signpost_gateway_upstream_connections_opened_total",
