@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use signpost_client::balance::{
-    Balancer, ConsistentHash, InFlight, LeastOutstanding, Outcome, PeakEwma, PickContext, Random,
-    RoundRobin, SmoothWeighted, WeightedRandom,
+    Balancer, Candidate, ConsistentHash, EndpointStats, InFlight, LeastOutstanding, Outcome,
+    PeakEwma, PickContext, Random, RoundRobin, SmoothWeighted, WeightedRandom,
 };
-use signpost_client::client::Selector;
+use signpost_client::selector::Selector;
+use signpost_client::Endpoints;
 use signpost_client::Instance;
 
 fn instances(n: usize) -> Vec<Instance> {
@@ -84,12 +85,18 @@ fn main() {
     );
     println!("|{:-<19}|{:->11}|{:->12}|{:->16}|", "", "", "", "");
     for n in [10, 100] {
-        let list = instances(n);
-        let refs: Vec<&Instance> = list.iter().collect();
+        let list = Endpoints::new(1, instances(n));
+        let stats: Vec<EndpointStats> = list.iter().map(|_| EndpointStats::new()).collect();
+        let candidates: Vec<Candidate<'_>> = list
+            .iter()
+            .zip(&stats)
+            .enumerate()
+            .map(|(p, (i, s))| Candidate::new(p, i, s))
+            .collect();
         for balancer in balancers() {
             let pick = time(budget, |i| {
-                let picked = balancer.pick(black_box(&refs), &ctx(i)).unwrap();
-                let in_flight = InFlight::start(&*balancer, &picked.id);
+                let picked = balancer.pick(black_box(&candidates), &ctx(i)).unwrap();
+                let in_flight = InFlight::start(&*balancer, picked.stats());
                 in_flight.finish_with_latency(Outcome::Success, Duration::from_micros(700));
             });
             let selector = Selector::builder()

@@ -6,11 +6,14 @@
 //!   `min_requests` results, it turns **Open** and rejects everything for `cool_down`; then it is
 //!   **HalfOpen** and lets at most `half_open_probes` requests through at a time. A successful
 //!   probe closes it (after `half_open_successes` successes), a failed one opens it again.
-//! - [`Breakers`]: the per-instance breakers of one service, keyed by instance id.
+//! - [`Breakers`]: what the per-instance breakers of one service share: their configuration and
+//!   the count of breakers that are not closed. Each breaker it makes lives in its endpoint's
+//!   state ([`crate::selector::EndpointState`]), not in a map keyed by id.
 //! - [`OutlierDetector`]: `consecutive_failures` 5xx / connect failures in a row eject an instance
 //!   for `base_ejection × times ejected` (capped at `max_ejection`, and the multiplier drains
 //!   again while the instance behaves); never more than `max_ejection_percent` of the instances at
-//!   once, and never permanently.
+//!   once, and never permanently. Each instance's streak and ejection is an [`OutlierHost`],
+//!   which also lives in the endpoint's state.
 //!
 //! Time is [`tokio::time::Instant`], so tests drive it with `tokio::time::pause()` and
 //! `advance()`; every method also has an `_at(now)` form that takes the time as an argument.
@@ -29,12 +32,12 @@
 //! ```
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::balance::{IdMap, Outcome};
+use crate::balance::Outcome;
 
 /// When a [`CircuitBreaker`] opens and how it recovers.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,8 +138,17 @@ pub struct CircuitBreaker {
     config: BreakerConfig,
     /// The state machine.
     inner: Mutex<Inner>,
-    /// Shared count of breakers that are not closed ([`Breakers::all_closed`]'s fast path).
-    not_closed: Option<Arc<AtomicUsize>>,
+    /// The counts shared with the breaker's [`Breakers`], if it has one.
+    gauges: Option<Arc<BreakerGauges>>,
+}
+
+/// What the breakers of one [`Breakers`] count together.
+#[derive(Debug, Default)]
+struct BreakerGauges {
+    /// Breakers that are not closed ([`Breakers::all_closed`]'s fast path).
+    not_closed: AtomicUsize,
+    /// Breakers alive.
+    live: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -215,10 +227,13 @@ impl Window {
 impl CircuitBreaker {
     /// A closed breaker.
     pub fn new(config: BreakerConfig) -> Self {
-        Self::with_gauge(config, None)
+        Self::with_gauges(config, None)
     }
 
-    fn with_gauge(mut config: BreakerConfig, not_closed: Option<Arc<AtomicUsize>>) -> Self {
+    fn with_gauges(mut config: BreakerConfig, gauges: Option<Arc<BreakerGauges>>) -> Self {
+        if let Some(g) = &gauges {
+            g.live.fetch_add(1, Ordering::Relaxed);
+        }
         config.half_open_probes = config.half_open_probes.max(1);
         config.half_open_successes = config.half_open_successes.max(1);
         let window = Window::new(config.window, Instant::now());
@@ -230,7 +245,7 @@ impl CircuitBreaker {
                 consecutive: 0,
                 window,
             }),
-            not_closed,
+            gauges,
         }
     }
 
@@ -399,13 +414,13 @@ impl CircuitBreaker {
             State::Open { .. } => BreakerState::Open,
             State::HalfOpen { .. } => BreakerState::HalfOpen,
         };
-        if let Some(gauge) = &self.not_closed {
+        if let Some(gauges) = &self.gauges {
             match (was_closed, state) {
                 (true, BreakerState::Open) => {
-                    gauge.fetch_add(1, Ordering::Relaxed);
+                    gauges.not_closed.fetch_add(1, Ordering::Relaxed);
                 }
                 (false, BreakerState::Closed) => {
-                    gauge.fetch_sub(1, Ordering::Relaxed);
+                    gauges.not_closed.fetch_sub(1, Ordering::Relaxed);
                 }
                 _ => {}
             }
@@ -418,32 +433,45 @@ impl CircuitBreaker {
     }
 }
 
-/// The per-instance circuit breakers of one service, created on first use and keyed by id.
+impl Drop for CircuitBreaker {
+    fn drop(&mut self) {
+        if let Some(gauges) = &self.gauges {
+            gauges.live.fetch_sub(1, Ordering::Relaxed);
+            if !self.is_closed() {
+                gauges.not_closed.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What the per-instance circuit breakers of one service share: the configuration each gets and
+/// the count of those not closed. The breakers themselves live with their endpoints (see
+/// [`crate::selector::EndpointState`]); a breaker that is dropped (its instance left) leaves the
+/// counts.
 ///
 /// ```
 /// use signpost_client::breaker::{BreakerConfig, BreakerState, Breakers};
 ///
 /// let breakers = Breakers::new(BreakerConfig::default());
-/// assert_eq!(breakers.get("users-1").state(), BreakerState::Closed);
+/// let users_1 = breakers.breaker();
+/// assert_eq!(users_1.state(), BreakerState::Closed);
 /// assert!(breakers.all_closed());
+/// assert_eq!(breakers.len(), 1);
 /// ```
 #[derive(Debug)]
 pub struct Breakers {
     /// The configuration every breaker gets.
     config: BreakerConfig,
-    /// Breaker per instance id.
-    map: RwLock<IdMap<Arc<CircuitBreaker>>>,
-    /// How many of them are open or half-open.
-    not_closed: Arc<AtomicUsize>,
+    /// Counts over the breakers made here.
+    gauges: Arc<BreakerGauges>,
 }
 
 impl Breakers {
-    /// No breakers yet; each instance gets one with `config` on first use.
+    /// No breakers yet; each made by [`Breakers::breaker`] gets `config`.
     pub fn new(config: BreakerConfig) -> Self {
         Breakers {
             config,
-            map: RwLock::new(IdMap::default()),
-            not_closed: Arc::new(AtomicUsize::new(0)),
+            gauges: Arc::default(),
         }
     }
 
@@ -452,63 +480,22 @@ impl Breakers {
         &self.config
     }
 
-    /// The breaker of instance `id`, created closed if it has none.
-    pub fn get(&self, id: &str) -> Arc<CircuitBreaker> {
-        if let Some(b) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(id) {
-            return b.clone();
-        }
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        map.entry(id.to_string())
-            .or_insert_with(|| {
-                Arc::new(CircuitBreaker::with_gauge(
-                    self.config.clone(),
-                    Some(self.not_closed.clone()),
-                ))
-            })
-            .clone()
-    }
-
-    /// The state of instance `id`'s breaker (`Closed` if it has none).
-    pub fn state(&self, id: &str) -> BreakerState {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .map_or(BreakerState::Closed, |b| b.state())
-    }
-
-    /// Whether instance `id` would be admitted now.
-    pub fn is_available(&self, id: &str) -> bool {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .is_none_or(|b| b.is_available())
+    /// A new closed breaker for one instance, counted here while it lives.
+    pub fn breaker(&self) -> CircuitBreaker {
+        CircuitBreaker::with_gauges(self.config.clone(), Some(self.gauges.clone()))
     }
 
     /// Whether every breaker is closed (cheap: one atomic load).
     pub fn all_closed(&self) -> bool {
-        self.not_closed.load(Ordering::Relaxed) == 0
+        self.gauges.not_closed.load(Ordering::Relaxed) == 0
     }
 
-    /// Forgets the breakers of instances for which `keep` is false (instances that left).
-    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        map.retain(|id, breaker| {
-            let kept = keep(id);
-            if !kept && !breaker.is_closed() {
-                self.not_closed.fetch_sub(1, Ordering::Relaxed);
-            }
-            kept
-        });
-    }
-
-    /// How many breakers exist.
+    /// How many breakers made here are alive.
     pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.gauges.live.load(Ordering::Relaxed)
     }
 
-    /// Whether no breaker exists yet.
+    /// Whether no breaker made here is alive.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -541,6 +528,10 @@ impl Default for OutlierConfig {
 
 /// Outlier ejection: takes instances that keep failing out of rotation for a while.
 ///
+/// The detector holds the settings and what the instances of one service share (how many are
+/// ejected, and until when); each instance's streak and ejection is an [`OutlierHost`] made by
+/// [`OutlierDetector::host`], kept with the instance's other state.
+///
 /// The ejection multiplier grows by one with every ejection and drains by one for every
 /// `base_ejection` the instance spends back in rotation, so a flapping instance stays out longer
 /// and longer (up to `max_ejection`) while one that recovered starts from scratch.
@@ -552,22 +543,56 @@ impl Default for OutlierConfig {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let outliers = OutlierDetector::new(OutlierConfig { consecutive_failures: 2, ..Default::default() });
-/// outliers.record("users-1", true, 4);
-/// let ejected_for = outliers.record("users-1", true, 4);
+/// let users_1 = outliers.host();
+/// outliers.record(&users_1, true, 4);
+/// let ejected_for = outliers.record(&users_1, true, 4);
 /// assert_eq!(ejected_for, Some(Duration::from_secs(30)));
-/// assert!(outliers.is_ejected("users-1"));
+/// assert!(outliers.is_ejected(&users_1));
 /// # }
 /// ```
 #[derive(Debug)]
 pub struct OutlierDetector {
     /// Thresholds and timings.
     config: OutlierConfig,
-    /// Per-instance failure streak and ejection state.
-    hosts: Mutex<IdMap<Host>>,
+    /// What the hosts share.
+    shared: Arc<OutlierShared>,
+}
+
+/// What the hosts of one [`OutlierDetector`] share.
+#[derive(Debug, Default)]
+struct OutlierShared {
     /// How many hosts hold an ejection (possibly already expired); the fast path when 0.
     ejected: AtomicUsize,
-    /// How many hosts have a failure streak; successes skip the lock when 0.
+    /// How many hosts have a failure streak; successes skip the host's lock when 0.
     streaks: AtomicUsize,
+    /// When each ejection held ends (one entry per host holding one), for the
+    /// `max_ejection_percent` cap.
+    until: Mutex<Vec<Instant>>,
+}
+
+impl OutlierShared {
+    fn until(&self) -> std::sync::MutexGuard<'_, Vec<Instant>> {
+        self.until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets one ejection ending at `until`.
+    fn release(&self, until: Instant) {
+        let mut list = self.until();
+        if let Some(i) = list.iter().position(|u| *u == until) {
+            list.swap_remove(i);
+        }
+        self.ejected.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One instance's failure streak and ejection, for its service's [`OutlierDetector`]. Dropping it
+/// (the instance left) takes its streak and ejection out of the detector's counts.
+#[derive(Debug)]
+pub struct OutlierHost {
+    /// The streak and ejection.
+    state: Mutex<Host>,
+    /// The detector's shared counts.
+    shared: Arc<OutlierShared>,
 }
 
 #[derive(Debug, Default)]
@@ -582,14 +607,30 @@ struct Host {
     returned_at: Option<Instant>,
 }
 
+impl OutlierHost {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Host> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for OutlierHost {
+    fn drop(&mut self) {
+        let host = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = host.ejected_until {
+            self.shared.release(until);
+        }
+        if host.consecutive > 0 {
+            self.shared.streaks.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl OutlierDetector {
     /// Nothing ejected yet.
     pub fn new(config: OutlierConfig) -> Self {
         OutlierDetector {
             config,
-            hosts: Mutex::new(IdMap::default()),
-            ejected: AtomicUsize::new(0),
-            streaks: AtomicUsize::new(0),
+            shared: Arc::default(),
         }
     }
 
@@ -598,76 +639,75 @@ impl OutlierDetector {
         &self.config
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, IdMap<Host>> {
-        self.hosts.lock().unwrap_or_else(|e| e.into_inner())
+    /// The state of a new instance: no streak, never ejected.
+    pub fn host(&self) -> OutlierHost {
+        OutlierHost {
+            state: Mutex::new(Host::default()),
+            shared: self.shared.clone(),
+        }
     }
 
-    /// Records one result of instance `id` (`failed`: a 5xx, connect error or timeout) in a
-    /// service of `total` instances. Returns the ejection time if this result ejected it.
-    pub fn record(&self, id: &str, failed: bool, total: usize) -> Option<Duration> {
-        self.record_at(id, failed, total, Instant::now())
+    /// Records one result of `host` (`failed`: a 5xx, connect error or timeout) in a service of
+    /// `total` instances. Returns the ejection time if this result ejected it.
+    pub fn record(&self, host: &OutlierHost, failed: bool, total: usize) -> Option<Duration> {
+        self.record_at(host, failed, total, Instant::now())
     }
 
     /// [`OutlierDetector::record`] at `now`.
     pub fn record_at(
         &self,
-        id: &str,
+        host: &OutlierHost,
         failed: bool,
         total: usize,
         now: Instant,
     ) -> Option<Duration> {
-        if !failed && self.streaks.load(Ordering::Relaxed) == 0 {
+        let shared = &*self.shared;
+        if !failed && shared.streaks.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let mut hosts = self.lock();
+        let mut state = host.lock();
         if !failed {
-            if let Some(host) = hosts.get_mut(id) {
-                self.end_streak(host);
-            }
+            self.end_streak(&mut state);
             return None;
         }
-        let currently_ejected = hosts
-            .values()
-            .filter(|h| h.ejected_until.is_some_and(|until| now < until))
-            .count();
-        let host = match hosts.get_mut(id) {
-            Some(host) => host,
-            None => hosts.entry(id.to_string()).or_default(),
-        };
-        self.expire(host, now);
-        if host.ejected_until.is_some() {
+        self.expire(&mut state, now);
+        if state.ejected_until.is_some() {
             return None;
         }
-        host.consecutive += 1;
-        if host.consecutive == 1 {
-            self.streaks.fetch_add(1, Ordering::Relaxed);
+        state.consecutive += 1;
+        if state.consecutive == 1 {
+            shared.streaks.fetch_add(1, Ordering::Relaxed);
         }
         if self.config.consecutive_failures == 0
-            || host.consecutive < self.config.consecutive_failures
+            || state.consecutive < self.config.consecutive_failures
         {
             return None;
         }
         let max_ejected = total * usize::from(self.config.max_ejection_percent.min(100)) / 100;
+        let mut until = shared.until();
+        let currently_ejected = until.iter().filter(|u| now < **u).count();
         if currently_ejected >= max_ejected {
             return None;
         }
         // Drain the multiplier for the time spent back in rotation, then grow it.
-        if let Some(returned) = host.returned_at {
+        if let Some(returned) = state.returned_at {
             let base = self.config.base_ejection.as_nanos().max(1);
             let periods = now.saturating_duration_since(returned).as_nanos() / base;
-            host.ejections = host
+            state.ejections = state
                 .ejections
                 .saturating_sub(u32::try_from(periods).unwrap_or(u32::MAX));
         }
-        host.ejections = host.ejections.saturating_add(1);
+        state.ejections = state.ejections.saturating_add(1);
         let duration = self
             .config
             .base_ejection
-            .saturating_mul(host.ejections)
+            .saturating_mul(state.ejections)
             .min(self.config.max_ejection);
-        host.ejected_until = Some(now + duration);
-        self.end_streak(host);
-        self.ejected.fetch_add(1, Ordering::Relaxed);
+        state.ejected_until = Some(now + duration);
+        until.push(now + duration);
+        drop(until);
+        self.end_streak(&mut state);
+        shared.ejected.fetch_add(1, Ordering::Relaxed);
         Some(duration)
     }
 
@@ -675,7 +715,7 @@ impl OutlierDetector {
     fn end_streak(&self, host: &mut Host) {
         if host.consecutive > 0 {
             host.consecutive = 0;
-            self.streaks.fetch_sub(1, Ordering::Relaxed);
+            self.shared.streaks.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -685,49 +725,29 @@ impl OutlierDetector {
             if now >= until {
                 host.ejected_until = None;
                 host.returned_at = Some(until);
-                self.ejected.fetch_sub(1, Ordering::Relaxed);
+                self.shared.release(until);
             }
         }
     }
 
-    /// Whether instance `id` is ejected now.
-    pub fn is_ejected(&self, id: &str) -> bool {
-        self.is_ejected_at(id, Instant::now())
+    /// Whether `host` is ejected now.
+    pub fn is_ejected(&self, host: &OutlierHost) -> bool {
+        self.is_ejected_at(host, Instant::now())
     }
 
-    /// Whether instance `id` is ejected at `now`.
-    pub fn is_ejected_at(&self, id: &str, now: Instant) -> bool {
+    /// Whether `host` is ejected at `now`.
+    pub fn is_ejected_at(&self, host: &OutlierHost, now: Instant) -> bool {
         if self.none_ejected() {
             return false;
         }
-        let mut hosts = self.lock();
-        match hosts.get_mut(id) {
-            Some(host) => {
-                self.expire(host, now);
-                host.ejected_until.is_some()
-            }
-            None => false,
-        }
+        let mut state = host.lock();
+        self.expire(&mut state, now);
+        state.ejected_until.is_some()
     }
 
     /// Whether no instance is (or was, with the ejection not yet noticed to be over) ejected:
     /// one atomic load, the fast path for callers filtering every request.
     pub fn none_ejected(&self) -> bool {
-        self.ejected.load(Ordering::Relaxed) == 0
-    }
-
-    /// Forgets instances for which `keep` is false (instances that left).
-    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
-        let mut hosts = self.lock();
-        hosts.retain(|id, host| {
-            let kept = keep(id);
-            if !kept && host.ejected_until.is_some() {
-                self.ejected.fetch_sub(1, Ordering::Relaxed);
-            }
-            if !kept && host.consecutive > 0 {
-                self.streaks.fetch_sub(1, Ordering::Relaxed);
-            }
-            kept
-        });
+        self.shared.ejected.load(Ordering::Relaxed) == 0
     }
 }

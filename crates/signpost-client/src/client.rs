@@ -7,11 +7,12 @@
 //!    [`ServiceWatch`], or a fixed list);
 //! 2. [`Selector::select`]: drop instances already tried by this call, ejected outliers and
 //!    instances whose breaker is open; run the [`Filter`]s; let the [`Balancer`] pick; take the
-//!    breaker's permit. Nothing left because of open breakers → [`CallError::CircuitOpen`] at
-//!    once; nothing at all → [`CallError::NoInstances`];
+//!    breaker's permit (all of it over one [`EndpointState`](crate::selector::EndpointState) per
+//!    instance). Nothing left because of open breakers → [`CallError::CircuitOpen`] at once;
+//!    nothing at all → [`CallError::NoInstances`];
 //! 3. send the request with the per-attempt timeout over the client's one `reqwest` pool;
 //! 4. record the outcome with the breaker, the outlier detector and the balancer
-//!    ([`Selected::finish`]);
+//!    ([`Selected::finish`](crate::selector::Selected::finish));
 //! 5. if the [`RetryPolicy`] allows it (and its budget has a token), back off and go back to 1
 //!    for a different instance.
 //!
@@ -42,7 +43,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,13 +51,16 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::balance::{Balancer, Filter, InFlight, Outcome, PeakEwma, PickContext};
-use crate::breaker::{
-    BreakerConfig, BreakerState, Breakers, CircuitBreaker, OutlierConfig, OutlierDetector, Permit,
-};
+use crate::balance::{Balancer, Filter, Outcome, PickContext};
+use crate::breaker::{BreakerConfig, OutlierConfig};
 use crate::discovery::ServiceWatch;
+use crate::endpoints::Endpoints;
 use crate::instance::Instance;
 use crate::retry::{Decision, FailureKind, NoRetry, RetryPolicy};
+use crate::selector::{SelectError, Selector, SelectorBuilder};
+
+#[cfg(doc)]
+use crate::balance::PeakEwma;
 
 /// Where a [`ServiceClient`] gets its instances from.
 ///
@@ -67,16 +70,16 @@ use crate::retry::{Decision, FailureKind, NoRetry, RetryPolicy};
 /// ```
 /// use std::sync::Arc;
 /// use signpost_client::client::InstanceSource;
-/// use signpost_client::Instance;
+/// use signpost_client::endpoints::Endpoints;
 ///
 /// /// Instances from a `tokio::sync::watch` channel.
-/// struct FromChannel(tokio::sync::watch::Receiver<Arc<Vec<Instance>>>);
+/// struct FromChannel(tokio::sync::watch::Receiver<Arc<Endpoints>>);
 ///
 /// impl InstanceSource for FromChannel {
 ///     fn service(&self) -> &str {
 ///         "users"
 ///     }
-///     fn instances(&self) -> Arc<Vec<Instance>> {
+///     fn instances(&self) -> Arc<Endpoints> {
 ///         self.0.borrow().clone()
 ///     }
 /// }
@@ -84,15 +87,16 @@ use crate::retry::{Decision, FailureKind, NoRetry, RetryPolicy};
 pub trait InstanceSource: Send + Sync + 'static {
     /// The service's name (for errors and logs).
     fn service(&self) -> &str;
-    /// The current instances that may take traffic.
-    fn instances(&self) -> Arc<Vec<Instance>>;
+    /// The current instances that may take traffic. A new list must come with a new
+    /// [`Endpoints`] (a new version): that is how the selector notices it.
+    fn instances(&self) -> Arc<Endpoints>;
 }
 
 impl InstanceSource for ServiceWatch {
     fn service(&self) -> &str {
         ServiceWatch::service(self)
     }
-    fn instances(&self) -> Arc<Vec<Instance>> {
+    fn instances(&self) -> Arc<Endpoints> {
         ServiceWatch::instances(self)
     }
 }
@@ -110,8 +114,8 @@ impl InstanceSource for ServiceWatch {
 pub struct StaticInstances {
     /// The service's name.
     service: String,
-    /// The instances.
-    instances: Arc<Vec<Instance>>,
+    /// The instances (one list, one version, for good).
+    instances: Arc<Endpoints>,
 }
 
 impl StaticInstances {
@@ -119,7 +123,7 @@ impl StaticInstances {
     pub fn new(service: impl Into<String>, instances: Vec<Instance>) -> Self {
         StaticInstances {
             service: service.into(),
-            instances: Arc::new(instances),
+            instances: Arc::new(Endpoints::new(0, instances)),
         }
     }
 }
@@ -128,436 +132,8 @@ impl InstanceSource for StaticInstances {
     fn service(&self) -> &str {
         &self.service
     }
-    fn instances(&self) -> Arc<Vec<Instance>> {
+    fn instances(&self) -> Arc<Endpoints> {
         self.instances.clone()
-    }
-}
-
-/// Why [`Selector::select`] found no instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SelectError {
-    /// There are no instances (or the filters left none).
-    #[error("no instances")]
-    NoInstances,
-    /// There are instances, but every one's circuit breaker (or the service's) is open.
-    #[error("every circuit is open")]
-    CircuitOpen,
-}
-
-/// The per-request instance selection of a [`ServiceClient`], usable on its own (the overhead
-/// benchmark measures exactly this): outlier ejection, per-instance and per-service circuit
-/// breakers, filters and a balancer.
-///
-/// ```
-/// use signpost_client::balance::{Outcome, PickContext, RoundRobin};
-/// use signpost_client::client::Selector;
-/// # let mk = |id: &str| signpost_client::Instance {
-/// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
-/// #     tags: vec![], metadata: Default::default(), weight: 100 };
-/// let instances = vec![mk("a"), mk("b")];
-/// let selector = Selector::builder().balancer(RoundRobin::new()).build();
-/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-/// let selected = selector.select(&instances, &PickContext::new(), &[]).unwrap();
-/// println!("sending to {}", selected.instance().base_url());
-/// selected.finish(Outcome::Success);
-/// # });
-/// ```
-pub struct Selector {
-    /// Picks among the candidates.
-    balancer: Arc<dyn Balancer>,
-    /// Narrow the candidates, in order.
-    filters: Vec<Arc<dyn Filter>>,
-    /// Per-instance circuit breakers (`None`: disabled).
-    breakers: Option<Breakers>,
-    /// The service-wide circuit breaker (`None`: disabled).
-    service_breaker: Option<CircuitBreaker>,
-    /// Outlier ejection (`None`: disabled).
-    outliers: Option<OutlierDetector>,
-    /// Address of the last instance list seen, to notice a new list and forget instances that
-    /// left.
-    last_list: AtomicUsize,
-}
-
-impl std::fmt::Debug for Selector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Selector")
-            .field("balancer", &self.balancer.name())
-            .field("filters", &self.filters.len())
-            .field("breakers", &self.breakers.as_ref().map(|b| b.config()))
-            .field(
-                "service_breaker",
-                &self.service_breaker.as_ref().map(|b| b.config()),
-            )
-            .field("outliers", &self.outliers.as_ref().map(|o| o.config()))
-            .finish()
-    }
-}
-
-/// Builds a [`Selector`]; see [`Selector::builder`].
-#[must_use]
-pub struct SelectorBuilder {
-    /// The balancer (default [`PeakEwma`]).
-    balancer: Option<Arc<dyn Balancer>>,
-    /// Filters, in order.
-    filters: Vec<Arc<dyn Filter>>,
-    /// Per-instance breaker configuration (default on).
-    breaker: Option<BreakerConfig>,
-    /// Service breaker configuration (default off).
-    service_breaker: Option<BreakerConfig>,
-    /// Outlier ejection configuration (default on).
-    outliers: Option<OutlierConfig>,
-}
-
-impl Selector {
-    /// A builder with the defaults: [`PeakEwma`], per-instance breakers and outlier ejection
-    /// with default settings, no service breaker, no filters.
-    ///
-    /// ```
-    /// use signpost_client::balance::{ConsistentHash, ZoneAware};
-    /// use signpost_client::breaker::BreakerConfig;
-    /// use signpost_client::client::Selector;
-    ///
-    /// let selector = Selector::builder()
-    ///     .balancer(ConsistentHash::new())
-    ///     .filter(ZoneAware::new("eu-west-1a"))
-    ///     .service_breaker(BreakerConfig::default())
-    ///     .no_outlier_detection()
-    ///     .build();
-    /// ```
-    pub fn builder() -> SelectorBuilder {
-        SelectorBuilder {
-            balancer: None,
-            filters: Vec::new(),
-            breaker: Some(BreakerConfig::default()),
-            service_breaker: None,
-            outliers: Some(OutlierConfig::default()),
-        }
-    }
-
-    /// The balancer.
-    pub fn balancer(&self) -> &Arc<dyn Balancer> {
-        &self.balancer
-    }
-
-    /// The per-instance breakers, if enabled.
-    pub fn breakers(&self) -> Option<&Breakers> {
-        self.breakers.as_ref()
-    }
-
-    /// The service breaker, if enabled.
-    pub fn service_breaker(&self) -> Option<&CircuitBreaker> {
-        self.service_breaker.as_ref()
-    }
-
-    /// The outlier detector, if enabled.
-    pub fn outliers(&self) -> Option<&OutlierDetector> {
-        self.outliers.as_ref()
-    }
-
-    /// Selects an instance of `instances` for one attempt, skipping the ids in `tried` unless
-    /// nothing else is left. The returned [`Selected`] holds the breaker permit and the
-    /// balancer's in-flight record; finish it with the attempt's outcome.
-    pub fn select<'a>(
-        &'a self,
-        instances: &'a [Instance],
-        ctx: &PickContext,
-        tried: &[&str],
-    ) -> Result<Selected<'a>, SelectError> {
-        if instances.is_empty() {
-            return Err(SelectError::NoInstances);
-        }
-        self.forget_departed(instances);
-        if let Some(service) = &self.service_breaker {
-            if !service.is_available() {
-                return Err(SelectError::CircuitOpen);
-            }
-        }
-        let check_breakers = self.breakers.as_ref().filter(|b| !b.all_closed());
-        let check_outliers = self.outliers.as_ref().filter(|o| !o.none_ejected());
-        let mut blocked = false;
-        // Sorts an instance: `None` if its breaker blocks it, `Some(true)` if it is a
-        // candidate, `Some(false)` if only a fallback (ejected or already tried).
-        let mut admit = |instance: &Instance| {
-            if check_breakers.is_some_and(|b| !b.is_available(&instance.id)) {
-                blocked = true;
-                return None;
-            }
-            let ejected = check_outliers.is_some_and(|o| o.is_ejected(&instance.id));
-            Some(!(ejected || tried.contains(&instance.id.as_str())))
-        };
-        // Without filters and with few instances the candidates live on the stack: candidates
-        // from the front, fallbacks from the back (no allocation per request).
-        let mut stack: [&'a Instance; STACK_CANDIDATES] = [&instances[0]; STACK_CANDIDATES];
-        let mut heap: Vec<&'a Instance>;
-        let candidates: &mut [&'a Instance] =
-            if self.filters.is_empty() && instances.len() <= STACK_CANDIDATES {
-                let (mut front, mut back) = (0, STACK_CANDIDATES);
-                for instance in instances {
-                    match admit(instance) {
-                        Some(true) => {
-                            stack[front] = instance;
-                            front += 1;
-                        }
-                        Some(false) => {
-                            back -= 1;
-                            stack[back] = instance;
-                        }
-                        None => {}
-                    }
-                }
-                if front > 0 {
-                    &mut stack[..front]
-                } else {
-                    // Better an ejected or already-tried instance than none (ejection is
-                    // advisory); back in the list's order.
-                    let fallback = &mut stack[back..];
-                    fallback.reverse();
-                    fallback
-                }
-            } else {
-                heap = Vec::with_capacity(instances.len());
-                let mut fallback: Vec<&'a Instance> = Vec::new();
-                for instance in instances {
-                    match admit(instance) {
-                        Some(true) => heap.push(instance),
-                        Some(false) => fallback.push(instance),
-                        None => {}
-                    }
-                }
-                if heap.is_empty() {
-                    // Better an ejected or already-tried instance than none.
-                    heap = fallback;
-                }
-                for filter in &self.filters {
-                    filter.filter(&mut heap, ctx);
-                }
-                &mut heap
-            };
-        let mut len = candidates.len();
-        loop {
-            let Some(instance) = self.balancer.pick(&candidates[..len], ctx) else {
-                return Err(if blocked {
-                    SelectError::CircuitOpen
-                } else {
-                    SelectError::NoInstances
-                });
-            };
-            let breaker = match &self.breakers {
-                Some(breakers) => {
-                    let breaker = breakers.get(&instance.id);
-                    match breaker.try_acquire() {
-                        Ok(permit) => Some((breaker, permit)),
-                        Err(_) => {
-                            // Lost a race for the last half-open probe slot: pick again.
-                            blocked = true;
-                            len = retain_others(&mut candidates[..len], &instance.id);
-                            continue;
-                        }
-                    }
-                }
-                None => None,
-            };
-            let service_permit = match &self.service_breaker {
-                Some(service) => match service.try_acquire() {
-                    Ok(permit) => Some(permit),
-                    Err(_) => {
-                        if let Some((breaker, permit)) = breaker {
-                            breaker.record(permit, Outcome::Cancelled);
-                        }
-                        return Err(SelectError::CircuitOpen);
-                    }
-                },
-                None => None,
-            };
-            return Ok(Selected {
-                selector: self,
-                instance,
-                total: instances.len(),
-                breaker,
-                service_permit,
-                in_flight: Some(InFlight::start(&*self.balancer, &instance.id)),
-            });
-        }
-    }
-
-    /// Forgets breakers and outlier state of instances that left, once per new list.
-    fn forget_departed(&self, instances: &[Instance]) {
-        let address = instances.as_ptr() as usize;
-        if self.last_list.swap(address, Ordering::Relaxed) == address {
-            return;
-        }
-        let stale_breakers = self
-            .breakers
-            .as_ref()
-            .is_some_and(|b| b.len() > instances.len());
-        if stale_breakers || self.outliers.is_some() {
-            let live: std::collections::HashSet<&str> =
-                instances.iter().map(|i| i.id.as_str()).collect();
-            if let Some(breakers) = self.breakers.as_ref().filter(|_| stale_breakers) {
-                breakers.retain(|id| live.contains(id));
-            }
-            if let Some(outliers) = &self.outliers {
-                outliers.retain(|id| live.contains(id));
-            }
-        }
-    }
-}
-
-/// Up to this many instances, [`Selector::select`] keeps its candidates on the stack.
-const STACK_CANDIDATES: usize = 16;
-
-/// Moves the candidates other than `id` to the front of `candidates`; returns their number.
-fn retain_others(candidates: &mut [&Instance], id: &str) -> usize {
-    let (mut kept, mut next) = (0, 0);
-    while next < candidates.len() {
-        if candidates[next].id != id {
-            candidates[kept] = candidates[next];
-            kept += 1;
-        }
-        next += 1;
-    }
-    kept
-}
-
-impl SelectorBuilder {
-    /// The balancer (default [`PeakEwma`]).
-    pub fn balancer(mut self, balancer: impl Balancer) -> Self {
-        self.balancer = Some(Arc::new(balancer));
-        self
-    }
-
-    /// A balancer shared with other code (e.g. to inspect it).
-    pub fn shared_balancer(mut self, balancer: Arc<dyn Balancer>) -> Self {
-        self.balancer = Some(balancer);
-        self
-    }
-
-    /// Adds a filter; filters run in the order added, after breakers and ejection.
-    pub fn filter(mut self, filter: impl Filter) -> Self {
-        self.filters.push(Arc::new(filter));
-        self
-    }
-
-    /// Per-instance circuit breakers with `config` (on by default).
-    pub fn breaker(mut self, config: BreakerConfig) -> Self {
-        self.breaker = Some(config);
-        self
-    }
-
-    /// No per-instance circuit breakers.
-    pub fn no_breaker(mut self) -> Self {
-        self.breaker = None;
-        self
-    }
-
-    /// A circuit breaker for the whole service as well (off by default).
-    pub fn service_breaker(mut self, config: BreakerConfig) -> Self {
-        self.service_breaker = Some(config);
-        self
-    }
-
-    /// Outlier ejection with `config` (on by default).
-    pub fn outlier_detection(mut self, config: OutlierConfig) -> Self {
-        self.outliers = Some(config);
-        self
-    }
-
-    /// No outlier ejection.
-    pub fn no_outlier_detection(mut self) -> Self {
-        self.outliers = None;
-        self
-    }
-
-    /// The selector.
-    pub fn build(self) -> Selector {
-        Selector {
-            balancer: self.balancer.unwrap_or_else(|| Arc::new(PeakEwma::new())),
-            filters: self.filters,
-            breakers: self.breaker.map(Breakers::new),
-            service_breaker: self.service_breaker.map(CircuitBreaker::new),
-            outliers: self.outliers.map(OutlierDetector::new),
-            last_list: AtomicUsize::new(0),
-        }
-    }
-}
-
-/// An instance chosen by [`Selector::select`] for one attempt. Finish it with the outcome;
-/// dropping it unfinished counts as [`Outcome::Cancelled`] (frees a half-open probe slot, and
-/// tells the balancer the request is no longer in flight).
-#[must_use = "finish the attempt with its outcome"]
-pub struct Selected<'a> {
-    /// Whose breakers and detector to tell.
-    selector: &'a Selector,
-    /// The chosen instance.
-    instance: &'a Instance,
-    /// Instances in the list (for the outlier detector's ejection cap).
-    total: usize,
-    /// The instance's breaker and its permit.
-    breaker: Option<(Arc<CircuitBreaker>, Permit)>,
-    /// The service breaker's permit.
-    service_permit: Option<Permit>,
-    /// The balancer's in-flight record.
-    in_flight: Option<InFlight<'a>>,
-}
-
-impl<'a> Selected<'a> {
-    /// The chosen instance.
-    pub fn instance(&self) -> &'a Instance {
-        self.instance
-    }
-
-    /// Records the attempt's outcome with the breakers, the outlier detector and the balancer.
-    /// Returns the instance breaker's new state if this outcome changed it.
-    pub fn finish(mut self, outcome: Outcome) -> Option<BreakerState> {
-        self.complete(outcome)
-    }
-
-    fn complete(&mut self, outcome: Outcome) -> Option<BreakerState> {
-        // One clock read serves the latency, the breakers and the outlier detector.
-        let now = tokio::time::Instant::now();
-        if let Some(in_flight) = self.in_flight.take() {
-            let latency = now.saturating_duration_since(in_flight.started());
-            in_flight.finish_with_latency(outcome, latency);
-        }
-        if let (Some(service), Some(permit)) =
-            (&self.selector.service_breaker, self.service_permit.take())
-        {
-            service.record_at(permit, outcome, now);
-        }
-        if outcome != Outcome::Cancelled {
-            if let Some(outliers) = &self.selector.outliers {
-                let failed = outcome == Outcome::Failure;
-                if let Some(ejected) =
-                    outliers.record_at(&self.instance.id, failed, self.total, now)
-                {
-                    tracing::warn!(
-                        service = %self.instance.service,
-                        instance = %self.instance.id,
-                        ?ejected,
-                        "outlier ejected"
-                    );
-                }
-            }
-        }
-        let (breaker, permit) = self.breaker.take()?;
-        let transition = breaker.record_at(permit, outcome, now);
-        if let Some(state) = transition {
-            tracing::info!(
-                service = %self.instance.service,
-                instance = %self.instance.id,
-                ?state,
-                "circuit breaker changed state"
-            );
-        }
-        transition
-    }
-}
-
-impl Drop for Selected<'_> {
-    fn drop(&mut self) {
-        if self.in_flight.is_some() || self.breaker.is_some() || self.service_permit.is_some() {
-            self.complete(Outcome::Cancelled);
-        }
     }
 }
 
@@ -814,7 +390,7 @@ impl ServiceClient {
     }
 
     /// The current instances, as the source reports them.
-    pub fn instances(&self) -> Arc<Vec<Instance>> {
+    pub fn instances(&self) -> Arc<Endpoints> {
         self.inner.source.instances()
     }
 

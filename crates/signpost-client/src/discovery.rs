@@ -14,25 +14,32 @@
 //!   [`DiscoveryOptions::empty_hold`] (any non-empty update ends the hold).
 //!
 //! Readers never wait on the task: [`ServiceWatch::instances`] is a read of a
-//! [`tokio::sync::watch`] channel, and [`ServiceWatch::updates`] hands out that channel's
-//! receiver for code (balancers, the tower adapter) that wants to react to changes.
+//! [`tokio::sync::watch`] channel of versioned [`Endpoints`], and [`ServiceWatch::updates`] hands
+//! out that channel's receiver for code that wants to react to changes. Code that wants the
+//! changes themselves (the tower adapter) reads [`ServiceWatch::changes`]: a `Reset` of the
+//! current list, then the `Add / Update / Remove`s the task published.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
+use crate::endpoints::Endpoints;
 use crate::instance::{Instance, Update};
 use crate::registry::Registry;
 
+mod catalog;
 #[cfg(test)]
 mod tests;
+
+pub use catalog::Catalog;
 
 /// Tunables of a [`Discovery`]. `Default` gives production values.
 ///
@@ -155,6 +162,9 @@ struct DiscoveryInner {
     /// One handle per followed service; holding it keeps the service's task alive as long as
     /// the `Discovery` lives.
     services: Mutex<HashMap<String, ServiceWatch>>,
+    /// The set of services, once [`Discovery::catalog`] was called (holding it keeps its task
+    /// alive as long as the `Discovery` lives).
+    catalog: Mutex<Option<Catalog>>,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -190,6 +200,7 @@ impl Discovery {
                 registry,
                 options,
                 services: Mutex::new(HashMap::new()),
+                catalog: Mutex::new(None),
             }),
         }
     }
@@ -238,14 +249,14 @@ impl Discovery {
 /// A handle to one service's current healthy instances. Cheap to clone.
 ///
 /// Reading is lock-free for the task and never waits on the network: the background task
-/// publishes each new list as an `Arc<Vec<Instance>>` (sorted by id) and readers take the
-/// current one.
+/// publishes each new list as an `Arc<Endpoints>` (sorted by id, with a version of its own) and
+/// readers take the current one.
 ///
 /// ```no_run
 /// # async fn run(discovery: signpost_client::discovery::Discovery) -> Result<(), signpost_client::discovery::DiscoveryError> {
 /// let mut users = discovery.service("user-service");
 /// users.ready().await?;                 // first list known (or an error after ready_timeout)
-/// let now = users.instances();          // Arc<Vec<Instance>>, never blocks
+/// let now = users.instances();          // Arc<Endpoints>, never blocks
 /// let next = users.changed().await?;    // the list after its next change
 /// let mut rx = users.updates();         // a tokio watch receiver of the same lists
 /// rx.changed().await.ok();
@@ -256,7 +267,9 @@ pub struct ServiceWatch {
     /// The service's name.
     service: Arc<str>,
     /// The published lists.
-    instances: watch::Receiver<Arc<Vec<Instance>>>,
+    instances: watch::Receiver<Arc<Endpoints>>,
+    /// The changes behind each published list, for [`ServiceWatch::changes`].
+    changes: broadcast::Sender<Arc<Published>>,
     /// The task's state (readiness, connection).
     status: watch::Receiver<WatchStatus>,
     /// How long [`ServiceWatch::ready`] waits.
@@ -289,7 +302,7 @@ impl ServiceWatch {
     /// }
     /// # }
     /// ```
-    pub fn instances(&self) -> Arc<Vec<Instance>> {
+    pub fn instances(&self) -> Arc<Endpoints> {
         self.instances.borrow().clone()
     }
 
@@ -304,7 +317,7 @@ impl ServiceWatch {
     /// }
     /// # }
     /// ```
-    pub async fn changed(&mut self) -> Result<Arc<Vec<Instance>>, DiscoveryError> {
+    pub async fn changed(&mut self) -> Result<Arc<Endpoints>, DiscoveryError> {
         self.instances
             .changed()
             .await
@@ -326,7 +339,7 @@ impl ServiceWatch {
     /// }
     /// # }
     /// ```
-    pub async fn ready(&self) -> Result<Arc<Vec<Instance>>, DiscoveryError> {
+    pub async fn ready(&self) -> Result<Arc<Endpoints>, DiscoveryError> {
         let mut status = self.status.clone();
         let waited = tokio::time::timeout(self.ready_timeout, async {
             status.wait_for(|s| s.ready).await.map(|_| ())
@@ -361,8 +374,47 @@ impl ServiceWatch {
     /// }
     /// # }
     /// ```
-    pub fn updates(&self) -> watch::Receiver<Arc<Vec<Instance>>> {
+    pub fn updates(&self) -> watch::Receiver<Arc<Endpoints>> {
         self.instances.clone()
+    }
+
+    /// The changes of the list as a stream of [`Update`]s: first a `Reset` with the current
+    /// list, then the `Add / Update / Remove`s (or a `Reset`) behind every list published after
+    /// it. A reader that falls more than 64 lists behind gets a `Reset` of the current list
+    /// instead of the changes it missed. Ends when the discovery task stops.
+    ///
+    /// ```no_run
+    /// # async fn run(users: signpost_client::discovery::ServiceWatch) {
+    /// use futures::StreamExt;
+    /// use signpost_client::Update;
+    /// let mut changes = users.changes();
+    /// while let Some(update) = changes.next().await {
+    ///     match update {
+    ///         Update::Reset { instances, .. } => println!("{} instances", instances.len()),
+    ///         Update::Add { instance, .. } => println!("+{}", instance.id),
+    ///         Update::Update { instance, .. } => println!("~{}", instance.id),
+    ///         Update::Remove { id, .. } => println!("-{id}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn changes(&self) -> BoxStream<'static, Update> {
+        // Subscribe before reading the current list, so nothing published in between is lost;
+        // what the current list already holds is skipped by version.
+        let published = self.changes.subscribe();
+        let lists = self.instances.clone();
+        let current = lists.borrow().clone();
+        let state = ChangeCursor {
+            published,
+            lists,
+            seen: current.version(),
+            pending: std::collections::VecDeque::from([reset_of(&current)]),
+        };
+        futures::stream::unfold(state, |mut c| async move {
+            let update = c.next().await?;
+            Some((update, c))
+        })
+        .boxed()
     }
 
     /// The background watch's current state.
@@ -382,6 +434,59 @@ impl ServiceWatch {
     /// A receiver of [`WatchStatus`] changes (e.g. to wait until the watch reconnects).
     pub fn status_updates(&self) -> watch::Receiver<WatchStatus> {
         self.status.clone()
+    }
+}
+
+/// The changes that made one published list.
+#[derive(Debug)]
+struct Published {
+    /// The version of the list they made.
+    version: u64,
+    /// The changes, in order.
+    updates: Vec<Update>,
+}
+
+/// A `Reset` carrying `endpoints`.
+fn reset_of(endpoints: &Endpoints) -> Update {
+    Update::Reset {
+        index: endpoints.index(),
+        instances: endpoints.to_vec(),
+    }
+}
+
+/// The state of one [`ServiceWatch::changes`] stream.
+struct ChangeCursor {
+    /// The changes behind each published list.
+    published: broadcast::Receiver<Arc<Published>>,
+    /// The lists (read again after falling behind).
+    lists: watch::Receiver<Arc<Endpoints>>,
+    /// The version of the last list this stream has brought its reader to.
+    seen: u64,
+    /// Updates to yield before reading more.
+    pending: std::collections::VecDeque<Update>,
+}
+
+impl ChangeCursor {
+    async fn next(&mut self) -> Option<Update> {
+        loop {
+            if let Some(update) = self.pending.pop_front() {
+                return Some(update);
+            }
+            match self.published.recv().await {
+                // Already part of the list the stream started from (or caught up to).
+                Ok(p) if p.version <= self.seen => {}
+                Ok(p) => {
+                    self.seen = p.version;
+                    self.pending.extend(p.updates.iter().cloned());
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let current = self.lists.borrow().clone();
+                    self.seen = current.version();
+                    self.pending.push_back(reset_of(&current));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     }
 }
 
@@ -525,7 +630,11 @@ struct Follower {
     registry: Arc<dyn Registry>,
     options: DiscoveryOptions,
     /// Publishes instance lists to every [`ServiceWatch`].
-    list_tx: watch::Sender<Arc<Vec<Instance>>>,
+    list_tx: watch::Sender<Arc<Endpoints>>,
+    /// Publishes the changes behind each list ([`ServiceWatch::changes`]).
+    changes_tx: broadcast::Sender<Arc<Published>>,
+    /// The changes applied to `view` since the last published list.
+    unpublished: Vec<Update>,
     /// Publishes the task's state.
     status_tx: watch::Sender<WatchStatus>,
     /// The registry's view as last received, by id (may differ from what is published while an
@@ -545,7 +654,8 @@ impl Follower {
         registry: Arc<dyn Registry>,
         options: DiscoveryOptions,
     ) -> ServiceWatch {
-        let (list_tx, list_rx) = watch::channel(Arc::new(Vec::new()));
+        let (list_tx, list_rx) = watch::channel(Arc::new(Endpoints::empty()));
+        let (changes_tx, _) = broadcast::channel(CHANGES_CAPACITY);
         let (status_tx, status_rx) = watch::channel(WatchStatus {
             ready: false,
             connected: false,
@@ -556,6 +666,7 @@ impl Follower {
         let handle = ServiceWatch {
             service: Arc::from(service.as_str()),
             instances: list_rx,
+            changes: changes_tx.clone(),
             status: status_rx,
             ready_timeout: options.ready_timeout,
         };
@@ -569,6 +680,8 @@ impl Follower {
             registry,
             options,
             list_tx,
+            changes_tx,
+            unpublished: Vec::new(),
             status_tx,
             view: BTreeMap::new(),
             cached: None,
@@ -650,7 +763,9 @@ impl Follower {
             );
             let mut list = cache.instances;
             list.sort_by(|a, b| a.id.cmp(&b.id));
-            self.list_tx.send_replace(Arc::new(list));
+            let endpoints = Arc::new(Endpoints::new(cache.index, list));
+            self.announce(&endpoints, vec![reset_of(&endpoints)]);
+            self.list_tx.send_replace(endpoints);
             self.status_tx.send_modify(|s| {
                 s.ready = true;
                 s.source = Source::Cache;
@@ -662,6 +777,7 @@ impl Follower {
     /// Applies one update to the registry view, then publishes (subject to the guard).
     async fn apply(&mut self, update: Update) {
         let index = update.index();
+        self.unpublished.push(update.clone());
         match update {
             Update::Reset { instances, .. } => {
                 self.view = instances.into_iter().map(|i| (i.id.clone(), i)).collect();
@@ -704,6 +820,10 @@ impl Follower {
                                 instances.len()
                             );
                         }
+                        self.unpublished.push(Update::Reset {
+                            index,
+                            instances: instances.clone(),
+                        });
                         self.view = instances.into_iter().map(|i| (i.id.clone(), i)).collect();
                         self.publish(index).await;
                     }
@@ -743,14 +863,22 @@ impl Follower {
     /// Publishes the view if it differs from what is served, and persists it.
     async fn publish(&mut self, index: u64) {
         let list: Vec<Instance> = self.view.values().cloned().collect();
-        let changed = self.list_tx.send_if_modified(|current| {
-            if **current == list {
+        let updates = std::mem::take(&mut self.unpublished);
+        let mut published = None;
+        self.list_tx.send_if_modified(|current| {
+            if current.instances() == list.as_slice() {
                 false
             } else {
-                *current = Arc::new(list.clone());
+                let endpoints = Arc::new(Endpoints::new(index, list.clone()));
+                *current = endpoints.clone();
+                published = Some(endpoints);
                 true
             }
         });
+        let changed = published.is_some();
+        if let Some(endpoints) = &published {
+            self.announce(endpoints, updates);
+        }
         self.status_tx.send_if_modified(|s| {
             let before = *s;
             s.index = index;
@@ -773,6 +901,23 @@ impl Follower {
                 }
             }
         }
+    }
+}
+
+/// How many published lists a [`ServiceWatch::changes`] reader may fall behind before it gets a
+/// `Reset` instead.
+const CHANGES_CAPACITY: usize = 64;
+
+impl Follower {
+    /// Tells [`ServiceWatch::changes`] readers which `updates` made `endpoints`. Before or after
+    /// publishing the list alike: a reader skips the changes of every list up to the one it
+    /// started from, by version.
+    fn announce(&self, endpoints: &Endpoints, updates: Vec<Update>) {
+        // No receivers is fine: nobody reads changes.
+        let _ = self.changes_tx.send(Arc::new(Published {
+            version: endpoints.version(),
+            updates,
+        }));
     }
 }
 

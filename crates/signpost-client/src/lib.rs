@@ -4,19 +4,27 @@
 //! # Layout
 //! - [`instance`]: [`Instance`], the SDK's registry-neutral view of one service instance, and
 //!   [`Update`], the change stream every registry speaks (`Reset / Add / Update / Remove`).
+//! - [`endpoints`]: [`endpoints::Endpoints`], one published instance list with the version that
+//!   names it (consumers notice a new list by its version).
 //! - [`registry`]: the [`registry::Registry`] trait and its implementations (Signpost's native
 //!   API, etcd, and any Consul-compatible agent).
 //! - [`discovery`]: [`discovery::Discovery`], the cached, watch-driven instance list per service
-//!   (stale-on-error, reconnect with backoff, optional persistence, push-empty protection).
+//!   (stale-on-error, reconnect with backoff, optional persistence, push-empty protection), its
+//!   change stream, and the followed set of services ([`discovery::Discovery::catalog`]).
 //! - [`registration`]: self-registration with a background heartbeat and graceful deregistration.
 //! - [`balance`]: load balancers (random, round robin, weighted, smooth weighted round robin,
-//!   least outstanding requests, P2C over peak EWMA, consistent hashing) and instance filters.
+//!   least outstanding requests, P2C over peak EWMA, consistent hashing) over candidates that
+//!   carry their endpoint's statistics, and instance filters.
 //! - [`breaker`]: per-instance (and per-service) circuit breakers and outlier ejection.
+//! - [`selector`]: [`selector::Selector`], per-request selection over one
+//!   [`selector::EndpointState`] per instance (breaker, outlier state, balancer statistics),
+//!   returning the chosen position.
 //! - [`retry`]: retry policy with backoff, jitter and a retry budget.
 //! - [`client`]: [`client::ServiceClient`], typed JSON calls over all of the above.
-//! - [`tower_discover`]: a `tower::discover::Discover` adapter.
+//! - [`tower_discover`]: a `tower::discover::Discover` adapter over discovery's change stream.
 #![forbid(unsafe_code)]
 
+pub mod endpoints;
 pub mod instance;
 pub mod registry;
 
@@ -27,8 +35,10 @@ pub mod balance;
 pub mod breaker;
 pub mod client;
 pub mod retry;
+pub mod selector;
 pub mod tower_discover;
 
+pub use endpoints::Endpoints;
 pub use instance::{Instance, Update};
 
 pub use discovery::{Discovery, DiscoveryOptions, ServiceWatch};

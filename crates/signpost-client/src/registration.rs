@@ -479,6 +479,11 @@ mod tests {
         fn watch(&self, _: &str) -> BoxStream<'static, Result<Update, RegistryError>> {
             Box::pin(futures::stream::empty())
         }
+        fn watch_services(
+            &self,
+        ) -> BoxStream<'static, Result<crate::registry::ServiceSet, RegistryError>> {
+            Box::pin(futures::stream::empty())
+        }
     }
 
     #[tokio::test(start_paused = true)]

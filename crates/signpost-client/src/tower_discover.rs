@@ -1,11 +1,12 @@
 //! A [`tower::discover::Discover`] over discovered instances, so a tower stack — for example
 //! `tower::balance::p2c::Balance` — can balance over them.
 //!
-//! [`InstanceDiscover`] follows a stream of instance lists (a [`ServiceWatch`]'s
-//! [`updates`](ServiceWatch::updates)) and turns each new list into changes: `Insert(id,
-//! service)` for every new instance (the service made by your closure), `Remove(id)` for every
-//! instance gone, and `Remove` + `Insert` for an instance whose address, tags, metadata or
-//! weight changed.
+//! [`InstanceDiscover`] follows a stream of [`Update`]s (a [`ServiceWatch`]'s
+//! [`changes`](ServiceWatch::changes), or any registry's watch) and turns each into tower's
+//! changes: `Add` → `Insert(id, service)` (the service made by your closure), `Remove` →
+//! `Remove(id)`, `Update` → `Remove` + `Insert` of the changed instance. A `Reset` replaces the
+//! whole set: `Remove` for every instance it no longer lists, `Remove` + `Insert` for every one
+//! that changed, `Insert` for every new one; instances that stay as they were are left alone.
 //!
 //! ```no_run
 //! use std::convert::Infallible;
@@ -29,53 +30,53 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::Stream;
-use tokio::sync::watch;
-use tokio_stream::wrappers::WatchStream;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 use tower::discover::Change;
 
 use crate::discovery::ServiceWatch;
-use crate::instance::Instance;
+use crate::instance::{Instance, Update};
 
 /// A `tower` discover stream of a service's instances; see the [module docs](self).
 ///
 /// It yields `Result<Change<String, S>, Infallible>` keyed by instance id, which makes it a
-/// [`tower::discover::Discover`]. It ends when the list's sender (the discovery task) is gone.
+/// [`tower::discover::Discover`]. It ends when its stream of updates ends (for discovery: when
+/// the discovery task is gone).
 ///
 /// ```
-/// use std::sync::Arc;
 /// use futures::StreamExt;
 /// use tower::discover::Change;
 /// use signpost_client::tower_discover::InstanceDiscover;
+/// use signpost_client::Update;
 /// # let mk = |id: &str| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
 /// #     tags: vec![], metadata: Default::default(), weight: 100 };
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let (tx, rx) = tokio::sync::watch::channel(Arc::new(vec![mk("a")]));
+/// let (tx, rx) = futures::channel::mpsc::unbounded();
+/// tx.unbounded_send(Update::Reset { index: 1, instances: vec![mk("a")] }).unwrap();
 /// let mut discover = InstanceDiscover::new(rx, |i| i.base_url());
 /// match discover.next().await {
 ///     Some(Ok(Change::Insert(id, url))) => assert_eq!((id.as_str(), url.as_str()), ("a", "http://127.0.0.1:1")),
 ///     _ => unreachable!(),
 /// }
-/// tx.send(Arc::new(vec![])).unwrap();
+/// tx.unbounded_send(Update::Remove { index: 2, id: "a".into() }).unwrap();
 /// assert!(matches!(discover.next().await, Some(Ok(Change::Remove(id))) if id == "a"));
 /// # });
 /// ```
 pub struct InstanceDiscover<F, S> {
-    /// The lists, the current one first.
-    lists: WatchStream<Arc<Vec<Instance>>>,
+    /// The updates.
+    updates: BoxStream<'static, Update>,
     /// Makes the service for a new instance.
     make: F,
-    /// The instances inserted so far, by id (to diff the next list against).
+    /// The instances inserted so far, by id (what a `Reset` is compared with).
     known: HashMap<String, Instance>,
-    /// Changes computed from the last list, not yet yielded.
+    /// Changes computed from the last update, not yet yielded.
     pending: VecDeque<Change<String, S>>,
 }
 
@@ -83,19 +84,19 @@ impl<F, S> InstanceDiscover<F, S>
 where
     F: FnMut(&Instance) -> S,
 {
-    /// Follows the lists of `updates`; `make` builds the service of each new instance.
-    pub fn new(updates: watch::Receiver<Arc<Vec<Instance>>>, make: F) -> Self {
+    /// Follows `updates`; `make` builds the service of each new instance.
+    pub fn new(updates: impl Stream<Item = Update> + Send + 'static, make: F) -> Self {
         InstanceDiscover {
-            lists: WatchStream::new(updates),
+            updates: updates.boxed(),
             make,
             known: HashMap::new(),
             pending: VecDeque::new(),
         }
     }
 
-    /// Follows a discovery [`ServiceWatch`].
+    /// Follows a discovery [`ServiceWatch`]'s changes.
     pub fn from_watch(watch: &ServiceWatch, make: F) -> Self {
-        Self::new(watch.updates(), make)
+        Self::new(watch.changes(), make)
     }
 
     /// The instances currently inserted, by id.
@@ -103,29 +104,46 @@ where
         &self.known
     }
 
-    /// Queues the changes that turn `known` into `list`.
-    fn diff(&mut self, list: &[Instance]) {
-        let current: HashMap<&str, &Instance> = list.iter().map(|i| (i.id.as_str(), i)).collect();
-        let gone: Vec<String> = self
-            .known
-            .keys()
-            .filter(|id| !current.contains_key(id.as_str()))
-            .cloned()
-            .collect();
-        for id in gone {
-            self.known.remove(&id);
-            self.pending.push_back(Change::Remove(id));
-        }
-        for instance in list {
-            match self.known.get(&instance.id) {
-                Some(old) if old == instance => continue,
-                Some(_) => self.pending.push_back(Change::Remove(instance.id.clone())),
-                None => {}
+    /// Queues the changes `update` makes.
+    fn apply(&mut self, update: Update) {
+        match update {
+            Update::Reset { instances, .. } => {
+                let listed: HashSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+                let gone: Vec<String> = self
+                    .known
+                    .keys()
+                    .filter(|id| !listed.contains(id.as_str()))
+                    .cloned()
+                    .collect();
+                for id in gone {
+                    self.remove(&id);
+                }
+                for instance in instances {
+                    self.upsert(instance);
+                }
             }
-            let service = (self.make)(instance);
-            self.known.insert(instance.id.clone(), instance.clone());
-            self.pending
-                .push_back(Change::Insert(instance.id.clone(), service));
+            Update::Add { instance, .. } | Update::Update { instance, .. } => self.upsert(instance),
+            Update::Remove { id, .. } => self.remove(&id),
+        }
+    }
+
+    /// Inserts `instance`, replacing the known one of its id if it differs.
+    fn upsert(&mut self, instance: Instance) {
+        match self.known.get(&instance.id) {
+            Some(old) if *old == instance => return,
+            Some(_) => self.pending.push_back(Change::Remove(instance.id.clone())),
+            None => {}
+        }
+        let service = (self.make)(&instance);
+        self.pending
+            .push_back(Change::Insert(instance.id.clone(), service));
+        self.known.insert(instance.id.clone(), instance);
+    }
+
+    /// Removes instance `id`, if it is known.
+    fn remove(&mut self, id: &str) {
+        if self.known.remove(id).is_some() {
+            self.pending.push_back(Change::Remove(id.to_string()));
         }
     }
 }
@@ -145,8 +163,8 @@ where
             if let Some(change) = this.pending.pop_front() {
                 return Poll::Ready(Some(Ok(change)));
             }
-            match Pin::new(&mut this.lists).poll_next(cx) {
-                Poll::Ready(Some(list)) => this.diff(&list),
+            match this.updates.poll_next_unpin(cx) {
+                Poll::Ready(Some(update)) => this.apply(update),
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }

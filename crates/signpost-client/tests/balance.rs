@@ -4,9 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use signpost_client::balance::{
-    Balancer, BalancerExt, ConsistentHash, Filter, HasTags, InFlight, LeastOutstanding,
-    MetadataEquals, Outcome, PeakEwma, PickContext, Random, RoundRobin, SmoothWeighted,
-    WeightedRandom, ZoneAware,
+    Balancer, BalancerExt, Candidate, ConsistentHash, EndpointStats, Filter, HasTags, InFlight,
+    LeastOutstanding, MetadataEquals, Outcome, PeakEwma, PickContext, Random, RoundRobin,
+    SmoothWeighted, WeightedRandom, ZoneAware,
 };
 use signpost_client::Instance;
 
@@ -24,6 +24,48 @@ fn instance(id: &str, weight: u32) -> Instance {
 
 fn named(ids: &[&str]) -> Vec<Instance> {
     ids.iter().map(|id| instance(id, 100)).collect()
+}
+
+/// Instances with their endpoint statistics, as a selector keeps them.
+struct Pool {
+    instances: Vec<Instance>,
+    stats: Vec<EndpointStats>,
+}
+
+impl Pool {
+    fn new(ids: &[&str]) -> Pool {
+        Pool {
+            instances: named(ids),
+            stats: ids.iter().map(|_| EndpointStats::new()).collect(),
+        }
+    }
+
+    fn stats(&self, id: &str) -> &EndpointStats {
+        let i = self.instances.iter().position(|i| i.id == id).unwrap();
+        &self.stats[i]
+    }
+
+    /// Picks among the instances `ids` (each with its own statistics).
+    fn pick(&self, b: &dyn Balancer, ids: &[&str]) -> String {
+        let candidates: Vec<Candidate<'_>> = self
+            .instances
+            .iter()
+            .zip(&self.stats)
+            .enumerate()
+            .filter(|(_, (i, _))| ids.contains(&i.id.as_str()))
+            .map(|(p, (i, s))| Candidate::new(p, i, s))
+            .collect();
+        b.pick(&candidates, &PickContext::new()).unwrap().id.clone()
+    }
+
+    fn counts(&self, b: &dyn Balancer, picks: usize) -> HashMap<String, usize> {
+        let ids: Vec<&str> = self.instances.iter().map(|i| i.id.as_str()).collect();
+        let mut counts = HashMap::new();
+        for _ in 0..picks {
+            *counts.entry(self.pick(b, &ids)).or_default() += 1;
+        }
+        counts
+    }
 }
 
 fn counts(b: &dyn Balancer, instances: &[Instance], picks: usize) -> HashMap<String, usize> {
@@ -150,55 +192,56 @@ fn smooth_weighted_round_robin_is_exactly_proportional_and_survives_list_changes
 
 #[test]
 fn least_outstanding_prefers_idle_instances() {
-    let instances = named(&["a", "b", "c"]);
+    let pool = Pool::new(&["a", "b", "c"]);
+    let all = ["a", "b", "c"];
     let lor = LeastOutstanding::new();
-    let _a1 = InFlight::start(&lor, "a");
-    let _a2 = InFlight::start(&lor, "a");
-    let b1 = InFlight::start(&lor, "b");
+    let _a1 = InFlight::start(&lor, pool.stats("a"));
+    let _a2 = InFlight::start(&lor, pool.stats("a"));
+    let b1 = InFlight::start(&lor, pool.stats("b"));
     for _ in 0..50 {
-        assert_eq!(
-            lor.pick_from(&instances, &PickContext::new()).unwrap().id,
-            "c"
-        );
+        assert_eq!(pool.pick(&lor, &all), "c");
     }
-    let _c1 = InFlight::start(&lor, "c");
-    let _c2 = InFlight::start(&lor, "c");
+    let _c1 = InFlight::start(&lor, pool.stats("c"));
+    let _c2 = InFlight::start(&lor, pool.stats("c"));
     // a: 2, b: 1, c: 2 → b.
-    assert_eq!(
-        lor.pick_from(&instances, &PickContext::new()).unwrap().id,
-        "b"
-    );
+    assert_eq!(pool.pick(&lor, &all), "b");
     // A dropped request (cancelled) still counts down.
     drop(b1);
-    assert_eq!(lor.outstanding("b"), 0);
-    assert_eq!(lor.outstanding("a"), 2);
+    assert_eq!(pool.stats("b").in_flight(), 0);
+    assert_eq!(pool.stats("a").in_flight(), 2);
 }
 
 #[test]
 fn least_outstanding_breaks_ties_at_random() {
-    let instances = named(&["a", "b", "c"]);
-    let counts = counts(&LeastOutstanding::new(), &instances, 3_000);
+    let counts = Pool::new(&["a", "b", "c"]).counts(&LeastOutstanding::new(), 3_000);
     for id in ["a", "b", "c"] {
         assert!(counts[id] > 700, "{id}: {counts:?}");
     }
 }
 
-/// Feeds `n` results of `latency` for `id`, letting `gap` of (paused) time pass before each.
-async fn observe(p2c: &PeakEwma, id: &str, latency: Duration, n: usize, gap: Duration) {
+/// Feeds `n` results of `latency` for the endpoint with `stats`, letting `gap` of (paused) time
+/// pass before each.
+async fn observe(
+    p2c: &PeakEwma,
+    stats: &EndpointStats,
+    latency: Duration,
+    n: usize,
+    gap: Duration,
+) {
     for _ in 0..n {
         tokio::time::advance(gap).await;
-        let request = InFlight::start(p2c, id);
+        let request = InFlight::start(p2c, stats);
         request.finish_with_latency(Outcome::Success, latency);
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn p2c_peak_ewma_prefers_the_faster_instance_under_injected_latency() {
-    let instances = named(&["fast", "slow", "medium"]);
+    let pool = Pool::new(&["fast", "slow", "medium"]);
     let p2c = PeakEwma::new().with_seed(1);
     observe(
         &p2c,
-        "fast",
+        pool.stats("fast"),
         Duration::from_millis(5),
         20,
         Duration::from_millis(500),
@@ -206,7 +249,7 @@ async fn p2c_peak_ewma_prefers_the_faster_instance_under_injected_latency() {
     .await;
     observe(
         &p2c,
-        "medium",
+        pool.stats("medium"),
         Duration::from_millis(50),
         20,
         Duration::from_millis(500),
@@ -214,36 +257,36 @@ async fn p2c_peak_ewma_prefers_the_faster_instance_under_injected_latency() {
     .await;
     observe(
         &p2c,
-        "slow",
+        pool.stats("slow"),
         Duration::from_millis(400),
         20,
         Duration::from_millis(500),
     )
     .await;
 
-    let counts = counts(&p2c, &instances, 3_000);
+    let counts = pool.counts(&p2c, 3_000);
     // Every pair that includes "fast" picks it (2 of 3 pairs); "slow" never wins a pair.
     assert!(counts["fast"] > 1_800, "{counts:?}");
     assert!(!counts.contains_key("slow"), "{counts:?}");
 
     // Load matters too: with many requests in flight, the fast instance costs more.
-    let in_flight: Vec<_> = (0..50).map(|_| InFlight::start(&p2c, "fast")).collect();
-    let two = named(&["fast", "medium"]);
-    assert_eq!(
-        p2c.pick_from(&two, &PickContext::new()).unwrap().id,
-        "medium"
-    );
+    let in_flight: Vec<_> = (0..50)
+        .map(|_| InFlight::start(&p2c, pool.stats("fast")))
+        .collect();
+    let two = ["fast", "medium"];
+    assert_eq!(pool.pick(&p2c, &two), "medium");
     drop(in_flight);
-    assert_eq!(p2c.pick_from(&two, &PickContext::new()).unwrap().id, "fast");
+    assert_eq!(pool.pick(&p2c, &two), "fast");
 }
 
 #[tokio::test(start_paused = true)]
 async fn p2c_peak_ewma_reacts_to_a_peak_at_once_and_forgets_it_with_time() {
-    let two = named(&["a", "b"]);
+    let pool = Pool::new(&["a", "b"]);
+    let two = ["a", "b"];
     let p2c = PeakEwma::new().with_seed(3);
     observe(
         &p2c,
-        "a",
+        pool.stats("a"),
         Duration::from_millis(10),
         10,
         Duration::from_secs(1),
@@ -251,48 +294,63 @@ async fn p2c_peak_ewma_reacts_to_a_peak_at_once_and_forgets_it_with_time() {
     .await;
     observe(
         &p2c,
-        "b",
+        pool.stats("b"),
         Duration::from_millis(20),
         10,
         Duration::from_secs(1),
     )
     .await;
-    assert_eq!(p2c.pick_from(&two, &PickContext::new()).unwrap().id, "a");
+    assert_eq!(pool.pick(&p2c, &two), "a");
 
     // One slow response from a: the estimate jumps to it.
-    observe(&p2c, "a", Duration::from_millis(300), 1, Duration::ZERO).await;
-    assert!(p2c.latency_estimate("a") >= Duration::from_millis(299));
-    assert_eq!(p2c.pick_from(&two, &PickContext::new()).unwrap().id, "b");
+    observe(
+        &p2c,
+        pool.stats("a"),
+        Duration::from_millis(300),
+        1,
+        Duration::ZERO,
+    )
+    .await;
+    assert!(p2c.latency_estimate(pool.stats("a")) >= Duration::from_millis(299));
+    assert_eq!(pool.pick(&p2c, &two), "b");
 
     // Fast responses again, spread over a few decay periods: a recovers.
     observe(
         &p2c,
-        "a",
+        pool.stats("a"),
         Duration::from_millis(10),
         10,
         Duration::from_secs(5),
     )
     .await;
-    observe(&p2c, "b", Duration::from_millis(20), 1, Duration::ZERO).await;
-    assert!(p2c.latency_estimate("a") < Duration::from_millis(20));
-    assert_eq!(p2c.pick_from(&two, &PickContext::new()).unwrap().id, "a");
+    observe(
+        &p2c,
+        pool.stats("b"),
+        Duration::from_millis(20),
+        1,
+        Duration::ZERO,
+    )
+    .await;
+    assert!(p2c.latency_estimate(pool.stats("a")) < Duration::from_millis(20));
+    assert_eq!(pool.pick(&p2c, &two), "a");
 }
 
 #[tokio::test(start_paused = true)]
 async fn p2c_peak_ewma_penalises_fast_failures() {
-    let two = named(&["failing", "ok"]);
+    let pool = Pool::new(&["failing", "ok"]);
+    let two = ["failing", "ok"];
     let p2c = PeakEwma::new().with_seed(5);
     observe(
         &p2c,
-        "ok",
+        pool.stats("ok"),
         Duration::from_millis(50),
         5,
         Duration::from_millis(100),
     )
     .await;
-    let request = InFlight::start(&p2c, "failing");
+    let request = InFlight::start(&p2c, pool.stats("failing"));
     request.finish_with_latency(Outcome::Failure, Duration::from_millis(1));
-    assert_eq!(p2c.pick_from(&two, &PickContext::new()).unwrap().id, "ok");
+    assert_eq!(pool.pick(&p2c, &two), "ok");
 }
 
 fn owners(ring: &ConsistentHash, instances: &[Instance], keys: usize) -> Vec<String> {
@@ -378,7 +436,12 @@ fn with(id: &str, tags: &[&str], meta: &[(&str, &str)]) -> Instance {
 }
 
 fn apply(filter: &dyn Filter, instances: &[Instance]) -> Vec<String> {
-    let mut candidates: Vec<&Instance> = instances.iter().collect();
+    let stats = EndpointStats::new();
+    let mut candidates: Vec<Candidate<'_>> = instances
+        .iter()
+        .enumerate()
+        .map(|(p, i)| Candidate::new(p, i, &stats))
+        .collect();
     filter.filter(&mut candidates, &PickContext::new());
     candidates.iter().map(|i| i.id.clone()).collect()
 }
@@ -438,12 +501,13 @@ fn stateful_balancers_forget_instances_that_left() {
     for round in 0..200 {
         let ids: Vec<String> = (0..3).map(|i| format!("gen{round}-{i}")).collect();
         let instances: Vec<Instance> = ids.iter().map(|id| instance(id, 100)).collect();
+        let stats: Vec<EndpointStats> = ids.iter().map(|_| EndpointStats::new()).collect();
         for b in [&swrr as &dyn Balancer, &lor, &p2c, &ring] {
             let picked = b
-                .pick_from(&instances, &PickContext::with_key("k"))
+                .pick_with(&instances, &stats, &PickContext::with_key("k"))
                 .unwrap();
-            assert!(ids.contains(&picked.id));
-            let request = InFlight::start(b, &picked.id);
+            assert!(ids.contains(&instances[picked].id));
+            let request = InFlight::start(b, &stats[picked]);
             request.finish_with_latency(Outcome::Success, Duration::from_millis(1));
         }
     }

@@ -450,3 +450,25 @@ async fn watch_follows_consul_index_rules() {
     );
     server.abort();
 }
+
+#[tokio::test]
+async fn consul_registry_watches_the_catalog_with_blocking_queries() {
+    let t = TestAgent::start().await;
+    assert_eq!(t.register("users", instance("u1", 1)).await.0, 201);
+    let reg = consul(&t);
+    let mut sets = reg.watch_services();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), sets.next())
+            .await
+            .expect("a set within 10 s")
+            .expect("stream open")
+            .expect("no error")
+    };
+    let first = next().await;
+    assert!(first.services.contains("users"), "{first:?}");
+    assert!(!first.services.contains("orders"), "{first:?}");
+    assert_eq!(t.register("orders", instance("o1", 2)).await.0, 201);
+    let second = next().await;
+    assert!(second.services.contains("orders"), "{second:?}");
+    assert!(second.index > first.index);
+}

@@ -341,3 +341,63 @@ async fn a_cache_file_lets_a_fresh_discovery_serve_while_the_registry_is_down() 
     let other = Discovery::new(discovery.registry().clone(), options).service("orders");
     assert!(other.ready().await.is_err());
 }
+
+/// The next set of services a `watch_services` stream yields, within 10 s.
+async fn next_set(
+    stream: &mut futures::stream::BoxStream<
+        'static,
+        Result<signpost_client::registry::ServiceSet, RegistryError>,
+    >,
+) -> Vec<String> {
+    let set = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("a set within 10 s")
+        .expect("stream open")
+        .expect("no error");
+    set.services.into_iter().collect()
+}
+
+#[tokio::test]
+async fn watch_services_sees_a_new_service_and_one_that_leaves() {
+    let t = TestAgent::start().await;
+    assert_eq!(t.register("users", instance("u1", 1)).await.0, 201);
+    let reg = t.registry();
+    let mut sets = reg.watch_services();
+    assert_eq!(next_set(&mut sets).await, ["users"]);
+    // A blocking query: the new service arrives as soon as it is registered.
+    assert_eq!(t.register("orders", instance("o1", 2)).await.0, 201);
+    assert_eq!(next_set(&mut sets).await, ["orders", "users"]);
+    assert_eq!(t.deregister("users", "u1").await, 204);
+    let mut last = next_set(&mut sets).await;
+    while last != ["orders"] {
+        last = next_set(&mut sets).await;
+    }
+}
+
+#[tokio::test]
+async fn the_catalog_of_a_discovery_fails_over_and_follows_new_services() {
+    let down = format!("127.0.0.1:{}", closed_port());
+    let t = TestAgent::start().await;
+    let reg: Arc<dyn Registry> = Arc::new(SignpostRegistry::new([down, t.base.clone()]).unwrap());
+    let discovery = Discovery::new(reg, fast());
+    let mut catalog = discovery.catalog();
+    assert_eq!(t.register("users", instance("u1", 1)).await.0, 201);
+    let has = |c: &Option<signpost_client::registry::ServiceSet>, name: &str| {
+        c.as_ref().is_some_and(|s| s.services.contains(name))
+    };
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        catalog.wait_for(|c| has(c, "users")),
+    )
+    .await
+    .expect("users within 10 s")
+    .unwrap();
+    assert_eq!(t.register("payments", instance("p1", 3)).await.0, 201);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        catalog.wait_for(|c| has(c, "payments")),
+    )
+    .await
+    .expect("payments within 10 s")
+    .unwrap();
+}

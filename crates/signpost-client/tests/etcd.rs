@@ -365,3 +365,35 @@ async fn a_custom_prefix_keeps_services_apart() {
     assert!(prod.list("users").await.unwrap().1.is_empty());
     assert_eq!(ids_of(&staging.list("users").await.unwrap().1), ["s1"]);
 }
+
+#[tokio::test]
+async fn etcd_watch_services_follows_the_services_under_the_prefix() {
+    let etcd = Etcd::start().await;
+    let reg = etcd.registry().await;
+    reg.register(&spec("users", "a", 1, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let mut sets = reg.watch_services();
+    let mut next = async || -> Vec<String> {
+        tokio::time::timeout(Duration::from_secs(10), sets.next())
+            .await
+            .expect("a set within 10 s")
+            .expect("stream open")
+            .expect("no error")
+            .services
+            .into_iter()
+            .collect()
+    };
+    assert_eq!(next().await, ["users"]);
+    reg.register(&spec("orders", "o", 2, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(next().await, ["orders", "users"]);
+    // A second instance of a known service changes nothing; its last one leaving does.
+    reg.register(&spec("users", "b", 3, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    reg.deregister("users", "a").await.unwrap();
+    reg.deregister("users", "b").await.unwrap();
+    assert_eq!(next().await, ["orders"]);
+}

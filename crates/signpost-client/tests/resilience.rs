@@ -6,6 +6,7 @@ use http::Method;
 use signpost_client::balance::Outcome;
 use signpost_client::breaker::{
     BreakerConfig, BreakerState, Breakers, CircuitBreaker, OutlierConfig, OutlierDetector,
+    OutlierHost,
 };
 use signpost_client::retry::{
     Backoff, Decision, FailureKind, Jitter, NoRetry, RetryBudget, RetryPolicy,
@@ -168,26 +169,27 @@ async fn results_admitted_before_a_transition_do_not_count_after_it() {
 #[tokio::test(start_paused = true)]
 async fn breakers_are_per_instance_and_track_whether_all_are_closed() {
     let breakers = Breakers::new(config());
+    let (a, b) = (breakers.breaker(), breakers.breaker());
     assert!(breakers.all_closed());
     for _ in 0..3 {
-        fail(&breakers.get("a"));
+        fail(&a);
     }
-    assert_eq!(breakers.state("a"), BreakerState::Open);
-    assert_eq!(breakers.get("b").state(), BreakerState::Closed);
-    assert!(!breakers.is_available("a"));
-    assert!(breakers.is_available("b"));
+    assert_eq!(a.state(), BreakerState::Open);
+    assert_eq!(b.state(), BreakerState::Closed);
+    assert!(!a.is_available());
+    assert!(b.is_available());
     assert!(!breakers.all_closed());
 
     advance(Duration::from_secs(5)).await;
     assert!(!breakers.all_closed()); // half-open is not closed
-    succeed(&breakers.get("a"));
+    succeed(&a);
     assert!(breakers.all_closed());
 
     for _ in 0..3 {
-        fail(&breakers.get("a"));
+        fail(&a);
     }
     // Forgetting an instance that left forgets its open breaker too.
-    breakers.retain(|id| id != "a");
+    drop(a);
     assert!(breakers.all_closed());
     assert_eq!(breakers.len(), 1);
 }
@@ -201,10 +203,10 @@ fn outlier_config() -> OutlierConfig {
     }
 }
 
-fn eject(o: &OutlierDetector, id: &str, total: usize) -> Option<Duration> {
+fn eject(o: &OutlierDetector, host: &OutlierHost, total: usize) -> Option<Duration> {
     let mut last = None;
     for _ in 0..3 {
-        last = last.or(o.record(id, true, total));
+        last = last.or(o.record(host, true, total));
     }
     last
 }
@@ -212,47 +214,53 @@ fn eject(o: &OutlierDetector, id: &str, total: usize) -> Option<Duration> {
 #[tokio::test(start_paused = true)]
 async fn outlier_ejection_is_temporary_and_grows_with_repeats_up_to_a_cap() {
     let o = OutlierDetector::new(outlier_config());
+    let (a, b) = (o.host(), o.host());
     assert!(o.none_ejected());
-    assert_eq!(o.record("a", true, 4), None);
-    assert_eq!(o.record("a", false, 4), None); // a success resets the streak
-    assert_eq!(o.record("a", true, 4), None);
-    assert_eq!(o.record("a", true, 4), None);
-    assert_eq!(o.record("a", true, 4), Some(Duration::from_secs(10)));
-    assert!(o.is_ejected("a"));
-    assert!(!o.is_ejected("b"));
+    assert_eq!(o.record(&a, true, 4), None);
+    assert_eq!(o.record(&a, false, 4), None); // a success resets the streak
+    assert_eq!(o.record(&a, true, 4), None);
+    assert_eq!(o.record(&a, true, 4), None);
+    assert_eq!(o.record(&a, true, 4), Some(Duration::from_secs(10)));
+    assert!(o.is_ejected(&a));
+    assert!(!o.is_ejected(&b));
 
     advance(Duration::from_secs(10)).await;
-    assert!(!o.is_ejected("a"), "ejection ends after its time");
+    assert!(!o.is_ejected(&a), "ejection ends after its time");
     assert!(o.none_ejected());
 
     // Fails again at once: twice as long.
-    assert_eq!(eject(&o, "a", 4), Some(Duration::from_secs(20)));
+    assert_eq!(eject(&o, &a, 4), Some(Duration::from_secs(20)));
     advance(Duration::from_secs(20)).await;
-    assert!(!o.is_ejected("a"));
+    assert!(!o.is_ejected(&a));
     // And again: capped.
-    assert_eq!(eject(&o, "a", 4), Some(Duration::from_secs(25)));
+    assert_eq!(eject(&o, &a, 4), Some(Duration::from_secs(25)));
     advance(Duration::from_secs(25)).await;
-    assert!(!o.is_ejected("a"));
+    assert!(!o.is_ejected(&a));
 
     // Behaves for a long while: the multiplier drains back to the base.
     advance(Duration::from_secs(60)).await;
-    assert_eq!(eject(&o, "a", 4), Some(Duration::from_secs(10)));
+    assert_eq!(eject(&o, &a, 4), Some(Duration::from_secs(10)));
 }
 
 #[tokio::test(start_paused = true)]
 async fn outlier_ejection_respects_the_max_ejection_percent() {
     let o = OutlierDetector::new(outlier_config());
+    let (a, b, c) = (o.host(), o.host(), o.host());
     // 4 instances, 50 %: two may be ejected at once, not three.
-    assert!(eject(&o, "a", 4).is_some());
-    assert!(eject(&o, "b", 4).is_some());
-    assert_eq!(eject(&o, "c", 4), None);
-    assert!(!o.is_ejected("c"));
+    assert!(eject(&o, &a, 4).is_some());
+    assert!(eject(&o, &b, 4).is_some());
+    assert_eq!(eject(&o, &c, 4), None);
+    assert!(!o.is_ejected(&c));
     // A lone instance is never ejected (there is nowhere else to go).
     let single = OutlierDetector::new(outlier_config());
-    assert_eq!(eject(&single, "only", 1), None);
+    assert_eq!(eject(&single, &single.host(), 1), None);
     // Once a returns, c's next streak ejects it.
     advance(Duration::from_secs(10)).await;
-    assert!(eject(&o, "c", 4).is_some());
+    assert!(eject(&o, &c, 4).is_some());
+    // An ejected instance that leaves (its state dropped) frees its place at once.
+    drop(c);
+    let d = o.host();
+    assert!(eject(&o, &d, 4).is_some());
 }
 
 #[tokio::test(start_paused = true)]

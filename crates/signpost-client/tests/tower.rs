@@ -5,10 +5,10 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::channel::mpsc;
 use futures::StreamExt;
 use signpost_client::tower_discover::InstanceDiscover;
-use signpost_client::Instance;
-use tokio::sync::watch;
+use signpost_client::{Instance, Update};
 use tower::balance::p2c::Balance;
 use tower::discover::Change;
 use tower::load::{CompleteOnResponse, PendingRequests};
@@ -68,9 +68,34 @@ fn make(hits: Hits) -> impl FnMut(&Instance) -> PendingRequests<Recorder> {
     }
 }
 
+/// An update channel that already holds a `Reset` to `instances`.
+fn updates(instances: Vec<Instance>) -> (Sender, mpsc::UnboundedReceiver<Update>) {
+    let (tx, rx) = mpsc::unbounded();
+    let tx = Sender(tx, 1);
+    tx.reset(instances);
+    (tx, rx)
+}
+
+/// Sends updates with growing indexes.
+struct Sender(mpsc::UnboundedSender<Update>, u64);
+
+impl Sender {
+    fn reset(&self, instances: Vec<Instance>) {
+        self.0
+            .unbounded_send(Update::Reset {
+                index: self.1,
+                instances,
+            })
+            .unwrap();
+    }
+    fn send(&self, update: Update) {
+        self.0.unbounded_send(update).unwrap();
+    }
+}
+
 #[tokio::test]
 async fn discover_yields_inserts_removes_and_replacements() {
-    let (tx, rx) = watch::channel(Arc::new(vec![instance("a", 1), instance("b", 2)]));
+    let (tx, rx) = updates(vec![instance("a", 1), instance("b", 2)]);
     let mut discover = InstanceDiscover::new(rx, |i: &Instance| i.port);
     let mut inserted = vec![];
     for _ in 0..2 {
@@ -82,9 +107,8 @@ async fn discover_yields_inserts_removes_and_replacements() {
     inserted.sort();
     assert_eq!(inserted, [("a".to_string(), 1), ("b".to_string(), 2)]);
 
-    // b moves to another port, a leaves, c joins.
-    tx.send(Arc::new(vec![instance("b", 3), instance("c", 4)]))
-        .unwrap();
+    // b moves to another port, a leaves, c joins (a new full list).
+    tx.reset(vec![instance("b", 3), instance("c", 4)]);
     let mut changes = vec![];
     for _ in 0..4 {
         changes.push(match discover.next().await.unwrap().unwrap() {
@@ -96,16 +120,57 @@ async fn discover_yields_inserts_removes_and_replacements() {
     assert_eq!(discover.instances().len(), 2);
 
     // The same list again changes nothing; the stream ends with the sender.
-    tx.send(Arc::new(vec![instance("b", 3), instance("c", 4)]))
-        .unwrap();
+    tx.reset(vec![instance("b", 3), instance("c", 4)]);
     drop(tx);
     assert!(discover.next().await.is_none());
 }
 
 #[tokio::test]
+async fn discover_follows_adds_updates_and_removes_without_a_full_list() {
+    let (tx, rx) = updates(vec![instance("a", 1)]);
+    let mut discover = InstanceDiscover::new(rx, |i: &Instance| i.port);
+    let mut next = async || match discover.next().await.unwrap().unwrap() {
+        Change::Insert(id, port) => format!("+{id}:{port}"),
+        Change::Remove(id) => format!("-{id}"),
+    };
+    assert_eq!(next().await, "+a:1");
+    tx.send(Update::Add {
+        index: 2,
+        instance: instance("b", 2),
+    });
+    assert_eq!(next().await, "+b:2");
+    // An update that changes an instance replaces its service; one that changes nothing, and
+    // the removal of an unknown id, yield nothing.
+    tx.send(Update::Update {
+        index: 3,
+        instance: instance("a", 5),
+    });
+    tx.send(Update::Update {
+        index: 4,
+        instance: instance("b", 2),
+    });
+    tx.send(Update::Remove {
+        index: 5,
+        id: "nobody".into(),
+    });
+    tx.send(Update::Remove {
+        index: 6,
+        id: "b".into(),
+    });
+    assert_eq!(next().await, "-a");
+    assert_eq!(next().await, "+a:5");
+    assert_eq!(next().await, "-b");
+    assert_eq!(
+        discover.instances().keys().collect::<Vec<_>>(),
+        ["a"],
+        "only a is left"
+    );
+}
+
+#[tokio::test]
 async fn p2c_balance_reaches_every_instance_and_stops_reaching_a_removed_one() {
     let hits: Hits = Arc::default();
-    let (tx, rx) = watch::channel(Arc::new(vec![instance("a", 1), instance("b", 2)]));
+    let (tx, rx) = updates(vec![instance("a", 1), instance("b", 2)]);
     let mut balance = Balance::new(InstanceDiscover::new(rx, make(hits.clone())));
 
     for i in 0..200u32 {
@@ -117,7 +182,10 @@ async fn p2c_balance_reaches_every_instance_and_stops_reaching_a_removed_one() {
     }
 
     // b is removed: from the next request on, only a serves.
-    tx.send(Arc::new(vec![instance("a", 1)])).unwrap();
+    tx.send(Update::Remove {
+        index: 2,
+        id: "b".into(),
+    });
     hits.lock().unwrap().clear();
     for i in 0..100u32 {
         let served = tokio::time::timeout(Duration::from_secs(5), async {
@@ -130,8 +198,10 @@ async fn p2c_balance_reaches_every_instance_and_stops_reaching_a_removed_one() {
     assert_eq!(hits.lock().unwrap().get("b"), None);
 
     // c joins and gets traffic.
-    tx.send(Arc::new(vec![instance("a", 1), instance("c", 3)]))
-        .unwrap();
+    tx.send(Update::Add {
+        index: 3,
+        instance: instance("c", 3),
+    });
     for i in 0..200u32 {
         balance.ready().await.unwrap().call(i).await.unwrap();
     }

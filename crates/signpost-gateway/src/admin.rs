@@ -134,21 +134,16 @@ pub(crate) fn routes(snapshot: &Snapshot) -> Vec<RouteStatus> {
         .map(|e| {
             let spec = &e.route.spec;
             let status = e.watch.status();
+            let selector = &e.route.selector;
+            let states = selector.endpoint_states(&e.instances);
             let upstreams = e
                 .instances
                 .iter()
                 .zip(e.upstreams.iter())
-                .map(|(instance, upstream)| {
-                    let breaker = e
-                        .route
-                        .selector
-                        .breakers()
-                        .map_or(BreakerState::Closed, |b| b.state(&instance.id));
-                    let ejected = e
-                        .route
-                        .selector
-                        .outliers()
-                        .is_some_and(|o| o.is_ejected(&instance.id));
+                .zip(states.iter())
+                .map(|((instance, upstream), state)| {
+                    let breaker = state.breaker_state();
+                    let ejected = selector.ejected(state);
                     UpstreamStatus {
                         id: instance.id.clone(),
                         address: upstream.pool.authority().to_string(),

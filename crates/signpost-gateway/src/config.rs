@@ -26,16 +26,163 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML or has unknown keys or wrongly typed values.
-    #[error("invalid config file {path}: {message}")]
+    #[error("invalid config file {path}: {source}")]
     Parse {
         /// The file.
         path: PathBuf,
         /// What the parser said (names the key).
-        message: String,
+        source: TomlError,
     },
     /// The values do not hang together; every problem found, one per line.
-    #[error("invalid gateway configuration:\n  - {}", .0.join("\n  - "))]
-    Invalid(Vec<String>),
+    #[error("invalid gateway configuration:\n  - {}", join(.0, "\n  - "))]
+    Invalid(Vec<Problem>),
+}
+
+/// The text is not valid TOML, or has unknown keys or wrongly typed values (the message names
+/// the key).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.to_string().trim_end())]
+pub struct TomlError(#[from] toml::de::Error);
+
+/// One problem [`GatewayConfig::validate`] found, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// No agent to ask.
+    #[error("registry.addrs: name at least one Signpost agent")]
+    NoAgents,
+    /// Too many worker threads.
+    #[error("workers: at most 1024 (0 = one per core), got {0}")]
+    Workers(usize),
+    /// Idle upstream connections would be closed at once.
+    #[error("upstream.idle_timeout must be above 0")]
+    IdleTimeout,
+    /// A share above 100 %.
+    #[error("outlier.max_ejection_percent must be 0 to 100, got {0}")]
+    MaxEjectionPercent(u8),
+    /// A negative or infinite retry budget ratio.
+    #[error("retry_budget.ratio must be 0 or more")]
+    BudgetRatio,
+    /// Retry budget tokens that never last.
+    #[error("retry_budget.ttl must be above 0")]
+    BudgetTtl,
+    /// A breaker that could never open on the ratio rule.
+    #[error("breaker.failure_ratio must be above 0")]
+    FailureRatio,
+    /// What is wrong with `[defaults]`, on one line.
+    #[error("{}", join(.0, "; "))]
+    Defaults(Vec<DefaultsProblem>),
+    /// What is wrong with one `[[route]]` (counted from 0).
+    #[error("route[{index}]: {problem}")]
+    Route {
+        /// Which route.
+        index: usize,
+        /// The problem.
+        problem: ValueError,
+    },
+    /// Two routes with the same host and prefix.
+    #[error("route[{index}]: another route already has host {} and prefix {prefix:?}", host.as_deref().unwrap_or("(any)"))]
+    DuplicateRoute {
+        /// The later route.
+        index: usize,
+        /// The host both have.
+        host: Option<String>,
+        /// The prefix both have.
+        prefix: String,
+    },
+    /// Two routes with the same name.
+    #[error("route[{index}]: another route is already named {name:?}")]
+    DuplicateName {
+        /// The later route.
+        index: usize,
+        /// The name both have.
+        name: String,
+    },
+}
+
+/// One problem with `[defaults]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefaultsProblem {
+    /// A bad value of a named key.
+    #[error("defaults.{key}: {problem}")]
+    Key {
+        /// The key under `[defaults]`.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: ValueError,
+    },
+    /// A problem whose message names its key.
+    #[error("defaults.{0}")]
+    Named(ValueError),
+}
+
+/// One bad value in a route (configured, or declared in instance metadata).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// A prefix that is not absolute.
+    #[error("prefix must start with '/', got {0:?}")]
+    PrefixNotAbsolute(String),
+    /// A prefix longer than 1024 bytes.
+    #[error("prefix must be at most 1024 bytes")]
+    PrefixTooLong,
+    /// A prefix with a query, fragment, spaces, `//` or dot segments.
+    #[error("prefix must be a plain path (no '?', '#', spaces, '//' or dot segments), got {0:?}")]
+    PrefixNotPlain(String),
+    /// A host pattern that is not a host name.
+    #[error("host must be a host name without port (optionally starting with \"*.\"), got {0:?}")]
+    Host(String),
+    /// Not a registry service name.
+    #[error("service must be a registry service name ([a-z0-9-], 1 to 63), got {0:?}")]
+    Service(String),
+    /// A balancer name nobody knows.
+    #[error("unknown balancer {0:?} (round_robin, random, weighted_random, smooth_weighted, least_outstanding, peak_ewma, consistent_hash)")]
+    UnknownBalancer(String),
+    /// `hash_on: header:<name>` with a name that is not a header name.
+    #[error("hash_on: {0:?} is not a header name")]
+    HashHeader(String),
+    /// A `hash_on` nobody knows.
+    #[error("hash_on must be client_ip, path or header:<name>, got {0:?}")]
+    HashOn(String),
+    /// `hash_on` with another balancer than consistent hashing.
+    #[error("hash_on applies to the consistent_hash balancer only")]
+    HashOnWithoutConsistentHash,
+    /// A protocol nobody knows.
+    #[error("protocol must be http1 or h2c, got {0:?}")]
+    Protocol(String),
+    /// A zero response timeout.
+    #[error("timeout must be above 0")]
+    ZeroTimeout,
+    /// A zero connect timeout.
+    #[error("connect_timeout must be above 0")]
+    ZeroConnectTimeout,
+    /// An empty tag filter.
+    #[error("tag must not be empty")]
+    EmptyTag,
+    /// A route name that is empty or too long.
+    #[error("name must be 1 to 128 characters")]
+    Name,
+    /// Bad retry settings.
+    #[error("retry: {0}")]
+    Retry(RetryError),
+}
+
+/// Bad retry settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RetryError {
+    /// Attempts out of 1..=10.
+    #[error("attempts must be 1 to 10, got {0}")]
+    Attempts(u32),
+    /// A retried status that is not a 5xx.
+    #[error("statuses must be 5xx, got {0}")]
+    Status(u16),
+}
+
+/// `items` shown one after the other with `separator` between.
+fn join<T: std::fmt::Display>(items: &[T], separator: &str) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(separator)
 }
 
 /// The gateway's settings.
@@ -327,9 +474,9 @@ impl GatewayConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
-            message,
+            source,
         })
     }
 
@@ -344,8 +491,8 @@ impl GatewayConfig {
     /// assert_eq!(config.routes[0].service, "users");
     /// assert!(config.validate().is_ok());
     /// ```
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    pub fn from_toml(text: &str) -> Result<Self, TomlError> {
+        Ok(toml::from_str(text)?)
     }
 
     /// The number of worker threads `workers` asks for (0: one per core).
@@ -360,34 +507,30 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if self.registry.addrs.is_empty() {
-            problems.push("registry.addrs: name at least one Signpost agent".to_string());
+            problems.push(Problem::NoAgents);
         }
         if self.workers > 1024 {
-            problems.push(format!(
-                "workers: at most 1024 (0 = one per core), got {}",
-                self.workers
-            ));
+            problems.push(Problem::Workers(self.workers));
         }
         if self.upstream.idle_timeout.as_millis() == 0 {
-            problems.push("upstream.idle_timeout must be above 0".to_string());
+            problems.push(Problem::IdleTimeout);
         }
         if self.outlier.max_ejection_percent > 100 {
-            problems.push(format!(
-                "outlier.max_ejection_percent must be 0 to 100, got {}",
-                self.outlier.max_ejection_percent
+            problems.push(Problem::MaxEjectionPercent(
+                self.outlier.max_ejection_percent,
             ));
         }
         if !(self.retry_budget.ratio >= 0.0 && self.retry_budget.ratio.is_finite()) {
-            problems.push("retry_budget.ratio must be 0 or more".to_string());
+            problems.push(Problem::BudgetRatio);
         }
         if self.retry_budget.ttl.as_millis() == 0 {
-            problems.push("retry_budget.ttl must be above 0".to_string());
+            problems.push(Problem::BudgetTtl);
         }
         if self.breaker.failure_ratio.is_nan() || self.breaker.failure_ratio <= 0.0 {
-            problems.push("breaker.failure_ratio must be above 0".to_string());
+            problems.push(Problem::FailureRatio);
         }
         if let Err(e) = self.defaults_spec_check() {
-            problems.push(e);
+            problems.push(Problem::Defaults(e));
         }
         let mut seen = HashSet::new();
         let mut names = HashSet::new();
@@ -395,21 +538,23 @@ impl GatewayConfig {
             match self.route_spec(route) {
                 Ok(spec) => {
                     if !seen.insert((spec.host.clone(), spec.prefix.clone())) {
-                        problems.push(format!(
-                            "route[{i}]: another route already has host {} and prefix {:?}",
-                            spec.host.as_deref().unwrap_or("(any)"),
-                            spec.prefix
-                        ));
+                        problems.push(Problem::DuplicateRoute {
+                            index: i,
+                            host: spec.host.clone(),
+                            prefix: spec.prefix.clone(),
+                        });
                     } else if !names.insert(spec.name.clone()) {
-                        problems.push(format!(
-                            "route[{i}]: another route is already named {:?}",
-                            spec.name
-                        ));
+                        problems.push(Problem::DuplicateName {
+                            index: i,
+                            name: spec.name.clone(),
+                        });
                     }
                 }
-                Err(errors) => {
-                    problems.extend(errors.into_iter().map(|e| format!("route[{i}]: {e}")))
-                }
+                Err(errors) => problems.extend(
+                    errors
+                        .into_iter()
+                        .map(|problem| Problem::Route { index: i, problem }),
+                ),
             }
         }
         if problems.is_empty() {
@@ -419,28 +564,34 @@ impl GatewayConfig {
         }
     }
 
-    fn defaults_spec_check(&self) -> Result<(), String> {
+    fn defaults_spec_check(&self) -> Result<(), Vec<DefaultsProblem>> {
         let d = &self.defaults;
         let mut errors = Vec::new();
-        if let Err(e) = parse_balancer(&d.balancer, None) {
-            errors.push(format!("defaults.balancer: {e}"));
+        if let Err(problem) = parse_balancer(&d.balancer, None) {
+            errors.push(DefaultsProblem::Key {
+                key: "balancer",
+                problem,
+            });
         }
-        if let Err(e) = parse_protocol(&d.protocol) {
-            errors.push(format!("defaults.protocol: {e}"));
+        if let Err(problem) = parse_protocol(&d.protocol) {
+            errors.push(DefaultsProblem::Key {
+                key: "protocol",
+                problem,
+            });
         }
         if d.timeout.as_millis() == 0 {
-            errors.push("defaults.timeout must be above 0".to_string());
+            errors.push(DefaultsProblem::Named(ValueError::ZeroTimeout));
         }
         if d.connect_timeout.as_millis() == 0 {
-            errors.push("defaults.connect_timeout must be above 0".to_string());
+            errors.push(DefaultsProblem::Named(ValueError::ZeroConnectTimeout));
         }
         if let Err(e) = check_retry(&self.retry_spec(&RetryOverride::default())) {
-            errors.push(format!("defaults.retry: {e}"));
+            errors.push(DefaultsProblem::Named(ValueError::Retry(e)));
         }
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("; "))
+            Err(errors)
         }
     }
 
@@ -456,7 +607,7 @@ impl GatewayConfig {
     }
 
     /// Resolves a configured route against `[defaults]`, or says everything wrong with it.
-    pub fn route_spec(&self, r: &RouteConfig) -> Result<RouteSpec, Vec<String>> {
+    pub fn route_spec(&self, r: &RouteConfig) -> Result<RouteSpec, Vec<ValueError>> {
         let d = &self.defaults;
         let mut errors = Vec::new();
         if let Err(e) = check_prefix(&r.prefix) {
@@ -489,24 +640,24 @@ impl GatewayConfig {
         };
         let timeout = r.timeout.unwrap_or(d.timeout);
         if timeout.as_millis() == 0 {
-            errors.push("timeout must be above 0".to_string());
+            errors.push(ValueError::ZeroTimeout);
         }
         let connect_timeout = r.connect_timeout.unwrap_or(d.connect_timeout);
         if connect_timeout.as_millis() == 0 {
-            errors.push("connect_timeout must be above 0".to_string());
+            errors.push(ValueError::ZeroConnectTimeout);
         }
         if let Some(tag) = &r.tag {
             if tag.is_empty() {
-                errors.push("tag must not be empty".to_string());
+                errors.push(ValueError::EmptyTag);
             }
         }
         let retry = self.retry_spec(&r.retry);
         if let Err(e) = check_retry(&retry) {
-            errors.push(format!("retry: {e}"));
+            errors.push(ValueError::Retry(e));
         }
         if let Some(name) = &r.name {
             if name.is_empty() || name.len() > 128 {
-                errors.push("name must be 1 to 128 characters".to_string());
+                errors.push(ValueError::Name);
             }
         }
         if !errors.is_empty() {
@@ -534,12 +685,12 @@ impl GatewayConfig {
 }
 
 /// A prefix starts with `/` and is plain: no query, no fragment, no `//`, no dot segments.
-pub(crate) fn check_prefix(prefix: &str) -> Result<(), String> {
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), ValueError> {
     if !prefix.starts_with('/') {
-        return Err(format!("prefix must start with '/', got {prefix:?}"));
+        return Err(ValueError::PrefixNotAbsolute(prefix.to_string()));
     }
     if prefix.len() > 1024 {
-        return Err("prefix must be at most 1024 bytes".to_string());
+        return Err(ValueError::PrefixTooLong);
     }
     if prefix
         .bytes()
@@ -547,15 +698,13 @@ pub(crate) fn check_prefix(prefix: &str) -> Result<(), String> {
         || prefix.contains("//")
         || prefix.split('/').any(|s| s == "." || s == "..")
     {
-        return Err(format!(
-            "prefix must be a plain path (no '?', '#', spaces, '//' or dot segments), got {prefix:?}"
-        ));
+        return Err(ValueError::PrefixNotPlain(prefix.to_string()));
     }
     Ok(())
 }
 
 /// Lower-cases a host pattern and checks it: DNS characters, an optional leading `*.`.
-pub(crate) fn normalize_host(host: &str) -> Result<String, String> {
+pub(crate) fn normalize_host(host: &str) -> Result<String, ValueError> {
     let h = host.trim().to_ascii_lowercase();
     let bare = h.strip_prefix("*.").unwrap_or(&h);
     let ok = !bare.is_empty()
@@ -568,13 +717,11 @@ pub(crate) fn normalize_host(host: &str) -> Result<String, String> {
     if ok {
         Ok(h)
     } else {
-        Err(format!(
-            "host must be a host name without port (optionally starting with \"*.\"), got {host:?}"
-        ))
+        Err(ValueError::Host(host.to_string()))
     }
 }
 
-pub(crate) fn check_service(service: &str) -> Result<(), String> {
+pub(crate) fn check_service(service: &str) -> Result<(), ValueError> {
     let ok = !service.is_empty()
         && service.len() <= 63
         && service
@@ -583,24 +730,25 @@ pub(crate) fn check_service(service: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "service must be a registry service name ([a-z0-9-], 1 to 63), got {service:?}"
-        ))
+        Err(ValueError::Service(service.to_string()))
     }
 }
 
-fn check_retry(r: &RetrySpec) -> Result<(), String> {
+fn check_retry(r: &RetrySpec) -> Result<(), RetryError> {
     if !(1..=10).contains(&r.attempts) {
-        return Err(format!("attempts must be 1 to 10, got {}", r.attempts));
+        return Err(RetryError::Attempts(r.attempts));
     }
     if let Some(s) = r.statuses.iter().find(|s| !(500..=599).contains(*s)) {
-        return Err(format!("statuses must be 5xx, got {s}"));
+        return Err(RetryError::Status(*s));
     }
     Ok(())
 }
 
 /// Parses a balancer name (and, for consistent hashing, what to hash).
-pub(crate) fn parse_balancer(name: &str, hash_on: Option<&str>) -> Result<BalancerKind, String> {
+pub(crate) fn parse_balancer(
+    name: &str,
+    hash_on: Option<&str>,
+) -> Result<BalancerKind, ValueError> {
     let kind = match name {
         "round_robin" => BalancerKind::RoundRobin,
         "random" => BalancerKind::Random,
@@ -613,35 +761,28 @@ pub(crate) fn parse_balancer(name: &str, hash_on: Option<&str>) -> Result<Balanc
                 "client_ip" => HashOn::ClientIp,
                 "path" => HashOn::Path,
                 other => match other.strip_prefix("header:") {
-                    Some(h) => HashOn::Header(http::HeaderName::from_bytes(h.as_bytes()).map_err(
-                        |_| format!("hash_on: {h:?} is not a header name"),
-                    )?),
-                    None => {
-                        return Err(format!(
-                            "hash_on must be client_ip, path or header:<name>, got {other:?}"
-                        ))
-                    }
+                    Some(h) => HashOn::Header(
+                        http::HeaderName::from_bytes(h.as_bytes())
+                            .map_err(|_| ValueError::HashHeader(h.to_string()))?,
+                    ),
+                    None => return Err(ValueError::HashOn(other.to_string())),
                 },
             };
             return Ok(BalancerKind::ConsistentHash(on));
         }
-        other => {
-            return Err(format!(
-                "unknown balancer {other:?} (round_robin, random, weighted_random, smooth_weighted, least_outstanding, peak_ewma, consistent_hash)"
-            ))
-        }
+        other => return Err(ValueError::UnknownBalancer(other.to_string())),
     };
     if hash_on.is_some() {
-        return Err("hash_on applies to the consistent_hash balancer only".to_string());
+        return Err(ValueError::HashOnWithoutConsistentHash);
     }
     Ok(kind)
 }
 
-pub(crate) fn parse_protocol(p: &str) -> Result<Protocol, String> {
+pub(crate) fn parse_protocol(p: &str) -> Result<Protocol, ValueError> {
     match p {
         "http1" => Ok(Protocol::Http1),
         "h2c" => Ok(Protocol::H2c),
-        other => Err(format!("protocol must be http1 or h2c, got {other:?}")),
+        other => Err(ValueError::Protocol(other.to_string())),
     }
 }
 

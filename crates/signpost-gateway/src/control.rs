@@ -2,8 +2,9 @@
 //! declared in the registry, and publishes a new [`Snapshot`] whenever anything changes.
 //!
 //! - Every service a `[[route]]` names is followed from the start.
-//! - With `registry.routes_from_metadata`, a catalog watcher (blocking queries on the agent's
-//!   `/v1/catalog/services`) reports which services exist; each is followed too, and the
+//! - With `registry.routes_from_metadata`, the SDK's catalog watch
+//!   ([`Discovery::catalog`] over [`Registry::watch_services`], with the SDK's failover and
+//!   reconnect backoff) reports which services exist; each is followed too, and the
 //!   `gateway.*` metadata of its instances declares its route ([`crate::metadata`]). A service
 //!   that leaves the catalog loses its route; one whose instances are all unhealthy keeps it
 //!   (answering 503) until it leaves.
@@ -16,7 +17,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use signpost_client::discovery::{Discovery, DiscoveryOptions};
+use signpost_client::discovery::{Catalog, Discovery, DiscoveryOptions};
 use signpost_client::registry::Registry;
 use signpost_client::ServiceWatch;
 use tokio::sync::{watch, Notify};
@@ -46,8 +47,13 @@ impl Drop for Followed {
     }
 }
 
-/// The set of services in the registry's catalog (`None` until first known).
-pub(crate) type Catalog = watch::Receiver<Option<BTreeSet<String>>>;
+/// The SDK discovery options of every followed service (and the catalog).
+pub(crate) fn discovery_options(config: &GatewayConfig) -> DiscoveryOptions {
+    DiscoveryOptions {
+        cache_dir: config.registry.cache_dir.clone(),
+        ..DiscoveryOptions::default()
+    }
+}
 
 pub(crate) struct Controller {
     /// Where snapshots go.
@@ -65,7 +71,7 @@ pub(crate) struct Controller {
     /// The route each registry service last declared.
     declared: HashMap<String, RouteSpec>,
     /// The last metadata problem logged per service (logged once per change).
-    problems: HashMap<String, String>,
+    problems: HashMap<String, metadata::MetadataError>,
     /// Live routes (reused while their spec is unchanged).
     routes: Vec<Arc<Route>>,
     /// Connection pools by instance address and protocol.
@@ -113,11 +119,7 @@ impl Controller {
 
     fn follow(&mut self, service: &str) -> &mut Followed {
         if !self.followed.contains_key(service) {
-            let options = DiscoveryOptions {
-                cache_dir: self.config.registry.cache_dir.clone(),
-                ..DiscoveryOptions::default()
-            };
-            let discovery = Discovery::new(self.registry.clone(), options);
+            let discovery = Discovery::new(self.registry.clone(), discovery_options(&self.config));
             let watch = discovery.service(service);
             let mut updates = watch.updates();
             let dirty = self.dirty.clone();
@@ -283,7 +285,7 @@ impl Controller {
                 configured: self.configured.contains(name),
                 in_catalog: f.in_catalog,
                 declared: self.declared.get(name).cloned(),
-                problem: self.problems.get(name).cloned(),
+                problem: self.problems.get(name).map(ToString::to_string),
             })
             .collect();
         services.sort_by(|a, b| a.name.cmp(&b.name));
@@ -299,12 +301,10 @@ impl Controller {
         }
     }
 
-    /// Runs until `stop` turns true (or its sender is dropped).
-    pub(crate) async fn run(
-        mut self,
-        mut catalog: Option<Catalog>,
-        mut stop: watch::Receiver<bool>,
-    ) {
+    /// Runs until `stop` turns true (or its sender is dropped). With `catalog`, follows the
+    /// services its [`Discovery::catalog`] lists.
+    pub(crate) async fn run(mut self, catalog: Option<Discovery>, mut stop: watch::Receiver<bool>) {
+        let mut catalog: Option<Catalog> = catalog.as_ref().map(Discovery::catalog);
         // A connection is closed by the second sweep that finds it idle: after between half
         // and all of idle_timeout.
         let idle = self.config.upstream.idle_timeout.to_std();
@@ -323,11 +323,11 @@ impl Controller {
                         catalog = None;
                         continue;
                     }
-                    let services = catalog
+                    let set = catalog
                         .as_mut()
                         .and_then(|c| c.borrow_and_update().clone());
-                    if let Some(services) = services {
-                        self.on_catalog(&services);
+                    if let Some(set) = set {
+                        self.on_catalog(&set.services);
                         self.rebuild();
                     }
                 }
@@ -342,90 +342,5 @@ async fn changed_opt(catalog: &mut Option<Catalog>) -> Result<(), watch::error::
     match catalog {
         Some(c) => c.changed().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Follows the set of services in the catalog of the agents at `addrs` (base URLs) with
-/// blocking queries on `/v1/catalog/services`, publishing each new set. Moves to the next agent
-/// and backs off (exponentially, with jitter, up to 10 s) on errors; ends when every receiver
-/// is gone.
-pub(crate) async fn watch_catalog(addrs: Vec<String>, tx: watch::Sender<Option<BTreeSet<String>>>) {
-    let http = match reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("cannot build the catalog HTTP client: {e}");
-            return;
-        }
-    };
-    let wait = Duration::from_secs(300);
-    let mut index: u64 = 0;
-    let mut agent = 0usize;
-    let mut failures: u32 = 0;
-    loop {
-        let base = &addrs[agent % addrs.len()];
-        let url = format!("{base}/v1/catalog/services?index={index}&wait=5m");
-        let request = http
-            .get(&url)
-            .timeout(wait + Duration::from_secs(30))
-            .send();
-        let result = tokio::select! {
-            _ = tx.closed() => return,
-            r = request => r,
-        };
-        let outcome: Result<(u64, BTreeSet<String>), String> = match result {
-            Ok(resp) if resp.status().is_success() => {
-                let next = resp
-                    .headers()
-                    .get("x-consul-index")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-                match resp
-                    .json::<std::collections::BTreeMap<String, serde_json::Value>>()
-                    .await
-                {
-                    Ok(map) => Ok((next, map.into_keys().collect())),
-                    Err(e) => Err(format!("bad catalog answer from {base}: {e}")),
-                }
-            }
-            Ok(resp) => Err(format!("{base} answered {}", resp.status())),
-            Err(e) => Err(format!("{base}: {e}")),
-        };
-        match outcome {
-            Ok((next, services)) => {
-                if failures > 0 {
-                    tracing::info!(agent = %base, "catalog watch reconnected");
-                }
-                failures = 0;
-                // An index that went backwards (agent restarted) starts over.
-                index = if next < index { 0 } else { next };
-                tx.send_if_modified(|current| {
-                    if current.as_ref() == Some(&services) {
-                        false
-                    } else {
-                        *current = Some(services);
-                        true
-                    }
-                });
-            }
-            Err(e) => {
-                let cap = Duration::from_millis(100)
-                    .saturating_mul(2u32.saturating_pow(failures.min(10)))
-                    .min(Duration::from_secs(10));
-                let delay = cap.mul_f64(rand::random::<f64>());
-                failures = failures.saturating_add(1);
-                agent = agent.wrapping_add(1);
-                index = 0;
-                tracing::warn!("catalog watch failed ({e}); retrying in {delay:?}");
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
     }
 }

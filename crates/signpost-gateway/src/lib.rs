@@ -2,14 +2,18 @@
 //! registry and forwards it to a healthy instance.
 //!
 //! # Layout
-//! - [`config`]: the TOML configuration, validated at start.
+//! - [`config`]: the TOML configuration, validated at start; its errors are typed
+//!   ([`config::Problem`], [`config::ValueError`]) and each names its problem.
 //! - [`route`]: route specs and longest-prefix / host matching (pure).
-//! - [`metadata`]: routes declared in the registry through instance metadata (pure).
+//! - [`metadata`]: routes declared in the registry through instance metadata (pure;
+//!   [`metadata::MetadataError`] names the instance, key and problem).
 //! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, `X-Request-Id` (pure).
-//! - `control`: the control plane: SDK discovery per service, the catalog watcher, snapshots.
+//! - `control`: the control plane: SDK discovery per service, the SDK's catalog watch
+//!   (`Discovery::catalog`), snapshots.
 //! - `state`: the immutable snapshot the request path reads (one atomic load per request).
-//! - `proxy`: the request path: selection (the SDK's `Selector`), retries (the SDK's
-//!   `RetryPolicy` and budget), forwarding, errors.
+//! - `proxy`: the request path: selection (the SDK's `Selector`, whose chosen position
+//!   indexes the upstreams), one attempt, the retry decision (the SDK's `RetryPolicy` and
+//!   budget), the response.
 //! - `deadline`: response deadlines on one lazily re-armed timer per client connection.
 //! - `pool`: upstream connections: pooled HTTP/1.1 keep-alive connections driven by the
 //!   request's own task; one multiplexed h2c connection per instance.
@@ -58,6 +62,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use signpost_client::discovery::Discovery;
 use signpost_client::registry::signpost::SignpostRegistry;
 use signpost_client::registry::{Registry, RegistryError};
 use tokio::net::{TcpListener, TcpSocket};
@@ -111,38 +116,43 @@ impl Gateway {
     pub fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         config.validate()?;
         let registry = SignpostRegistry::new(config.registry.addrs.clone())?;
-        let addrs = registry.addrs().to_vec();
-        Self::start_with_registry(config, Arc::new(registry), Some(addrs))
+        Self::start_with_registry(config, Arc::new(registry))
     }
 
-    /// Like [`Gateway::start`] with any SDK registry. `catalog` names the Signpost agents whose
-    /// catalog lists the services to follow for registry routes (`None`: configured routes
-    /// only).
+    /// Like [`Gateway::start`] with any SDK registry. With `registry.routes_from_metadata`, the
+    /// services to follow for registry routes come from the registry's
+    /// [`Registry::watch_services`] (through the SDK's [`Discovery::catalog`], which fails over
+    /// and reconnects).
+    ///
+    /// [`Discovery::catalog`]: signpost_client::discovery::Discovery::catalog
     pub fn start_with_registry(
         config: GatewayConfig,
         registry: Arc<dyn Registry>,
-        catalog: Option<Vec<String>>,
     ) -> Result<Gateway, GatewayError> {
         config.validate()?;
         let specs = config
             .routes
             .iter()
-            .map(|r| config.route_spec(r))
+            .enumerate()
+            .map(|(index, r)| {
+                config.route_spec(r).map_err(|problems| {
+                    problems
+                        .into_iter()
+                        .map(|problem| config::Problem::Route { index, problem })
+                        .collect()
+                })
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(ConfigError::Invalid)?;
         let config = Arc::new(config);
         let shared = Arc::new(state::Shared::new(&config));
+        let catalog = config
+            .registry
+            .routes_from_metadata
+            .then(|| Discovery::new(registry.clone(), control::discovery_options(&config)));
         let controller = control::Controller::new(shared.clone(), config.clone(), specs, registry);
         let configured = controller.configured_watches();
         let (stop, stopped) = watch::channel(false);
-        let catalog = match catalog {
-            Some(addrs) if config.registry.routes_from_metadata && !addrs.is_empty() => {
-                let (tx, rx) = watch::channel(None);
-                tokio::spawn(control::watch_catalog(addrs, tx));
-                Some(rx)
-            }
-            _ => None,
-        };
         let controller = tokio::spawn(controller.run(catalog, stopped));
         Ok(Gateway {
             shared,

@@ -20,6 +20,7 @@ use signpost_core::model::Dur;
 
 use crate::config::{
     check_prefix, normalize_host, parse_balancer, parse_protocol, GatewayConfig, RetryOverride,
+    ValueError,
 };
 use crate::route::{default_name, RouteSource, RouteSpec};
 
@@ -36,13 +37,42 @@ pub const BALANCER: &str = "gateway.balancer";
 /// A duration.
 pub const TIMEOUT: &str = "gateway.timeout";
 
+/// A bad `gateway.*` value in the metadata of the instance that declares a service's route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("instance {instance} metadata {key}: {problem}")]
+pub struct MetadataError {
+    /// The declaring instance's id.
+    pub instance: String,
+    /// The metadata key.
+    pub key: &'static str,
+    /// What is wrong with its value.
+    pub problem: MetadataProblem,
+}
+
+/// What is wrong with one `gateway.*` value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataProblem {
+    /// A value a configured route would not accept either.
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    /// `gateway.strip_prefix` that is not a boolean.
+    #[error("true or false, got {0:?}")]
+    NotABool(String),
+    /// `gateway.timeout` that is not a duration (the parser's message).
+    #[error("{0}")]
+    Duration(String),
+    /// A zero `gateway.timeout`.
+    #[error("must be above 0")]
+    ZeroTimeout,
+}
+
 /// The route `service`'s instances declare, if any. `Err` names a bad value (the service is then
 /// not routed, and the controller logs why).
 pub fn spec_from_instances(
     config: &GatewayConfig,
     service: &str,
     instances: &[Instance],
-) -> Result<Option<RouteSpec>, String> {
+) -> Result<Option<RouteSpec>, MetadataError> {
     let Some(declaring) = instances
         .iter()
         .filter(|i| i.metadata.contains_key(PREFIX))
@@ -52,31 +82,42 @@ pub fn spec_from_instances(
     };
     let meta = &declaring.metadata;
     let get = |k: &str| meta.get(k).map(|v| v.trim());
-    let at = |k: &str, e: String| format!("instance {} metadata {k}: {e}", declaring.id);
+    let at = |key: &'static str, problem: MetadataProblem| MetadataError {
+        instance: declaring.id.clone(),
+        key,
+        problem,
+    };
 
     let prefix = get(PREFIX).unwrap_or_default().to_string();
-    check_prefix(&prefix).map_err(|e| at(PREFIX, e))?;
+    check_prefix(&prefix).map_err(|e| at(PREFIX, e.into()))?;
     let host = get(HOST)
         .map(normalize_host)
         .transpose()
-        .map_err(|e| at(HOST, e))?;
+        .map_err(|e| at(HOST, e.into()))?;
     let d = &config.defaults;
     let strip_prefix = match get(STRIP_PREFIX) {
         None => d.strip_prefix,
         Some("true") => true,
         Some("false") => false,
-        Some(other) => return Err(at(STRIP_PREFIX, format!("true or false, got {other:?}"))),
+        Some(other) => {
+            return Err(at(
+                STRIP_PREFIX,
+                MetadataProblem::NotABool(other.to_string()),
+            ))
+        }
     };
     let protocol =
-        parse_protocol(get(PROTOCOL).unwrap_or(&d.protocol)).map_err(|e| at(PROTOCOL, e))?;
-    let balancer =
-        parse_balancer(get(BALANCER).unwrap_or(&d.balancer), None).map_err(|e| at(BALANCER, e))?;
+        parse_protocol(get(PROTOCOL).unwrap_or(&d.protocol)).map_err(|e| at(PROTOCOL, e.into()))?;
+    let balancer = parse_balancer(get(BALANCER).unwrap_or(&d.balancer), None)
+        .map_err(|e| at(BALANCER, e.into()))?;
     let timeout = match get(TIMEOUT) {
         None => d.timeout,
-        Some(t) => t.parse::<Dur>().map_err(|e| at(TIMEOUT, e))?,
+        Some(t) => t
+            .parse::<Dur>()
+            .map_err(|e| at(TIMEOUT, MetadataProblem::Duration(e)))?,
     };
     if timeout.as_millis() == 0 {
-        return Err(at(TIMEOUT, "must be above 0".to_string()));
+        return Err(at(TIMEOUT, MetadataProblem::ZeroTimeout));
     }
     Ok(Some(RouteSpec {
         name: default_name(host.as_deref(), &prefix),
@@ -177,6 +218,8 @@ mod tests {
             (vec![(PREFIX, "/u"), (HOST, "a b")], HOST),
         ] {
             let err = spec_from_instances(&config, "users", &[instance("a", &meta)]).unwrap_err();
+            assert_eq!(err.key, key);
+            let err = err.to_string();
             assert!(err.contains(key), "{err}");
             assert!(err.contains("instance a"), "{err}");
         }

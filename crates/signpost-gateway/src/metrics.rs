@@ -283,12 +283,9 @@ pub(crate) fn render(shared: &Shared, snapshot: &Snapshot) -> String {
         "Circuit breaker of each instance: 0 closed, 1 open, 2 half-open.",
     );
     for e in routes {
+        let states = e.route.selector.endpoint_states(&e.instances);
         for i in 0..e.upstreams.len() {
-            let state = e
-                .route
-                .selector
-                .breakers()
-                .map_or(BreakerState::Closed, |b| b.state(&e.instances[i].id));
+            let state = states[i].breaker_state();
             let v = match state {
                 BreakerState::Closed => 0,
                 BreakerState::Open => 1,
@@ -307,12 +304,9 @@ pub(crate) fn render(shared: &Shared, snapshot: &Snapshot) -> String {
         "1 while outlier detection has ejected the instance.",
     );
     for e in routes {
+        let states = e.route.selector.endpoint_states(&e.instances);
         for i in 0..e.upstreams.len() {
-            let ejected = e
-                .route
-                .selector
-                .outliers()
-                .is_some_and(|o| o.is_ejected(&e.instances[i].id));
+            let ejected = e.route.selector.ejected(&states[i]);
             out.push_str("signpost_gateway_outlier_ejected");
             upstream_labels(&mut out, e, i);
             let _ = writeln!(out, "}} {}", u8::from(ejected));
@@ -335,8 +329,15 @@ pub(crate) fn render(shared: &Shared, snapshot: &Snapshot) -> String {
         .iter()
         .flat_map(|e| e.upstreams.iter().map(|u| &u.pool))
         .collect();
-    pools.sort_by(|a, b| a.authority().cmp(b.authority()));
-    pools.dedup_by(|a, b| std::sync::Arc::ptr_eq(a, b));
+    // A pool is named by its address and protocol (the controller keeps one per pair).
+    let key = |p: &crate::pool::HostPool| {
+        (
+            p.authority().to_string(),
+            p.protocol() == crate::route::Protocol::H2c,
+        )
+    };
+    pools.sort_by_cached_key(|p| key(p));
+    pools.dedup_by(|a, b| key(a) == key(b));
     header(
         &mut out,
         "signpost_gateway_upstream_connections_opened_total",

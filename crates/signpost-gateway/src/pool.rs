@@ -211,6 +211,12 @@ impl HostPool {
         &self.authority
     }
 
+    /// The protocol spoken over this pool's connections (with the authority, what names the
+    /// pool).
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
     /// Idle HTTP/1.1 connections (an h2c pool reports 1 while its connection is open).
     pub(crate) fn idle_count(&self) -> usize {
         match self.protocol {

@@ -10,7 +10,7 @@
 //! idempotent requests without a body (the body streams through and cannot be sent twice).
 //! An upstream that answers is passed through as it answered; 502 means no answer came.
 //!
-//! [`Selector`]: signpost_client::client::Selector
+//! [`Selector`]: signpost_client::selector::Selector
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,8 +26,8 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use signpost_client::balance::{Outcome, PickContext};
-use signpost_client::client::SelectError;
 use signpost_client::retry::{Decision, FailureKind, RetryPolicy};
+use signpost_client::selector::SelectError;
 
 use crate::body::{ProxyBody, UpBody};
 use crate::deadline::DeadlineSlot;
@@ -113,6 +113,17 @@ enum AttemptError {
     Transport(hyper::Error),
 }
 
+impl AttemptError {
+    /// The failure as the retry policy names it.
+    fn kind(&self) -> FailureKind {
+        match self {
+            AttemptError::Connect(..) => FailureKind::Connect,
+            AttemptError::Timeout(_) => FailureKind::Timeout,
+            AttemptError::Transport(_) => FailureKind::Transport,
+        }
+    }
+}
+
 /// The response head and how its body arrives.
 struct Answer {
     /// The upstream's response (its body not yet wrapped).
@@ -121,6 +132,9 @@ struct Answer {
     conn: Option<Box<H1Conn>>,
 }
 
+/// Forwards a routed request: per attempt, select an instance, [`attempt`] the exchange, let
+/// [`retry_after`] decide whether to go again; then [`respond`] with the answer or [`fail`]
+/// with the gateway's error.
 async fn forward(
     shared: &Shared,
     entry: &RouteEntry,
@@ -158,19 +172,13 @@ async fn forward(
     });
     let idempotent = RetryPolicy::is_idempotent(&parts.method);
     let attempts = route.retry.attempts();
-    // Whether a failure after sending may be retried: only a request without a body can be sent
-    // twice, and only if the policy retries something other than connect failures for it.
-    let retryable = |kind: FailureKind| route.retry.is_retryable(idempotent, &kind).is_ok();
-    let may_resend = body_empty
-        && !upgrade
-        && attempts > 1
-        && (retryable(FailureKind::Transport)
-            || retryable(FailureKind::Timeout)
-            || spec
-                .retry
-                .statuses
-                .iter()
-                .any(|s| retryable(FailureKind::Status(*s))));
+    let may_resend = may_resend(
+        &route.retry,
+        &spec.retry.statuses,
+        idempotent,
+        body_empty,
+        upgrade,
+    );
     if attempts > 1 {
         if let Some(budget) = route.retry.budget() {
             budget.deposit_at(tokio::time::Instant::from_std(started));
@@ -206,8 +214,7 @@ async fn forward(
             }
         };
         let instance = selected.instance();
-        let index = index_of(&entry.instances, instance);
-        let upstream = &entry.upstreams[index];
+        let upstream = &entry.upstreams[selected.position()];
         let pool = &upstream.pool;
         upstream
             .stats
@@ -233,113 +240,35 @@ async fn forward(
             pool.authority(),
         );
 
-        let result = if upgrade {
-            send_upgrade(pool, spec, up, &mut body).await
-        } else {
-            match spec.protocol {
-                Protocol::Http1 => send_h1(pool, spec, up, &mut body, &conn.deadline).await,
-                Protocol::H2c => send_h2(pool, spec, up, &mut body).await,
-            }
+        let result = attempt_once(pool, spec, up, &mut body, upgrade, &conn.deadline).await;
+        let outcome = match &result {
+            Ok(answer) => AttemptOutcome::Answered(answer.response.status()),
+            Err(e) => AttemptOutcome::Failed(e.kind()),
         };
+        selected.finish(outcome.for_selector());
+        let retry = retry_after(&route.retry, idempotent, keep, attempt, outcome);
 
         let failure = match result {
             Ok(answer) => {
-                let status = answer.response.status();
-                let failed = status.is_server_error();
-                selected.finish(if failed {
-                    Outcome::Failure
-                } else {
-                    Outcome::Success
-                });
-                if failed {
+                if answer.response.status().is_server_error() {
                     upstream.stats.failure(AttemptFailure::Status5xx);
-                    let kind = FailureKind::Status(status.as_u16());
-                    if keep {
-                        if let Decision::Retry { after } =
-                            route.retry.decide(idempotent, &kind, attempt)
-                        {
-                            drop(wrap_body(answer, pool));
-                            retry_wait(route, after).await;
-                            tried.push(&instance.id);
-                            attempt += 1;
-                            if body.is_none() {
-                                body = Some(UpBody::Empty);
-                            }
-                            continue;
-                        }
-                    }
                 }
-                let response = finish_response(answer, pool, version, &request_id, client_upgrade);
-                let status = response.status();
-                route.metrics.response(status.as_u16(), started.elapsed());
-                if shared.access_log {
-                    access_log(
-                        &parts.method,
-                        &parts.uri,
-                        status,
-                        &spec.name,
+                let Some(after) = retry else {
+                    let response =
+                        finish_response(answer, pool, version, &request_id, client_upgrade);
+                    return respond(
+                        shared,
+                        entry,
+                        client,
+                        &parts,
+                        response,
                         pool.authority(),
                         attempt,
-                        started.elapsed(),
+                        started,
                         &request_id,
-                        client,
                     );
-                }
-                return response;
-            }
-            Err(e) => e,
-        };
-
-        selected.finish(Outcome::Failure);
-        let (kind, stat, error) = match failure {
-            AttemptError::Connect(e, unsent) => {
-                let (head, untouched) = *unsent;
-                parts.headers = head.headers;
-                body = untouched;
-                let error = match &e {
-                    ConnectError::Timeout { .. } => ProxyError::Timeout {
-                        service: spec.service.clone(),
-                        upstream: pool.authority().to_string(),
-                        reason: e.to_string(),
-                    },
-                    _ => ProxyError::Upstream {
-                        service: spec.service.clone(),
-                        upstream: pool.authority().to_string(),
-                        reason: e.to_string(),
-                    },
                 };
-                (FailureKind::Connect, AttemptFailure::Connect, error)
-            }
-            AttemptError::Timeout(after) => (
-                FailureKind::Timeout,
-                AttemptFailure::Timeout,
-                ProxyError::Timeout {
-                    service: spec.service.clone(),
-                    upstream: pool.authority().to_string(),
-                    reason: format!("no response within {after:?}"),
-                },
-            ),
-            AttemptError::Transport(e) => (
-                FailureKind::Transport,
-                AttemptFailure::Transport,
-                ProxyError::Upstream {
-                    service: spec.service.clone(),
-                    upstream: pool.authority().to_string(),
-                    reason: e.to_string(),
-                },
-            ),
-        };
-        upstream.stats.failure(stat);
-        tracing::debug!(
-            route = %spec.name,
-            upstream = %pool.authority(),
-            attempt,
-            "attempt failed: {error}"
-        );
-        // After a connect failure the request is untouched; after anything else it can go again
-        // only if its headers were kept for that (`keep`).
-        if matches!(kind, FailureKind::Connect) || keep {
-            if let Decision::Retry { after } = route.retry.decide(idempotent, &kind, attempt) {
+                drop(wrap_body(answer, pool));
                 retry_wait(route, after).await;
                 tried.push(&instance.id);
                 attempt += 1;
@@ -348,6 +277,31 @@ async fn forward(
                 }
                 continue;
             }
+            Err(e) => e,
+        };
+
+        let (stat, error) = describe(&failure, spec, pool.authority());
+        if let AttemptError::Connect(_, unsent) = failure {
+            // Nothing was sent: the next attempt sends the request as it was.
+            let (head, untouched) = *unsent;
+            parts.headers = head.headers;
+            body = untouched;
+        }
+        upstream.stats.failure(stat);
+        tracing::debug!(
+            route = %spec.name,
+            upstream = %pool.authority(),
+            attempt,
+            "attempt failed: {error}"
+        );
+        if let Some(after) = retry {
+            retry_wait(route, after).await;
+            tried.push(&instance.id);
+            attempt += 1;
+            if body.is_none() {
+                body = Some(UpBody::Empty);
+            }
+            continue;
         }
         return fail(
             shared,
@@ -361,6 +315,165 @@ async fn forward(
             &request_id,
         );
     }
+}
+
+/// Whether a failure after sending may be retried at all: only a request without a body (and
+/// no upgrade) can be sent twice, and only if the policy retries something other than connect
+/// failures for it (`statuses`: the route's retried statuses).
+fn may_resend(
+    policy: &RetryPolicy,
+    statuses: &[u16],
+    idempotent: bool,
+    body_empty: bool,
+    upgrade: bool,
+) -> bool {
+    let retryable = |kind: FailureKind| policy.is_retryable(idempotent, &kind).is_ok();
+    body_empty
+        && !upgrade
+        && policy.attempts() > 1
+        && (retryable(FailureKind::Transport)
+            || retryable(FailureKind::Timeout)
+            || statuses.iter().any(|s| retryable(FailureKind::Status(*s))))
+}
+
+/// How one attempt ended, as far as the selector and the retry decision are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttemptOutcome {
+    /// The upstream answered with this status.
+    Answered(StatusCode),
+    /// No answer came.
+    Failed(FailureKind),
+}
+
+impl AttemptOutcome {
+    /// The outcome the selector records: a 5xx or no answer is the instance's failure.
+    fn for_selector(self) -> Outcome {
+        match self {
+            AttemptOutcome::Answered(status) if !status.is_server_error() => Outcome::Success,
+            _ => Outcome::Failure,
+        }
+    }
+}
+
+/// The retry decision: `Some(wait)` when attempt number `attempt`, which ended with `outcome`,
+/// is followed by another after `wait`. A connect failure sent nothing, so the request can
+/// always go again; anything else was sent and can go again only if it was kept for that
+/// (`resendable`). A success or a non-5xx answer is never retried. The policy decides the rest
+/// (and takes a budget token when it says yes).
+fn retry_after(
+    policy: &RetryPolicy,
+    idempotent: bool,
+    resendable: bool,
+    attempt: u32,
+    outcome: AttemptOutcome,
+) -> Option<Duration> {
+    let kind = match outcome {
+        AttemptOutcome::Answered(status) if status.is_server_error() => {
+            FailureKind::Status(status.as_u16())
+        }
+        AttemptOutcome::Answered(_) => return None,
+        AttemptOutcome::Failed(kind) => kind,
+    };
+    if kind != FailureKind::Connect && !resendable {
+        return None;
+    }
+    match policy.decide(idempotent, &kind, attempt) {
+        Decision::Retry { after } => Some(after),
+        Decision::Stop(_) => None,
+    }
+}
+
+/// The counter and the gateway error of a failed attempt against `upstream`.
+fn describe(
+    failure: &AttemptError,
+    spec: &RouteSpec,
+    upstream: &str,
+) -> (AttemptFailure, ProxyError) {
+    match failure {
+        AttemptError::Connect(e, _) => {
+            let reason = e.to_string();
+            let error = match e {
+                ConnectError::Timeout { .. } => ProxyError::Timeout {
+                    service: spec.service.clone(),
+                    upstream: upstream.to_string(),
+                    reason,
+                },
+                _ => ProxyError::Upstream {
+                    service: spec.service.clone(),
+                    upstream: upstream.to_string(),
+                    reason,
+                },
+            };
+            (AttemptFailure::Connect, error)
+        }
+        AttemptError::Timeout(after) => (
+            AttemptFailure::Timeout,
+            ProxyError::Timeout {
+                service: spec.service.clone(),
+                upstream: upstream.to_string(),
+                reason: format!("no response within {after:?}"),
+            },
+        ),
+        AttemptError::Transport(e) => (
+            AttemptFailure::Transport,
+            ProxyError::Upstream {
+                service: spec.service.clone(),
+                upstream: upstream.to_string(),
+                reason: e.to_string(),
+            },
+        ),
+    }
+}
+
+/// One attempt: the exchange with the instance behind `pool`, as the route's protocol (or an
+/// upgrade) needs it, up to the response head.
+async fn attempt_once(
+    pool: &Arc<HostPool>,
+    spec: &RouteSpec,
+    up: Request<()>,
+    body: &mut Option<UpBody>,
+    upgrade: bool,
+    deadline: &DeadlineSlot,
+) -> Result<Answer, AttemptError> {
+    if upgrade {
+        return send_upgrade(pool, spec, up, body).await;
+    }
+    match spec.protocol {
+        Protocol::Http1 => send_h1(pool, spec, up, body, deadline).await,
+        Protocol::H2c => send_h2(pool, spec, up, body).await,
+    }
+}
+
+/// The upstream's answer as the client's response, counted and logged.
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    shared: &Shared,
+    entry: &RouteEntry,
+    client: &ClientInfo,
+    parts: &http::request::Parts,
+    response: Response<ProxyBody>,
+    upstream: &str,
+    attempts: u32,
+    started: Instant,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let route = &entry.route;
+    let status = response.status();
+    route.metrics.response(status.as_u16(), started.elapsed());
+    if shared.access_log {
+        access_log(
+            &parts.method,
+            &parts.uri,
+            status,
+            &route.spec.name,
+            upstream,
+            attempts,
+            started.elapsed(),
+            request_id,
+            client,
+        );
+    }
+    response
 }
 
 async fn retry_wait(route: &crate::state::Route, after: Duration) {
@@ -434,25 +547,6 @@ fn access_log(
         request_id = request_id.to_str().unwrap_or("-"),
         "request"
     );
-}
-
-/// The position of `instance` (a reference into `instances`) in the list.
-fn index_of(
-    instances: &[signpost_client::Instance],
-    instance: &signpost_client::Instance,
-) -> usize {
-    let base = instances.as_ptr() as usize;
-    let at = instance as *const signpost_client::Instance as usize;
-    let size = std::mem::size_of::<signpost_client::Instance>().max(1);
-    let index = at.wrapping_sub(base) / size;
-    if index < instances.len() && std::ptr::eq(&instances[index], instance) {
-        index
-    } else {
-        instances
-            .iter()
-            .position(|i| std::ptr::eq(i, instance))
-            .expect("the selector picks from the list it is given")
-    }
 }
 
 /// The request key of consistent hashing.
@@ -731,4 +825,115 @@ fn finish_response(
         return Response::from_parts(parts, ProxyBody::empty());
     }
     Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use signpost_client::retry::RetryBudget;
+
+    use super::*;
+
+    const OK: AttemptOutcome = AttemptOutcome::Answered(StatusCode::OK);
+    const NOT_FOUND: AttemptOutcome = AttemptOutcome::Answered(StatusCode::NOT_FOUND);
+    const E500: AttemptOutcome = AttemptOutcome::Answered(StatusCode::INTERNAL_SERVER_ERROR);
+    const E503: AttemptOutcome = AttemptOutcome::Answered(StatusCode::SERVICE_UNAVAILABLE);
+    const CONNECT: AttemptOutcome = AttemptOutcome::Failed(FailureKind::Connect);
+    const TRANSPORT: AttemptOutcome = AttemptOutcome::Failed(FailureKind::Transport);
+    const TIMEOUT: AttemptOutcome = AttemptOutcome::Failed(FailureKind::Timeout);
+
+    /// Three attempts, 502/503 retried, timeouts not, no budget.
+    fn policy() -> RetryPolicy {
+        RetryPolicy::default()
+            .max_attempts(3)
+            .retry_statuses([502, 503])
+            .without_budget()
+    }
+
+    #[test]
+    fn the_retry_decision_table() {
+        // (outcome, idempotent, resendable, attempt, retried?)
+        let table = [
+            // Answers that are not 5xx are passed through, never retried.
+            (OK, true, true, 1, false),
+            (NOT_FOUND, true, true, 1, false),
+            // A retried status: only an idempotent request that was kept for resending, and
+            // only while attempts are left.
+            (E503, true, true, 1, true),
+            (E503, true, true, 2, true),
+            (E503, true, true, 3, false),
+            (E503, false, true, 1, false),
+            (E503, true, false, 1, false),
+            // A 5xx the route does not retry.
+            (E500, true, true, 1, false),
+            // Nothing was sent: retried whatever the method, kept or not.
+            (CONNECT, false, false, 1, true),
+            (CONNECT, true, false, 2, true),
+            (CONNECT, true, true, 3, false),
+            // A broken exchange: like a status.
+            (TRANSPORT, true, true, 1, true),
+            (TRANSPORT, true, false, 1, false),
+            (TRANSPORT, false, true, 1, false),
+            // Timeouts are not retried by this policy.
+            (TIMEOUT, true, true, 1, false),
+        ];
+        let three = policy();
+        for (outcome, idempotent, resendable, attempt, retried) in table {
+            assert_eq!(
+                retry_after(&three, idempotent, resendable, attempt, outcome).is_some(),
+                retried,
+                "{outcome:?} idempotent={idempotent} resendable={resendable} attempt={attempt}"
+            );
+        }
+        // A route that retries timeouts does, for a resendable idempotent request.
+        let timeouts = policy().retry_timeouts(true);
+        assert!(retry_after(&timeouts, true, true, 1, TIMEOUT).is_some());
+        assert!(retry_after(&timeouts, true, false, 1, TIMEOUT).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_empty_budget_stops_retries() {
+        let broke =
+            policy().budget_with(Arc::new(RetryBudget::new(0.0, 0, Duration::from_secs(10))));
+        assert_eq!(retry_after(&broke, true, true, 1, CONNECT), None);
+        assert_eq!(retry_after(&broke, true, true, 1, E503), None);
+    }
+
+    #[test]
+    fn only_a_5xx_or_no_answer_counts_against_the_instance() {
+        assert_eq!(OK.for_selector(), Outcome::Success);
+        assert_eq!(NOT_FOUND.for_selector(), Outcome::Success);
+        assert_eq!(E500.for_selector(), Outcome::Failure);
+        for failed in [CONNECT, TRANSPORT, TIMEOUT] {
+            assert_eq!(failed.for_selector(), Outcome::Failure);
+        }
+    }
+
+    #[test]
+    fn only_a_bodiless_request_the_policy_may_retry_is_kept_for_resending() {
+        let p = policy();
+        let statuses = [502, 503];
+        assert!(may_resend(&p, &statuses, true, true, false));
+        assert!(
+            !may_resend(&p, &statuses, true, false, false),
+            "a body streams through once"
+        );
+        assert!(
+            !may_resend(&p, &statuses, true, true, true),
+            "an upgrade is sent once"
+        );
+        assert!(!may_resend(
+            &RetryPolicy::none(),
+            &statuses,
+            true,
+            true,
+            false
+        ));
+        // A POST is retried only on connect failures, which need nothing kept.
+        assert!(!may_resend(&p, &statuses, false, true, false));
+        // No retried status and no transport retries: nothing to keep.
+        let connect_only = policy().retry_statuses([]).retry_transport(false);
+        assert!(!may_resend(&connect_only, &[], true, true, false));
+    }
 }

@@ -16,9 +16,9 @@ use signpost_client::balance::{
     WeightedRandom,
 };
 use signpost_client::breaker::{BreakerConfig, OutlierConfig};
-use signpost_client::client::Selector;
 use signpost_client::retry::{Backoff, Jitter, RetryBudget, RetryPolicy};
-use signpost_client::{Instance, ServiceWatch};
+use signpost_client::selector::Selector;
+use signpost_client::{Endpoints, Instance, ServiceWatch};
 
 use crate::config::GatewayConfig;
 use crate::headers::RequestIds;
@@ -139,10 +139,10 @@ pub(crate) struct Upstream {
 pub(crate) struct RouteEntry {
     /// The route.
     pub(crate) route: Arc<Route>,
-    /// The healthy instances, as discovery published them (the same `Arc` until the list
-    /// changes, which the SDK's selector relies on to notice departures cheaply).
-    pub(crate) instances: Arc<Vec<Instance>>,
-    /// Parallel to `instances`.
+    /// The healthy instances, as discovery published them: the selector keys its endpoint
+    /// states by the list's version and returns positions into it.
+    pub(crate) instances: Arc<Endpoints>,
+    /// Parallel to `instances` (the selector's chosen position indexes both).
     pub(crate) upstreams: Box<[Upstream]>,
     /// The discovery handle (for the admin API's view of the watch).
     pub(crate) watch: ServiceWatch,

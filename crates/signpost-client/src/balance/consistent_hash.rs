@@ -1,7 +1,6 @@
 use std::sync::{Arc, RwLock};
 
-use super::{hash_key, Balancer, FastRng, IdMap, PickContext};
-use crate::instance::Instance;
+use super::{hash_key, Balancer, Candidate, FastRng, IdMap, PickContext};
 
 /// Consistent hashing by request key: a hash ring with `vnodes` virtual nodes per instance.
 ///
@@ -93,7 +92,7 @@ impl ConsistentHash {
 
     /// For each ring id, the position in `candidates` (or `None`); `None` overall when some
     /// candidate is not on the ring.
-    fn mask(ring: &Ring, candidates: &[&Instance]) -> Option<Vec<Option<u32>>> {
+    fn mask(ring: &Ring, candidates: &[Candidate<'_>]) -> Option<Vec<Option<u32>>> {
         let mut mask = vec![None; ring.ids.len()];
         for (pos, instance) in candidates.iter().enumerate() {
             let i = *ring.index.get(instance.id.as_str())?;
@@ -114,7 +113,7 @@ impl Balancer for ConsistentHash {
         "consistent-hash"
     }
 
-    fn pick<'a>(&self, candidates: &[&'a Instance], ctx: &PickContext) -> Option<&'a Instance> {
+    fn pick<'a>(&self, candidates: &[Candidate<'a>], ctx: &PickContext) -> Option<Candidate<'a>> {
         match candidates.len() {
             0 => return None,
             1 => return Some(candidates[0]),

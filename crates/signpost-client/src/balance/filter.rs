@@ -1,4 +1,4 @@
-use super::PickContext;
+use super::{Candidate, PickContext};
 use crate::instance::Instance;
 
 /// Narrows the candidates before the balancer picks.
@@ -7,32 +7,32 @@ use crate::instance::Instance;
 /// so a filter that spills over (like [`ZoneAware`]) sees only instances that can take traffic.
 ///
 /// ```
-/// use signpost_client::balance::{Filter, PickContext};
-/// use signpost_client::Instance;
+/// use signpost_client::balance::{Candidate, Filter, PickContext};
 ///
 /// /// Only instances on even ports.
 /// struct EvenPorts;
 ///
 /// impl Filter for EvenPorts {
-///     fn filter(&self, candidates: &mut Vec<&Instance>, _ctx: &PickContext) {
+///     fn filter(&self, candidates: &mut Vec<Candidate<'_>>, _ctx: &PickContext) {
 ///         candidates.retain(|i| i.port % 2 == 0);
 ///     }
 /// }
 /// ```
 pub trait Filter: Send + Sync + 'static {
     /// Removes the candidates this filter rejects (it may also keep all of them).
-    fn filter(&self, candidates: &mut Vec<&Instance>, ctx: &PickContext);
+    fn filter(&self, candidates: &mut Vec<Candidate<'_>>, ctx: &PickContext);
 }
 
 /// Keeps instances that carry every one of the given tags.
 ///
 /// ```
-/// use signpost_client::balance::{Filter, HasTags, PickContext};
+/// use signpost_client::balance::{Candidate, EndpointStats, Filter, HasTags, PickContext};
 /// # let mk = |id: &str, tags: &[&str]| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
 /// #     tags: tags.iter().map(|t| t.to_string()).collect(), metadata: Default::default(), weight: 100 };
 /// let (v1, v2) = (mk("a", &["v1"]), mk("b", &["v2", "canary"]));
-/// let mut candidates = vec![&v1, &v2];
+/// let stats = EndpointStats::new();
+/// let mut candidates = vec![Candidate::new(0, &v1, &stats), Candidate::new(1, &v2, &stats)];
 /// HasTags::new(["v2"]).filter(&mut candidates, &PickContext::new());
 /// assert_eq!(candidates.len(), 1);
 /// assert_eq!(candidates[0].id, "b");
@@ -57,7 +57,7 @@ impl HasTags {
 }
 
 impl Filter for HasTags {
-    fn filter(&self, candidates: &mut Vec<&Instance>, _ctx: &PickContext) {
+    fn filter(&self, candidates: &mut Vec<Candidate<'_>>, _ctx: &PickContext) {
         candidates.retain(|i| self.tags.iter().all(|t| i.tags.contains(t)));
     }
 }
@@ -65,12 +65,13 @@ impl Filter for HasTags {
 /// Keeps instances whose metadata has `key` equal to `value`.
 ///
 /// ```
-/// use signpost_client::balance::{Filter, MetadataEquals, PickContext};
+/// use signpost_client::balance::{Candidate, EndpointStats, Filter, MetadataEquals, PickContext};
 /// # let mk = |id: &str, env: &str| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
 /// #     tags: vec![], metadata: [("env".to_string(), env.to_string())].into(), weight: 100 };
 /// let (prod, staging) = (mk("a", "prod"), mk("b", "staging"));
-/// let mut candidates = vec![&prod, &staging];
+/// let stats = EndpointStats::new();
+/// let mut candidates = vec![Candidate::new(0, &prod, &stats), Candidate::new(1, &staging, &stats)];
 /// MetadataEquals::new("env", "prod").filter(&mut candidates, &PickContext::new());
 /// assert_eq!(candidates[0].id, "a");
 /// assert_eq!(candidates.len(), 1);
@@ -94,7 +95,7 @@ impl MetadataEquals {
 }
 
 impl Filter for MetadataEquals {
-    fn filter(&self, candidates: &mut Vec<&Instance>, _ctx: &PickContext) {
+    fn filter(&self, candidates: &mut Vec<Candidate<'_>>, _ctx: &PickContext) {
         candidates.retain(|i| i.metadata.get(&self.key) == Some(&self.value));
     }
 }
@@ -104,19 +105,20 @@ impl Filter for MetadataEquals {
 /// traffic — none registered, none healthy, or all behind open breakers.
 ///
 /// ```
-/// use signpost_client::balance::{Filter, PickContext, ZoneAware};
+/// use signpost_client::balance::{Candidate, EndpointStats, Filter, PickContext, ZoneAware};
 /// # let mk = |id: &str, zone: &str| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
 /// #     tags: vec![], metadata: [("zone".to_string(), zone.to_string())].into(), weight: 100 };
 /// let (near, far) = (mk("a", "eu-west-1a"), mk("b", "eu-west-1b"));
 /// let zone = ZoneAware::new("eu-west-1a");
 ///
-/// let mut candidates = vec![&near, &far];
+/// let stats = EndpointStats::new();
+/// let mut candidates = vec![Candidate::new(0, &near, &stats), Candidate::new(1, &far, &stats)];
 /// zone.filter(&mut candidates, &PickContext::new());
 /// assert_eq!(candidates.len(), 1);
 ///
 /// // The local instance is gone: spill over to the other zone.
-/// let mut candidates = vec![&far];
+/// let mut candidates = vec![Candidate::new(1, &far, &stats)];
 /// zone.filter(&mut candidates, &PickContext::new());
 /// assert_eq!(candidates[0].id, "b");
 /// ```
@@ -154,7 +156,7 @@ impl ZoneAware {
 }
 
 impl Filter for ZoneAware {
-    fn filter(&self, candidates: &mut Vec<&Instance>, _ctx: &PickContext) {
+    fn filter(&self, candidates: &mut Vec<Candidate<'_>>, _ctx: &PickContext) {
         let local = candidates
             .iter()
             .filter(|i| i.metadata.get(&self.key) == Some(&self.zone))
@@ -168,12 +170,13 @@ impl Filter for ZoneAware {
 /// A filter from a closure: keeps the instances for which it returns `true`.
 ///
 /// ```
-/// use signpost_client::balance::{Filter, PickContext, Predicate};
+/// use signpost_client::balance::{Candidate, EndpointStats, Filter, PickContext, Predicate};
 /// # let mk = |id: &str, port| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port,
 /// #     tags: vec![], metadata: Default::default(), weight: 100 };
 /// let (a, b) = (mk("a", 80), mk("b", 8080));
-/// let mut candidates = vec![&a, &b];
+/// let stats = EndpointStats::new();
+/// let mut candidates = vec![Candidate::new(0, &a, &stats), Candidate::new(1, &b, &stats)];
 /// Predicate(|i: &signpost_client::Instance| i.port == 8080).filter(&mut candidates, &PickContext::new());
 /// assert_eq!(candidates[0].id, "b");
 /// ```
@@ -184,7 +187,7 @@ impl<F> Filter for Predicate<F>
 where
     F: Fn(&Instance) -> bool + Send + Sync + 'static,
 {
-    fn filter(&self, candidates: &mut Vec<&Instance>, _ctx: &PickContext) {
+    fn filter(&self, candidates: &mut Vec<Candidate<'_>>, _ctx: &PickContext) {
         candidates.retain(|i| (self.0)(i));
     }
 }

@@ -1,9 +1,13 @@
 //! Load balancers and instance filters.
 //!
-//! A [`Balancer`] picks one instance out of the candidates the caller hands it. The candidates are
-//! what is left of the discovered list after health, circuit breakers, outlier ejection and
-//! [`Filter`]s had their say, so they change from one pick to the next: stateful balancers keep
-//! their state keyed by instance id (never by position) and forget ids that stay away.
+//! A [`Balancer`] picks one [`Candidate`] out of the candidates the caller hands it. The
+//! candidates are what is left of the discovered list after health, circuit breakers, outlier
+//! ejection and [`Filter`]s had their say, so they change from one pick to the next. Each
+//! candidate carries its instance, its position in the list it came from, and its
+//! [`EndpointStats`]: the per-endpoint statistics (requests in flight, latency estimate) live with
+//! the endpoint, not in maps inside the balancers, so a pick reads them without a lookup.
+//! Balancers whose state is not per-endpoint statistics keep it keyed by instance id (never by
+//! position) and forget ids that stay away.
 //!
 //! | Balancer | Picks | State |
 //! | --- | --- | --- |
@@ -11,16 +15,20 @@
 //! | [`RoundRobin`] | in turn | a counter |
 //! | [`WeightedRandom`] | proportionally to [`Instance::weight`] | none |
 //! | [`SmoothWeighted`] | nginx's smooth weighted round robin (5,1,1 → a a b a c a a) | current weight per id |
-//! | [`LeastOutstanding`] | the instance with the fewest requests in flight | in-flight count per id |
-//! | [`PeakEwma`] | power of two choices over peak-EWMA latency × (in flight + 1) | latency estimate per id |
+//! | [`LeastOutstanding`] | the instance with the fewest requests in flight | the endpoints' in-flight counts |
+//! | [`PeakEwma`] | power of two choices over peak-EWMA latency × (in flight + 1) | the endpoints' latency estimates |
 //! | [`ConsistentHash`] | by request key on a ring with virtual nodes | the ring |
 //!
-//! The caller reports each request's life to the balancer: [`InFlight::start`] calls
-//! [`Balancer::on_start`], and finishing (or dropping) the guard calls [`Balancer::on_end`] with
-//! the outcome and latency. Balancers that do not care ignore both.
+//! The caller reports each request's life: [`InFlight::start`] counts the request in its
+//! endpoint's stats and calls [`Balancer::on_start`], and finishing (or dropping) the guard counts
+//! it out and calls [`Balancer::on_end`] with the outcome and latency. Balancers that do not care
+//! ignore both. (The [`Selector`](crate::selector::Selector) does all of this itself, with the
+//! stats of its per-endpoint state.)
 //!
 //! ```
-//! use signpost_client::balance::{Balancer, BalancerExt, InFlight, Outcome, PickContext, RoundRobin};
+//! use signpost_client::balance::{
+//!     Balancer, BalancerExt, EndpointStats, InFlight, Outcome, PickContext, RoundRobin,
+//! };
 //! use signpost_client::Instance;
 //!
 //! let instances: Vec<Instance> = (0..3)
@@ -34,10 +42,11 @@
 //!         weight: 100,
 //!     })
 //!     .collect();
+//! let stats: Vec<EndpointStats> = instances.iter().map(|_| EndpointStats::new()).collect();
 //! let rr = RoundRobin::new();
-//! let picked = rr.pick_from(&instances, &PickContext::new()).unwrap();
-//! let request = InFlight::start(&rr, &picked.id);
-//! // ... send the request to picked.base_url() ...
+//! let picked = rr.pick_with(&instances, &stats, &PickContext::new()).unwrap();
+//! let request = InFlight::start(&rr, &stats[picked]);
+//! // ... send the request to instances[picked].base_url() ...
 //! request.finish(Outcome::Success);
 //! ```
 
@@ -52,8 +61,8 @@ mod weighted_random;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -120,15 +129,118 @@ impl PickContext {
     }
 }
 
+/// The statistics balancers keep about one endpoint: requests in flight and the latency
+/// estimate. One per endpoint, living in the endpoint's state (the
+/// [`Selector`](crate::selector::Selector) keeps one in each
+/// [`EndpointState`](crate::selector::EndpointState)), so every balancer reads the same counters
+/// and nothing is looked up by id per request.
+///
+/// ```
+/// use signpost_client::balance::{EndpointStats, InFlight, LeastOutstanding, Outcome};
+///
+/// let (lor, stats) = (LeastOutstanding::new(), EndpointStats::new());
+/// let request = InFlight::start(&lor, &stats);
+/// assert_eq!(stats.in_flight(), 1);
+/// request.finish(Outcome::Success);
+/// assert_eq!(stats.in_flight(), 0);
+/// ```
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    /// Requests in flight to the endpoint (least outstanding, P2C's load factor).
+    in_flight: AtomicUsize,
+    /// P2C's peak-EWMA latency estimate (`None` until a request started).
+    pub(crate) rtt: Mutex<Option<peak_ewma::Rtt>>,
+}
+
+impl EndpointStats {
+    /// Nothing in flight, nothing observed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests in flight to the endpoint.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in.
+    pub(crate) fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request out (never below zero).
+    pub(crate) fn ended(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+}
+
+/// One instance a [`Balancer`] may pick: the instance, its position in the list the caller
+/// selects from (what the caller gets back), and its [`EndpointStats`]. Dereferences to the
+/// [`Instance`]. Cheap to copy.
+///
+/// ```
+/// use signpost_client::balance::{Candidate, EndpointStats};
+/// # let a = signpost_client::Instance {
+/// #     id: "a".into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
+/// #     tags: vec![], metadata: Default::default(), weight: 100 };
+/// let stats = EndpointStats::new();
+/// let candidate = Candidate::new(3, &a, &stats);
+/// assert_eq!((candidate.position(), candidate.id.as_str()), (3, "a"));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    /// Where the instance is in the caller's list.
+    position: usize,
+    /// The instance.
+    instance: &'a Instance,
+    /// Its statistics.
+    stats: &'a EndpointStats,
+}
+
+impl<'a> Candidate<'a> {
+    /// The instance at `position` of the caller's list, with its `stats`.
+    pub fn new(position: usize, instance: &'a Instance, stats: &'a EndpointStats) -> Self {
+        Candidate {
+            position,
+            instance,
+            stats,
+        }
+    }
+
+    /// The position in the caller's list.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// The instance.
+    pub fn instance(&self) -> &'a Instance {
+        self.instance
+    }
+
+    /// The endpoint's statistics.
+    pub fn stats(&self) -> &'a EndpointStats {
+        self.stats
+    }
+}
+
+impl std::ops::Deref for Candidate<'_> {
+    type Target = Instance;
+
+    fn deref(&self) -> &Instance {
+        self.instance
+    }
+}
+
 /// Chooses one instance per request.
 ///
 /// `pick` receives the current candidates (already filtered by the caller) and must return one of
-/// them, or `None` only when `candidates` is empty. The list may differ on every call; state is
-/// keyed by [`Instance::id`].
+/// them, or `None` only when `candidates` is empty. The list may differ on every call; state that
+/// is not the endpoints' [`EndpointStats`] is keyed by [`Instance::id`].
 ///
 /// ```
-/// use signpost_client::balance::{Balancer, PickContext};
-/// use signpost_client::Instance;
+/// use signpost_client::balance::{Balancer, Candidate, PickContext};
 ///
 /// /// Always the first candidate: the smallest possible balancer.
 /// struct First;
@@ -137,7 +249,7 @@ impl PickContext {
 ///     fn name(&self) -> &'static str {
 ///         "first"
 ///     }
-///     fn pick<'a>(&self, candidates: &[&'a Instance], _ctx: &PickContext) -> Option<&'a Instance> {
+///     fn pick<'a>(&self, candidates: &[Candidate<'a>], _ctx: &PickContext) -> Option<Candidate<'a>> {
 ///         candidates.first().copied()
 ///     }
 /// }
@@ -147,17 +259,18 @@ pub trait Balancer: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Picks one of `candidates`; `None` only when there are none.
-    fn pick<'a>(&self, candidates: &[&'a Instance], ctx: &PickContext) -> Option<&'a Instance>;
+    fn pick<'a>(&self, candidates: &[Candidate<'a>], ctx: &PickContext) -> Option<Candidate<'a>>;
 
-    /// A request to instance `id` starts. Called by [`InFlight::start`].
-    fn on_start(&self, id: &str) {
-        let _ = id;
+    /// A request to the endpoint with `stats` starts (already counted in
+    /// [`EndpointStats::in_flight`]). Called by [`InFlight::start`] and the selector.
+    fn on_start(&self, stats: &EndpointStats) {
+        let _ = stats;
     }
 
-    /// A request to instance `id` that [`Balancer::on_start`] announced ended with `outcome` after
-    /// `latency`. Called exactly once per `on_start`.
-    fn on_end(&self, id: &str, outcome: Outcome, latency: Duration) {
-        let _ = (id, outcome, latency);
+    /// A request that [`Balancer::on_start`] announced ended with `outcome` after `latency`
+    /// (already counted out of [`EndpointStats::in_flight`]). Called exactly once per `on_start`.
+    fn on_end(&self, stats: &EndpointStats, outcome: Outcome, latency: Duration) {
+        let _ = (stats, outcome, latency);
     }
 }
 
@@ -165,14 +278,14 @@ impl<B: Balancer + ?Sized> Balancer for Arc<B> {
     fn name(&self) -> &'static str {
         (**self).name()
     }
-    fn pick<'a>(&self, candidates: &[&'a Instance], ctx: &PickContext) -> Option<&'a Instance> {
+    fn pick<'a>(&self, candidates: &[Candidate<'a>], ctx: &PickContext) -> Option<Candidate<'a>> {
         (**self).pick(candidates, ctx)
     }
-    fn on_start(&self, id: &str) {
-        (**self).on_start(id)
+    fn on_start(&self, stats: &EndpointStats) {
+        (**self).on_start(stats)
     }
-    fn on_end(&self, id: &str, outcome: Outcome, latency: Duration) {
-        (**self).on_end(id, outcome, latency)
+    fn on_end(&self, stats: &EndpointStats, outcome: Outcome, latency: Duration) {
+        (**self).on_end(stats, outcome, latency)
     }
 }
 
@@ -180,20 +293,55 @@ impl<B: Balancer + ?Sized> Balancer for Box<B> {
     fn name(&self) -> &'static str {
         (**self).name()
     }
-    fn pick<'a>(&self, candidates: &[&'a Instance], ctx: &PickContext) -> Option<&'a Instance> {
+    fn pick<'a>(&self, candidates: &[Candidate<'a>], ctx: &PickContext) -> Option<Candidate<'a>> {
         (**self).pick(candidates, ctx)
     }
-    fn on_start(&self, id: &str) {
-        (**self).on_start(id)
+    fn on_start(&self, stats: &EndpointStats) {
+        (**self).on_start(stats)
     }
-    fn on_end(&self, id: &str, outcome: Outcome, latency: Duration) {
-        (**self).on_end(id, outcome, latency)
+    fn on_end(&self, stats: &EndpointStats, outcome: Outcome, latency: Duration) {
+        (**self).on_end(stats, outcome, latency)
     }
 }
 
 /// Conveniences for every [`Balancer`].
 pub trait BalancerExt: Balancer {
-    /// Picks from a plain slice of instances (every one a candidate).
+    /// Picks from a plain slice of instances (every one a candidate, each with the matching
+    /// entry of `stats`); returns the chosen position.
+    ///
+    /// ```
+    /// use signpost_client::balance::{BalancerExt, EndpointStats, PickContext, RoundRobin};
+    /// # let mk = |id: &str| signpost_client::Instance {
+    /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
+    /// #     tags: vec![], metadata: Default::default(), weight: 100 };
+    /// let instances = vec![mk("a"), mk("b")];
+    /// let stats = [EndpointStats::new(), EndpointStats::new()];
+    /// let rr = RoundRobin::new();
+    /// assert_ne!(rr.pick_with(&instances, &stats, &PickContext::new()),
+    ///            rr.pick_with(&instances, &stats, &PickContext::new()));
+    /// ```
+    fn pick_with(
+        &self,
+        instances: &[Instance],
+        stats: &[EndpointStats],
+        ctx: &PickContext,
+    ) -> Option<usize> {
+        assert_eq!(
+            instances.len(),
+            stats.len(),
+            "one EndpointStats per instance"
+        );
+        let candidates: Vec<Candidate<'_>> = instances
+            .iter()
+            .zip(stats)
+            .enumerate()
+            .map(|(i, (instance, stats))| Candidate::new(i, instance, stats))
+            .collect();
+        self.pick(&candidates, ctx).map(|c| c.position())
+    }
+
+    /// Picks from a plain slice of instances, every one a candidate with fresh statistics (for
+    /// balancers that keep none, or a one-off pick).
     ///
     /// ```
     /// use signpost_client::balance::{BalancerExt, PickContext, Random};
@@ -202,32 +350,35 @@ pub trait BalancerExt: Balancer {
     /// assert!(Random::new().pick_from(&none, &PickContext::new()).is_none());
     /// ```
     fn pick_from<'a>(&self, instances: &'a [Instance], ctx: &PickContext) -> Option<&'a Instance> {
-        let candidates: Vec<&Instance> = instances.iter().collect();
-        self.pick(&candidates, ctx)
+        let stats: Vec<EndpointStats> = instances.iter().map(|_| EndpointStats::new()).collect();
+        self.pick_with(instances, &stats, ctx)
+            .map(|position| &instances[position])
     }
 }
 
 impl<B: Balancer + ?Sized> BalancerExt for B {}
 
-/// A request in flight, for the balancer's bookkeeping: [`Balancer::on_start`] when created,
-/// [`Balancer::on_end`] when finished — or, if dropped unfinished, with [`Outcome::Cancelled`].
+/// A request in flight, for the endpoint's statistics and the balancer's bookkeeping: counted in
+/// and [`Balancer::on_start`] when created, counted out and [`Balancer::on_end`] when finished —
+/// or, if dropped unfinished, with [`Outcome::Cancelled`].
 ///
 /// ```
 /// use std::time::Duration;
-/// use signpost_client::balance::{Balancer, InFlight, LeastOutstanding, Outcome};
+/// use signpost_client::balance::{EndpointStats, InFlight, LeastOutstanding, Outcome};
 ///
 /// let lor = LeastOutstanding::new();
-/// let request = InFlight::start(&lor, "users-1");
-/// assert_eq!(lor.outstanding("users-1"), 1);
+/// let stats = EndpointStats::new();
+/// let request = InFlight::start(&lor, &stats);
+/// assert_eq!(stats.in_flight(), 1);
 /// request.finish_with_latency(Outcome::Success, Duration::from_millis(3));
-/// assert_eq!(lor.outstanding("users-1"), 0);
+/// assert_eq!(stats.in_flight(), 0);
 /// ```
 #[must_use = "dropping an InFlight ends the request as cancelled"]
 pub struct InFlight<'b, B: Balancer + ?Sized = dyn Balancer> {
     /// Whom to tell when the request ends.
     balancer: &'b B,
-    /// The instance the request went to.
-    id: &'b str,
+    /// The statistics of the endpoint the request went to.
+    stats: &'b EndpointStats,
     /// When it started, for the latency.
     started: Instant,
     /// Whether `on_end` was already called (by `finish`).
@@ -235,20 +386,15 @@ pub struct InFlight<'b, B: Balancer + ?Sized = dyn Balancer> {
 }
 
 impl<'b, B: Balancer + ?Sized> InFlight<'b, B> {
-    /// Announces a request to instance `id`.
-    pub fn start(balancer: &'b B, id: &'b str) -> Self {
-        balancer.on_start(id);
+    /// Announces a request to the endpoint with `stats`.
+    pub fn start(balancer: &'b B, stats: &'b EndpointStats) -> Self {
+        request_started(balancer, stats);
         InFlight {
             balancer,
-            id,
+            stats,
             started: Instant::now(),
             finished: false,
         }
-    }
-
-    /// When the request started.
-    pub(crate) fn started(&self) -> Instant {
-        self.started
     }
 
     /// Time since the request started.
@@ -265,17 +411,38 @@ impl<'b, B: Balancer + ?Sized> InFlight<'b, B> {
     /// Ends the request with `outcome` and an explicitly measured `latency`.
     pub fn finish_with_latency(mut self, outcome: Outcome, latency: Duration) {
         self.finished = true;
-        self.balancer.on_end(self.id, outcome, latency);
+        request_ended(self.balancer, self.stats, outcome, latency);
     }
 }
 
 impl<B: Balancer + ?Sized> Drop for InFlight<'_, B> {
     fn drop(&mut self) {
         if !self.finished {
-            self.balancer
-                .on_end(self.id, Outcome::Cancelled, self.started.elapsed());
+            request_ended(
+                self.balancer,
+                self.stats,
+                Outcome::Cancelled,
+                self.started.elapsed(),
+            );
         }
     }
+}
+
+/// A request to the endpoint with `stats` starts: counted in, then the balancer is told.
+pub(crate) fn request_started<B: Balancer + ?Sized>(balancer: &B, stats: &EndpointStats) {
+    stats.started();
+    balancer.on_start(stats);
+}
+
+/// A request to the endpoint with `stats` ended: counted out, then the balancer is told.
+pub(crate) fn request_ended<B: Balancer + ?Sized>(
+    balancer: &B,
+    stats: &EndpointStats,
+    outcome: Outcome,
+    latency: Duration,
+) {
+    stats.ended();
+    balancer.on_end(stats, outcome, latency);
 }
 
 /// The stable 64-bit hash of a request key (FNV-1a followed by a 64-bit finaliser), the same in
@@ -379,8 +546,3 @@ impl Hasher for IdHasher {
 
 /// A map keyed by instance id.
 pub(crate) type IdMap<V> = HashMap<String, V, BuildHasherDefault<IdHasher>>;
-
-/// Whether per-id state has grown well past the live candidates, so stale ids should go.
-pub(crate) fn should_prune(state_len: usize, candidates: usize) -> bool {
-    state_len > candidates * 2 + 16
-}

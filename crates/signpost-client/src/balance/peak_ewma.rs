@@ -1,11 +1,8 @@
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{should_prune, Balancer, FastRng, IdMap, Outcome, PickContext};
-use crate::instance::Instance;
+use super::{Balancer, Candidate, EndpointStats, FastRng, Outcome, PickContext};
 
 /// Power of two choices over a peak-sensitive EWMA of latency (Finagle's and linkerd's
 /// balancer).
@@ -16,28 +13,26 @@ use crate::instance::Instance;
 /// time constant `decay` (10 s by default); between observations it decays towards zero, so an
 /// instance that was slow long ago gets tried again. An instance never observed costs
 /// `default_rtt`. A failed request counts as at least `failure_penalty`, so an instance that
-/// fails fast does not attract traffic.
+/// fails fast does not attract traffic. The estimate and the in-flight count live in each
+/// endpoint's [`EndpointStats`]; the balancer holds only its settings.
 ///
 /// ```
 /// use std::time::Duration;
-/// use signpost_client::balance::{Balancer, BalancerExt, Outcome, PeakEwma, PickContext};
+/// use signpost_client::balance::{BalancerExt, EndpointStats, InFlight, Outcome, PeakEwma, PickContext};
 /// # let mk = |id: &str| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
 /// #     tags: vec![], metadata: Default::default(), weight: 100 };
 /// let instances = vec![mk("fast"), mk("slow")];
+/// let stats = [EndpointStats::new(), EndpointStats::new()];
 /// let p2c = PeakEwma::new();
 /// for _ in 0..3 {
-///     p2c.on_start("fast");
-///     p2c.on_end("fast", Outcome::Success, Duration::from_millis(5));
-///     p2c.on_start("slow");
-///     p2c.on_end("slow", Outcome::Success, Duration::from_millis(500));
+///     InFlight::start(&p2c, &stats[0]).finish_with_latency(Outcome::Success, Duration::from_millis(5));
+///     InFlight::start(&p2c, &stats[1]).finish_with_latency(Outcome::Success, Duration::from_millis(500));
 /// }
-/// assert_eq!(p2c.pick_from(&instances, &PickContext::new()).unwrap().id, "fast");
+/// assert_eq!(p2c.pick_with(&instances, &stats, &PickContext::new()), Some(0));
 /// ```
 #[derive(Debug)]
 pub struct PeakEwma {
-    /// Per-instance latency estimate and in-flight count.
-    stats: RwLock<IdMap<Arc<Stats>>>,
     /// Time constant of the moving average.
     decay: Duration,
     /// The estimate for an instance never observed.
@@ -48,16 +43,9 @@ pub struct PeakEwma {
     rng: FastRng,
 }
 
-#[derive(Debug)]
-struct Stats {
-    /// Requests in flight.
-    outstanding: AtomicUsize,
-    /// The latency estimate.
-    rtt: Mutex<Rtt>,
-}
-
+/// One endpoint's latency estimate (kept in its [`EndpointStats`]).
 #[derive(Debug, Clone, Copy)]
-struct Rtt {
+pub(crate) struct Rtt {
     /// Estimated latency in nanoseconds.
     estimate_ns: f64,
     /// When the estimate was last updated.
@@ -68,7 +56,6 @@ impl PeakEwma {
     /// Decay 10 s, default RTT 30 ms, failure penalty 1 s.
     pub fn new() -> Self {
         PeakEwma {
-            stats: RwLock::new(IdMap::default()),
             decay: Duration::from_secs(10),
             default_rtt: Duration::from_millis(30),
             failure_penalty: Duration::from_secs(1),
@@ -100,47 +87,18 @@ impl PeakEwma {
         self
     }
 
-    /// The current cost of instance `id`: decayed latency estimate (ns) × (in flight + 1).
-    pub fn cost(&self, id: &str) -> f64 {
-        let now = Instant::now();
-        match self.read().get(id) {
-            Some(stats) => self.cost_of(stats, now),
-            None => self.default_rtt.as_nanos() as f64,
-        }
+    /// The current cost of the endpoint with `stats`: decayed latency estimate (ns) × (in
+    /// flight + 1).
+    pub fn cost(&self, stats: &EndpointStats) -> f64 {
+        self.cost_of(stats, Instant::now())
     }
 
-    /// The current latency estimate of instance `id` (decayed to now).
-    pub fn latency_estimate(&self, id: &str) -> Duration {
-        let now = Instant::now();
-        match self.read().get(id) {
-            Some(stats) => {
-                let rtt = *stats.rtt.lock().unwrap_or_else(|e| e.into_inner());
-                Duration::from_nanos(self.decayed(rtt, now) as u64)
-            }
+    /// The current latency estimate of the endpoint with `stats` (decayed to now).
+    pub fn latency_estimate(&self, stats: &EndpointStats) -> Duration {
+        match *lock(stats) {
+            Some(rtt) => Duration::from_nanos(self.decayed(rtt, Instant::now()) as u64),
             None => self.default_rtt,
         }
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, IdMap<Arc<Stats>>> {
-        self.stats.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn stats(&self, id: &str) -> Arc<Stats> {
-        if let Some(stats) = self.read().get(id) {
-            return stats.clone();
-        }
-        let mut map = self.stats.write().unwrap_or_else(|e| e.into_inner());
-        map.entry(id.to_string())
-            .or_insert_with(|| {
-                Arc::new(Stats {
-                    outstanding: AtomicUsize::new(0),
-                    rtt: Mutex::new(Rtt {
-                        estimate_ns: self.default_rtt.as_nanos() as f64,
-                        at: Instant::now(),
-                    }),
-                })
-            })
-            .clone()
     }
 
     /// The estimate decayed towards zero for the time since its last update.
@@ -149,11 +107,18 @@ impl PeakEwma {
         rtt.estimate_ns * (-elapsed / self.decay.as_secs_f64()).exp()
     }
 
-    fn cost_of(&self, stats: &Stats, now: Instant) -> f64 {
-        let rtt = *stats.rtt.lock().unwrap_or_else(|e| e.into_inner());
-        let pending = stats.outstanding.load(Ordering::Relaxed) as f64;
+    fn cost_of(&self, stats: &EndpointStats, now: Instant) -> f64 {
+        let Some(rtt) = *lock(stats) else {
+            return self.default_rtt.as_nanos() as f64;
+        };
+        let pending = stats.in_flight() as f64;
         self.decayed(rtt, now) * (pending + 1.0)
     }
+}
+
+/// The endpoint's estimate, locked.
+fn lock(stats: &EndpointStats) -> std::sync::MutexGuard<'_, Option<Rtt>> {
+    stats.rtt.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Default for PeakEwma {
@@ -167,7 +132,7 @@ impl Balancer for PeakEwma {
         "p2c-peak-ewma"
     }
 
-    fn pick<'a>(&self, candidates: &[&'a Instance], _ctx: &PickContext) -> Option<&'a Instance> {
+    fn pick<'a>(&self, candidates: &[Candidate<'a>], _ctx: &PickContext) -> Option<Candidate<'a>> {
         let n = candidates.len();
         match n {
             0 => return None,
@@ -180,35 +145,20 @@ impl Balancer for PeakEwma {
             b += 1;
         }
         let now = Instant::now();
-        let map = self.read();
-        let cost = |i: usize| match map.get(candidates[i].id.as_str()) {
-            Some(stats) => self.cost_of(stats, now),
-            None => self.default_rtt.as_nanos() as f64,
-        };
+        let cost = |i: usize| self.cost_of(candidates[i].stats(), now);
         let chosen = if cost(a) <= cost(b) { a } else { b };
-        if should_prune(map.len(), n) {
-            drop(map);
-            let mut map = self.stats.write().unwrap_or_else(|e| e.into_inner());
-            let live: std::collections::HashSet<&str> =
-                candidates.iter().map(|i| i.id.as_str()).collect();
-            map.retain(|id, s| {
-                live.contains(id.as_str()) || s.outstanding.load(Ordering::Relaxed) > 0
-            });
-        }
         Some(candidates[chosen])
     }
 
-    fn on_start(&self, id: &str) {
-        self.stats(id).outstanding.fetch_add(1, Ordering::Relaxed);
+    fn on_start(&self, stats: &EndpointStats) {
+        // A first request: the estimate starts at the default, decaying from now.
+        lock(stats).get_or_insert_with(|| Rtt {
+            estimate_ns: self.default_rtt.as_nanos() as f64,
+            at: Instant::now(),
+        });
     }
 
-    fn on_end(&self, id: &str, outcome: Outcome, latency: Duration) {
-        let Some(stats) = self.read().get(id).cloned() else {
-            return;
-        };
-        let _ = stats
-            .outstanding
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    fn on_end(&self, stats: &EndpointStats, outcome: Outcome, latency: Duration) {
         let observed = match outcome {
             Outcome::Success => latency,
             Outcome::Failure => latency.max(self.failure_penalty),
@@ -216,7 +166,10 @@ impl Balancer for PeakEwma {
         };
         let observed = observed.as_nanos() as f64;
         let now = Instant::now();
-        let mut rtt = stats.rtt.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = lock(stats);
+        let Some(rtt) = guard.as_mut() else {
+            return;
+        };
         if observed > rtt.estimate_ns {
             // Peak-sensitive: a slower observation replaces the estimate at once.
             rtt.estimate_ns = observed;

@@ -1,5 +1,4 @@
-use super::{Balancer, FastRng, PickContext};
-use crate::instance::Instance;
+use super::{Balancer, Candidate, FastRng, PickContext};
 
 /// Picks a candidate uniformly at random. Stateless apart from its random source.
 ///
@@ -44,7 +43,7 @@ impl Balancer for Random {
         "random"
     }
 
-    fn pick<'a>(&self, candidates: &[&'a Instance], _ctx: &PickContext) -> Option<&'a Instance> {
+    fn pick<'a>(&self, candidates: &[Candidate<'a>], _ctx: &PickContext) -> Option<Candidate<'a>> {
         match candidates.len() {
             0 => None,
             1 => Some(candidates[0]),

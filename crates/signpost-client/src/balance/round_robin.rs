@@ -1,7 +1,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Balancer, PickContext};
-use crate::instance::Instance;
+use super::{Balancer, Candidate, PickContext};
 
 /// Picks the candidates in turn.
 ///
@@ -38,7 +37,7 @@ impl Balancer for RoundRobin {
         "round-robin"
     }
 
-    fn pick<'a>(&self, candidates: &[&'a Instance], _ctx: &PickContext) -> Option<&'a Instance> {
+    fn pick<'a>(&self, candidates: &[Candidate<'a>], _ctx: &PickContext) -> Option<Candidate<'a>> {
         if candidates.is_empty() {
             return None;
         }

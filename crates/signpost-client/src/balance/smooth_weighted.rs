@@ -1,8 +1,7 @@
 use std::sync::Mutex;
 
 use super::weighted_random::weight_of;
-use super::{Balancer, IdMap, PickContext};
-use crate::instance::Instance;
+use super::{Balancer, Candidate, IdMap, PickContext};
 
 /// nginx's smooth weighted round robin: deterministic, proportional to [`Instance::weight`], and
 /// interleaved rather than bursty — weights 5, 1, 1 give `a a b a c a a`, then repeat.
@@ -38,7 +37,7 @@ impl SmoothWeighted {
 }
 
 /// Whether `state` holds exactly `candidates`' ids, in order.
-fn aligned(state: &[(String, i64)], candidates: &[&Instance]) -> bool {
+fn aligned(state: &[(String, i64)], candidates: &[Candidate<'_>]) -> bool {
     state.len() == candidates.len() && state.iter().zip(candidates).all(|((id, _), c)| *id == c.id)
 }
 
@@ -47,7 +46,7 @@ impl Balancer for SmoothWeighted {
         "smooth-weighted"
     }
 
-    fn pick<'a>(&self, candidates: &[&'a Instance], _ctx: &PickContext) -> Option<&'a Instance> {
+    fn pick<'a>(&self, candidates: &[Candidate<'a>], _ctx: &PickContext) -> Option<Candidate<'a>> {
         match candidates.len() {
             0 => return None,
             1 => return Some(candidates[0]),

@@ -1,4 +1,4 @@
-use super::{Balancer, FastRng, PickContext};
+use super::{Balancer, Candidate, FastRng, PickContext};
 use crate::instance::Instance;
 
 /// Picks a candidate at random with probability proportional to its [`Instance::weight`].
@@ -54,7 +54,7 @@ impl Balancer for WeightedRandom {
         "weighted-random"
     }
 
-    fn pick<'a>(&self, candidates: &[&'a Instance], _ctx: &PickContext) -> Option<&'a Instance> {
+    fn pick<'a>(&self, candidates: &[Candidate<'a>], _ctx: &PickContext) -> Option<Candidate<'a>> {
         match candidates.len() {
             0 => return None,
             1 => return Some(candidates[0]),
@@ -65,7 +65,7 @@ impl Balancer for WeightedRandom {
         for instance in candidates {
             let w = weight_of(instance);
             if point < w {
-                return Some(instance);
+                return Some(*instance);
             }
             point -= w;
         }

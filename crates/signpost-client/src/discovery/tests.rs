@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::*;
-use crate::registry::{RegistrationSpec, RegistryError};
+use crate::registry::{RegistrationSpec, RegistryError, ServiceSet};
 
 type Item = Result<Update, RegistryError>;
 
@@ -27,6 +27,10 @@ struct Scripted {
     watches: AtomicUsize,
     /// How many times `list()` was called.
     lists: AtomicUsize,
+    /// The feed of each future `watch_services()` call; with none left, it fails at once.
+    catalogs: Mutex<VecDeque<mpsc::UnboundedReceiver<Result<ServiceSet, RegistryError>>>>,
+    /// How many times `watch_services()` was called.
+    catalog_watches: AtomicUsize,
 }
 
 impl Scripted {
@@ -34,6 +38,13 @@ impl Scripted {
     fn feed(&self) -> mpsc::UnboundedSender<Item> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.feeds.lock().unwrap().push_back(rx);
+        tx
+    }
+
+    /// Adds a `watch_services` feed and returns its sender.
+    fn catalog_feed(&self) -> mpsc::UnboundedSender<Result<ServiceSet, RegistryError>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.catalogs.lock().unwrap().push_back(rx);
         tx
     }
 
@@ -71,6 +82,16 @@ impl Registry for Scripted {
     fn watch(&self, _: &str) -> BoxStream<'static, Item> {
         self.watches.fetch_add(1, Ordering::SeqCst);
         match self.feeds.lock().unwrap().pop_front() {
+            Some(rx) => tokio_stream::wrappers::UnboundedReceiverStream::new(rx).boxed(),
+            None => futures::stream::once(async {
+                Err(RegistryError::Unavailable("scripted outage".into()))
+            })
+            .boxed(),
+        }
+    }
+    fn watch_services(&self) -> BoxStream<'static, Result<ServiceSet, RegistryError>> {
+        self.catalog_watches.fetch_add(1, Ordering::SeqCst);
+        match self.catalogs.lock().unwrap().pop_front() {
             Some(rx) => tokio_stream::wrappers::UnboundedReceiverStream::new(rx).boxed(),
             None => futures::stream::once(async {
                 Err(RegistryError::Unavailable("scripted outage".into()))
@@ -498,4 +519,156 @@ fn cache_file_names_are_sanitised() {
         cache_path(Path::new("/c"), "user-service"),
         Path::new("/c/user-service.json")
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_published_list_has_a_new_version_and_an_unchanged_list_keeps_it() {
+    let reg = Arc::new(Scripted::default());
+    let feed = reg.feed();
+    let d = discovery(reg.clone(), DiscoveryOptions::default());
+    let w = d.service("svc");
+    feed.send(reset(1, &["a", "b"])).unwrap();
+    until_ids(&w, &["a", "b"]).await;
+    let first = w.instances();
+    assert_eq!(first.index(), 1);
+    // Same length, other instances: a new version.
+    feed.send(reset(2, &["a", "c"])).unwrap();
+    until_ids(&w, &["a", "c"]).await;
+    let second = w.instances();
+    assert!(second.version() > first.version());
+    // An update that changes nothing publishes nothing: the version stays.
+    feed.send(reset(3, &["a", "c"])).unwrap();
+    feed.send(remove(4, "nobody")).unwrap();
+    settle().await;
+    until_status(&w, |s| s.index == 4).await;
+    assert_eq!(w.instances().version(), second.version());
+}
+
+#[tokio::test(start_paused = true)]
+async fn changes_start_with_a_reset_and_carry_the_updates_behind_each_list() {
+    let reg = Arc::new(Scripted::default());
+    let feed = reg.feed();
+    let d = discovery(reg.clone(), DiscoveryOptions::default());
+    let w = d.service("svc");
+    feed.send(reset(1, &["a", "b"])).unwrap();
+    until_ids(&w, &["a", "b"]).await;
+    let mut changes = w.changes();
+    assert_eq!(
+        changes.next().await,
+        Some(Update::Reset {
+            index: 1,
+            instances: vec![inst("a"), inst("b")],
+        })
+    );
+    feed.send(Ok(Update::Add {
+        index: 2,
+        instance: inst("c"),
+    }))
+    .unwrap();
+    feed.send(remove(3, "a")).unwrap();
+    assert_eq!(
+        changes.next().await,
+        Some(Update::Add {
+            index: 2,
+            instance: inst("c"),
+        })
+    );
+    assert_eq!(
+        changes.next().await,
+        Some(Update::Remove {
+            index: 3,
+            id: "a".into(),
+        })
+    );
+    // A reconnect's Reset comes through as a Reset.
+    drop(feed);
+    let again = reg.feed();
+    again.send(reset(4, &["c"])).unwrap();
+    assert_eq!(
+        changes.next().await,
+        Some(Update::Reset {
+            index: 4,
+            instances: vec![inst("c")],
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_that_falls_behind_gets_a_reset_of_the_current_list() {
+    let reg = Arc::new(Scripted::default());
+    let feed = reg.feed();
+    let d = discovery(reg.clone(), DiscoveryOptions::default());
+    let w = d.service("svc");
+    feed.send(reset(1, &["a"])).unwrap();
+    until_ids(&w, &["a"]).await;
+    let mut changes = w.changes();
+    assert!(matches!(
+        changes.next().await,
+        Some(Update::Reset { index: 1, .. })
+    ));
+    let n = u64::try_from(CHANGES_CAPACITY).unwrap() * 2;
+    for i in 0..n {
+        feed.send(Ok(Update::Add {
+            index: 2 + i,
+            instance: inst(&format!("x{i:03}")),
+        }))
+        .unwrap();
+    }
+    let last = format!("x{:03}", n - 1);
+    let mut rx = w.updates();
+    rx.wait_for(|l| l.iter().any(|i| i.id == last))
+        .await
+        .unwrap();
+    match changes.next().await {
+        Some(Update::Reset { index, instances }) => {
+            assert_eq!(index, 1 + n);
+            assert_eq!(instances.len(), 1 + n as usize);
+        }
+        other => panic!("expected a Reset after falling behind, got {other:?}"),
+    }
+}
+
+fn set(index: u64, names: &[&str]) -> Result<ServiceSet, RegistryError> {
+    Ok(ServiceSet {
+        index,
+        services: names.iter().map(|n| n.to_string()).collect(),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_catalog_follows_the_set_of_services_and_reconnects_with_backoff() {
+    let reg = Arc::new(Scripted::default());
+    let feed = reg.catalog_feed();
+    let d = discovery(reg.clone(), DiscoveryOptions::default());
+    let mut catalog = d.catalog();
+    assert!(catalog.borrow().is_none(), "nothing known yet");
+    feed.send(set(1, &["a", "b"])).unwrap();
+    let names = |c: &Option<ServiceSet>| {
+        c.as_ref()
+            .map(|s| s.services.iter().cloned().collect::<Vec<_>>())
+    };
+    catalog.wait_for(|c| c.is_some()).await.unwrap();
+    assert_eq!(names(&catalog.borrow_and_update()).unwrap(), ["a", "b"]);
+    // The same set at another index is not a change.
+    feed.send(set(2, &["a", "b"])).unwrap();
+    feed.send(set(3, &["a", "c"])).unwrap();
+    catalog.changed().await.unwrap();
+    assert_eq!(names(&catalog.borrow_and_update()).unwrap(), ["a", "c"]);
+    // A second handle shares the watch.
+    let _again = d.catalog();
+    assert_eq!(reg.catalog_watches.load(Ordering::SeqCst), 1);
+
+    // The watch breaks: the last set stays, and a later watch (after a backoff) brings the
+    // new one.
+    drop(feed);
+    settle().await;
+    assert_eq!(names(&catalog.borrow()).unwrap(), ["a", "c"]);
+    let feed = reg.catalog_feed();
+    feed.send(set(9, &["d"])).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), catalog.changed())
+        .await
+        .expect("reconnected")
+        .unwrap();
+    assert_eq!(names(&catalog.borrow()).unwrap(), ["d"]);
+    assert!(reg.catalog_watches.load(Ordering::SeqCst) >= 2);
 }

@@ -9,6 +9,7 @@
 //! | [`Registry::deregister`] | `PUT /v1/agent/service/deregister/<id>`; an unknown id is already gone, so `Ok` |
 //! | [`Registry::list`] | `GET /v1/health/service/<name>?passing`: (`X-Consul-Index`, instances) |
 //! | [`Registry::watch`] | the same as blocking queries (`&index=N&wait=5m`) in a loop |
+//! | [`Registry::watch_services`] | `GET /v1/catalog/services` as blocking queries in a loop (the same index rules) |
 //!
 //! Consul service ids are unique per agent, so heartbeat and deregistration name the instance by
 //! its id alone (the SDK's default id, `<service>-<address>-<port>`, is unique anyway). An
@@ -47,7 +48,7 @@
 //! next heartbeat answers `NotFound` and [`crate::registration`] registers the instance again
 //! on the agent now in use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +62,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::agents::{encode, error_chain, Agents, Tried};
-use super::{RegistrationSpec, Registry, RegistryError};
+use super::{RegistrationSpec, Registry, RegistryError, ServiceSet};
 use crate::instance::{Instance, Update};
 
 /// Consul's token header.
@@ -610,6 +611,37 @@ impl Inner {
         Ok((index, instances))
     }
 
+    /// `GET /v1/catalog/services`, blocking on `index` when it is above 0: the index and the
+    /// services' names.
+    async fn catalog(&self, index: u64) -> Result<(u64, BTreeSet<String>), RegistryError> {
+        let mut path = "/v1/catalog/services".to_string();
+        let mut separator = '?';
+        if let Some(dc) = &self.options.datacenter {
+            let _ = write!(path, "?dc={}", encode(dc));
+            separator = '&';
+        }
+        let mut timeout = self.options.request_timeout;
+        if index > 0 {
+            let wait = self.options.blocking_wait;
+            let _ = write!(path, "{separator}index={index}&wait={}", go_duration(wait));
+            timeout += wait + wait / 16;
+        }
+        let reply = self
+            .send(|c, base| c.get(format!("{base}{path}")).timeout(timeout))
+            .await?
+            .check("list services")?;
+        let index = reply.index.ok_or_else(|| {
+            RegistryError::Other(
+                "the agent's catalog has no X-Consul-Index header: not a Consul agent?".into(),
+            )
+        })?;
+        let services = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(&reply.body)
+            .map_err(|e| RegistryError::Other(format!("bad catalog answer: {e}")))?
+            .into_keys()
+            .collect();
+        Ok((index, services))
+    }
+
     /// A short `PUT` to `path`, with `body` as JSON when given.
     async fn put(
         &self,
@@ -692,6 +724,64 @@ impl Registry for ConsulRegistry {
             Some((item, c))
         })
         .boxed()
+    }
+
+    fn watch_services(&self) -> BoxStream<'static, Result<ServiceSet, RegistryError>> {
+        self.catalog_stream()
+    }
+}
+
+impl ConsulRegistry {
+    /// The blocking-query loop behind [`Registry::watch_services`].
+    fn catalog_stream(&self) -> BoxStream<'static, Result<ServiceSet, RegistryError>> {
+        let cursor = CatalogCursor {
+            inner: self.inner.clone(),
+            index: BlockingIndex::default(),
+            last_query: None,
+            done: false,
+        };
+        futures::stream::unfold(cursor, |mut c| async move {
+            let item = c.next().await?;
+            Some((item, c))
+        })
+        .boxed()
+    }
+}
+
+/// The state of one [`ConsulRegistry::watch_services`](Registry::watch_services) stream.
+struct CatalogCursor {
+    /// The registry's shared state (client, addresses, options).
+    inner: Arc<Inner>,
+    /// Consul's index rules.
+    index: BlockingIndex,
+    /// When the previous query started, to keep queries `min_query_interval` apart.
+    last_query: Option<Instant>,
+    /// The stream has ended (after an error).
+    done: bool,
+}
+
+impl CatalogCursor {
+    async fn next(&mut self) -> Option<Result<ServiceSet, RegistryError>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some(at) = self.last_query {
+                tokio::time::sleep_until(at + self.inner.options.min_query_interval).await;
+            }
+            self.last_query = Some(Instant::now());
+            match self.inner.catalog(self.index.query()).await {
+                Ok((index, services)) => {
+                    if let Some(index) = self.index.observe(index) {
+                        return Some(Ok(ServiceSet { index, services }));
+                    }
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
     }
 }
 

@@ -13,14 +13,14 @@
 //! for a key already seen), a delete an [`Update::Remove`]. If the revision the watch wants has
 //! been compacted away, it reads the prefix again and emits a fresh `Reset`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions, WatchStream};
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 
-use super::{RegistrationSpec, Registry, RegistryError};
+use super::{RegistrationSpec, Registry, RegistryError, ServiceSet};
 use crate::instance::{Instance, Update};
 
 /// The key prefix used when none is configured.
@@ -293,12 +293,19 @@ impl Registry for EtcdRegistry {
     }
 
     fn watch(&self, service: &str) -> BoxStream<'static, Result<Update, RegistryError>> {
-        let cursor = Cursor {
-            client: self.client.clone(),
-            prefix: self.service_prefix(service),
-            state: State::List,
-            known: HashSet::new(),
-            pending: VecDeque::new(),
+        let cursor = Cursor::new(self.client.clone(), self.service_prefix(service));
+        futures::stream::unfold(cursor, |mut c| async move {
+            let item = c.next().await?;
+            Some((item, c))
+        })
+        .boxed()
+    }
+
+    fn watch_services(&self) -> BoxStream<'static, Result<ServiceSet, RegistryError>> {
+        let cursor = ServicesCursor {
+            instances: Cursor::new(self.client.clone(), self.prefix.to_string()),
+            members: BTreeMap::new(),
+            last: None,
         };
         futures::stream::unfold(cursor, |mut c| async move {
             let item = c.next().await?;
@@ -308,8 +315,71 @@ impl Registry for EtcdRegistry {
     }
 }
 
+/// The state of one [`EtcdRegistry::watch_services`](Registry::watch_services) stream: a watch
+/// of every instance under the prefix, folded into the set of services that have one.
+struct ServicesCursor {
+    /// The watch of every instance (ids relative to the prefix: `<service>/<id>`).
+    instances: Cursor,
+    /// The instance ids of each service that has any.
+    members: BTreeMap<String, HashSet<String>>,
+    /// The set last yielded.
+    last: Option<BTreeSet<String>>,
+}
+
+impl ServicesCursor {
+    async fn next(&mut self) -> Option<Result<ServiceSet, RegistryError>> {
+        loop {
+            let update = match self.instances.next().await? {
+                Ok(update) => update,
+                Err(e) => return Some(Err(e)),
+            };
+            let index = update.index();
+            let reset = matches!(update, Update::Reset { .. });
+            match update {
+                Update::Reset { instances, .. } => {
+                    self.members.clear();
+                    for i in instances {
+                        self.members.entry(i.service).or_default().insert(i.id);
+                    }
+                }
+                Update::Add { instance, .. } | Update::Update { instance, .. } => {
+                    self.members
+                        .entry(instance.service)
+                        .or_default()
+                        .insert(instance.id);
+                }
+                Update::Remove { id, .. } => {
+                    // Removals name the key below the prefix: `<service>/<id>`.
+                    if let Some((service, id)) = id.split_once('/') {
+                        if let Some(ids) = self.members.get_mut(service) {
+                            ids.remove(id);
+                            if ids.is_empty() {
+                                self.members.remove(service);
+                            }
+                        }
+                    }
+                }
+            }
+            let services: BTreeSet<String> = self.members.keys().cloned().collect();
+            if reset || self.last.as_ref() != Some(&services) {
+                self.last = Some(services.clone());
+                return Some(Ok(ServiceSet { index, services }));
+            }
+        }
+    }
+}
+
 /// Reads every instance under `prefix`: the read's revision and the decodable instances.
 async fn list(client: &Client, prefix: &str) -> Result<(u64, Vec<Instance>), RegistryError> {
+    let (revision, keyed) = list_keyed(client, prefix).await?;
+    Ok((revision, keyed.into_iter().map(|(_, i)| i).collect()))
+}
+
+/// [`list`], with each instance's key below `prefix` (what watch events name it by).
+async fn list_keyed(
+    client: &Client,
+    prefix: &str,
+) -> Result<(u64, Vec<(String, Instance)>), RegistryError> {
     let mut client = client.clone();
     let resp = client
         .get(prefix, Some(GetOptions::new().with_prefix()))
@@ -319,7 +389,11 @@ async fn list(client: &Client, prefix: &str) -> Result<(u64, Vec<Instance>), Reg
     let mut instances = Vec::with_capacity(resp.kvs().len());
     for kv in resp.kvs() {
         match decode(prefix, kv.key(), kv.value()) {
-            Ok(i) => instances.push(i),
+            Ok(i) => {
+                let key = String::from_utf8_lossy(kv.key());
+                let below = key.strip_prefix(prefix).unwrap_or(&key).to_string();
+                instances.push((below, i));
+            }
             Err(e) => tracing::warn!("skipping {e}"),
         }
     }
@@ -353,6 +427,17 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// A watch of every instance under `prefix`, starting with a listing.
+    fn new(client: Client, prefix: String) -> Self {
+        Cursor {
+            client,
+            prefix,
+            state: State::List,
+            known: HashSet::new(),
+            pending: VecDeque::new(),
+        }
+    }
+
     async fn next(&mut self) -> Option<Result<Update, RegistryError>> {
         loop {
             if let Some(update) = self.pending.pop_front() {
@@ -360,9 +445,10 @@ impl Cursor {
             }
             match &mut self.state {
                 State::Done => return None,
-                State::List => match list(&self.client, &self.prefix).await {
-                    Ok((revision, instances)) => {
-                        self.known = instances.iter().map(|i| i.id.clone()).collect();
+                State::List => match list_keyed(&self.client, &self.prefix).await {
+                    Ok((revision, keyed)) => {
+                        let (known, instances) = keyed.into_iter().unzip();
+                        self.known = known;
                         self.state = State::Open(i64::try_from(revision).unwrap_or(0) + 1);
                         return Some(Ok(Update::Reset {
                             index: revision,

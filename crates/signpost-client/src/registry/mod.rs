@@ -6,6 +6,7 @@
 //! - [`consul::ConsulRegistry`]: any Consul-compatible agent (Consul, or Signpost's Consul face),
 //!   watched with blocking queries.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -44,6 +45,15 @@ pub struct RegistrationSpec {
     pub ttl: Duration,
     /// Remove the instance once it has been unhealthy this long (registries that support it).
     pub deregister_after: Option<Duration>,
+}
+
+/// The services a registry knows, as of one index: what [`Registry::watch_services`] yields.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceSet {
+    /// The registry index this set reflects (Consul's `X-Consul-Index`, etcd's revision).
+    pub index: u64,
+    /// The services' names.
+    pub services: BTreeSet<String>,
 }
 
 /// A service registry: where instances register and where clients find them.
@@ -100,4 +110,9 @@ pub trait Registry: Send + Sync + 'static {
     /// Changes to `service`'s healthy instances, starting with a `Reset`. The stream ends or
     /// yields an error when the connection is lost; the caller reconnects.
     fn watch(&self, service: &str) -> BoxStream<'static, Result<Update, RegistryError>>;
+    /// The set of services the registry knows: the current set first, then a new set whenever
+    /// it may have changed (a set equal to the last one can come again). Fails over between
+    /// agents like every call; the stream ends or yields an error when the connection is lost,
+    /// and the caller reconnects ([`crate::discovery::Discovery::catalog`] does, with backoff).
+    fn watch_services(&self) -> BoxStream<'static, Result<ServiceSet, RegistryError>>;
 }

@@ -149,6 +149,31 @@ impl SignpostRegistry {
     }
 }
 
+impl SignpostRegistry {
+    /// The same agents through their Consul-compatible face, for
+    /// [`Registry::watch_services`]: the native `GET /api/v1/services` answers at once (it has
+    /// no blocking query), while every Signpost agent also serves `GET /v1/catalog/services`
+    /// with `index` and `wait`. Starts at the agent that answered last.
+    fn catalog_registry(&self) -> Result<super::consul::ConsulRegistry, RegistryError> {
+        let addrs = self.inner.agents.addrs();
+        let start = addrs
+            .iter()
+            .position(|a| a == self.inner.agents.current())
+            .unwrap_or(0);
+        let ordered = addrs[start..].iter().chain(&addrs[..start]).cloned();
+        let options = &self.inner.options;
+        super::consul::ConsulRegistry::with_options(
+            ordered,
+            super::consul::ConsulOptions {
+                connect_timeout: options.connect_timeout,
+                request_timeout: options.request_timeout,
+                blocking_wait: options.blocking_wait,
+                ..Default::default()
+            },
+        )
+    }
+}
+
 /// What the agent answers to a listing.
 #[derive(Debug, Deserialize)]
 struct ListBody {
@@ -329,6 +354,13 @@ impl Registry for SignpostRegistry {
 
     fn list<'a>(&'a self, service: &'a str) -> BoxFuture<'a, ListResult> {
         Box::pin(self.inner.list(service, None))
+    }
+
+    fn watch_services(&self) -> BoxStream<'static, Result<super::ServiceSet, RegistryError>> {
+        match self.catalog_registry() {
+            Ok(consul) => consul.watch_services(),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        }
     }
 
     fn watch(&self, service: &str) -> BoxStream<'static, Result<Update, RegistryError>> {

@@ -6,7 +6,7 @@ use crate::route::{BalancerKind, HashOn, Protocol};
 fn invalid(toml: &str) -> Vec<String> {
     let config = GatewayConfig::from_toml(toml).expect("parses");
     match config.validate() {
-        Err(ConfigError::Invalid(problems)) => problems,
+        Err(ConfigError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
         other => panic!("expected invalid, got {other:?}"),
     }
 }
@@ -53,9 +53,12 @@ fn the_readme_example_parses_and_resolves() {
 fn unknown_keys_are_named() {
     let err =
         GatewayConfig::from_toml("[[route]]\nprefix = \"/\"\nservice = \"a\"\nstrip = true\n")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
     assert!(err.contains("strip"), "{err}");
-    let err = GatewayConfig::from_toml("listen = \"nowhere\"").unwrap_err();
+    let err = GatewayConfig::from_toml("listen = \"nowhere\"")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("listen"), "{err}");
 }
 
@@ -139,4 +142,44 @@ fn retry_statuses_must_be_5xx_and_prefixes_plain() {
         "{all}"
     );
     assert!(all.contains("plain path"), "{all}");
+}
+
+#[test]
+fn the_whole_message_names_each_problem_on_its_own_line() {
+    let config = GatewayConfig::from_toml(
+        r#"
+        workers = 5000
+        [defaults]
+        protocol = "h3"
+        timeout = "0s"
+        [[route]]
+        prefix = "/a"
+        service = "a"
+        tag = ""
+        "#,
+    )
+    .unwrap();
+    let err = config.validate().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid gateway configuration:\n  \
+         - workers: at most 1024 (0 = one per core), got 5000\n  \
+         - defaults.protocol: protocol must be http1 or h2c, got \"h3\"; defaults.timeout must be above 0\n  \
+         - route[0]: protocol must be http1 or h2c, got \"h3\"\n  \
+         - route[0]: timeout must be above 0\n  \
+         - route[0]: tag must not be empty"
+    );
+    match err {
+        ConfigError::Invalid(problems) => {
+            assert_eq!(problems[0], Problem::Workers(5000));
+            assert_eq!(
+                problems[4],
+                Problem::Route {
+                    index: 0,
+                    problem: ValueError::EmptyTag
+                }
+            );
+        }
+        other => panic!("expected invalid, got {other:?}"),
+    }
 }
