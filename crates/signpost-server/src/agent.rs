@@ -6,32 +6,32 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use signpost_core::{Command, Response};
 use tokio::net::TcpListener;
 
-use crate::config::AgentConfig;
+use crate::cluster::Cluster;
+use crate::config::{AgentConfig, ConfigError};
 use crate::health::HealthService;
 use crate::raft::{self, HttpNetworkFactory, LogStore, Node, NodeId, Raft, StateMachine};
 use crate::store::Store;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
-/// How many times a write follows a leader change before giving up.
-const FORWARD_ATTEMPTS: usize = 3;
 /// How long a write may wait for its commit. A leader cut off from its quorum never commits;
 /// this bounds how long its clients wait to find out.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why a write was not applied.
-#[derive(Debug, thiserror::Error)]
+/// Why a write was not applied. Serialisable: it crosses `/raft/*` inside other errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ProposeError {
     /// No leader can accept writes now (election under way, or this node is cut off).
     #[error("no leader can accept writes right now{}", leader.as_ref().map(|l| format!(" (last known leader: {l})")).unwrap_or_default())]
-    Unavailable { leader: Option<String> },
+    Unavailable {
+        /// The HTTP address of the last leader this node tried, for the client's message.
+        leader: Option<String>,
+    },
     /// The write was not confirmed in time (e.g. this leader lost its quorum). It may still be
     /// applied later, or never.
     #[error("the write was not confirmed within {0:?}; it may or may not have been applied")]
@@ -39,6 +39,23 @@ pub enum ProposeError {
     /// Raft stopped: storage failed or the agent is shutting down.
     #[error("raft is not running: {0}")]
     Fatal(String),
+}
+
+/// Why an agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration does not hang together.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data dir or its database cannot be opened (held by another agent, unreadable, ...).
+    #[error(transparent)]
+    Storage(#[from] raft::StorageOpenError),
+    /// The Raft settings are invalid.
+    #[error("invalid raft settings: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    /// Raft did not start, or did not initialise or catch up.
+    #[error("cannot start raft: {0}")]
+    Raft(String),
 }
 
 /// A write waiting for the batcher, and where its result goes.
@@ -59,30 +76,29 @@ pub struct Listening {
     pub raft: Option<SocketAddr>,
 }
 
-/// A running agent. Shared by the HTTP handlers, the health checker and the binary.
+/// A running agent. Shared by the HTTP handlers, the health checker and the binary. Its parts
+/// are private: faces go through [`crate::service`], the binary through the accessors.
 pub struct Agent {
-    pub config: AgentConfig,
-    pub node_id: NodeId,
+    /// The validated configuration it started with.
+    config: AgentConfig,
     /// The address clients reach this agent's HTTP API at.
-    pub advertise_addr: SocketAddr,
-    /// This member as the cluster knows it.
-    pub node: Node,
-    pub raft: Raft,
-    pub store: Arc<Store>,
-    pub health: Arc<HealthService>,
-    /// Client for traffic to other members (Raft RPCs, forwarded writes and reads).
-    pub peers: reqwest::Client,
+    advertise_addr: SocketAddr,
+    /// This member's place in the Raft group: Raft itself, the leader, forwarding.
+    cluster: Cluster,
+    /// The applied state every reader sees.
+    store: Arc<Store>,
+    /// The leader's health checker.
+    health: Arc<HealthService>,
     /// Writes waiting to be grouped into one Raft entry by the batcher.
     proposals: tokio::sync::mpsc::Sender<Proposal>,
     /// This agent's own metrics registry (not the process-global one), so several agents can
     /// share a process in tests.
-    pub recorder: PrometheusRecorder,
-    pub started_at: SystemTime,
-    /// When this node last heard from a leader (a Raft RPC arrived), for the staleness header.
-    pub last_contact: std::sync::Mutex<Option<tokio::time::Instant>>,
+    recorder: PrometheusRecorder,
+    /// When the agent started, for `/api/v1/agent/self`.
+    started_at: SystemTime,
     /// Flips to true when shutdown begins, so long-lived requests (blocking queries, watch
-    /// streams) end at once instead of holding the drain open.
-    pub closing: tokio::sync::watch::Sender<bool>,
+    /// streams) and background loops end at once instead of holding the drain open.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch, stamped on every proposal.
@@ -95,7 +111,10 @@ pub fn now_ms() -> u64 {
 
 impl Agent {
     /// Starts an agent whose Raft RPCs share its HTTP port `http_addr`.
-    pub async fn start(config: AgentConfig, http_addr: SocketAddr) -> anyhow::Result<Arc<Agent>> {
+    pub async fn start(
+        config: AgentConfig,
+        http_addr: SocketAddr,
+    ) -> Result<Arc<Agent>, StartError> {
         Self::start_with(
             config,
             Listening {
@@ -111,12 +130,11 @@ impl Agent {
     pub async fn start_with(
         config: AgentConfig,
         listening: Listening,
-    ) -> anyhow::Result<Arc<Agent>> {
+    ) -> Result<Arc<Agent>, StartError> {
         config.validate()?;
         let db = Arc::new(raft::open_database(config.data_dir.as_deref())?);
         let store = Arc::new(Store::new());
-        let state_machine = StateMachine::open(store.clone(), db.clone())
-            .context("cannot restore the state machine snapshot")?;
+        let state_machine = StateMachine::open(store.clone(), db.clone())?;
         let log_store = LogStore::new(db);
 
         let rc = &config.raft;
@@ -131,8 +149,7 @@ impl Agent {
             install_snapshot_timeout: 10_000,
             ..Default::default()
         }
-        .validate()
-        .context("invalid raft settings")?;
+        .validate()?;
 
         let raft_listen = listening.raft.unwrap_or(listening.http);
         let raft_advertised = rc
@@ -155,13 +172,16 @@ impl Agent {
             state_machine,
         )
         .await
-        .context("cannot start raft")?;
+        .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        let fresh = !raft.is_initialized().await?;
+        let fresh = !raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         if fresh && config.join.is_empty() {
             raft.initialize(BTreeMap::from([(node_id, node.clone())]))
                 .await
-                .context("cannot initialise the raft group")?;
+                .map_err(|e| StartError::Raft(format!("cannot initialise the raft group: {e}")))?;
         } else if !fresh {
             catch_up_alone(&raft, node_id, &node, &config).await?;
         }
@@ -169,23 +189,26 @@ impl Agent {
         let recorder = PrometheusBuilder::new().build_recorder();
         let health = HealthService::new(config.guard(), config.health.tick.to_std());
         let (proposals, queue) = tokio::sync::mpsc::channel(MAX_BATCH * 4);
+        let closing = tokio::sync::watch::channel(false).0;
+        let patience = Duration::from_millis(config.raft.election_timeout_max.as_millis() * 3);
+        let cluster = Cluster::new(node_id, node, raft, peers, patience, closing.subscribe());
+        let join = (fresh && !config.join.is_empty()).then(|| config.join.clone());
         let agent = Arc::new(Agent {
             config,
-            node_id,
             advertise_addr: listening.http,
-            node,
-            raft,
+            cluster,
             store,
             health: health.clone(),
-            peers,
             proposals,
             recorder,
             started_at: SystemTime::now(),
-            last_contact: std::sync::Mutex::new(None),
-            closing: tokio::sync::watch::channel(false).0,
+            closing,
         });
         health.spawn(Arc::downgrade(&agent));
-        crate::cluster::spawn_member_upkeep(&agent, fresh);
+        if let Some(addrs) = join {
+            let agent = agent.clone();
+            tokio::spawn(async move { agent.cluster.join_loop(addrs).await });
+        }
         tokio::spawn(batcher(Arc::downgrade(&agent), queue));
         Ok(agent)
     }
@@ -206,76 +229,6 @@ impl Agent {
             .map_err(|_| ProposeError::Fatal("the agent is shutting down".into()))?
     }
 
-    /// Proposes one Raft entry, following the leader (forwarding to it) across leader changes.
-    async fn propose_entry(&self, command: Command) -> Result<Response, ProposeError> {
-        let request = signpost_core::Request::new(now_ms(), command);
-        let mut last_leader = None;
-        for _ in 0..FORWARD_ATTEMPTS {
-            let written =
-                tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(request.clone()))
-                    .await
-                    .map_err(|_| ProposeError::Timeout(WRITE_TIMEOUT))?;
-            match written {
-                Ok(resp) => return Ok(resp.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    match f.leader_node {
-                        Some(leader) if f.leader_id != Some(self.node_id) => {
-                            last_leader = Some(leader.http_addr.clone());
-                            // Give up on this leader as soon as this node learns of an election:
-                            // a leader that paused or was cut off mid-request would otherwise
-                            // hold every write of this node (the batcher sends one entry at a
-                            // time) until the forward times out, long after a new leader took over.
-                            let forwarded = tokio::select! {
-                                r = crate::cluster::forward_propose(self, &leader, &request) => Some(r),
-                                () = self.leader_changed(f.leader_id) => None,
-                            };
-                            match forwarded {
-                                Some(Ok(resp)) => return Ok(resp),
-                                Some(Err(e)) => {
-                                    tracing::debug!("forwarding to {leader} failed: {e}")
-                                }
-                                None => {
-                                    tracing::debug!("leader changed while forwarding to {leader}")
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                    // Nobody leads, or the leader moved: wait for one, then try again.
-                    self.wait_for_leader().await;
-                }
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                    return Err(ProposeError::Fatal(e.to_string()))
-                }
-                Err(RaftError::Fatal(e)) => return Err(ProposeError::Fatal(e.to_string())),
-            }
-        }
-        Err(ProposeError::Unavailable {
-            leader: last_leader,
-        })
-    }
-
-    /// Waits (bounded by a few election timeouts) until some node leads.
-    pub async fn wait_for_leader(&self) {
-        let patience = Duration::from_millis(self.config.raft.election_timeout_max.as_millis() * 3);
-        let mut metrics = self.raft.metrics();
-        // A new receiver reports openraft's current value as unseen; mark it seen, so that
-        // `changed` waits for the next change rather than returning at once.
-        metrics.borrow_and_update();
-        let _ = tokio::time::timeout(patience, async {
-            // Wait for a change first, so a stale leader id does not end the wait at once.
-            let _ = metrics.changed().await;
-            let _ = metrics.wait_for(|m| m.current_leader.is_some()).await;
-        })
-        .await;
-    }
-
-    /// Resolves when this node's view of the leader is no longer `leader`.
-    async fn leader_changed(&self, leader: Option<NodeId>) {
-        let mut metrics = self.raft.metrics();
-        let _ = metrics.wait_for(|m| m.current_leader != leader).await;
-    }
-
     /// Resolves when shutdown begins.
     pub async fn closed(&self) {
         let mut rx = self.closing.subscribe();
@@ -284,24 +237,68 @@ impl Agent {
 
     /// True while this node leads the Raft group (and so runs health checks).
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().state == ServerState::Leader
+        self.cluster.is_leader()
     }
 
-    /// The current leader's node, if known.
-    pub fn leader(&self) -> Option<(NodeId, Node)> {
-        let m = self.raft.metrics().borrow().clone();
-        let id = m.current_leader?;
-        let node = m.membership_config.membership().get_node(&id)?.clone();
-        Some((id, node))
+    /// This member's place in the Raft group.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Raft itself, for its metrics and RPCs.
+    pub fn raft(&self) -> &Raft {
+        self.cluster.raft()
+    }
+
+    /// This agent's Raft node id.
+    pub fn node_id(&self) -> NodeId {
+        self.cluster.node_id()
+    }
+
+    /// This member as the cluster knows it (its Raft and HTTP addresses).
+    pub fn node(&self) -> &Node {
+        self.cluster.node()
+    }
+
+    /// The configuration the agent started with.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The address clients reach this agent's HTTP API at.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        self.advertise_addr
+    }
+
+    /// The applied state. Faces read it through [`crate::service`]; the DNS face and the
+    /// state machine hold it directly.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The leader's health checker.
+    pub fn health(&self) -> &Arc<HealthService> {
+        &self.health
+    }
+
+    /// This agent's metrics registry.
+    pub fn recorder(&self) -> &PrometheusRecorder {
+        &self.recorder
+    }
+
+    /// When the agent started.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    /// Number of live watch subscriptions.
+    pub fn watchers(&self) -> usize {
+        self.store.watchers()
     }
 
     /// Milliseconds since this node last heard from the leader (0 on the leader itself).
     pub fn last_contact_ms(&self) -> Option<u64> {
-        if self.is_leader() {
-            return Some(0);
-        }
-        let at = *self.last_contact.lock().unwrap_or_else(|e| e.into_inner());
-        at.map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX))
+        self.cluster.last_contact_ms()
     }
 
     /// Serves the HTTP API on `listener` until `shutdown` resolves, then drains in-flight
@@ -310,7 +307,7 @@ impl Agent {
         self: &Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> std::io::Result<()> {
         let app = crate::http::router(self.clone());
         let agent = self.clone();
         let server = axum::serve(
@@ -323,14 +320,14 @@ impl Agent {
         });
         let mut stop = self.closing.subscribe();
         tokio::select! {
-            res = server => res.context("http server failed")?,
+            res = server => res?,
             _ = async {
                 let _ = stop.wait_for(|s| *s).await;
                 tokio::time::sleep(DRAIN_GRACE).await;
             } => tracing::warn!("requests still running after {DRAIN_GRACE:?}; closing them"),
         }
         self.health.stop();
-        if let Err(e) = self.raft.shutdown().await {
+        if let Err(e) = self.raft().shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
         Ok(())
@@ -338,13 +335,12 @@ impl Agent {
 
     /// Serves Raft RPCs (and requests forwarded by other members) on a dedicated listener until
     /// the agent starts shutting down.
-    pub async fn serve_raft(self: &Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
+    pub async fn serve_raft(self: &Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
         let app = crate::http::raft::router(self.clone());
         let agent = self.clone();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { agent.closed().await })
             .await
-            .context("raft listener failed")
     }
 }
 
@@ -360,7 +356,7 @@ async fn batcher(agent: std::sync::Weak<Agent>, mut queue: tokio::sync::mpsc::Re
         } else {
             Command::Batch(commands)
         };
-        let outcome = agent.propose_entry(command).await;
+        let outcome = agent.cluster.propose_entry(command).await;
         match outcome {
             Ok(Response::Batch(responses)) if responses.len() == replies.len() => {
                 for (reply, response) in replies.into_iter().zip(responses) {
@@ -379,15 +375,8 @@ async fn batcher(agent: std::sync::Weak<Agent>, mut queue: tokio::sync::mpsc::Re
                 }
             }
             Err(e) => {
-                let message = e.to_string();
                 for reply in replies {
-                    let _ = reply.send(Err(match &e {
-                        ProposeError::Unavailable { leader } => ProposeError::Unavailable {
-                            leader: leader.clone(),
-                        },
-                        ProposeError::Timeout(d) => ProposeError::Timeout(*d),
-                        ProposeError::Fatal(_) => ProposeError::Fatal(message.clone()),
-                    }));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }
@@ -403,7 +392,7 @@ async fn catch_up_alone(
     node_id: NodeId,
     node: &Node,
     config: &AgentConfig,
-) -> anyhow::Result<()> {
+) -> Result<(), StartError> {
     let m = raft.metrics().borrow().clone();
     let membership = m.membership_config.membership().clone();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
@@ -420,13 +409,13 @@ async fn catch_up_alone(
         }),
     )
     .await
-    .context("timed out replaying the log after restart")?
-    .context("raft stopped while replaying the log")?;
+    .map_err(|_| StartError::Raft("timed out replaying the log after restart".into()))?
+    .map_err(|e| StartError::Raft(format!("raft stopped while replaying the log: {e}")))?;
     if membership.get_node(&node_id).is_some_and(|n| n != node) {
         let nodes = BTreeMap::from([(node_id, node.clone())]);
         raft.change_membership(openraft::ChangeMembers::SetNodes(nodes), false)
             .await
-            .context("cannot record the new addresses")?;
+            .map_err(|e| StartError::Raft(format!("cannot record the new addresses: {e}")))?;
     }
     Ok(())
 }

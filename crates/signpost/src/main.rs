@@ -218,8 +218,8 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let (stop_dns, dns_stopped) = tokio::sync::oneshot::channel::<()>();
     if let Some((udp, tcp)) = dns {
         let dns_addr = udp.local_addr()?;
-        let dns_config = agent.config.dns_config(addr.ip());
-        let store = agent.store.clone();
+        let dns_config = agent.config().dns_config(addr.ip());
+        let store = agent.store().clone();
         tracing::info!(%dns_addr, domain = %dns_config.domain, "dns interface listening");
         tokio::spawn(async move {
             let stopped = async {
@@ -231,11 +231,11 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             }
         });
     }
-    let m = agent.raft.metrics().borrow().clone();
+    let m = agent.raft().metrics().borrow().clone();
     tracing::info!(
         %addr,
-        node_id = agent.node_id,
-        instances = agent.store.read().registry.all_instances().count(),
+        node_id = agent.node_id(),
+        instances = signpost_server::service::with_catalog(&agent, |_, all| all.count()),
         applied_index = m.last_applied.map(|l| l.index),
         "signpost agent ready in {:?}",
         started.elapsed()

@@ -131,7 +131,7 @@ impl HealthService {
     }
 
     async fn run(self: &Arc<Self>, agent: std::sync::Weak<Agent>) {
-        let Some(mut metrics) = agent.upgrade().map(|a| a.raft.metrics()) else {
+        let Some(mut metrics) = agent.upgrade().map(|a| a.raft().metrics()) else {
             return;
         };
         loop {
@@ -160,7 +160,7 @@ impl HealthService {
         agent: &Arc<Agent>,
         metrics: &mut watch::Receiver<crate::raft::RaftMetrics>,
     ) {
-        let mut events = agent.store.subscribe_all();
+        let mut events = agent.store().subscribe_all();
         self.rebuild(agent);
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -209,7 +209,7 @@ impl HealthService {
     /// Re-reads every instance with a check from the registry, with fresh deadlines.
     fn rebuild(self: &Arc<Self>, agent: &Arc<Agent>) {
         let instances: Vec<Instance> = agent
-            .store
+            .store()
             .read()
             .registry
             .all_instances()
@@ -321,10 +321,7 @@ async fn run_check(
 
 /// Proposes a monitor decision through Raft, in the background.
 fn propose(agent: &Arc<Agent>, action: Action) {
-    let command = match action {
-        Action::SetStatus { key, status } => Command::SetStatus { key, status },
-        Action::Deregister { key } => Command::Deregister(key),
-    };
+    let command = Command::from(action);
     let agent = agent.clone();
     tokio::spawn(async move {
         if let Err(e) = agent.propose(command.clone()).await {
