@@ -25,7 +25,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
@@ -100,6 +99,17 @@ impl DnsConfig {
     }
 }
 
+/// Why the DNS interface stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// The zone cannot be served.
+    #[error(transparent)]
+    Config(#[from] DnsConfigError),
+    /// The server failed.
+    #[error("the DNS server stopped: {0}")]
+    Server(#[from] hickory_server::net::NetError),
+}
+
 /// Serves DNS on the bound `udp` socket and `tcp` listener until `shutdown` resolves.
 pub async fn serve(
     store: Arc<Store>,
@@ -107,7 +117,7 @@ pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), DnsError> {
     let zone = Zone::new(&config)?;
     let handler = DnsHandler {
         store,
@@ -124,7 +134,7 @@ pub async fn serve(
     });
     let result = server.block_until_done().await;
     stopper.abort();
-    result.context("the DNS server stopped")
+    Ok(result?)
 }
 
 /// Answers queries from the registry; hickory runs it for every request on either transport.

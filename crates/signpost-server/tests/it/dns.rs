@@ -23,7 +23,7 @@ struct DnsServer {
     udp: SocketAddr,
     tcp: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<Result<(), dns::DnsError>>,
 }
 
 impl DnsServer {

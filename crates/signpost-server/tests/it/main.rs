@@ -5,5 +5,6 @@ mod common;
 mod consul;
 mod dns;
 mod health;
+mod matrix;
 mod storage;
 mod watch;
