@@ -10,6 +10,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use openraft::ServerState;
 use signpost_core::{Command, Response};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cluster::Cluster;
 use crate::config::{AgentConfig, ConfigError};
@@ -99,6 +101,13 @@ pub struct Agent {
     /// Flips to true when shutdown begins, so long-lived requests (blocking queries, watch
     /// streams) and background loops end at once instead of holding the drain open.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Cancelled once the HTTP drain is over: the batcher stops taking writes.
+    stopping: CancellationToken,
+    /// Every background task the agent runs; shutdown waits until it is empty.
+    tasks: TaskTracker,
+    /// The database, held here so that it is this agent that closes it (and releases the data
+    /// dir's lock) once Raft's storage has let go of it at shutdown.
+    db: std::sync::Mutex<Option<Arc<redb::Database>>>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch, stamped on every proposal.
@@ -133,6 +142,7 @@ impl Agent {
     ) -> Result<Arc<Agent>, StartError> {
         config.validate()?;
         let db = Arc::new(raft::open_database(config.data_dir.as_deref())?);
+        let held_db = db.clone();
         let store = Arc::new(Store::new());
         let state_machine = StateMachine::open(store.clone(), db.clone())?;
         let log_store = LogStore::new(db);
@@ -187,7 +197,8 @@ impl Agent {
         }
 
         let recorder = PrometheusBuilder::new().build_recorder();
-        let health = HealthService::new(config.guard(), config.health.tick.to_std());
+        let tasks = TaskTracker::new();
+        let health = HealthService::new(config.guard(), config.health.tick.to_std(), tasks.clone());
         let (proposals, queue) = tokio::sync::mpsc::channel(MAX_BATCH * 4);
         let closing = tokio::sync::watch::channel(false).0;
         let patience = Duration::from_millis(config.raft.election_timeout_max.as_millis() * 3);
@@ -203,13 +214,23 @@ impl Agent {
             recorder,
             started_at: SystemTime::now(),
             closing,
+            stopping: CancellationToken::new(),
+            tasks,
+            db: std::sync::Mutex::new(Some(held_db)),
         });
         health.spawn(Arc::downgrade(&agent));
         if let Some(addrs) = join {
             let agent = agent.clone();
-            tokio::spawn(async move { agent.cluster.join_loop(addrs).await });
+            agent
+                .tasks
+                .clone()
+                .spawn(async move { agent.cluster.join_loop(addrs).await });
         }
-        tokio::spawn(batcher(Arc::downgrade(&agent), queue));
+        agent.tasks.spawn(batcher(
+            Arc::downgrade(&agent),
+            queue,
+            agent.stopping.clone(),
+        ));
         Ok(agent)
     }
 
@@ -301,17 +322,56 @@ impl Agent {
         self.cluster.last_contact_ms()
     }
 
-    /// Serves the HTTP API on `listener` until `shutdown` resolves, then drains in-flight
-    /// requests (bounded by a grace period) and stops Raft.
+    /// Serves the HTTP API on `listener` until `shutdown` resolves; see [`Agent::serve_all`].
     pub async fn serve(
         self: &Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_all(Listeners::http(listener), shutdown).await
+    }
+
+    /// Serves the HTTP API, and Raft and DNS on their own listeners when given, until
+    /// `shutdown` resolves. Then it drains in-flight requests (bounded by a grace period),
+    /// stops every background task it owns (the batcher, the health checker and its checks,
+    /// the join loop, the Raft and DNS listeners), shuts Raft down, and returns once all of
+    /// them have stopped and the database is closed (each wait bounded by the grace period).
+    pub async fn serve_all(
+        self: &Arc<Self>,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        if let Some(listener) = listeners.raft {
+            let app = crate::http::raft::router(self.clone());
+            let agent = self.clone();
+            self.tasks.spawn(async move {
+                let closed = agent.clone();
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { closed.closed().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!("raft listener failed: {e}");
+                }
+            });
+        }
+        if let Some((udp, tcp)) = listeners.dns {
+            let config = self.config.dns_config(self.advertise_addr.ip());
+            let agent = self.clone();
+            if let Ok(addr) = udp.local_addr() {
+                tracing::info!(dns_addr = %addr, domain = %config.domain, "dns interface listening");
+            }
+            self.tasks.spawn(async move {
+                let store = agent.store.clone();
+                let stopped = async move { agent.closed().await };
+                if let Err(e) = crate::dns::serve(store, config, udp, tcp, stopped).await {
+                    tracing::error!("dns interface failed: {e}");
+                }
+            });
+        }
         let app = crate::http::router(self.clone());
         let agent = self.clone();
         let server = axum::serve(
-            listener,
+            listeners.http,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move {
@@ -319,37 +379,112 @@ impl Agent {
             agent.closing.send_replace(true);
         });
         let mut stop = self.closing.subscribe();
-        tokio::select! {
-            res = server => res?,
+        let served = tokio::select! {
+            res = server => res,
             _ = async {
                 let _ = stop.wait_for(|s| *s).await;
                 tokio::time::sleep(DRAIN_GRACE).await;
-            } => tracing::warn!("requests still running after {DRAIN_GRACE:?}; closing them"),
-        }
+            } => {
+                tracing::warn!("requests still running after {DRAIN_GRACE:?}; closing them");
+                Ok(())
+            }
+        };
+        self.stop_background().await;
+        served
+    }
+
+    /// Stops everything the agent runs in the background and waits (bounded by the grace
+    /// period) until it has stopped and the database is closed.
+    async fn stop_background(&self) {
+        self.closing.send_replace(true);
         self.health.stop();
+        self.stopping.cancel();
         if let Err(e) = self.raft().shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
-        Ok(())
+        self.tasks.close();
+        let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+        if tokio::time::timeout_at(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "background tasks still running after {DRAIN_GRACE:?}"
+            );
+        }
+        // Raft's storage workers let go of the database as they end, a moment after Raft
+        // itself. Once this agent holds the last reference, dropping it closes the database
+        // here and now, and the lock on the data dir with it.
+        let Some(db) = self.db_handle().take() else {
+            return;
+        };
+        while Arc::strong_count(&db) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("the database is still in use after {DRAIN_GRACE:?}");
+                *self.db_handle() = Some(db);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(db);
     }
 
-    /// Serves Raft RPCs (and requests forwarded by other members) on a dedicated listener until
-    /// the agent starts shutting down.
-    pub async fn serve_raft(self: &Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
-        let app = crate::http::raft::router(self.clone());
-        let agent = self.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { agent.closed().await })
-            .await
+    fn db_handle(&self) -> std::sync::MutexGuard<'_, Option<Arc<redb::Database>>> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Background tasks still running (0 once [`Agent::serve_all`] has returned).
+    pub fn background_tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether the agent's database is still open (false once [`Agent::serve_all`] has
+    /// returned: the data dir can be opened again).
+    pub fn database_open(&self) -> bool {
+        self.db_handle().is_some()
+    }
+}
+
+/// The sockets [`Agent::serve_all`] serves on, bound by the caller (port 0 in tests).
+pub struct Listeners {
+    /// The HTTP API (and Raft RPCs when there is no dedicated Raft listener).
+    pub http: TcpListener,
+    /// A dedicated Raft listener.
+    pub raft: Option<TcpListener>,
+    /// DNS: UDP and TCP on the same port.
+    pub dns: Option<(tokio::net::UdpSocket, TcpListener)>,
+}
+
+impl Listeners {
+    /// HTTP only.
+    pub fn http(http: TcpListener) -> Self {
+        Listeners {
+            http,
+            raft: None,
+            dns: None,
+        }
     }
 }
 
 /// Groups waiting proposals into one Raft entry at a time: whatever queued while the previous
 /// entry was being committed goes into the next.
-async fn batcher(agent: std::sync::Weak<Agent>, mut queue: tokio::sync::mpsc::Receiver<Proposal>) {
+/// Stops when `stopping` is cancelled, refusing what is still queued.
+async fn batcher(
+    agent: std::sync::Weak<Agent>,
+    mut queue: tokio::sync::mpsc::Receiver<Proposal>,
+    stopping: CancellationToken,
+) {
     let mut batch: Vec<Proposal> = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let Some(agent) = agent.upgrade() else { return };
+    loop {
+        let received = tokio::select! {
+            n = queue.recv_many(&mut batch, MAX_BATCH) => n,
+            () = stopping.cancelled() => 0,
+        };
+        if received == 0 {
+            break;
+        }
+        let Some(agent) = agent.upgrade() else { break };
         let (commands, replies): (Vec<Command>, Vec<_>) = batch.drain(..).unzip();
         let command = if commands.len() == 1 {
             commands.into_iter().next().expect("one command")
@@ -380,6 +515,12 @@ async fn batcher(agent: std::sync::Weak<Agent>, mut queue: tokio::sync::mpsc::Re
                 }
             }
         }
+    }
+    queue.close();
+    while let Ok((_, reply)) = queue.try_recv() {
+        let _ = reply.send(Err(ProposeError::Fatal(
+            "the agent is shutting down".into(),
+        )));
     }
 }
 

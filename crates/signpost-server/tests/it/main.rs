@@ -6,5 +6,6 @@ mod consul;
 mod dns;
 mod health;
 mod matrix;
+mod shutdown;
 mod storage;
 mod watch;
