@@ -113,7 +113,7 @@ pub async fn put(
     };
     apply(agent, command, |r| match r {
         Response::Kv(ok) => Ok(ok),
-        other => Err(other),
+        other => Err(Box::new(other)),
     })
     .await
 }
@@ -130,7 +130,7 @@ pub async fn delete(agent: &Agent, key: String, recurse: bool, cas: Option<u64>)
         Command::KvDelete { key, recurse, cas },
         |r| match r {
             Response::Kv(ok) => Ok(ok),
-            other => Err(other),
+            other => Err(Box::new(other)),
         },
     )
     .await

@@ -126,7 +126,7 @@ pub struct TtlRequest {
 async fn apply<T>(
     agent: &Agent,
     command: Command,
-    expect: impl FnOnce(Response) -> std::result::Result<T, Response>,
+    expect: impl FnOnce(Response) -> std::result::Result<T, Box<Response>>,
 ) -> Result<T> {
     let kind = command_kind(&command);
     let response = agent.propose(command).await?;
@@ -155,7 +155,7 @@ fn command_kind(command: &Command) -> &'static str {
 pub async fn register(agent: &Agent, new: NewInstance) -> Result<Registered> {
     apply(agent, Command::Register(new), |r| match r {
         Response::Registered { instance, created } => Ok(Registered { instance, created }),
-        other => Err(other),
+        other => Err(Box::new(other)),
     })
     .await
 }
@@ -168,7 +168,7 @@ pub async fn deregister(agent: &Agent, key: &InstanceKey) -> Result<u64> {
     apply(agent, Command::Deregister(key.clone()), |r| match r {
         Response::Deregistered(_) => Ok(true),
         Response::NotFound => Ok(false),
-        other => Err(other),
+        other => Err(Box::new(other)),
     })
     .await?
     .then(|| service_index(agent, &key.service))
@@ -245,7 +245,7 @@ pub async fn define(agent: &Agent, definition: ServiceDefinition) -> Result<Defi
             definition,
             created,
         }),
-        other => Err(other),
+        other => Err(Box::new(other)),
     })
     .await
 }
@@ -258,7 +258,7 @@ pub async fn undefine(agent: &Agent, service: &str) -> Result<u64> {
     apply(agent, command, |r| match r {
         Response::DefinitionDeleted => Ok(true),
         Response::NotFound => Ok(false),
-        other => Err(other),
+        other => Err(Box::new(other)),
     })
     .await?
     .then(|| service_index(agent, service))
