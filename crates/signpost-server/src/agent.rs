@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use openraft::ServerState;
@@ -21,27 +21,7 @@ use crate::store::Store;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
-/// How long a write may wait for its commit. A leader cut off from its quorum never commits;
-/// this bounds how long its clients wait to find out.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why a write was not applied. Serialisable: it crosses `/raft/*` inside other errors.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum ProposeError {
-    /// No leader can accept writes now (election under way, or this node is cut off).
-    #[error("no leader can accept writes right now{}", leader.as_ref().map(|l| format!(" (last known leader: {l})")).unwrap_or_default())]
-    Unavailable {
-        /// The HTTP address of the last leader this node tried, for the client's message.
-        leader: Option<String>,
-    },
-    /// The write was not confirmed in time (e.g. this leader lost its quorum). It may still be
-    /// applied later, or never.
-    #[error("the write was not confirmed within {0:?}; it may or may not have been applied")]
-    Timeout(Duration),
-    /// Raft stopped: storage failed or the agent is shutting down.
-    #[error("raft is not running: {0}")]
-    Fatal(String),
-}
+pub use crate::cluster::{now_ms, ProposeError, WRITE_TIMEOUT};
 
 /// Why an agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -108,14 +88,6 @@ pub struct Agent {
     /// The database, held here so that it is this agent that closes it (and releases the data
     /// dir's lock) once Raft's storage has let go of it at shutdown.
     db: std::sync::Mutex<Option<Arc<redb::Database>>>,
-}
-
-/// Wall-clock milliseconds since the Unix epoch, stamped on every proposal.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
 }
 
 impl Agent {

@@ -8,11 +8,11 @@
 //! see [`crate::service`]). Membership changes are openraft joint-consensus changes made by the
 //! leader (`/raft/join`, `/raft/remove`).
 //!
-//! [`Cluster`] knows Raft and the other members, not the agent: the agent owns one, and the
-//! service layer asks it to forward.
+//! [`Cluster`] knows Raft and the other members, not the agent (this module does not depend on
+//! [`crate::agent`]): the agent owns one, and the service layer asks it to forward.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
@@ -20,9 +20,38 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use signpost_core::{Command, Request, Response};
 
-use crate::agent::{now_ms, ProposeError, WRITE_TIMEOUT};
 use crate::raft::network::base_url;
 use crate::raft::{Node, NodeId, Raft};
+
+/// How long a write may wait for its commit. A leader cut off from its quorum never commits;
+/// this bounds how long its clients wait to find out.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a write was not applied. Serialisable: it crosses `/raft/*` inside other errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum ProposeError {
+    /// No leader can accept writes now (election under way, or this node is cut off).
+    #[error("no leader can accept writes right now{}", leader.as_ref().map(|l| format!(" (last known leader: {l})")).unwrap_or_default())]
+    Unavailable {
+        /// The HTTP address of the last leader this node tried, for the client's message.
+        leader: Option<String>,
+    },
+    /// The write was not confirmed in time (e.g. this leader lost its quorum). It may still be
+    /// applied later, or never.
+    #[error("the write was not confirmed within {0:?}; it may or may not have been applied")]
+    Timeout(Duration),
+    /// Raft stopped: storage failed or the agent is shutting down.
+    #[error("raft is not running: {0}")]
+    Fatal(String),
+}
+
+/// Wall-clock milliseconds since the Unix epoch, stamped on every proposal.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
 
 /// How long one forwarded request may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
