@@ -263,9 +263,8 @@ impl Agent {
         self.advertise_addr
     }
 
-    /// The applied state. Faces read it through [`crate::service`]; the DNS face and the
-    /// state machine hold it directly.
-    pub fn store(&self) -> &Arc<Store> {
+    /// The applied state. Faces read it through [`crate::service`].
+    pub(crate) fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
@@ -333,9 +332,11 @@ impl Agent {
                 tracing::info!(dns_addr = %addr, domain = %config.domain, "dns interface listening");
             }
             self.tasks.spawn(async move {
-                let store = agent.store.clone();
-                let stopped = async move { agent.closed().await };
-                if let Err(e) = crate::dns::serve(store, config, udp, tcp, stopped).await {
+                let stopped = {
+                    let agent = agent.clone();
+                    async move { agent.closed().await }
+                };
+                if let Err(e) = crate::dns::serve(agent, config, udp, tcp, stopped).await {
                     tracing::error!("dns interface failed: {e}");
                 }
             });

@@ -35,7 +35,8 @@ use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use rand::seq::SliceRandom;
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::store::Store;
+use crate::agent::Agent;
+use crate::service;
 
 pub(crate) mod answer;
 #[cfg(test)]
@@ -112,7 +113,7 @@ pub enum DnsError {
 
 /// Serves DNS on the bound `udp` socket and `tcp` listener until `shutdown` resolves.
 pub async fn serve(
-    store: Arc<Store>,
+    agent: Arc<Agent>,
     config: DnsConfig,
     udp: UdpSocket,
     tcp: TcpListener,
@@ -120,7 +121,7 @@ pub async fn serve(
 ) -> Result<(), DnsError> {
     let zone = Zone::new(&config)?;
     let handler = DnsHandler {
-        store,
+        agent,
         zone,
         udp_answer_limit: config.udp_answer_limit,
     };
@@ -139,7 +140,8 @@ pub async fn serve(
 
 /// Answers queries from the registry; hickory runs it for every request on either transport.
 struct DnsHandler {
-    store: Arc<Store>,
+    /// The agent whose registry is answered from, through the service layer.
+    agent: Arc<Agent>,
     zone: Zone,
     udp_answer_limit: usize,
 }
@@ -147,8 +149,9 @@ struct DnsHandler {
 impl DnsHandler {
     /// Resolves the question under the state read lock, released before anything is sent.
     fn answer(&self, name: &Name, qtype: RecordType) -> Answer {
-        let state = self.store.read();
-        self.zone.resolve(&state.registry, name, qtype)
+        service::with_registry(&self.agent, |registry| {
+            self.zone.resolve(registry, name, qtype)
+        })
     }
 
     /// How many of `answer`'s records fit in `limit` bytes (with their additional records, the

@@ -2,7 +2,8 @@
 //! HTTP, the cluster routes), between them and the Raft/store machinery.
 //!
 //! One function per operation: `register`, `deregister`, `renew`, `define`, the reads and their
-//! blocking waits, `subscribe` (watches), `kv_*` ([`kv`]), `members`/`join`/`remove`. Each
+//! blocking waits, `subscribe` (watches), `kv_*` ([`kv`]), `members`/`join`/`remove`, and the
+//! DNS face's read of the whole registry (`with_registry`). Each
 //! returns [`ServiceError`], which each face maps to its statuses in one place (`ApiError`'s
 //! `From<ServiceError>`). Authorization, audit and limits belong here: one place decides for
 //! every face.
@@ -270,6 +271,12 @@ pub async fn undefine(agent: &Agent, service: &str) -> Result<u64> {
 /// Runs `f` over the registry as this node has applied it.
 fn read<T>(agent: &Agent, f: impl FnOnce(&signpost_core::Registry) -> T) -> T {
     f(&agent.store().read().registry)
+}
+
+/// Runs `f` over the whole registry, borrowed in place: for the DNS face, whose pure resolver
+/// answers any name from it.
+pub fn with_registry<T>(agent: &Agent, f: impl FnOnce(&signpost_core::Registry) -> T) -> T {
+    read(agent, f)
 }
 
 /// Every service with its index and status counts, and the registry's last index.

@@ -38,15 +38,9 @@ impl DnsServer {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (udp_addr, tcp_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(dns::serve(
-            t.agent.store().clone(),
-            config,
-            udp,
-            tcp,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(dns::serve(t.agent.clone(), config, udp, tcp, async {
+            let _ = stopped.await;
+        }));
         DnsServer {
             udp: udp_addr,
             tcp: tcp_addr,
