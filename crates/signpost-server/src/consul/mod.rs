@@ -17,7 +17,9 @@ pub mod catalog;
 pub mod kv;
 pub mod types;
 
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
@@ -68,6 +70,18 @@ pub fn router() -> Router<AppState> {
             "/v1/kv/",
             get(kv::consul_get_root).delete(kv::consul_delete_root),
         )
+}
+
+/// Puts Consul's headers on every answer under `/v1/` that has none yet: Consul clients expect
+/// them on every answer, errors and unknown endpoints included.
+pub async fn headers(State(agent): State<AppState>, req: Request, next: Next) -> Response {
+    let consul = req.uri().path().starts_with("/v1/");
+    let response = next.run(req).await;
+    if consul && !response.headers().contains_key("x-consul-index") {
+        let index = crate::service::catalog_index(&agent);
+        return with_meta(&agent, index, response);
+    }
+    response
 }
 
 /// Adds Consul's response headers.

@@ -83,6 +83,10 @@ pub fn router(agent: AppState) -> Router {
         .merge(crate::consul::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            crate::consul::headers,
+        ))
         .layer(axum::middleware::from_fn_with_state(agent.clone(), observe))
         .layer(axum::Extension(Arc::new(cache::ListingCache::default())))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -98,7 +102,8 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Counts requests by route and status, records latency, and puts the index header on every
-/// response that does not carry one.
+/// response that does not carry one. (The Consul face's own headers are
+/// [`crate::consul::headers`]'s.)
 async fn observe(State(agent): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -106,7 +111,6 @@ async fn observe(State(agent): State<AppState>, req: Request, next: Next) -> Res
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().to_string();
-    let consul = req.uri().path().starts_with("/v1/");
     let started = Instant::now();
     let mut response = next.run(req).await;
     let status = response.status().as_u16().to_string();
@@ -116,11 +120,6 @@ async fn observe(State(agent): State<AppState>, req: Request, next: Next) -> Res
         metrics::counter!("signpost_http_requests_total", &labels).increment(1);
         metrics::histogram!("signpost_http_request_duration_seconds", &labels[..2]).record(elapsed);
     });
-    if consul && !response.headers().contains_key("x-consul-index") {
-        // Consul clients expect the headers on every answer, errors included.
-        let index = service::catalog_index(&agent);
-        response = crate::consul::with_meta(&agent, index, response);
-    }
     if !response.headers().contains_key(INDEX_HEADER) {
         let index = service::last_index(&agent).max(1);
         response
