@@ -1,4 +1,5 @@
-//! The agent: opens storage, starts Raft and the health checker, and serves the HTTP API.
+//! The agent: opens storage, starts Raft and the health checker, serves HTTP (and Raft and DNS
+//! on their own listeners), and at shutdown waits for every task it started.
 
 use std::collections::BTreeMap;
 use std::future::Future;
