@@ -35,6 +35,7 @@ impl TestAgent {
                 let _ = rx.await;
             })
             .await
+            .map_err(anyhow::Error::from)
         });
         let deadline = Instant::now() + Duration::from_secs(10);
         while !agent.is_leader() {

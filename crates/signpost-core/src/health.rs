@@ -67,8 +67,18 @@ pub enum Action {
     Deregister { key: InstanceKey },
 }
 
+impl From<Action> for crate::Command {
+    /// The command that carries out a monitor decision through the replicated registry.
+    fn from(action: Action) -> Self {
+        match action {
+            Action::SetStatus { key, status } => crate::Command::SetStatus { key, status },
+            Action::Deregister { key } => crate::Command::Deregister(key),
+        }
+    }
+}
+
 /// Why a heartbeat was not accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, Serialize, serde::Deserialize)]
 pub enum HeartbeatError {
     #[error("the instance has no health check")]
     NotTracked,

@@ -10,6 +10,8 @@ use std::ops::Bound;
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::validate::ValidationError;
+
 /// Largest value accepted, as in Consul.
 pub const MAX_VALUE_BYTES: usize = 512 * 1024;
 /// Longest key accepted.
@@ -143,19 +145,21 @@ impl Kv {
     }
 }
 
-/// Checks a KV key: 1–512 bytes, no leading `/`, no control characters.
-pub fn validate_key(key: &str) -> Result<(), String> {
+/// Checks a KV key: 1–512 bytes, no leading `/`, no control characters. The error names the
+/// field `key`.
+pub fn validate_key(key: &str) -> Result<(), ValidationError> {
+    let err = |m: String| Err(ValidationError::new("key", m));
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(format!(
+        return err(format!(
             "key must be 1 to {MAX_KEY_BYTES} bytes, got {}",
             key.len()
         ));
     }
     if key.starts_with('/') {
-        return Err(format!("key {key:?} must not start with '/'"));
+        return err(format!("key {key:?} must not start with '/'"));
     }
     if key.chars().any(char::is_control) {
-        return Err(format!("key {key:?} contains a control character"));
+        return err(format!("key {key:?} contains a control character"));
     }
     Ok(())
 }
@@ -253,7 +257,7 @@ mod tests {
     #[test]
     fn keys_are_validated() {
         assert!(validate_key("app/config").is_ok());
-        assert!(validate_key("").is_err());
+        assert_eq!(validate_key("").unwrap_err().field, "key");
         assert!(validate_key("/abs").is_err());
         assert!(validate_key("a\nb").is_err());
         assert!(validate_key(&"k".repeat(513)).is_err());

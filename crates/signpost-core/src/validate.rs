@@ -22,7 +22,7 @@ pub const MAX_GRPC_SERVICE_BYTES: usize = 256;
 pub const MIN_CHECK_PERIOD: Dur = Dur(100);
 
 /// Why an input was refused, and which field was at fault.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Error, serde::Serialize, Deserialize)]
 #[error("{field}: {message}")]
 pub struct ValidationError {
     pub field: String,
@@ -281,7 +281,7 @@ pub fn check(spec: &CheckSpec) -> Result<()> {
             }
         }
         Some(CheckKind::Tcp(target)) => {
-            host_port(target).map_err(|m| ValidationError::new("check.tcp", m))?;
+            host_port("check.tcp", target)?;
         }
         None => unreachable!("exactly one kind is set"),
     }
@@ -332,9 +332,10 @@ pub fn check(spec: &CheckSpec) -> Result<()> {
 fn grpc_check_target(target: &str) -> Result<()> {
     let err = |m: String| ValidationError::new("check.grpc", m);
     let (addr, service) = crate::model::grpc_target(target);
-    host_port(addr).map_err(|m| {
+    host_port("check.grpc", addr).map_err(|e| {
         err(format!(
-            "grpc check needs host:port or host:port/service: {m}"
+            "grpc check needs host:port or host:port/service: {}",
+            e.message
         ))
     })?;
     if service.len() > MAX_GRPC_SERVICE_BYTES {
@@ -351,19 +352,21 @@ fn grpc_check_target(target: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks `host:port` (IPv6 hosts in brackets).
-pub fn host_port(target: &str) -> std::result::Result<(), String> {
+/// Checks `host:port` (IPv6 hosts in brackets). The error names `field`, the field `target`
+/// came in.
+pub fn host_port(field: &str, target: &str) -> Result<()> {
+    let err = |m: String| ValidationError::new(field, m);
     let (host, port) = target
         .rsplit_once(':')
-        .ok_or_else(|| format!("expected host:port, got {target:?}"))?;
+        .ok_or_else(|| err(format!("expected host:port, got {target:?}")))?;
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
-    address(host).map_err(|e| e.message)?;
+    address(host).map_err(|e| err(e.message))?;
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
-        _ => Err(format!("port in {target:?} must be 1 to 65535")),
+        _ => Err(err(format!("port in {target:?} must be 1 to 65535"))),
     }
 }
 

@@ -1,19 +1,21 @@
-//! The agent: opens storage, starts Raft and the health checker, and serves the HTTP API.
+//! The agent: opens storage, starts Raft and the health checker, serves HTTP (and Raft and DNS
+//! on their own listeners), and at shutdown waits for every task it started.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use signpost_core::{Command, Response};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::config::AgentConfig;
+use crate::cluster::Cluster;
+use crate::config::{AgentConfig, ConfigError};
 use crate::health::HealthService;
 use crate::raft::transport::{HttpTransport, Transport};
 use crate::raft::{self, LogStore, NetworkFactory, Node, NodeId, Raft, StateMachine};
@@ -21,25 +23,23 @@ use crate::store::Store;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
-/// How many times a write follows a leader change before giving up.
-const FORWARD_ATTEMPTS: usize = 3;
-/// How long a write may wait for its commit. A leader cut off from its quorum never commits;
-/// this bounds how long its clients wait to find out.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::cluster::{now_ms, ProposeError, WRITE_TIMEOUT};
 
-/// Why a write was not applied.
+/// Why an agent could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum ProposeError {
-    /// No leader can accept writes now (election under way, or this node is cut off).
-    #[error("no leader can accept writes right now{}", leader.as_ref().map(|l| format!(" (last known leader: {l})")).unwrap_or_default())]
-    Unavailable { leader: Option<String> },
-    /// The write was not confirmed in time (e.g. this leader lost its quorum). It may still be
-    /// applied later, or never.
-    #[error("the write was not confirmed within {0:?}; it may or may not have been applied")]
-    Timeout(Duration),
-    /// Raft stopped: storage failed or the agent is shutting down.
-    #[error("raft is not running: {0}")]
-    Fatal(String),
+pub enum StartError {
+    /// The configuration does not hang together.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data dir or its database cannot be opened (held by another agent, unreadable, ...).
+    #[error(transparent)]
+    Storage(#[from] raft::StorageOpenError),
+    /// The Raft settings are invalid.
+    #[error("invalid raft settings: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    /// Raft did not start, or did not initialise or catch up.
+    #[error("cannot start raft: {0}")]
+    Raft(String),
 }
 
 /// A write waiting for the batcher, and where its result goes.
@@ -85,45 +85,44 @@ impl From<Listening> for StartOptions {
     }
 }
 
-/// A running agent. Shared by the HTTP handlers, the health checker and the binary.
+/// A running agent. Shared by the HTTP handlers, the health checker and the binary. Its parts
+/// are private: faces go through [`crate::service`], the binary through the accessors.
 pub struct Agent {
-    pub config: AgentConfig,
-    pub node_id: NodeId,
+    /// The validated configuration it started with.
+    config: AgentConfig,
     /// The address clients reach this agent's HTTP API at.
-    pub advertise_addr: SocketAddr,
-    /// This member as the cluster knows it.
-    pub node: Node,
-    pub raft: Raft,
-    pub store: Arc<Store>,
-    pub health: Arc<HealthService>,
-    /// What carries traffic to other members (Raft RPCs, forwarded writes and reads, joins).
-    pub peers: Arc<dyn Transport>,
-    /// How long a write may wait for its commit.
-    write_timeout: Duration,
+    advertise_addr: SocketAddr,
+    /// This member's place in the Raft group: Raft itself, the leader, forwarding.
+    cluster: Cluster,
+    /// The applied state every reader sees.
+    store: Arc<Store>,
+    /// The leader's health checker.
+    health: Arc<HealthService>,
     /// Writes waiting to be grouped into one Raft entry by the batcher.
     proposals: tokio::sync::mpsc::Sender<Proposal>,
     /// This agent's own metrics registry (not the process-global one), so several agents can
     /// share a process in tests.
-    pub recorder: PrometheusRecorder,
-    pub started_at: SystemTime,
-    /// When this node last heard from a leader (a Raft RPC arrived), for the staleness header.
-    pub last_contact: std::sync::Mutex<Option<tokio::time::Instant>>,
+    recorder: PrometheusRecorder,
+    /// When the agent started, for `/api/v1/agent/self`.
+    started_at: SystemTime,
     /// Flips to true when shutdown begins, so long-lived requests (blocking queries, watch
-    /// streams) end at once instead of holding the drain open.
-    pub closing: tokio::sync::watch::Sender<bool>,
-}
-
-/// Wall-clock milliseconds since the Unix epoch, stamped on every proposal.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
+    /// streams) and background loops end at once instead of holding the drain open.
+    closing: tokio::sync::watch::Sender<bool>,
+    /// Cancelled once the HTTP drain is over: the batcher stops taking writes.
+    stopping: CancellationToken,
+    /// Every background task the agent runs; shutdown waits until it is empty.
+    tasks: TaskTracker,
+    /// The database, held here so that it is this agent that closes it (and releases the data
+    /// dir's lock) once Raft's storage has let go of it at shutdown.
+    db: std::sync::Mutex<Option<Arc<redb::Database>>>,
 }
 
 impl Agent {
     /// Starts an agent whose Raft RPCs share its HTTP port `http_addr`.
-    pub async fn start(config: AgentConfig, http_addr: SocketAddr) -> anyhow::Result<Arc<Agent>> {
+    pub async fn start(
+        config: AgentConfig,
+        http_addr: SocketAddr,
+    ) -> Result<Arc<Agent>, StartError> {
         Self::start_with(
             config,
             Listening {
@@ -139,7 +138,7 @@ impl Agent {
     pub async fn start_with(
         config: AgentConfig,
         options: impl Into<StartOptions>,
-    ) -> anyhow::Result<Arc<Agent>> {
+    ) -> Result<Arc<Agent>, StartError> {
         let StartOptions {
             listening,
             transport,
@@ -147,9 +146,9 @@ impl Agent {
         } = options.into();
         config.validate()?;
         let db = Arc::new(raft::open_database(config.data_dir.as_deref())?);
+        let held_db = db.clone();
         let store = Arc::new(Store::new());
-        let state_machine = StateMachine::open(store.clone(), db.clone())
-            .context("cannot restore the state machine snapshot")?;
+        let state_machine = StateMachine::open(store.clone(), db.clone())?;
         let log_store = LogStore::new(db);
 
         let rc = &config.raft;
@@ -164,8 +163,7 @@ impl Agent {
             install_snapshot_timeout: 10_000,
             ..Default::default()
         }
-        .validate()
-        .context("invalid raft settings")?;
+        .validate()?;
 
         let raft_listen = listening.raft.unwrap_or(listening.http);
         let raft_advertised = rc
@@ -188,39 +186,63 @@ impl Agent {
             state_machine,
         )
         .await
-        .context("cannot start raft")?;
+        .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        let fresh = !raft.is_initialized().await?;
+        let fresh = !raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         if fresh && config.join.is_empty() {
             raft.initialize(BTreeMap::from([(node_id, node.clone())]))
                 .await
-                .context("cannot initialise the raft group")?;
+                .map_err(|e| StartError::Raft(format!("cannot initialise the raft group: {e}")))?;
         } else if !fresh {
             catch_up_alone(&raft, node_id, &node, &config).await?;
         }
 
         let recorder = PrometheusBuilder::new().build_recorder();
-        let health = HealthService::new(config.guard(), config.health.tick.to_std());
+        let tasks = TaskTracker::new();
+        let health = HealthService::new(config.guard(), config.health.tick.to_std(), tasks.clone());
         let (proposals, queue) = tokio::sync::mpsc::channel(MAX_BATCH * 4);
-        let agent = Arc::new(Agent {
-            config,
+        let closing = tokio::sync::watch::channel(false).0;
+        let patience = Duration::from_millis(config.raft.election_timeout_max.as_millis() * 3);
+        let cluster = Cluster::new(
             node_id,
-            advertise_addr: listening.http,
             node,
             raft,
+            peers,
+            patience,
+            write_timeout,
+            closing.subscribe(),
+        );
+        let join = (fresh && !config.join.is_empty()).then(|| config.join.clone());
+        let agent = Arc::new(Agent {
+            config,
+            advertise_addr: listening.http,
+            cluster,
             store,
             health: health.clone(),
-            peers,
-            write_timeout,
             proposals,
             recorder,
             started_at: SystemTime::now(),
-            last_contact: std::sync::Mutex::new(None),
-            closing: tokio::sync::watch::channel(false).0,
+            closing,
+            stopping: CancellationToken::new(),
+            tasks,
+            db: std::sync::Mutex::new(Some(held_db)),
         });
         health.spawn(Arc::downgrade(&agent));
-        crate::cluster::spawn_member_upkeep(&agent, fresh);
-        tokio::spawn(batcher(Arc::downgrade(&agent), queue));
+        if let Some(addrs) = join {
+            let agent = agent.clone();
+            agent
+                .tasks
+                .clone()
+                .spawn(async move { agent.cluster.join_loop(addrs).await });
+        }
+        agent.tasks.spawn(batcher(
+            Arc::downgrade(&agent),
+            queue,
+            agent.stopping.clone(),
+        ));
         Ok(agent)
     }
 
@@ -240,76 +262,6 @@ impl Agent {
             .map_err(|_| ProposeError::Fatal("the agent is shutting down".into()))?
     }
 
-    /// Proposes one Raft entry, following the leader (forwarding to it) across leader changes.
-    async fn propose_entry(&self, command: Command) -> Result<Response, ProposeError> {
-        let request = signpost_core::Request::new(now_ms(), command);
-        let mut last_leader = None;
-        for _ in 0..FORWARD_ATTEMPTS {
-            let written =
-                tokio::time::timeout(self.write_timeout, self.raft.client_write(request.clone()))
-                    .await
-                    .map_err(|_| ProposeError::Timeout(self.write_timeout))?;
-            match written {
-                Ok(resp) => return Ok(resp.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    match f.leader_node {
-                        Some(leader) if f.leader_id != Some(self.node_id) => {
-                            last_leader = Some(leader.http_addr.clone());
-                            // Give up on this leader as soon as this node learns of an election:
-                            // a leader that paused or was cut off mid-request would otherwise
-                            // hold every write of this node (the batcher sends one entry at a
-                            // time) until the forward times out, long after a new leader took over.
-                            let forwarded = tokio::select! {
-                                r = crate::cluster::forward_propose(self, &leader, &request) => Some(r),
-                                () = self.leader_changed(f.leader_id) => None,
-                            };
-                            match forwarded {
-                                Some(Ok(resp)) => return Ok(resp),
-                                Some(Err(e)) => {
-                                    tracing::debug!("forwarding to {leader} failed: {e}")
-                                }
-                                None => {
-                                    tracing::debug!("leader changed while forwarding to {leader}")
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                    // Nobody leads, or the leader moved: wait for one, then try again.
-                    self.wait_for_leader().await;
-                }
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                    return Err(ProposeError::Fatal(e.to_string()))
-                }
-                Err(RaftError::Fatal(e)) => return Err(ProposeError::Fatal(e.to_string())),
-            }
-        }
-        Err(ProposeError::Unavailable {
-            leader: last_leader,
-        })
-    }
-
-    /// Waits (bounded by a few election timeouts) until some node leads.
-    pub async fn wait_for_leader(&self) {
-        let patience = Duration::from_millis(self.config.raft.election_timeout_max.as_millis() * 3);
-        let mut metrics = self.raft.metrics();
-        // A new receiver reports openraft's current value as unseen; mark it seen, so that
-        // `changed` waits for the next change rather than returning at once.
-        metrics.borrow_and_update();
-        let _ = tokio::time::timeout(patience, async {
-            // Wait for a change first, so a stale leader id does not end the wait at once.
-            let _ = metrics.changed().await;
-            let _ = metrics.wait_for(|m| m.current_leader.is_some()).await;
-        })
-        .await;
-    }
-
-    /// Resolves when this node's view of the leader is no longer `leader`.
-    async fn leader_changed(&self, leader: Option<NodeId>) {
-        let mut metrics = self.raft.metrics();
-        let _ = metrics.wait_for(|m| m.current_leader != leader).await;
-    }
-
     /// Resolves when shutdown begins.
     pub async fn closed(&self) {
         let mut rx = self.closing.subscribe();
@@ -318,37 +270,121 @@ impl Agent {
 
     /// True while this node leads the Raft group (and so runs health checks).
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().state == ServerState::Leader
+        self.cluster.is_leader()
     }
 
-    /// The current leader's node, if known.
-    pub fn leader(&self) -> Option<(NodeId, Node)> {
-        let m = self.raft.metrics().borrow().clone();
-        let id = m.current_leader?;
-        let node = m.membership_config.membership().get_node(&id)?.clone();
-        Some((id, node))
+    /// This member's place in the Raft group.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Raft itself, for its metrics and RPCs.
+    pub fn raft(&self) -> &Raft {
+        self.cluster.raft()
+    }
+
+    /// This agent's Raft node id.
+    pub fn node_id(&self) -> NodeId {
+        self.cluster.node_id()
+    }
+
+    /// This member as the cluster knows it (its Raft and HTTP addresses).
+    pub fn node(&self) -> &Node {
+        self.cluster.node()
+    }
+
+    /// The configuration the agent started with.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The address clients reach this agent's HTTP API at.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        self.advertise_addr
+    }
+
+    /// The applied state. Faces read it through [`crate::service`].
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The leader's health checker.
+    pub fn health(&self) -> &Arc<HealthService> {
+        &self.health
+    }
+
+    /// This agent's metrics registry.
+    pub fn recorder(&self) -> &PrometheusRecorder {
+        &self.recorder
+    }
+
+    /// When the agent started.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    /// Number of live watch subscriptions.
+    pub fn watchers(&self) -> usize {
+        self.store.watchers()
     }
 
     /// Milliseconds since this node last heard from the leader (0 on the leader itself).
     pub fn last_contact_ms(&self) -> Option<u64> {
-        if self.is_leader() {
-            return Some(0);
-        }
-        let at = *self.last_contact.lock().unwrap_or_else(|e| e.into_inner());
-        at.map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX))
+        self.cluster.last_contact_ms()
     }
 
-    /// Serves the HTTP API on `listener` until `shutdown` resolves, then drains in-flight
-    /// requests (bounded by a grace period) and stops Raft.
+    /// Serves the HTTP API on `listener` until `shutdown` resolves; see [`Agent::serve_all`].
     pub async fn serve(
         self: &Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> std::io::Result<()> {
+        self.serve_all(Listeners::http(listener), shutdown).await
+    }
+
+    /// Serves the HTTP API, and Raft and DNS on their own listeners when given, until
+    /// `shutdown` resolves. Then it drains in-flight requests (bounded by a grace period),
+    /// stops every background task it owns (the batcher, the health checker and its checks,
+    /// the join loop, the Raft and DNS listeners), shuts Raft down, and returns once all of
+    /// them have stopped and the database is closed (each wait bounded by the grace period).
+    pub async fn serve_all(
+        self: &Arc<Self>,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        if let Some(listener) = listeners.raft {
+            let app = crate::http::raft::router(self.clone());
+            let agent = self.clone();
+            self.tasks.spawn(async move {
+                let closed = agent.clone();
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { closed.closed().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!("raft listener failed: {e}");
+                }
+            });
+        }
+        if let Some((udp, tcp)) = listeners.dns {
+            let config = self.config.dns_config(self.advertise_addr.ip());
+            let agent = self.clone();
+            if let Ok(addr) = udp.local_addr() {
+                tracing::info!(dns_addr = %addr, domain = %config.domain, "dns interface listening");
+            }
+            self.tasks.spawn(async move {
+                let stopped = {
+                    let agent = agent.clone();
+                    async move { agent.closed().await }
+                };
+                if let Err(e) = crate::dns::serve(agent, config, udp, tcp, stopped).await {
+                    tracing::error!("dns interface failed: {e}");
+                }
+            });
+        }
         let app = crate::http::router(self.clone());
         let agent = self.clone();
         let server = axum::serve(
-            listener,
+            listeners.http,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move {
@@ -356,45 +392,127 @@ impl Agent {
             agent.closing.send_replace(true);
         });
         let mut stop = self.closing.subscribe();
-        tokio::select! {
-            res = server => res.context("http server failed")?,
+        let served = tokio::select! {
+            res = server => res,
             _ = async {
                 let _ = stop.wait_for(|s| *s).await;
                 tokio::time::sleep(DRAIN_GRACE).await;
-            } => tracing::warn!("requests still running after {DRAIN_GRACE:?}; closing them"),
-        }
-        self.health.stop();
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!("raft shutdown: {e}");
-        }
-        Ok(())
+            } => {
+                tracing::warn!("requests still running after {DRAIN_GRACE:?}; closing them");
+                Ok(())
+            }
+        };
+        self.shutdown().await;
+        served
     }
 
-    /// Serves Raft RPCs (and requests forwarded by other members) on a dedicated listener until
-    /// the agent starts shutting down.
-    pub async fn serve_raft(self: &Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
-        let app = crate::http::raft::router(self.clone());
-        let agent = self.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { agent.closed().await })
+    /// Begins shutdown without waiting: long-lived requests and background loops are told to
+    /// end, the health checker stops and the batcher takes no more writes.
+    pub fn begin_shutdown(&self) {
+        self.closing.send_replace(true);
+        self.health.stop();
+        self.stopping.cancel();
+    }
+
+    /// Stops everything the agent runs in the background and waits (bounded by the grace
+    /// period) until it has stopped and the database is closed. [`Agent::serve_all`] calls it
+    /// after the HTTP drain; an agent that is never served (the in-process cluster tests call
+    /// its routers directly) is stopped with it.
+    pub async fn shutdown(&self) {
+        self.begin_shutdown();
+        if let Err(e) = self.raft().shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+        self.tasks.close();
+        let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+        if tokio::time::timeout_at(deadline, self.tasks.wait())
             .await
-            .context("raft listener failed")
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "background tasks still running after {DRAIN_GRACE:?}"
+            );
+        }
+        // Raft's storage workers let go of the database as they end, a moment after Raft
+        // itself. Once this agent holds the last reference, dropping it closes the database
+        // here and now, and the lock on the data dir with it.
+        let Some(db) = self.db_handle().take() else {
+            return;
+        };
+        while Arc::strong_count(&db) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("the database is still in use after {DRAIN_GRACE:?}");
+                *self.db_handle() = Some(db);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(db);
+    }
+
+    fn db_handle(&self) -> std::sync::MutexGuard<'_, Option<Arc<redb::Database>>> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Background tasks still running (0 once [`Agent::serve_all`] has returned).
+    pub fn background_tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether the agent's database is still open (false once [`Agent::serve_all`] has
+    /// returned: the data dir can be opened again).
+    pub fn database_open(&self) -> bool {
+        self.db_handle().is_some()
+    }
+}
+
+/// The sockets [`Agent::serve_all`] serves on, bound by the caller (port 0 in tests).
+pub struct Listeners {
+    /// The HTTP API (and Raft RPCs when there is no dedicated Raft listener).
+    pub http: TcpListener,
+    /// A dedicated Raft listener.
+    pub raft: Option<TcpListener>,
+    /// DNS: UDP and TCP on the same port.
+    pub dns: Option<(tokio::net::UdpSocket, TcpListener)>,
+}
+
+impl Listeners {
+    /// HTTP only.
+    pub fn http(http: TcpListener) -> Self {
+        Listeners {
+            http,
+            raft: None,
+            dns: None,
+        }
     }
 }
 
 /// Groups waiting proposals into one Raft entry at a time: whatever queued while the previous
 /// entry was being committed goes into the next.
-async fn batcher(agent: std::sync::Weak<Agent>, mut queue: tokio::sync::mpsc::Receiver<Proposal>) {
+/// Stops when `stopping` is cancelled, refusing what is still queued.
+async fn batcher(
+    agent: std::sync::Weak<Agent>,
+    mut queue: tokio::sync::mpsc::Receiver<Proposal>,
+    stopping: CancellationToken,
+) {
     let mut batch: Vec<Proposal> = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let Some(agent) = agent.upgrade() else { return };
+    loop {
+        let received = tokio::select! {
+            n = queue.recv_many(&mut batch, MAX_BATCH) => n,
+            () = stopping.cancelled() => 0,
+        };
+        if received == 0 {
+            break;
+        }
+        let Some(agent) = agent.upgrade() else { break };
         let (commands, replies): (Vec<Command>, Vec<_>) = batch.drain(..).unzip();
         let command = if commands.len() == 1 {
             commands.into_iter().next().expect("one command")
         } else {
             Command::Batch(commands)
         };
-        let outcome = agent.propose_entry(command).await;
+        let outcome = agent.cluster.propose_entry(command).await;
         match outcome {
             Ok(Response::Batch(responses)) if responses.len() == replies.len() => {
                 for (reply, response) in replies.into_iter().zip(responses) {
@@ -413,18 +531,17 @@ async fn batcher(agent: std::sync::Weak<Agent>, mut queue: tokio::sync::mpsc::Re
                 }
             }
             Err(e) => {
-                let message = e.to_string();
                 for reply in replies {
-                    let _ = reply.send(Err(match &e {
-                        ProposeError::Unavailable { leader } => ProposeError::Unavailable {
-                            leader: leader.clone(),
-                        },
-                        ProposeError::Timeout(d) => ProposeError::Timeout(*d),
-                        ProposeError::Fatal(_) => ProposeError::Fatal(message.clone()),
-                    }));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }
+    }
+    queue.close();
+    while let Ok((_, reply)) = queue.try_recv() {
+        let _ = reply.send(Err(ProposeError::Fatal(
+            "the agent is shutting down".into(),
+        )));
     }
 }
 
@@ -437,7 +554,7 @@ async fn catch_up_alone(
     node_id: NodeId,
     node: &Node,
     config: &AgentConfig,
-) -> anyhow::Result<()> {
+) -> Result<(), StartError> {
     let m = raft.metrics().borrow().clone();
     let membership = m.membership_config.membership().clone();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
@@ -454,13 +571,13 @@ async fn catch_up_alone(
         }),
     )
     .await
-    .context("timed out replaying the log after restart")?
-    .context("raft stopped while replaying the log")?;
+    .map_err(|_| StartError::Raft("timed out replaying the log after restart".into()))?
+    .map_err(|e| StartError::Raft(format!("raft stopped while replaying the log: {e}")))?;
     if membership.get_node(&node_id).is_some_and(|n| n != node) {
         let nodes = BTreeMap::from([(node_id, node.clone())]);
         raft.change_membership(openraft::ChangeMembers::SetNodes(nodes), false)
             .await
-            .context("cannot record the new addresses")?;
+            .map_err(|e| StartError::Raft(format!("cannot record the new addresses: {e}")))?;
     }
     Ok(())
 }

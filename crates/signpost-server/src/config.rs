@@ -185,15 +185,15 @@ impl AgentConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+        Self::from_toml(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message,
+            message: e.to_string().trim_end().to_string(),
         })
     }
 
     /// Parses TOML text.
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
     }
 
     /// Checks the settings hang together.
@@ -346,11 +346,17 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused_clearly() {
-        let err = AgentConfig::from_toml("data_dri = \"/x\"").unwrap_err();
+        let err = AgentConfig::from_toml("data_dri = \"/x\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `data_dri`"), "{err}");
-        let err = AgentConfig::from_toml("http_addr = \"localhost\"").unwrap_err();
+        let err = AgentConfig::from_toml("http_addr = \"localhost\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("http_addr"), "{err}");
-        let err = AgentConfig::from_toml("[health]\nguard_window = \"soon\"").unwrap_err();
+        let err = AgentConfig::from_toml("[health]\nguard_window = \"soon\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("invalid duration"), "{err}");
     }
 

@@ -1,17 +1,23 @@
 //! The Signpost agent: the IO around [`signpost_core`].
 //!
 //! # Layout
-//! - [`consul`]: the Consul-compatible HTTP API and the KV API, over the same registry.
-//! - [`cluster`]: joining and leaving, and the requests followers hand to the leader.
+//! - [`consul`]: the Consul-compatible HTTP API (including `/v1/kv`), over the same registry.
+//! - [`dns`]: the DNS face (Consul's names), a pure resolver plus hickory's adapter.
+//! - [`service`]: the typed operations every face calls (register, renew, list, kv, members…)
+//!   and [`service::ServiceError`], which each face maps to its statuses in one place.
+//! - [`cluster`]: [`cluster::Cluster`], this member's place in the Raft group: joining and
+//!   leaving, leader lookup, and the requests followers hand to the leader.
 //! - [`config`]: the typed, validated agent configuration (TOML file + flags).
-//! - [`agent`]: [`agent::Agent`] wires storage, Raft, the health checker and HTTP together, and
-//!   [`agent::Agent::propose`] is the one way writes enter Raft.
+//! - [`agent`]: [`agent::Agent`] wires storage, Raft, the health checker and HTTP together;
+//!   [`agent::Agent::propose`] is the one way writes enter Raft, and [`agent::Agent::serve_all`]
+//!   owns every listener (HTTP, Raft, DNS) and background task, and waits for them at shutdown.
 //! - [`raft`]: openraft types, the redb log store, the state-machine adapter, and
 //!   [`raft::transport`], the one way members reach each other (HTTP, or an in-memory network
 //!   with delays, losses and partitions for the in-process cluster tests).
 //! - [`store`]: the applied state every reader sees, with per-service change notifications.
 //! - [`health`]: the leader's health checker (TTL deadlines, HTTP/TCP probes, the guard).
-//! - [`http`]: the HTTP API (native registry API, watches, agent info, metrics, Raft RPCs).
+//! - [`http`]: the HTTP API (native registry API, watches and their listing cache, native KV,
+//!   agent info, metrics, Raft RPCs).
 #![forbid(unsafe_code)]
 
 pub mod agent;
@@ -22,6 +28,7 @@ pub mod dns;
 pub mod health;
 pub mod http;
 pub mod raft;
+pub mod service;
 pub mod store;
 
 pub use agent::Agent;

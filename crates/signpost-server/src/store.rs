@@ -93,10 +93,6 @@ pub struct Store {
     kv_index: watch::Sender<u64>,
     /// Index of the last change to any service; catalog-wide blocking queries wait on it.
     catalog_index: watch::Sender<u64>,
-    /// Rendered answers to the most common reads (a service's list under a status filter), each
-    /// valid while the service's index is the one it was rendered at. Discovery traffic is
-    /// mostly repeats of the same read.
-    rendered: Mutex<HashMap<(String, u8), (u64, bytes::Bytes)>>,
 }
 
 impl Default for Store {
@@ -113,7 +109,6 @@ impl Store {
             all: broadcast::channel(GLOBAL_BUFFER).0,
             kv_index: watch::channel(0).0,
             catalog_index: watch::channel(0).0,
-            rendered: Mutex::new(HashMap::new()),
         }
     }
 
@@ -136,10 +131,6 @@ impl Store {
     /// Replaces the whole state (snapshot install) and tells every watcher to start over.
     pub(crate) fn replace(&self, new: SmState) {
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = new;
-        self.rendered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
         // Lock order everywhere: channels, then state.
         let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         for (service, ch) in channels.iter() {
@@ -258,34 +249,6 @@ impl Store {
         })
         .await;
         current()
-    }
-
-    /// The rendering of `service`'s list under `variant` at `index`, from the cache or made by
-    /// `render` (and cached) when the service has changed since.
-    pub fn rendered(
-        &self,
-        service: &str,
-        variant: u8,
-        index: u64,
-        render: impl FnOnce() -> bytes::Bytes,
-    ) -> bytes::Bytes {
-        let key = (service.to_string(), variant);
-        if let Some((at, bytes)) = self
-            .rendered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            if *at == index {
-                return bytes.clone();
-            }
-        }
-        let bytes = render();
-        self.rendered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, (index, bytes.clone()));
-        bytes
     }
 
     /// Number of live watch subscriptions, for metrics.

@@ -180,7 +180,7 @@ impl TestAgent {
 impl Drop for TestAgent {
     fn drop(&mut self) {
         self.served.stop();
-        self.agent.health.stop();
+        self.agent.health().stop();
     }
 }
 

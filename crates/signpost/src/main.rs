@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use signpost_server::agent::Listening;
+use signpost_server::agent::{Listeners, Listening};
 use signpost_server::{Agent, AgentConfig};
 
 /// mimalloc instead of the system allocator: the gateway allocates and frees a few buffers per
@@ -207,41 +207,21 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let agent = Agent::start_with(config, listening).await?;
-    if let Some(listener) = raft_listener {
-        let agent = agent.clone();
-        tokio::spawn(async move {
-            if let Err(e) = agent.serve_raft(listener).await {
-                tracing::error!("raft listener failed: {e:#}");
-            }
-        });
-    }
-    let (stop_dns, dns_stopped) = tokio::sync::oneshot::channel::<()>();
-    if let Some((udp, tcp)) = dns {
-        let dns_addr = udp.local_addr()?;
-        let dns_config = agent.config.dns_config(addr.ip());
-        let store = agent.store.clone();
-        tracing::info!(%dns_addr, domain = %dns_config.domain, "dns interface listening");
-        tokio::spawn(async move {
-            let stopped = async {
-                let _ = dns_stopped.await;
-            };
-            if let Err(e) = signpost_server::dns::serve(store, dns_config, udp, tcp, stopped).await
-            {
-                tracing::error!("dns interface failed: {e:#}");
-            }
-        });
-    }
-    let m = agent.raft.metrics().borrow().clone();
+    let m = agent.raft().metrics().borrow().clone();
     tracing::info!(
         %addr,
-        node_id = agent.node_id,
-        instances = agent.store.read().registry.all_instances().count(),
+        node_id = agent.node_id(),
+        instances = signpost_server::service::with_catalog(&agent, |_, all| all.count()),
         applied_index = m.last_applied.map(|l| l.index),
         "signpost agent ready in {:?}",
         started.elapsed()
     );
-    agent.serve(listener, shutdown_signal()).await?;
-    let _ = stop_dns.send(());
+    let listeners = Listeners {
+        http: listener,
+        raft: raft_listener,
+        dns,
+    };
+    agent.serve_all(listeners, shutdown_signal()).await?;
     tracing::info!("signpost agent stopped");
     Ok(())
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::{Dur, Timestamp};
+use crate::Command;
 
 mod reference;
 
@@ -570,4 +571,23 @@ fn the_indexed_monitor_decides_as_the_full_scan_did() {
             assert_consistent(&m);
         }
     }
+}
+
+#[test]
+fn an_action_becomes_the_command_that_carries_it_out() {
+    let key = InstanceKey::new("web", "w1");
+    assert_eq!(
+        Command::from(Action::SetStatus {
+            key: key.clone(),
+            status: Status::Critical
+        }),
+        Command::SetStatus {
+            key: key.clone(),
+            status: Status::Critical
+        }
+    );
+    assert_eq!(
+        Command::from(Action::Deregister { key: key.clone() }),
+        Command::Deregister(key)
+    );
 }

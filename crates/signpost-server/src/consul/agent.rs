@@ -10,12 +10,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use signpost_core::model::NewInstance;
 use signpost_core::validate::{self, Registration};
-use signpost_core::{Command, Instance, Status};
+use signpost_core::{Instance, Status};
 
 use super::types::{self, CheckDefinition, NodeInfo, ServiceRegistration};
 use super::{with_meta, Query};
-use crate::cluster::{self, TtlError, TtlRequest};
 use crate::http::{ApiError, AppState, JsonBody};
+use crate::service::{self, ServiceError};
 
 /// Decodes a Consul request body after canonicalising its keys, naming the field at fault.
 fn decode<T: serde::de::DeserializeOwned>(mut body: Value) -> Result<T, ApiError> {
@@ -30,37 +30,25 @@ fn decode<T: serde::de::DeserializeOwned>(mut body: Value) -> Result<T, ApiError
 }
 
 fn parse(agent: &AppState, raw: &Option<String>) -> Result<Query, ApiError> {
-    Query::parse(raw.as_deref(), &agent.config.datacenter)
+    Query::parse(raw.as_deref(), &agent.config().datacenter)
 }
 
 fn catalog_index(agent: &AppState) -> u64 {
-    agent.store.read().registry.catalog_index()
+    service::catalog_index(agent)
 }
 
 /// Finds an instance by its id alone (Consul's service ids are unique per agent).
 fn find_instance(agent: &AppState, id: &str) -> Option<Instance> {
-    agent
-        .store
-        .read()
-        .registry
-        .all_instances()
-        .find(|i| i.id == id)
-        .cloned()
+    service::find_instance(agent, |i| i.id == id)
 }
 
 /// Finds the instance whose check has `check_id`.
 fn find_by_check(agent: &AppState, check_id: &str) -> Option<Instance> {
-    agent
-        .store
-        .read()
-        .registry
-        .all_instances()
-        .find(|i| {
-            i.check
-                .as_ref()
-                .is_some_and(|c| c.id_for(&i.id) == check_id)
-        })
-        .cloned()
+    service::find_instance(agent, |i| {
+        i.check
+            .as_ref()
+            .is_some_and(|c| c.id_for(&i.id) == check_id)
+    })
 }
 
 /// `GET /v1/agent/self`
@@ -79,7 +67,7 @@ pub async fn agent_self(State(agent): State<AppState>) -> Response {
         "Member": {
             "Name": node.name,
             "Addr": node.address,
-            "Port": agent.advertise_addr.port(),
+            "Port": agent.advertise_addr().port(),
             "Tags": {"dc": node.datacenter, "role": "consul", "build": "signpost"},
             "Status": 1,
         },
@@ -91,8 +79,9 @@ pub async fn agent_self(State(agent): State<AppState>) -> Response {
 
 /// `GET /v1/agent/members`: the cluster's members as Serf would list them.
 pub async fn members(State(agent): State<AppState>) -> Response {
-    let dc = agent.config.datacenter.clone();
-    let list: Vec<Value> = crate::cluster::members(&agent)
+    let dc = agent.config().datacenter.clone();
+    let list: Vec<Value> = service::members(&agent)
+        .members
         .into_iter()
         .map(|m| {
             let (addr, port) = m
@@ -101,7 +90,7 @@ pub async fn members(State(agent): State<AppState>) -> Response {
                 .map(|(a, p)| (a.to_string(), p.parse::<u16>().unwrap_or(0)))
                 .unwrap_or((m.raft_addr.clone(), 0));
             json!({
-                "Name": if m.id == agent.node_id { agent.config.node_name() } else { format!("signpost-{}", m.id) },
+                "Name": if m.id == agent.node_id() { agent.config().node_name() } else { format!("signpost-{}", m.id) },
                 "Addr": addr,
                 "Port": port,
                 "Tags": {"dc": dc, "role": "consul", "id": m.id.to_string(), "raft_role": m.role},
@@ -118,16 +107,16 @@ pub async fn services(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = parse(&agent, &raw)?;
-    q.block(&agent, |i, w| agent.store.wait_for_catalog(i, w))
+    q.block(&agent, |i, w| service::wait_for_catalog(&agent, i, w))
         .await?;
-    let state = agent.store.read();
-    let dc = &agent.config.datacenter;
-    let map: BTreeMap<&str, Value> = state
-        .registry
-        .all_instances()
-        .map(|i| (i.id.as_str(), types::agent_service(i, dc)))
-        .collect();
-    Ok(with_meta(&agent, state.registry.catalog_index(), Json(map)))
+    let dc = &agent.config().datacenter;
+    let (index, map) = service::with_catalog(&agent, |index, instances| {
+        let map: BTreeMap<String, Value> = instances
+            .map(|i| (i.id.clone(), types::agent_service(i, dc)))
+            .collect();
+        (index, map)
+    });
+    Ok(with_meta(&agent, index, Json(map)))
 }
 
 /// `GET /v1/agent/service/:id`
@@ -139,15 +128,17 @@ pub async fn service(
     let q = parse(&agent, &raw)?;
     if let Some(found) = find_instance(&agent, &id) {
         let service = found.service.clone();
-        q.block(&agent, |i, w| agent.store.wait_for_service(&service, i, w))
-            .await?;
+        q.block(&agent, |i, w| {
+            service::wait_for_service(&agent, &service, i, w)
+        })
+        .await?;
     }
     let instance = find_instance(&agent, &id)
         .ok_or_else(|| ApiError::NotFound(format!("unknown service ID {id:?}")))?;
     Ok(with_meta(
         &agent,
         instance.modify_index,
-        Json(types::agent_service(&instance, &agent.config.datacenter)),
+        Json(types::agent_service(&instance, &agent.config().datacenter)),
     ))
 }
 
@@ -189,7 +180,7 @@ fn to_registration(agent: &AppState, reg: ServiceRegistration) -> Result<NewInst
     let address = reg
         .address
         .filter(|a| !a.is_empty())
-        .unwrap_or_else(|| agent.advertise_addr.ip().to_string());
+        .unwrap_or_else(|| agent.advertise_addr().ip().to_string());
     let weight = reg.weights.and_then(|w| w.passing);
     // Consul services may have no port (py-consul omits it); Signpost stores port 0 for them,
     // which the native API never accepts. The rest is validated with a stand-in port.
@@ -252,7 +243,7 @@ pub async fn register_service(
             ),
         ));
     }
-    agent.propose(Command::Register(new)).await?;
+    service::register(&agent, new).await?;
     Ok(with_meta(&agent, catalog_index(&agent), StatusCode::OK))
 }
 
@@ -263,7 +254,14 @@ pub async fn deregister_service(
 ) -> Result<Response, ApiError> {
     let instance = find_instance(&agent, &id)
         .ok_or_else(|| ApiError::NotFound(format!("unknown service ID {id:?}")))?;
-    agent.propose(Command::Deregister(instance.key())).await?;
+    service::deregister(&agent, &instance.key())
+        .await
+        .map_err(|e| match e {
+            ServiceError::NotRegistered(_) => {
+                ApiError::NotFound(format!("unknown service ID {id:?}"))
+            }
+            e => e.into(),
+        })?;
     Ok(with_meta(&agent, catalog_index(&agent), StatusCode::OK))
 }
 
@@ -273,15 +271,15 @@ pub async fn checks(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     parse(&agent, &raw)?;
-    let node = agent.config.node_name();
-    let state = agent.store.read();
-    let map: BTreeMap<String, Value> = state
-        .registry
-        .all_instances()
-        .filter_map(|i| types::service_check(i, &node))
-        .map(|c| (c["CheckID"].as_str().unwrap_or_default().to_string(), c))
-        .collect();
-    Ok(with_meta(&agent, state.registry.catalog_index(), Json(map)))
+    let node = agent.config().node_name();
+    let (index, map) = service::with_catalog(&agent, |index, instances| {
+        let map: BTreeMap<String, Value> = instances
+            .filter_map(|i| types::service_check(i, &node))
+            .map(|c| (c["CheckID"].as_str().unwrap_or_default().to_string(), c))
+            .collect();
+        (index, map)
+    });
+    Ok(with_meta(&agent, index, Json(map)))
 }
 
 /// Re-registers `instance` with `check` in place of its current one.
@@ -302,7 +300,7 @@ async fn replace_check(
         check,
         status,
     };
-    agent.propose(Command::Register(new)).await?;
+    service::register(agent, new).await?;
     Ok(())
 }
 
@@ -343,20 +341,16 @@ pub async fn deregister_check(
 async fn set_ttl(agent: &AppState, check_id: &str, status: Status) -> Result<Response, ApiError> {
     let instance = find_by_check(agent, check_id)
         .ok_or_else(|| ApiError::NotFound(format!("unknown check ID {check_id:?}")))?;
-    let req = TtlRequest {
-        key: instance.key(),
-        status,
-    };
-    match cluster::ttl_update(agent, req).await {
+    match service::renew(agent, &instance.key(), status).await {
         Ok(_) => Ok(with_meta(agent, catalog_index(agent), StatusCode::OK)),
-        Err(TtlError::NotFound(_)) => {
+        Err(ServiceError::NotRegistered(_)) => {
             Err(ApiError::NotFound(format!("unknown check ID {check_id:?}")))
         }
-        Err(TtlError::NotTracked(_) | TtlError::NotTtl(_)) => Err(ApiError::bad_request(
+        Err(ServiceError::NotTracked(_) | ServiceError::NotTtl(_)) => Err(ApiError::bad_request(
             "CheckID",
             format!("check {check_id:?} is not a TTL check; only TTL checks are updated this way"),
         )),
-        Err(TtlError::Unavailable(m)) => Err(ApiError::Unavailable(m)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -384,11 +378,14 @@ pub async fn check_fail(
     set_ttl(&agent, &id, Status::Critical).await
 }
 
+/// The body of `check/update`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct CheckUpdate {
+    /// The status to set.
     #[serde(rename = "Status")]
     status: Option<String>,
+    /// The check's output (accepted, not kept).
     #[serde(rename = "Output")]
     output: Option<String>,
 }

@@ -11,9 +11,10 @@ use signpost_core::{validate, Instance, Status};
 use super::types::{self, NodeInfo};
 use super::{with_meta, Query};
 use crate::http::{ApiError, AppState};
+use crate::service;
 
 fn parse(agent: &AppState, raw: &Option<String>) -> Result<Query, ApiError> {
-    Query::parse(raw.as_deref(), &agent.config.datacenter)
+    Query::parse(raw.as_deref(), &agent.config().datacenter)
 }
 
 /// A service name from a path; names that cannot exist simply have no instances.
@@ -28,21 +29,20 @@ async fn block_on_service(
 ) -> Result<(), ApiError> {
     match service {
         Some(s) => {
-            q.block(agent, |i, w| agent.store.wait_for_service(s, i, w))
+            q.block(agent, |i, w| service::wait_for_service(agent, s, i, w))
                 .await
         }
         None => {
-            q.block(agent, |i, w| agent.store.wait_for_catalog(i, w))
+            q.block(agent, |i, w| service::wait_for_catalog(agent, i, w))
                 .await
         }
     }
 }
 
 fn service_index(agent: &AppState, service: &Option<String>) -> u64 {
-    let state = agent.store.read();
     match service {
-        Some(s) => state.registry.service_index(s),
-        None => state.registry.catalog_index(),
+        Some(s) => service::service_index(agent, s),
+        None => service::catalog_index(agent),
     }
 }
 
@@ -52,16 +52,18 @@ pub async fn services(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = parse(&agent, &raw)?;
-    q.block(&agent, |i, w| agent.store.wait_for_catalog(i, w))
+    q.block(&agent, |i, w| service::wait_for_catalog(&agent, i, w))
         .await?;
-    let state = agent.store.read();
-    let mut map: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for i in state.registry.all_instances() {
-        map.entry(&i.service)
-            .or_default()
-            .extend(i.tags.iter().map(String::as_str));
-    }
-    Ok(with_meta(&agent, state.registry.catalog_index(), Json(map)))
+    let (index, map) = service::with_catalog(&agent, |index, instances| {
+        let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for i in instances {
+            map.entry(i.service.clone())
+                .or_default()
+                .extend(i.tags.iter().cloned());
+        }
+        (index, map)
+    });
+    Ok(with_meta(&agent, index, Json(map)))
 }
 
 /// Answers a per-service read: blocks on the service's own index, then maps each of its
@@ -76,13 +78,11 @@ async fn per_service(
     let service = service_name(name);
     block_on_service(&agent, &q, &service).await?;
     let node = NodeInfo::of(&agent);
-    let list: Vec<Value> = {
-        let state = agent.store.read();
-        service
-            .iter()
-            .flat_map(|s| state.registry.instances(s))
-            .filter_map(|i| entry(&q, &node, i))
-            .collect()
+    let list: Vec<Value> = match &service {
+        Some(s) => service::with_instances(&agent, s, |_, instances| {
+            instances.filter_map(|i| entry(&q, &node, i)).collect()
+        }),
+        None => Vec::new(),
     };
     Ok(with_meta(
         &agent,
@@ -128,20 +128,16 @@ pub async fn node(
     if name != node.name {
         return Err(ApiError::NotFound(format!("unknown node {name:?}")));
     }
-    q.block(&agent, |i, w| agent.store.wait_for_catalog(i, w))
+    q.block(&agent, |i, w| service::wait_for_catalog(&agent, i, w))
         .await?;
-    let state = agent.store.read();
-    let services: BTreeMap<&str, Value> = state
-        .registry
-        .all_instances()
-        .map(|i| (i.id.as_str(), types::health_service(i)))
-        .collect();
+    let (index, services) = service::with_catalog(&agent, |index, instances| {
+        let services: BTreeMap<String, Value> = instances
+            .map(|i| (i.id.clone(), types::health_service(i)))
+            .collect();
+        (index, services)
+    });
     let body = serde_json::json!({ "Node": node.json(), "Services": services });
-    Ok(with_meta(
-        &agent,
-        state.registry.catalog_index(),
-        Json(body),
-    ))
+    Ok(with_meta(&agent, index, Json(body)))
 }
 
 /// `GET /v1/catalog/datacenters`
@@ -149,7 +145,7 @@ pub async fn datacenters(State(agent): State<AppState>) -> Response {
     with_meta(
         &agent,
         service_index(&agent, &None),
-        Json(vec![agent.config.datacenter.clone()]),
+        Json(vec![agent.config().datacenter.clone()]),
     )
 }
 
@@ -201,26 +197,22 @@ pub async fn health_state(
             format!("unknown check state {state_name:?}: use any, passing, warning or critical"),
         ));
     }
-    q.block(&agent, |i, w| agent.store.wait_for_catalog(i, w))
+    q.block(&agent, |i, w| service::wait_for_catalog(&agent, i, w))
         .await?;
     let node = NodeInfo::of(&agent);
-    let state = agent.store.read();
     let mut list = Vec::new();
     if types::status_matches(&state_name, Status::Passing) {
         list.push(node.serf_check());
     }
-    list.extend(
-        state
-            .registry
-            .all_instances()
-            .filter(|i| types::status_matches(&state_name, i.status))
-            .filter_map(|i| types::service_check(i, &node.name)),
-    );
-    Ok(with_meta(
-        &agent,
-        state.registry.catalog_index(),
-        Json(list),
-    ))
+    let index = service::with_catalog(&agent, |index, instances| {
+        list.extend(
+            instances
+                .filter(|i| types::status_matches(&state_name, i.status))
+                .filter_map(|i| types::service_check(i, &node.name)),
+        );
+        index
+    });
+    Ok(with_meta(&agent, index, Json(list)))
 }
 
 /// `GET /v1/health/node/:name`: the node's checks (serfHealth and every service check).
@@ -231,22 +223,15 @@ pub async fn health_node(
 ) -> Result<Response, ApiError> {
     parse(&agent, &raw)?;
     let node = NodeInfo::of(&agent);
-    let state = agent.store.read();
     let mut list = Vec::new();
-    if name == node.name {
-        list.push(node.serf_check());
-        list.extend(
-            state
-                .registry
-                .all_instances()
-                .filter_map(|i| types::service_check(i, &node.name)),
-        );
-    }
-    Ok(with_meta(
-        &agent,
-        state.registry.catalog_index(),
-        Json(list),
-    ))
+    let index = service::with_catalog(&agent, |index, instances| {
+        if name == node.name {
+            list.push(node.serf_check());
+            list.extend(instances.filter_map(|i| types::service_check(i, &node.name)));
+        }
+        index
+    });
+    Ok(with_meta(&agent, index, Json(list)))
 }
 
 /// The Raft address Consul clients see for a node.
@@ -256,7 +241,7 @@ fn raft_addr(addr: &str) -> String {
 
 /// `GET /v1/status/leader`
 pub async fn status_leader(State(agent): State<AppState>) -> Response {
-    let m = agent.raft.metrics().borrow().clone();
+    let m = agent.raft().metrics().borrow().clone();
     let leader = m
         .current_leader
         .and_then(|id| m.membership_config.membership().get_node(&id).cloned())
@@ -267,7 +252,7 @@ pub async fn status_leader(State(agent): State<AppState>) -> Response {
 
 /// `GET /v1/status/peers`
 pub async fn status_peers(State(agent): State<AppState>) -> Response {
-    let m = agent.raft.metrics().borrow().clone();
+    let m = agent.raft().metrics().borrow().clone();
     let peers: Vec<String> = m
         .membership_config
         .membership()

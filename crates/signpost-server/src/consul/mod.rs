@@ -3,7 +3,8 @@
 //!
 //! - [`agent`]: `/v1/agent/*` (service and check registration, TTL updates, self).
 //! - [`catalog`]: `/v1/catalog/*`, `/v1/health/*`, `/v1/status/*`.
-//! - [`kv`]: `/v1/kv/*` (also the native `/api/v1/kv/*`).
+//! - [`kv`]: `/v1/kv/*` (the native `/api/v1/kv/*` is [`crate::http::kv`]; both call
+//!   [`crate::service::kv`]).
 //! - [`types`]: Consul's JSON shapes, built from Signpost's model.
 //!
 //! Every GET takes Consul's blocking-query parameters (`index`, `wait`), answers with
@@ -16,21 +17,15 @@ pub mod catalog;
 pub mod kv;
 pub mod types;
 
-use std::future::Future;
-use std::time::Duration;
-
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
-use signpost_core::model::Dur;
 
-use crate::http::{ApiError, AppState};
-
-/// Longest blocking wait Consul allows.
-const MAX_WAIT: Duration = Duration::from_secs(600);
-/// Consul's default blocking wait.
-const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+pub use crate::http::query::Query;
+use crate::http::AppState;
 
 /// The Consul routes, to merge into the agent's router.
 pub fn router() -> Router<AppState> {
@@ -77,124 +72,16 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-/// Consul's query parameters, parsed once per request.
-#[derive(Debug, Default, Clone)]
-pub struct Query {
-    pub index: Option<u64>,
-    pub wait: Option<Duration>,
-    pub passing: bool,
-    pub tags: Vec<String>,
-    pub recurse: bool,
-    pub keys: bool,
-    pub raw: bool,
-    pub separator: Option<String>,
-    pub cas: Option<u64>,
-    pub flags: Option<u64>,
-    pub note: Option<String>,
-    /// Any parameter this agent understands but refuses (`acquire`, `release`, ...).
-    pub unsupported: Option<String>,
-    /// `?consistent`: read through the leader's read index.
-    pub consistent: bool,
-}
-
-impl Query {
-    /// Parses the query string; `dc` must be this agent's, and `filter` is refused.
-    pub fn parse(raw: Option<&str>, datacenter: &str) -> Result<Self, ApiError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
-            .map_err(|e| ApiError::bad_request("query", format!("malformed query string: {e}")))?;
-        let mut q = Query::default();
-        // Consul turns `recurse`, `keys` and `raw` on by their mere presence, whatever the value
-        // (py-consul sends `keys=True`); `passing` takes Go's booleans, empty meaning true.
-        let present = |_: &str| true;
-        let go_bool =
-            |v: &str| v.is_empty() || matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True");
-        for (key, value) in pairs {
-            match key.as_str() {
-                "index" => {
-                    q.index = Some(value.parse().map_err(|_| {
-                        ApiError::bad_request(
-                            "index",
-                            format!("index must be an unsigned integer, got {value:?}"),
-                        )
-                    })?)
-                }
-                "wait" => {
-                    let d: Dur = value
-                        .parse()
-                        .map_err(|e: String| ApiError::bad_request("wait", e))?;
-                    q.wait = Some(d.to_std().min(MAX_WAIT));
-                }
-                "dc" if !value.is_empty() && value != datacenter => {
-                    return Err(ApiError::bad_request(
-                        "dc",
-                        format!(
-                            "unknown datacenter {value:?}: this agent serves {datacenter:?} only"
-                        ),
-                    ));
-                }
-                "filter" => {
-                    return Err(ApiError::bad_request(
-                        "filter",
-                        "filter expressions are not supported by Signpost; use tag and passing",
-                    ))
-                }
-                "passing" => q.passing = go_bool(&value),
-                "tag" => q.tags.push(value),
-                "recurse" => q.recurse = present(&value),
-                "keys" => q.keys = present(&value),
-                "raw" => q.raw = present(&value),
-                "separator" => q.separator = Some(value),
-                "cas" => {
-                    q.cas = Some(value.parse().map_err(|_| {
-                        ApiError::bad_request(
-                            "cas",
-                            format!("cas must be an unsigned integer, got {value:?}"),
-                        )
-                    })?)
-                }
-                "flags" => {
-                    q.flags = Some(value.parse().map_err(|_| {
-                        ApiError::bad_request(
-                            "flags",
-                            format!("flags must be an unsigned integer, got {value:?}"),
-                        )
-                    })?)
-                }
-                "note" => q.note = Some(value),
-                "consistent" => q.consistent = present(&value),
-                "acquire" | "release" => q.unsupported = Some(key),
-                // Accepted and needing no action: stale (local reads are the default), cached,
-                // token (until ACLs), near, ns, partition, replace-existing-checks, ...
-                _ => {}
-            }
-        }
-        Ok(q)
+/// Puts Consul's headers on every answer under `/v1/` that has none yet: Consul clients expect
+/// them on every answer, errors and unknown endpoints included.
+pub async fn headers(State(agent): State<AppState>, req: Request, next: Next) -> Response {
+    let consul = req.uri().path().starts_with("/v1/");
+    let response = next.run(req).await;
+    if consul && !response.headers().contains_key("x-consul-index") {
+        let index = crate::service::catalog_index(&agent);
+        return with_meta(&agent, index, response);
     }
-
-    /// Waits, for a blocking query, until `wait_for` says the index moved past `index`.
-    /// With `consistent`, first makes the read linearizable (an error if no leader confirms).
-    pub async fn block<F, Fut>(&self, agent: &AppState, wait_for: F) -> Result<(), ApiError>
-    where
-        F: FnOnce(u64, Duration) -> Fut,
-        Fut: Future<Output = u64>,
-    {
-        if self.consistent {
-            crate::cluster::linearize(agent)
-                .await
-                .map_err(ApiError::Unavailable)?;
-        }
-        if let Some(index) = self.index.filter(|i| *i > 0) {
-            let wait = self.wait.unwrap_or(DEFAULT_WAIT);
-            // Consul adds up to wait/16 of jitter so that many watchers do not return at once.
-            let jitter = rand::random_range(0..=wait.as_millis() as u64 / 16);
-            let wait = wait + Duration::from_millis(jitter);
-            tokio::select! {
-                _ = wait_for(index, wait) => {}
-                _ = agent.closed() => {}
-            }
-        }
-        Ok(())
-    }
+    response
 }
 
 /// Adds Consul's response headers.
@@ -202,7 +89,7 @@ pub fn with_meta(agent: &AppState, index: u64, response: impl IntoResponse) -> R
     let mut response = response.into_response();
     let headers: &mut HeaderMap = response.headers_mut();
     headers.insert("x-consul-index", HeaderValue::from(index.max(1)));
-    let known = agent.raft.metrics().borrow().current_leader.is_some();
+    let known = agent.cluster().knows_leader();
     headers.insert(
         "x-consul-knownleader",
         HeaderValue::from_static(if known { "true" } else { "false" }),

@@ -24,10 +24,10 @@ pub struct NodeInfo {
 impl NodeInfo {
     pub fn of(agent: &Agent) -> Self {
         NodeInfo {
-            id: format!("00000000-0000-4000-8000-{:012x}", agent.node_id),
-            name: agent.config.node_name(),
-            address: agent.advertise_addr.ip().to_string(),
-            datacenter: agent.config.datacenter.clone(),
+            id: format!("00000000-0000-4000-8000-{:012x}", agent.node_id()),
+            name: agent.config().node_name(),
+            address: agent.advertise_addr().ip().to_string(),
+            datacenter: agent.config().datacenter.clone(),
         }
     }
 

@@ -25,7 +25,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
@@ -36,7 +35,8 @@ use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use rand::seq::SliceRandom;
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::store::Store;
+use crate::agent::Agent;
+use crate::service;
 
 pub(crate) mod answer;
 #[cfg(test)]
@@ -100,17 +100,28 @@ impl DnsConfig {
     }
 }
 
+/// Why the DNS interface stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// The zone cannot be served.
+    #[error(transparent)]
+    Config(#[from] DnsConfigError),
+    /// The server failed.
+    #[error("the DNS server stopped: {0}")]
+    Server(#[from] hickory_server::net::NetError),
+}
+
 /// Serves DNS on the bound `udp` socket and `tcp` listener until `shutdown` resolves.
 pub async fn serve(
-    store: Arc<Store>,
+    agent: Arc<Agent>,
     config: DnsConfig,
     udp: UdpSocket,
     tcp: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), DnsError> {
     let zone = Zone::new(&config)?;
     let handler = DnsHandler {
-        store,
+        agent,
         zone,
         udp_answer_limit: config.udp_answer_limit,
     };
@@ -124,12 +135,13 @@ pub async fn serve(
     });
     let result = server.block_until_done().await;
     stopper.abort();
-    result.context("the DNS server stopped")
+    Ok(result?)
 }
 
 /// Answers queries from the registry; hickory runs it for every request on either transport.
 struct DnsHandler {
-    store: Arc<Store>,
+    /// The agent whose registry is answered from, through the service layer.
+    agent: Arc<Agent>,
     zone: Zone,
     udp_answer_limit: usize,
 }
@@ -137,8 +149,9 @@ struct DnsHandler {
 impl DnsHandler {
     /// Resolves the question under the state read lock, released before anything is sent.
     fn answer(&self, name: &Name, qtype: RecordType) -> Answer {
-        let state = self.store.read();
-        self.zone.resolve(&state.registry, name, qtype)
+        service::with_registry(&self.agent, |registry| {
+            self.zone.resolve(registry, name, qtype)
+        })
     }
 
     /// How many of `answer`'s records fit in `limit` bytes (with their additional records, the

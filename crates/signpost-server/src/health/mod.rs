@@ -18,6 +18,7 @@ use signpost_core::{CheckSpec, Command, EventKind, Instance, InstanceKey};
 use tokio::sync::{broadcast, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::agent::Agent;
 use crate::store::Notice;
@@ -37,10 +38,14 @@ pub struct HealthService {
     checks: Mutex<HashMap<InstanceKey, ActiveCheck>>,
     client: reqwest::Client,
     stop: watch::Sender<bool>,
+    /// The agent's background tasks: the checker's loop, its checks and its proposals are
+    /// among them, so shutdown waits for them.
+    tasks: TaskTracker,
 }
 
 impl HealthService {
-    pub fn new(guard: GuardConfig, tick: Duration) -> Arc<Self> {
+    /// A checker whose tasks `tasks` tracks.
+    pub fn new(guard: GuardConfig, tick: Duration, tasks: TaskTracker) -> Arc<Self> {
         Arc::new(HealthService {
             monitor: Mutex::new(HealthMonitor::new(guard)),
             base: Instant::now(),
@@ -52,6 +57,7 @@ impl HealthService {
                 .build()
                 .expect("a default reqwest client builds"),
             stop: watch::channel(false).0,
+            tasks,
         })
     }
 
@@ -120,7 +126,7 @@ impl HealthService {
     /// Starts the checker's main loop.
     pub(crate) fn spawn(self: &Arc<Self>, agent: std::sync::Weak<Agent>) {
         let this = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let mut stop = this.stop.subscribe();
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => {}
@@ -131,7 +137,7 @@ impl HealthService {
     }
 
     async fn run(self: &Arc<Self>, agent: std::sync::Weak<Agent>) {
-        let Some(mut metrics) = agent.upgrade().map(|a| a.raft.metrics()) else {
+        let Some(mut metrics) = agent.upgrade().map(|a| a.raft().metrics()) else {
             return;
         };
         loop {
@@ -160,7 +166,7 @@ impl HealthService {
         agent: &Arc<Agent>,
         metrics: &mut watch::Receiver<crate::raft::RaftMetrics>,
     ) {
-        let mut events = agent.store.subscribe_all();
+        let mut events = agent.store().subscribe_all();
         self.rebuild(agent);
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -209,7 +215,7 @@ impl HealthService {
     /// Re-reads every instance with a check from the registry, with fresh deadlines.
     fn rebuild(self: &Arc<Self>, agent: &Arc<Agent>) {
         let instances: Vec<Instance> = agent
-            .store
+            .store()
             .read()
             .registry
             .all_instances()
@@ -267,13 +273,15 @@ impl HealthService {
                 if checks.get(&key).is_some_and(|c| c.spec == *spec) {
                     return;
                 }
-                let task = tokio::spawn(run_check(
-                    self.clone(),
-                    Arc::downgrade(agent),
-                    key.clone(),
-                    spec.clone(),
-                ))
-                .abort_handle();
+                let task = self
+                    .tasks
+                    .spawn(run_check(
+                        self.clone(),
+                        Arc::downgrade(agent),
+                        key.clone(),
+                        spec.clone(),
+                    ))
+                    .abort_handle();
                 if let Some(old) = checks.insert(
                     key,
                     ActiveCheck {
@@ -321,12 +329,9 @@ async fn run_check(
 
 /// Proposes a monitor decision through Raft, in the background.
 fn propose(agent: &Arc<Agent>, action: Action) {
-    let command = match action {
-        Action::SetStatus { key, status } => Command::SetStatus { key, status },
-        Action::Deregister { key } => Command::Deregister(key),
-    };
+    let command = Command::from(action);
     let agent = agent.clone();
-    tokio::spawn(async move {
+    agent.health().tasks.clone().spawn(async move {
         if let Err(e) = agent.propose(command.clone()).await {
             tracing::warn!(?command, "health transition not applied: {e}");
         }

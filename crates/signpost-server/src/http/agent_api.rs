@@ -7,23 +7,22 @@ use axum::Json;
 use serde_json::json;
 
 use super::AppState;
+use crate::service;
 
 /// `GET /api/v1/agent/self`: who this agent is and how its Raft group stands.
 pub async fn agent_self(State(agent): State<AppState>) -> impl IntoResponse {
-    let m = agent.raft.metrics().borrow().clone();
-    let (last_index, instances) = {
-        let state = agent.store.read();
-        (state.registry.last_index(), state.registry.status_counts())
-    };
+    let m = agent.raft().metrics().borrow().clone();
+    let last_index = service::last_index(&agent);
+    let instances = service::status_counts(&agent);
     Json(json!({
-        "node_id": agent.node_id,
-        "node_name": agent.config.node_name(),
-        "datacenter": agent.config.datacenter,
+        "node_id": agent.node_id(),
+        "node_name": agent.config().node_name(),
+        "datacenter": agent.config().datacenter,
         "version": env!("CARGO_PKG_VERSION"),
-        "http_addr": agent.advertise_addr.to_string(),
-        "raft_addr": agent.node.raft_addr,
+        "http_addr": agent.advertise_addr().to_string(),
+        "raft_addr": agent.node().raft_addr,
         "last_contact_ms": agent.last_contact_ms(),
-        "started_at": humantime::format_rfc3339_millis(agent.started_at).to_string(),
+        "started_at": humantime::format_rfc3339_millis(agent.started_at()).to_string(),
         "last_index": last_index,
         "instances": instances,
         "raft": {
@@ -33,19 +32,19 @@ pub async fn agent_self(State(agent): State<AppState>) -> impl IntoResponse {
             "last_log_index": m.last_log_index,
             "applied_index": m.last_applied.map(|l| l.index),
             "snapshot_index": m.snapshot.map(|l| l.index),
-            "members": crate::cluster::members(&agent),
+            "members": service::members(&agent).members,
         },
-        "eviction_guard": agent.health.guard(),
+        "eviction_guard": agent.health().guard(),
     }))
 }
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(agent): State<AppState>) -> impl IntoResponse {
-    let m = agent.raft.metrics().borrow().clone();
-    let counts = agent.store.read().registry.status_counts();
-    let guard = agent.health.guard();
-    let watchers = agent.store.watchers();
-    metrics::with_local_recorder(&agent.recorder, || {
+    let m = agent.raft().metrics().borrow().clone();
+    let counts = service::status_counts(&agent);
+    let guard = agent.health().guard();
+    let watchers = agent.watchers();
+    metrics::with_local_recorder(agent.recorder(), || {
         for (status, n) in [
             ("passing", counts.passing),
             ("warning", counts.warning),
@@ -54,7 +53,7 @@ pub async fn metrics(State(agent): State<AppState>) -> impl IntoResponse {
             metrics::gauge!("signpost_instances", "status" => status).set(n as f64);
         }
         metrics::gauge!("signpost_watchers").set(watchers as f64);
-        metrics::gauge!("signpost_health_active_checks").set(agent.health.active_checks() as f64);
+        metrics::gauge!("signpost_health_active_checks").set(agent.health().active_checks() as f64);
         metrics::gauge!("signpost_eviction_guard_engaged").set(f64::from(u8::from(guard.engaged)));
         metrics::gauge!("signpost_eviction_guard_overdue_instances").set(guard.overdue as f64);
         metrics::gauge!("signpost_raft_term").set(m.current_term as f64);
@@ -69,7 +68,7 @@ pub async fn metrics(State(agent): State<AppState>) -> impl IntoResponse {
         metrics::gauge!("signpost_raft_commit_index")
             .set(m.last_applied.map_or(0, |l| l.index) as f64);
         metrics::gauge!("signpost_raft_leader_id").set(m.current_leader.unwrap_or(0) as f64);
-        for member in crate::cluster::members(&agent) {
+        for member in service::members(&agent).members {
             if let Some(lag) = member.lag {
                 metrics::gauge!("signpost_raft_replication_lag_entries", "node" => member.id.to_string())
                     .set(lag as f64);
@@ -81,6 +80,6 @@ pub async fn metrics(State(agent): State<AppState>) -> impl IntoResponse {
     });
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        agent.recorder.handle().render(),
+        agent.recorder().handle().render(),
     )
 }

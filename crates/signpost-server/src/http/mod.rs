@@ -3,12 +3,18 @@
 //!
 //! - [`services`]: the native registry API under `/api/v1/services`.
 //! - [`watch`]: blocking queries and the Server-Sent Events watch stream.
+//! - [`cache`]: the rendered listings both of them answer from.
+//! - [`kv`]: the native KV API under `/api/v1/kv`.
+//! - [`query`]: the blocking-query parameters the KV and Consul faces share.
 //! - [`agent_api`]: `/api/v1/agent/self` and `/metrics`.
 //! - [`cluster_api`]: `/api/v1/cluster/*`: members, join, remove, leave.
 //! - [`raft`]: traffic between members under `/raft` (Raft RPCs, forwarded requests).
 
 pub mod agent_api;
+pub mod cache;
 pub mod cluster_api;
+pub mod kv;
+pub mod query;
 pub mod raft;
 pub mod services;
 pub mod watch;
@@ -28,12 +34,15 @@ use serde_json::json;
 use signpost_core::validate::ValidationError;
 
 use crate::agent::{Agent, ProposeError};
+use crate::cluster::ClusterError;
+use crate::service::{self, ServiceError};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
 /// Header carrying the index a response reflects.
 pub const INDEX_HEADER: &str = "x-signpost-index";
 
+/// What every handler is given: the agent.
 pub type AppState = Arc<Agent>;
 
 /// Builds the agent's router.
@@ -62,9 +71,7 @@ pub fn router(agent: AppState) -> Router {
         )
         .route(
             "/api/v1/kv/{*key}",
-            get(crate::consul::kv::native_get)
-                .put(crate::consul::kv::native_put)
-                .delete(crate::consul::kv::native_delete),
+            get(kv::get).put(kv::put).delete(kv::delete),
         )
         .route("/api/v1/agent/self", get(agent_api::agent_self))
         .route("/metrics", get(agent_api::metrics))
@@ -76,7 +83,12 @@ pub fn router(agent: AppState) -> Router {
         .merge(crate::consul::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            crate::consul::headers,
+        ))
         .layer(axum::middleware::from_fn_with_state(agent.clone(), observe))
+        .layer(axum::Extension(Arc::new(cache::ListingCache::default())))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(agent)
 }
@@ -90,7 +102,8 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Counts requests by route and status, records latency, and puts the index header on every
-/// response that does not carry one.
+/// response that does not carry one. (The Consul face's own headers are
+/// [`crate::consul::headers`]'s.)
 async fn observe(State(agent): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -98,23 +111,17 @@ async fn observe(State(agent): State<AppState>, req: Request, next: Next) -> Res
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().to_string();
-    let consul = req.uri().path().starts_with("/v1/");
     let started = Instant::now();
     let mut response = next.run(req).await;
     let status = response.status().as_u16().to_string();
     let elapsed = started.elapsed().as_secs_f64();
-    metrics::with_local_recorder(&agent.recorder, || {
+    metrics::with_local_recorder(agent.recorder(), || {
         let labels = [("route", route), ("method", method), ("status", status)];
         metrics::counter!("signpost_http_requests_total", &labels).increment(1);
         metrics::histogram!("signpost_http_request_duration_seconds", &labels[..2]).record(elapsed);
     });
-    if consul && !response.headers().contains_key("x-consul-index") {
-        // Consul clients expect the headers on every answer, errors included.
-        let index = agent.store.read().registry.catalog_index();
-        response = crate::consul::with_meta(&agent, index, response);
-    }
     if !response.headers().contains_key(INDEX_HEADER) {
-        let index = agent.store.read().registry.last_index().max(1);
+        let index = service::last_index(&agent).max(1);
         response
             .headers_mut()
             .insert(INDEX_HEADER, HeaderValue::from(index));
@@ -122,23 +129,42 @@ async fn observe(State(agent): State<AppState>, req: Request, next: Next) -> Res
     response
 }
 
+/// Puts the index header on a response.
+pub fn with_index(index: u64, response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    response
+        .headers_mut()
+        .insert(INDEX_HEADER, HeaderValue::from(index.max(1)));
+    response
+}
+
 /// Every error the API answers with. Client mistakes say what is wrong; internal failures are
 /// logged and answered generically.
 #[derive(Debug)]
 pub enum ApiError {
+    /// 400, naming the field at fault.
     Invalid(ValidationError),
+    /// 400, with a message and maybe a field.
     BadRequest {
+        /// What is wrong.
         message: String,
+        /// The field at fault, if one is.
         field: Option<String>,
     },
+    /// 404.
     NotFound(String),
+    /// 405.
     MethodNotAllowed,
+    /// 413.
     PayloadTooLarge,
+    /// 503: try again (no leader, leader unreachable).
     Unavailable(String),
+    /// 500: logged, answered generically.
     Internal(String),
 }
 
 impl ApiError {
+    /// A 400 naming `field`.
     pub fn bad_request(field: &str, message: impl Into<String>) -> Self {
         ApiError::BadRequest {
             message: message.into(),
@@ -160,6 +186,34 @@ impl From<ProposeError> for ApiError {
                 ApiError::Unavailable(e.to_string())
             }
             ProposeError::Fatal(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// The one place a service-layer failure becomes a status.
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(e) => ApiError::Invalid(e),
+            ServiceError::NotRegistered(_)
+            | ServiceError::NoDefinition(_)
+            | ServiceError::NoKey(_) => ApiError::NotFound(e.to_string()),
+            ServiceError::NotTracked(_) | ServiceError::NotTtl(_) => {
+                ApiError::bad_request("check", e.to_string())
+            }
+            ServiceError::TooLarge { .. } => ApiError::PayloadTooLarge,
+            ServiceError::Cluster(e) => e.into(),
+            ServiceError::Propose(e) => e.into(),
+            ServiceError::Unexpected { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        match e {
+            ClusterError::NotAMember(_) => ApiError::NotFound(e.to_string()),
+            _ => ApiError::Unavailable(e.to_string()),
         }
     }
 }

@@ -12,9 +12,10 @@ use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use signpost_core::Request;
 
 use super::AppState;
-use crate::cluster::{self, JoinRequest, RemoveRequest, TtlRequest};
+use crate::cluster::{JoinRequest, RemoveRequest};
 use crate::raft::network::decode_snapshot_chunk;
 use crate::raft::{NodeId, TypeConfig};
+use crate::service::{self, TtlRequest};
 
 /// Largest member-to-member request body. A snapshot chunk is up to 3 MiB of data (openraft's
 /// `snapshot_max_chunk_size`, sent raw); a batch of log entries, sent as JSON, can be larger. Members are trusted: the limit only bounds memory.
@@ -41,24 +42,19 @@ pub fn router(agent: AppState) -> Router {
     routes().with_state(agent)
 }
 
-fn touched(agent: &AppState) {
-    *agent.last_contact.lock().unwrap_or_else(|e| e.into_inner()) =
-        Some(tokio::time::Instant::now());
-}
-
 async fn append(
     State(agent): State<AppState>,
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> impl IntoResponse {
-    touched(&agent);
-    Json(agent.raft.append_entries(req).await)
+    agent.cluster().touched();
+    Json(agent.raft().append_entries(req).await)
 }
 
 async fn vote(
     State(agent): State<AppState>,
     Json(req): Json<VoteRequest<NodeId>>,
 ) -> impl IntoResponse {
-    Json(agent.raft.vote(req).await)
+    Json(agent.raft().vote(req).await)
 }
 
 /// One snapshot chunk, framed by [`crate::raft::network::encode_snapshot_chunk`].
@@ -73,29 +69,34 @@ async fn snapshot(State(agent): State<AppState>, body: Bytes) -> Response {
                 .into_response()
         }
     };
-    touched(&agent);
-    Json(agent.raft.install_snapshot(req).await).into_response()
+    agent.cluster().touched();
+    Json(agent.raft().install_snapshot(req).await).into_response()
 }
 
+/// A proposal forwarded by a follower: `Result<Response, ClusterError>`.
 async fn propose(State(agent): State<AppState>, Json(req): Json<Request>) -> impl IntoResponse {
-    Json(cluster::accept_proposal(&agent, req).await)
+    Json(agent.cluster().accept_proposal(req).await)
 }
 
+/// The leader's read index: `Result<u64, ClusterError>`.
 async fn read_index(State(agent): State<AppState>) -> impl IntoResponse {
-    Json(cluster::read_index(&agent).await)
+    Json(agent.cluster().read_index().await)
 }
 
+/// A renewal forwarded by a follower: `Result<Renewal, ServiceError>`.
 async fn ttl(State(agent): State<AppState>, Json(req): Json<TtlRequest>) -> impl IntoResponse {
-    Json(cluster::ttl_update(&agent, req).await)
+    Json(service::renew(&agent, &req.key, req.status).await)
 }
 
+/// A join forwarded by a follower: `Result<(), ClusterError>`.
 async fn join(State(agent): State<AppState>, Json(req): Json<JoinRequest>) -> impl IntoResponse {
-    Json(cluster::join(&agent, req).await)
+    Json(agent.cluster().join(req).await)
 }
 
+/// A removal forwarded by a follower: `Result<(), ClusterError>`.
 async fn remove(
     State(agent): State<AppState>,
     Json(req): Json<RemoveRequest>,
 ) -> impl IntoResponse {
-    Json(cluster::remove(&agent, req).await)
+    Json(agent.cluster().remove(req).await)
 }

@@ -9,23 +9,27 @@
 //! the change and the event's name. So each change's `add`, `update` and `remove` frames are
 //! rendered once, by the first watcher that sends each, and shared as [`Bytes`] by all the others
 //! ([`crate::store::Change::rendered`]); a watcher only decides which one it sends. The plain
-//! `reset` lists come from the same per-index cache as listings.
+//! `reset` lists come from the same per-index cache as listings ([`super::cache`]).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use signpost_core::validate;
 use signpost_core::{EventKind, Instance};
 use tokio::sync::broadcast;
 
-use super::services::{ListQuery, StatusFilter};
+use super::cache::ListingCache;
+use super::services::ListQuery;
 use super::{ApiError, AppState};
+use crate::service;
 use crate::store::{Change, Notice};
 
 /// A comment is sent after this long without an event, so proxies keep the stream open.
@@ -34,15 +38,17 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// `GET /api/v1/services/{service}/watch`
 pub async fn sse(
     State(agent): State<AppState>,
+    Extension(cache): Extension<Arc<ListingCache>>,
     Path(service): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let service = validate::service_name(&service)?;
     let query = ListQuery::parse(raw.as_deref())?;
     // Subscribe before the first read of the state (the reset, on the stream's first poll).
-    let changes = agent.store.subscribe(&service);
+    let changes = service::subscribe(&agent, &service);
     let feed = Feed {
         agent,
+        cache,
         service,
         changes,
         view: View {
@@ -72,6 +78,8 @@ pub async fn sse(
 /// One stream's follower of one service, until the client leaves or the agent shuts down.
 struct Feed {
     agent: AppState,
+    /// Where the `reset` lists come from.
+    cache: Arc<ListingCache>,
     service: String,
     changes: broadcast::Receiver<Notice>,
     view: View,
@@ -85,7 +93,7 @@ impl Feed {
     async fn next(&mut self) -> Option<Bytes> {
         if !self.opened {
             self.opened = true;
-            return Some(self.view.reset(&self.agent, &self.service));
+            return Some(self.view.reset(&self.agent, &self.cache, &self.service));
         }
         loop {
             let notice = tokio::select! {
@@ -99,7 +107,7 @@ impl Feed {
                     None => continue,
                 },
                 Ok(Notice::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.view.reset(&self.agent, &self.service)
+                    self.view.reset(&self.agent, &self.cache, &self.service)
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
@@ -124,28 +132,19 @@ struct View {
 const NAMES: [&str; 3] = ["add", "update", "remove"];
 
 impl View {
-    fn reset(&mut self, agent: &AppState, service: &str) -> Bytes {
-        let state = agent.store.read();
-        self.baseline = state.registry.service_index(service).max(1);
-        let instances: Vec<&Instance> = state
-            .registry
-            .instances(service)
-            .filter(|i| self.query.matches(i))
-            .collect();
-        self.visible = instances.iter().map(|i| i.id.clone()).collect();
-        let index = self.baseline;
-        let render = || {
-            let list = List { index, instances };
-            Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
-        };
-        // The same list a listing answers, so from the same cache when it has no tag filter.
-        let data = match (self.query.tags.is_empty(), self.query.status) {
-            (true, StatusFilter::Any) => agent.store.rendered(service, 0, index, render),
-            (true, StatusFilter::Only(s)) => {
-                agent.store.rendered(service, 1 + s as u8, index, render)
-            }
-            (false, _) => render(),
-        };
+    fn reset(&mut self, agent: &AppState, cache: &ListingCache, service: &str) -> Bytes {
+        let (index, data) = service::with_instances(agent, service, |index, instances| {
+            let instances: Vec<&Instance> = instances.filter(|i| self.query.matches(i)).collect();
+            self.visible = instances.iter().map(|i| i.id.clone()).collect();
+            let index = index.max(1);
+            // The same list a listing answers, so from the same cache.
+            let data = cache.listing(service, &self.query, index, || {
+                let list = List { index, instances };
+                Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+            });
+            (index, data)
+        });
+        self.baseline = index;
         frame("reset", index, &data)
     }
 

@@ -32,7 +32,7 @@ enum Job {
     /// Any other write, run after every append sent before it is durable.
     Run {
         work: WriterWork,
-        done: tokio::sync::oneshot::Sender<Result<(), String>>,
+        done: tokio::sync::oneshot::Sender<Result<(), redb::Error>>,
     },
 }
 
@@ -84,7 +84,7 @@ impl LogStore {
             .map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))?;
         match result.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(write_err(std::io::Error::other(e))),
+            Ok(Err(e)) => Err(write_err(e)),
             Err(_) => Err(write_err(std::io::Error::other(
                 "the log writer has stopped",
             ))),
@@ -152,7 +152,7 @@ fn write_loop(db: &Database, pending: &Mutex<BTreeMap<u64, Entry>>, jobs: &mpsc:
                 } => appends.push((rows, ids, callback)),
                 Job::Run { work, done } => {
                     flush(db, pending, &mut appends);
-                    let _ = done.send(work(db).map_err(|e| e.to_string()));
+                    let _ = done.send(work(db));
                 }
             }
         }

@@ -98,25 +98,56 @@ pub(crate) mod tables {
     pub const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 }
 
+/// Why the agent's storage could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageOpenError {
+    /// The data dir cannot be created.
+    #[error("cannot create data dir {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database file cannot be opened (another agent holds it, or it is damaged).
+    #[error("cannot open database {}: {source}", path.display())]
+    Database {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: redb::DatabaseError,
+    },
+    /// The database cannot be read or prepared.
+    #[error("storage: {0}")]
+    Redb(#[from] redb::Error),
+    /// The state machine's snapshot cannot be decoded.
+    #[error("cannot restore the state machine snapshot: {0}")]
+    Snapshot(String),
+}
+
 /// Opens (or creates) the agent's database: on disk under `data_dir`, or in memory for `--dev`.
-pub fn open_database(data_dir: Option<&std::path::Path>) -> anyhow::Result<redb::Database> {
-    use anyhow::Context;
+pub fn open_database(
+    data_dir: Option<&std::path::Path>,
+) -> Result<redb::Database, StorageOpenError> {
     let db = match data_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| StorageOpenError::DataDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
             let path = dir.join("signpost.redb");
             redb::Database::create(&path)
-                .with_context(|| format!("cannot open database {}", path.display()))?
+                .map_err(|source| StorageOpenError::Database { path, source })?
         }
         None => redb::Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
-            .context("cannot create in-memory database")?,
+            .map_err(redb::Error::from)?,
     };
-    let txn = db.begin_write()?;
-    txn.open_table(tables::LOG)?;
-    txn.open_table(tables::META)?;
-    txn.open_table(tables::SNAPSHOT)?;
-    txn.commit()?;
+    let txn = db.begin_write().map_err(redb::Error::from)?;
+    txn.open_table(tables::LOG).map_err(redb::Error::from)?;
+    txn.open_table(tables::META).map_err(redb::Error::from)?;
+    txn.open_table(tables::SNAPSHOT)
+        .map_err(redb::Error::from)?;
+    txn.commit().map_err(redb::Error::from)?;
     Ok(db)
 }

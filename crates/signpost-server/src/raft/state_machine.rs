@@ -29,14 +29,18 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// Builds the state machine, restoring `store` from the last snapshot in `db` if there is one.
-    pub fn open(store: Arc<Store>, db: Arc<Database>) -> anyhow::Result<Self> {
+    pub fn open(store: Arc<Store>, db: Arc<Database>) -> Result<Self, super::StorageOpenError> {
         let sm = StateMachine {
             store,
             db,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
         };
-        if let Some((_, data)) = sm.read_snapshot()? {
-            let state: SmState = serde_json::from_slice(&data)?;
+        let snapshot = sm
+            .read_snapshot()
+            .map_err(|e| super::StorageOpenError::Snapshot(e.to_string()))?;
+        if let Some((_, data)) = snapshot {
+            let state: SmState = serde_json::from_slice(&data)
+                .map_err(|e| super::StorageOpenError::Snapshot(e.to_string()))?;
             sm.store.replace(state);
         }
         Ok(sm)

@@ -390,10 +390,7 @@ async fn blocking_health_query_is_per_service() {
     let client = t.client.clone();
     let url = t.url(&format!("/v1/health/service/web?index={index}&wait=300ms"));
     let quiet = tokio::spawn(async move { client.get(url).send().await.unwrap() });
-    eventually("the query is parked", || async {
-        t.agent.store.watchers() > 0
-    })
-    .await;
+    eventually("the query is parked", || async { t.agent.watchers() > 0 }).await;
     t.consul_put(
         "/v1/agent/service/register",
         json!({"Name": "db", "ID": "d", "Port": 5432}),
@@ -421,10 +418,7 @@ async fn blocking_health_query_is_per_service() {
         let body: Value = resp.json().await.unwrap();
         (Instant::now(), idx, body)
     });
-    eventually("the query is parked", || async {
-        t.agent.store.watchers() > 0
-    })
-    .await;
+    eventually("the query is parked", || async { t.agent.watchers() > 0 }).await;
     let changed = Instant::now();
     t.consul_put(
         "/v1/agent/service/register",

@@ -23,7 +23,7 @@ struct DnsServer {
     udp: SocketAddr,
     tcp: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<Result<(), dns::DnsError>>,
 }
 
 impl DnsServer {
@@ -38,7 +38,7 @@ impl DnsServer {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (udp_addr, tcp_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(dns::serve(t.agent.store.clone(), config, udp, tcp, async {
+        let task = tokio::spawn(dns::serve(t.agent.clone(), config, udp, tcp, async {
             let _ = stopped.await;
         }));
         DnsServer {

@@ -6,5 +6,7 @@ mod common;
 mod consul;
 mod dns;
 mod health;
+mod matrix;
+mod shutdown;
 mod storage;
 mod watch;

@@ -35,7 +35,7 @@ async fn blocking_query_returns_promptly_on_a_change_to_its_service() {
     });
     // Let the query park: the watcher count shows it is waiting.
     eventually("the blocking query is parked", || async {
-        t.agent.store.watchers() > 0
+        t.agent.watchers() > 0
     })
     .await;
     let changed_at = Instant::now();
@@ -67,7 +67,7 @@ async fn blocking_query_ignores_other_services_and_times_out_with_the_same_index
         body
     });
     eventually("the blocking query is parked", || async {
-        t.agent.store.watchers() > 0
+        t.agent.watchers() > 0
     })
     .await;
     for port in 1..=5 {
@@ -237,7 +237,7 @@ async fn shutdown_ends_open_watches_and_blocking_queries() {
     let blocked =
         tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
     eventually("the blocking query is parked", || async {
-        t.agent.store.watchers() >= 2
+        t.agent.watchers() >= 2
     })
     .await;
     let started = Instant::now();

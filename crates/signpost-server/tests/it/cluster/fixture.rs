@@ -144,7 +144,7 @@ impl Member {
 
     /// The leader this member follows (or is), if it knows one.
     pub fn leader_id(&self) -> Option<NodeId> {
-        self.agent.leader().map(|(id, _)| id)
+        self.agent.cluster().leader().map(|(id, _)| id)
     }
 }
 
@@ -267,7 +267,7 @@ impl Cluster {
                 let member = self.member(id);
                 let joint = member
                     .agent
-                    .raft
+                    .raft()
                     .metrics()
                     .borrow()
                     .membership_config
@@ -304,13 +304,7 @@ impl Cluster {
     pub async fn stop(self) {
         self.net.detach_all();
         for m in &self.members {
-            m.agent.closing.send_replace(true);
-            m.agent.health.stop();
-            m.agent
-                .raft
-                .shutdown()
-                .await
-                .expect("raft shuts down cleanly");
+            m.agent.shutdown().await;
         }
     }
 }
@@ -321,8 +315,7 @@ impl Drop for Cluster {
         // would otherwise keep running until the runtime ends.
         self.net.detach_all();
         for m in &self.members {
-            m.agent.closing.send_replace(true);
-            m.agent.health.stop();
+            m.agent.begin_shutdown();
         }
     }
 }
