@@ -24,7 +24,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use signpost_api::ErrorBody;
 use signpost_core::validate::ValidationError;
 
 use crate::agent::{Agent, ProposeError};
@@ -190,9 +190,9 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let body = match field {
-            Some(field) => json!({ "error": message, "field": field }),
-            None => json!({ "error": message }),
+        let body = ErrorBody {
+            error: message,
+            field,
         };
         (status, Json(body)).into_response()
     }

@@ -7,6 +7,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use signpost_api::{BatchRenewed, InstanceList, Rejected, Renewed};
 use signpost_core::health::{Action, HeartbeatError};
 use signpost_core::model::Dur;
 use signpost_core::validate::{self, DefinitionInput, Registration};
@@ -184,13 +185,6 @@ pub async fn list_instances(
     ))
 }
 
-/// The body of an instance listing.
-#[derive(serde::Serialize)]
-struct InstanceList<'a> {
-    index: u64,
-    instances: Vec<&'a Instance>,
-}
-
 /// `GET /api/v1/services/{service}/instances/{id}`
 pub async fn get_instance(
     State(agent): State<AppState>,
@@ -257,14 +251,6 @@ pub async fn heartbeat(
     }
 }
 
-/// The answer to a heartbeat.
-#[derive(serde::Serialize)]
-struct Renewed<'a> {
-    id: &'a str,
-    status: Status,
-    index: u64,
-}
-
 /// Most instances one `PUT /api/v1/heartbeats` may renew.
 pub const MAX_BATCH: usize = 10_000;
 
@@ -308,7 +294,7 @@ pub async fn heartbeats(
             .buffer_unordered(BATCH_CONCURRENCY)
             .collect()
             .await;
-    let mut answer = BatchRenewed::default();
+    let mut answer = BatchRenewed::<InstanceKey>::default();
     for (key, outcome) in outcomes {
         match outcome {
             Err(error) => answer.rejected.push(Rejected { error, key }),
@@ -326,22 +312,6 @@ pub async fn heartbeats(
 
 /// Renewals of one batch in flight at once.
 const BATCH_CONCURRENCY: usize = 64;
-
-/// The answer to a batch of heartbeats.
-#[derive(serde::Serialize, Default)]
-struct BatchRenewed {
-    renewed: usize,
-    not_found: Vec<InstanceKey>,
-    rejected: Vec<Rejected>,
-}
-
-/// An instance of a batch that was not renewed, and why.
-#[derive(serde::Serialize)]
-struct Rejected {
-    #[serde(flatten)]
-    key: InstanceKey,
-    error: String,
-}
 
 /// Renews `key`'s TTL; returns its status and modify index after. On the leader the instance is
 /// read in place, never copied (the hot path of every heartbeat); elsewhere the renewal is
