@@ -23,11 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::backoff::{Backoff, Jitter};
 use crate::instance::{Instance, Update};
 use crate::registry::Registry;
 
@@ -449,16 +449,6 @@ impl EmptyGuard {
     }
 }
 
-/// Reconnect delay for attempt `attempt` (0-based): uniform in `[0, min(max, initial·2^attempt)]`
-/// ("full jitter").
-pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
-    let cap = initial
-        .saturating_mul(2u32.saturating_pow(attempt.min(31)))
-        .min(max);
-    let ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(0..=ms))
-}
-
 /// The cache file's content.
 #[derive(Debug, Serialize, Deserialize)]
 struct CacheFile {
@@ -608,11 +598,12 @@ impl Follower {
             drop(stream);
             self.status_tx.send_modify(|s| s.connected = false);
             self.serve_cache_if_nothing();
-            let delay = backoff(
-                self.options.backoff_initial,
-                self.options.backoff_max,
-                attempt,
-            );
+            let delay = Backoff {
+                base: self.options.backoff_initial,
+                max: self.options.backoff_max,
+                jitter: Jitter::Full,
+            }
+            .delay(attempt.saturating_add(1));
             attempt = attempt.saturating_add(1);
             match &error {
                 Some(e) => tracing::warn!(

@@ -12,7 +12,10 @@
 //! - [`balance`]: load balancers (random, round robin, weighted, smooth weighted round robin,
 //!   least outstanding requests, P2C over peak EWMA, consistent hashing) and instance filters.
 //! - [`breaker`]: per-instance (and per-service) circuit breakers and outlier ejection.
-//! - [`retry`]: retry policy with backoff, jitter and a retry budget.
+//! - [`backoff`]: the one exponential backoff with cap and jitter ([`backoff::Backoff`]) and a
+//!   connection's failure count ([`backoff::Reconnect`]); retries, reconnection and heartbeat
+//!   retries all wait with it.
+//! - [`retry`]: retry policy (over [`backoff::Backoff`]) and a retry budget.
 //! - [`client`]: [`client::ServiceClient`], typed JSON calls over all of the above.
 //! - [`tower_discover`]: a `tower::discover::Discover` adapter.
 #![forbid(unsafe_code)]
@@ -23,6 +26,7 @@ pub mod registry;
 pub mod discovery;
 pub mod registration;
 
+pub mod backoff;
 pub mod balance;
 pub mod breaker;
 pub mod client;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::discovery::backoff;
+use crate::backoff::{Backoff, Jitter};
 use crate::instance::Instance;
 use crate::registry::{RegistrationSpec, Registry, RegistryError};
 
@@ -411,7 +411,12 @@ async fn heartbeat_loop(
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                delay = backoff(Duration::from_millis(100), interval, failures);
+                delay = Backoff {
+                    base: Duration::from_millis(100),
+                    max: interval,
+                    jitter: Jitter::Full,
+                }
+                .delay(failures.saturating_add(1));
                 tracing::warn!(%service, %id, "heartbeat failed ({e}); retrying in {delay:?}");
             }
         }

@@ -1,4 +1,4 @@
-//! Unit tests of discovery: the push-empty guard and backoff as pure functions, and the
+//! Unit tests of discovery: the push-empty guard as a pure function, and the
 //! background task against a scripted in-memory registry, with paused time where time matters.
 
 use std::collections::VecDeque;
@@ -165,21 +165,6 @@ async fn guard_hold_ends_when_instances_come_back_or_the_registry_confirms() {
     assert_eq!(g.assess(3, 0, Instant::now()), Verdict::Confirm);
     g.settled();
     assert_eq!(g.deadline(), None);
-}
-
-#[test]
-fn backoff_is_full_jitter_under_a_doubling_cap() {
-    let (initial, max) = (Duration::from_millis(100), Duration::from_secs(10));
-    for attempt in 0..40 {
-        let cap = (initial * 2u32.saturating_pow(attempt.min(20))).min(max);
-        for _ in 0..50 {
-            assert!(backoff(initial, max, attempt) <= cap);
-        }
-    }
-    // Jitter: not always the same value.
-    let samples: std::collections::HashSet<_> =
-        (0..50).map(|_| backoff(initial, max, 10)).collect();
-    assert!(samples.len() > 1);
 }
 
 #[tokio::test(start_paused = true)]
