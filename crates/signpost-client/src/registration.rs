@@ -208,7 +208,10 @@ impl RegistrationBuilder {
     ) -> Result<RegistrationHandle, RegistryError> {
         let spec = self.spec();
         if spec.ttl.is_zero() {
-            return Err(RegistryError::Rejected("ttl must be above zero".into()));
+            return Err(RegistryError::invalid(
+                "registration",
+                "ttl must be above zero",
+            ));
         }
         registry.register(&spec).await?;
         tracing::info!(
@@ -390,7 +393,7 @@ async fn heartbeat_loop(
         }
         let beat = async {
             match registry.heartbeat(service, id).await {
-                Err(RegistryError::NotFound(why)) => {
+                Err(why @ RegistryError::NotFound { .. }) => {
                     tracing::info!(%service, %id, "registry does not know the instance ({why}); registering again");
                     registry.register(&spec).await
                 }
@@ -491,8 +494,17 @@ mod tests {
         let reg = Arc::new(Recorder::default());
         reg.beats.lock().unwrap().extend([
             Ok(()),
-            Err(RegistryError::NotFound("restarted".into())),
-            Err(RegistryError::Unavailable("down".into())),
+            Err(RegistryError::NotFound {
+                what: "svc/h-1".into(),
+                body: signpost_api::ErrorBody {
+                    error: "restarted".into(),
+                    field: None,
+                },
+            }),
+            Err(RegistryError::Unavailable {
+                agent: "a".into(),
+                cause: crate::registry::Cause::Closed,
+            }),
         ]);
         let handle = Registration::builder("svc", "10.0.0.1", 80)
             .id("i1")
@@ -565,7 +577,10 @@ mod tests {
             .register(reg.clone())
             .await
             .unwrap_err();
-        assert!(matches!(err, RegistryError::Rejected(_)));
+        assert!(
+            matches!(err, RegistryError::Rejected { status: None, .. }),
+            "{err}"
+        );
         assert!(reg.calls().is_empty());
     }
 }

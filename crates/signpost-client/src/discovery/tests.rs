@@ -16,6 +16,14 @@ use crate::registry::{RegistrationSpec, RegistryError};
 
 type Item = Result<Update, RegistryError>;
 
+/// The registry is down.
+fn outage() -> RegistryError {
+    RegistryError::Unavailable {
+        agent: "scripted".into(),
+        cause: crate::registry::Cause::Closed,
+    }
+}
+
 /// A registry whose watches are fed by the test and whose `list` answers what the test says.
 #[derive(Default)]
 struct Scripted {
@@ -62,20 +70,13 @@ impl Registry for Scripted {
     ) -> BoxFuture<'a, Result<(u64, Vec<Instance>), RegistryError>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
         let answer = self.list.lock().unwrap().clone();
-        Box::pin(async move {
-            answer
-                .map(|l| (99, l))
-                .ok_or_else(|| RegistryError::Unavailable("scripted outage".into()))
-        })
+        Box::pin(async move { answer.map(|l| (99, l)).ok_or_else(outage) })
     }
     fn watch(&self, _: &str) -> BoxStream<'static, Item> {
         self.watches.fetch_add(1, Ordering::SeqCst);
         match self.feeds.lock().unwrap().pop_front() {
             Some(rx) => tokio_stream::wrappers::UnboundedReceiverStream::new(rx).boxed(),
-            None => futures::stream::once(async {
-                Err(RegistryError::Unavailable("scripted outage".into()))
-            })
-            .boxed(),
+            None => futures::stream::once(async { Err(outage()) }).boxed(),
         }
     }
 }
@@ -329,9 +330,7 @@ async fn serves_the_last_list_while_disconnected_and_resets_on_reconnect() {
     assert!(w.status().connected);
 
     // Outage: the stream fails; the next two attempts fail too (no feeds queued).
-    first
-        .send(Err(RegistryError::Unavailable("gone".into())))
-        .unwrap();
+    first.send(Err(outage())).unwrap();
     until_status(&w, |s| !s.connected).await;
     assert_eq!(ids(&w.instances()), ["a"], "stale on error");
     let mut watches = w.status_updates();
