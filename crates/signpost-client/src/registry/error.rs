@@ -212,7 +212,7 @@ impl RegistryError {
         matches!(self, RegistryError::NotFound { .. })
     }
 
-    /// A registry error for `what` that carries only a message.
+    /// An error body that carries only a message (registries that send no field).
     pub(crate) fn body(message: impl Into<String>) -> ErrorBody {
         ErrorBody {
             error: message.into(),

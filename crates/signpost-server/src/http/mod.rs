@@ -31,8 +31,8 @@ use crate::agent::{Agent, ProposeError};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
-/// Header carrying the index a response reflects.
-pub const INDEX_HEADER: &str = "x-signpost-index";
+/// Header carrying the index a response reflects (the wire crate names it).
+pub use signpost_api::INDEX_HEADER;
 
 pub type AppState = Arc<Agent>;
 
