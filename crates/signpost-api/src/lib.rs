@@ -12,6 +12,8 @@
 //! - [`services`]: listings ([`InstanceList`]), the services summary ([`ServiceSummary`],
 //!   [`StatusCounts`]), the registration body ([`Registration`]) and heartbeat answers
 //!   ([`Renewed`], [`BatchRenewed`], [`Rejected`]).
+//! - [`definition`]: service definitions ([`ServiceDefinition`], and [`DefinitionSpec`] to
+//!   store one).
 //! - [`watch`]: the watch stream's events ([`WatchEvent`], [`InstanceChange`]) and how they map
 //!   to SSE frames.
 //! - [`kv`]: a KV entry ([`KvEntry`]).
@@ -22,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod definition;
 pub mod error;
 pub mod instance;
 pub mod kv;
@@ -30,6 +33,7 @@ pub mod sse;
 pub mod watch;
 
 pub use cluster::{JoinRequest, Left, Member, Members, RemoveRequest};
+pub use definition::{DefinitionSpec, Endpoint, Parameter, ServiceDefinition};
 pub use error::ErrorBody;
 pub use instance::{Check, Instance, InstanceKey, Status};
 pub use kv::KvEntry;

@@ -116,3 +116,40 @@ fn listings_summaries_keys_and_kv_mirror_the_core() {
     let wire: signpost_api::KvEntry = mirrors(&entry);
     assert_eq!(wire.value, "Ymx1ZQ==");
 }
+
+#[test]
+fn definitions_mirror_the_core() {
+    let def = signpost_core::ServiceDefinition {
+        name: "users".into(),
+        version: "1.2.0".into(),
+        description: "who is who".into(),
+        endpoints: vec![signpost_core::model::Endpoint {
+            path: "/users/{id}".into(),
+            method: "GET".into(),
+            description: "one user".into(),
+            parameters: vec![signpost_core::model::Parameter {
+                name: "id".into(),
+                kind: "string".into(),
+                required: true,
+                description: String::new(),
+            }],
+        }],
+        dependencies: vec!["db".into()],
+        config: serde_json::json!({"pool": 4}).as_object().unwrap().clone(),
+        create_index: 3,
+        modify_index: 4,
+    };
+    let wire: signpost_api::ServiceDefinition = mirrors(&def);
+    assert_eq!(wire.endpoints[0].parameters[0].kind, "string");
+    // What a client sends is what the agent's input type reads.
+    let spec = signpost_api::DefinitionSpec {
+        version: "2".into(),
+        endpoints: wire.endpoints.clone(),
+        ..Default::default()
+    };
+    let input: signpost_core::validate::DefinitionInput =
+        serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+    let stored = signpost_core::validate::definition("users", input).unwrap();
+    assert_eq!(stored.version, "2");
+    assert_eq!(stored.endpoints, def.endpoints);
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use signpost_api::watch::WatchEvent;
-use signpost_api::{Check, Registration, Status};
+use signpost_api::{Check, DefinitionSpec, Registration, Status};
 use signpost_client::registry::signpost::{KvWrite, SignpostRegistry, StatusFilter};
 use signpost_client::registry::RegistryError;
 
@@ -237,5 +237,33 @@ async fn members_of_a_single_node_cluster() {
         Err(RegistryError::NotFound { .. }) => {}
         other => panic!("{other:?}"),
     }
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn definitions_are_stored_read_and_deleted() {
+    let t = TestAgent::start().await;
+    let reg = SignpostRegistry::new([t.base.clone()]).unwrap();
+    assert!(matches!(
+        reg.definition("users").await,
+        Err(RegistryError::NotFound { .. })
+    ));
+    let spec = DefinitionSpec {
+        version: "1.2.0".into(),
+        dependencies: vec!["db".into()],
+        ..DefinitionSpec::default()
+    };
+    let stored = reg.put_definition("users", &spec).await.unwrap();
+    assert_eq!(
+        (stored.name.as_str(), stored.version.as_str()),
+        ("users", "1.2.0")
+    );
+    assert!(stored.modify_index > 0);
+    assert_eq!(reg.definition("users").await.unwrap(), stored);
+    reg.delete_definition("users").await.unwrap();
+    assert!(matches!(
+        reg.delete_definition("users").await,
+        Err(RegistryError::NotFound { .. })
+    ));
     t.shutdown().await;
 }

@@ -8,7 +8,8 @@
 //! [`signpost_api`].
 //!
 //! Besides the [`Registry`] trait, [`SignpostRegistry`] has the rest of the native API as
-//! methods (in `signpost/admin.rs`): the services summary, listings with a status filter, the
+//! methods (in `signpost/admin.rs`): the services summary, listings with a status filter,
+//! service definitions, the
 //! watch's raw events, KV, and cluster membership, which the `signpost` CLI is built on.
 
 use std::collections::VecDeque;

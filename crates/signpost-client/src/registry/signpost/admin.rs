@@ -1,12 +1,12 @@
 //! The rest of the native API as [`SignpostRegistry`] methods: the services summary, listings
-//! with a status filter, single instances, registration with its answer, KV, and cluster
-//! membership. Bodies are [`signpost_api`] types; failures are [`RegistryError`]s.
+//! with a status filter, single instances, registration with its answer, service definitions,
+//! KV, and cluster membership. Bodies are [`signpost_api`] types; failures are [`RegistryError`]s.
 
 use std::time::Duration;
 
 use signpost_api::{
-    InstanceList, JoinRequest, KvEntry, Left, Members, Registration, RemoveRequest, ServiceSummary,
-    INDEX_HEADER,
+    DefinitionSpec, InstanceList, JoinRequest, KvEntry, Left, Members, Registration, RemoveRequest,
+    ServiceDefinition, ServiceSummary, INDEX_HEADER,
 };
 
 use super::{check, millis, Failover, SignpostRegistry, StatusFilter};
@@ -119,6 +119,46 @@ impl SignpostRegistry {
             })
             .await?;
         check(resp, || format!("{service}/{id}")).await?;
+        Ok(())
+    }
+
+    /// `GET /api/v1/services/{service}/definition`. None stored is
+    /// [`RegistryError::NotFound`].
+    pub async fn definition(&self, service: &str) -> Result<ServiceDefinition, RegistryError> {
+        let path = format!("/api/v1/services/{}/definition", encode(service));
+        self.get(path, || format!("definition of {service}")).await
+    }
+
+    /// `PUT /api/v1/services/{service}/definition`: stores (or replaces) the definition and
+    /// answers it as stored.
+    pub async fn put_definition(
+        &self,
+        service: &str,
+        spec: &DefinitionSpec,
+    ) -> Result<ServiceDefinition, RegistryError> {
+        let path = format!("/api/v1/services/{}/definition", encode(service));
+        let resp = self
+            .inner
+            .send(false, Failover::Any, |c, base| {
+                c.put(format!("{base}{path}")).json(spec)
+            })
+            .await?;
+        let what = || format!("definition of {service}");
+        let resp = check(resp, what).await?;
+        self.inner.read(resp, what).await
+    }
+
+    /// `DELETE /api/v1/services/{service}/definition`. None stored is
+    /// [`RegistryError::NotFound`].
+    pub async fn delete_definition(&self, service: &str) -> Result<(), RegistryError> {
+        let path = format!("/api/v1/services/{}/definition", encode(service));
+        let resp = self
+            .inner
+            .send(false, Failover::Any, |c, base| {
+                c.delete(format!("{base}{path}"))
+            })
+            .await?;
+        check(resp, || format!("definition of {service}")).await?;
         Ok(())
     }
 
