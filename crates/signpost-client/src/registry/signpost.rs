@@ -9,8 +9,8 @@
 //!
 //! Besides the [`Registry`] trait, [`SignpostRegistry`] has the rest of the native API as
 //! methods (in `signpost/admin.rs`): the services summary, listings with a status filter,
-//! service definitions, the
-//! watch's raw events, KV, and cluster membership, which the `signpost` CLI is built on.
+//! service definitions, KV and cluster membership; and [`SignpostRegistry::watch_events`], the
+//! watch's raw events. The `signpost` CLI is built on them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
