@@ -3,9 +3,10 @@
 //! Everything is derived from an instance's sequence number `i`, so a run is reproducible and two
 //! runs with different prefixes never collide.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::json;
+use signpost_api::{Check, Registration};
 
 /// Name of the `n`th service of a run: `{prefix}-{n}` (a DNS label, as the agent requires).
 pub fn service_name(prefix: &str, n: u64) -> String {
@@ -36,23 +37,33 @@ pub fn registration(prefix: &str, i: u64, ttl: Option<Duration>) -> String {
     const ZONES: [&str; 3] = ["eu-west-1a", "eu-west-1b", "eu-west-1c"];
     let zone = ZONES[(i % 3) as usize];
     let version = format!("1.{}.{}", i % 7, i % 13);
-    let mut body = json!({
-        "id": instance_id(prefix, i),
-        "address": address(i),
-        "port": port(i),
-        "weight": 100,
-        "tags": ["signpost-bench", zone, format!("v{version}")],
-        "metadata": {
-            "version": version,
-            "zone": zone,
-            "owner": "team-platform-discovery@example.org",
-            "commit": commit(i),
-        },
-    });
-    if let Some(ttl) = ttl {
-        body["check"] = json!({ "ttl": format!("{}ms", ttl.as_millis()) });
-    }
-    body.to_string()
+    let body = Registration {
+        id: Some(instance_id(prefix, i)),
+        address: address(i),
+        port: port(i),
+        weight: Some(100),
+        tags: vec![
+            "signpost-bench".to_string(),
+            zone.to_string(),
+            format!("v{version}"),
+        ],
+        metadata: BTreeMap::from([
+            ("version".to_string(), version),
+            ("zone".to_string(), zone.to_string()),
+            (
+                "owner".to_string(),
+                "team-platform-discovery@example.org".to_string(),
+            ),
+            ("commit".to_string(), commit(i)),
+        ]),
+        check: ttl.map(|ttl| Check {
+            ttl: Some(format!("{}ms", ttl.as_millis())),
+            ..Check::default()
+        }),
+        status: None,
+    };
+    // Strings and integers only: serialising cannot fail.
+    serde_json::to_string(&body).unwrap_or_default()
 }
 
 /// A made-up 40-hex-digit commit id, different for every instance.

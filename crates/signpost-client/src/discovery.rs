@@ -26,11 +26,11 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
+use crate::backoff::{Backoff, Jitter};
 use crate::endpoints::Endpoints;
 use crate::instance::{Instance, Update};
 use crate::registry::Registry;
@@ -78,6 +78,18 @@ impl Default for DiscoveryOptions {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             confirm_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl DiscoveryOptions {
+    /// How a lost watch (of a service, or of the catalog) waits before it reconnects: from
+    /// `backoff_initial` doubling up to `backoff_max`, with full jitter.
+    pub fn reconnect_backoff(&self) -> Backoff {
+        Backoff {
+            base: self.backoff_initial,
+            max: self.backoff_max,
+            jitter: Jitter::Full,
         }
     }
 }
@@ -554,16 +566,6 @@ impl EmptyGuard {
     }
 }
 
-/// Reconnect delay for attempt `attempt` (0-based): uniform in `[0, min(max, initial·2^attempt)]`
-/// ("full jitter").
-pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
-    let cap = initial
-        .saturating_mul(2u32.saturating_pow(attempt.min(31)))
-        .min(max);
-    let ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(0..=ms))
-}
-
 /// The cache file's content.
 #[derive(Debug, Serialize, Deserialize)]
 struct CacheFile {
@@ -721,11 +723,10 @@ impl Follower {
             drop(stream);
             self.status_tx.send_modify(|s| s.connected = false);
             self.serve_cache_if_nothing();
-            let delay = backoff(
-                self.options.backoff_initial,
-                self.options.backoff_max,
-                attempt,
-            );
+            let delay = self
+                .options
+                .reconnect_backoff()
+                .delay(attempt.saturating_add(1));
             attempt = attempt.saturating_add(1);
             match &error {
                 Some(e) => tracing::warn!(

@@ -52,6 +52,21 @@ impl Instance {
     }
 }
 
+impl From<signpost_api::Instance> for Instance {
+    /// The registry-neutral parts of an instance as the Signpost agent renders it.
+    fn from(i: signpost_api::Instance) -> Self {
+        Instance {
+            id: i.id,
+            service: i.service,
+            address: i.address,
+            port: i.port,
+            tags: i.tags,
+            metadata: i.metadata,
+            weight: i.weight,
+        }
+    }
+}
+
 /// A change to the set of healthy instances of one service. Every registry's watch speaks this.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Update {

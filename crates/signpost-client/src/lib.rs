@@ -19,7 +19,10 @@
 //! - [`selector`]: [`selector::Selector`], per-request selection over one
 //!   [`selector::EndpointState`] per instance (breaker, outlier state, balancer statistics),
 //!   returning the chosen position.
-//! - [`retry`]: retry policy with backoff, jitter and a retry budget.
+//! - [`backoff`]: the one exponential backoff with cap and jitter ([`backoff::Backoff`]) and a
+//!   connection's failure count ([`backoff::Reconnect`]); retries, reconnection and heartbeat
+//!   retries all wait with it.
+//! - [`retry`]: retry policy (over [`backoff::Backoff`]) and a retry budget.
 //! - [`client`]: [`client::ServiceClient`], typed JSON calls over all of the above.
 //! - [`tower_discover`]: a `tower::discover::Discover` adapter over discovery's change stream.
 #![forbid(unsafe_code)]
@@ -31,6 +34,7 @@ pub mod registry;
 pub mod discovery;
 pub mod registration;
 
+pub mod backoff;
 pub mod balance;
 pub mod breaker;
 pub mod client;

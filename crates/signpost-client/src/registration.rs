@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::discovery::backoff;
+use crate::backoff::{Backoff, Jitter};
 use crate::instance::Instance;
 use crate::registry::{RegistrationSpec, Registry, RegistryError};
 
@@ -208,7 +208,10 @@ impl RegistrationBuilder {
     ) -> Result<RegistrationHandle, RegistryError> {
         let spec = self.spec();
         if spec.ttl.is_zero() {
-            return Err(RegistryError::Rejected("ttl must be above zero".into()));
+            return Err(RegistryError::invalid(
+                "registration",
+                "ttl must be above zero",
+            ));
         }
         registry.register(&spec).await?;
         tracing::info!(
@@ -390,7 +393,7 @@ async fn heartbeat_loop(
         }
         let beat = async {
             match registry.heartbeat(service, id).await {
-                Err(RegistryError::NotFound(why)) => {
+                Err(why @ RegistryError::NotFound { .. }) => {
                     tracing::info!(%service, %id, "registry does not know the instance ({why}); registering again");
                     registry.register(&spec).await
                 }
@@ -411,7 +414,12 @@ async fn heartbeat_loop(
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                delay = backoff(Duration::from_millis(100), interval, failures);
+                delay = Backoff {
+                    base: Duration::from_millis(100),
+                    max: interval,
+                    jitter: Jitter::Full,
+                }
+                .delay(failures.saturating_add(1));
                 tracing::warn!(%service, %id, "heartbeat failed ({e}); retrying in {delay:?}");
             }
         }
@@ -491,8 +499,17 @@ mod tests {
         let reg = Arc::new(Recorder::default());
         reg.beats.lock().unwrap().extend([
             Ok(()),
-            Err(RegistryError::NotFound("restarted".into())),
-            Err(RegistryError::Unavailable("down".into())),
+            Err(RegistryError::NotFound {
+                what: "svc/h-1".into(),
+                body: signpost_api::ErrorBody {
+                    error: "restarted".into(),
+                    field: None,
+                },
+            }),
+            Err(RegistryError::Unavailable {
+                agent: "a".into(),
+                cause: crate::registry::Cause::Closed,
+            }),
         ]);
         let handle = Registration::builder("svc", "10.0.0.1", 80)
             .id("i1")
@@ -565,7 +582,10 @@ mod tests {
             .register(reg.clone())
             .await
             .unwrap_err();
-        assert!(matches!(err, RegistryError::Rejected(_)));
+        assert!(
+            matches!(err, RegistryError::Rejected { status: None, .. }),
+            "{err}"
+        );
         assert!(reg.calls().is_empty());
     }
 }

@@ -36,6 +36,9 @@ use std::time::Duration;
 use http::Method;
 use tokio::time::Instant;
 
+/// The backoff between attempts lives in [`crate::backoff`], shared with reconnection.
+pub use crate::backoff::{Backoff, Jitter};
+
 /// What went wrong with one attempt, as far as retrying is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
@@ -78,62 +81,6 @@ impl Decision {
     /// Whether this is [`Decision::Retry`].
     pub fn is_retry(&self) -> bool {
         matches!(self, Decision::Retry { .. })
-    }
-}
-
-/// How jitter spreads a backoff `d`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Jitter {
-    /// Exactly `d`.
-    None,
-    /// Uniform in `[0, d]`.
-    Full,
-    /// Uniform in `[d/2, d]`: spread out, yet never a zero wait.
-    Equal,
-}
-
-/// Exponential backoff: `base × 2^(retry − 1)`, capped at `max`, then jittered.
-///
-/// ```
-/// use std::time::Duration;
-/// use signpost_client::retry::{Backoff, Jitter};
-///
-/// let backoff = Backoff { base: Duration::from_millis(10), max: Duration::from_millis(50), jitter: Jitter::None };
-/// assert_eq!(backoff.delay(1), Duration::from_millis(10));
-/// assert_eq!(backoff.delay(3), Duration::from_millis(40));
-/// assert_eq!(backoff.delay(10), Duration::from_millis(50));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// The wait before the first retry (before jitter).
-    pub base: Duration,
-    /// The longest wait.
-    pub max: Duration,
-    /// How the wait is randomised.
-    pub jitter: Jitter,
-}
-
-impl Default for Backoff {
-    /// 25 ms doubling up to 1 s, equal jitter.
-    fn default() -> Self {
-        Backoff {
-            base: Duration::from_millis(25),
-            max: Duration::from_secs(1),
-            jitter: Jitter::Equal,
-        }
-    }
-}
-
-impl Backoff {
-    /// The wait before retry number `retry` (1 for the first retry).
-    pub fn delay(&self, retry: u32) -> Duration {
-        let exp = retry.saturating_sub(1).min(31);
-        let d = self.base.saturating_mul(1u32 << exp).min(self.max);
-        match self.jitter {
-            Jitter::None => d,
-            Jitter::Full => d.mul_f64(rand::random::<f64>()),
-            Jitter::Equal => d / 2 + (d / 2).mul_f64(rand::random::<f64>()),
-        }
     }
 }
 

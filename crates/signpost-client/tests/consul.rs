@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use signpost_client::discovery::{Discovery, DiscoveryOptions};
 use signpost_client::registration::Registration;
 use signpost_client::registry::consul::{ConsulOptions, ConsulRegistry};
-use signpost_client::registry::{RegistrationSpec, Registry, RegistryError};
+use signpost_client::registry::{Cause, RegistrationSpec, Registry, RegistryError, TransportKind};
 use signpost_client::{Instance, Update};
 
 use common::{closed_port, eventually, eventually_within, ids_of, instance, TestAgent};
@@ -96,13 +96,13 @@ async fn consul_registry_registers_lists_heartbeats_and_deregisters() {
     reg.heartbeat("users", "u1").await.unwrap();
     assert!(matches!(
         reg.heartbeat("users", "nope").await,
-        Err(RegistryError::NotFound(_))
+        Err(RegistryError::NotFound { .. })
     ));
     // A registration the agent refuses is Rejected, with its message.
     let mut bad = s.clone();
     bad.instance.weight = 0;
     match reg.register(&bad).await {
-        Err(RegistryError::Rejected(m)) => assert!(m.contains("weight"), "{m}"),
+        Err(e @ RegistryError::Rejected { .. }) => assert!(e.to_string().contains("weight"), "{e}"),
         other => panic!("{other:?}"),
     }
 
@@ -229,7 +229,7 @@ async fn datacenter_is_sent_and_checked() {
     };
     let reg = ConsulRegistry::with_options([t.base.clone()], elsewhere).unwrap();
     match reg.list("users").await {
-        Err(RegistryError::Rejected(m)) => assert!(m.contains("dc2"), "{m}"),
+        Err(e @ RegistryError::Rejected { .. }) => assert!(e.to_string().contains("dc2"), "{e}"),
         other => panic!("{other:?}"),
     }
 }
@@ -249,14 +249,26 @@ async fn calls_fail_over_from_a_dead_agent() {
 
     let none = ConsulRegistry::new([dead.clone()]).unwrap();
     match none.list("users").await {
-        Err(RegistryError::Unavailable(m)) => assert!(m.contains(&dead), "{m}"),
+        Err(RegistryError::Unavailable { agent, cause }) => {
+            assert_eq!(agent, dead);
+            assert!(
+                matches!(
+                    cause,
+                    Cause::Transport {
+                        kind: TransportKind::Refused,
+                        ..
+                    }
+                ),
+                "{cause:?}"
+            );
+        }
         other => panic!("{other:?}"),
     }
     // A watch on an unreachable agent ends after its error, so discovery reconnects.
     let mut stream = none.watch("users");
     assert!(matches!(
         next_item(&mut stream).await,
-        Some(Err(RegistryError::Unavailable(_)))
+        Some(Err(RegistryError::Unavailable { .. }))
     ));
     assert!(next_item(&mut stream).await.is_none());
 }
@@ -357,7 +369,9 @@ async fn token_and_old_consul_answers() {
     // Old Consul's 500 for an unknown check is NotFound (so the caller registers again), and is
     // not retried as an outage.
     match reg.heartbeat("web", "web-1").await {
-        Err(RegistryError::NotFound(m)) => assert!(m.contains("associated TTL"), "{m}"),
+        Err(RegistryError::NotFound { body, .. }) => {
+            assert!(body.error.contains("associated TTL"), "{body}")
+        }
         other => panic!("{other:?}"),
     }
     reg.deregister("web", "web-1").await.unwrap();
@@ -410,8 +424,12 @@ async fn watch_follows_consul_index_rules() {
                 assert_eq!(instances[0].id, format!("web-{index}"));
                 resets.push(index);
             }
-            Some(Err(RegistryError::Unavailable(m))) => {
-                assert!(m.contains("No cluster leader"), "{m}");
+            Some(Err(RegistryError::Unavailable {
+                cause: Cause::Status { status, body },
+                ..
+            })) => {
+                assert!(status.is_server_error(), "{status}");
+                assert!(body.error.contains("No cluster leader"), "{body}");
                 break;
             }
             other => panic!("{other:?}"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use signpost_client::discovery::{Discovery, DiscoveryOptions, Source};
 use signpost_client::registry::signpost::SignpostRegistry;
-use signpost_client::registry::{RegistrationSpec, Registry, RegistryError};
+use signpost_client::registry::{Cause, RegistrationSpec, Registry, RegistryError, TransportKind};
 use signpost_client::{Instance, Update};
 
 use common::{
@@ -80,13 +80,20 @@ async fn signpost_registry_registers_lists_heartbeats_and_deregisters() {
     reg.heartbeat("users", "u1").await.unwrap();
     assert!(matches!(
         reg.heartbeat("users", "nope").await,
-        Err(RegistryError::NotFound(_))
+        Err(RegistryError::NotFound { .. })
     ));
     // A bad registration is refused with the agent's message.
     let mut bad = s.clone();
     bad.instance.port = 0;
     match reg.register(&bad).await {
-        Err(RegistryError::Rejected(m)) => assert!(m.contains("port"), "{m}"),
+        Err(RegistryError::Rejected {
+            status: Some(status),
+            body,
+            ..
+        }) => {
+            assert_eq!(status, 400);
+            assert_eq!(body.field.as_deref(), Some("port"), "{body}");
+        }
         other => panic!("{other:?}"),
     }
 
@@ -170,7 +177,19 @@ async fn calls_fail_over_from_a_dead_agent_and_remember_the_good_one() {
     // Every agent down: a clear Unavailable naming them.
     let none = SignpostRegistry::new([dead.clone()]).unwrap();
     match none.list("users").await {
-        Err(RegistryError::Unavailable(m)) => assert!(m.contains(&dead), "{m}"),
+        Err(RegistryError::Unavailable { agent, cause }) => {
+            assert_eq!(agent, dead);
+            assert!(
+                matches!(
+                    cause,
+                    Cause::Transport {
+                        kind: TransportKind::Refused,
+                        ..
+                    }
+                ),
+                "{cause:?}"
+            );
+        }
         other => panic!("{other:?}"),
     }
 }

@@ -213,7 +213,7 @@ async fn etcd_registers_lists_watches_and_discovers() {
     // Deregistered means no lease to renew.
     assert!(matches!(
         reg.heartbeat("users", "a").await,
-        Err(RegistryError::NotFound(_))
+        Err(RegistryError::NotFound { .. })
     ));
 
     // Discovery over etcd.
@@ -270,7 +270,7 @@ async fn an_expired_lease_removes_the_instance_and_registration_brings_it_back()
     // The lease is gone: a heartbeat says so, so the owner would register again.
     assert!(matches!(
         reg.heartbeat("users", "quiet").await,
-        Err(RegistryError::NotFound(_))
+        Err(RegistryError::NotFound { .. })
     ));
 
     // Revoke the kept instance's lease behind its back: its handle notices and re-registers.

@@ -136,6 +136,6 @@ async fn the_first_registration_failing_is_an_error() {
         .unwrap_err();
     assert!(matches!(
         err,
-        signpost_client::registry::RegistryError::Unavailable(_)
+        signpost_client::registry::RegistryError::Unavailable { .. }
     ));
 }

@@ -14,6 +14,7 @@
 //! connection: a `reqwest::Client` (HTTP/1.1 keep-alive) or an `etcd_client::Client` (one
 //! HTTP/2 connection).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,9 @@ use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
 use futures::StreamExt;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
+
+use signpost_api::watch;
+use signpost_api::{sse, BatchRenewed, InstanceKey, InstanceList};
 
 use crate::payload;
 
@@ -336,7 +340,10 @@ impl Conn {
         let body = serde_json::to_vec(
             &keys
                 .iter()
-                .map(|(service, id)| serde_json::json!({"service": service, "id": id}))
+                .map(|(service, id)| InstanceKey {
+                    service: service.clone(),
+                    id: id.clone(),
+                })
                 .collect::<Vec<_>>(),
         )?;
         if raw.is_none() {
@@ -360,20 +367,18 @@ impl Conn {
         if status != 200 {
             bail!("PUT {PATH}: HTTP {status}: {}", snippet(&answer));
         }
-        let parsed: serde_json::Value = serde_json::from_slice(&answer)
+        let parsed: BatchRenewed = serde_json::from_slice(&answer)
             .with_context(|| format!("PUT {PATH}: {}", snippet(&answer)))?;
-        if let Some(r) = parsed["rejected"].as_array().and_then(|r| r.first()) {
-            bail!("PUT {PATH}: rejected {r}");
+        if let Some(r) = parsed.rejected.first() {
+            bail!(
+                "PUT {PATH}: rejected {}/{}: {}",
+                r.key.service,
+                r.key.id,
+                r.error
+            );
         }
-        let renewed = parsed["renewed"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("PUT {PATH}: no renewed count in {}", snippet(&answer)))?;
-        let gone = parsed["not_found"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|k| k["id"].as_str().map(str::to_string))
-            .collect();
+        let renewed = u64::try_from(parsed.renewed).unwrap_or(u64::MAX);
+        let gone = parsed.not_found.into_iter().map(|k| k.id).collect();
         Ok((renewed, gone))
     }
 
@@ -394,11 +399,12 @@ impl Conn {
                 }
                 let mut watch = Watch::Sse {
                     body: resp.bytes_stream().boxed(),
-                    buffer: Vec::new(),
+                    parser: sse::Parser::new(),
+                    pending: VecDeque::new(),
                 };
                 match watch.next_sse().await? {
-                    Some(e) if e.name == "reset" => Ok(watch),
-                    Some(e) => bail!("watch opened with {:?} instead of reset", e.name),
+                    Some(e) if e.event == watch::RESET => Ok(watch),
+                    Some(e) => bail!("watch opened with {:?} instead of reset", e.event),
                     None => bail!("watch closed before its reset"),
                 }
             }
@@ -553,21 +559,16 @@ pub enum Watch {
     Sse {
         /// The SSE body as it arrives.
         body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-        /// Bytes received but not yet split into events.
-        buffer: Vec<u8>,
+        /// Splits the body into events.
+        parser: sse::Parser,
+        /// Events parsed but not yet handed out.
+        pending: VecDeque<sse::Event>,
     },
     Etcd {
         stream: Box<etcd_client::WatchStream>,
         /// Keeps the connection's handle alive as long as the stream.
         _client: Box<etcd_client::Client>,
     },
-}
-
-/// One Server-Sent Event: its name and data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SseEvent {
-    pub name: String,
-    pub data: String,
 }
 
 impl Watch {
@@ -579,7 +580,7 @@ impl Watch {
                 let needle = format!("\"id\":\"{id}\"");
                 loop {
                     match self.next_sse().await? {
-                        Some(e) if e.name == "add" && e.data.contains(&needle) => {
+                        Some(e) if e.event == watch::ADD && e.data.contains(&needle) => {
                             return Ok(Instant::now())
                         }
                         Some(_) => continue,
@@ -606,64 +607,33 @@ impl Watch {
     }
 
     /// The next complete SSE event (comments and keep-alives skipped), `None` at the end.
-    async fn next_sse(&mut self) -> anyhow::Result<Option<SseEvent>> {
-        let Watch::Sse { body, buffer } = self else {
+    async fn next_sse(&mut self) -> anyhow::Result<Option<sse::Event>> {
+        let Watch::Sse {
+            body,
+            parser,
+            pending,
+        } = self
+        else {
             bail!("not an SSE stream");
         };
         loop {
-            if let Some((event, used)) = parse_sse(buffer) {
-                buffer.drain(..used);
-                match event {
-                    Some(e) => return Ok(Some(e)),
-                    None => continue,
-                }
+            if let Some(event) = pending.pop_front() {
+                return Ok(Some(event));
             }
             match body.next().await {
-                Some(chunk) => buffer.extend_from_slice(&chunk.context("reading the watch")?),
+                Some(chunk) => {
+                    pending.extend(parser.push(&chunk.context("reading the watch")?)?);
+                }
                 None => return Ok(None),
             }
         }
     }
 }
 
-/// Splits the first complete event (up to a blank line) off `buffer`: answers the event (or
-/// `None` for a block without an `event:`/`data:` line, such as a keep-alive comment) and how
-/// many bytes it used, or `None` when no complete event has arrived yet.
-pub fn parse_sse(buffer: &[u8]) -> Option<(Option<SseEvent>, usize)> {
-    let end = buffer.windows(2).position(|w| w == b"\n\n")?;
-    let block = String::from_utf8_lossy(&buffer[..end]);
-    let mut name = None;
-    let mut data: Option<String> = None;
-    for line in block.lines() {
-        if let Some(v) = line.strip_prefix("event:") {
-            name = Some(v.trim_start().to_string());
-        } else if let Some(v) = line.strip_prefix("data:") {
-            let v = v.strip_prefix(' ').unwrap_or(v);
-            match &mut data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(v);
-                }
-                None => data = Some(v.to_string()),
-            }
-        }
-    }
-    let event = match (name, data) {
-        (None, None) => None,
-        (name, data) => Some(SseEvent {
-            name: name.unwrap_or_else(|| "message".to_string()),
-            data: data.unwrap_or_default(),
-        }),
-    };
-    Some((event, end + 2))
-}
-
 /// Length of the `instances` array of a list answer.
 pub fn count_instances(body: &[u8]) -> Option<u64> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    v.get("instances")?
-        .as_array()
-        .map(|a| u64::try_from(a.len()).unwrap_or(u64::MAX))
+    let list: InstanceList<serde::de::IgnoredAny> = serde_json::from_slice(body).ok()?;
+    Some(u64::try_from(list.instances.len()).unwrap_or(u64::MAX))
 }
 
 /// The start of a body, for an error message.
@@ -675,25 +645,6 @@ pub fn snippet(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sse_events_are_split_on_blank_lines() {
-        let stream = b"event: reset\nid: 3\ndata: {\"index\":3}\n\n: keep-alive\n\nevent: add\ndata: a\ndata: b\n\nevent: part";
-        let (first, used) = parse_sse(stream).unwrap();
-        assert_eq!(
-            first,
-            Some(SseEvent {
-                name: "reset".into(),
-                data: "{\"index\":3}".into()
-            })
-        );
-        let rest = &stream[used..];
-        let (comment, used2) = parse_sse(rest).unwrap();
-        assert_eq!(comment, None);
-        let (add, used3) = parse_sse(&rest[used2..]).unwrap();
-        assert_eq!(add.unwrap().data, "a\nb");
-        assert!(parse_sse(&rest[used2 + used3..]).is_none());
-    }
 
     #[test]
     fn http_responses_are_parsed() {

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{backoff, Discovery, DiscoveryOptions};
+use super::{Discovery, DiscoveryOptions};
 use crate::registry::{Registry, ServiceSet};
 
 /// A receiver of the registry's set of services: `None` until the first set is known, then
@@ -81,7 +81,7 @@ async fn follow_catalog(
             }
         };
         drop(stream);
-        let delay = backoff(options.backoff_initial, options.backoff_max, attempt);
+        let delay = options.reconnect_backoff().delay(attempt.saturating_add(1));
         attempt = attempt.saturating_add(1);
         match &error {
             Some(e) => tracing::warn!(

@@ -1,4 +1,4 @@
-//! Unit tests of discovery: the push-empty guard and backoff as pure functions, and the
+//! Unit tests of discovery: the push-empty guard as a pure function, and the
 //! background task against a scripted in-memory registry, with paused time where time matters.
 
 use std::collections::VecDeque;
@@ -15,6 +15,14 @@ use super::*;
 use crate::registry::{RegistrationSpec, RegistryError, ServiceSet};
 
 type Item = Result<Update, RegistryError>;
+
+/// The registry is down.
+fn outage() -> RegistryError {
+    RegistryError::Unavailable {
+        agent: "scripted".into(),
+        cause: crate::registry::Cause::Closed,
+    }
+}
 
 /// A registry whose watches are fed by the test and whose `list` answers what the test says.
 #[derive(Default)]
@@ -73,30 +81,20 @@ impl Registry for Scripted {
     ) -> BoxFuture<'a, Result<(u64, Vec<Instance>), RegistryError>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
         let answer = self.list.lock().unwrap().clone();
-        Box::pin(async move {
-            answer
-                .map(|l| (99, l))
-                .ok_or_else(|| RegistryError::Unavailable("scripted outage".into()))
-        })
+        Box::pin(async move { answer.map(|l| (99, l)).ok_or_else(outage) })
     }
     fn watch(&self, _: &str) -> BoxStream<'static, Item> {
         self.watches.fetch_add(1, Ordering::SeqCst);
         match self.feeds.lock().unwrap().pop_front() {
             Some(rx) => tokio_stream::wrappers::UnboundedReceiverStream::new(rx).boxed(),
-            None => futures::stream::once(async {
-                Err(RegistryError::Unavailable("scripted outage".into()))
-            })
-            .boxed(),
+            None => futures::stream::once(async { Err(outage()) }).boxed(),
         }
     }
     fn watch_services(&self) -> BoxStream<'static, Result<ServiceSet, RegistryError>> {
         self.catalog_watches.fetch_add(1, Ordering::SeqCst);
         match self.catalogs.lock().unwrap().pop_front() {
             Some(rx) => tokio_stream::wrappers::UnboundedReceiverStream::new(rx).boxed(),
-            None => futures::stream::once(async {
-                Err(RegistryError::Unavailable("scripted outage".into()))
-            })
-            .boxed(),
+            None => futures::stream::once(async { Err(outage()) }).boxed(),
         }
     }
 }
@@ -186,21 +184,6 @@ async fn guard_hold_ends_when_instances_come_back_or_the_registry_confirms() {
     assert_eq!(g.assess(3, 0, Instant::now()), Verdict::Confirm);
     g.settled();
     assert_eq!(g.deadline(), None);
-}
-
-#[test]
-fn backoff_is_full_jitter_under_a_doubling_cap() {
-    let (initial, max) = (Duration::from_millis(100), Duration::from_secs(10));
-    for attempt in 0..40 {
-        let cap = (initial * 2u32.saturating_pow(attempt.min(20))).min(max);
-        for _ in 0..50 {
-            assert!(backoff(initial, max, attempt) <= cap);
-        }
-    }
-    // Jitter: not always the same value.
-    let samples: std::collections::HashSet<_> =
-        (0..50).map(|_| backoff(initial, max, 10)).collect();
-    assert!(samples.len() > 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -365,9 +348,7 @@ async fn serves_the_last_list_while_disconnected_and_resets_on_reconnect() {
     assert!(w.status().connected);
 
     // Outage: the stream fails; the next two attempts fail too (no feeds queued).
-    first
-        .send(Err(RegistryError::Unavailable("gone".into())))
-        .unwrap();
+    first.send(Err(outage())).unwrap();
     until_status(&w, |s| !s.connected).await;
     assert_eq!(ids(&w.instances()), ["a"], "stale on error");
     let mut watches = w.status_updates();

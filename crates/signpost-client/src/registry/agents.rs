@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::RegistryError;
+use super::{Cause, ConfigError, RegistryError};
 
 /// The agents' base URLs, in the order given, and which one answered last.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ pub(crate) enum Tried<T> {
     /// An answer to hand back: a success, or an error any other agent would repeat.
     Answer(T),
     /// Another agent might do better (unreachable, timed out, overloaded); why.
-    Next(String),
+    Next(Cause),
 }
 
 impl Agents {
@@ -35,9 +35,7 @@ impl Agents {
     {
         let addrs: Vec<String> = addrs.into_iter().map(|a| normalize(a.into())).collect();
         if addrs.is_empty() {
-            return Err(RegistryError::Other(format!(
-                "a {system} registry needs at least one agent address"
-            )));
+            return Err(RegistryError::Config(ConfigError::NoAgents { system }));
         }
         Ok(Agents {
             addrs,
@@ -59,7 +57,7 @@ impl Agents {
     /// Calls `attempt` with one agent's base URL after another, starting at the current one,
     /// until one gives an answer; that agent becomes the current one. A lone agent still gets a
     /// second try, since a pooled connection may have gone stale. When every agent has said
-    /// [`Tried::Next`], the error names the last one and why.
+    /// [`Tried::Next`], the error is [`RegistryError::Unavailable`] with the last one and why.
     pub(crate) async fn call<'a, T, F, Fut>(&'a self, mut attempt: F) -> Result<T, RegistryError>
     where
         F: FnMut(&'a str) -> Fut,
@@ -67,7 +65,7 @@ impl Agents {
     {
         let n = self.addrs.len();
         let start = self.current.load(Ordering::Relaxed) % n;
-        let mut last = String::new();
+        let mut last = None;
         for k in 0..n.max(2) {
             let i = (start + k) % n;
             let base = self.addrs[i].as_str();
@@ -79,13 +77,20 @@ impl Agents {
                     self.current.store(i, Ordering::Relaxed);
                     return Ok(answer);
                 }
-                Tried::Next(why) => {
-                    last = format!("{base}: {why}");
-                    tracing::debug!("{} agent failed: {last}; trying the next one", self.system);
+                Tried::Next(cause) => {
+                    tracing::debug!(
+                        "{} agent {base} failed: {cause}; trying the next one",
+                        self.system
+                    );
+                    last = Some((base, cause));
                 }
             }
         }
-        Err(RegistryError::Unavailable(last))
+        let (agent, cause) = last.unwrap_or((self.current(), Cause::Closed));
+        Err(RegistryError::Unavailable {
+            agent: agent.to_string(),
+            cause,
+        })
     }
 }
 
@@ -113,20 +118,17 @@ pub(crate) fn encode(s: &str) -> String {
     out
 }
 
-/// An error and its sources on one line (reqwest's top-level message alone is vague).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let _ = write!(s, ": {cause}");
-        source = cause.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::TransportKind;
+
+    fn down(base: &str) -> Cause {
+        Cause::Transport {
+            kind: TransportKind::Refused,
+            detail: format!("no {base}"),
+        }
+    }
 
     #[test]
     fn normalizes_addresses_and_refuses_none() {
@@ -134,7 +136,7 @@ mod tests {
         assert_eq!(agents.addrs(), ["http://10.0.0.1:8500", "https://b:8501"]);
         assert_eq!(agents.current(), "http://10.0.0.1:8500");
         match Agents::new(Vec::<String>::new(), "Test") {
-            Err(RegistryError::Other(m)) => assert!(m.contains("a Test registry"), "{m}"),
+            Err(RegistryError::Config(ConfigError::NoAgents { system: "Test" })) => {}
             other => panic!("expected an error, got {other:?}"),
         }
     }
@@ -156,7 +158,7 @@ mod tests {
                     if base.ends_with(":3") {
                         Tried::Answer(base.to_string())
                     } else {
-                        Tried::Next("down".to_string())
+                        Tried::Next(down(base))
                     }
                 }
             })
@@ -171,13 +173,16 @@ mod tests {
         let err = agents
             .call(|base| {
                 asked.push(base.to_string());
-                async move { Tried::<()>::Next(format!("no {base}")) }
+                async move { Tried::<()>::Next(down(base)) }
             })
             .await
             .unwrap_err();
         assert_eq!(asked, ["http://c:3", "http://a:1", "http://b:2"]);
         match err {
-            RegistryError::Unavailable(m) => assert_eq!(m, "http://b:2: no http://b:2"),
+            RegistryError::Unavailable { agent, cause } => {
+                assert_eq!(agent, "http://b:2");
+                assert_eq!(cause, down("http://b:2"));
+            }
             other => panic!("expected Unavailable, got {other:?}"),
         }
         assert_eq!(
@@ -197,7 +202,7 @@ mod tests {
                 let first = tries == 1;
                 async move {
                     if first {
-                        Tried::Next("stale connection".to_string())
+                        Tried::Next(Cause::Closed)
                     } else {
                         Tried::Answer("second")
                     }

@@ -61,9 +61,12 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::agents::{encode, error_chain, Agents, Tried};
+use super::agents::{encode, Agents, Tried};
+use super::error::error_body;
+use super::{Cause, ConfigError};
 use super::{RegistrationSpec, Registry, RegistryError, ServiceSet};
 use crate::instance::{Instance, Update};
+use signpost_api::ErrorBody;
 
 /// Consul's token header.
 const TOKEN_HEADER: &str = "x-consul-token";
@@ -217,9 +220,7 @@ impl ConsulRegistry {
         let token = match options.token.as_deref() {
             Some(t) => {
                 let mut value = HeaderValue::from_str(t).map_err(|_| {
-                    RegistryError::Other(
-                        "the Consul token contains characters a header cannot carry".into(),
-                    )
+                    RegistryError::Config(ConfigError::BadToken { system: "Consul" })
                 })?;
                 value.set_sensitive(true);
                 Some(value)
@@ -230,7 +231,7 @@ impl ConsulRegistry {
             .no_proxy()
             .connect_timeout(options.connect_timeout)
             .build()
-            .map_err(|e| RegistryError::Other(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| RegistryError::Config(ConfigError::HttpClient(e)))?;
         Ok(ConsulRegistry {
             inner: Arc::new(Inner {
                 agents,
@@ -489,14 +490,8 @@ struct Reply {
 
 impl Reply {
     /// The agent's message: the `error` field of a JSON body (Signpost), or the text (Consul).
-    fn message(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body);
-        match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(v) => v["error"]
-                .as_str()
-                .map_or_else(|| text.to_string(), str::to_string),
-            Err(_) => text.trim().chars().take(512).collect(),
-        }
+    fn error_body(&self) -> ErrorBody {
+        error_body(&self.body)
     }
 
     /// Whether the agent says the service or check is unknown: 404, or the 500 that Consul
@@ -529,13 +524,18 @@ impl Reply {
         if self.status.is_success() {
             return Ok(self);
         }
-        let message = self.message();
+        let body = self.error_body();
         Err(if self.is_not_found() {
-            RegistryError::NotFound(format!("{what}: {message}"))
-        } else if self.status.is_client_error() {
-            RegistryError::Rejected(format!("{what}: {}: {message}", self.status))
+            RegistryError::NotFound {
+                what: what.to_string(),
+                body,
+            }
         } else {
-            RegistryError::Other(format!("{what}: {}: {message}", self.status))
+            RegistryError::Rejected {
+                what: what.to_string(),
+                status: Some(self.status),
+                body,
+            }
         })
     }
 }
@@ -558,7 +558,7 @@ impl Inner {
                 }
                 let resp = match request.send().await {
                     Ok(resp) => resp,
-                    Err(e) => return Tried::Next(error_chain(&e)),
+                    Err(e) => return Tried::Next(Cause::transport(&e)),
                 };
                 let status = resp.status();
                 let index = resp
@@ -574,12 +574,15 @@ impl Inner {
                             body,
                         };
                         if reply.is_retryable() {
-                            Tried::Next(format!("{status}: {}", reply.message()))
+                            Tried::Next(Cause::Status {
+                                status,
+                                body: reply.error_body(),
+                            })
                         } else {
                             Tried::Answer(reply)
                         }
                     }
-                    Err(e) => Tried::Next(error_chain(&e)),
+                    Err(e) => Tried::Next(Cause::transport(&e)),
                 }
             })
             .await
@@ -602,12 +605,12 @@ impl Inner {
             .send(|c, base| c.get(format!("{base}{path}")).timeout(timeout))
             .await?
             .check(&format!("list {service}"))?;
+        let what = || format!("listing of {service}");
         let index = reply.index.ok_or_else(|| {
-            RegistryError::Other(format!(
-                "the agent's listing of {service} has no X-Consul-Index header: not a Consul agent?"
-            ))
+            RegistryError::malformed(what(), "no X-Consul-Index header: not a Consul agent?")
         })?;
-        let instances = parse_entries(&reply.body, service).map_err(RegistryError::Other)?;
+        let instances =
+            parse_entries(&reply.body, service).map_err(|e| RegistryError::malformed(what(), e))?;
         Ok((index, instances))
     }
 
@@ -630,13 +633,12 @@ impl Inner {
             .send(|c, base| c.get(format!("{base}{path}")).timeout(timeout))
             .await?
             .check("list services")?;
+        let what = || "catalog of services".to_string();
         let index = reply.index.ok_or_else(|| {
-            RegistryError::Other(
-                "the agent's catalog has no X-Consul-Index header: not a Consul agent?".into(),
-            )
+            RegistryError::malformed(what(), "no X-Consul-Index header: not a Consul agent?")
         })?;
         let services = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(&reply.body)
-            .map_err(|e| RegistryError::Other(format!("bad catalog answer: {e}")))?
+            .map_err(|e| RegistryError::malformed(what(), e))?
             .into_keys()
             .collect();
         Ok((index, services))
@@ -686,7 +688,7 @@ impl Registry for ConsulRegistry {
             let reply = self.inner.put(&path, None).await?;
             match reply.check(&format!("deregister {service}/{id}")) {
                 // Already gone is what we wanted.
-                Ok(_) | Err(RegistryError::NotFound(_)) => Ok(()),
+                Ok(_) | Err(RegistryError::NotFound { .. }) => Ok(()),
                 Err(e) => Err(e),
             }
         })
@@ -1014,18 +1016,25 @@ mod tests {
             "CheckID \"service:web-1\" does not have associated TTL",
         );
         assert!(old.is_not_found() && !old.is_retryable());
-        assert!(matches!(old.check("hb"), Err(RegistryError::NotFound(_))));
+        assert!(matches!(
+            old.check("hb"),
+            Err(RegistryError::NotFound { .. })
+        ));
         let outage = reply(500, "rpc error: No cluster leader");
         assert!(!outage.is_not_found() && outage.is_retryable());
         assert!(reply(429, "slow down").is_retryable());
         assert!(matches!(
             reply(403, "Permission denied").check("x"),
-            Err(RegistryError::Rejected(m)) if m.contains("Permission denied")
+            Err(RegistryError::Rejected { status: Some(StatusCode::FORBIDDEN), body, .. })
+                if body.error == "Permission denied"
         ));
         // Signpost's Consul face answers errors as JSON.
         assert_eq!(
-            reply(400, r#"{"error":"Name is required","field":"Name"}"#).message(),
-            "Name is required"
+            reply(400, r#"{"error":"Name is required","field":"Name"}"#).error_body(),
+            ErrorBody {
+                error: "Name is required".into(),
+                field: Some("Name".into())
+            }
         );
     }
 

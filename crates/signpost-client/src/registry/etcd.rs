@@ -20,7 +20,7 @@ use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions, Watch
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 
-use super::{RegistrationSpec, Registry, RegistryError, ServiceSet};
+use super::{Cause, RegistrationSpec, Registry, RegistryError, ServiceSet, TransportKind};
 use crate::instance::{Instance, Update};
 
 /// The key prefix used when none is configured.
@@ -68,19 +68,39 @@ const GRPC_INVALID_ARGUMENT: i32 = 3;
 const GRPC_NOT_FOUND: i32 = 5;
 const GRPC_FAILED_PRECONDITION: i32 = 9;
 
+/// etcd is out of reach, for `kind` of reason.
+fn unavailable(kind: TransportKind, detail: String) -> RegistryError {
+    RegistryError::Unavailable {
+        agent: "etcd".to_string(),
+        cause: Cause::Transport { kind, detail },
+    }
+}
+
 /// Maps an etcd client error to a [`RegistryError`].
 fn etcd_error(what: &str, e: etcd_client::Error) -> RegistryError {
     use etcd_client::Error as E;
     match e {
         E::GRpcStatus(status) => match i32::from(status.code()) {
             GRPC_INVALID_ARGUMENT | GRPC_FAILED_PRECONDITION => {
-                RegistryError::Rejected(format!("{what}: {}", status.message()))
+                RegistryError::invalid(what, status.message())
             }
-            GRPC_NOT_FOUND => RegistryError::NotFound(format!("{what}: {}", status.message())),
-            _ => RegistryError::Unavailable(format!("{what}: {status}")),
+            GRPC_NOT_FOUND => RegistryError::NotFound {
+                what: what.to_string(),
+                body: RegistryError::body(status.message()),
+            },
+            _ => unavailable(TransportKind::Other, format!("{what}: {status}")),
         },
-        E::TransportError(_) | E::IoError(_) => RegistryError::Unavailable(format!("{what}: {e}")),
-        other => RegistryError::Other(format!("{what}: {other}")),
+        E::TransportError(_) => unavailable(TransportKind::Connect, format!("{what}: {e}")),
+        E::IoError(ref io) => {
+            let kind = match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => TransportKind::Refused,
+                std::io::ErrorKind::ConnectionReset => TransportKind::Reset,
+                std::io::ErrorKind::TimedOut => TransportKind::TimedOut,
+                _ => TransportKind::Other,
+            };
+            unavailable(kind, format!("{what}: {e}"))
+        }
+        other => RegistryError::malformed(what, other),
     }
 }
 
@@ -209,7 +229,7 @@ impl Registry for EtcdRegistry {
         Box::pin(async move {
             let i = &spec.instance;
             let value = serde_json::to_vec(i)
-                .map_err(|e| RegistryError::Other(format!("cannot encode instance: {e}")))?;
+                .map_err(|e| RegistryError::malformed("instance to register", e))?;
             let mut client = self.client.clone();
             let lease = client
                 .lease_grant(ttl_secs(spec.ttl), None)
@@ -262,9 +282,10 @@ impl Registry for EtcdRegistry {
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
             let Some(lease) = self.lease_of(service, id) else {
-                return Err(RegistryError::NotFound(format!(
-                    "{service}/{id} has no lease in this process"
-                )));
+                return Err(RegistryError::NotFound {
+                    what: format!("{service}/{id}"),
+                    body: RegistryError::body("no lease in this process"),
+                });
             };
             let mut client = self.client.clone();
             // One keep-alive round trip: etcd answers TTL 0 (an error here) for a lease it no
@@ -273,9 +294,10 @@ impl Registry for EtcdRegistry {
                 Ok(_) => Ok(()),
                 Err(etcd_client::Error::LeaseKeepAliveError(e)) => {
                     self.set_lease(service, id, None);
-                    Err(RegistryError::NotFound(format!(
-                        "{service}/{id}: lease {lease:x}: {e}"
-                    )))
+                    Err(RegistryError::NotFound {
+                        what: format!("{service}/{id}"),
+                        body: RegistryError::body(format!("lease {lease:x}: {e}")),
+                    })
                 }
                 Err(e) => Err(etcd_error("keep lease alive", e)),
             }
@@ -478,9 +500,10 @@ impl Cursor {
                                 continue;
                             }
                             let reason = resp.cancel_reason().to_string();
-                            return self.fail(RegistryError::Unavailable(format!(
-                                "etcd cancelled the watch: {reason}"
-                            )));
+                            return self.fail(unavailable(
+                                TransportKind::Other,
+                                format!("etcd cancelled the watch: {reason}"),
+                            ));
                         }
                         for event in resp.events() {
                             let Some(kv) = event.kv() else { continue };
@@ -513,8 +536,10 @@ impl Cursor {
                         }
                     }
                     Ok(None) => {
-                        return self
-                            .fail(RegistryError::Unavailable("etcd closed the watch".into()))
+                        return self.fail(RegistryError::Unavailable {
+                            agent: "etcd".to_string(),
+                            cause: Cause::Closed,
+                        })
                     }
                     Err(e) => return self.fail(etcd_error("watch", e)),
                 },

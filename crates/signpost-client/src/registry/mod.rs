@@ -5,6 +5,8 @@
 //! - [`etcd::EtcdRegistry`]: etcd v3, instances as leased keys under `/services/`.
 //! - [`consul::ConsulRegistry`]: any Consul-compatible agent (Consul, or Signpost's Consul face),
 //!   watched with blocking queries.
+//! - [`RegistryError`] (in `error.rs`): why a call failed, with a typed [`Cause`] for
+//!   unavailability; shared by every backend.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -16,25 +18,11 @@ use crate::instance::{Instance, Update};
 
 mod agents;
 pub mod consul;
+mod error;
 pub mod etcd;
 pub mod signpost;
 
-/// Why a registry call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    /// The registry could not be reached (connect error, timeout, 5xx).
-    #[error("registry unreachable: {0}")]
-    Unavailable(String),
-    /// The instance is not registered (heartbeat to an unknown id: register again).
-    #[error("instance not registered: {0}")]
-    NotFound(String),
-    /// The registry refused the request (4xx other than 404).
-    #[error("registry rejected the request: {0}")]
-    Rejected(String),
-    /// Anything else.
-    #[error("registry error: {0}")]
-    Other(String),
-}
+pub use error::{Cause, ConfigError, RegistryError, TransportKind};
 
 /// What an instance registers with.
 #[derive(Debug, Clone, PartialEq)]

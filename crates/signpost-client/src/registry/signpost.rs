@@ -1,9 +1,16 @@
 //! [`SignpostRegistry`]: the Signpost agent's native HTTP API as a [`Registry`].
 //!
 //! Every call goes to the last agent that answered; on a connect error, a timeout or a 5xx it
-//! moves round-robin to the next address. Watches use the agent's Server-Sent Events stream
+//! moves round-robin to the next address (calls that are not safe to repeat move on only when
+//! the connection could not be made). Watches use the agent's Server-Sent Events stream
 //! (`GET /api/v1/services/{service}/watch`) and fall back to blocking queries
-//! (`?index=N&wait=5m`) against agents that do not serve it.
+//! (`?index=N&wait=5m`) against agents that do not serve it. Bodies are the wire types of
+//! [`signpost_api`].
+//!
+//! Besides the [`Registry`] trait, [`SignpostRegistry`] has the rest of the native API as
+//! methods (in `signpost/admin.rs`): the services summary, listings with a status filter,
+//! service definitions, KV and cluster membership; and [`SignpostRegistry::watch_events`], the
+//! watch's raw events. The `signpost` CLI is built on them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,11 +19,19 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use signpost_api::sse;
+use signpost_api::watch::WatchEvent;
+use signpost_api::{Check, InstanceList, Registration, Status};
 
-use super::agents::{encode, error_chain, Agents, Tried};
-use super::{RegistrationSpec, Registry, RegistryError};
+use super::agents::{encode, Agents, Tried};
+use super::error::error_body;
+use super::{Cause, ConfigError, RegistrationSpec, Registry, RegistryError};
 use crate::instance::{Instance, Update};
+
+mod admin;
+
+pub use admin::{KvWrite, Registered};
 
 /// Tunables of a [`SignpostRegistry`]. `Default` gives production values.
 #[derive(Debug, Clone)]
@@ -31,6 +46,9 @@ pub struct SignpostOptions {
     /// A watch connection that has received nothing for this long is considered dead. The agent
     /// sends an SSE keep-alive comment every 15 s, so this must be well above that.
     pub watch_idle_timeout: Duration,
+    /// How long a membership change (join, remove, leave) may take: the leader waits for the
+    /// new configuration to commit, which takes longer than a plain write.
+    pub membership_timeout: Duration,
 }
 
 impl Default for SignpostOptions {
@@ -40,6 +58,7 @@ impl Default for SignpostOptions {
             request_timeout: Duration::from_secs(10),
             blocking_wait: Duration::from_secs(300),
             watch_idle_timeout: Duration::from_secs(45),
+            membership_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -119,6 +138,7 @@ impl SignpostRegistry {
         let build = |long: bool| {
             let b = reqwest::Client::builder()
                 .no_proxy()
+                .user_agent(concat!("signpost-client/", env!("CARGO_PKG_VERSION")))
                 .connect_timeout(options.connect_timeout);
             let b = if long {
                 b.read_timeout(options.watch_idle_timeout)
@@ -126,7 +146,7 @@ impl SignpostRegistry {
                 b.timeout(options.request_timeout)
             };
             b.build()
-                .map_err(|e| RegistryError::Other(format!("cannot build the HTTP client: {e}")))
+                .map_err(|e| RegistryError::Config(ConfigError::HttpClient(e)))
         };
         Ok(SignpostRegistry {
             inner: Arc::new(Inner {
@@ -174,42 +194,82 @@ impl SignpostRegistry {
     }
 }
 
-/// What the agent answers to a listing.
-#[derive(Debug, Deserialize)]
-struct ListBody {
-    index: u64,
-    instances: Vec<Instance>,
+/// Which instances a listing or a watch returns, by status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatusFilter {
+    /// Passing instances only (the agent's default; what traffic may go to).
+    #[default]
+    Passing,
+    /// Instances in this status only.
+    Only(Status),
+    /// Every instance, whatever its status.
+    Any,
 }
 
-/// The registration body of `POST /api/v1/services/{service}/instances`.
-#[derive(Debug, Serialize)]
-struct RegisterBody<'a> {
-    id: &'a str,
-    address: &'a str,
-    port: u16,
-    tags: &'a [String],
-    metadata: &'a std::collections::BTreeMap<String, String>,
-    weight: u32,
-    check: CheckBody,
+impl StatusFilter {
+    /// The `status` query parameter, when one is needed.
+    fn query(self) -> Option<&'static str> {
+        match self {
+            StatusFilter::Passing => None,
+            StatusFilter::Only(s) => Some(s.as_str()),
+            StatusFilter::Any => Some("any"),
+        }
+    }
+
+    /// `path` with the filter's `status` parameter added (`sep` is `?` or `&`).
+    fn append(self, path: &mut String) {
+        if let Some(status) = self.query() {
+            path.push(if path.contains('?') { '&' } else { '?' });
+            path.push_str("status=");
+            path.push_str(status);
+        }
+    }
 }
 
-/// The TTL check of a registration.
-#[derive(Debug, Serialize)]
-struct CheckBody {
-    ttl: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deregister_after: Option<String>,
+/// Which failures of one agent send a call on to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failover {
+    /// Any transport error or 5xx: the call is safe to repeat (register is an upsert, a
+    /// repeated delete answers 404, reads).
+    Any,
+    /// Only a failure to connect (nothing was sent): the call may not be safe to repeat (a
+    /// `cas` write, a membership change). Its 5xx answers are the answer.
+    ConnectOnly,
 }
 
+/// `10000ms`: a duration as the agent parses it.
 fn millis(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
 
+/// What a registration spec sends: the instance and its TTL check.
+fn registration_body(spec: &RegistrationSpec) -> Registration {
+    let i = &spec.instance;
+    Registration {
+        id: Some(i.id.clone()),
+        address: i.address.clone(),
+        port: i.port,
+        tags: i.tags.clone(),
+        metadata: i.metadata.clone(),
+        weight: Some(i.weight),
+        check: Some(Check {
+            ttl: Some(millis(spec.ttl)),
+            deregister_after: spec.deregister_after.map(millis),
+            ..Check::default()
+        }),
+        status: None,
+    }
+}
+
 impl Inner {
     /// Sends a request built by `build` for an agent's base URL (with the watch client when
-    /// `long`), failing over to the next agent on a transport error or a 5xx. Every Signpost call is idempotent (register is an upsert,
-    /// a repeated delete answers 404), so retrying on another agent is safe.
-    async fn send<F>(&self, long: bool, build: F) -> Result<reqwest::Response, RegistryError>
+    /// `long`), failing over to the next agent as `failover` allows.
+    async fn send<F>(
+        &self,
+        long: bool,
+        failover: Failover,
+        build: F,
+    ) -> Result<reqwest::Response, RegistryError>
     where
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {
@@ -218,66 +278,95 @@ impl Inner {
         self.agents
             .call(|base| async move {
                 match build(client, base).send().await {
-                    Ok(resp) if resp.status().is_server_error() => {
+                    Ok(resp) if resp.status().is_server_error() && failover == Failover::Any => {
                         let status = resp.status();
-                        Tried::Next(format!("{status}: {}", error_message(resp).await))
+                        let body = error_body(&resp.bytes().await.unwrap_or_default());
+                        Tried::Next(Cause::Status { status, body })
                     }
-                    Ok(resp) => Tried::Answer(resp),
-                    Err(e) => Tried::Next(error_chain(&e)),
+                    Ok(resp) => Tried::Answer(Ok(resp)),
+                    Err(e) if failover == Failover::Any || e.is_connect() => {
+                        Tried::Next(Cause::transport(&e))
+                    }
+                    Err(e) => Tried::Answer(Err(RegistryError::Unavailable {
+                        agent: base.to_string(),
+                        cause: Cause::transport(&e),
+                    })),
                 }
             })
-            .await
+            .await?
     }
 
-    async fn list(&self, service: &str, wait: Option<(u64, Duration)>) -> ListResult {
-        let path = format!("/api/v1/services/{}/instances", encode(service));
+    /// Reads a successful answer's JSON body as `T`.
+    async fn read<T: DeserializeOwned>(
+        &self,
+        resp: reqwest::Response,
+        what: impl FnOnce() -> String,
+    ) -> Result<T, RegistryError> {
+        let bytes = resp.bytes().await.map_err(|e| RegistryError::Unavailable {
+            agent: self.agents.current().to_string(),
+            cause: Cause::transport(&e),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| RegistryError::malformed(what(), e))
+    }
+
+    /// `GET` of a listing, blocking when `wait` gives an index above 0 to wait past.
+    async fn list(
+        &self,
+        service: &str,
+        filter: StatusFilter,
+        wait: Option<(u64, Duration)>,
+    ) -> Result<InstanceList, RegistryError> {
+        let mut path = format!("/api/v1/services/{}/instances", encode(service));
+        filter.append(&mut path);
         let resp = self
-            .send(false, |c, base| match wait {
+            .send(false, Failover::Any, |c, base| match wait {
                 // The agent answers after at most `wait`: allow that plus a normal request.
-                Some((index, wait)) => c
-                    .get(format!("{base}{path}?index={index}&wait={}", millis(wait)))
-                    .timeout(wait + self.options.request_timeout),
+                Some((index, wait)) => {
+                    let sep = if path.contains('?') { '&' } else { '?' };
+                    c.get(format!(
+                        "{base}{path}{sep}index={index}&wait={}",
+                        millis(wait)
+                    ))
+                    .timeout(wait + self.options.request_timeout)
+                }
                 None => c.get(format!("{base}{path}")),
             })
             .await?;
-        let resp = check(resp, service, None).await?;
-        let body: ListBody = resp.json().await.map_err(|e| {
-            RegistryError::Other(format!("invalid listing of {service} from the agent: {e}"))
-        })?;
-        Ok((body.index, body.instances))
+        let resp = check(resp, || service.to_string()).await?;
+        self.read(resp, || format!("listing of {service}")).await
     }
 }
 
-type ListResult = Result<(u64, Vec<Instance>), RegistryError>;
-
-/// The `error` field of an agent's JSON error body, or the raw body.
-async fn error_message(resp: reqwest::Response) -> String {
-    let text = resp.text().await.unwrap_or_default();
-    match serde_json::from_str::<serde_json::Value>(&text) {
-        Ok(v) => v["error"].as_str().map(str::to_string).unwrap_or(text),
-        Err(_) => text.chars().take(512).collect(),
-    }
-}
-
-/// Maps a non-2xx answer to a [`RegistryError`].
+/// Maps a non-2xx answer to a [`RegistryError`] about `what`: 404 is
+/// [`RegistryError::NotFound`], a 5xx (that reached here: no other agent to try)
+/// [`RegistryError::Unavailable`], anything else [`RegistryError::Rejected`].
 async fn check(
     resp: reqwest::Response,
-    service: &str,
-    id: Option<&str>,
+    what: impl FnOnce() -> String,
 ) -> Result<reqwest::Response, RegistryError> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
     }
-    let message = error_message(resp).await;
+    let agent = origin(resp.url());
+    let body = error_body(&resp.bytes().await.unwrap_or_default());
     Err(match status {
-        StatusCode::NOT_FOUND => RegistryError::NotFound(match id {
-            Some(id) => format!("{service}/{id}: {message}"),
-            None => format!("{service}: {message}"),
-        }),
-        s if s.is_client_error() => RegistryError::Rejected(format!("{s}: {message}")),
-        s => RegistryError::Other(format!("{s}: {message}")),
+        StatusCode::NOT_FOUND => RegistryError::NotFound { what: what(), body },
+        s if s.is_server_error() => RegistryError::Unavailable {
+            agent,
+            cause: Cause::Status { status: s, body },
+        },
+        s => RegistryError::Rejected {
+            what: what(),
+            status: Some(s),
+            body,
+        },
     })
+}
+
+/// `http://host:port` of a URL, for messages.
+fn origin(url: &reqwest::Url) -> String {
+    url.origin().ascii_serialization()
 }
 
 impl Registry for SignpostRegistry {
@@ -286,25 +375,8 @@ impl Registry for SignpostRegistry {
         spec: &'a RegistrationSpec,
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
-            let i = &spec.instance;
-            let body = RegisterBody {
-                id: &i.id,
-                address: &i.address,
-                port: i.port,
-                tags: &i.tags,
-                metadata: &i.metadata,
-                weight: i.weight,
-                check: CheckBody {
-                    ttl: millis(spec.ttl),
-                    deregister_after: spec.deregister_after.map(millis),
-                },
-            };
-            let path = format!("/api/v1/services/{}/instances", encode(&i.service));
-            let resp = self
-                .inner
-                .send(false, |c, base| c.post(format!("{base}{path}")).json(&body))
+            self.register_instance(&spec.instance.service, &registration_body(spec))
                 .await?;
-            check(resp, &i.service, Some(&i.id)).await?;
             Ok(())
         })
     }
@@ -315,18 +387,9 @@ impl Registry for SignpostRegistry {
         id: &'a str,
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
-            let path = format!(
-                "/api/v1/services/{}/instances/{}",
-                encode(service),
-                encode(id)
-            );
-            let resp = self
-                .inner
-                .send(false, |c, base| c.delete(format!("{base}{path}")))
-                .await?;
-            match check(resp, service, Some(id)).await {
+            match self.remove_instance(service, id).await {
                 // Already gone is what we wanted.
-                Ok(_) | Err(RegistryError::NotFound(_)) => Ok(()),
+                Ok(()) | Err(RegistryError::NotFound { .. }) => Ok(()),
                 Err(e) => Err(e),
             }
         })
@@ -345,15 +408,29 @@ impl Registry for SignpostRegistry {
             );
             let resp = self
                 .inner
-                .send(false, |c, base| c.put(format!("{base}{path}")))
+                .send(false, Failover::Any, |c, base| {
+                    c.put(format!("{base}{path}"))
+                })
                 .await?;
-            check(resp, service, Some(id)).await?;
+            check(resp, || format!("{service}/{id}")).await?;
             Ok(())
         })
     }
 
-    fn list<'a>(&'a self, service: &'a str) -> BoxFuture<'a, ListResult> {
-        Box::pin(self.inner.list(service, None))
+    fn list<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<(u64, Vec<Instance>), RegistryError>> {
+        Box::pin(async move {
+            let list = self
+                .inner
+                .list(service, StatusFilter::Passing, None)
+                .await?;
+            Ok((
+                list.index,
+                list.instances.into_iter().map(Into::into).collect(),
+            ))
+        })
     }
 
     fn watch_services(&self) -> BoxStream<'static, Result<super::ServiceSet, RegistryError>> {
@@ -364,11 +441,51 @@ impl Registry for SignpostRegistry {
     }
 
     fn watch(&self, service: &str) -> BoxStream<'static, Result<Update, RegistryError>> {
+        self.watch_events(service, StatusFilter::Passing)
+            .map(|event| event.map(to_update))
+            .boxed()
+    }
+}
+
+/// A watch event as the SDK's registry-neutral [`Update`].
+fn to_update(event: WatchEvent) -> Update {
+    match event {
+        WatchEvent::Reset(list) => Update::Reset {
+            index: list.index,
+            instances: list.instances.into_iter().map(Into::into).collect(),
+        },
+        WatchEvent::Add(c) => Update::Add {
+            index: c.index,
+            instance: c.instance.into(),
+        },
+        WatchEvent::Update(c) => Update::Update {
+            index: c.index,
+            instance: c.instance.into(),
+        },
+        WatchEvent::Remove(c) => Update::Remove {
+            index: c.index,
+            id: c.instance.id,
+        },
+    }
+}
+
+impl SignpostRegistry {
+    /// The raw events of `service`'s watch stream (instances with their status, as the agent
+    /// renders them), for the instances `filter` selects: a `reset` first, then `add`, `update`
+    /// and `remove`. Against an agent without the SSE endpoint, blocking queries give a `reset`
+    /// per change. The stream yields an error and ends when the connection is lost; the caller
+    /// reconnects. [`Registry::watch`] is this, as [`Update`]s of passing instances.
+    pub fn watch_events(
+        &self,
+        service: &str,
+        filter: StatusFilter,
+    ) -> BoxStream<'static, Result<WatchEvent, RegistryError>> {
         let cursor = WatchCursor {
             inner: self.inner.clone(),
             service: service.to_string(),
+            filter,
             mode: Mode::Start,
-            parser: sse::Parser::default(),
+            parser: sse::Parser::new(),
             pending: VecDeque::new(),
             failed: None,
         };
@@ -392,27 +509,29 @@ enum Mode {
     Done,
 }
 
-/// The state of one [`SignpostRegistry::watch`] stream.
+/// The state of one [`SignpostRegistry::watch_events`] stream.
 struct WatchCursor {
     /// The registry's shared state (clients, addresses).
     inner: Arc<Inner>,
     /// The service watched.
     service: String,
+    /// Which instances the watcher sees.
+    filter: StatusFilter,
     /// Where the stream is.
     mode: Mode,
     /// Turns SSE body chunks into events.
     parser: sse::Parser,
-    /// Updates parsed from a chunk but not yet handed out.
-    pending: VecDeque<Update>,
+    /// Events parsed from a chunk but not yet handed out.
+    pending: VecDeque<WatchEvent>,
     /// A malformed event ends the stream once `pending` is drained.
     failed: Option<RegistryError>,
 }
 
 impl WatchCursor {
-    async fn next(&mut self) -> Option<Result<Update, RegistryError>> {
+    async fn next(&mut self) -> Option<Result<WatchEvent, RegistryError>> {
         loop {
-            if let Some(update) = self.pending.pop_front() {
-                return Some(Ok(update));
+            if let Some(event) = self.pending.pop_front() {
+                return Some(Ok(event));
             }
             if let Some(e) = self.failed.take() {
                 self.mode = Mode::Done;
@@ -420,7 +539,7 @@ impl WatchCursor {
             }
             match &mut self.mode {
                 Mode::Done => return None,
-                Mode::Start => match open(&self.inner, &self.service).await {
+                Mode::Start => match open(&self.inner, &self.service, self.filter).await {
                     Ok(mode) => self.mode = mode,
                     Err(e) => {
                         self.mode = Mode::Done;
@@ -429,21 +548,22 @@ impl WatchCursor {
                 },
                 Mode::Sse(body) => match body.next().await {
                     Some(Ok(chunk)) => {
+                        let what = || format!("watch of {}", self.service);
                         let events = match self.parser.push(&chunk) {
                             Ok(events) => events,
                             Err(e) => {
                                 self.mode = Mode::Done;
-                                return Some(Err(RegistryError::Other(e.to_string())));
+                                return Some(Err(RegistryError::malformed(what(), e)));
                             }
                         };
                         for event in events {
-                            match sse::to_update(&event) {
-                                Ok(Some(update)) => self.pending.push_back(update),
+                            match WatchEvent::from_sse(&event) {
+                                Ok(Some(event)) => self.pending.push_back(event),
                                 Ok(None) => {}
                                 Err(e) => {
                                     // Hand out what was good first, then fail: the caller
                                     // reconnects and gets a fresh reset.
-                                    self.failed = Some(RegistryError::Other(e));
+                                    self.failed = Some(RegistryError::malformed(what(), e));
                                     break;
                                 }
                             }
@@ -451,18 +571,17 @@ impl WatchCursor {
                     }
                     Some(Err(e)) => {
                         self.mode = Mode::Done;
-                        return Some(Err(RegistryError::Unavailable(format!(
-                            "watch of {} broke: {}",
-                            self.service,
-                            error_chain(&e)
-                        ))));
+                        return Some(Err(RegistryError::Unavailable {
+                            agent: self.inner.agents.current().to_string(),
+                            cause: Cause::transport(&e),
+                        }));
                     }
                     None => {
                         self.mode = Mode::Done;
-                        return Some(Err(RegistryError::Unavailable(format!(
-                            "watch of {} ended by the agent",
-                            self.service
-                        ))));
+                        return Some(Err(RegistryError::Unavailable {
+                            agent: self.inner.agents.current().to_string(),
+                            cause: Cause::Closed,
+                        }));
                     }
                 },
                 Mode::Blocking(index) => {
@@ -470,16 +589,17 @@ impl WatchCursor {
                     let wait = self.inner.options.blocking_wait;
                     match self
                         .inner
-                        .list(&self.service, (last > 0).then_some((last, wait)))
+                        .list(
+                            &self.service,
+                            self.filter,
+                            (last > 0).then_some((last, wait)),
+                        )
                         .await
                     {
-                        Ok((idx, instances)) => {
-                            if idx != last {
-                                self.mode = Mode::Blocking(idx);
-                                return Some(Ok(Update::Reset {
-                                    index: idx,
-                                    instances,
-                                }));
+                        Ok(list) => {
+                            if list.index != last {
+                                self.mode = Mode::Blocking(list.index);
+                                return Some(Ok(WatchEvent::Reset(list)));
                             }
                         }
                         Err(e) => {
@@ -494,10 +614,11 @@ impl WatchCursor {
 }
 
 /// Opens the SSE stream, or picks the blocking-query fallback if the agent has none.
-async fn open(inner: &Inner, service: &str) -> Result<Mode, RegistryError> {
-    let path = format!("/api/v1/services/{}/watch", encode(service));
+async fn open(inner: &Inner, service: &str, filter: StatusFilter) -> Result<Mode, RegistryError> {
+    let mut path = format!("/api/v1/services/{}/watch", encode(service));
+    filter.append(&mut path);
     let resp = inner
-        .send(true, |c, base| {
+        .send(true, Failover::Any, |c, base| {
             c.get(format!("{base}{path}"))
                 .header(reqwest::header::ACCEPT, "text/event-stream")
         })
@@ -511,299 +632,19 @@ async fn open(inner: &Inner, service: &str) -> Result<Mode, RegistryError> {
             Ok(Mode::Blocking(0))
         }
         _ => {
-            let resp = check(resp, service, None).await?;
+            let resp = check(resp, || service.to_string()).await?;
+            let content_type = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !content_type.starts_with("text/event-stream") {
+                return Err(RegistryError::malformed(
+                    format!("watch of {service}"),
+                    format!("expected an event stream, got {content_type:?}"),
+                ));
+            }
             Ok(Mode::Sse(resp.bytes_stream().boxed()))
-        }
-    }
-}
-
-/// A small, pure Server-Sent Events parser and the mapping of Signpost's events to [`Update`]s.
-pub(crate) mod sse {
-    use serde::Deserialize;
-
-    use crate::instance::{Instance, Update};
-
-    /// Longest line accepted; a longer one is an error rather than unbounded memory.
-    const MAX_LINE: usize = 16 * 1024 * 1024;
-
-    /// One dispatched event.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct Event {
-        /// The `event:` field (`message` when absent).
-        pub event: String,
-        /// The `data:` lines joined with `\n`.
-        pub data: String,
-        /// The last `id:` field, if any.
-        pub id: Option<String>,
-    }
-
-    /// Why the byte stream is not SSE.
-    #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-    pub enum ParseError {
-        /// A line, or an event's data, over the size limit.
-        #[error("server-sent event larger than {MAX_LINE} bytes")]
-        LineTooLong,
-    }
-
-    /// Incremental parser: feed it chunks as they arrive, get whole events back.
-    #[derive(Debug, Default)]
-    pub struct Parser {
-        /// The line being read.
-        line: Vec<u8>,
-        /// The last byte was a CR, so an LF right after it ends nothing.
-        after_cr: bool,
-        /// `event:` of the event being built.
-        event: Option<String>,
-        /// `data:` lines of the event being built, each followed by `\n`.
-        data: String,
-        /// Whether any `data:` field was seen for the event being built.
-        has_data: bool,
-        /// Last event id (persists across events, as the spec says).
-        id: Option<String>,
-    }
-
-    impl Parser {
-        /// Consumes `chunk` and returns the events it completed.
-        pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, ParseError> {
-            let mut out = Vec::new();
-            for &b in chunk {
-                match b {
-                    b'\n' if self.after_cr => self.after_cr = false,
-                    b'\n' | b'\r' => {
-                        self.after_cr = b == b'\r';
-                        let line = std::mem::take(&mut self.line);
-                        if let Some(event) = self.line_done(&line)? {
-                            out.push(event);
-                        }
-                    }
-                    _ => {
-                        self.after_cr = false;
-                        if self.line.len() >= MAX_LINE {
-                            return Err(ParseError::LineTooLong);
-                        }
-                        self.line.push(b);
-                    }
-                }
-            }
-            Ok(out)
-        }
-
-        fn line_done(&mut self, line: &[u8]) -> Result<Option<Event>, ParseError> {
-            if line.is_empty() {
-                let event = self.event.take();
-                if !std::mem::take(&mut self.has_data) {
-                    return Ok(None);
-                }
-                let mut data = std::mem::take(&mut self.data);
-                if data.ends_with('\n') {
-                    data.pop();
-                }
-                return Ok(Some(Event {
-                    event: event.unwrap_or_else(|| "message".to_string()),
-                    data,
-                    id: self.id.clone(),
-                }));
-            }
-            if line[0] == b':' {
-                return Ok(None); // comment / keep-alive
-            }
-            let line = String::from_utf8_lossy(line);
-            let (field, value) = match line.split_once(':') {
-                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-                None => (line.as_ref(), ""),
-            };
-            match field {
-                "event" => self.event = Some(value.to_string()),
-                "data" => {
-                    if self.data.len() + value.len() >= MAX_LINE {
-                        return Err(ParseError::LineTooLong);
-                    }
-                    self.has_data = true;
-                    self.data.push_str(value);
-                    self.data.push('\n');
-                }
-                "id" if !value.contains('\0') => self.id = Some(value.to_string()),
-                _ => {} // `retry` and unknown fields are ignored
-            }
-            Ok(None)
-        }
-    }
-
-    #[derive(Deserialize)]
-    struct ResetData {
-        index: u64,
-        instances: Vec<Instance>,
-    }
-
-    #[derive(Deserialize)]
-    struct ChangeData {
-        index: u64,
-        instance: Instance,
-    }
-
-    #[derive(Deserialize)]
-    struct RemoveData {
-        index: u64,
-        instance: IdOnly,
-    }
-
-    #[derive(Deserialize)]
-    struct IdOnly {
-        id: String,
-    }
-
-    /// Maps one of the agent's watch events to an [`Update`]; `Ok(None)` for events that carry
-    /// none (unknown names), `Err` for malformed data.
-    pub fn to_update(event: &Event) -> Result<Option<Update>, String> {
-        fn parse<'a, T: Deserialize<'a>>(event: &'a Event) -> Result<T, String> {
-            serde_json::from_str(&event.data)
-                .map_err(|e| format!("malformed `{}` watch event: {e}", event.event))
-        }
-        Ok(Some(match event.event.as_str() {
-            "reset" => {
-                let d: ResetData = parse(event)?;
-                Update::Reset {
-                    index: d.index,
-                    instances: d.instances,
-                }
-            }
-            "add" => {
-                let d: ChangeData = parse(event)?;
-                Update::Add {
-                    index: d.index,
-                    instance: d.instance,
-                }
-            }
-            "update" => {
-                let d: ChangeData = parse(event)?;
-                Update::Update {
-                    index: d.index,
-                    instance: d.instance,
-                }
-            }
-            "remove" => {
-                let d: RemoveData = parse(event)?;
-                Update::Remove {
-                    index: d.index,
-                    id: d.instance.id,
-                }
-            }
-            _ => return Ok(None),
-        }))
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        fn ev(event: &str, data: &str, id: Option<&str>) -> Event {
-            Event {
-                event: event.into(),
-                data: data.into(),
-                id: id.map(Into::into),
-            }
-        }
-
-        #[test]
-        fn parses_events_split_anywhere() {
-            let text = b": keep-alive\n\nevent: reset\nid: 3\ndata: {\"a\":1}\n\nevent:add\ndata:x\ndata: y\n\n";
-            let whole = Parser::default().push(text).unwrap();
-            assert_eq!(
-                whole,
-                vec![
-                    ev("reset", "{\"a\":1}", Some("3")),
-                    ev("add", "x\ny", Some("3"))
-                ]
-            );
-            // Every split point gives the same events.
-            for cut in 0..text.len() {
-                let mut p = Parser::default();
-                let mut got = p.push(&text[..cut]).unwrap();
-                got.extend(p.push(&text[cut..]).unwrap());
-                assert_eq!(got, whole, "cut at {cut}");
-            }
-        }
-
-        #[test]
-        fn handles_crlf_and_cr_line_endings() {
-            let mut p = Parser::default();
-            let got = p
-                .push(b"event: a\r\ndata: 1\r\n\r\nevent: b\rdata: 2\r\r")
-                .unwrap();
-            assert_eq!(got, vec![ev("a", "1", None), ev("b", "2", None)]);
-            // A CR at the end of one chunk and the LF at the start of the next are one newline.
-            let mut p = Parser::default();
-            let mut got = p.push(b"data: 1\r").unwrap();
-            got.extend(p.push(b"\n\r").unwrap());
-            got.extend(p.push(b"\n").unwrap());
-            assert_eq!(got, vec![ev("message", "1", None)]);
-        }
-
-        #[test]
-        fn ignores_comments_unknown_fields_and_dataless_events() {
-            let mut p = Parser::default();
-            let got = p
-                .push(b":hi\nretry: 10\nfoo: bar\nevent: x\n\ndata\n\n")
-                .unwrap();
-            assert_eq!(got, vec![ev("message", "", None)]);
-        }
-
-        #[test]
-        fn refuses_endless_lines() {
-            let mut p = Parser::default();
-            let big = vec![b'a'; MAX_LINE];
-            assert!(p.push(&big).is_ok());
-            assert_eq!(p.push(b"a"), Err(ParseError::LineTooLong));
-        }
-
-        #[test]
-        fn invalid_utf8_does_not_panic() {
-            let mut p = Parser::default();
-            let got = p.push(b"data: \xff\xfe\n\n").unwrap();
-            assert_eq!(got.len(), 1);
-        }
-
-        #[test]
-        fn maps_signpost_events() {
-            let inst = r#"{"id":"a","service":"users","address":"10.0.0.1","port":80,"tags":["x"],"metadata":{},"weight":5,"status":"passing","create_index":1}"#;
-            let reset = ev(
-                "reset",
-                &format!(r#"{{"index":7,"instances":[{inst}]}}"#),
-                None,
-            );
-            match to_update(&reset).unwrap() {
-                Some(Update::Reset { index, instances }) => {
-                    assert_eq!(index, 7);
-                    assert_eq!(instances[0].id, "a");
-                    assert_eq!(instances[0].weight, 5);
-                }
-                other => panic!("{other:?}"),
-            }
-            let add = ev("add", &format!(r#"{{"index":8,"instance":{inst}}}"#), None);
-            assert!(matches!(
-                to_update(&add).unwrap(),
-                Some(Update::Add { index: 8, .. })
-            ));
-            let upd = ev(
-                "update",
-                &format!(r#"{{"index":9,"instance":{inst}}}"#),
-                None,
-            );
-            assert!(matches!(
-                to_update(&upd).unwrap(),
-                Some(Update::Update { index: 9, .. })
-            ));
-            let rm = ev("remove", r#"{"index":10,"instance":{"id":"a"}}"#, None);
-            assert_eq!(
-                to_update(&rm).unwrap(),
-                Some(Update::Remove {
-                    index: 10,
-                    id: "a".into()
-                })
-            );
-            assert_eq!(to_update(&ev("ping", "{}", None)).unwrap(), None);
-            assert!(to_update(&ev("add", "{not json", None)).is_err());
-            assert!(to_update(&ev("reset", r#"{"index":1}"#, None)).is_err());
         }
     }
 }
@@ -824,18 +665,20 @@ mod tests {
 
     #[test]
     fn registration_body_matches_the_agent_api() {
-        let body = RegisterBody {
-            id: "u-1",
-            address: "10.0.0.7",
-            port: 8080,
-            tags: &["v2".to_string()],
-            metadata: &[("zone".to_string(), "a".to_string())].into(),
-            weight: 100,
-            check: CheckBody {
-                ttl: millis(Duration::from_secs(10)),
-                deregister_after: Some(millis(Duration::from_secs(60))),
+        let spec = RegistrationSpec {
+            instance: Instance {
+                id: "u-1".into(),
+                service: "users".into(),
+                address: "10.0.0.7".into(),
+                port: 8080,
+                tags: vec!["v2".into()],
+                metadata: [("zone".to_string(), "a".to_string())].into(),
+                weight: 100,
             },
+            ttl: Duration::from_secs(10),
+            deregister_after: Some(Duration::from_secs(60)),
         };
+        let body = registration_body(&spec);
         assert_eq!(
             serde_json::to_value(&body).unwrap(),
             serde_json::json!({
@@ -843,6 +686,61 @@ mod tests {
                 "metadata": {"zone": "a"}, "weight": 100,
                 "check": {"ttl": "10000ms", "deregister_after": "60000ms"}
             })
+        );
+    }
+
+    #[test]
+    fn status_filters_become_query_parameters() {
+        let with = |filter: StatusFilter, path: &str| {
+            let mut path = path.to_string();
+            filter.append(&mut path);
+            path
+        };
+        assert_eq!(with(StatusFilter::Passing, "/a"), "/a");
+        assert_eq!(with(StatusFilter::Any, "/a"), "/a?status=any");
+        assert_eq!(
+            with(StatusFilter::Only(Status::Critical), "/a?x=1"),
+            "/a?x=1&status=critical"
+        );
+    }
+
+    #[test]
+    fn watch_events_become_updates() {
+        let instance: signpost_api::Instance = serde_json::from_str(
+            r#"{"id":"a","service":"users","address":"10.0.0.1","port":80,"tags":["x"],
+                "metadata":{},"weight":5,"status":"passing","create_index":1}"#,
+        )
+        .unwrap();
+        let change = |index| signpost_api::InstanceChange {
+            index,
+            instance: instance.clone(),
+        };
+        match to_update(WatchEvent::Reset(InstanceList {
+            index: 7,
+            instances: vec![instance.clone()],
+        })) {
+            Update::Reset { index, instances } => {
+                assert_eq!(index, 7);
+                assert_eq!(instances[0].id, "a");
+                assert_eq!(instances[0].weight, 5);
+                assert_eq!(instances[0].service, "users");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            to_update(WatchEvent::Add(change(8))),
+            Update::Add { index: 8, .. }
+        ));
+        assert!(matches!(
+            to_update(WatchEvent::Update(change(9))),
+            Update::Update { index: 9, .. }
+        ));
+        assert_eq!(
+            to_update(WatchEvent::Remove(change(10))),
+            Update::Remove {
+                index: 10,
+                id: "a".into()
+            }
         );
     }
 }

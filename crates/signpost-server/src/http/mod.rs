@@ -30,7 +30,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use signpost_api::ErrorBody;
 use signpost_core::validate::ValidationError;
 
 use crate::agent::{Agent, ProposeError};
@@ -39,8 +39,8 @@ use crate::service::{self, ServiceError};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
-/// Header carrying the index a response reflects.
-pub const INDEX_HEADER: &str = "x-signpost-index";
+/// Header carrying the index a response reflects (the wire crate names it).
+pub use signpost_api::INDEX_HEADER;
 
 /// What every handler is given: the agent.
 pub type AppState = Arc<Agent>;
@@ -244,9 +244,9 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let body = match field {
-            Some(field) => json!({ "error": message, "field": field }),
-            None => json!({ "error": message }),
+        let body = ErrorBody {
+            error: message,
+            field,
         };
         (status, Json(body)).into_response()
     }

@@ -8,6 +8,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use signpost_api::{BatchRenewed, InstanceList, Rejected, Renewed};
 use signpost_core::model::Dur;
 use signpost_core::validate::{self, DefinitionInput, Registration};
 use signpost_core::{Instance, InstanceKey, Status};
@@ -168,13 +169,6 @@ pub async fn list_instances(
     ))
 }
 
-/// The body of an instance listing.
-#[derive(serde::Serialize)]
-struct InstanceList<'a> {
-    index: u64,
-    instances: Vec<&'a Instance>,
-}
-
 /// `GET /api/v1/services/{service}/instances/{id}`
 pub async fn get_instance(
     State(agent): State<AppState>,
@@ -215,14 +209,6 @@ pub async fn heartbeat(
             index: renewed.index,
         }),
     ))
-}
-
-/// The answer to a heartbeat.
-#[derive(serde::Serialize)]
-struct Renewed<'a> {
-    id: &'a str,
-    status: Status,
-    index: u64,
 }
 
 /// Most instances one `PUT /api/v1/heartbeats` may renew.
@@ -268,7 +254,7 @@ pub async fn heartbeats(
             .buffer_unordered(BATCH_CONCURRENCY)
             .collect()
             .await;
-    let mut answer = BatchRenewed::default();
+    let mut answer = BatchRenewed::<InstanceKey>::default();
     for (key, outcome) in outcomes {
         match outcome {
             Err(error) => answer.rejected.push(Rejected { error, key }),
@@ -288,22 +274,6 @@ pub async fn heartbeats(
 
 /// Renewals of one batch in flight at once.
 const BATCH_CONCURRENCY: usize = 64;
-
-/// The answer to a batch of heartbeats.
-#[derive(serde::Serialize, Default)]
-struct BatchRenewed {
-    renewed: usize,
-    not_found: Vec<InstanceKey>,
-    rejected: Vec<Rejected>,
-}
-
-/// An instance of a batch that was not renewed, and why.
-#[derive(serde::Serialize)]
-struct Rejected {
-    #[serde(flatten)]
-    key: InstanceKey,
-    error: String,
-}
 
 /// `PUT /api/v1/services/{service}/definition`
 pub async fn put_definition(

@@ -22,6 +22,9 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
+use signpost_api::sse::{frame, KEEP_ALIVE as KEEP_ALIVE_FRAME};
+use signpost_api::watch::{ADD, REMOVE, UPDATE};
+use signpost_api::{InstanceChange, InstanceList};
 use signpost_core::validate;
 use signpost_core::{EventKind, Instance};
 use tokio::sync::broadcast;
@@ -98,7 +101,7 @@ impl Feed {
         loop {
             let notice = tokio::select! {
                 _ = self.agent.closed() => return None,
-                _ = self.keep_alive.tick() => return Some(Bytes::from_static(b":\n\n")),
+                _ = self.keep_alive.tick() => return Some(Bytes::from_static(KEEP_ALIVE_FRAME)),
                 notice = self.changes.recv() => notice,
             };
             let frame = match notice {
@@ -129,7 +132,7 @@ struct View {
 
 /// The names of the events that carry one change, each with its rendering slot in
 /// [`Change::rendered`].
-const NAMES: [&str; 3] = ["add", "update", "remove"];
+const NAMES: [&str; 3] = [ADD, UPDATE, REMOVE];
 
 impl View {
     fn reset(&mut self, agent: &AppState, cache: &ListingCache, service: &str) -> Bytes {
@@ -139,7 +142,7 @@ impl View {
             let index = index.max(1);
             // The same list a listing answers, so from the same cache.
             let data = cache.listing(service, &self.query, index, || {
-                let list = List { index, instances };
+                let list = InstanceList { index, instances };
                 Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
             });
             (index, data)
@@ -174,55 +177,12 @@ impl View {
             (false, false) => return None,
         };
         Some(change.rendered(slot, |event| {
-            let data = serde_json::to_vec(&One {
+            let data = serde_json::to_vec(&InstanceChange {
                 index: event.index,
                 instance,
             })
             .unwrap_or_default();
             frame(NAMES[slot], event.index, &data)
         }))
-    }
-}
-
-/// The data of a `reset` event.
-#[derive(serde::Serialize)]
-struct List<'a> {
-    index: u64,
-    instances: Vec<&'a Instance>,
-}
-
-/// The data of an `add`, `update` or `remove` event.
-#[derive(serde::Serialize)]
-struct One<'a> {
-    index: u64,
-    instance: &'a Instance,
-}
-
-/// One SSE event: `event`, `id` and a single `data` line (compact JSON has no line breaks).
-fn frame(name: &str, index: u64, data: &[u8]) -> Bytes {
-    let id = index.to_string();
-    let mut out = Vec::with_capacity(data.len() + name.len() + id.len() + 24);
-    for part in [
-        b"event: ".as_slice(),
-        name.as_bytes(),
-        b"\nid: ",
-        id.as_bytes(),
-        b"\ndata: ",
-        data,
-        b"\n\n",
-    ] {
-        out.extend_from_slice(part);
-    }
-    Bytes::from(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_frame_is_one_sse_event() {
-        let f = frame("add", 42, br#"{"index":42}"#);
-        assert_eq!(f, "event: add\nid: 42\ndata: {\"index\":42}\n\n");
     }
 }

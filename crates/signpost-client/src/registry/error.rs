@@ -1,0 +1,319 @@
+//! [`RegistryError`]: why a registry call failed, structured so callers match on the cause
+//! (re-register on [`RegistryError::NotFound`], retry on [`RegistryError::Unavailable`], show
+//! [`RegistryError::Rejected`]'s message) and never on text.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+
+use http::StatusCode;
+use signpost_api::ErrorBody;
+
+/// Why a registry call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// No registry server gave an answer: each was unreachable, timed out or failing (5xx). The
+    /// last one tried, and why it failed.
+    #[error("registry unreachable: {agent}: {cause}")]
+    Unavailable {
+        /// The server tried last (a base URL, or `etcd`).
+        agent: String,
+        /// What went wrong with it.
+        cause: Cause,
+    },
+    /// What was asked for is not there: a heartbeat or deregistration of an instance the
+    /// registry does not know (register again), a missing KV key or definition.
+    #[error("not found: {what}{}", body_suffix(.body))]
+    NotFound {
+        /// What was looked for (`users/u-1`, `key app/color`).
+        what: String,
+        /// The registry's explanation.
+        body: ErrorBody,
+    },
+    /// The registry refused the request (a 4xx other than 404, or a condition such as a failed
+    /// `cas`); another server would refuse it too.
+    #[error("registry rejected {what}{}{}", status_suffix(.status), body_suffix(.body))]
+    Rejected {
+        /// The request refused (`register users/u-1`).
+        what: String,
+        /// The HTTP status, when the registry speaks HTTP.
+        status: Option<StatusCode>,
+        /// The registry's error message and the field it blames.
+        body: ErrorBody,
+    },
+    /// The registry answered something this SDK cannot read (not JSON, a malformed event, a
+    /// missing header).
+    #[error("unexpected answer from the registry ({what}): {source}")]
+    Malformed {
+        /// What was being read (`listing of users`, `watch of users`).
+        what: String,
+        /// What was wrong with it.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The registry client is misconfigured (no server addresses, an unusable token, an HTTP
+    /// client that cannot be built).
+    #[error("invalid registry configuration: {0}")]
+    Config(#[source] ConfigError),
+}
+
+/// `": 400 Bad Request"`, or nothing without a status.
+fn status_suffix(status: &Option<StatusCode>) -> String {
+    status.map(|s| format!(": {s}")).unwrap_or_default()
+}
+
+/// `": message (field: f)"`, or nothing for an empty body.
+fn body_suffix(body: &ErrorBody) -> String {
+    if body.error.is_empty() {
+        String::new()
+    } else {
+        format!(": {body}")
+    }
+}
+
+/// Why a registry server gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Cause {
+    /// The request got no answer: no connection, a timeout, a broken connection.
+    #[error("{detail}")]
+    Transport {
+        /// What kind of failure, for callers and messages.
+        kind: TransportKind,
+        /// The transport's own description (the whole error chain).
+        detail: String,
+    },
+    /// The server answered with an error status (5xx, 429) another server might not repeat.
+    #[error("{status}{}", body_suffix(.body))]
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// Its error body (`error` empty when it had none).
+        body: ErrorBody,
+    },
+    /// The server ended a stream (a watch) it keeps open while it is healthy.
+    #[error("the server closed the stream")]
+    Closed,
+}
+
+/// The kinds of transport failure callers tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// Nothing listens there: the connection was refused.
+    Refused,
+    /// The connection was reset.
+    Reset,
+    /// Connecting, or waiting for the answer, took too long.
+    TimedOut,
+    /// Any other failure to connect (unreachable network, DNS, TLS).
+    Connect,
+    /// The connection broke mid-request or mid-body.
+    Other,
+}
+
+impl TransportKind {
+    /// A short reason for people: "connection refused", "timed out", ...; `None` for the kinds
+    /// best described by the transport's own message.
+    pub fn reason(self) -> Option<&'static str> {
+        match self {
+            TransportKind::Refused => Some("connection refused"),
+            TransportKind::Reset => Some("connection reset by peer"),
+            TransportKind::TimedOut => Some("timed out"),
+            TransportKind::Connect | TransportKind::Other => None,
+        }
+    }
+}
+
+impl Cause {
+    /// The cause of a failed HTTP request.
+    pub(crate) fn transport(err: &reqwest::Error) -> Self {
+        Cause::Transport {
+            kind: transport_kind(err),
+            detail: error_chain(err),
+        }
+    }
+
+    /// A short reason for people: the kind's reason when it has one, else the innermost
+    /// message of the chain (for a status: `503 Service Unavailable: message`).
+    pub fn reason(&self) -> String {
+        match self {
+            Cause::Transport { kind, detail } => match kind.reason() {
+                Some(reason) => reason.to_string(),
+                None => detail.rsplit(": ").next().unwrap_or(detail).to_string(),
+            },
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Classifies a reqwest error by the I/O error inside it.
+fn transport_kind(err: &reqwest::Error) -> TransportKind {
+    if err.is_timeout() {
+        return TransportKind::TimedOut;
+    }
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if let Some(io_err) = cause.downcast_ref::<io::Error>() {
+            match io_err.kind() {
+                io::ErrorKind::ConnectionRefused => return TransportKind::Refused,
+                io::ErrorKind::ConnectionReset => return TransportKind::Reset,
+                io::ErrorKind::TimedOut => return TransportKind::TimedOut,
+                _ => {}
+            }
+        }
+        source = cause.source();
+    }
+    if err.is_connect() {
+        TransportKind::Connect
+    } else {
+        TransportKind::Other
+    }
+}
+
+/// An error and its sources on one line (reqwest's top-level message alone is vague).
+pub(crate) fn error_chain(e: &dyn StdError) -> String {
+    use fmt::Write as _;
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let _ = write!(s, ": {cause}");
+        source = cause.source();
+    }
+    s
+}
+
+/// Why a registry client cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No server address was given.
+    #[error("a {system} registry needs at least one agent address")]
+    NoAgents {
+        /// The registry's system ("Signpost", "Consul").
+        system: &'static str,
+    },
+    /// The ACL token cannot be sent in a header.
+    #[error("the {system} token contains characters a header cannot carry")]
+    BadToken {
+        /// The registry's system.
+        system: &'static str,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+}
+
+impl RegistryError {
+    /// Whether the registry is (for now) out of reach, so the call may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, RegistryError::Unavailable { .. })
+    }
+
+    /// Whether the thing asked for is not there.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RegistryError::NotFound { .. })
+    }
+
+    /// An error body that carries only a message (registries that send no field).
+    pub(crate) fn body(message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error: message.into(),
+            field: None,
+        }
+    }
+
+    /// A refusal made by this process before anything was sent (a bad argument).
+    pub(crate) fn invalid(what: impl Into<String>, message: impl Into<String>) -> Self {
+        RegistryError::Rejected {
+            what: what.into(),
+            status: None,
+            body: ErrorBody {
+                error: message.into(),
+                field: None,
+            },
+        }
+    }
+
+    /// An answer that could not be read.
+    pub(crate) fn malformed(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        RegistryError::Malformed {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// An error body from whatever an HTTP server answered: its JSON `{"error", "field"}` if it
+/// sent one, else the start of its text.
+pub(crate) fn error_body(bytes: &[u8]) -> ErrorBody {
+    if let Ok(body) = serde_json::from_slice::<ErrorBody>(bytes) {
+        return body;
+    }
+    let text = String::from_utf8_lossy(bytes);
+    ErrorBody {
+        error: text.trim().chars().take(200).collect(),
+        field: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_cause() {
+        let e = RegistryError::Rejected {
+            what: "register users/u1".into(),
+            status: Some(StatusCode::BAD_REQUEST),
+            body: error_body(br#"{"error":"port must be between 1 and 65535","field":"port"}"#),
+        };
+        assert_eq!(
+            e.to_string(),
+            "registry rejected register users/u1: 400 Bad Request: port must be between 1 and 65535 (field: port)"
+        );
+        assert_eq!(
+            RegistryError::invalid("registration", "ttl must be above zero").to_string(),
+            "registry rejected registration: ttl must be above zero"
+        );
+        let e = RegistryError::Unavailable {
+            agent: "http://a:1".into(),
+            cause: Cause::Status {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                body: error_body(b"  no leader\n"),
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "registry unreachable: http://a:1: 503 Service Unavailable: no leader"
+        );
+        let cause = Cause::Transport {
+            kind: TransportKind::Other,
+            detail: "error sending request: connection closed before message completed".into(),
+        };
+        assert_eq!(cause.reason(), "connection closed before message completed");
+        let refused = Cause::Transport {
+            kind: TransportKind::Refused,
+            detail: "tcp connect error: Connection refused (os error 111)".into(),
+        };
+        assert_eq!(refused.reason(), "connection refused");
+    }
+
+    #[tokio::test]
+    async fn transport_failures_are_classified() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = reqwest::Client::new()
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .unwrap_err();
+        match Cause::transport(&err) {
+            Cause::Transport { kind, detail } => {
+                assert_eq!(kind, TransportKind::Refused, "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
