@@ -63,7 +63,7 @@ use tokio::time::Instant;
 
 use super::agents::{encode, Agents, Tried};
 use super::error::error_body;
-use super::{Cause, ConfigError};
+use super::{AnswerError, Cause, ConfigError};
 use super::{RegistrationSpec, Registry, RegistryError, ServiceSet};
 use crate::instance::{Instance, Update};
 use signpost_api::ErrorBody;
@@ -72,6 +72,11 @@ use signpost_api::ErrorBody;
 const TOKEN_HEADER: &str = "x-consul-token";
 /// Consul's index header.
 const INDEX_HEADER: &str = "x-consul-index";
+/// An answer without a usable `X-Consul-Index`.
+const NO_INDEX: AnswerError = AnswerError::MissingHeader {
+    header: "X-Consul-Index",
+    system: "Consul",
+};
 /// The largest weight an [`Instance`] may have.
 const MAX_WEIGHT: u32 = 10_000;
 
@@ -404,21 +409,46 @@ struct WeightsEntry {
     passing: Option<i64>,
 }
 
+/// Why one `/v1/health/service` entry cannot be an [`Instance`]; such an entry is skipped with
+/// a warning, so one odd entry does not lose the list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// The entry has no `Service` part.
+    #[error("an entry without a Service")]
+    NoService,
+    /// Neither `Service.Address` nor `Node.Address` is set: nowhere to connect to.
+    #[error("instance {id} has no address (neither Service nor Node)")]
+    NoAddress {
+        /// The instance's id.
+        id: String,
+    },
+    /// The port is not one a socket can have.
+    #[error("instance {id} has port {port}")]
+    BadPort {
+        /// The instance's id.
+        id: String,
+        /// The port the agent gave.
+        port: i64,
+    },
+}
+
 /// Maps one health entry to an [`Instance`] of `service` (the name asked for, used when the
 /// entry has none); `Err` says why the entry is unusable.
-fn to_instance(entry: HealthEntry, service: &str) -> Result<Instance, String> {
-    let s = entry
-        .service
-        .ok_or_else(|| "an entry without a Service".to_string())?;
+fn to_instance(entry: HealthEntry, service: &str) -> Result<Instance, EntryError> {
+    let s = entry.service.ok_or(EntryError::NoService)?;
     let nonempty = |v: Option<String>| v.filter(|v| !v.is_empty());
     let name = nonempty(s.service).unwrap_or_else(|| service.to_string());
     // Consul defaults a service's ID to its name.
     let id = nonempty(s.id).unwrap_or_else(|| name.clone());
-    let address = nonempty(s.address)
-        .or_else(|| entry.node.and_then(|n| nonempty(n.address)))
-        .ok_or_else(|| format!("instance {id} has no address (neither Service nor Node)"))?;
+    let Some(address) =
+        nonempty(s.address).or_else(|| entry.node.and_then(|n| nonempty(n.address)))
+    else {
+        return Err(EntryError::NoAddress { id });
+    };
     let port = s.port.unwrap_or(0);
-    let port = u16::try_from(port).map_err(|_| format!("instance {id} has port {port}"))?;
+    let Ok(port) = u16::try_from(port) else {
+        return Err(EntryError::BadPort { id, port });
+    };
     let weight = s
         .weights
         .and_then(|w| w.passing)
@@ -436,9 +466,8 @@ fn to_instance(entry: HealthEntry, service: &str) -> Result<Instance, String> {
 }
 
 /// Decodes a `/v1/health/service` body; unusable entries are skipped with a warning.
-fn parse_entries(body: &[u8], service: &str) -> Result<Vec<Instance>, String> {
-    let entries: Vec<HealthEntry> = serde_json::from_slice(body)
-        .map_err(|e| format!("invalid /v1/health/service/{service} answer: {e}"))?;
+fn parse_entries(body: &[u8], service: &str) -> Result<Vec<Instance>, serde_json::Error> {
+    let entries: Vec<HealthEntry> = serde_json::from_slice(body)?;
     let mut instances = Vec::with_capacity(entries.len());
     for entry in entries {
         match to_instance(entry, service) {
@@ -606,9 +635,9 @@ impl Inner {
             .await?
             .check(&format!("list {service}"))?;
         let what = || format!("listing of {service}");
-        let index = reply.index.ok_or_else(|| {
-            RegistryError::malformed(what(), "no X-Consul-Index header: not a Consul agent?")
-        })?;
+        let index = reply
+            .index
+            .ok_or_else(|| RegistryError::malformed(what(), NO_INDEX))?;
         let instances =
             parse_entries(&reply.body, service).map_err(|e| RegistryError::malformed(what(), e))?;
         Ok((index, instances))
@@ -634,9 +663,9 @@ impl Inner {
             .await?
             .check("list services")?;
         let what = || "catalog of services".to_string();
-        let index = reply.index.ok_or_else(|| {
-            RegistryError::malformed(what(), "no X-Consul-Index header: not a Consul agent?")
-        })?;
+        let index = reply
+            .index
+            .ok_or_else(|| RegistryError::malformed(what(), NO_INDEX))?;
         let services = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(&reply.body)
             .map_err(|e| RegistryError::malformed(what(), e))?
             .into_keys()
@@ -870,7 +899,10 @@ mod tests {
             "Node": {"Address": ""},
             "Service": {"ID": "web-1", "Service": "web", "Port": 80}
         }));
-        assert!(to_instance(e, "web").is_err());
+        assert_eq!(
+            to_instance(e, "web"),
+            Err(EntryError::NoAddress { id: "web-1".into() })
+        );
     }
 
     #[test]
@@ -899,8 +931,20 @@ mod tests {
         assert_eq!(with(0, 1).unwrap().weight, 1);
         assert_eq!(with(1_000_000, 1).unwrap().weight, 10_000);
         assert_eq!(with(250, 1).unwrap().weight, 250);
-        assert!(with(1, 70_000).is_err());
-        assert!(with(1, -1).is_err());
+        assert_eq!(
+            with(1, 70_000),
+            Err(EntryError::BadPort {
+                id: "a".into(),
+                port: 70_000
+            })
+        );
+        assert_eq!(
+            with(1, -1),
+            Err(EntryError::BadPort {
+                id: "a".into(),
+                port: -1
+            })
+        );
     }
 
     #[test]
@@ -913,6 +957,10 @@ mod tests {
         let list = parse_entries(body, "web").unwrap();
         let ids: Vec<&str> = list.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
+        assert_eq!(
+            to_instance(entry(serde_json::json!({"Node": {"Address": "h"}})), "web"),
+            Err(EntryError::NoService)
+        );
         assert!(parse_entries(b"{}", "web").is_err());
         assert!(parse_entries(b"[]", "web").unwrap().is_empty());
     }
