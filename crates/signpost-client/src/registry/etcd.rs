@@ -225,11 +225,10 @@ pub struct DecodeError {
 fn decode(service_prefix: &str, key: &[u8], value: &[u8]) -> Result<Instance, DecodeError> {
     let key = String::from_utf8_lossy(key);
     let id = key.strip_prefix(service_prefix).unwrap_or(&key).to_string();
-    let mut instance: Instance =
-        serde_json::from_slice(value).map_err(|source| DecodeError {
-            key: key.to_string(),
-            source,
-        })?;
+    let mut instance: Instance = serde_json::from_slice(value).map_err(|source| DecodeError {
+        key: key.to_string(),
+        source,
+    })?;
     if instance.id.is_empty() {
         instance.id = id;
     }
