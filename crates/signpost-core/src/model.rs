@@ -11,8 +11,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Healthy: listed by default and sent traffic.
     Passing,
+    /// Degraded: listed only when asked for (`?status=warning` or `any`).
     Warning,
+    /// Failing: listed only when asked for.
     Critical,
 }
 
@@ -342,11 +345,15 @@ impl Instance {
 /// A parameter of an endpoint in a service definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Parameter {
+    /// The parameter's name.
     pub name: String,
+    /// Its type, free-form (`string`, `int`, ...).
     #[serde(rename = "type")]
     pub kind: String,
+    /// Whether callers must give it.
     #[serde(default)]
     pub required: bool,
+    /// What it means.
     #[serde(default)]
     pub description: String,
 }
@@ -354,10 +361,14 @@ pub struct Parameter {
 /// An endpoint a service exposes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
+    /// Its path (`/users/{id}`).
     pub path: String,
+    /// Its HTTP method.
     pub method: String,
+    /// What it does.
     #[serde(default)]
     pub description: String,
+    /// Its parameters.
     #[serde(default)]
     pub parameters: Vec<Parameter>,
 }
@@ -365,19 +376,27 @@ pub struct Endpoint {
 /// What a service is, stored beside its instances: version, API, dependencies and config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceDefinition {
+    /// The service's name.
     pub name: String,
+    /// The service's version.
     #[serde(default)]
     pub version: String,
+    /// What the service does.
     #[serde(default)]
     pub description: String,
+    /// Its API.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// The services it calls.
     #[serde(default)]
     pub dependencies: Vec<String>,
+    /// Free-form configuration.
     #[serde(default)]
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// Index of the write that created it.
     #[serde(default)]
     pub create_index: u64,
+    /// Index of its last write.
     #[serde(default)]
     pub modify_index: u64,
 }
