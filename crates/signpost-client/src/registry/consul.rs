@@ -50,6 +50,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -743,46 +744,29 @@ impl Registry for ConsulRegistry {
     }
 
     fn watch(&self, service: &str) -> BoxStream<'static, Result<Update, RegistryError>> {
-        let cursor = WatchCursor {
-            inner: self.inner.clone(),
-            service: service.to_string(),
-            index: BlockingIndex::default(),
-            last_query: None,
-            done: false,
-        };
-        futures::stream::unfold(cursor, |mut c| async move {
-            let item = c.next().await?;
-            Some((item, c))
-        })
-        .boxed()
+        let service: Arc<str> = service.into();
+        blocking_loop(
+            self.inner.clone(),
+            move |inner, index| {
+                let service = service.clone();
+                async move { inner.health(&service, index).await }
+            },
+            |index, instances| Update::Reset { index, instances },
+        )
     }
 
     fn watch_services(&self) -> BoxStream<'static, Result<ServiceSet, RegistryError>> {
-        self.catalog_stream()
+        blocking_loop(
+            self.inner.clone(),
+            |inner, index| async move { inner.catalog(index).await },
+            |index, services| ServiceSet { index, services },
+        )
     }
 }
 
-impl ConsulRegistry {
-    /// The blocking-query loop behind [`Registry::watch_services`].
-    fn catalog_stream(&self) -> BoxStream<'static, Result<ServiceSet, RegistryError>> {
-        let cursor = CatalogCursor {
-            inner: self.inner.clone(),
-            index: BlockingIndex::default(),
-            last_query: None,
-            done: false,
-        };
-        futures::stream::unfold(cursor, |mut c| async move {
-            let item = c.next().await?;
-            Some((item, c))
-        })
-        .boxed()
-    }
-}
-
-/// The state of one [`ConsulRegistry::watch_services`](Registry::watch_services) stream.
-struct CatalogCursor {
-    /// The registry's shared state (client, addresses, options).
-    inner: Arc<Inner>,
+/// Where one blocking-query loop is.
+#[derive(Default)]
+struct LoopState {
     /// Consul's index rules.
     index: BlockingIndex,
     /// When the previous query started, to keep queries `min_query_interval` apart.
@@ -791,68 +775,45 @@ struct CatalogCursor {
     done: bool,
 }
 
-impl CatalogCursor {
-    async fn next(&mut self) -> Option<Result<ServiceSet, RegistryError>> {
-        if self.done {
-            return None;
-        }
-        loop {
-            if let Some(at) = self.last_query {
-                tokio::time::sleep_until(at + self.inner.options.min_query_interval).await;
-            }
-            self.last_query = Some(Instant::now());
-            match self.inner.catalog(self.index.query()).await {
-                Ok((index, services)) => {
-                    if let Some(index) = self.index.observe(index) {
-                        return Some(Ok(ServiceSet { index, services }));
-                    }
-                }
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-            }
-        }
-    }
-}
-
-/// The state of one [`ConsulRegistry::watch`] stream.
-struct WatchCursor {
-    /// The registry's shared state (client, addresses, options).
+/// A blocking-query loop, the one behind [`Registry::watch`] and [`Registry::watch_services`]:
+/// `query` is sent with the index [`BlockingIndex`] says, at least `min_query_interval` after
+/// the previous one; an answer with a new index is yielded as `emit(index, answer)`, an
+/// unchanged one is queried again, and an error is yielded and ends the stream.
+fn blocking_loop<T, R, Q, F>(
     inner: Arc<Inner>,
-    /// The service watched.
-    service: String,
-    /// Consul's index rules.
-    index: BlockingIndex,
-    /// When the previous query started, to keep queries `min_query_interval` apart.
-    last_query: Option<Instant>,
-    /// The stream has ended (after an error).
-    done: bool,
-}
-
-impl WatchCursor {
-    async fn next(&mut self) -> Option<Result<Update, RegistryError>> {
-        if self.done {
+    query: Q,
+    emit: fn(u64, T) -> R,
+) -> BoxStream<'static, Result<R, RegistryError>>
+where
+    Q: Fn(Arc<Inner>, u64) -> F + Send + 'static,
+    F: Future<Output = Result<(u64, T), RegistryError>> + Send,
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    let state = (LoopState::default(), inner, query);
+    futures::stream::unfold(state, move |(mut st, inner, query)| async move {
+        if st.done {
             return None;
         }
         loop {
-            if let Some(at) = self.last_query {
-                tokio::time::sleep_until(at + self.inner.options.min_query_interval).await;
+            if let Some(at) = st.last_query {
+                tokio::time::sleep_until(at + inner.options.min_query_interval).await;
             }
-            self.last_query = Some(Instant::now());
-            match self.inner.health(&self.service, self.index.query()).await {
-                Ok((index, instances)) => {
-                    if let Some(index) = self.index.observe(index) {
-                        return Some(Ok(Update::Reset { index, instances }));
+            st.last_query = Some(Instant::now());
+            match query(inner.clone(), st.index.query()).await {
+                Ok((index, answer)) => {
+                    if let Some(index) = st.index.observe(index) {
+                        return Some((Ok(emit(index, answer)), (st, inner, query)));
                     }
                 }
                 Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
+                    st.done = true;
+                    return Some((Err(e), (st, inner, query)));
                 }
             }
         }
-    }
+    })
+    .boxed()
 }
 
 #[cfg(test)]
