@@ -618,57 +618,59 @@ impl Inner {
             .await
     }
 
-    /// `GET /v1/health/service/<service>?passing`, blocking on `index` when it is above 0.
-    async fn health(&self, service: &str, index: u64) -> ListResult {
-        let mut path = format!("/v1/health/service/{}?passing", encode(service));
+    /// `GET path` (with the datacenter, when set), as a blocking query on `index` when it is
+    /// above 0: the answer's `X-Consul-Index` and body. `call` names the request in errors
+    /// (`list users`), `what` its answer (`listing of users`).
+    async fn blocking_get(
+        &self,
+        mut path: String,
+        index: u64,
+        call: &str,
+        what: &str,
+    ) -> Result<(u64, Bytes), RegistryError> {
+        let mut separator = if path.contains('?') { '&' } else { '?' };
         if let Some(dc) = &self.options.datacenter {
-            let _ = write!(path, "&dc={}", encode(dc));
-        }
-        let mut timeout = self.options.request_timeout;
-        if index > 0 {
-            let wait = self.options.blocking_wait;
-            let _ = write!(path, "&index={index}&wait={}", go_duration(wait));
-            // The agent answers after at most `wait` plus up to `wait / 16` of jitter.
-            timeout += wait + wait / 16;
-        }
-        let reply = self
-            .send(|c, base| c.get(format!("{base}{path}")).timeout(timeout))
-            .await?
-            .check(&format!("list {service}"))?;
-        let what = || format!("listing of {service}");
-        let index = reply
-            .index
-            .ok_or_else(|| RegistryError::malformed(what(), NO_INDEX))?;
-        let instances =
-            parse_entries(&reply.body, service).map_err(|e| RegistryError::malformed(what(), e))?;
-        Ok((index, instances))
-    }
-
-    /// `GET /v1/catalog/services`, blocking on `index` when it is above 0: the index and the
-    /// services' names.
-    async fn catalog(&self, index: u64) -> Result<(u64, BTreeSet<String>), RegistryError> {
-        let mut path = "/v1/catalog/services".to_string();
-        let mut separator = '?';
-        if let Some(dc) = &self.options.datacenter {
-            let _ = write!(path, "?dc={}", encode(dc));
+            let _ = write!(path, "{separator}dc={}", encode(dc));
             separator = '&';
         }
         let mut timeout = self.options.request_timeout;
         if index > 0 {
             let wait = self.options.blocking_wait;
             let _ = write!(path, "{separator}index={index}&wait={}", go_duration(wait));
+            // The agent answers after at most `wait` plus up to `wait / 16` of jitter.
             timeout += wait + wait / 16;
         }
         let reply = self
             .send(|c, base| c.get(format!("{base}{path}")).timeout(timeout))
             .await?
-            .check("list services")?;
-        let what = || "catalog of services".to_string();
+            .check(call)?;
         let index = reply
             .index
-            .ok_or_else(|| RegistryError::malformed(what(), NO_INDEX))?;
-        let services = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(&reply.body)
-            .map_err(|e| RegistryError::malformed(what(), e))?
+            .ok_or_else(|| RegistryError::malformed(what, NO_INDEX))?;
+        Ok((index, reply.body))
+    }
+
+    /// `GET /v1/health/service/<service>?passing`, blocking on `index` when it is above 0.
+    async fn health(&self, service: &str, index: u64) -> ListResult {
+        let path = format!("/v1/health/service/{}?passing", encode(service));
+        let what = format!("listing of {service}");
+        let (index, body) = self
+            .blocking_get(path, index, &format!("list {service}"), &what)
+            .await?;
+        let instances =
+            parse_entries(&body, service).map_err(|e| RegistryError::malformed(what, e))?;
+        Ok((index, instances))
+    }
+
+    /// `GET /v1/catalog/services`, blocking on `index` when it is above 0: the index and the
+    /// services' names.
+    async fn catalog(&self, index: u64) -> Result<(u64, BTreeSet<String>), RegistryError> {
+        let what = "catalog of services";
+        let (index, body) = self
+            .blocking_get("/v1/catalog/services".into(), index, "list services", what)
+            .await?;
+        let services = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(&body)
+            .map_err(|e| RegistryError::malformed(what, e))?
             .into_keys()
             .collect();
         Ok((index, services))
