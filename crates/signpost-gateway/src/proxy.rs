@@ -501,25 +501,21 @@ fn fail(
 ) -> Response<ProxyBody> {
     let route = &entry.route;
     route.metrics.error(error.kind());
-    let status = error.status();
-    route.metrics.response(status.as_u16(), started.elapsed());
     if error.status() != StatusCode::SERVICE_UNAVAILABLE {
         tracing::warn!(route = %route.spec.name, %upstream, request_id = ?request_id, "{error}");
     }
-    if shared.access_log {
-        access_log(
-            &parts.method,
-            &parts.uri,
-            status,
-            &route.spec.name,
-            upstream,
-            attempts,
-            started.elapsed(),
-            request_id,
-            client,
-        );
-    }
-    error.to_response(Some(request_id))
+    // Counted and logged as any answer is, with the error's status.
+    respond(
+        shared,
+        entry,
+        client,
+        parts,
+        error.to_response(Some(request_id)),
+        upstream,
+        attempts,
+        started,
+        request_id,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
