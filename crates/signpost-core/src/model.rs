@@ -37,17 +37,23 @@ impl fmt::Display for Status {
     }
 }
 
+/// A status name that is none of `passing`, `warning` and `critical` (any case).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status {0:?}: expected passing, warning or critical")]
+pub struct UnknownStatus(
+    /// The name given, lowercased.
+    pub String,
+);
+
 impl FromStr for Status {
-    type Err = String;
+    type Err = UnknownStatus;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "passing" => Ok(Status::Passing),
             "warning" => Ok(Status::Warning),
             "critical" => Ok(Status::Critical),
-            other => Err(format!(
-                "unknown status {other:?}: expected passing, warning or critical"
-            )),
+            other => Err(UnknownStatus(other.to_string())),
         }
     }
 }
@@ -76,12 +82,27 @@ impl Dur {
     }
 }
 
+/// Text that is not a duration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid duration {text:?}: {source} (use e.g. \"10s\", \"250ms\", \"5m\")")]
+pub struct BadDuration {
+    /// The text given.
+    pub text: String,
+    /// Why it is not a duration.
+    #[source]
+    pub source: humantime::DurationError,
+}
+
+// humantime's error compares positions and kinds only: its equality is total.
+impl Eq for BadDuration {}
+
 impl FromStr for Dur {
-    type Err = String;
+    type Err = BadDuration;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let d = humantime::parse_duration(s.trim()).map_err(|e| {
-            format!("invalid duration {s:?}: {e} (use e.g. \"10s\", \"250ms\", \"5m\")")
+        let d = humantime::parse_duration(s.trim()).map_err(|source| BadDuration {
+            text: s.to_string(),
+            source,
         })?;
         Ok(Dur(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
     }
@@ -452,5 +473,18 @@ mod tests {
     fn check_spec_rejects_unknown_fields() {
         let err = serde_json::from_str::<CheckSpec>(r#"{"ttl":"10s","bogus":1}"#).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_are_typed() {
+        assert_eq!("Warning".parse::<Status>(), Ok(Status::Warning));
+        assert_eq!(
+            "Bogus".parse::<Status>(),
+            Err(UnknownStatus("bogus".into()))
+        );
+        assert_eq!("1m30s".parse::<Dur>(), Ok(Dur::from_secs(90)));
+        let err = "10 parsecs".parse::<Dur>().unwrap_err();
+        assert_eq!(err.text, "10 parsecs");
+        assert!(std::error::Error::source(&err).is_some());
     }
 }

@@ -93,9 +93,12 @@ impl ListQuery {
                     })?)
                 }
                 "wait" => {
-                    let d: Dur = value
-                        .parse()
-                        .map_err(|e: String| ApiError::bad_request("wait", e))?;
+                    let d: Dur =
+                        value
+                            .parse()
+                            .map_err(|e: signpost_core::model::BadDuration| {
+                                ApiError::bad_request("wait", e.to_string())
+                            })?;
                     q.wait = d.to_std().min(MAX_WAIT);
                 }
                 // Unknown parameters are ignored, as Consul does.
