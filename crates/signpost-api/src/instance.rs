@@ -1,38 +1,12 @@
 //! An instance as the agent renders it, and the small types around it.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// An instance's health, as the agent reports it (lowercase on the wire).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Healthy: listed by default and sent traffic.
-    Passing,
-    /// Degraded: listed only when asked for (`?status=warning` or `any`).
-    Warning,
-    /// Failing: listed only when asked for.
-    Critical,
-}
-
-impl Status {
-    /// The wire name (`passing`, `warning`, `critical`), for tables and query strings.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Passing => "passing",
-            Status::Warning => "warning",
-            Status::Critical => "critical",
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// An instance's health, lowercase on the wire: the core's own type, which the agent writes as
+/// is (one definition for the agent and its clients).
+pub use signpost_core::Status;
 
 /// How the agent checks an instance: in a registration body, and as an instance carries it.
 ///
@@ -125,21 +99,30 @@ fn default_weight() -> u32 {
 }
 
 impl Instance {
-    /// `address:port`, with IPv6 addresses in brackets.
+    /// `address:port`, with IPv6 addresses in brackets (see [`authority`]).
     pub fn authority(&self) -> String {
-        if self.address.contains(':') && !self.address.starts_with('[') {
-            format!("[{}]:{}", self.address, self.port)
-        } else {
-            format!("{}:{}", self.address, self.port)
-        }
+        authority(&self.address, self.port)
     }
 }
 
-/// Names one instance: in heartbeat batches and their answers.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct InstanceKey {
-    /// The service.
-    pub service: String,
-    /// The instance id within it.
-    pub id: String,
+/// `address:port` for a URL or a connection: an IPv6 address (it contains `:`) goes in
+/// brackets, unless it already is. Every instance type (the agent's rendering, the SDK's
+/// registry-neutral one) formats its authority here.
+///
+/// ```
+/// use signpost_api::instance::authority;
+/// assert_eq!(authority("10.0.0.1", 80), "10.0.0.1:80");
+/// assert_eq!(authority("::1", 80), "[::1]:80");
+/// assert_eq!(authority("[::1]", 80), "[::1]:80");
+/// ```
+pub fn authority(address: &str, port: u16) -> String {
+    if address.contains(':') && !address.starts_with('[') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
 }
+
+/// Names one instance (`{"service", "id"}`): in heartbeat batches and their answers. The
+/// core's own type, which the agent writes as is.
+pub use signpost_core::InstanceKey;

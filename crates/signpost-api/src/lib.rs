@@ -8,12 +8,18 @@
 //!
 //! # Layout
 //! - [`instance`]: [`Instance`] (an instance as the agent renders it), [`Status`], [`Check`],
-//!   [`InstanceKey`].
+//!   [`InstanceKey`], and [`instance::authority`] (`address:port`, for every instance type).
 //! - [`services`]: listings ([`InstanceList`]), the services summary ([`ServiceSummary`],
 //!   [`StatusCounts`]), the registration body ([`Registration`]) and heartbeat answers
 //!   ([`Renewed`], [`BatchRenewed`], [`Rejected`]).
 //! - [`definition`]: service definitions ([`ServiceDefinition`], and [`DefinitionSpec`] to
 //!   store one).
+//!
+//! Where the agent writes a `signpost-core` type as is ([`Status`], [`InstanceKey`], the
+//! definition types), that type is the wire type and is re-exported here rather than declared
+//! again; the others (an [`Instance`] with text timestamps, summaries, KV entries) are
+//! declared here to decode leniently, and `tests/core_mirror.rs` checks they read what the
+//! core writes.
 //! - [`watch`]: the watch stream's events ([`WatchEvent`], [`InstanceChange`]) and how they map
 //!   to SSE frames.
 //! - [`kv`]: a KV entry ([`KvEntry`]).

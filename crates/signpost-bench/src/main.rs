@@ -149,11 +149,14 @@ struct DiscoverArgs {
 #[derive(Debug, Clone, Copy)]
 struct Ttl(Option<Duration>);
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. \"10s\", \"500ms\", \"2m\")"))
+/// A duration argument (`10s`, `500ms`), or why it is not one.
+fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(s)
+        .map_err(|e| anyhow::anyhow!("{e} (use e.g. \"10s\", \"500ms\", \"2m\")"))
 }
 
-fn parse_ttl(s: &str) -> Result<Ttl, String> {
+/// A `--ttl` argument: a duration, or `none`.
+fn parse_ttl(s: &str) -> anyhow::Result<Ttl> {
     if s.eq_ignore_ascii_case("none") {
         Ok(Ttl(None))
     } else {

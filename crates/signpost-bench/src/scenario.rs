@@ -18,6 +18,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
 
+use crate::compare::target::snippet;
 use crate::payload;
 use crate::report::Report;
 use crate::stats::{cpu_time, Latencies};
@@ -229,7 +230,7 @@ pub async fn discover(opts: &DiscoverOptions) -> anyhow::Result<Report> {
                     }
                     Err(e) => {
                         tally.errors += 1;
-                        errors.note(|| format!("GET {url}: {e}"));
+                        errors.note(|| format!("GET {url}: {}", error_chain(&e)));
                     }
                 }
             }
@@ -344,7 +345,7 @@ impl Plan {
                         }
                         Err(e) => {
                             tally.errors += 1;
-                            errors.note(|| format!("POST {url}: {e}"));
+                            errors.note(|| format!("POST {url}: {}", error_chain(&e)));
                         }
                     }
                     pb.inc(1);
@@ -472,10 +473,10 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
 }
 
 /// Sends a request and reads the whole body (so the connection can be reused).
-async fn fetch(request: reqwest::RequestBuilder) -> Result<(StatusCode, Bytes), String> {
-    let response = request.send().await.map_err(|e| error_chain(&e))?;
+async fn fetch(request: reqwest::RequestBuilder) -> Result<(StatusCode, Bytes), reqwest::Error> {
+    let response = request.send().await?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|e| error_chain(&e))?;
+    let body = response.bytes().await?;
     Ok((status, body))
 }
 
@@ -489,16 +490,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-/// The start of a response body, for error messages.
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut s: String = text.chars().take(200).collect();
-    if text.chars().count() > 200 {
-        s.push('…');
-    }
-    s
 }
 
 /// Length of the `instances` array of a listing, or `None` if the body is not one.

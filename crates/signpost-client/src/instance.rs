@@ -32,13 +32,10 @@ fn default_weight() -> u32 {
 }
 
 impl Instance {
-    /// `address:port`, with IPv6 addresses in brackets.
+    /// `address:port`, with IPv6 addresses in brackets (the one rule:
+    /// [`signpost_api::instance::authority`]).
     pub fn authority(&self) -> String {
-        if self.address.contains(':') {
-            format!("[{}]:{}", self.address, self.port)
-        } else {
-            format!("{}:{}", self.address, self.port)
-        }
+        signpost_api::instance::authority(&self.address, self.port)
     }
 
     /// The socket address, when `address` is an IP.

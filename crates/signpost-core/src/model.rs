@@ -11,8 +11,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Healthy: listed by default and sent traffic.
     Passing,
+    /// Degraded: listed only when asked for (`?status=warning` or `any`).
     Warning,
+    /// Failing: listed only when asked for.
     Critical,
 }
 
@@ -34,17 +37,23 @@ impl fmt::Display for Status {
     }
 }
 
+/// A status name that is none of `passing`, `warning` and `critical` (any case).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status {0:?}: expected passing, warning or critical")]
+pub struct UnknownStatus(
+    /// The name given, lowercased.
+    pub String,
+);
+
 impl FromStr for Status {
-    type Err = String;
+    type Err = UnknownStatus;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "passing" => Ok(Status::Passing),
             "warning" => Ok(Status::Warning),
             "critical" => Ok(Status::Critical),
-            other => Err(format!(
-                "unknown status {other:?}: expected passing, warning or critical"
-            )),
+            other => Err(UnknownStatus(other.to_string())),
         }
     }
 }
@@ -73,12 +82,27 @@ impl Dur {
     }
 }
 
+/// Text that is not a duration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid duration {text:?}: {source} (use e.g. \"10s\", \"250ms\", \"5m\")")]
+pub struct BadDuration {
+    /// The text given.
+    pub text: String,
+    /// Why it is not a duration.
+    #[source]
+    pub source: humantime::DurationError,
+}
+
+// humantime's error compares positions and kinds only: its equality is total.
+impl Eq for BadDuration {}
+
 impl FromStr for Dur {
-    type Err = String;
+    type Err = BadDuration;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let d = humantime::parse_duration(s.trim()).map_err(|e| {
-            format!("invalid duration {s:?}: {e} (use e.g. \"10s\", \"250ms\", \"5m\")")
+        let d = humantime::parse_duration(s.trim()).map_err(|source| BadDuration {
+            text: s.to_string(),
+            source,
         })?;
         Ok(Dur(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
     }
@@ -342,11 +366,15 @@ impl Instance {
 /// A parameter of an endpoint in a service definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Parameter {
+    /// The parameter's name.
     pub name: String,
+    /// Its type, free-form (`string`, `int`, ...).
     #[serde(rename = "type")]
     pub kind: String,
+    /// Whether callers must give it.
     #[serde(default)]
     pub required: bool,
+    /// What it means.
     #[serde(default)]
     pub description: String,
 }
@@ -354,10 +382,14 @@ pub struct Parameter {
 /// An endpoint a service exposes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
+    /// Its path (`/users/{id}`).
     pub path: String,
+    /// Its HTTP method.
     pub method: String,
+    /// What it does.
     #[serde(default)]
     pub description: String,
+    /// Its parameters.
     #[serde(default)]
     pub parameters: Vec<Parameter>,
 }
@@ -365,19 +397,27 @@ pub struct Endpoint {
 /// What a service is, stored beside its instances: version, API, dependencies and config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceDefinition {
+    /// The service's name.
     pub name: String,
+    /// The service's version.
     #[serde(default)]
     pub version: String,
+    /// What the service does.
     #[serde(default)]
     pub description: String,
+    /// Its API.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// The services it calls.
     #[serde(default)]
     pub dependencies: Vec<String>,
+    /// Free-form configuration.
     #[serde(default)]
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// Index of the write that created it.
     #[serde(default)]
     pub create_index: u64,
+    /// Index of its last write.
     #[serde(default)]
     pub modify_index: u64,
 }
@@ -433,5 +473,18 @@ mod tests {
     fn check_spec_rejects_unknown_fields() {
         let err = serde_json::from_str::<CheckSpec>(r#"{"ttl":"10s","bogus":1}"#).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_are_typed() {
+        assert_eq!("Warning".parse::<Status>(), Ok(Status::Warning));
+        assert_eq!(
+            "Bogus".parse::<Status>(),
+            Err(UnknownStatus("bogus".into()))
+        );
+        assert_eq!("1m30s".parse::<Dur>(), Ok(Dur::from_secs(90)));
+        let err = "10 parsecs".parse::<Dur>().unwrap_err();
+        assert_eq!(err.text, "10 parsecs");
+        assert!(std::error::Error::source(&err).is_some());
     }
 }

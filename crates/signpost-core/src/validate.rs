@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::model::{CheckKind, CheckSpec, Dur, NewInstance, ServiceDefinition, Status};
@@ -462,19 +462,28 @@ pub fn definition(path_service: &str, mut def: DefinitionInput) -> Result<Servic
     })
 }
 
-/// A service definition as clients send it.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A service definition as clients send it (the body of `PUT .../definition`; clients build it
+/// as `signpost_api::DefinitionSpec`). Unknown fields are refused, so it carries only what a
+/// client may set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DefinitionInput {
+    /// The service's name; the path names it when absent (they must agree when both are given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The service's version.
     #[serde(default)]
     pub version: String,
+    /// What the service does.
     #[serde(default)]
     pub description: String,
+    /// Its API.
     #[serde(default)]
     pub endpoints: Vec<crate::model::Endpoint>,
+    /// The services it calls.
     #[serde(default)]
     pub dependencies: Vec<String>,
+    /// Free-form configuration.
     #[serde(default)]
     pub config: serde_json::Map<String, serde_json::Value>,
 }

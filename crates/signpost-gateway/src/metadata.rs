@@ -16,7 +16,7 @@
 //! controller calls [`spec_from_instances`] on every change of a service's instance list.
 
 use signpost_client::Instance;
-use signpost_core::model::Dur;
+use signpost_core::model::{BadDuration, Dur};
 
 use crate::config::{
     check_prefix, normalize_host, parse_balancer, parse_protocol, GatewayConfig, RetryOverride,
@@ -58,9 +58,9 @@ pub enum MetadataProblem {
     /// `gateway.strip_prefix` that is not a boolean.
     #[error("true or false, got {0:?}")]
     NotABool(String),
-    /// `gateway.timeout` that is not a duration (the parser's message).
-    #[error("{0}")]
-    Duration(String),
+    /// `gateway.timeout` that is not a duration.
+    #[error(transparent)]
+    Duration(#[from] BadDuration),
     /// A zero `gateway.timeout`.
     #[error("must be above 0")]
     ZeroTimeout,

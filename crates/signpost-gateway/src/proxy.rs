@@ -501,25 +501,21 @@ fn fail(
 ) -> Response<ProxyBody> {
     let route = &entry.route;
     route.metrics.error(error.kind());
-    let status = error.status();
-    route.metrics.response(status.as_u16(), started.elapsed());
     if error.status() != StatusCode::SERVICE_UNAVAILABLE {
         tracing::warn!(route = %route.spec.name, %upstream, request_id = ?request_id, "{error}");
     }
-    if shared.access_log {
-        access_log(
-            &parts.method,
-            &parts.uri,
-            status,
-            &route.spec.name,
-            upstream,
-            attempts,
-            started.elapsed(),
-            request_id,
-            client,
-        );
-    }
-    error.to_response(Some(request_id))
+    // Counted and logged as any answer is, with the error's status.
+    respond(
+        shared,
+        entry,
+        client,
+        parts,
+        error.to_response(Some(request_id)),
+        upstream,
+        attempts,
+        started,
+        request_id,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -739,14 +735,7 @@ async fn send_h2(
         send.ready().await?;
         send.send_request(req).await
     };
-    match tokio::time::timeout(spec.timeout, exchange).await {
-        Ok(Ok(response)) => Ok(Answer {
-            response,
-            conn: None,
-        }),
-        Ok(Err(e)) => Err(AttemptError::Transport(e)),
-        Err(_) => Err(AttemptError::Timeout(spec.timeout)),
-    }
+    unpooled_answer(spec.timeout, exchange).await
 }
 
 /// An upgrade handshake (WebSocket) on a connection of its own.
@@ -762,13 +751,22 @@ async fn send_upgrade(
     };
     let mut req = head.map(|()| body.take().unwrap_or(UpBody::Empty));
     *req.version_mut() = Version::HTTP_11;
-    match tokio::time::timeout(spec.timeout, send.send_request(req)).await {
+    unpooled_answer(spec.timeout, send.send_request(req)).await
+}
+
+/// The answer of an exchange that leaves no connection to drive (h2c, an upgrade), within
+/// `timeout`.
+async fn unpooled_answer(
+    timeout: Duration,
+    exchange: impl Future<Output = hyper::Result<Response<Incoming>>>,
+) -> Result<Answer, AttemptError> {
+    match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(response)) => Ok(Answer {
             response,
             conn: None,
         }),
         Ok(Err(e)) => Err(AttemptError::Transport(e)),
-        Err(_) => Err(AttemptError::Timeout(spec.timeout)),
+        Err(_) => Err(AttemptError::Timeout(timeout)),
     }
 }
 

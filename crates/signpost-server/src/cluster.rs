@@ -59,23 +59,9 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many times a write follows a leader change before giving up.
 const FORWARD_ATTEMPTS: usize = 3;
 
-/// A member asking to be added.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinRequest {
-    /// The new member's Raft node id (1 or more).
-    pub node_id: NodeId,
-    /// Where the other members reach its Raft listener.
-    pub raft_addr: String,
-    /// Where clients reach its HTTP API.
-    pub http_addr: String,
-}
-
-/// A request to remove a member.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RemoveRequest {
-    /// The member to remove.
-    pub node_id: NodeId,
-}
+// The cluster API's bodies are the wire types of `signpost-api`; re-exported so the agent's
+// modules name them from here.
+pub use signpost_api::{JoinRequest, Member, Members, RemoveRequest};
 
 /// Why a cluster operation failed. Serialisable: a leader's answer to a forwarded request
 /// carries it across `/raft/*` as this enum, so the member that forwarded it (and its HTTP
@@ -124,37 +110,6 @@ pub enum ClusterError {
     /// This node did not apply the leader's read index in time.
     #[error("this node did not catch up for a consistent read: {0}")]
     Lagging(String),
-}
-
-/// A member as `signpost members` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Member {
-    /// Its node id.
-    pub id: NodeId,
-    /// Its Raft address.
-    pub raft_addr: String,
-    /// Its HTTP address.
-    pub http_addr: String,
-    /// `leader`, `follower`, or `learner` (not yet voting).
-    pub role: String,
-    /// Whether it votes.
-    pub voter: bool,
-    /// The last log index known replicated to it (from the leader's view), or its own applied
-    /// index for this node.
-    pub matched_index: Option<u64>,
-    /// How many entries it is behind the leader's log, when known.
-    pub lag: Option<u64>,
-}
-
-/// The membership as `members` reports it, with who leads.
-#[derive(Debug, Clone, Serialize)]
-pub struct Members {
-    /// The leader's node id, if known.
-    pub leader: Option<NodeId>,
-    /// The current term.
-    pub term: u64,
-    /// Every member.
-    pub members: Vec<Member>,
 }
 
 /// This member's place in the Raft group: Raft, this node, the client for the other members.

@@ -9,7 +9,7 @@ use super::suite::{Mode, Plan, Results, Stat};
 use super::target::System;
 
 /// What the report says about the run besides the figures.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Meta {
     pub plan: Plan,
     /// When the run started (RFC 3339).
@@ -18,7 +18,7 @@ pub struct Meta {
     pub signpost_version: String,
     pub etcd_version: String,
     /// The gateway benchmark's output (Markdown), or why there is none.
-    pub gateway: Result<String, String>,
+    pub gateway: Result<String, super::GatewayError>,
     /// File name of the chart, linked from the report.
     pub chart_file: String,
 }

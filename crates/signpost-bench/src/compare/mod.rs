@@ -49,7 +49,7 @@ pub async fn run_and_report(
     let results = suite::run(plan, env).await?;
     let gateway = match &out.gateway_script {
         Some(script) => run_gateway(script, plan.mode, out.gateway_timeout).await,
-        None => Err("gateway benchmark not available".to_string()),
+        None => Err(GatewayError::NotAvailable),
     };
     write_report(plan, env, out, &results, started, gateway)?;
     Ok(results)
@@ -62,7 +62,7 @@ pub fn write_report(
     out: &Output,
     results: &Results,
     started: String,
-    gateway: Result<String, String>,
+    gateway: Result<String, GatewayError>,
 ) -> anyhow::Result<()> {
     let dir = out.report.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -126,12 +126,52 @@ pub fn write_report(
     Ok(())
 }
 
+/// Why the report has no gateway table; the report prints it in the table's place.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No gateway benchmark script was given, or it does not exist.
+    #[error("gateway benchmark not available")]
+    NotAvailable,
+    /// The script could not be started.
+    #[error("gateway benchmark not available: cannot run {}: {source}", script.display())]
+    Spawn {
+        /// The script.
+        script: std::path::PathBuf,
+        /// Why it could not be started.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The script exited with a failure; its output is shown to explain it.
+    #[error(
+        "the gateway benchmark ({}) failed ({status}); its output:\n\n```\n{output}\n```",
+        script.display()
+    )]
+    Failed {
+        /// The script.
+        script: std::path::PathBuf,
+        /// How it exited.
+        status: std::process::ExitStatus,
+        /// Its standard output, trailing white space removed.
+        output: String,
+    },
+    /// Waiting for the script failed.
+    #[error("the gateway benchmark could not run: {0}")]
+    Wait(#[source] std::io::Error),
+    /// The script overran its time and was stopped.
+    #[error("the gateway benchmark did not finish within {0:?} and was stopped")]
+    TimedOut(Duration),
+}
+
 /// Runs the gateway benchmark script and answers its standard output (its table), or why
 /// there is none. `BENCH_QUICK=1` is passed in quick and smoke mode. The script is stopped by
 /// PID (SIGTERM, then SIGKILL) when it overruns `timeout`.
-pub async fn run_gateway(script: &Path, mode: Mode, timeout: Duration) -> Result<String, String> {
+pub async fn run_gateway(
+    script: &Path,
+    mode: Mode,
+    timeout: Duration,
+) -> Result<String, GatewayError> {
     if !script.exists() {
-        return Err("gateway benchmark not available".to_string());
+        return Err(GatewayError::NotAvailable);
     }
     let mut cmd = tokio::process::Command::new("bash");
     cmd.arg(script)
@@ -148,23 +188,20 @@ pub async fn run_gateway(script: &Path, mode: Mode, timeout: Duration) -> Result
             .env("DURATION", "3s")
             .env("WARMUP", "1s");
     }
-    let child = cmd.spawn().map_err(|e| {
-        format!(
-            "gateway benchmark not available: cannot run {}: {e}",
-            script.display()
-        )
+    let child = cmd.spawn().map_err(|source| GatewayError::Spawn {
+        script: script.to_path_buf(),
+        source,
     })?;
     let pid = child.id();
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(out)) => {
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             if !out.status.success() {
-                return Err(format!(
-                    "the gateway benchmark ({}) failed ({}); its output:\n\n```\n{}\n```",
-                    script.display(),
-                    out.status,
-                    text.trim_end()
-                ));
+                return Err(GatewayError::Failed {
+                    script: script.to_path_buf(),
+                    status: out.status,
+                    output: text.trim_end().to_string(),
+                });
             }
             if text.lines().any(|l| l.trim_start().starts_with('|')) {
                 Ok(text)
@@ -172,7 +209,7 @@ pub async fn run_gateway(script: &Path, mode: Mode, timeout: Duration) -> Result
                 Ok(format!("```\n{}\n```", text.trim_end()))
             }
         }
-        Ok(Err(e)) => Err(format!("the gateway benchmark could not run: {e}")),
+        Ok(Err(e)) => Err(GatewayError::Wait(e)),
         Err(_) => {
             if let Some(pid) = pid {
                 // Give its own clean-up (trap) a chance before the kill on drop.
@@ -181,9 +218,7 @@ pub async fn run_gateway(script: &Path, mode: Mode, timeout: Duration) -> Result
                     .status();
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
-            Err(format!(
-                "the gateway benchmark did not finish within {timeout:?} and was stopped"
-            ))
+            Err(GatewayError::TimedOut(timeout))
         }
     }
 }
@@ -221,4 +256,38 @@ fn revision() -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn gateway_failures_are_typed_and_read_as_before() {
+        let missing = Path::new("/nonexistent/gateway-bench.sh");
+        let err = run_gateway(missing, Mode::Quick, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, GatewayError::NotAvailable), "{err:?}");
+        assert_eq!(err.to_string(), "gateway benchmark not available");
+
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("fails.sh");
+        std::fs::write(&script, "echo 'half a table'\nexit 3\n").unwrap();
+        let err = run_gateway(&script, Mode::Quick, Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        match &err {
+            GatewayError::Failed { output, status, .. } => {
+                assert_eq!(output, "half a table");
+                assert_eq!(status.code(), Some(3));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            err.to_string()
+                .ends_with("; its output:\n\n```\nhalf a table\n```"),
+            "{err}"
+        );
+    }
 }

@@ -636,10 +636,14 @@ pub fn count_instances(body: &[u8]) -> Option<u64> {
     Some(u64::try_from(list.instances.len()).unwrap_or(u64::MAX))
 }
 
-/// The start of a body, for an error message.
+/// The start of a body (200 characters, `…` when there is more), for an error message.
 pub fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    text.chars().take(200).collect()
+    let mut s: String = text.chars().take(200).collect();
+    if text.chars().count() > 200 {
+        s.push('…');
+    }
+    s
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,7 +64,7 @@ use tokio::time::Instant;
 
 use super::agents::{encode, Agents, Tried};
 use super::error::error_body;
-use super::{Cause, ConfigError};
+use super::{AnswerError, Cause, ConfigError};
 use super::{RegistrationSpec, Registry, RegistryError, ServiceSet};
 use crate::instance::{Instance, Update};
 use signpost_api::ErrorBody;
@@ -72,6 +73,11 @@ use signpost_api::ErrorBody;
 const TOKEN_HEADER: &str = "x-consul-token";
 /// Consul's index header.
 const INDEX_HEADER: &str = "x-consul-index";
+/// An answer without a usable `X-Consul-Index`.
+const NO_INDEX: AnswerError = AnswerError::MissingHeader {
+    header: "X-Consul-Index",
+    system: "Consul",
+};
 /// The largest weight an [`Instance`] may have.
 const MAX_WEIGHT: u32 = 10_000;
 
@@ -404,21 +410,46 @@ struct WeightsEntry {
     passing: Option<i64>,
 }
 
+/// Why one `/v1/health/service` entry cannot be an [`Instance`]; such an entry is skipped with
+/// a warning, so one odd entry does not lose the list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// The entry has no `Service` part.
+    #[error("an entry without a Service")]
+    NoService,
+    /// Neither `Service.Address` nor `Node.Address` is set: nowhere to connect to.
+    #[error("instance {id} has no address (neither Service nor Node)")]
+    NoAddress {
+        /// The instance's id.
+        id: String,
+    },
+    /// The port is not one a socket can have.
+    #[error("instance {id} has port {port}")]
+    BadPort {
+        /// The instance's id.
+        id: String,
+        /// The port the agent gave.
+        port: i64,
+    },
+}
+
 /// Maps one health entry to an [`Instance`] of `service` (the name asked for, used when the
 /// entry has none); `Err` says why the entry is unusable.
-fn to_instance(entry: HealthEntry, service: &str) -> Result<Instance, String> {
-    let s = entry
-        .service
-        .ok_or_else(|| "an entry without a Service".to_string())?;
+fn to_instance(entry: HealthEntry, service: &str) -> Result<Instance, EntryError> {
+    let s = entry.service.ok_or(EntryError::NoService)?;
     let nonempty = |v: Option<String>| v.filter(|v| !v.is_empty());
     let name = nonempty(s.service).unwrap_or_else(|| service.to_string());
     // Consul defaults a service's ID to its name.
     let id = nonempty(s.id).unwrap_or_else(|| name.clone());
-    let address = nonempty(s.address)
-        .or_else(|| entry.node.and_then(|n| nonempty(n.address)))
-        .ok_or_else(|| format!("instance {id} has no address (neither Service nor Node)"))?;
+    let Some(address) =
+        nonempty(s.address).or_else(|| entry.node.and_then(|n| nonempty(n.address)))
+    else {
+        return Err(EntryError::NoAddress { id });
+    };
     let port = s.port.unwrap_or(0);
-    let port = u16::try_from(port).map_err(|_| format!("instance {id} has port {port}"))?;
+    let Ok(port) = u16::try_from(port) else {
+        return Err(EntryError::BadPort { id, port });
+    };
     let weight = s
         .weights
         .and_then(|w| w.passing)
@@ -436,9 +467,8 @@ fn to_instance(entry: HealthEntry, service: &str) -> Result<Instance, String> {
 }
 
 /// Decodes a `/v1/health/service` body; unusable entries are skipped with a warning.
-fn parse_entries(body: &[u8], service: &str) -> Result<Vec<Instance>, String> {
-    let entries: Vec<HealthEntry> = serde_json::from_slice(body)
-        .map_err(|e| format!("invalid /v1/health/service/{service} answer: {e}"))?;
+fn parse_entries(body: &[u8], service: &str) -> Result<Vec<Instance>, serde_json::Error> {
+    let entries: Vec<HealthEntry> = serde_json::from_slice(body)?;
     let mut instances = Vec::with_capacity(entries.len());
     for entry in entries {
         match to_instance(entry, service) {
@@ -588,57 +618,59 @@ impl Inner {
             .await
     }
 
-    /// `GET /v1/health/service/<service>?passing`, blocking on `index` when it is above 0.
-    async fn health(&self, service: &str, index: u64) -> ListResult {
-        let mut path = format!("/v1/health/service/{}?passing", encode(service));
+    /// `GET path` (with the datacenter, when set), as a blocking query on `index` when it is
+    /// above 0: the answer's `X-Consul-Index` and body. `call` names the request in errors
+    /// (`list users`), `what` its answer (`listing of users`).
+    async fn blocking_get(
+        &self,
+        mut path: String,
+        index: u64,
+        call: &str,
+        what: &str,
+    ) -> Result<(u64, Bytes), RegistryError> {
+        let mut separator = if path.contains('?') { '&' } else { '?' };
         if let Some(dc) = &self.options.datacenter {
-            let _ = write!(path, "&dc={}", encode(dc));
-        }
-        let mut timeout = self.options.request_timeout;
-        if index > 0 {
-            let wait = self.options.blocking_wait;
-            let _ = write!(path, "&index={index}&wait={}", go_duration(wait));
-            // The agent answers after at most `wait` plus up to `wait / 16` of jitter.
-            timeout += wait + wait / 16;
-        }
-        let reply = self
-            .send(|c, base| c.get(format!("{base}{path}")).timeout(timeout))
-            .await?
-            .check(&format!("list {service}"))?;
-        let what = || format!("listing of {service}");
-        let index = reply.index.ok_or_else(|| {
-            RegistryError::malformed(what(), "no X-Consul-Index header: not a Consul agent?")
-        })?;
-        let instances =
-            parse_entries(&reply.body, service).map_err(|e| RegistryError::malformed(what(), e))?;
-        Ok((index, instances))
-    }
-
-    /// `GET /v1/catalog/services`, blocking on `index` when it is above 0: the index and the
-    /// services' names.
-    async fn catalog(&self, index: u64) -> Result<(u64, BTreeSet<String>), RegistryError> {
-        let mut path = "/v1/catalog/services".to_string();
-        let mut separator = '?';
-        if let Some(dc) = &self.options.datacenter {
-            let _ = write!(path, "?dc={}", encode(dc));
+            let _ = write!(path, "{separator}dc={}", encode(dc));
             separator = '&';
         }
         let mut timeout = self.options.request_timeout;
         if index > 0 {
             let wait = self.options.blocking_wait;
             let _ = write!(path, "{separator}index={index}&wait={}", go_duration(wait));
+            // The agent answers after at most `wait` plus up to `wait / 16` of jitter.
             timeout += wait + wait / 16;
         }
         let reply = self
             .send(|c, base| c.get(format!("{base}{path}")).timeout(timeout))
             .await?
-            .check("list services")?;
-        let what = || "catalog of services".to_string();
-        let index = reply.index.ok_or_else(|| {
-            RegistryError::malformed(what(), "no X-Consul-Index header: not a Consul agent?")
-        })?;
-        let services = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(&reply.body)
-            .map_err(|e| RegistryError::malformed(what(), e))?
+            .check(call)?;
+        let index = reply
+            .index
+            .ok_or_else(|| RegistryError::malformed(what, NO_INDEX))?;
+        Ok((index, reply.body))
+    }
+
+    /// `GET /v1/health/service/<service>?passing`, blocking on `index` when it is above 0.
+    async fn health(&self, service: &str, index: u64) -> ListResult {
+        let path = format!("/v1/health/service/{}?passing", encode(service));
+        let what = format!("listing of {service}");
+        let (index, body) = self
+            .blocking_get(path, index, &format!("list {service}"), &what)
+            .await?;
+        let instances =
+            parse_entries(&body, service).map_err(|e| RegistryError::malformed(what, e))?;
+        Ok((index, instances))
+    }
+
+    /// `GET /v1/catalog/services`, blocking on `index` when it is above 0: the index and the
+    /// services' names.
+    async fn catalog(&self, index: u64) -> Result<(u64, BTreeSet<String>), RegistryError> {
+        let what = "catalog of services";
+        let (index, body) = self
+            .blocking_get("/v1/catalog/services".into(), index, "list services", what)
+            .await?;
+        let services = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(&body)
+            .map_err(|e| RegistryError::malformed(what, e))?
             .into_keys()
             .collect();
         Ok((index, services))
@@ -714,46 +746,29 @@ impl Registry for ConsulRegistry {
     }
 
     fn watch(&self, service: &str) -> BoxStream<'static, Result<Update, RegistryError>> {
-        let cursor = WatchCursor {
-            inner: self.inner.clone(),
-            service: service.to_string(),
-            index: BlockingIndex::default(),
-            last_query: None,
-            done: false,
-        };
-        futures::stream::unfold(cursor, |mut c| async move {
-            let item = c.next().await?;
-            Some((item, c))
-        })
-        .boxed()
+        let service: Arc<str> = service.into();
+        blocking_loop(
+            self.inner.clone(),
+            move |inner, index| {
+                let service = service.clone();
+                async move { inner.health(&service, index).await }
+            },
+            |index, instances| Update::Reset { index, instances },
+        )
     }
 
     fn watch_services(&self) -> BoxStream<'static, Result<ServiceSet, RegistryError>> {
-        self.catalog_stream()
+        blocking_loop(
+            self.inner.clone(),
+            |inner, index| async move { inner.catalog(index).await },
+            |index, services| ServiceSet { index, services },
+        )
     }
 }
 
-impl ConsulRegistry {
-    /// The blocking-query loop behind [`Registry::watch_services`].
-    fn catalog_stream(&self) -> BoxStream<'static, Result<ServiceSet, RegistryError>> {
-        let cursor = CatalogCursor {
-            inner: self.inner.clone(),
-            index: BlockingIndex::default(),
-            last_query: None,
-            done: false,
-        };
-        futures::stream::unfold(cursor, |mut c| async move {
-            let item = c.next().await?;
-            Some((item, c))
-        })
-        .boxed()
-    }
-}
-
-/// The state of one [`ConsulRegistry::watch_services`](Registry::watch_services) stream.
-struct CatalogCursor {
-    /// The registry's shared state (client, addresses, options).
-    inner: Arc<Inner>,
+/// Where one blocking-query loop is.
+#[derive(Default)]
+struct LoopState {
     /// Consul's index rules.
     index: BlockingIndex,
     /// When the previous query started, to keep queries `min_query_interval` apart.
@@ -762,68 +777,45 @@ struct CatalogCursor {
     done: bool,
 }
 
-impl CatalogCursor {
-    async fn next(&mut self) -> Option<Result<ServiceSet, RegistryError>> {
-        if self.done {
-            return None;
-        }
-        loop {
-            if let Some(at) = self.last_query {
-                tokio::time::sleep_until(at + self.inner.options.min_query_interval).await;
-            }
-            self.last_query = Some(Instant::now());
-            match self.inner.catalog(self.index.query()).await {
-                Ok((index, services)) => {
-                    if let Some(index) = self.index.observe(index) {
-                        return Some(Ok(ServiceSet { index, services }));
-                    }
-                }
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-            }
-        }
-    }
-}
-
-/// The state of one [`ConsulRegistry::watch`] stream.
-struct WatchCursor {
-    /// The registry's shared state (client, addresses, options).
+/// A blocking-query loop, the one behind [`Registry::watch`] and [`Registry::watch_services`]:
+/// `query` is sent with the index [`BlockingIndex`] says, at least `min_query_interval` after
+/// the previous one; an answer with a new index is yielded as `emit(index, answer)`, an
+/// unchanged one is queried again, and an error is yielded and ends the stream.
+fn blocking_loop<T, R, Q, F>(
     inner: Arc<Inner>,
-    /// The service watched.
-    service: String,
-    /// Consul's index rules.
-    index: BlockingIndex,
-    /// When the previous query started, to keep queries `min_query_interval` apart.
-    last_query: Option<Instant>,
-    /// The stream has ended (after an error).
-    done: bool,
-}
-
-impl WatchCursor {
-    async fn next(&mut self) -> Option<Result<Update, RegistryError>> {
-        if self.done {
+    query: Q,
+    emit: fn(u64, T) -> R,
+) -> BoxStream<'static, Result<R, RegistryError>>
+where
+    Q: Fn(Arc<Inner>, u64) -> F + Send + 'static,
+    F: Future<Output = Result<(u64, T), RegistryError>> + Send,
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    let state = (LoopState::default(), inner, query);
+    futures::stream::unfold(state, move |(mut st, inner, query)| async move {
+        if st.done {
             return None;
         }
         loop {
-            if let Some(at) = self.last_query {
-                tokio::time::sleep_until(at + self.inner.options.min_query_interval).await;
+            if let Some(at) = st.last_query {
+                tokio::time::sleep_until(at + inner.options.min_query_interval).await;
             }
-            self.last_query = Some(Instant::now());
-            match self.inner.health(&self.service, self.index.query()).await {
-                Ok((index, instances)) => {
-                    if let Some(index) = self.index.observe(index) {
-                        return Some(Ok(Update::Reset { index, instances }));
+            st.last_query = Some(Instant::now());
+            match query(inner.clone(), st.index.query()).await {
+                Ok((index, answer)) => {
+                    if let Some(index) = st.index.observe(index) {
+                        return Some((Ok(emit(index, answer)), (st, inner, query)));
                     }
                 }
                 Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
+                    st.done = true;
+                    return Some((Err(e), (st, inner, query)));
                 }
             }
         }
-    }
+    })
+    .boxed()
 }
 
 #[cfg(test)]
@@ -870,7 +862,10 @@ mod tests {
             "Node": {"Address": ""},
             "Service": {"ID": "web-1", "Service": "web", "Port": 80}
         }));
-        assert!(to_instance(e, "web").is_err());
+        assert_eq!(
+            to_instance(e, "web"),
+            Err(EntryError::NoAddress { id: "web-1".into() })
+        );
     }
 
     #[test]
@@ -899,8 +894,20 @@ mod tests {
         assert_eq!(with(0, 1).unwrap().weight, 1);
         assert_eq!(with(1_000_000, 1).unwrap().weight, 10_000);
         assert_eq!(with(250, 1).unwrap().weight, 250);
-        assert!(with(1, 70_000).is_err());
-        assert!(with(1, -1).is_err());
+        assert_eq!(
+            with(1, 70_000),
+            Err(EntryError::BadPort {
+                id: "a".into(),
+                port: 70_000
+            })
+        );
+        assert_eq!(
+            with(1, -1),
+            Err(EntryError::BadPort {
+                id: "a".into(),
+                port: -1
+            })
+        );
     }
 
     #[test]
@@ -913,6 +920,10 @@ mod tests {
         let list = parse_entries(body, "web").unwrap();
         let ids: Vec<&str> = list.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
+        assert_eq!(
+            to_instance(entry(serde_json::json!({"Node": {"Address": "h"}})), "web"),
+            Err(EntryError::NoService)
+        );
         assert!(parse_entries(b"{}", "web").is_err());
         assert!(parse_entries(b"[]", "web").unwrap().is_empty());
     }

@@ -181,6 +181,27 @@ pub(crate) fn error_chain(e: &dyn StdError) -> String {
     s
 }
 
+/// What was wrong with an HTTP answer the SDK could not read, beyond its JSON (a
+/// `serde_json::Error` is carried as itself): one of the sources of [`RegistryError::Malformed`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// A header the answer must carry is missing or not a number (Consul's `X-Consul-Index`):
+    /// whatever answered is likely not the registry it was taken for.
+    #[error("no {header} header: not a {system} agent?")]
+    MissingHeader {
+        /// The header's name.
+        header: &'static str,
+        /// The registry's system ("Consul").
+        system: &'static str,
+    },
+    /// A watch was answered with something other than an event stream.
+    #[error("expected an event stream, got {content_type:?}")]
+    NotAnEventStream {
+        /// The `Content-Type` the agent sent (empty when none).
+        content_type: String,
+    },
+}
+
 /// Why a registry client cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -232,14 +253,14 @@ impl RegistryError {
         }
     }
 
-    /// An answer that could not be read.
+    /// An answer that could not be read, and the typed error that says why.
     pub(crate) fn malformed(
         what: impl Into<String>,
-        source: impl Into<Box<dyn StdError + Send + Sync>>,
+        source: impl StdError + Send + Sync + 'static,
     ) -> Self {
         RegistryError::Malformed {
             what: what.into(),
-            source: source.into(),
+            source: Box::new(source),
         }
     }
 }

@@ -209,12 +209,26 @@ fn ttl_secs(ttl: std::time::Duration) -> i64 {
     i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX)
 }
 
+/// A listed or watched value that is not an [`Instance`]'s JSON; such a key is skipped with a
+/// warning, so one stray key under the prefix does not lose the list.
+#[derive(Debug, thiserror::Error)]
+#[error("bad instance at {key}: {source}")]
+pub struct DecodeError {
+    /// The key holding the value.
+    pub key: String,
+    /// Why its value is not an instance.
+    #[source]
+    pub source: serde_json::Error,
+}
+
 /// Decodes a listed or watched value; the key's last segment is the id when the value has none.
-fn decode(service_prefix: &str, key: &[u8], value: &[u8]) -> Result<Instance, String> {
+fn decode(service_prefix: &str, key: &[u8], value: &[u8]) -> Result<Instance, DecodeError> {
     let key = String::from_utf8_lossy(key);
     let id = key.strip_prefix(service_prefix).unwrap_or(&key).to_string();
-    let mut instance: Instance =
-        serde_json::from_slice(value).map_err(|e| format!("bad instance at {key}: {e}"))?;
+    let mut instance: Instance = serde_json::from_slice(value).map_err(|source| DecodeError {
+        key: key.to_string(),
+        source,
+    })?;
     if instance.id.is_empty() {
         instance.id = id;
     }
@@ -572,6 +586,7 @@ mod tests {
         let i = decode("/services/s/", b"/services/s/x1", v).unwrap();
         assert_eq!(i.id, "x1");
         assert_eq!(i.weight, 100);
-        assert!(decode("/services/s/", b"/services/s/x1", b"nope").is_err());
+        let e = decode("/services/s/", b"/services/s/x1", b"nope").unwrap_err();
+        assert_eq!(e.key, "/services/s/x1");
     }
 }

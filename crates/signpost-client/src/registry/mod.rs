@@ -22,7 +22,7 @@ mod error;
 pub mod etcd;
 pub mod signpost;
 
-pub use error::{Cause, ConfigError, RegistryError, TransportKind};
+pub use error::{AnswerError, Cause, ConfigError, RegistryError, TransportKind};
 
 /// What an instance registers with.
 #[derive(Debug, Clone, PartialEq)]

@@ -26,7 +26,7 @@ use signpost_api::{Check, InstanceList, Registration, Status};
 
 use super::agents::{encode, Agents, Tried};
 use super::error::error_body;
-use super::{Cause, ConfigError, RegistrationSpec, Registry, RegistryError};
+use super::{AnswerError, Cause, ConfigError, RegistrationSpec, Registry, RegistryError};
 use crate::instance::{Instance, Update};
 
 mod admin;
@@ -641,7 +641,9 @@ async fn open(inner: &Inner, service: &str, filter: StatusFilter) -> Result<Mode
             if !content_type.starts_with("text/event-stream") {
                 return Err(RegistryError::malformed(
                     format!("watch of {service}"),
-                    format!("expected an event stream, got {content_type:?}"),
+                    AnswerError::NotAnEventStream {
+                        content_type: content_type.to_string(),
+                    },
                 ));
             }
             Ok(Mode::Sse(resp.bytes_stream().boxed()))

@@ -403,6 +403,6 @@ pub async fn check_update(
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("Status", "Status is required"))?
         .parse::<Status>()
-        .map_err(|m| ApiError::bad_request("Status", m))?;
+        .map_err(|m| ApiError::bad_request("Status", m.to_string()))?;
     set_ttl(&agent, &id, status).await
 }

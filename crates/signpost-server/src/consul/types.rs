@@ -342,13 +342,16 @@ impl CheckDefinition {
         let dur = |f: &str, v: &Option<String>| -> Result<Option<Dur>, DefinitionError> {
             v.as_deref()
                 .filter(|s| !s.is_empty())
-                .map(|s| s.parse::<Dur>().map_err(|m| (format!("{field}.{f}"), m)))
+                .map(|s| {
+                    s.parse::<Dur>()
+                        .map_err(|m| (format!("{field}.{f}"), m.to_string()))
+                })
                 .transpose()
         };
         let status = match self.status.as_deref().filter(|s| !s.is_empty()) {
             Some(s) => Some(
                 s.parse::<Status>()
-                    .map_err(|m| (format!("{field}.Status"), m))?,
+                    .map_err(|m| (format!("{field}.Status"), m.to_string()))?,
             ),
             // As in Consul, a TTL check registered without a status starts critical until its
             // first update. (The native API starts TTL instances passing.)

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use signpost_api::Left;
 
 use super::{ApiError, AppState, JsonBody};
 use crate::cluster::{JoinRequest, RemoveRequest};
@@ -41,5 +41,8 @@ pub async fn leave(State(agent): State<AppState>) -> Result<Response, ApiError> 
     service::remove(&agent, req)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    Ok(Json(json!({ "left": agent.node_id() })).into_response())
+    Ok(Json(Left {
+        left: agent.node_id(),
+    })
+    .into_response())
 }

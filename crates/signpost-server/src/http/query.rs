@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use signpost_core::model::Dur;
+use signpost_core::model::{BadDuration, Dur};
 
 use super::ApiError;
 use crate::agent::Agent;
@@ -70,7 +70,7 @@ impl Query {
                 "wait" => {
                     let d: Dur = value
                         .parse()
-                        .map_err(|e: String| ApiError::bad_request("wait", e))?;
+                        .map_err(|e: BadDuration| ApiError::bad_request("wait", e.to_string()))?;
                     q.wait = Some(d.to_std().min(MAX_WAIT));
                 }
                 "dc" if !value.is_empty() && value != datacenter => {

@@ -64,7 +64,7 @@ async fn snapshot(State(agent): State<AppState>, body: Bytes) -> Response {
         Err(e) => {
             return (
                 StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({ "error": e })),
+                Json(serde_json::json!({ "error": e.to_string() })),
             )
                 .into_response()
         }

@@ -93,9 +93,12 @@ impl ListQuery {
                     })?)
                 }
                 "wait" => {
-                    let d: Dur = value
-                        .parse()
-                        .map_err(|e: String| ApiError::bad_request("wait", e))?;
+                    let d: Dur =
+                        value
+                            .parse()
+                            .map_err(|e: signpost_core::model::BadDuration| {
+                                ApiError::bad_request("wait", e.to_string())
+                            })?;
                     q.wait = d.to_std().min(MAX_WAIT);
                 }
                 // Unknown parameters are ignored, as Consul does.
@@ -235,29 +238,30 @@ pub async fn heartbeats(
     // Renewals run side by side: on a follower each is forwarded to the leader, and on the
     // leader a recovery is a Raft proposal; one at a time, a batch would pay a round trip or an
     // fsync per instance instead of sharing them.
-    // Per key: Err(why its name is malformed), or Ok(what renewing it failed with, if anything).
-    let outcomes: Vec<(InstanceKey, Result<Option<ServiceError>, String>)> =
-        futures::stream::iter(keys)
-            .map(|mut key| {
-                let agent = agent.clone();
-                async move {
-                    match validate::service_name(&key.service) {
-                        Ok(service) => {
-                            key.service = service;
-                            let failed = service::renew(&agent, &key, Status::Passing).await.err();
-                            (key, Ok(failed))
-                        }
-                        Err(e) => (key, Err(e.to_string())),
+    let outcomes: Vec<(InstanceKey, BatchOutcome)> = futures::stream::iter(keys)
+        .map(|mut key| {
+            let agent = agent.clone();
+            async move {
+                match validate::service_name(&key.service) {
+                    Ok(service) => {
+                        key.service = service;
+                        let failed = service::renew(&agent, &key, Status::Passing).await.err();
+                        (key, Ok(failed))
                     }
+                    Err(e) => (key, Err(e)),
                 }
-            })
-            .buffer_unordered(BATCH_CONCURRENCY)
-            .collect()
-            .await;
+            }
+        })
+        .buffer_unordered(BATCH_CONCURRENCY)
+        .collect()
+        .await;
     let mut answer = BatchRenewed::<InstanceKey>::default();
     for (key, outcome) in outcomes {
         match outcome {
-            Err(error) => answer.rejected.push(Rejected { error, key }),
+            Err(e) => answer.rejected.push(Rejected {
+                error: e.to_string(),
+                key,
+            }),
             Ok(None) => answer.renewed += 1,
             Ok(Some(ServiceError::NotRegistered(_))) => answer.not_found.push(key),
             Ok(Some(e @ (ServiceError::Cluster(_) | ServiceError::Propose(_)))) => {
@@ -271,6 +275,10 @@ pub async fn heartbeats(
     }
     Ok(Json(answer).into_response())
 }
+
+/// What became of one key of a heartbeat batch: `Err(why its name is malformed)`, or
+/// `Ok(what renewing it failed with, if anything)`.
+type BatchOutcome = Result<Option<ServiceError>, validate::ValidationError>;
 
 /// Renewals of one batch in flight at once.
 const BATCH_CONCURRENCY: usize = 64;

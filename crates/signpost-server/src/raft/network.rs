@@ -44,21 +44,40 @@ pub fn encode_snapshot_chunk(req: &InstallSnapshotRequest<TypeConfig>) -> Vec<u8
     body
 }
 
+/// Why a body is not a snapshot chunk made by [`encode_snapshot_chunk`] (the `/raft/snapshot`
+/// route answers it as a 400).
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    /// The body is shorter than the 4-byte length prefix.
+    #[error("a snapshot chunk shorter than its length prefix")]
+    NoLength,
+    /// The length prefix names more header bytes than the body holds.
+    #[error("a snapshot chunk header of {len} bytes, but only {available} follow")]
+    Truncated {
+        /// The header length the prefix gives.
+        len: usize,
+        /// The bytes after the prefix.
+        available: usize,
+    },
+    /// The header is not the JSON of a chunk header.
+    #[error("a bad snapshot chunk header: {0}")]
+    Header(#[source] serde_json::Error),
+}
+
 /// Decodes a body made by [`encode_snapshot_chunk`].
-pub fn decode_snapshot_chunk(body: &[u8]) -> Result<InstallSnapshotRequest<TypeConfig>, String> {
-    let (len, rest) = body
-        .split_first_chunk::<4>()
-        .ok_or("a snapshot chunk shorter than its length prefix")?;
+pub fn decode_snapshot_chunk(
+    body: &[u8],
+) -> Result<InstallSnapshotRequest<TypeConfig>, ChunkError> {
+    let (len, rest) = body.split_first_chunk::<4>().ok_or(ChunkError::NoLength)?;
     let len = u32::from_be_bytes(*len) as usize;
     if rest.len() < len {
-        return Err(format!(
-            "a snapshot chunk header of {len} bytes, but only {} follow",
-            rest.len()
-        ));
+        return Err(ChunkError::Truncated {
+            len,
+            available: rest.len(),
+        });
     }
     let (header, data) = rest.split_at(len);
-    let header: ChunkHeader =
-        serde_json::from_slice(header).map_err(|e| format!("a bad snapshot chunk header: {e}"))?;
+    let header: ChunkHeader = serde_json::from_slice(header).map_err(ChunkError::Header)?;
     Ok(InstallSnapshotRequest {
         vote: header.vote,
         meta: header.meta,
@@ -202,8 +221,20 @@ mod tests {
 
     #[test]
     fn a_truncated_snapshot_chunk_is_refused() {
-        assert!(decode_snapshot_chunk(&[0, 0]).is_err());
-        assert!(decode_snapshot_chunk(&[0, 0, 0, 9, b'{']).is_err());
-        assert!(decode_snapshot_chunk(&[0, 0, 0, 2, b'{', b'x']).is_err());
+        assert!(matches!(
+            decode_snapshot_chunk(&[0, 0]),
+            Err(ChunkError::NoLength)
+        ));
+        assert!(matches!(
+            decode_snapshot_chunk(&[0, 0, 0, 9, b'{']),
+            Err(ChunkError::Truncated {
+                len: 9,
+                available: 1
+            })
+        ));
+        assert!(matches!(
+            decode_snapshot_chunk(&[0, 0, 0, 2, b'{', b'x']),
+            Err(ChunkError::Header(_))
+        ));
     }
 }
