@@ -251,13 +251,15 @@ impl Store {
         current()
     }
 
-    /// Number of live watch subscriptions, for metrics.
+    /// Number of live watch subscriptions and parked blocking queries (per service, catalog
+    /// and KV), for metrics.
     pub fn watchers(&self) -> usize {
         let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        channels
+        let per_service: usize = channels
             .values()
             .map(|ch| ch.index.receiver_count() + ch.events.receiver_count())
-            .sum()
+            .sum();
+        per_service + self.catalog_index.receiver_count() + self.kv_index.receiver_count()
     }
 }
 

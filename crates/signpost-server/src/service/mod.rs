@@ -279,9 +279,10 @@ pub fn with_registry<T>(agent: &Agent, f: impl FnOnce(&signpost_core::Registry) 
     read(agent, f)
 }
 
-/// Every service with its index and status counts, and the registry's last index.
+/// Every service with its index and status counts, and the catalog index (that of the last
+/// change to any service, which [`wait_for_catalog`] waits on).
 pub fn services(agent: &Agent) -> (u64, Vec<ServiceSummary>) {
-    read(agent, |r| (r.last_index(), r.services()))
+    read(agent, |r| (r.catalog_index(), r.services()))
 }
 
 /// One instance.
