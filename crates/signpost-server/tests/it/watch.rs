@@ -366,3 +366,62 @@ async fn blocking_services_query_rejects_a_bad_index_or_wait() {
         );
     }
 }
+
+/// `signpost_watch_frames_rendered_total` from `/metrics`.
+async fn frames_rendered(t: &TestAgent) -> u64 {
+    let text = t
+        .client
+        .get(t.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("signpost_watch_frames_rendered_total "))
+        .unwrap_or_else(|| panic!("no frames counter in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn watchers_of_one_service_share_each_change_rendered_once() {
+    let t = TestAgent::start().await;
+    t.register(
+        "users",
+        json!({"id": "a", "address": "10.0.0.1", "port": 80}),
+    )
+    .await;
+    // Different filters, both showing passing instances: the same frames.
+    let mut first = SseReader::open(&t, "/api/v1/services/users/watch").await;
+    let mut second = SseReader::open(&t, "/api/v1/services/users/watch?status=any").await;
+    assert_eq!(first.next().await.0, "reset");
+    assert_eq!(second.next().await.0, "reset");
+    let before = frames_rendered(&t).await;
+
+    t.register(
+        "users",
+        json!({"id": "b", "address": "10.0.0.2", "port": 80}),
+    )
+    .await;
+    let (one, two) = (first.next_raw().await, second.next_raw().await);
+    assert!(one.starts_with("event: add\n"), "{one}");
+    assert_eq!(one, two, "byte-identical frames");
+    assert_eq!(
+        frames_rendered(&t).await,
+        before + 1,
+        "rendered once for both"
+    );
+
+    t.register(
+        "users",
+        json!({"id": "b", "address": "10.0.0.2", "port": 81}),
+    )
+    .await;
+    let (one, two) = (first.next_raw().await, second.next_raw().await);
+    assert!(one.starts_with("event: update\n"), "{one}");
+    assert_eq!(one, two, "byte-identical frames");
+    assert_eq!(frames_rendered(&t).await, before + 2, "once per change");
+}
