@@ -73,7 +73,7 @@ type Frames = [OnceLock<Bytes>; FRAMES_PER_CHANGE];
 type Slot = RwLock<Option<(u64, Arc<Frames>)>>;
 
 /// The watch stream's frames of recent changes, one per router. Keyed by the change's
-/// [`crate::store::Change::seq`] (changes can share a Raft index, never a `seq`), in a ring
+/// [`crate::service::Change::seq`] (changes can share a Raft index, never a `seq`), in a ring
 /// of [`FRAME_SLOTS`]: slot `seq % FRAME_SLOTS` holds the frames of the latest change that
 /// reached it.
 pub struct FrameCache {

@@ -33,8 +33,7 @@ use tokio::sync::broadcast;
 use super::cache::{FrameCache, ListingCache, FRAMES_PER_CHANGE};
 use super::services::ListQuery;
 use super::{ApiError, AppState};
-use crate::service;
-use crate::store::{Change, Notice};
+use crate::service::{self, Change, Notice};
 
 /// A comment is sent after this long without an event, so proxies keep the stream open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
