@@ -5,7 +5,8 @@
 //! watcher of service A is never woken by a write to service B.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use signpost_core::{Event, Registry, ServiceEvent};
@@ -36,37 +37,16 @@ pub enum Notice {
     Reset,
 }
 
-/// Renderings one [`Change`] can cache (the SSE watch uses one per event name).
-pub const RENDERINGS: usize = 3;
-
-/// One registry change as every subscriber receives it, shared: the event, and renderings of it
-/// that the first subscriber needing each makes and the others reuse. Ten thousand watchers of
-/// a service thus serialise a change once, not ten thousand times.
+/// One registry change as every subscriber receives it, shared (in an `Arc`) rather than
+/// copied to each.
 #[derive(Debug)]
 pub struct Change {
+    /// This change's place among every change this store has published (from 1, never
+    /// reused). Changes can share a Raft index (a batch of writes commits as one entry), so
+    /// consumers that keep something per change key it by this.
+    pub seq: u64,
+    /// What changed.
     pub event: ServiceEvent,
-    renderings: [OnceLock<bytes::Bytes>; RENDERINGS],
-}
-
-impl Change {
-    pub fn new(event: ServiceEvent) -> Self {
-        Change {
-            event,
-            renderings: Default::default(),
-        }
-    }
-
-    /// Rendering number `slot` (below [`RENDERINGS`]) of this change, made by `render` the first
-    /// time it is asked for. Every caller of one slot must render the same way.
-    pub fn rendered(
-        &self,
-        slot: usize,
-        render: impl FnOnce(&ServiceEvent) -> bytes::Bytes,
-    ) -> bytes::Bytes {
-        self.renderings[slot]
-            .get_or_init(|| render(&self.event))
-            .clone()
-    }
 }
 
 impl std::ops::Deref for Change {
@@ -93,6 +73,8 @@ pub struct Store {
     kv_index: watch::Sender<u64>,
     /// Index of the last change to any service; catalog-wide blocking queries wait on it.
     catalog_index: watch::Sender<u64>,
+    /// How many changes have been published: the last [`Change::seq`].
+    published: AtomicU64,
 }
 
 impl Default for Store {
@@ -109,6 +91,7 @@ impl Store {
             all: broadcast::channel(GLOBAL_BUFFER).0,
             kv_index: watch::channel(0).0,
             catalog_index: watch::channel(0).0,
+            published: AtomicU64::new(0),
         }
     }
 
@@ -150,7 +133,10 @@ impl Store {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         for event in events {
             let event = match event {
-                Event::Service(e) => Arc::new(Change::new(*e)),
+                Event::Service(e) => Arc::new(Change {
+                    seq: self.published.fetch_add(1, Ordering::Relaxed) + 1,
+                    event: *e,
+                }),
                 Event::Kv { index, .. } => {
                     self.kv_index.send_if_modified(|i| {
                         let moved = index > *i;
@@ -251,13 +237,15 @@ impl Store {
         current()
     }
 
-    /// Number of live watch subscriptions, for metrics.
+    /// Number of live watch subscriptions and parked blocking queries (per service, catalog
+    /// and KV), for metrics.
     pub fn watchers(&self) -> usize {
         let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        channels
+        let per_service: usize = channels
             .values()
             .map(|ch| ch.index.receiver_count() + ch.events.receiver_count())
-            .sum()
+            .sum();
+        per_service + self.catalog_index.receiver_count() + self.kv_index.receiver_count()
     }
 }
 
@@ -267,24 +255,22 @@ mod tests {
     use signpost_core::EventKind;
 
     #[test]
-    fn a_change_is_rendered_once_per_slot_for_every_subscriber() {
-        let change = Arc::new(Change::new(ServiceEvent {
-            service: "svc".into(),
-            index: 7,
-            kind: EventKind::DefinitionChanged,
-        }));
-        let mut calls = 0;
-        let mut render = |slot: usize| {
-            change.rendered(slot, |e| {
-                calls += 1;
-                bytes::Bytes::from(format!("{slot}@{}", e.index))
-            })
+    fn changes_of_one_entry_share_an_index_but_never_a_seq() {
+        let store = Store::new();
+        let mut changes = store.subscribe("svc");
+        let event = |index| {
+            Event::Service(Box::new(ServiceEvent {
+                service: "svc".into(),
+                index,
+                kind: EventKind::DefinitionChanged,
+            }))
         };
-        let first = render(0);
-        let again = render(0);
-        assert_eq!(first, "0@7");
-        assert_eq!(first.as_ptr(), again.as_ptr(), "the same bytes, shared");
-        assert_eq!(render(2), "2@7", "another slot renders its own");
-        assert_eq!(calls, 2);
+        store.write(|_| ((), vec![event(7), event(7)]));
+        store.write(|_| ((), vec![event(8)]));
+        let mut seen = Vec::new();
+        while let Ok(Notice::Change(change)) = changes.try_recv() {
+            seen.push((change.event.index, change.seq));
+        }
+        assert_eq!(seen, [(7, 1), (7, 2), (8, 3)]);
     }
 }

@@ -4,8 +4,9 @@
 //! moves round-robin to the next address (calls that are not safe to repeat move on only when
 //! the connection could not be made). Watches use the agent's Server-Sent Events stream
 //! (`GET /api/v1/services/{service}/watch`) and fall back to blocking queries
-//! (`?index=N&wait=5m`) against agents that do not serve it. Bodies are the wire types of
-//! [`signpost_api`].
+//! (`?index=N&wait=5m`) against agents that do not serve it. [`Registry::watch_services`] is a
+//! loop of blocking queries of `GET /api/v1/services` on the catalog index, with the same
+//! failover. Bodies are the wire types of [`signpost_api`].
 //!
 //! Besides the [`Registry`] trait, [`SignpostRegistry`] has the rest of the native API as
 //! methods (in `signpost/admin.rs`): the services summary, listings with a status filter,
@@ -22,11 +23,14 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use signpost_api::sse;
 use signpost_api::watch::WatchEvent;
-use signpost_api::{Check, InstanceList, Registration, Status};
+use signpost_api::{Check, InstanceList, Registration, ServiceSummary, Status, INDEX_HEADER};
 
 use super::agents::{encode, Agents, Tried};
+use super::consul::BlockingIndex;
 use super::error::error_body;
-use super::{AnswerError, Cause, ConfigError, RegistrationSpec, Registry, RegistryError};
+use super::{
+    AnswerError, Cause, ConfigError, RegistrationSpec, Registry, RegistryError, ServiceSet,
+};
 use crate::instance::{Instance, Update};
 
 mod admin;
@@ -169,31 +173,6 @@ impl SignpostRegistry {
     }
 }
 
-impl SignpostRegistry {
-    /// The same agents through their Consul-compatible face, for
-    /// [`Registry::watch_services`]: the native `GET /api/v1/services` answers at once (it has
-    /// no blocking query), while every Signpost agent also serves `GET /v1/catalog/services`
-    /// with `index` and `wait`. Starts at the agent that answered last.
-    fn catalog_registry(&self) -> Result<super::consul::ConsulRegistry, RegistryError> {
-        let addrs = self.inner.agents.addrs();
-        let start = addrs
-            .iter()
-            .position(|a| a == self.inner.agents.current())
-            .unwrap_or(0);
-        let ordered = addrs[start..].iter().chain(&addrs[..start]).cloned();
-        let options = &self.inner.options;
-        super::consul::ConsulRegistry::with_options(
-            ordered,
-            super::consul::ConsulOptions {
-                connect_timeout: options.connect_timeout,
-                request_timeout: options.request_timeout,
-                blocking_wait: options.blocking_wait,
-                ..Default::default()
-            },
-        )
-    }
-}
-
 /// Which instances a listing or a watch returns, by status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StatusFilter {
@@ -309,6 +288,28 @@ impl Inner {
         serde_json::from_slice(&bytes).map_err(|e| RegistryError::malformed(what(), e))
     }
 
+    /// A `GET` of `path` on the agent at `base`; with `wait`, a blocking query past its index
+    /// (`index=N&wait=D`), allowed the wait plus a normal request's time.
+    fn get(
+        &self,
+        c: &reqwest::Client,
+        base: &str,
+        path: &str,
+        wait: Option<(u64, Duration)>,
+    ) -> reqwest::RequestBuilder {
+        match wait {
+            Some((index, wait)) => {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                c.get(format!(
+                    "{base}{path}{sep}index={index}&wait={}",
+                    millis(wait)
+                ))
+                .timeout(wait + self.options.request_timeout)
+            }
+            None => c.get(format!("{base}{path}")),
+        }
+    }
+
     /// `GET` of a listing, blocking when `wait` gives an index above 0 to wait past.
     async fn list(
         &self,
@@ -319,22 +320,49 @@ impl Inner {
         let mut path = format!("/api/v1/services/{}/instances", encode(service));
         filter.append(&mut path);
         let resp = self
-            .send(false, Failover::Any, |c, base| match wait {
-                // The agent answers after at most `wait`: allow that plus a normal request.
-                Some((index, wait)) => {
-                    let sep = if path.contains('?') { '&' } else { '?' };
-                    c.get(format!(
-                        "{base}{path}{sep}index={index}&wait={}",
-                        millis(wait)
-                    ))
-                    .timeout(wait + self.options.request_timeout)
-                }
-                None => c.get(format!("{base}{path}")),
+            .send(false, Failover::Any, |c, base| {
+                self.get(c, base, &path, wait)
             })
             .await?;
         let resp = check(resp, || service.to_string()).await?;
         self.read(resp, || format!("listing of {service}")).await
     }
+
+    /// `GET /api/v1/services`, blocking when `wait` gives an index above 0 to wait past: the
+    /// catalog index the answer reflects (its `X-Signpost-Index`) and every service's summary.
+    async fn services(
+        &self,
+        wait: Option<(u64, Duration)>,
+    ) -> Result<(u64, Vec<ServiceSummary>), RegistryError> {
+        let path = "/api/v1/services";
+        let resp = self
+            .send(false, Failover::Any, |c, base| {
+                self.get(c, base, path, wait)
+            })
+            .await?;
+        let resp = check(resp, || "services".into()).await?;
+        let index = index_of(&resp).ok_or_else(|| {
+            RegistryError::malformed(
+                "services",
+                AnswerError::MissingHeader {
+                    header: INDEX_HEADER,
+                    system: "Signpost",
+                },
+            )
+        })?;
+        let services = self.read(resp, || "services".into()).await?;
+        Ok((index, services))
+    }
+}
+
+/// The index an answer reflects: its `X-Signpost-Index` header, when present and numeric.
+fn index_of(resp: &reqwest::Response) -> Option<u64> {
+    resp.headers()
+        .get(INDEX_HEADER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Maps a non-2xx answer to a [`RegistryError`] about `what`: 404 is
@@ -433,11 +461,17 @@ impl Registry for SignpostRegistry {
         })
     }
 
-    fn watch_services(&self) -> BoxStream<'static, Result<super::ServiceSet, RegistryError>> {
-        match self.catalog_registry() {
-            Ok(consul) => consul.watch_services(),
-            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-        }
+    fn watch_services(&self) -> BoxStream<'static, Result<ServiceSet, RegistryError>> {
+        let cursor = CatalogCursor {
+            inner: self.inner.clone(),
+            index: BlockingIndex::default(),
+            done: false,
+        };
+        futures::stream::unfold(cursor, |mut c| async move {
+            let item = c.next().await?;
+            Some((item, c))
+        })
+        .boxed()
     }
 
     fn watch(&self, service: &str) -> BoxStream<'static, Result<Update, RegistryError>> {
@@ -494,6 +528,43 @@ impl SignpostRegistry {
             Some((item, c))
         })
         .boxed()
+    }
+}
+
+/// The state of one [`SignpostRegistry::watch_services`](Registry::watch_services) stream:
+/// blocking queries of `GET /api/v1/services` in a loop, each waiting past the catalog index
+/// the previous answer brought.
+struct CatalogCursor {
+    /// The registry's shared state (clients, agents, options).
+    inner: Arc<Inner>,
+    /// Which index the next query blocks on, and whether an answer is news (the same index
+    /// rules as a Consul catalog watch).
+    index: BlockingIndex,
+    /// The stream has ended (after an error).
+    done: bool,
+}
+
+impl CatalogCursor {
+    async fn next(&mut self) -> Option<Result<ServiceSet, RegistryError>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let last = self.index.query();
+            let wait = (last > 0).then_some((last, self.inner.options.blocking_wait));
+            match self.inner.services(wait).await {
+                Ok((index, summaries)) => {
+                    if let Some(index) = self.index.observe(index) {
+                        let services = summaries.into_iter().map(|s| s.name).collect();
+                        return Some(Ok(ServiceSet { index, services }));
+                    }
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
     }
 }
 

@@ -14,14 +14,14 @@ use std::time::Duration;
 use openraft::ServerState;
 use signpost_core::health::{Action, GuardConfig, GuardStatus, HealthMonitor, HeartbeatError};
 use signpost_core::model::CheckKind;
-use signpost_core::{CheckSpec, Command, EventKind, Instance, InstanceKey};
+use signpost_core::{CheckSpec, EventKind, Instance, InstanceKey};
 use tokio::sync::{broadcast, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::agent::Agent;
-use crate::store::Notice;
+use crate::service::{self, Notice};
 
 struct ActiveCheck {
     spec: CheckSpec,
@@ -166,7 +166,7 @@ impl HealthService {
         agent: &Arc<Agent>,
         metrics: &mut watch::Receiver<crate::raft::RaftMetrics>,
     ) {
-        let mut events = agent.store().subscribe_all();
+        let mut events = service::subscribe_all(agent);
         self.rebuild(agent);
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -214,14 +214,7 @@ impl HealthService {
 
     /// Re-reads every instance with a check from the registry, with fresh deadlines.
     fn rebuild(self: &Arc<Self>, agent: &Arc<Agent>) {
-        let instances: Vec<Instance> = agent
-            .store()
-            .read()
-            .registry
-            .all_instances()
-            .filter(|i| i.check.is_some())
-            .cloned()
-            .collect();
+        let instances = service::checked_instances(agent);
         let now = self.now();
         {
             let mut monitor = self.monitor();
@@ -327,13 +320,12 @@ async fn run_check(
     }
 }
 
-/// Proposes a monitor decision through Raft, in the background.
+/// Applies a monitor decision through the service layer (Raft), in the background.
 fn propose(agent: &Arc<Agent>, action: Action) {
-    let command = Command::from(action);
     let agent = agent.clone();
     agent.health().tasks.clone().spawn(async move {
-        if let Err(e) = agent.propose(command.clone()).await {
-            tracing::warn!(?command, "health transition not applied: {e}");
+        if let Err(e) = service::decide(&agent, action.clone()).await {
+            tracing::warn!(?action, "health transition not applied: {e}");
         }
     });
 }

@@ -1,11 +1,14 @@
 //! `/api/v1/agent/self` and `/metrics`.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::json;
 
+use super::cache::FrameCache;
 use super::AppState;
 use crate::service;
 
@@ -39,7 +42,10 @@ pub async fn agent_self(State(agent): State<AppState>) -> impl IntoResponse {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(agent): State<AppState>) -> impl IntoResponse {
+pub async fn metrics(
+    State(agent): State<AppState>,
+    Extension(frames): Extension<Arc<FrameCache>>,
+) -> impl IntoResponse {
     let m = agent.raft().metrics().borrow().clone();
     let counts = service::status_counts(&agent);
     let guard = agent.health().guard();
@@ -53,6 +59,7 @@ pub async fn metrics(State(agent): State<AppState>) -> impl IntoResponse {
             metrics::gauge!("signpost_instances", "status" => status).set(n as f64);
         }
         metrics::gauge!("signpost_watchers").set(watchers as f64);
+        metrics::counter!("signpost_watch_frames_rendered_total").absolute(frames.renders());
         metrics::gauge!("signpost_health_active_checks").set(agent.health().active_checks() as f64);
         metrics::gauge!("signpost_eviction_guard_engaged").set(f64::from(u8::from(guard.engaged)));
         metrics::gauge!("signpost_eviction_guard_overdue_instances").set(guard.overdue as f64);

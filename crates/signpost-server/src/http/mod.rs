@@ -3,7 +3,7 @@
 //!
 //! - [`services`]: the native registry API under `/api/v1/services`.
 //! - [`watch`]: blocking queries and the Server-Sent Events watch stream.
-//! - [`cache`]: the rendered listings both of them answer from.
+//! - [`cache`]: the rendered listings both of them answer from, and the watch stream's frames.
 //! - [`kv`]: the native KV API under `/api/v1/kv`.
 //! - [`query`]: the blocking-query parameters the KV and Consul faces share.
 //! - [`agent_api`]: `/api/v1/agent/self` and `/metrics`.
@@ -89,6 +89,7 @@ pub fn router(agent: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(agent.clone(), observe))
         .layer(axum::Extension(Arc::new(cache::ListingCache::default())))
+        .layer(axum::Extension(Arc::new(cache::FrameCache::default())))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(agent)
 }

@@ -41,34 +41,113 @@ impl StatusFilter {
     }
 }
 
-/// The query string of listings and watches: `status`, repeated `tag`, `index`, `wait`.
+/// The blocking part of a native read's query string: `index`, `wait` and `consistent`. The
+/// instance listing and the services summary take it alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocking {
+    /// The index the client has seen; the read waits until the index passes it (0 or absent:
+    /// answer at once).
+    pub index: Option<u64>,
+    /// How long to wait for a change (at most [`MAX_WAIT`]).
+    pub wait: Duration,
+    /// Read through the leader's read index (linearizable) instead of this node's state.
+    pub consistent: bool,
+}
+
+impl Default for Blocking {
+    fn default() -> Self {
+        Blocking {
+            index: None,
+            wait: DEFAULT_WAIT,
+            consistent: false,
+        }
+    }
+}
+
+impl Blocking {
+    /// Parses a query string of which only the blocking parameters matter (others are ignored,
+    /// as Consul does).
+    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+        let mut q = Blocking::default();
+        for (key, value) in pairs(raw)? {
+            q.take(&key, &value)?;
+        }
+        Ok(q)
+    }
+
+    /// Takes `key=value` if it is a blocking parameter (true), or leaves it (false).
+    fn take(&mut self, key: &str, value: &str) -> Result<bool, ApiError> {
+        match key {
+            "consistent" => self.consistent = value.is_empty() || value == "true",
+            "index" => {
+                self.index = Some(value.parse().map_err(|_| {
+                    ApiError::bad_request(
+                        "index",
+                        format!("index must be a non-negative integer, got {value:?}"),
+                    )
+                })?)
+            }
+            "wait" => {
+                let d: Dur = value
+                    .parse()
+                    .map_err(|e: signpost_core::model::BadDuration| {
+                        ApiError::bad_request("wait", e.to_string())
+                    })?;
+                self.wait = d.to_std().min(MAX_WAIT);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Makes the read linearizable if asked, then, if the client named an index above 0, waits
+    /// with `wait_for` (a service-layer wait: until the index passes it, the wait ends or the
+    /// agent shuts down).
+    pub async fn block<F, Fut>(&self, agent: &AppState, wait_for: F) -> Result<(), ApiError>
+    where
+        F: FnOnce(u64, Duration) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        if self.consistent {
+            service::linearize(agent).await?;
+        }
+        if let Some(index) = self.index.filter(|i| *i > 0) {
+            wait_for(index, self.wait).await;
+        }
+        Ok(())
+    }
+}
+
+/// The `key=value` pairs of a query string.
+fn pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| ApiError::bad_request("query", format!("malformed query string: {e}")))
+}
+
+/// The query string of listings and watches: `status`, repeated `tag`, and the
+/// [`Blocking`] parameters.
 #[derive(Debug, Clone)]
 pub struct ListQuery {
     /// Which statuses to list (passing by default).
     pub status: StatusFilter,
     /// Only instances with every one of these tags.
     pub tags: Vec<String>,
-    /// Blocking: the index the client has seen.
-    pub index: Option<u64>,
-    /// Blocking: how long to wait for a change.
-    pub wait: Duration,
-    /// Read through the leader's read index (linearizable) instead of this node's state.
-    pub consistent: bool,
+    /// `index`, `wait`, `consistent`.
+    pub blocking: Blocking,
 }
 
 impl ListQuery {
     /// Parses the query string.
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
-            .map_err(|e| ApiError::bad_request("query", format!("malformed query string: {e}")))?;
         let mut q = ListQuery {
             status: StatusFilter::Only(Status::Passing),
             tags: Vec::new(),
-            index: None,
-            wait: DEFAULT_WAIT,
-            consistent: false,
+            blocking: Blocking::default(),
         };
-        for (key, value) in pairs {
+        for (key, value) in pairs(raw)? {
+            if q.blocking.take(&key, &value)? {
+                continue;
+            }
             match key.as_str() {
                 "status" => {
                     q.status = if value.eq_ignore_ascii_case("any") {
@@ -83,24 +162,6 @@ impl ListQuery {
                     }
                 }
                 "tag" => q.tags.push(value),
-                "consistent" => q.consistent = value.is_empty() || value == "true",
-                "index" => {
-                    q.index = Some(value.parse().map_err(|_| {
-                        ApiError::bad_request(
-                            "index",
-                            format!("index must be a non-negative integer, got {value:?}"),
-                        )
-                    })?)
-                }
-                "wait" => {
-                    let d: Dur =
-                        value
-                            .parse()
-                            .map_err(|e: signpost_core::model::BadDuration| {
-                                ApiError::bad_request("wait", e.to_string())
-                            })?;
-                    q.wait = d.to_std().min(MAX_WAIT);
-                }
                 // Unknown parameters are ignored, as Consul does.
                 _ => {}
             }
@@ -114,10 +175,19 @@ impl ListQuery {
     }
 }
 
-/// `GET /api/v1/services`
-pub async fn list_services(State(agent): State<AppState>) -> Response {
+/// `GET /api/v1/services`, optionally blocking: with `index`, it answers once the catalog's
+/// index (that of the last change to any service) passes it, or when `wait` ends.
+pub async fn list_services(
+    State(agent): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = Blocking::parse(raw.as_deref())?;
+    q.block(&agent, |index, wait| {
+        service::wait_for_catalog(&agent, index, wait)
+    })
+    .await?;
     let (index, services) = service::services(&agent);
-    with_index(index, Json(services))
+    Ok(with_index(index, Json(services)))
 }
 
 /// `POST /api/v1/services/{service}/instances`
@@ -148,12 +218,11 @@ pub async fn list_instances(
 ) -> Result<Response, ApiError> {
     let service = validate::service_name(&service)?;
     let q = ListQuery::parse(raw.as_deref())?;
-    if q.consistent {
-        service::linearize(&agent).await?;
-    }
-    if let Some(index) = q.index.filter(|i| *i > 0) {
-        service::wait_for_service(&agent, &service, index, q.wait).await;
-    }
+    q.blocking
+        .block(&agent, |index, wait| {
+            service::wait_for_service(&agent, &service, index, wait)
+        })
+        .await?;
     let (index, body) = service::with_instances(&agent, &service, |index, instances| {
         let index = index.max(1);
         let body = cache.listing(&service, &q, index, || {

@@ -8,8 +8,9 @@
 //! Fan-out: what each watcher is sent depends on its filter, but an event's bytes depend only on
 //! the change and the event's name. So each change's `add`, `update` and `remove` frames are
 //! rendered once, by the first watcher that sends each, and shared as [`Bytes`] by all the others
-//! ([`crate::store::Change::rendered`]); a watcher only decides which one it sends. The plain
-//! `reset` lists come from the same per-index cache as listings ([`super::cache`]).
+//! ([`FrameCache`], which this layer owns: the store hands out changes, not renderings); a
+//! watcher only decides which one it sends. The plain `reset` lists come from the same
+//! per-index cache as listings ([`ListingCache`]).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -29,11 +30,10 @@ use signpost_core::validate;
 use signpost_core::{EventKind, Instance};
 use tokio::sync::broadcast;
 
-use super::cache::ListingCache;
+use super::cache::{FrameCache, ListingCache, FRAMES_PER_CHANGE};
 use super::services::ListQuery;
 use super::{ApiError, AppState};
-use crate::service;
-use crate::store::{Change, Notice};
+use crate::service::{self, Change, Notice};
 
 /// A comment is sent after this long without an event, so proxies keep the stream open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -42,6 +42,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub async fn sse(
     State(agent): State<AppState>,
     Extension(cache): Extension<Arc<ListingCache>>,
+    Extension(frames): Extension<Arc<FrameCache>>,
     Path(service): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -52,6 +53,7 @@ pub async fn sse(
     let feed = Feed {
         agent,
         cache,
+        frames,
         service,
         changes,
         view: View {
@@ -83,6 +85,8 @@ struct Feed {
     agent: AppState,
     /// Where the `reset` lists come from.
     cache: Arc<ListingCache>,
+    /// Where the frames of changes come from.
+    frames: Arc<FrameCache>,
     service: String,
     changes: broadcast::Receiver<Notice>,
     view: View,
@@ -105,7 +109,7 @@ impl Feed {
                 notice = self.changes.recv() => notice,
             };
             let frame = match notice {
-                Ok(Notice::Change(change)) => match self.view.apply(&change) {
+                Ok(Notice::Change(change)) => match self.view.apply(&change, &self.frames) {
                     Some(frame) => frame,
                     None => continue,
                 },
@@ -130,9 +134,8 @@ struct View {
     baseline: u64,
 }
 
-/// The names of the events that carry one change, each with its rendering slot in
-/// [`Change::rendered`].
-const NAMES: [&str; 3] = [ADD, UPDATE, REMOVE];
+/// The names of the events that carry one change, by their frame number in [`FrameCache`].
+const NAMES: [&str; FRAMES_PER_CHANGE] = [ADD, UPDATE, REMOVE];
 
 impl View {
     fn reset(&mut self, agent: &AppState, cache: &ListingCache, service: &str) -> Bytes {
@@ -151,12 +154,14 @@ impl View {
         frame("reset", index, &data)
     }
 
-    /// Turns a registry change into what this watcher should see, if anything.
-    fn apply(&mut self, change: &Change) -> Option<Bytes> {
-        if change.index <= self.baseline {
+    /// Turns a registry change into what this watcher should see, if anything: a frame from
+    /// `frames`, rendered there once for every watcher that sends it.
+    fn apply(&mut self, change: &Change, frames: &FrameCache) -> Option<Bytes> {
+        let event = &change.event;
+        if event.index <= self.baseline {
             return None;
         }
-        let (instance, present) = match &change.kind {
+        let (instance, present) = match &event.kind {
             EventKind::Added(i) | EventKind::Replaced(i) | EventKind::StatusChanged(i) => {
                 (i, self.query.matches(i))
             }
@@ -176,7 +181,7 @@ impl View {
             }
             (false, false) => return None,
         };
-        Some(change.rendered(slot, |event| {
+        Some(frames.frame(change.seq, slot, || {
             let data = serde_json::to_vec(&InstanceChange {
                 index: event.index,
                 instance,

@@ -2,8 +2,9 @@
 //! HTTP, the cluster routes), between them and the Raft/store machinery.
 //!
 //! One function per operation: `register`, `deregister`, `renew`, `define`, the reads and their
-//! blocking waits, `subscribe` (watches), `kv_*` ([`kv`]), `members`/`join`/`remove`, and the
-//! DNS face's read of the whole registry (`with_registry`). Each
+//! blocking waits, `subscribe` (watches), `kv_*` ([`kv`]), `members`/`join`/`remove`, the
+//! DNS face's read of the whole registry (`with_registry`), and the health checker's
+//! `subscribe_all`, `checked_instances` and `decide`. Each
 //! returns [`ServiceError`], which each face maps to its statuses in one place (`ApiError`'s
 //! `From<ServiceError>`). Authorization, audit and limits belong here: one place decides for
 //! every face.
@@ -18,7 +19,7 @@ mod tests;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use signpost_core::health::HeartbeatError;
+use signpost_core::health::{Action, HeartbeatError};
 use signpost_core::model::NewInstance;
 use signpost_core::registry::{ServiceSummary, StatusCounts};
 use signpost_core::validate::ValidationError;
@@ -27,7 +28,7 @@ use tokio::sync::broadcast;
 
 use crate::agent::{Agent, ProposeError};
 use crate::cluster::{ClusterError, JoinRequest, Members, RemoveRequest};
-use crate::store::Notice;
+pub use crate::store::{Change, Notice};
 
 /// Why an operation was refused or failed. Serialisable: a leader's answer to a forwarded
 /// renewal carries it across `/raft/ttl` intact.
@@ -279,9 +280,10 @@ pub fn with_registry<T>(agent: &Agent, f: impl FnOnce(&signpost_core::Registry) 
     read(agent, f)
 }
 
-/// Every service with its index and status counts, and the registry's last index.
+/// Every service with its index and status counts, and the catalog index (that of the last
+/// change to any service, which [`wait_for_catalog`] waits on).
 pub fn services(agent: &Agent) -> (u64, Vec<ServiceSummary>) {
-    read(agent, |r| (r.last_index(), r.services()))
+    read(agent, |r| (r.catalog_index(), r.services()))
 }
 
 /// One instance.
@@ -365,6 +367,30 @@ pub async fn wait_for_catalog(agent: &Agent, index: u64, wait: Duration) {
 /// below the index read are already in it.
 pub fn subscribe(agent: &Agent, service: &str) -> broadcast::Receiver<Notice> {
     agent.store().subscribe(service)
+}
+
+/// Subscribes to every change of every service: for the health checker, which follows them
+/// all. Subscribe first, then read, as with [`subscribe`].
+pub fn subscribe_all(agent: &Agent) -> broadcast::Receiver<Notice> {
+    agent.store().subscribe_all()
+}
+
+/// Every instance that has a health check (TTL or active), copied out: what the health
+/// checker tracks when it takes the lead or starts over.
+pub fn checked_instances(agent: &Agent) -> Vec<Instance> {
+    read(agent, |r| {
+        r.all_instances()
+            .filter(|i| i.check.is_some())
+            .cloned()
+            .collect()
+    })
+}
+
+/// Applies a health checker's decision (a status transition or a deregistration) through
+/// Raft.
+pub async fn decide(agent: &Agent, action: Action) -> Result<()> {
+    agent.propose(Command::from(action)).await?;
+    Ok(())
 }
 
 // ---- members ------------------------------------------------------------------------------

@@ -31,24 +31,31 @@ impl SseReader {
 
     /// The next event's name and JSON data, skipping keep-alive comments; fails after 10 s.
     pub async fn next(&mut self) -> (String, Value) {
+        let block = self.next_raw().await;
+        let mut name = String::from("message");
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+        (name, serde_json::from_str(&data).unwrap())
+    }
+
+    /// The next event exactly as sent (its lines and the blank line ending it), skipping
+    /// keep-alive comments; fails after 10 s.
+    pub async fn next_raw(&mut self) -> String {
         use futures::StreamExt;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
-                let mut name = String::from("message");
-                let mut data = String::new();
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
-                        name = v.trim().to_string();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim_start());
-                    }
-                }
-                if data.is_empty() {
+                if !block.lines().any(|l| l.starts_with("data:")) {
                     continue;
                 }
-                return (name, serde_json::from_str(&data).unwrap());
+                return block;
             }
             let chunk = tokio::time::timeout_at(deadline, self.stream.next())
                 .await

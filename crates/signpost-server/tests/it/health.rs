@@ -306,3 +306,26 @@ async fn mass_eviction_guard_keeps_the_registry_when_heartbeats_stop_everywhere(
     .await;
     assert_eq!(t.ids("svc", "passing").await.len(), 6);
 }
+
+#[tokio::test]
+async fn the_checker_tracks_exactly_the_instances_with_a_check() {
+    let t = TestAgent::start().await;
+    for body in [
+        json!({"id": "ttl", "address": "10.0.0.1", "port": 80, "check": {"ttl": "30s"}}),
+        json!({"id": "tcp", "address": "127.0.0.1", "port": 1, "check": {"tcp": "127.0.0.1:1", "interval": "10s"}}),
+        json!({"id": "none", "address": "10.0.0.1", "port": 80}),
+    ] {
+        let (code, body) = t.register("svc", body).await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let mut ids: Vec<String> = signpost_server::service::checked_instances(&t.agent)
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["tcp", "ttl"]);
+    eventually("the active check runs", || async {
+        t.agent.health().active_checks() == 1
+    })
+    .await;
+}

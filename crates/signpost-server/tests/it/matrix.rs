@@ -127,6 +127,16 @@ async fn every_bad_request_gets_its_status_and_error_body_and_changes_nothing() 
         ),
         (
             Method::GET,
+            "/api/v1/services?index=abc",
+            Body::empty(),
+            400,
+            err(
+                "index must be a non-negative integer, got \"abc\"",
+                Some("index"),
+            ),
+        ),
+        (
+            Method::GET,
             "/api/v1/services/users/instances/nope",
             Body::empty(),
             404,

@@ -253,3 +253,175 @@ async fn shutdown_ends_open_watches_and_blocking_queries() {
         "the blocking query is answered, not dropped"
     );
 }
+
+/// The catalog index `GET /api/v1/services` answers, from its `X-Signpost-Index` header.
+async fn catalog_index(t: &TestAgent) -> u64 {
+    let resp = t
+        .client
+        .get(t.url("/api/v1/services"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.headers()["x-signpost-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Starts a blocking `GET /api/v1/services?{query}` (which must answer 200); yields when it
+/// returned, its index header and its body.
+fn blocking_services(
+    t: &TestAgent,
+    query: String,
+) -> tokio::task::JoinHandle<(Instant, u64, serde_json::Value)> {
+    let url = t.url(&format!("/api/v1/services?{query}"));
+    let client = t.client.clone();
+    tokio::spawn(async move {
+        let resp = client.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let header: u64 = resp.headers()["x-signpost-index"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        (Instant::now(), header, body)
+    })
+}
+
+#[tokio::test]
+async fn blocking_services_query_returns_early_on_a_new_service() {
+    let t = TestAgent::start().await;
+    t.register("users", instance(80)).await;
+    let index = catalog_index(&t).await;
+    let started = Instant::now();
+    let waiter = blocking_services(&t, format!("index={index}&wait=30s"));
+    eventually("the blocking query is parked", || async {
+        t.agent.watchers() > 0
+    })
+    .await;
+    t.register("orders", instance(81)).await;
+    let (returned_at, header, body) = waiter.await.unwrap();
+    assert!(
+        returned_at.duration_since(started) < Duration::from_secs(10),
+        "returned after {:?}, not at the change",
+        returned_at.duration_since(started)
+    );
+    assert!(header > index, "{header} > {index}");
+    let names: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["orders", "users"]);
+}
+
+#[tokio::test]
+async fn blocking_services_query_times_out_with_the_same_index_when_nothing_changes() {
+    let t = TestAgent::start().await;
+    t.register("users", instance(80)).await;
+    let index = catalog_index(&t).await;
+    let started = Instant::now();
+    let waiter = blocking_services(&t, format!("index={index}&wait=400ms"));
+    eventually("the blocking query is parked", || async {
+        t.agent.watchers() > 0
+    })
+    .await;
+    // A KV write moves the agent's last index, but not the catalog's.
+    let resp = t
+        .client
+        .put(t.url("/api/v1/kv/app/color"))
+        .body("blue")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let (returned_at, header, body) = waiter.await.unwrap();
+    assert!(
+        returned_at.duration_since(started) >= Duration::from_millis(400),
+        "returned early: {:?}",
+        returned_at.duration_since(started)
+    );
+    assert_eq!(header, index, "nothing in the catalog changed");
+    assert_eq!(body[0]["name"], "users");
+}
+
+#[tokio::test]
+async fn blocking_services_query_rejects_a_bad_index_or_wait() {
+    let t = TestAgent::start().await;
+    for (query, field) in [
+        ("index=-1", "index"),
+        ("index=abc&wait=1s", "index"),
+        ("index=1&wait=forever", "wait"),
+    ] {
+        let (code, err) = t.get(&format!("/api/v1/services?{query}")).await;
+        assert_eq!(code, 400, "{query}");
+        assert_eq!(err["field"], field, "{err}");
+        assert!(
+            err["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{err}"
+        );
+    }
+}
+
+/// `signpost_watch_frames_rendered_total` from `/metrics`.
+async fn frames_rendered(t: &TestAgent) -> u64 {
+    let text = t
+        .client
+        .get(t.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("signpost_watch_frames_rendered_total "))
+        .unwrap_or_else(|| panic!("no frames counter in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn watchers_of_one_service_share_each_change_rendered_once() {
+    let t = TestAgent::start().await;
+    t.register(
+        "users",
+        json!({"id": "a", "address": "10.0.0.1", "port": 80}),
+    )
+    .await;
+    // Different filters, both showing passing instances: the same frames.
+    let mut first = SseReader::open(&t, "/api/v1/services/users/watch").await;
+    let mut second = SseReader::open(&t, "/api/v1/services/users/watch?status=any").await;
+    assert_eq!(first.next().await.0, "reset");
+    assert_eq!(second.next().await.0, "reset");
+    let before = frames_rendered(&t).await;
+
+    t.register(
+        "users",
+        json!({"id": "b", "address": "10.0.0.2", "port": 80}),
+    )
+    .await;
+    let (one, two) = (first.next_raw().await, second.next_raw().await);
+    assert!(one.starts_with("event: add\n"), "{one}");
+    assert_eq!(one, two, "byte-identical frames");
+    assert_eq!(
+        frames_rendered(&t).await,
+        before + 1,
+        "rendered once for both"
+    );
+
+    t.register(
+        "users",
+        json!({"id": "b", "address": "10.0.0.2", "port": 81}),
+    )
+    .await;
+    let (one, two) = (first.next_raw().await, second.next_raw().await);
+    assert!(one.starts_with("event: update\n"), "{one}");
+    assert_eq!(one, two, "byte-identical frames");
+    assert_eq!(frames_rendered(&t).await, before + 2, "once per change");
+}

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use signpost_api::{
     DefinitionSpec, InstanceList, JoinRequest, KvEntry, Left, Members, Registration, RemoveRequest,
-    ServiceDefinition, ServiceSummary, INDEX_HEADER,
+    ServiceDefinition, ServiceSummary,
 };
 
-use super::{check, millis, Failover, SignpostRegistry, StatusFilter};
+use super::{check, index_of, millis, Failover, SignpostRegistry, StatusFilter};
 use crate::registry::agents::encode;
 use crate::registry::RegistryError;
 
@@ -52,8 +52,7 @@ fn with_query(mut path: String, pairs: &[(&str, String)]) -> String {
 impl SignpostRegistry {
     /// `GET /api/v1/services`: every service with its instance counts by status.
     pub async fn services(&self) -> Result<Vec<ServiceSummary>, RegistryError> {
-        self.get("/api/v1/services".to_string(), || "services".into())
-            .await
+        Ok(self.inner.services(None).await?.1)
     }
 
     /// `GET /api/v1/services/{service}/instances` with a status filter: the instances and the
@@ -195,12 +194,7 @@ impl SignpostRegistry {
                 c.get(format!("{base}{path}")).timeout(timeout)
             })
             .await?;
-        let new_index = resp
-            .headers()
-            .get(INDEX_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let new_index = index_of(&resp).unwrap_or(0);
         match check(resp, || format!("key {key}")).await {
             Ok(resp) => {
                 let entry = self.inner.read(resp, || format!("key {key}")).await?;
