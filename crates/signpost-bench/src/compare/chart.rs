@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
-use anyhow::anyhow;
+use plotters::drawing::DrawingAreaErrorKind;
 use plotters::prelude::*;
 
+use super::error::CompareError;
 use super::suite::{Results, Stat};
 use super::target::System;
 
@@ -21,7 +22,12 @@ const SIGNPOST: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const ETCD: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
 
 /// Draws `panels` (two per row) into an SVG at `path`.
-pub fn draw(path: &Path, title: &str, results: &Results, panels: &[Panel]) -> anyhow::Result<()> {
+pub fn draw(
+    path: &Path,
+    title: &str,
+    results: &Results,
+    panels: &[Panel],
+) -> Result<(), CompareError> {
     let rows = panels.len().div_ceil(2).max(1);
     let (w, h) = (1200u32, 60 + 360 * rows as u32);
     let root = SVGBackend::new(path, (w, h)).into_drawing_area();
@@ -55,18 +61,15 @@ pub fn draw(path: &Path, title: &str, results: &Results, panels: &[Panel]) -> an
     Ok(())
 }
 
-fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow!("drawing the chart: {e}")
+fn err(e: DrawingAreaErrorKind<std::io::Error>) -> CompareError {
+    CompareError::Chart(e)
 }
 
-fn draw_panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
+fn draw_panel(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     results: &Results,
     panel: &Panel,
-) -> anyhow::Result<()>
-where
-    DB::ErrorType: 'static,
-{
+) -> Result<(), CompareError> {
     let stats: Vec<[Option<Stat>; 2]> = panel
         .groups
         .iter()
