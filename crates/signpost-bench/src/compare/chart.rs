@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use plotters::drawing::DrawingAreaErrorKind;
 use plotters::prelude::*;
 
 use super::error::CompareError;
@@ -31,38 +30,34 @@ pub fn draw(
     let rows = panels.len().div_ceil(2).max(1);
     let (w, h) = (1200u32, 60 + 360 * rows as u32);
     let root = SVGBackend::new(path, (w, h)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
+    root.fill(&WHITE).map_err(CompareError::Chart)?;
     let (head, body) = root.split_vertically(60);
     head.draw(&Text::new(
         title.to_string(),
         (20, 12),
         ("sans-serif", 22).into_font().color(&BLACK),
     ))
-    .map_err(err)?;
+    .map_err(CompareError::Chart)?;
     for (i, (name, color)) in [("Signpost", SIGNPOST), ("etcd", ETCD)]
         .into_iter()
         .enumerate()
     {
         let x = 820 + 170 * i as i32;
         head.draw(&Rectangle::new([(x, 18), (x + 18, 34)], color.filled()))
-            .map_err(err)?;
+            .map_err(CompareError::Chart)?;
         head.draw(&Text::new(
             name,
             (x + 26, 19),
             ("sans-serif", 16).into_font().color(&BLACK),
         ))
-        .map_err(err)?;
+        .map_err(CompareError::Chart)?;
     }
     let areas = body.split_evenly((rows, 2));
     for (panel, area) in panels.iter().zip(areas.iter()) {
         draw_panel(area, results, panel)?;
     }
-    root.present().map_err(err)?;
+    root.present().map_err(CompareError::Chart)?;
     Ok(())
-}
-
-fn err(e: DrawingAreaErrorKind<std::io::Error>) -> CompareError {
-    CompareError::Chart(e)
 }
 
 fn draw_panel(
@@ -90,7 +85,7 @@ fn draw_panel(
         .x_label_area_size(34)
         .y_label_area_size(64)
         .build_cartesian_2d(0f64..n as f64, 0f64..top)
-        .map_err(err)?;
+        .map_err(CompareError::Chart)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -98,7 +93,7 @@ fn draw_panel(
         .y_labels(6)
         .y_label_formatter(&|v| short(*v))
         .draw()
-        .map_err(err)?;
+        .map_err(CompareError::Chart)?;
     for (g, st) in stats.iter().enumerate() {
         for (k, (stat, color)) in st.iter().zip([SIGNPOST, ETCD]).enumerate() {
             let Some(s) = stat else { continue };
@@ -106,7 +101,7 @@ fn draw_panel(
             let x1 = x0 + 0.37;
             chart
                 .draw_series([Rectangle::new([(x0, 0.0), (x1, s.median)], color.filled())])
-                .map_err(err)?;
+                .map_err(CompareError::Chart)?;
             if s.n > 1 && s.max > s.min {
                 let xm = (x0 + x1) / 2.0;
                 chart
@@ -114,7 +109,7 @@ fn draw_panel(
                         vec![(xm, s.min), (xm, s.max)],
                         BLACK.stroke_width(2),
                     )])
-                    .map_err(err)?;
+                    .map_err(CompareError::Chart)?;
             }
             chart
                 .draw_series([Text::new(
@@ -127,7 +122,7 @@ fn draw_panel(
                         ),
                     ),
                 )])
-                .map_err(err)?;
+                .map_err(CompareError::Chart)?;
         }
     }
     if let Some((value, label)) = &panel.target {
@@ -136,14 +131,14 @@ fn draw_panel(
                 vec![(0.0, *value), (n as f64, *value)],
                 RED.stroke_width(2),
             )])
-            .map_err(err)?;
+            .map_err(CompareError::Chart)?;
         chart
             .draw_series([Text::new(
                 label.clone(),
                 (0.02 * n as f64, *value + top * 0.01),
                 ("sans-serif", 13).into_font().color(&RED),
             )])
-            .map_err(err)?;
+            .map_err(CompareError::Chart)?;
     }
     // Group labels under the axis, in pixels.
     for (g, (label, _)) in panel.groups.iter().enumerate() {
@@ -158,7 +153,7 @@ fn draw_panel(
                 ),
             ),
         ))
-        .map_err(err)?;
+        .map_err(CompareError::Chart)?;
     }
     Ok(())
 }

@@ -220,13 +220,17 @@ pub enum ResponseError {
 /// The two systems the suite compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum System {
+    /// A Signpost agent.
     Signpost,
+    /// An etcd 3.4 server.
     Etcd,
 }
 
 impl System {
+    /// Both, in the order the suite runs and reports them.
     pub const ALL: [System; 2] = [System::Signpost, System::Etcd];
 
+    /// The name reports and error messages use.
     pub fn name(self) -> &'static str {
         match self {
             System::Signpost => "Signpost",
@@ -800,6 +804,7 @@ pub enum Watch {
     Sse(SseWatch),
     /// An etcd watch on the service's prefix.
     Etcd {
+        /// The watch's answers (boxed: it is large).
         stream: Box<etcd_client::WatchStream>,
         /// Keeps the connection's handle alive as long as the stream.
         _client: Box<etcd_client::Client>,
