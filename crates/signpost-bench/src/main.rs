@@ -218,7 +218,8 @@ async fn main() -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Through anyhow, so `{:#}` prints every cause of the typed error.
+            eprintln!("error: {:#}", anyhow::Error::from(e));
             ExitCode::FAILURE
         }
     }
@@ -301,7 +302,7 @@ async fn compare(a: CompareArgs, progress: bool) -> ExitCode {
         .unwrap_or_else(|| "signpost-compare".into());
     if let Some(pid_file) = &a.pid_file {
         if let Err(e) = compare::server::reset_pid_file(pid_file) {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {:#}", anyhow::Error::from(e));
             return ExitCode::FAILURE;
         }
     }
@@ -335,7 +336,7 @@ async fn compare(a: CompareArgs, progress: bool) -> ExitCode {
         }
     };
     let result = tokio::select! {
-        r = run => r,
+        r = run => r.map_err(anyhow::Error::from),
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
         _ = term.recv() => Err(anyhow::anyhow!("terminated")),
     };

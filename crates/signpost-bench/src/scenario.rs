@@ -12,13 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
 
-use crate::compare::target::snippet;
+use crate::compare::target::{error_chain, snippet};
 use crate::payload;
 use crate::report::Report;
 use crate::stats::{cpu_time, Latencies};
@@ -27,6 +26,53 @@ use crate::stats::{cpu_time, Latencies};
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many error messages a report keeps.
 const MAX_ERROR_SAMPLES: usize = 5;
+
+/// Why a scenario could not run. (A request that fails while it runs is not an error of the
+/// scenario: it is counted in the [`Report`], with the first few messages kept.)
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// `--addr` is not a plain-HTTP base URL.
+    #[error("--addr must look like http://127.0.0.1:8500, got {addr:?}")]
+    BadAddr {
+        /// The address given.
+        addr: String,
+    },
+    /// A count that must be at least 1 is 0.
+    #[error("{setting} must be at least 1")]
+    Zero {
+        /// The setting: `clients`, `services` or `instances`.
+        setting: &'static str,
+    },
+    /// The `reqwest` client of a task could not be built.
+    #[error("cannot build an HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+    /// Seeding a discovery service failed, so its queries would measure nothing useful.
+    #[error(
+        "seeding {service} failed: {failed} of {requests} registrations failed ({})",
+        samples.join("; ")
+    )]
+    Seeding {
+        /// The service being seeded.
+        service: String,
+        /// Registrations that failed.
+        failed: u64,
+        /// Registrations sent.
+        requests: u64,
+        /// The first few error messages.
+        samples: Vec<String>,
+    },
+    /// A client task panicked (or was cancelled).
+    #[error("a client task panicked")]
+    Panicked(#[source] tokio::task::JoinError),
+}
+
+/// Fails with [`ScenarioError::Zero`] when `value` is 0.
+fn at_least_one(setting: &'static str, value: u64) -> Result<(), ScenarioError> {
+    if value == 0 {
+        return Err(ScenarioError::Zero { setting });
+    }
+    Ok(())
+}
 
 /// Settings of [`register`] and [`seed`].
 #[derive(Debug, Clone)]
@@ -104,13 +150,13 @@ pub fn discover_service(instances: u64, services: u64, k: u64) -> String {
 }
 
 /// Registers `opts.count` distinct instances; any answer but `201 Created` is an error.
-pub async fn register(opts: &RegisterOptions) -> anyhow::Result<Report> {
+pub async fn register(opts: &RegisterOptions) -> Result<Report, ScenarioError> {
     let plan = Plan::from_options("register", opts, |s| s == StatusCode::CREATED)?;
     plan.run().await
 }
 
 /// Registers `opts.count` distinct instances, accepting `200 OK` for ones already registered.
-pub async fn seed(opts: &RegisterOptions) -> anyhow::Result<Report> {
+pub async fn seed(opts: &RegisterOptions) -> Result<Report, ScenarioError> {
     let plan = Plan::from_options("seed", opts, |s| {
         s == StatusCode::CREATED || s == StatusCode::OK
     })?;
@@ -120,11 +166,11 @@ pub async fn seed(opts: &RegisterOptions) -> anyhow::Result<Report> {
 /// Seeds the discovery services, then queries them from `opts.clients` tasks for
 /// `opts.duration`. A query counts as ok when it answers `200 OK`; the first answer each task
 /// gets from each service is also parsed and must list exactly `opts.instances` instances.
-pub async fn discover(opts: &DiscoverOptions) -> anyhow::Result<Report> {
+pub async fn discover(opts: &DiscoverOptions) -> Result<Report, ScenarioError> {
     let base = base_url(&opts.addr)?;
-    ensure!(opts.clients >= 1, "clients must be at least 1");
-    ensure!(opts.services >= 1, "services must be at least 1");
-    ensure!(opts.instances >= 1, "instances must be at least 1");
+    at_least_one("clients", opts.clients as u64)?;
+    at_least_one("services", opts.services)?;
+    at_least_one("instances", opts.instances)?;
 
     let names: Vec<String> = (0..opts.services)
         .map(|k| discover_service(opts.instances, opts.services, k))
@@ -147,12 +193,12 @@ pub async fn discover(opts: &DiscoverOptions) -> anyhow::Result<Report> {
         };
         let seeded = plan.run().await?;
         if seeded.errors > 0 {
-            bail!(
-                "seeding {name} failed: {} of {} registrations failed ({})",
-                seeded.errors,
-                seeded.requests,
-                seeded.error_samples.join("; ")
-            );
+            return Err(ScenarioError::Seeding {
+                service: name.clone(),
+                failed: seeded.errors,
+                requests: seeded.requests,
+                samples: seeded.error_samples,
+            });
         }
     }
 
@@ -275,9 +321,9 @@ impl Plan {
         scenario: &'static str,
         opts: &RegisterOptions,
         accept: fn(StatusCode) -> bool,
-    ) -> anyhow::Result<Plan> {
-        ensure!(opts.clients >= 1, "clients must be at least 1");
-        ensure!(opts.services >= 1, "services must be at least 1");
+    ) -> Result<Plan, ScenarioError> {
+        at_least_one("clients", opts.clients as u64)?;
+        at_least_one("services", opts.services)?;
         let prefix = opts.prefix.clone();
         let services = opts.services;
         Ok(Plan {
@@ -294,7 +340,7 @@ impl Plan {
         })
     }
 
-    async fn run(self) -> anyhow::Result<Report> {
+    async fn run(self) -> Result<Report, ScenarioError> {
         let plan = Arc::new(self);
         let next = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(ErrorLog::default());
@@ -438,11 +484,11 @@ impl ErrorLog {
 }
 
 /// Waits for every task and sums their tallies.
-async fn join(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> anyhow::Result<Tally> {
+async fn join(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> Result<Tally, ScenarioError> {
     let mut total = Tally::default();
     for tally in futures::future::try_join_all(tasks)
         .await
-        .context("a client task panicked")?
+        .map_err(ScenarioError::Panicked)?
     {
         total.merge(tally);
     }
@@ -450,18 +496,19 @@ async fn join(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> anyhow::Result<Tall
 }
 
 /// `http://host:port` without a trailing slash, or a clear error.
-fn base_url(addr: &str) -> anyhow::Result<String> {
+fn base_url(addr: &str) -> Result<String, ScenarioError> {
     let base = addr.trim_end_matches('/');
-    ensure!(
-        base.starts_with("http://") && base.len() > "http://".len(),
-        "--addr must look like http://127.0.0.1:8500, got {addr:?}"
-    );
+    if !(base.starts_with("http://") && base.len() > "http://".len()) {
+        return Err(ScenarioError::BadAddr {
+            addr: addr.to_string(),
+        });
+    }
     Ok(base.to_string())
 }
 
 /// A client of its own for one task: its own pool, so its own connection. No proxy (a proxy
 /// from the environment would measure the proxy), HTTP/1.1 as plain-HTTP clients use.
-fn http_client() -> anyhow::Result<reqwest::Client> {
+fn http_client() -> Result<reqwest::Client, ScenarioError> {
     reqwest::Client::builder()
         .no_proxy()
         .http1_only()
@@ -469,7 +516,7 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
         .tcp_nodelay(true)
         .timeout(REQUEST_TIMEOUT)
         .build()
-        .context("cannot build an HTTP client")
+        .map_err(ScenarioError::HttpClient)
 }
 
 /// Sends a request and reads the whole body (so the connection can be reused).
@@ -478,18 +525,6 @@ async fn fetch(request: reqwest::RequestBuilder) -> Result<(StatusCode, Bytes), 
     let status = response.status();
     let body = response.bytes().await?;
     Ok((status, body))
-}
-
-/// An error and all its sources on one line (reqwest's own message omits the cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Length of the `instances` array of a listing, or `None` if the body is not one.
@@ -522,6 +557,73 @@ mod tests {
         );
         assert!(base_url("127.0.0.1:1").is_err());
         assert!(base_url("http://").is_err());
+    }
+
+    #[tokio::test]
+    async fn settings_that_cannot_run_are_typed_errors() {
+        let err = register(&RegisterOptions::new("127.0.0.1:8500"))
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, ScenarioError::BadAddr { addr } if addr == "127.0.0.1:8500"));
+        assert_eq!(
+            err.to_string(),
+            "--addr must look like http://127.0.0.1:8500, got \"127.0.0.1:8500\""
+        );
+
+        let err = seed(&RegisterOptions {
+            clients: 0,
+            ..RegisterOptions::new("http://127.0.0.1:1")
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ScenarioError::Zero { setting: "clients" }));
+        assert_eq!(err.to_string(), "clients must be at least 1");
+
+        let err = discover(&DiscoverOptions {
+            instances: 0,
+            ..DiscoverOptions::new("http://127.0.0.1:1")
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ScenarioError::Zero {
+                setting: "instances"
+            }
+        ));
+        assert_eq!(err.to_string(), "instances must be at least 1");
+    }
+
+    /// A seeding that fails names the service and shows the failed requests' messages, with
+    /// their causes (the agent is not there).
+    #[tokio::test]
+    async fn a_failed_seeding_says_which_service_and_why() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let err = discover(&DiscoverOptions {
+            clients: 1,
+            instances: 2,
+            ..DiscoverOptions::new(format!("http://127.0.0.1:{port}"))
+        })
+        .await
+        .unwrap_err();
+        let ScenarioError::Seeding {
+            service,
+            failed,
+            requests,
+            samples,
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!((service.as_str(), *failed, *requests), ("disc-2", 2, 2));
+        let url = format!("POST http://127.0.0.1:{port}/api/v1/services/disc-2/instances: ");
+        assert!(samples[0].starts_with(&url), "{samples:?}");
+        assert!(err
+            .to_string()
+            .starts_with("seeding disc-2 failed: 2 of 2 registrations failed (POST"));
     }
 
     #[test]

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use anyhow::anyhow;
 use plotters::prelude::*;
 
+use super::error::CompareError;
 use super::suite::{Results, Stat};
 use super::target::System;
 
@@ -21,52 +21,50 @@ const SIGNPOST: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const ETCD: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
 
 /// Draws `panels` (two per row) into an SVG at `path`.
-pub fn draw(path: &Path, title: &str, results: &Results, panels: &[Panel]) -> anyhow::Result<()> {
+pub fn draw(
+    path: &Path,
+    title: &str,
+    results: &Results,
+    panels: &[Panel],
+) -> Result<(), CompareError> {
     let rows = panels.len().div_ceil(2).max(1);
     let (w, h) = (1200u32, 60 + 360 * rows as u32);
     let root = SVGBackend::new(path, (w, h)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
+    root.fill(&WHITE).map_err(CompareError::Chart)?;
     let (head, body) = root.split_vertically(60);
     head.draw(&Text::new(
         title.to_string(),
         (20, 12),
         ("sans-serif", 22).into_font().color(&BLACK),
     ))
-    .map_err(err)?;
+    .map_err(CompareError::Chart)?;
     for (i, (name, color)) in [("Signpost", SIGNPOST), ("etcd", ETCD)]
         .into_iter()
         .enumerate()
     {
         let x = 820 + 170 * i as i32;
         head.draw(&Rectangle::new([(x, 18), (x + 18, 34)], color.filled()))
-            .map_err(err)?;
+            .map_err(CompareError::Chart)?;
         head.draw(&Text::new(
             name,
             (x + 26, 19),
             ("sans-serif", 16).into_font().color(&BLACK),
         ))
-        .map_err(err)?;
+        .map_err(CompareError::Chart)?;
     }
     let areas = body.split_evenly((rows, 2));
     for (panel, area) in panels.iter().zip(areas.iter()) {
         draw_panel(area, results, panel)?;
     }
-    root.present().map_err(err)?;
+    root.present().map_err(CompareError::Chart)?;
     Ok(())
 }
 
-fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow!("drawing the chart: {e}")
-}
-
-fn draw_panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
+fn draw_panel(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     results: &Results,
     panel: &Panel,
-) -> anyhow::Result<()>
-where
-    DB::ErrorType: 'static,
-{
+) -> Result<(), CompareError> {
     let stats: Vec<[Option<Stat>; 2]> = panel
         .groups
         .iter()
@@ -87,7 +85,7 @@ where
         .x_label_area_size(34)
         .y_label_area_size(64)
         .build_cartesian_2d(0f64..n as f64, 0f64..top)
-        .map_err(err)?;
+        .map_err(CompareError::Chart)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -95,7 +93,7 @@ where
         .y_labels(6)
         .y_label_formatter(&|v| short(*v))
         .draw()
-        .map_err(err)?;
+        .map_err(CompareError::Chart)?;
     for (g, st) in stats.iter().enumerate() {
         for (k, (stat, color)) in st.iter().zip([SIGNPOST, ETCD]).enumerate() {
             let Some(s) = stat else { continue };
@@ -103,7 +101,7 @@ where
             let x1 = x0 + 0.37;
             chart
                 .draw_series([Rectangle::new([(x0, 0.0), (x1, s.median)], color.filled())])
-                .map_err(err)?;
+                .map_err(CompareError::Chart)?;
             if s.n > 1 && s.max > s.min {
                 let xm = (x0 + x1) / 2.0;
                 chart
@@ -111,7 +109,7 @@ where
                         vec![(xm, s.min), (xm, s.max)],
                         BLACK.stroke_width(2),
                     )])
-                    .map_err(err)?;
+                    .map_err(CompareError::Chart)?;
             }
             chart
                 .draw_series([Text::new(
@@ -124,7 +122,7 @@ where
                         ),
                     ),
                 )])
-                .map_err(err)?;
+                .map_err(CompareError::Chart)?;
         }
     }
     if let Some((value, label)) = &panel.target {
@@ -133,14 +131,14 @@ where
                 vec![(0.0, *value), (n as f64, *value)],
                 RED.stroke_width(2),
             )])
-            .map_err(err)?;
+            .map_err(CompareError::Chart)?;
         chart
             .draw_series([Text::new(
                 label.clone(),
                 (0.02 * n as f64, *value + top * 0.01),
                 ("sans-serif", 13).into_font().color(&RED),
             )])
-            .map_err(err)?;
+            .map_err(CompareError::Chart)?;
     }
     // Group labels under the axis, in pixels.
     for (g, (label, _)) in panel.groups.iter().enumerate() {
@@ -155,7 +153,7 @@ where
                 ),
             ),
         ))
-        .map_err(err)?;
+        .map_err(CompareError::Chart)?;
     }
     Ok(())
 }

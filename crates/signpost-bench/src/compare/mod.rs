@@ -9,10 +9,13 @@
 //!   throughput and the generator's and the server's CPU.
 //! - [`suite`]: the plan (full, quick and smoke presets), the run loop, the samples.
 //! - [`markdown`], [`chart`]: the report and its SVG chart.
+//! - [`error`]: [`CompareError`], why a server, a workload, a step or the report failed (an
+//!   operation on a system fails with [`target::TargetError`], which it wraps).
 //!
 //! [`run_and_report`] ties them together; `signpost-bench compare` and `bench/run.sh` call it.
 
 pub mod chart;
+pub mod error;
 pub mod markdown;
 pub mod server;
 pub mod suite;
@@ -23,8 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::Context;
-
+pub use error::CompareError;
 pub use suite::{Environment, Mode, Plan, Results, Scenario};
 
 /// Where the report goes and what else runs with the suite.
@@ -44,7 +46,7 @@ pub async fn run_and_report(
     plan: &Plan,
     env: &Environment,
     out: &Output,
-) -> anyhow::Result<Results> {
+) -> Result<Results, CompareError> {
     let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let results = suite::run(plan, env).await?;
     let gateway = match &out.gateway_script {
@@ -63,9 +65,12 @@ pub fn write_report(
     results: &Results,
     started: String,
     gateway: Result<String, GatewayError>,
-) -> anyhow::Result<()> {
+) -> Result<(), CompareError> {
     let dir = out.report.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|source| CompareError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let chart_path = out.report.with_extension("svg");
     let chart_file = chart_path
         .file_name()
@@ -95,8 +100,12 @@ pub fn write_report(
         results,
         &markdown::panels(plan),
     )?;
-    std::fs::write(&out.report, markdown::render(&meta, results))
-        .with_context(|| format!("cannot write {}", out.report.display()))?;
+    std::fs::write(&out.report, markdown::render(&meta, results)).map_err(|source| {
+        CompareError::Write {
+            path: out.report.clone(),
+            source,
+        }
+    })?;
     let samples: Vec<serde_json::Value> = results
         .samples
         .iter()
@@ -121,8 +130,11 @@ pub fn write_report(
             .file_stem()
             .map_or("report".into(), |s| s.to_string_lossy())
     ));
-    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    let text = serde_json::to_string_pretty(&json).map_err(CompareError::Json)?;
+    std::fs::write(&json_path, text).map_err(|source| CompareError::Write {
+        path: json_path.clone(),
+        source,
+    })?;
     Ok(())
 }
 

@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-
+use super::error::CompareError;
 use super::target::{etcd_connect, http_client, System, Target};
 
 /// How long a fresh server gets to answer (and, for Signpost, to lead).
@@ -46,16 +45,25 @@ pub struct Server {
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+pub fn free_port() -> Result<u16, CompareError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(CompareError::FreePort)
 }
 
 impl Server {
     /// Starts `system` with its data in `dir/data` (created fresh), its log in `dir/server.log`,
     /// and waits until it serves.
-    pub async fn start(system: System, bins: &Binaries, dir: &Path) -> anyhow::Result<Server> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    pub async fn start(
+        system: System,
+        bins: &Binaries,
+        dir: &Path,
+    ) -> Result<Server, CompareError> {
+        std::fs::create_dir_all(dir).map_err(|source| CompareError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let data = dir.join("data");
         let (program, args, target) = match system {
             System::Signpost => {
@@ -130,26 +138,33 @@ impl Server {
     }
 
     /// Spawns the process (again) with the same arguments; it does not wait for it to serve.
-    pub fn respawn(&mut self) -> anyhow::Result<()> {
+    pub fn respawn(&mut self) -> Result<(), CompareError> {
         if self.child.is_some() {
-            bail!("{} is still running", self.system.name());
+            return Err(CompareError::StillRunning {
+                system: self.system.name(),
+            });
         }
+        let open_log = |source| CompareError::OpenLog {
+            path: self.log.clone(),
+            source,
+        };
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
-            .with_context(|| format!("cannot open {}", self.log.display()))?;
+            .map_err(open_log)?;
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
             .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
+            .stdout(log.try_clone().map_err(open_log)?)
             .stderr(log);
         if self.system == System::Signpost {
             cmd.env("RUST_LOG", "warn");
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", self.program.display()))?;
+        let child = cmd.spawn().map_err(|source| CompareError::Spawn {
+            program: self.program.clone(),
+            source,
+        })?;
         if let Some(path) = &self.pid_file {
             if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
                 let _ = writeln!(f, "{}", child.id());
@@ -169,28 +184,32 @@ impl Server {
 
     /// Polls until the server serves: Signpost answers `/api/v1/agent/self` as Raft leader,
     /// etcd answers a (linearizable, so leader-backed) read.
-    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), CompareError> {
         let deadline = Instant::now() + timeout;
         loop {
             if self.ready().await {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
+                let exited = child.try_wait().map_err(|source| CompareError::Poll {
+                    system: self.system.name(),
+                    source,
+                })?;
+                if let Some(status) = exited {
                     self.child = None;
-                    bail!(
-                        "{} exited at start ({status}); log:\n{}",
-                        self.system.name(),
-                        self.log_tail()
-                    );
+                    return Err(CompareError::ExitedAtStart {
+                        system: self.system.name(),
+                        status,
+                        log: self.log_tail(),
+                    });
                 }
             }
             if Instant::now() > deadline {
-                bail!(
-                    "{} did not serve within {timeout:?}; log:\n{}",
-                    self.system.name(),
-                    self.log_tail()
-                );
+                return Err(CompareError::NotReady {
+                    system: self.system.name(),
+                    timeout,
+                    log: self.log_tail(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -212,13 +231,12 @@ impl Server {
             }
             Target::Etcd { endpoint } => {
                 let probe = async {
-                    let mut client = etcd_connect(endpoint).await?;
-                    client.get("/bench-ready-probe", None).await?;
-                    anyhow::Ok(())
+                    let mut client = etcd_connect(endpoint).await.ok()?;
+                    client.get("/bench-ready-probe", None).await.ok()
                 };
                 matches!(
                     tokio::time::timeout(Duration::from_secs(2), probe).await,
-                    Ok(Ok(()))
+                    Ok(Some(_))
                 )
             }
         }
@@ -276,7 +294,60 @@ pub fn version_of(program: &Path) -> String {
 }
 
 /// Creates (truncating) the PID file.
-pub fn reset_pid_file(path: &Path) -> anyhow::Result<()> {
-    File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+pub fn reset_pid_file(path: &Path) -> Result<(), CompareError> {
+    File::create(path).map_err(|source| CompareError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_server_that_cannot_start_says_which_program_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let bins = Binaries {
+            signpost: dir.path().join("no-such-signpost"),
+            etcd: "etcd".into(),
+            pid_file: None,
+        };
+        let err = match Server::start(System::Signpost, &bins, &dir.path().join("s")).await {
+            Ok(_) => panic!("a missing program started"),
+            Err(e) => e,
+        };
+        let CompareError::Spawn { program, source } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(program, &bins.signpost);
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(
+            err.to_string(),
+            format!("cannot start {}", bins.signpost.display())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_exits_at_start_shows_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let bins = Binaries {
+            signpost: "false".into(),
+            etcd: "etcd".into(),
+            pid_file: None,
+        };
+        let err = match Server::start(System::Signpost, &bins, dir.path()).await {
+            Ok(_) => panic!("`false` served"),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(&err, CompareError::ExitedAtStart { system: "Signpost", status, .. } if !status.success()),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with("Signpost exited at start ("),
+            "{err}"
+        );
+    }
 }

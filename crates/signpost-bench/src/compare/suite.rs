@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::error::CompareError;
 use super::server::{Binaries, Server};
-use super::target::{System, Target};
+use super::target::{error_chain, System, Target};
 use super::workload::{self, Fill, HeartbeatOptions};
 use crate::payload;
 
@@ -315,9 +315,11 @@ impl Results {
 }
 
 /// Runs the plan. A failing step is recorded in [`Results::failures`] and the suite goes on.
-pub async fn run(plan: &Plan, env: &Environment) -> anyhow::Result<Results> {
-    std::fs::create_dir_all(&env.work_dir)
-        .with_context(|| format!("cannot create {}", env.work_dir.display()))?;
+pub async fn run(plan: &Plan, env: &Environment) -> Result<Results, CompareError> {
+    std::fs::create_dir_all(&env.work_dir).map_err(|source| CompareError::CreateDir {
+        path: env.work_dir.clone(),
+        source,
+    })?;
     let bars = MultiProgress::with_draw_target(if env.progress {
         ProgressDrawTarget::stderr()
     } else {
@@ -362,8 +364,12 @@ pub async fn run(plan: &Plan, env: &Environment) -> anyhow::Result<Results> {
                     pb: &phase,
                 };
                 if let Err(e) = step.run(scenario, &mut results).await {
-                    let message =
-                        format!("run {run}, {} on {}: {e:#}", scenario.name(), system.name());
+                    let message = format!(
+                        "run {run}, {} on {}: {}",
+                        scenario.name(),
+                        system.name(),
+                        error_chain(&e)
+                    );
                     bars.suspend(|| eprintln!("warning: {message}"));
                     results.failures.push(message);
                     results.signpost_failed |= system == System::Signpost;
@@ -398,7 +404,7 @@ impl Step<'_> {
         results.add(key, self.system, self.run, value);
     }
 
-    async fn start(&self, sub: &str) -> anyhow::Result<Server> {
+    async fn start(&self, sub: &str) -> Result<Server, CompareError> {
         Server::start(self.system, &self.env.bins, &self.dir.join(sub)).await
     }
 
@@ -407,7 +413,7 @@ impl Step<'_> {
             .set_message(format!("{what} ({})", self.system.name()));
     }
 
-    async fn run(&self, scenario: Scenario, results: &mut Results) -> anyhow::Result<()> {
+    async fn run(&self, scenario: Scenario, results: &mut Results) -> Result<(), CompareError> {
         match scenario {
             Scenario::Register => self.register(results).await,
             Scenario::Discover => self.discover(results).await,
@@ -418,7 +424,7 @@ impl Step<'_> {
         }
     }
 
-    async fn register(&self, results: &mut Results) -> anyhow::Result<()> {
+    async fn register(&self, results: &mut Results) -> Result<(), CompareError> {
         let plan = self.plan;
         let server = self.start("server").await?;
         self.label("register");
@@ -442,7 +448,7 @@ impl Step<'_> {
         Ok(())
     }
 
-    async fn discover(&self, results: &mut Results) -> anyhow::Result<()> {
+    async fn discover(&self, results: &mut Results) -> Result<(), CompareError> {
         let plan = self.plan;
         let server = self.start("server").await?;
         for &n in &plan.discover_sizes {
@@ -480,7 +486,7 @@ impl Step<'_> {
         Ok(())
     }
 
-    async fn heartbeat(&self, results: &mut Results) -> anyhow::Result<()> {
+    async fn heartbeat(&self, results: &mut Results) -> Result<(), CompareError> {
         let server = self.start("server").await?;
         self.label("heartbeat");
         let hb = &self.plan.heartbeat;
@@ -534,7 +540,7 @@ impl Step<'_> {
         Ok(())
     }
 
-    async fn watch(&self, results: &mut Results) -> anyhow::Result<()> {
+    async fn watch(&self, results: &mut Results) -> Result<(), CompareError> {
         for &w in &self.plan.watchers {
             // A fresh server per size: the watches of the smaller size are gone for good.
             let server = self.start(&format!("server-{w}")).await?;
@@ -581,12 +587,12 @@ impl Step<'_> {
 
     /// RSS at each of `memory_counts` on one server; when the largest count is also a restart
     /// count, the same server is then killed and restarted with it.
-    async fn memory(&self, results: &mut Results) -> anyhow::Result<()> {
+    async fn memory(&self, results: &mut Results) -> Result<(), CompareError> {
         let plan = self.plan;
         let mut server = self.start("server").await?;
-        let pid = server.pid().context("no server pid")?;
+        let pid = server.pid().ok_or(CompareError::NoPid)?;
         tokio::time::sleep(plan.settle).await;
-        let base = rss_bytes(pid).context("cannot read the server's RSS")?;
+        let base = rss_bytes(pid).ok_or(CompareError::Rss)?;
         let payload = mean_payload("mem");
         let mut done = 0;
         for &count in &plan.memory_counts {
@@ -608,7 +614,7 @@ impl Step<'_> {
                 phase.generator_percent(),
             );
             tokio::time::sleep(plan.settle).await;
-            let rss = rss_bytes(pid).context("cannot read the server's RSS")?;
+            let rss = rss_bytes(pid).ok_or(CompareError::Rss)?;
             let per = rss.saturating_sub(base) as f64 / count as f64;
             self.add(results, format!("memory.{count}.rss_mib"), mib(rss));
             self.add(results, format!("memory.{count}.bytes_per_instance"), per);
@@ -623,7 +629,7 @@ impl Step<'_> {
     }
 
     /// Restart times for the counts [`Step::memory`] does not already measure.
-    async fn restart(&self, results: &mut Results) -> anyhow::Result<()> {
+    async fn restart(&self, results: &mut Results) -> Result<(), CompareError> {
         let plan = self.plan;
         let covered = plan
             .scenarios
@@ -659,7 +665,7 @@ impl Step<'_> {
         server: &mut Server,
         count: u64,
         results: &mut Results,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), CompareError> {
         self.label(&format!("restart {count}"));
         self.pb.set_length(count);
         self.pb.set_position(0);
@@ -679,10 +685,11 @@ impl Step<'_> {
                 }
             }
             if start.elapsed() > timeout {
-                anyhow::bail!(
-                    "not serving {count} instances {timeout:?} after restart; log:\n{}",
-                    server.log_tail()
-                );
+                return Err(CompareError::NotRestored {
+                    count,
+                    timeout,
+                    log: server.log_tail(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

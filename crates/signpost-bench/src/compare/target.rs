@@ -18,7 +18,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
 use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
 use futures::StreamExt;
 use reqwest::header::CONTENT_TYPE;
@@ -35,16 +34,203 @@ pub const ETCD_PREFIX: &str = "/services/";
 /// Longest a single request may take before it counts as an error.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why one operation on the system under test failed. Each variant says what was being done
+/// (the request line, or the etcd call) and carries the error that stopped it, so the message a
+/// failed benchmark prints names the server, the request and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The `reqwest` client could not be built (TLS or resolver set-up).
+    #[error("cannot build an HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+    /// No connection to etcd could be made.
+    #[error("cannot connect to etcd at {endpoint}")]
+    EtcdConnect {
+        /// The client URL tried.
+        endpoint: String,
+        /// Why it failed.
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// An HTTP request to Signpost failed in transport (connect, send, timeout, read).
+    #[error("{request}")]
+    Http {
+        /// The request, e.g. `GET http://127.0.0.1:8500/api/v1/services/s/instances`.
+        request: String,
+        /// What `reqwest` reported.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Signpost answered with a status the operation does not accept.
+    #[error("{request}: HTTP {status}: {body}")]
+    Status {
+        /// The request.
+        request: String,
+        /// The status received.
+        status: u16,
+        /// The start of the answer's body (see [`snippet`]).
+        body: String,
+    },
+    /// A listing answered `200 OK` without an instance list.
+    #[error("{request}: no instance list in the answer")]
+    NoInstanceList {
+        /// The request.
+        request: String,
+    },
+    /// A heartbeat over the bare HTTP connection failed.
+    #[error("{request}")]
+    Raw {
+        /// The request, e.g. `PUT /api/v1/heartbeats`.
+        request: String,
+        /// What went wrong on the connection.
+        #[source]
+        source: RawHttpError,
+    },
+    /// A heartbeat got no answer in time (the bare connection is then dropped).
+    #[error("{request}: no answer in {timeout:?}")]
+    NoAnswer {
+        /// The request.
+        request: String,
+        /// How long it waited.
+        timeout: Duration,
+    },
+    /// A batch of heartbeats could not be encoded, or its answer decoded.
+    #[error("{request}: {body}")]
+    Json {
+        /// The request.
+        request: String,
+        /// The start of the answer that did not decode (empty when encoding failed).
+        body: String,
+        /// What `serde_json` reported.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The agent refused to renew an instance of a batch.
+    #[error("{request}: rejected {service}/{id}: {error}")]
+    Rejected {
+        /// The request.
+        request: String,
+        /// Service of the first rejected instance.
+        service: String,
+        /// Id of the first rejected instance.
+        id: String,
+        /// The agent's reason.
+        error: String,
+    },
+    /// An etcd call failed.
+    #[error("{call}")]
+    Etcd {
+        /// The call: `lease grant`, `put instance`, `range`, `watch`...
+        call: &'static str,
+        /// What `etcd-client` reported.
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// A Signpost-only operation was asked of an etcd connection.
+    #[error("etcd renews leases over a keep-alive stream")]
+    NotSignpost,
+    /// A Signpost watch did not open with a `reset` event.
+    #[error("watch opened with {event:?} instead of reset")]
+    NoReset {
+        /// The event it opened with.
+        event: String,
+    },
+    /// A Signpost watch ended before its `reset` event.
+    #[error("watch closed before its reset")]
+    ClosedBeforeReset,
+    /// The first etcd watch answer was not the creation.
+    #[error("etcd watch answered before it was created")]
+    EtcdWatchNotCreated,
+    /// The etcd watch stream ended before it was created.
+    #[error("etcd closed the watch stream")]
+    EtcdWatchClosed,
+    /// A watch ended before the awaited instance appeared.
+    #[error("{who} closed the watch before {id} appeared")]
+    ClosedBeforeAdded {
+        /// Which end closed it: `the server` (Signpost) or `etcd`.
+        who: &'static str,
+        /// The awaited instance.
+        id: String,
+    },
+    /// The Signpost watch's body failed in transport.
+    #[error("reading the watch")]
+    ReadWatch(#[source] reqwest::Error),
+    /// The Signpost watch's body is not valid SSE.
+    #[error("reading the watch")]
+    Sse(#[source] sse::ParseError),
+}
+
+/// Why the bare HTTP/1.1 connection of [`RawHttp`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RawHttpError {
+    /// The TCP connect did not finish within its time.
+    #[error("connecting to {host}: timed out")]
+    ConnectTimeout {
+        /// `host:port`.
+        host: String,
+    },
+    /// The TCP connect failed.
+    #[error("connecting to {host}")]
+    Connect {
+        /// `host:port`.
+        host: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing or reading the connection failed.
+    #[error("talking to {host}")]
+    Io {
+        /// `host:port`.
+        host: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server closed the connection before a whole answer arrived.
+    #[error("connection closed by the server")]
+    Closed,
+    /// The answer is not HTTP/1.1 as [`parse_response`] reads it.
+    #[error(transparent)]
+    Response(#[from] ResponseError),
+}
+
+/// Why [`parse_response`] cannot read an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    /// The head (status line and headers) is not UTF-8.
+    #[error("response head is not UTF-8")]
+    HeadNotUtf8(#[source] std::str::Utf8Error),
+    /// The status line has no numeric code.
+    #[error("bad status line in {head:?}")]
+    StatusLine {
+        /// The whole head, to show what came instead.
+        head: String,
+    },
+    /// The `Content-Length` header is not a number.
+    #[error("bad Content-Length")]
+    ContentLength(#[source] std::num::ParseIntError),
+    /// A chunk-size line is not hexadecimal.
+    #[error("bad chunk size {line:?}")]
+    ChunkSize {
+        /// The line (lossily decoded).
+        line: String,
+    },
+}
+
 /// The two systems the suite compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum System {
+    /// A Signpost agent.
     Signpost,
+    /// An etcd 3.4 server.
     Etcd,
 }
 
 impl System {
+    /// Both, in the order the suite runs and reports them.
     pub const ALL: [System; 2] = [System::Signpost, System::Etcd];
 
+    /// The name reports and error messages use.
     pub fn name(self) -> &'static str {
         match self {
             System::Signpost => "Signpost",
@@ -71,7 +257,7 @@ impl Target {
     }
 
     /// Opens a new connection (lazily, on its first request).
-    pub async fn connect(&self) -> anyhow::Result<Conn> {
+    pub async fn connect(&self) -> Result<Conn, TargetError> {
         match self {
             Target::Signpost { base } => Ok(Conn::Signpost {
                 http: http_client(Some(REQUEST_TIMEOUT))?,
@@ -86,21 +272,28 @@ impl Target {
 
     /// Instances the system holds: every status for Signpost, every key under
     /// [`ETCD_PREFIX`] for etcd (a key lives exactly as long as its lease).
-    pub async fn count(&self) -> anyhow::Result<u64> {
+    pub async fn count(&self) -> Result<u64, TargetError> {
         Ok(self.census().await?.total)
     }
 
     /// Instance counts and the system's write position (Raft index or etcd revision).
-    pub async fn census(&self) -> anyhow::Result<Census> {
+    pub async fn census(&self) -> Result<Census, TargetError> {
         match self {
             Target::Signpost { base } => {
+                let url = format!("{base}/api/v1/agent/self");
+                let http = |source| TargetError::Http {
+                    request: format!("GET {url}"),
+                    source,
+                };
                 let body: serde_json::Value = http_client(Some(Duration::from_secs(5)))?
-                    .get(format!("{base}/api/v1/agent/self"))
+                    .get(&url)
                     .send()
-                    .await?
-                    .error_for_status()?
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .map_err(http)?
                     .json()
-                    .await?;
+                    .await
+                    .map_err(http)?;
                 let n = |k: &str| body["instances"][k].as_u64().unwrap_or(0);
                 Ok(Census {
                     total: n("passing") + n("warning") + n("critical"),
@@ -115,7 +308,11 @@ impl Target {
                         ETCD_PREFIX,
                         Some(GetOptions::new().with_prefix().with_count_only()),
                     )
-                    .await?;
+                    .await
+                    .map_err(|source| TargetError::Etcd {
+                        call: "count",
+                        source,
+                    })?;
                 Ok(Census {
                     total: u64::try_from(resp.count()).unwrap_or(0),
                     critical: 0,
@@ -143,7 +340,7 @@ pub struct Census {
 
 /// A plain HTTP client: no proxy, one connection per client in practice (one request in flight
 /// at a time), optional whole-request timeout (none for streams).
-pub fn http_client(timeout: Option<Duration>) -> anyhow::Result<reqwest::Client> {
+pub fn http_client(timeout: Option<Duration>) -> Result<reqwest::Client, TargetError> {
     let mut builder = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(10))
@@ -151,17 +348,20 @@ pub fn http_client(timeout: Option<Duration>) -> anyhow::Result<reqwest::Client>
     if let Some(t) = timeout {
         builder = builder.timeout(t);
     }
-    builder.build().context("cannot build an HTTP client")
+    builder.build().map_err(TargetError::HttpClient)
 }
 
 /// Connects to etcd: bounded connect and per-call timeouts, as the SDK's etcd registry does.
-pub async fn etcd_connect(endpoint: &str) -> anyhow::Result<etcd_client::Client> {
+pub async fn etcd_connect(endpoint: &str) -> Result<etcd_client::Client, TargetError> {
     let options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(10))
         .with_timeout(REQUEST_TIMEOUT);
     etcd_client::Client::connect([endpoint], Some(options))
         .await
-        .with_context(|| format!("cannot connect to etcd at {endpoint}"))
+        .map_err(|source| TargetError::EtcdConnect {
+            endpoint: endpoint.to_string(),
+            source,
+        })
 }
 
 /// The etcd key of instance `id` of `service`.
@@ -211,7 +411,7 @@ impl Conn {
         i: u64,
         ttl: Option<Duration>,
         accept_existing: bool,
-    ) -> anyhow::Result<Option<i64>> {
+    ) -> Result<Option<i64>, TargetError> {
         let body = payload::registration(prefix, i, ttl);
         match self {
             Conn::Signpost { http, base, .. } => {
@@ -222,13 +422,20 @@ impl Conn {
                     .body(body)
                     .send()
                     .await
-                    .with_context(|| format!("POST {url}"))?;
+                    .map_err(|source| TargetError::Http {
+                        request: format!("POST {url}"),
+                        source,
+                    })?;
                 let status = resp.status();
                 let text = resp.bytes().await.unwrap_or_default();
                 if status == StatusCode::CREATED || (accept_existing && status == StatusCode::OK) {
                     Ok(None)
                 } else {
-                    bail!("POST {url}: HTTP {status}: {}", snippet(&text))
+                    Err(TargetError::Status {
+                        request: format!("POST {url}"),
+                        status: status.as_u16(),
+                        body: snippet(&text),
+                    })
                 }
             }
             Conn::Etcd { client } => {
@@ -238,7 +445,10 @@ impl Conn {
                         client
                             .lease_grant(ttl_secs(ttl), None)
                             .await
-                            .context("lease grant")?
+                            .map_err(|source| TargetError::Etcd {
+                                call: "lease grant",
+                                source,
+                            })?
                             .id(),
                     ),
                     None => None,
@@ -247,7 +457,10 @@ impl Conn {
                 client
                     .put(key, body, options)
                     .await
-                    .context("put instance")?;
+                    .map_err(|source| TargetError::Etcd {
+                        call: "put instance",
+                        source,
+                    })?;
                 Ok(lease)
             }
         }
@@ -255,7 +468,11 @@ impl Conn {
 
     /// Queries the healthy instances of `service`; answers how many there were and the bytes
     /// received. Signpost's body is only counted when `parse` (to keep the generator light).
-    pub async fn discover(&mut self, service: &str, parse: bool) -> anyhow::Result<(u64, u64)> {
+    pub async fn discover(
+        &mut self,
+        service: &str,
+        parse: bool,
+    ) -> Result<(u64, u64), TargetError> {
         match self {
             Conn::Signpost { http, base, .. } => {
                 let url = format!("{base}/api/v1/services/{service}/instances");
@@ -263,15 +480,26 @@ impl Conn {
                     .get(&url)
                     .send()
                     .await
-                    .with_context(|| format!("GET {url}"))?;
+                    .map_err(|source| TargetError::Http {
+                        request: format!("GET {url}"),
+                        source,
+                    })?;
                 let status = resp.status();
-                let body = resp.bytes().await.context("reading the answer")?;
+                let body = resp.bytes().await.map_err(|source| TargetError::Http {
+                    request: format!("GET {url}: reading the answer"),
+                    source,
+                })?;
                 if status != StatusCode::OK {
-                    bail!("GET {url}: HTTP {status}: {}", snippet(&body));
+                    return Err(TargetError::Status {
+                        request: format!("GET {url}"),
+                        status: status.as_u16(),
+                        body: snippet(&body),
+                    });
                 }
                 let n = if parse {
-                    count_instances(&body)
-                        .ok_or_else(|| anyhow!("GET {url}: no instance list in the answer"))?
+                    count_instances(&body).ok_or_else(|| TargetError::NoInstanceList {
+                        request: format!("GET {url}"),
+                    })?
                 } else {
                     0
                 };
@@ -282,7 +510,10 @@ impl Conn {
                 let resp = client
                     .get(prefix, Some(GetOptions::new().with_prefix()))
                     .await
-                    .context("range")?;
+                    .map_err(|source| TargetError::Etcd {
+                        call: "range",
+                        source,
+                    })?;
                 let bytes = resp
                     .kvs()
                     .iter()
@@ -294,36 +525,20 @@ impl Conn {
     }
 
     /// Signpost only: one heartbeat for instance `id` of `service`.
-    pub async fn heartbeat(&mut self, service: &str, id: &str) -> anyhow::Result<Renewal> {
-        match self {
-            Conn::Signpost { base, raw, .. } => {
-                let path = format!("/api/v1/services/{service}/instances/{id}/heartbeat");
-                if raw.is_none() {
-                    *raw = Some(Box::new(RawHttp::connect(base).await?));
-                }
-                let Some(conn) = raw.as_mut() else {
-                    bail!("no connection");
-                };
-                let answer =
-                    tokio::time::timeout(REQUEST_TIMEOUT, conn.request("PUT", &path, b"")).await;
-                let (status, body) = match answer {
-                    Ok(Ok(a)) => a,
-                    Ok(Err(e)) => {
-                        *raw = None;
-                        return Err(e.context(format!("PUT {path}")));
-                    }
-                    Err(_) => {
-                        *raw = None;
-                        bail!("PUT {path}: no answer in {REQUEST_TIMEOUT:?}");
-                    }
-                };
-                match status {
-                    200 => Ok(Renewal::Alive),
-                    404 => Ok(Renewal::Expired),
-                    other => bail!("PUT {path}: HTTP {other}: {}", snippet(&body)),
-                }
-            }
-            Conn::Etcd { .. } => bail!("etcd renews leases over a keep-alive stream"),
+    pub async fn heartbeat(&mut self, service: &str, id: &str) -> Result<Renewal, TargetError> {
+        let Conn::Signpost { base, raw, .. } = self else {
+            return Err(TargetError::NotSignpost);
+        };
+        let path = format!("/api/v1/services/{service}/instances/{id}/heartbeat");
+        let (status, body) = raw_request(base, raw, &path, b"").await?;
+        match status {
+            200 => Ok(Renewal::Alive),
+            404 => Ok(Renewal::Expired),
+            other => Err(TargetError::Status {
+                request: format!("PUT {path}"),
+                status: other,
+                body: snippet(&body),
+            }),
         }
     }
 
@@ -332,10 +547,10 @@ impl Conn {
     pub async fn heartbeats(
         &mut self,
         keys: &[(String, String)],
-    ) -> anyhow::Result<(u64, Vec<String>)> {
+    ) -> Result<(u64, Vec<String>), TargetError> {
         const PATH: &str = "/api/v1/heartbeats";
         let Conn::Signpost { base, raw, .. } = self else {
-            bail!("etcd renews leases over a keep-alive stream");
+            return Err(TargetError::NotSignpost);
         };
         let body = serde_json::to_vec(
             &keys
@@ -345,37 +560,33 @@ impl Conn {
                     id: id.clone(),
                 })
                 .collect::<Vec<_>>(),
-        )?;
-        if raw.is_none() {
-            *raw = Some(Box::new(RawHttp::connect(base).await?));
-        }
-        let Some(conn) = raw.as_mut() else {
-            bail!("no connection");
-        };
-        let (status, answer) =
-            match tokio::time::timeout(REQUEST_TIMEOUT, conn.request("PUT", PATH, &body)).await {
-                Ok(Ok(a)) => a,
-                Ok(Err(e)) => {
-                    *raw = None;
-                    return Err(e.context(format!("PUT {PATH}")));
-                }
-                Err(_) => {
-                    *raw = None;
-                    bail!("PUT {PATH}: no answer in {REQUEST_TIMEOUT:?}");
-                }
-            };
+        )
+        .map_err(|source| TargetError::Json {
+            request: format!("PUT {PATH}"),
+            body: String::new(),
+            source,
+        })?;
+        let (status, answer) = raw_request(base, raw, PATH, &body).await?;
         if status != 200 {
-            bail!("PUT {PATH}: HTTP {status}: {}", snippet(&answer));
+            return Err(TargetError::Status {
+                request: format!("PUT {PATH}"),
+                status,
+                body: snippet(&answer),
+            });
         }
-        let parsed: BatchRenewed = serde_json::from_slice(&answer)
-            .with_context(|| format!("PUT {PATH}: {}", snippet(&answer)))?;
+        let parsed: BatchRenewed =
+            serde_json::from_slice(&answer).map_err(|source| TargetError::Json {
+                request: format!("PUT {PATH}"),
+                body: snippet(&answer),
+                source,
+            })?;
         if let Some(r) = parsed.rejected.first() {
-            bail!(
-                "PUT {PATH}: rejected {}/{}: {}",
-                r.key.service,
-                r.key.id,
-                r.error
-            );
+            return Err(TargetError::Rejected {
+                request: format!("PUT {PATH}"),
+                service: r.key.service.clone(),
+                id: r.key.id.clone(),
+                error: r.error.to_string(),
+            });
         }
         let renewed = u64::try_from(parsed.renewed).unwrap_or(u64::MAX);
         let gone = parsed.not_found.into_iter().map(|k| k.id).collect();
@@ -384,7 +595,7 @@ impl Conn {
 
     /// Opens a watch on `service` and waits until it is established (Signpost: the `reset`
     /// event arrived; etcd: the watch is created).
-    pub async fn watch(self, service: &str) -> anyhow::Result<Watch> {
+    pub async fn watch(self, service: &str) -> Result<Watch, TargetError> {
         match self {
             Conn::Signpost { base, .. } => {
                 let url = format!("{base}/api/v1/services/{service}/watch");
@@ -393,19 +604,28 @@ impl Conn {
                     .get(&url)
                     .send()
                     .await
-                    .with_context(|| format!("GET {url}"))?;
+                    .map_err(|source| TargetError::Http {
+                        request: format!("GET {url}"),
+                        source,
+                    })?;
                 if resp.status() != StatusCode::OK {
-                    bail!("GET {url}: HTTP {}", resp.status());
+                    let status = resp.status().as_u16();
+                    let body = resp.bytes().await.unwrap_or_default();
+                    return Err(TargetError::Status {
+                        request: format!("GET {url}"),
+                        status,
+                        body: snippet(&body),
+                    });
                 }
-                let mut watch = Watch::Sse {
+                let mut sse = SseWatch {
                     body: resp.bytes_stream().boxed(),
                     parser: sse::Parser::new(),
                     pending: VecDeque::new(),
                 };
-                match watch.next_sse().await? {
-                    Some(e) if e.event == watch::RESET => Ok(watch),
-                    Some(e) => bail!("watch opened with {:?} instead of reset", e.event),
-                    None => bail!("watch closed before its reset"),
+                match sse.next().await? {
+                    Some(e) if e.event == watch::RESET => Ok(Watch::Sse(sse)),
+                    Some(e) => Err(TargetError::NoReset { event: e.event }),
+                    None => Err(TargetError::ClosedBeforeReset),
                 }
             }
             Conn::Etcd { mut client } => {
@@ -413,14 +633,14 @@ impl Conn {
                 let mut stream = client
                     .watch(prefix, Some(WatchOptions::new().with_prefix()))
                     .await
-                    .context("watch")?;
-                match stream.message().await.context("watch")? {
+                    .map_err(etcd_watch)?;
+                match stream.message().await.map_err(etcd_watch)? {
                     Some(r) if r.created() => Ok(Watch::Etcd {
                         stream: Box::new(stream),
                         _client: client,
                     }),
-                    Some(_) => bail!("etcd watch answered before it was created"),
-                    None => bail!("etcd closed the watch stream"),
+                    Some(_) => Err(TargetError::EtcdWatchNotCreated),
+                    None => Err(TargetError::EtcdWatchClosed),
                 }
             }
         }
@@ -440,7 +660,7 @@ pub struct RawHttp {
 
 impl RawHttp {
     /// Connects to the host and port of `base` (`http://host:port`).
-    pub async fn connect(base: &str) -> anyhow::Result<RawHttp> {
+    pub async fn connect(base: &str) -> Result<RawHttp, RawHttpError> {
         let host = base
             .strip_prefix("http://")
             .unwrap_or(base)
@@ -451,9 +671,17 @@ impl RawHttp {
             tokio::net::TcpStream::connect(&host),
         )
         .await
-        .with_context(|| format!("connecting to {host}: timed out"))?
-        .with_context(|| format!("connecting to {host}"))?;
-        stream.set_nodelay(true)?;
+        .map_err(|_| RawHttpError::ConnectTimeout { host: host.clone() })?
+        .map_err(|source| RawHttpError::Connect {
+            host: host.clone(),
+            source,
+        })?;
+        stream
+            .set_nodelay(true)
+            .map_err(|source| RawHttpError::Io {
+                host: host.clone(),
+                source,
+            })?;
         Ok(RawHttp {
             stream,
             host,
@@ -467,7 +695,7 @@ impl RawHttp {
         method: &str,
         path: &str,
         body: &[u8],
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
+    ) -> Result<(u16, Vec<u8>), RawHttpError> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
@@ -476,7 +704,11 @@ impl RawHttp {
         )
         .into_bytes();
         req.extend_from_slice(body);
-        self.stream.write_all(&req).await?;
+        let io = |source| RawHttpError::Io {
+            host: self.host.clone(),
+            source,
+        };
+        self.stream.write_all(&req).await.map_err(io)?;
         loop {
             if let Some(answer) = parse_response(&self.buf)? {
                 let (status, body, used) = answer;
@@ -484,9 +716,9 @@ impl RawHttp {
                 return Ok((status, body));
             }
             let mut chunk = [0u8; 8192];
-            let n = self.stream.read(&mut chunk).await?;
+            let n = self.stream.read(&mut chunk).await.map_err(io)?;
             if n == 0 {
-                bail!("connection closed by the server");
+                return Err(RawHttpError::Closed);
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
@@ -495,17 +727,19 @@ impl RawHttp {
 
 /// Parses one complete HTTP/1.1 response at the start of `buf`: status, body and bytes used;
 /// `None` when more bytes are needed.
-pub fn parse_response(buf: &[u8]) -> anyhow::Result<Option<(u16, Vec<u8>, usize)>> {
+pub fn parse_response(buf: &[u8]) -> Result<Option<(u16, Vec<u8>, usize)>, ResponseError> {
     let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Ok(None);
     };
-    let head = std::str::from_utf8(&buf[..head_end]).context("response head is not UTF-8")?;
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(ResponseError::HeadNotUtf8)?;
     let mut lines = head.split("\r\n");
     let status: u16 = lines
         .next()
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("bad status line in {head:?}"))?;
+        .ok_or_else(|| ResponseError::StatusLine {
+            head: head.to_string(),
+        })?;
     let mut length = None;
     let mut chunked = false;
     for line in lines {
@@ -514,7 +748,11 @@ pub fn parse_response(buf: &[u8]) -> anyhow::Result<Option<(u16, Vec<u8>, usize)
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            length = Some(value.parse::<usize>().context("bad Content-Length")?);
+            length = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(ResponseError::ContentLength)?,
+            );
         } else if name.eq_ignore_ascii_case("transfer-encoding")
             && value.eq_ignore_ascii_case("chunked")
         {
@@ -529,9 +767,15 @@ pub fn parse_response(buf: &[u8]) -> anyhow::Result<Option<(u16, Vec<u8>, usize)
             let Some(eol) = buf[at..].windows(2).position(|w| w == b"\r\n") else {
                 return Ok(None);
             };
-            let size_text = std::str::from_utf8(&buf[at..at + eol]).context("chunk size")?;
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                .context("bad chunk size")?;
+            let line = &buf[at..at + eol];
+            let size = std::str::from_utf8(line)
+                .ok()
+                .and_then(|text| {
+                    usize::from_str_radix(text.split(';').next().unwrap_or("").trim(), 16).ok()
+                })
+                .ok_or_else(|| ResponseError::ChunkSize {
+                    line: String::from_utf8_lossy(line).into_owned(),
+                })?;
             let data = at + eol + 2;
             if buf.len() < data + size + 2 {
                 return Ok(None);
@@ -556,15 +800,11 @@ pub fn parse_response(buf: &[u8]) -> anyhow::Result<Option<(u16, Vec<u8>, usize)
 
 /// An established watch on one service.
 pub enum Watch {
-    Sse {
-        /// The SSE body as it arrives.
-        body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-        /// Splits the body into events.
-        parser: sse::Parser,
-        /// Events parsed but not yet handed out.
-        pending: VecDeque<sse::Event>,
-    },
+    /// A Signpost watch: an SSE stream.
+    Sse(SseWatch),
+    /// An etcd watch on the service's prefix.
     Etcd {
+        /// The watch's answers (boxed: it is large).
         stream: Box<etcd_client::WatchStream>,
         /// Keeps the connection's handle alive as long as the stream.
         _client: Box<etcd_client::Client>,
@@ -574,25 +814,33 @@ pub enum Watch {
 impl Watch {
     /// Waits until the instance `id` appears (Signpost: an `add` event naming it; etcd: a put
     /// of its key) and answers when that was seen.
-    pub async fn until_added(&mut self, service: &str, id: &str) -> anyhow::Result<Instant> {
+    pub async fn until_added(&mut self, service: &str, id: &str) -> Result<Instant, TargetError> {
         match self {
-            Watch::Sse { .. } => {
+            Watch::Sse(sse) => {
                 let needle = format!("\"id\":\"{id}\"");
                 loop {
-                    match self.next_sse().await? {
+                    match sse.next().await? {
                         Some(e) if e.event == watch::ADD && e.data.contains(&needle) => {
                             return Ok(Instant::now())
                         }
                         Some(_) => continue,
-                        None => bail!("watch closed before {id} appeared"),
+                        None => {
+                            return Err(TargetError::ClosedBeforeAdded {
+                                who: "the server",
+                                id: id.to_string(),
+                            })
+                        }
                     }
                 }
             }
             Watch::Etcd { stream, .. } => {
                 let key = etcd_key(service, id);
                 loop {
-                    let Some(resp) = stream.message().await.context("watch")? else {
-                        bail!("etcd closed the watch before {id} appeared");
+                    let Some(resp) = stream.message().await.map_err(etcd_watch)? else {
+                        return Err(TargetError::ClosedBeforeAdded {
+                            who: "etcd",
+                            id: id.to_string(),
+                        });
                     };
                     let seen = resp.events().iter().any(|e| {
                         e.event_type() == EventType::Put
@@ -605,29 +853,88 @@ impl Watch {
             }
         }
     }
+}
 
+/// A Signpost watch's SSE body, read event by event.
+pub struct SseWatch {
+    /// The SSE body as it arrives.
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    /// Splits the body into events.
+    parser: sse::Parser,
+    /// Events parsed but not yet handed out.
+    pending: VecDeque<sse::Event>,
+}
+
+impl SseWatch {
     /// The next complete SSE event (comments and keep-alives skipped), `None` at the end.
-    async fn next_sse(&mut self) -> anyhow::Result<Option<sse::Event>> {
-        let Watch::Sse {
-            body,
-            parser,
-            pending,
-        } = self
-        else {
-            bail!("not an SSE stream");
-        };
+    async fn next(&mut self) -> Result<Option<sse::Event>, TargetError> {
         loop {
-            if let Some(event) = pending.pop_front() {
+            if let Some(event) = self.pending.pop_front() {
                 return Ok(Some(event));
             }
-            match body.next().await {
+            match self.body.next().await {
                 Some(chunk) => {
-                    pending.extend(parser.push(&chunk.context("reading the watch")?)?);
+                    let chunk = chunk.map_err(TargetError::ReadWatch)?;
+                    let events = self.parser.push(&chunk).map_err(TargetError::Sse)?;
+                    self.pending.extend(events);
                 }
                 None => return Ok(None),
             }
         }
     }
+}
+
+/// Sends one request over `raw` (connecting it first when there is none) and reads its answer;
+/// a failed or timed-out request drops the connection, so the next one starts afresh.
+async fn raw_request(
+    base: &str,
+    raw: &mut Option<Box<RawHttp>>,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), TargetError> {
+    let failed = |source| TargetError::Raw {
+        request: format!("PUT {path}"),
+        source,
+    };
+    let conn = match raw {
+        Some(conn) => conn,
+        None => raw.insert(Box::new(RawHttp::connect(base).await.map_err(failed)?)),
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, conn.request("PUT", path, body)).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => {
+            *raw = None;
+            Err(failed(e))
+        }
+        Err(_) => {
+            *raw = None;
+            Err(TargetError::NoAnswer {
+                request: format!("PUT {path}"),
+                timeout: REQUEST_TIMEOUT,
+            })
+        }
+    }
+}
+
+/// An etcd watch call that failed.
+fn etcd_watch(source: etcd_client::Error) -> TargetError {
+    TargetError::Etcd {
+        call: "watch",
+        source,
+    }
+}
+
+/// An error and all its sources on one line, `outer: inner: …` (`reqwest`'s own message omits
+/// the cause): how a failed operation is written into a report's error samples.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Length of the `instances` array of a list answer.
@@ -665,7 +972,122 @@ mod tests {
             b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
         let (status, body, used) = parse_response(c).unwrap().unwrap();
         assert_eq!((status, body.as_slice(), used), (404, &b"abc"[..], c.len()));
-        assert!(parse_response(b"nonsense\r\n\r\n").is_err());
+        assert!(matches!(
+            parse_response(b"nonsense\r\n\r\n"),
+            Err(ResponseError::StatusLine { head }) if head == "nonsense"
+        ));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"),
+            Err(ResponseError::ContentLength(_))
+        ));
+        let bad_chunk = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        let err = parse_response(bad_chunk).unwrap_err();
+        assert_eq!(err.to_string(), "bad chunk size \"zz\"");
+    }
+
+    #[test]
+    fn error_chains_read_as_one_line() {
+        let err = TargetError::Raw {
+            request: "PUT /api/v1/heartbeats".to_string(),
+            source: RawHttpError::Connect {
+                host: "127.0.0.1:1".to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            },
+        };
+        assert_eq!(
+            error_chain(&err),
+            "PUT /api/v1/heartbeats: connecting to 127.0.0.1:1: connection refused"
+        );
+    }
+
+    /// A port nothing listens on (it was free a moment ago).
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    /// A server that answers every request on its one connection with `answer`.
+    async fn answering(answer: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 || stream.write_all(answer).await.is_err() {
+                    break;
+                }
+            }
+        });
+        base
+    }
+
+    #[tokio::test]
+    async fn signpost_failures_name_the_request_and_keep_the_cause() {
+        let base = format!("http://127.0.0.1:{}", closed_port());
+        let target = Target::Signpost {
+            base: base.clone().into(),
+        };
+        let mut conn = target.connect().await.unwrap();
+        let err = conn.discover("users", true).await.unwrap_err();
+        assert!(matches!(&err, TargetError::Http { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("GET {base}/api/v1/services/users/instances")
+        );
+        assert!(std::error::Error::source(&err).is_some());
+
+        let err = conn.heartbeat("users", "u-1").await.unwrap_err();
+        let TargetError::Raw { request, source } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(
+            request,
+            "PUT /api/v1/services/users/instances/u-1/heartbeat"
+        );
+        assert!(matches!(source, RawHttpError::Connect { .. }), "{source:?}");
+        assert!(
+            error_chain(&err).contains(": connecting to 127.0.0.1:"),
+            "{}",
+            error_chain(&err)
+        );
+        assert!(matches!(
+            target.census().await,
+            Err(TargetError::Http { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn unexpected_heartbeat_answers_are_typed() {
+        let base =
+            answering(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy").await;
+        let mut conn = Target::Signpost { base: base.into() }
+            .connect()
+            .await
+            .unwrap();
+        let err = conn.heartbeat("users", "u-1").await.unwrap_err();
+        assert!(
+            matches!(&err, TargetError::Status { status: 503, body, .. } if body == "busy"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "PUT /api/v1/services/users/instances/u-1/heartbeat: HTTP 503: busy"
+        );
+
+        let base = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nnope!").await;
+        let mut conn = Target::Signpost { base: base.into() }
+            .connect()
+            .await
+            .unwrap();
+        let keys = [("users".to_string(), "u-1".to_string())];
+        let err = conn.heartbeats(&keys).await.unwrap_err();
+        assert!(
+            matches!(&err, TargetError::Json { body, .. } if body == "nope!"),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with("PUT /api/v1/heartbeats: nope!"));
     }
 
     #[test]

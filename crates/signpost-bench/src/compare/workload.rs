@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use indicatif::ProgressBar;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::target::{Census, Conn, Renewal, System, Target, Watch};
+use super::error::CompareError;
+use super::target::{error_chain, Census, Conn, Renewal, System, Target, TargetError, Watch};
 use crate::payload;
 use crate::stats::{cpu_time, process_cpu_time, Latencies, LatencySummary};
 
@@ -61,14 +61,14 @@ impl Phase {
     }
 
     /// Fails with the error samples when anything failed.
-    pub fn ensure_clean(&self, what: &str) -> anyhow::Result<()> {
+    pub fn ensure_clean(&self, what: &str) -> Result<(), CompareError> {
         if self.errors > 0 {
-            bail!(
-                "{what}: {} of {} operations failed: {}",
-                self.errors,
-                self.errors + self.ok,
-                self.error_samples.join("; ")
-            );
+            return Err(CompareError::PhaseFailed {
+                phase: what.to_string(),
+                failed: self.errors,
+                total: self.errors + self.ok,
+                samples: self.error_samples.clone(),
+            });
         }
         Ok(())
     }
@@ -153,10 +153,13 @@ fn phase_of(tally: Tally, clocks: &Clocks, errors: &ErrorLog) -> Phase {
     }
 }
 
-async fn join_tallies(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> anyhow::Result<Tally> {
+async fn join_tallies(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> Result<Tally, CompareError> {
     let mut total = Tally::default();
     for t in tasks {
-        total.merge(&t.await.context("a client task panicked")?);
+        total.merge(&t.await.map_err(|source| CompareError::Panicked {
+            task: "a client task",
+            source,
+        })?);
     }
     Ok(total)
 }
@@ -189,8 +192,10 @@ pub async fn register(
     pid: Option<u32>,
     fill: &Fill,
     pb: &ProgressBar,
-) -> anyhow::Result<Phase> {
-    anyhow::ensure!(fill.clients >= 1, "clients must be at least 1");
+) -> Result<Phase, CompareError> {
+    if fill.clients < 1 {
+        return Err(CompareError::Setting("clients must be at least 1"));
+    }
     let fill = Arc::new(fill.clone());
     let next = Arc::new(AtomicU64::new(fill.range.start));
     let errors = Arc::new(ErrorLog::default());
@@ -223,7 +228,7 @@ pub async fn register(
                     }
                     Err(e) => {
                         tally.errors += 1;
-                        errors.note(|| format!("{e:#}"));
+                        errors.note(|| error_chain(&e));
                     }
                 }
                 pb.inc(1);
@@ -245,7 +250,7 @@ pub async fn discover(
     duration: Duration,
     instances: u64,
     pb: &ProgressBar,
-) -> anyhow::Result<Phase> {
+) -> Result<Phase, CompareError> {
     let prefix = format!("disc-{instances}");
     let seed = Fill {
         clients: clients.min(16),
@@ -300,7 +305,7 @@ pub async fn discover(
                     }
                     Err(e) => {
                         tally.errors += 1;
-                        errors.note(|| format!("{e:#}"));
+                        errors.note(|| error_chain(&e));
                     }
                 }
             }
@@ -407,8 +412,10 @@ pub async fn heartbeat(
     pid: Option<u32>,
     opts: &HeartbeatOptions,
     pb: &ProgressBar,
-) -> anyhow::Result<HeartbeatResult> {
-    anyhow::ensure!(opts.clients >= 1 && opts.instances >= 1, "nothing to renew");
+) -> Result<HeartbeatResult, CompareError> {
+    if opts.clients < 1 || opts.instances < 1 {
+        return Err(CompareError::Setting("nothing to renew"));
+    }
     let clients = opts
         .clients
         .min(usize::try_from(opts.instances).unwrap_or(usize::MAX));
@@ -441,7 +448,7 @@ pub async fn heartbeat(
             break done;
         }
         if rx.changed().await.is_err() {
-            bail!("heartbeat workers stopped before registering");
+            return Err(CompareError::WorkersStopped);
         }
     };
     let setup = done - started;
@@ -461,13 +468,22 @@ pub async fn heartbeat(
     let clocks = Clocks::start(pid);
     tokio::time::sleep_until(window_end.into()).await;
     let (duration, generator_cpu, server_cpu) = clocks.stop();
-    let after: Census = target.census().await.context("counting instances")?;
+    let after: Census = target
+        .census()
+        .await
+        .map_err(|source| CompareError::During {
+            doing: "counting instances",
+            source,
+        })?;
     ticker.abort();
 
     let mut tally = Tally::default();
     let mut max_lateness = Duration::ZERO;
     for t in tasks {
-        let (worker, lateness) = t.await.context("a heartbeat worker panicked")??;
+        let (worker, lateness) = t.await.map_err(|source| CompareError::Panicked {
+            task: "a heartbeat worker",
+            source,
+        })??;
         tally.merge(&worker);
         max_lateness = max_lateness.max(lateness);
     }
@@ -506,7 +522,7 @@ async fn renew_worker(
     mine: Vec<u64>,
     schedule: Arc<Schedule>,
     pb: ProgressBar,
-) -> anyhow::Result<(Tally, Duration)> {
+) -> Result<(Tally, Duration), CompareError> {
     const PREFIX: &str = "hb";
     let opts = &schedule.opts;
     let period = opts.interval;
@@ -598,7 +614,7 @@ async fn renew_worker(
                             }
                             Err(e) if measured => {
                                 tally.errors += keys.len() as u64;
-                                schedule.errors.note(|| format!("{e:#}"));
+                                schedule.errors.note(|| error_chain(&e));
                             }
                             Err(_) => {}
                         }
@@ -625,7 +641,7 @@ async fn renew_worker(
                                 }
                                 Err(e) => {
                                     tally.errors += 1;
-                                    schedule.errors.note(|| format!("{e:#}"));
+                                    schedule.errors.note(|| error_chain(&e));
                                 }
                             }
                         } else if let Ok(Renewal::Expired) = answer {
@@ -657,7 +673,7 @@ async fn renew_worker(
                             }
                         }
                     }
-                    Err(e) => bail!("registering {i}: {e:#}"),
+                    Err(source) => return Err(CompareError::Registering { i, source }),
                 }
                 queue.push_back((Instant::now() + period, j));
                 schedule.registered_total.fetch_add(1, Ordering::Relaxed);
@@ -696,11 +712,15 @@ impl EtcdRenewer {
         client: &mut etcd_client::Client,
         first: i64,
         schedule: Arc<Schedule>,
-    ) -> anyhow::Result<EtcdRenewer> {
-        let (keeper, mut stream) = client
-            .lease_keep_alive(first)
-            .await
-            .context("opening a lease keep-alive stream")?;
+    ) -> Result<EtcdRenewer, CompareError> {
+        let (keeper, mut stream) =
+            client
+                .lease_keep_alive(first)
+                .await
+                .map_err(|source| CompareError::KeepAlive {
+                    doing: "opening a lease keep-alive stream",
+                    source,
+                })?;
         let (tx, mut rx) = mpsc::unbounded_channel::<(i64, Instant, bool)>();
         let reader = tokio::spawn(async move {
             let mut tally = Tally::default();
@@ -739,18 +759,21 @@ impl EtcdRenewer {
         })
     }
 
-    async fn renew(&mut self, lease: i64, measured: bool) -> anyhow::Result<()> {
+    async fn renew(&mut self, lease: i64, measured: bool) -> Result<(), CompareError> {
         // Recorded before sending, so the reader always finds the request of an answer.
         let _ = self.inflight.send((lease, Instant::now(), measured));
         self.keeper.id = lease;
         self.keeper
             .keep_alive()
             .await
-            .context("sending a lease keep-alive")
+            .map_err(|source| CompareError::KeepAlive {
+                doing: "sending a lease keep-alive",
+                source,
+            })
     }
 
     /// Waits (at most 30 s) for the answers still in flight, then closes the stream.
-    async fn finish(self) -> anyhow::Result<Tally> {
+    async fn finish(self) -> Result<Tally, CompareError> {
         let EtcdRenewer {
             keeper,
             inflight,
@@ -759,12 +782,15 @@ impl EtcdRenewer {
         drop(inflight);
         drop(keeper);
         let abort = reader.abort_handle();
-        let tally = tokio::time::timeout(Duration::from_secs(30), reader).await;
-        match tally {
-            Ok(t) => Ok(t.context("keep-alive reader panicked")?),
+        const PATIENCE: Duration = Duration::from_secs(30);
+        match tokio::time::timeout(PATIENCE, reader).await {
+            Ok(t) => t.map_err(|source| CompareError::Panicked {
+                task: "keep-alive reader",
+                source,
+            }),
             Err(_) => {
                 abort.abort();
-                bail!("keep-alive answers did not arrive within 30 s")
+                Err(CompareError::KeepAliveStalled(PATIENCE))
             }
         }
     }
@@ -800,7 +826,7 @@ pub async fn watch(
     watchers: usize,
     wait: Duration,
     pb: &ProgressBar,
-) -> anyhow::Result<WatchResult> {
+) -> Result<WatchResult, CompareError> {
     const PREFIX: &str = "fan";
     let service = payload::service_name(PREFIX, 0);
     let id = payload::instance_id(PREFIX, 0);
@@ -824,8 +850,9 @@ pub async fn watch(
             pb.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let opened: anyhow::Result<Watch> = async {
-                let _permit = opening.acquire().await?;
+            let opened: Result<Watch, TargetError> = async {
+                // The semaphore is never closed, so a permit always comes.
+                let _permit = opening.acquire().await.ok();
                 let conn = target.connect().await?;
                 conn.watch(&service).await
             }
@@ -834,7 +861,7 @@ pub async fn watch(
                 Ok(w) => w,
                 Err(e) => {
                     failed.fetch_add(1, Ordering::Relaxed);
-                    errors.note(|| format!("opening a watch: {e:#}"));
+                    errors.note(|| format!("opening a watch: {}", error_chain(&e)));
                     return None;
                 }
             };
@@ -843,20 +870,22 @@ pub async fn watch(
             match watch.until_added(&service, &id).await {
                 Ok(at) => Some(at),
                 Err(e) => {
-                    errors.note(|| format!("{e:#}"));
+                    errors.note(|| error_chain(&e));
                     None
                 }
             }
         }));
     }
-    let deadline = Instant::now() + Duration::from_secs(300);
+    const OPEN_TIMEOUT: Duration = Duration::from_secs(300);
+    let deadline = Instant::now() + OPEN_TIMEOUT;
     while ready.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < watchers {
         if Instant::now() > deadline {
-            bail!(
-                "only {} of {watchers} watches opened in 300 s: {}",
-                ready.load(Ordering::Relaxed),
-                errors.take().join("; ")
-            );
+            return Err(CompareError::WatchesSlow {
+                ready: ready.load(Ordering::Relaxed),
+                watchers,
+                timeout: OPEN_TIMEOUT,
+                samples: errors.take(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -864,11 +893,11 @@ pub async fn watch(
         for t in &tasks {
             t.abort();
         }
-        bail!(
-            "{} of {watchers} watches failed to open: {}",
-            failed.load(Ordering::Relaxed),
-            errors.take().join("; ")
-        );
+        return Err(CompareError::WatchesFailed {
+            failed: failed.load(Ordering::Relaxed),
+            watchers,
+            samples: errors.take(),
+        });
     }
     let (setup, setup_gen, _) = setup_clock.stop();
     // Let the server finish whatever opening the watches left to do.
@@ -880,7 +909,10 @@ pub async fn watch(
     writer
         .register(&service, PREFIX, 0, Some(Duration::from_secs(600)), false)
         .await
-        .context("registering the watched instance")?;
+        .map_err(|source| CompareError::During {
+            doing: "registering the watched instance",
+            source,
+        })?;
     let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
     let mut latencies = Latencies::default();
     let (mut seen, mut missing) = (0u64, 0u64);
@@ -915,4 +947,75 @@ pub async fn watch(
         server_percent: server_cpu.map(|c| crate::stats::cpu_percent(c, span)),
         error_samples: errors.take(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unclean_phase_fails_with_its_samples() {
+        let clean = Phase {
+            ok: 3,
+            ..Phase::default()
+        };
+        assert!(clean.ensure_clean("seeding").is_ok());
+        let failed = Phase {
+            ok: 3,
+            errors: 2,
+            error_samples: vec!["a".to_string(), "b".to_string()],
+            ..Phase::default()
+        };
+        let err = failed.ensure_clean("seeding").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CompareError::PhaseFailed {
+                    failed: 2,
+                    total: 5,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "seeding: 2 of 5 operations failed: a; b");
+    }
+
+    /// Registration failures are counted and described (request and cause), not raised.
+    #[tokio::test]
+    async fn failed_registrations_are_counted_with_their_causes() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let target = Target::Signpost {
+            base: format!("http://127.0.0.1:{port}").into(),
+        };
+        let fill = Fill {
+            clients: 1,
+            range: 0..2,
+            services: 1,
+            prefix: "t".to_string(),
+            ttl: None,
+        };
+        let phase = register(&target, None, &fill, &ProgressBar::hidden())
+            .await
+            .unwrap();
+        assert_eq!((phase.ok, phase.errors), (0, 2));
+        let url = format!("POST http://127.0.0.1:{port}/api/v1/services/t-0/instances: ");
+        assert!(
+            phase.error_samples[0].starts_with(&url),
+            "{:?}",
+            phase.error_samples
+        );
+        let err = register(
+            &target,
+            None,
+            &Fill { clients: 0, ..fill },
+            &ProgressBar::hidden(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.to_string(), "clients must be at least 1");
+    }
 }
