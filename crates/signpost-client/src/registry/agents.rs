@@ -4,6 +4,9 @@
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue};
 
 use super::{Cause, ConfigError, RegistryError};
 
@@ -91,6 +94,44 @@ impl Agents {
             agent: agent.to_string(),
             cause,
         })
+    }
+}
+
+/// The header an ACL token travels in, on Consul and on Signpost alike.
+pub(crate) const TOKEN_HEADER: &str = "x-consul-token";
+
+/// What every HTTP registry client is built from: the token sent with every request and how
+/// long a connection may take.
+pub(crate) struct ClientSettings<'a> {
+    /// The registry's system, for messages ("Signpost", "Consul").
+    pub(crate) system: &'static str,
+    /// The ACL token, sent as `X-Consul-Token` with every request (short calls, blocking
+    /// queries and watch streams alike).
+    pub(crate) token: Option<&'a str>,
+    /// How long establishing a connection may take.
+    pub(crate) connect_timeout: Duration,
+}
+
+impl ClientSettings<'_> {
+    /// A reqwest builder with the token as a default header (validated, and marked sensitive so
+    /// it never shows in logs), no proxy, the SDK's user agent and the connect timeout. Fails
+    /// if the token cannot be sent in a header.
+    pub(crate) fn builder(&self) -> Result<reqwest::ClientBuilder, RegistryError> {
+        let mut headers = HeaderMap::new();
+        if let Some(token) = self.token {
+            let mut value = HeaderValue::from_str(token).map_err(|_| {
+                RegistryError::Config(ConfigError::BadToken {
+                    system: self.system,
+                })
+            })?;
+            value.set_sensitive(true);
+            headers.insert(TOKEN_HEADER, value);
+        }
+        Ok(reqwest::Client::builder()
+            .no_proxy()
+            .user_agent(concat!("signpost-client/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .connect_timeout(self.connect_timeout))
     }
 }
 

@@ -57,20 +57,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
-use reqwest::header::HeaderValue;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::agents::{encode, Agents, Tried};
+use super::agents::{encode, Agents, ClientSettings, Tried};
 use super::error::error_body;
 use super::{AnswerError, Cause, ConfigError};
 use super::{RegistrationSpec, Registry, RegistryError, ServiceSet};
 use crate::instance::{Instance, Update};
 use signpost_api::ErrorBody;
 
-/// Consul's token header.
-const TOKEN_HEADER: &str = "x-consul-token";
 /// Consul's index header.
 const INDEX_HEADER: &str = "x-consul-index";
 /// An answer without a usable `X-Consul-Index`.
@@ -171,10 +168,8 @@ struct Inner {
     /// The agents, and the one that answered last.
     agents: Agents,
     /// The HTTP client (connect timeout only; every request sets its own total timeout, since a
-    /// blocking query legitimately takes minutes).
+    /// blocking query legitimately takes minutes), sending the token with every request.
     http: reqwest::Client,
-    /// `X-Consul-Token`, validated and marked sensitive once.
-    token: Option<HeaderValue>,
     /// The tunables this registry was built with.
     options: ConsulOptions,
 }
@@ -223,26 +218,18 @@ impl ConsulRegistry {
         S: Into<String>,
     {
         let agents = Agents::new(addrs, "Consul")?;
-        let token = match options.token.as_deref() {
-            Some(t) => {
-                let mut value = HeaderValue::from_str(t).map_err(|_| {
-                    RegistryError::Config(ConfigError::BadToken { system: "Consul" })
-                })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            None => None,
-        };
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(options.connect_timeout)
-            .build()
-            .map_err(|e| RegistryError::Config(ConfigError::HttpClient(e)))?;
+        let http = ClientSettings {
+            system: "Consul",
+            token: options.token.as_deref(),
+            connect_timeout: options.connect_timeout,
+        }
+        .builder()?
+        .build()
+        .map_err(|e| RegistryError::Config(ConfigError::HttpClient(e)))?;
         Ok(ConsulRegistry {
             inner: Arc::new(Inner {
                 agents,
                 http,
-                token,
                 options,
             }),
         })
@@ -549,13 +536,19 @@ impl Reply {
             && !self.is_not_found()
     }
 
-    /// Maps a non-2xx answer to a [`RegistryError`] about `what`.
+    /// Maps a non-2xx answer to a [`RegistryError`] about `what`: 403 (Consul's `Permission
+    /// denied`, `ACL not found`) is [`RegistryError::Forbidden`].
     fn check(self, what: &str) -> Result<Reply, RegistryError> {
         if self.status.is_success() {
             return Ok(self);
         }
         let body = self.error_body();
-        Err(if self.is_not_found() {
+        Err(if self.status == StatusCode::FORBIDDEN {
+            RegistryError::Forbidden {
+                what: what.to_string(),
+                body,
+            }
+        } else if self.is_not_found() {
             RegistryError::NotFound {
                 what: what.to_string(),
                 body,
@@ -582,11 +575,7 @@ impl Inner {
         let build = &build;
         self.agents
             .call(|base| async move {
-                let mut request = build(&self.http, base);
-                if let Some(token) = &self.token {
-                    request = request.header(TOKEN_HEADER, token.clone());
-                }
-                let resp = match request.send().await {
+                let resp = match build(&self.http, base).send().await {
                     Ok(resp) => resp,
                     Err(e) => return Tried::Next(Cause::transport(&e)),
                 };
@@ -1036,7 +1025,7 @@ mod tests {
         assert!(reply(429, "slow down").is_retryable());
         assert!(matches!(
             reply(403, "Permission denied").check("x"),
-            Err(RegistryError::Rejected { status: Some(StatusCode::FORBIDDEN), body, .. })
+            Err(RegistryError::Forbidden { body, .. })
                 if body.error == "Permission denied"
         ));
         // Signpost's Consul face answers errors as JSON.

@@ -1,6 +1,7 @@
 //! [`RegistryError`]: why a registry call failed, structured so callers match on the cause
 //! (re-register on [`RegistryError::NotFound`], retry on [`RegistryError::Unavailable`], show
-//! [`RegistryError::Rejected`]'s message) and never on text.
+//! [`RegistryError::Rejected`]'s message, stop on [`RegistryError::Forbidden`]) and never on
+//! text.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -30,7 +31,18 @@ pub enum RegistryError {
         /// The registry's explanation.
         body: ErrorBody,
     },
-    /// The registry refused the request (a 4xx other than 404, or a condition such as a failed
+    /// The registry refused the request for lack of rights (403): the token is missing, unknown,
+    /// expired, or its policies do not allow the call. Every agent would say the same, so it is
+    /// never retried as an outage; the message is the agent's (`permission denied: token lacks
+    /// service:write on "api"`, `ACL not found`).
+    #[error("permission denied for {what}{}", body_suffix(.body))]
+    Forbidden {
+        /// The request refused (`register users/u-1`, `list services`).
+        what: String,
+        /// The registry's error message.
+        body: ErrorBody,
+    },
+    /// The registry refused the request (a 4xx other than 403 and 404, or a condition such as a failed
     /// `cas`); another server would refuse it too.
     #[error("registry rejected {what}{}{}", status_suffix(.status), body_suffix(.body))]
     Rejected {
@@ -226,6 +238,11 @@ impl RegistryError {
     /// Whether the registry is (for now) out of reach, so the call may succeed later.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, RegistryError::Unavailable { .. })
+    }
+
+    /// Whether the registry refused the call for lack of rights (the token).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, RegistryError::Forbidden { .. })
     }
 
     /// Whether the thing asked for is not there.

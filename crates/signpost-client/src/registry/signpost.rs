@@ -25,7 +25,7 @@ use signpost_api::sse;
 use signpost_api::watch::WatchEvent;
 use signpost_api::{Check, InstanceList, Registration, ServiceSummary, Status, INDEX_HEADER};
 
-use super::agents::{encode, Agents, Tried};
+use super::agents::{encode, Agents, ClientSettings, Tried};
 use super::consul::BlockingIndex;
 use super::error::error_body;
 use super::{
@@ -37,9 +37,24 @@ mod admin;
 
 pub use admin::{KvWrite, Registered};
 
-/// Tunables of a [`SignpostRegistry`]. `Default` gives production values.
-#[derive(Debug, Clone)]
+/// Tunables of a [`SignpostRegistry`]. `Default` gives production values and no token.
+///
+/// ```
+/// use signpost_client::registry::signpost::{SignpostOptions, SignpostRegistry};
+///
+/// let options = SignpostOptions { token: Some("b1gs33cr3t".into()), ..Default::default() };
+/// let registry = SignpostRegistry::with_options(["127.0.0.1:8500"], options).unwrap();
+/// // The token never shows up in logs.
+/// assert!(!format!("{registry:?} {:?}", registry.options()).contains("b1gs33cr3t"));
+///
+/// let bad = SignpostOptions { token: Some("line\nbreak".into()), ..Default::default() };
+/// assert!(SignpostRegistry::with_options(["127.0.0.1:8500"], bad).is_err());
+/// ```
+#[derive(Clone)]
 pub struct SignpostOptions {
+    /// ACL token sent as `X-Consul-Token` with every request, watch streams and blocking
+    /// queries included; `None` sends none (the agent's anonymous token applies).
+    pub token: Option<String>,
     /// How long establishing a TCP connection to one agent may take before the next is tried.
     pub connect_timeout: Duration,
     /// Total time a short request (register, heartbeat, list, ...) may take on one agent.
@@ -58,12 +73,26 @@ pub struct SignpostOptions {
 impl Default for SignpostOptions {
     fn default() -> Self {
         SignpostOptions {
+            token: None,
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             blocking_wait: Duration::from_secs(300),
             watch_idle_timeout: Duration::from_secs(45),
             membership_timeout: Duration::from_secs(120),
         }
+    }
+}
+
+impl std::fmt::Debug for SignpostOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignpostOptions")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("blocking_wait", &self.blocking_wait)
+            .field("watch_idle_timeout", &self.watch_idle_timeout)
+            .field("membership_timeout", &self.membership_timeout)
+            .finish()
     }
 }
 
@@ -125,7 +154,8 @@ impl SignpostRegistry {
         Self::with_options(addrs, SignpostOptions::default())
     }
 
-    /// Like [`SignpostRegistry::new`], with explicit tunables.
+    /// Like [`SignpostRegistry::new`], with explicit tunables and token. Fails if `addrs` is
+    /// empty or the token cannot be sent in a header.
     ///
     /// ```
     /// use std::time::Duration;
@@ -139,11 +169,13 @@ impl SignpostRegistry {
         S: Into<String>,
     {
         let agents = Agents::new(addrs, "Signpost")?;
+        let settings = ClientSettings {
+            system: "Signpost",
+            token: options.token.as_deref(),
+            connect_timeout: options.connect_timeout,
+        };
         let build = |long: bool| {
-            let b = reqwest::Client::builder()
-                .no_proxy()
-                .user_agent(concat!("signpost-client/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(options.connect_timeout);
+            let b = settings.builder()?;
             let b = if long {
                 b.read_timeout(options.watch_idle_timeout)
             } else {
@@ -170,6 +202,11 @@ impl SignpostRegistry {
     /// The base URL of the agent calls go to first (the one that answered last).
     pub fn current_addr(&self) -> &str {
         self.inner.agents.current()
+    }
+
+    /// The options this registry was built with.
+    pub fn options(&self) -> &SignpostOptions {
+        &self.inner.options
     }
 }
 
@@ -365,8 +402,9 @@ fn index_of(resp: &reqwest::Response) -> Option<u64> {
         .ok()
 }
 
-/// Maps a non-2xx answer to a [`RegistryError`] about `what`: 404 is
-/// [`RegistryError::NotFound`], a 5xx (that reached here: no other agent to try)
+/// Maps a non-2xx answer to a [`RegistryError`] about `what`: 403 is
+/// [`RegistryError::Forbidden`], 404 [`RegistryError::NotFound`], a 5xx (that reached here: no
+/// other agent to try)
 /// [`RegistryError::Unavailable`], anything else [`RegistryError::Rejected`].
 async fn check(
     resp: reqwest::Response,
@@ -379,6 +417,7 @@ async fn check(
     let agent = origin(resp.url());
     let body = error_body(&resp.bytes().await.unwrap_or_default());
     Err(match status {
+        StatusCode::FORBIDDEN => RegistryError::Forbidden { what: what(), body },
         StatusCode::NOT_FOUND => RegistryError::NotFound { what: what(), body },
         s if s.is_server_error() => RegistryError::Unavailable {
             agent,

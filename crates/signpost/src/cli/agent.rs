@@ -56,6 +56,8 @@ impl Agent {
                 Cause::Status { status, body } => answered(*status, body),
                 Cause::Closed => format!("the agent at {} closed the stream", self.display),
             },
+            // The agent refused the token (missing, unknown, expired, or without the right).
+            RegistryError::Forbidden { body, .. } => answered(StatusCode::FORBIDDEN, body),
             // The Signpost agent says "not found" with a 404.
             RegistryError::NotFound { body, .. } => answered(StatusCode::NOT_FOUND, body),
             RegistryError::Rejected {
@@ -158,6 +160,17 @@ mod tests {
         assert_eq!(
             agent.describe(&missing),
             "the agent answered 404 Not Found: no such instance"
+        );
+        let forbidden = RegistryError::Forbidden {
+            what: "register".into(),
+            body: body(
+                "permission denied: token lacks service:write on \"api\"",
+                None,
+            ),
+        };
+        assert_eq!(
+            agent.describe(&forbidden),
+            "the agent answered 403 Forbidden: permission denied: token lacks service:write on \"api\""
         );
         let bad_gateway = RegistryError::Unavailable {
             agent: "http://127.0.0.1:1".into(),
