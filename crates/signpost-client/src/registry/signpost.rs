@@ -11,7 +11,8 @@
 //! Besides the [`Registry`] trait, [`SignpostRegistry`] has the rest of the native API as
 //! methods (in `signpost/admin.rs`): the services summary, listings with a status filter,
 //! service definitions, KV and cluster membership; and [`SignpostRegistry::watch_events`], the
-//! watch's raw events. The `signpost` CLI is built on them.
+//! watch's raw events; and Consul's ACL endpoints (in `signpost/acl.rs`). The `signpost` CLI
+//! is built on them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -33,8 +34,10 @@ use super::{
 };
 use crate::instance::{Instance, Update};
 
+mod acl;
 mod admin;
 
+pub use acl::{AclPolicy, AclToken, NewPolicy, NewToken, PolicyLink};
 pub use admin::{KvWrite, Registered};
 
 /// Tunables of a [`SignpostRegistry`]. `Default` gives production values and no token.

@@ -23,10 +23,11 @@ pub(super) struct Agent {
 }
 
 impl Agent {
-    /// Checks `--addr` and builds the client.
-    pub(super) fn connect(addr: &str) -> anyhow::Result<Self> {
+    /// Checks `--addr` and builds the client, which sends `token` with every request.
+    pub(super) fn connect(addr: &str, token: Option<String>) -> anyhow::Result<Self> {
         let (base, display) = parse_base_url(addr)?;
         let options = SignpostOptions {
+            token,
             connect_timeout: CONNECT_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
             ..SignpostOptions::default()
@@ -122,10 +123,10 @@ mod tests {
 
     #[test]
     fn agent_addresses() {
-        let agent = Agent::connect("127.0.0.1:8500").unwrap();
+        let agent = Agent::connect("127.0.0.1:8500", None).unwrap();
         assert_eq!(agent.display, "http://127.0.0.1:8500");
         assert_eq!(agent.registry.addrs(), ["http://127.0.0.1:8500"]);
-        let agent = Agent::connect("http://agent:1/prefix/?x#y").unwrap();
+        let agent = Agent::connect("http://agent:1/prefix/?x#y", None).unwrap();
         assert_eq!(agent.registry.addrs(), ["http://agent:1/prefix"]);
         let (_, display) = parse_base_url("http://agent:1/prefix/").unwrap();
         assert_eq!(display, "http://agent:1/prefix");
@@ -143,7 +144,7 @@ mod tests {
 
     #[test]
     fn agent_error_messages() {
-        let agent = Agent::connect("127.0.0.1:1").unwrap();
+        let agent = Agent::connect("127.0.0.1:1", None).unwrap();
         let rejected = RegistryError::Rejected {
             what: "register".into(),
             status: Some(StatusCode::BAD_REQUEST),

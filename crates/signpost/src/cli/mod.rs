@@ -13,7 +13,10 @@
 //! - [`watch`]: `watch`, following a service's event stream with reconnection.
 //! - [`kv`]: `kv get|put|delete|list|watch`.
 //! - [`cluster`]: `members`, `join`, `leave`, `remove`.
+//! - [`acl`]: `acl bootstrap`, `acl policy create|list|delete`, `acl token
+//!   create|list|delete|self`.
 
+mod acl;
 mod agent;
 mod cluster;
 mod kv;
@@ -45,6 +48,25 @@ pub struct ClientOpts {
     /// Print JSON instead of tables (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
+    /// ACL token sent with every request as `X-Consul-Token` (else `CONSUL_HTTP_TOKEN`).
+    #[arg(long, global = true, env = "SIGNPOST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ClientOpts {
+    /// The token to send: `--token` / `SIGNPOST_TOKEN`, else `CONSUL_HTTP_TOKEN` as `env`
+    /// reads it (the process environment; tests pass their own). An empty value is none.
+    pub fn token_from(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+        self.token
+            .clone()
+            .or_else(|| env("CONSUL_HTTP_TOKEN"))
+            .filter(|t| !t.is_empty())
+    }
+}
+
+/// The process environment, as [`ClientOpts`] reads its fallbacks.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// The client subcommands.
@@ -149,6 +171,75 @@ pub enum ClientCommand {
         /// The node's id.
         node_id: u64,
     },
+    /// Manage ACL tokens and policies (Consul's `/v1/acl/*`).
+    #[command(subcommand)]
+    Acl(AclCommand),
+}
+
+/// `signpost acl ...`
+#[derive(clap::Subcommand, Debug)]
+pub enum AclCommand {
+    /// Create the first management token (works once per cluster).
+    Bootstrap,
+    /// Create, list and delete policies.
+    #[command(subcommand)]
+    Policy(AclPolicyCommand),
+    /// Create, list, delete and inspect tokens.
+    #[command(subcommand)]
+    Token(AclTokenCommand),
+}
+
+/// `signpost acl policy ...`
+#[derive(clap::Subcommand, Debug)]
+pub enum AclPolicyCommand {
+    /// Create a policy from rules in Consul's rule language.
+    Create {
+        /// The policy's unique name.
+        #[arg(long, value_parser = non_empty)]
+        name: String,
+        /// The rules (HCL or JSON): inline, `@FILE` to read a file, or `-` for standard input.
+        #[arg(long, value_name = "RULES|@FILE|-")]
+        rules: String,
+        /// What the policy is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the policies.
+    List,
+    /// Delete a policy, by name or id.
+    Delete {
+        /// The policy's name or id.
+        #[arg(value_parser = non_empty)]
+        policy: String,
+    },
+}
+
+/// `signpost acl token ...`
+#[derive(clap::Subcommand, Debug)]
+pub enum AclTokenCommand {
+    /// Create a token carrying policies; prints its secret (shown only this once).
+    Create {
+        /// A policy to link, by name; repeat for several.
+        #[arg(long = "policy-name", value_name = "NAME", required = true, value_parser = non_empty)]
+        policy_names: Vec<String>,
+        /// How long the token lives (`24h`, `30m`); for ever without.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        ttl: Option<String>,
+        /// What the token is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the tokens (accessors, never secrets).
+    List,
+    /// Delete a token by its accessor id.
+    Delete {
+        /// The token's accessor id.
+        #[arg(value_parser = non_empty)]
+        accessor: String,
+    },
+    /// Show the token this command presents (`--token`).
+    #[command(name = "self")]
+    Itself,
 }
 
 /// `signpost kv ...`
@@ -206,7 +297,7 @@ pub async fn run(opts: &ClientOpts, cmd: ClientCommand) -> anyhow::Result<()> {
 }
 
 async fn run_inner(opts: &ClientOpts, cmd: ClientCommand) -> anyhow::Result<()> {
-    let agent = Agent::connect(&opts.addr)?;
+    let agent = Agent::connect(&opts.addr, opts.token_from(&process_env))?;
     let json = opts.json;
     match cmd {
         ClientCommand::Services => services::services(&agent, json).await,
@@ -239,6 +330,7 @@ async fn run_inner(opts: &ClientOpts, cmd: ClientCommand) -> anyhow::Result<()> 
         }
         ClientCommand::Leave => cluster::leave(&agent, json).await,
         ClientCommand::Remove { node_id } => cluster::remove(&agent, node_id, json).await,
+        ClientCommand::Acl(cmd) => acl::acl(&agent, cmd, json).await,
     }
 }
 

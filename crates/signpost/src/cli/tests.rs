@@ -164,6 +164,7 @@ async fn unreachable_agent_is_reported_clearly() {
     let opts = ClientOpts {
         addr: addr.clone(),
         json: false,
+        token: None,
     };
     let err = run(&opts, ClientCommand::Services).await.unwrap_err();
     assert_eq!(
@@ -179,7 +180,11 @@ async fn agent_errors_are_shown_with_status_and_field() {
         r#"{"error":"no such instance","field":"id"}"#,
     )
     .await;
-    let opts = ClientOpts { addr, json: false };
+    let opts = ClientOpts {
+        addr,
+        json: false,
+        token: None,
+    };
     let cmd = ClientCommand::Deregister {
         service: "users".into(),
         id: "u 1".into(),
@@ -227,7 +232,11 @@ async fn register_posts_json() {
 #[tokio::test]
 async fn watch_fails_fast_when_the_agent_refuses_the_stream() {
     let (addr, _server) = one_shot_server("400 Bad Request", r#"{"error":"bad service"}"#).await;
-    let opts = ClientOpts { addr, json: false };
+    let opts = ClientOpts {
+        addr,
+        json: false,
+        token: None,
+    };
     let cmd = ClientCommand::Watch {
         service: "users".into(),
         all: true,
@@ -246,7 +255,11 @@ async fn instances_with_all_ask_for_every_status() {
         r#"{"index":3,"instances":[{"id":"b","service":"a b","address":"::1","port":80,"status":"critical"}]}"#,
     )
     .await;
-    let opts = ClientOpts { addr, json: false };
+    let opts = ClientOpts {
+        addr,
+        json: false,
+        token: None,
+    };
     let cmd = ClientCommand::Instances {
         service: "a b".into(),
         all: true,
@@ -265,11 +278,202 @@ async fn unreadable_answers_are_reported() {
     let opts = ClientOpts {
         addr: addr.clone(),
         json: false,
+        token: None,
     };
     let err = run(&opts, ClientCommand::Services).await.unwrap_err();
     let text = format!("{err:#}");
     assert!(
         text.starts_with(&format!("unexpected response from the agent at {addr}: ")),
         "{text}"
+    );
+}
+
+#[test]
+fn the_token_comes_from_the_flag_then_consuls_variable() {
+    let consul_env = |name: &str| (name == "CONSUL_HTTP_TOKEN").then(|| "from-consul".to_string());
+    let no_env = |_: &str| None;
+    let cli = parse(&["services", "--token", "from-flag"]).unwrap();
+    assert_eq!(
+        cli.opts.token_from(&consul_env).as_deref(),
+        Some("from-flag")
+    );
+    let mut cli = parse(&["services"]).unwrap();
+    cli.opts.token = None; // whatever SIGNPOST_TOKEN this test runs under
+    assert_eq!(
+        cli.opts.token_from(&consul_env).as_deref(),
+        Some("from-consul")
+    );
+    assert_eq!(cli.opts.token_from(&no_env), None);
+    cli.opts.token = Some(String::new());
+    assert_eq!(cli.opts.token_from(&no_env), None, "an empty token is none");
+}
+
+#[tokio::test]
+async fn every_command_sends_the_token() {
+    let (addr, server) = one_shot_server("200 OK", r#"{"index":1,"instances":[]}"#).await;
+    let cli = parse(&["instances", "users", "--addr", &addr, "--token", "t0k3n"]).unwrap();
+    run(&cli.opts, cli.cmd).await.unwrap();
+    let request = server.await.unwrap().to_ascii_lowercase();
+    assert!(
+        request.contains("\r\nx-consul-token: t0k3n\r\n"),
+        "{request}"
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_prints_the_agents_message() {
+    let (addr, server) = one_shot_server(
+        "403 Forbidden",
+        r#"{"error":"permission denied: token lacks service:write on \"users\""}"#,
+    )
+    .await;
+    let cli = parse(&[
+        "deregister",
+        "users",
+        "u1",
+        "--addr",
+        &addr,
+        "--token",
+        "ro",
+    ])
+    .unwrap();
+    let err = run(&cli.opts, cli.cmd).await.unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "the agent answered 403 Forbidden: permission denied: token lacks service:write on \"users\""
+    );
+    server.await.unwrap();
+}
+
+const TOKEN: &str = r#"{"AccessorID":"a-1","SecretID":"s-1","Description":"ci",
+    "Policies":[{"ID":"p-1","Name":"web"}],"CreateIndex":7,"ModifyIndex":7}"#;
+
+#[tokio::test]
+async fn acl_policy_create_sends_the_rules_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("web.hcl");
+    std::fs::write(&rules, "service \"web\" {\n  policy = \"write\"\n}\n").unwrap();
+    let (addr, server) = one_shot_server(
+        "200 OK",
+        r#"{"ID":"p-1","Name":"web","Description":"","Rules":"","CreateIndex":3,"ModifyIndex":3}"#,
+    )
+    .await;
+    let rules_arg = format!("@{}", rules.display());
+    let cli = parse(&[
+        "acl", "policy", "create", "--name", "web", "--rules", &rules_arg, "--addr", &addr,
+        "--token", "mgmt",
+    ])
+    .unwrap();
+    run(&cli.opts, cli.cmd).await.unwrap();
+    let request = server.await.unwrap();
+    assert!(
+        request.starts_with("PUT /v1/acl/policy HTTP/1.1"),
+        "{request}"
+    );
+    assert!(
+        request
+            .to_ascii_lowercase()
+            .contains("x-consul-token: mgmt"),
+        "{request}"
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(request.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"Name": "web", "Description": "",
+                           "Rules": "service \"web\" {\n  policy = \"write\"\n}\n"})
+    );
+}
+
+#[tokio::test]
+async fn acl_token_create_links_policies_by_name() {
+    let (addr, server) = one_shot_server("200 OK", TOKEN).await;
+    let cli = parse(&[
+        "acl",
+        "token",
+        "create",
+        "--policy-name",
+        "web",
+        "--policy-name",
+        "kv-read",
+        "--ttl",
+        "24h",
+        "--description",
+        "ci",
+        "--addr",
+        &addr,
+        "--json",
+    ])
+    .unwrap();
+    run(&cli.opts, cli.cmd).await.unwrap();
+    let request = server.await.unwrap();
+    assert!(
+        request.starts_with("PUT /v1/acl/token HTTP/1.1"),
+        "{request}"
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(request.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"Description": "ci", "ExpirationTTL": "24h",
+                           "Policies": [{"Name": "web"}, {"Name": "kv-read"}]})
+    );
+    assert!(
+        parse(&["acl", "token", "create"]).is_err(),
+        "--policy-name is required"
+    );
+    assert!(parse(&[
+        "acl",
+        "token",
+        "create",
+        "--policy-name",
+        "w",
+        "--ttl",
+        "soon"
+    ])
+    .is_err());
+}
+
+#[tokio::test]
+async fn acl_calls_go_to_consuls_paths() {
+    for (args, answer, head) in [
+        (&["acl", "bootstrap"][..], TOKEN, "PUT /v1/acl/bootstrap "),
+        (
+            &["acl", "token", "self"][..],
+            TOKEN,
+            "GET /v1/acl/token/self ",
+        ),
+        (&["acl", "token", "list"][..], "[]", "GET /v1/acl/tokens "),
+        (
+            &["acl", "token", "delete", "a-1"][..],
+            "true",
+            "DELETE /v1/acl/token/a-1 ",
+        ),
+        (
+            &["acl", "policy", "list"][..],
+            "[]",
+            "GET /v1/acl/policies ",
+        ),
+    ] {
+        let (addr, server) = one_shot_server("200 OK", answer).await;
+        let cli = parse(&[args, &["--addr", &addr][..]].concat()).unwrap();
+        run(&cli.opts, cli.cmd).await.unwrap();
+        let request = server.await.unwrap();
+        assert!(request.starts_with(head), "{args:?}: {request}");
+    }
+}
+
+#[tokio::test]
+async fn a_second_bootstrap_is_refused_with_the_agents_message() {
+    let (addr, _server) = one_shot_server(
+        "403 Forbidden",
+        r#"{"error":"ACL bootstrap no longer allowed"}"#,
+    )
+    .await;
+    let cli = parse(&["acl", "bootstrap", "--addr", &addr]).unwrap();
+    let err = run(&cli.opts, cli.cmd).await.unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "the agent answered 403 Forbidden: ACL bootstrap no longer allowed"
     );
 }

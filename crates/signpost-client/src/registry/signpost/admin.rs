@@ -320,7 +320,7 @@ impl SignpostRegistry {
     }
 
     /// A plain `GET` of `path`, read as `T`.
-    async fn get<T: serde::de::DeserializeOwned>(
+    pub(super) async fn get<T: serde::de::DeserializeOwned>(
         &self,
         path: String,
         what: impl Fn() -> String,
