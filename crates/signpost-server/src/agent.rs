@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::cluster::Cluster;
 use crate::config::{AgentConfig, ConfigError};
 use crate::health::HealthService;
-use crate::raft::transport::{HttpTransport, Transport};
+use crate::raft::transport::{HttpTransport, HttpTransportOptions, Transport};
 use crate::raft::{self, LogStore, NetworkFactory, Node, NodeId, Raft, StateMachine};
 use crate::store::Store;
 
@@ -92,6 +92,8 @@ pub struct Agent {
     config: AgentConfig,
     /// The address clients reach this agent's HTTP API at.
     advertise_addr: SocketAddr,
+    /// Whether the member-to-member routes share the HTTP port (no dedicated Raft listener).
+    raft_on_http: bool,
     /// This member's place in the Raft group: Raft itself, the leader, forwarding.
     cluster: Cluster,
     /// The applied state every reader sees.
@@ -166,6 +168,14 @@ impl Agent {
         .validate()?;
 
         let raft_listen = listening.raft.unwrap_or(listening.http);
+        if config.cluster.secret.is_none() && !raft_listen.ip().is_loopback() {
+            tracing::warn!(
+                raft_addr = %raft_listen,
+                "member traffic (/raft/*) is served on a non-loopback address without \
+                 authentication: anyone who reaches it can take over the cluster; set \
+                 [cluster] secret or [tls]"
+            );
+        }
         let raft_advertised = rc
             .advertise_addr
             .clone()
@@ -175,7 +185,12 @@ impl Agent {
             .raft
             .map(|a| a.ip())
             .filter(|ip| !ip.is_unspecified());
-        let peers = transport.unwrap_or_else(|| Arc::new(HttpTransport::new(source)));
+        let peers = transport.unwrap_or_else(|| {
+            Arc::new(HttpTransport::with_options(HttpTransportOptions {
+                source,
+                secret: config.cluster.secret.clone(),
+            }))
+        });
 
         let node_id = config.node_id;
         let raft = Raft::new(
@@ -219,6 +234,7 @@ impl Agent {
         let agent = Arc::new(Agent {
             config,
             advertise_addr: listening.http,
+            raft_on_http: listening.raft.is_none(),
             cluster,
             store,
             health: health.clone(),
@@ -301,6 +317,12 @@ impl Agent {
     /// The address clients reach this agent's HTTP API at.
     pub fn advertise_addr(&self) -> SocketAddr {
         self.advertise_addr
+    }
+
+    /// Whether the member-to-member routes (`/raft/*`) are served on the HTTP port: only when
+    /// the agent has no dedicated Raft listener.
+    pub fn raft_on_http(&self) -> bool {
+        self.raft_on_http
     }
 
     /// The applied state. Faces read it through [`crate::service`].

@@ -43,6 +43,60 @@ pub struct AgentConfig {
     pub health: HealthConfig,
     pub raft: RaftConfig,
     pub dns: DnsSettings,
+    /// What members present to each other (`[cluster]`).
+    pub cluster: ClusterSettings,
+    /// Per-client limits on the HTTP API (`[limits]`).
+    pub limits: LimitsConfig,
+}
+
+/// Fewest bytes a cluster secret may have.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// How members authenticate each other when TLS is not configured.
+#[derive(Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// Shared secret every member call (`/raft/*`) must carry, at least [`MIN_SECRET_LEN`]
+    /// bytes. Unset: member calls are not authenticated (TLS aside).
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Limits that keep one client (one IP address) from hurting the others.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most open HTTP connections from one client address; more are closed at accept
+    /// (0: no limit). Consul's default.
+    pub http_max_conns_per_client: usize,
+    /// Requests per second one client address may make (token bucket); 0: no limit.
+    pub http_request_rate: f64,
+    /// The bucket's size: requests a client may make at once after being idle (default: the
+    /// rate, at least 1).
+    pub http_request_burst: Option<f64>,
+    /// Most blocking queries and watch streams one client address may hold open (0: no limit).
+    pub max_blocking_per_client: usize,
+    /// How long a client has to send a whole request head (and to finish a TLS handshake).
+    pub http_header_timeout: Dur,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            http_max_conns_per_client: 200,
+            http_request_rate: 0.0,
+            http_request_burst: None,
+            max_blocking_per_client: 256,
+            http_header_timeout: Dur(10_000),
+        }
+    }
 }
 
 /// The DNS interface's settings.
@@ -143,6 +197,8 @@ impl Default for AgentConfig {
             health: HealthConfig::default(),
             raft: RaftConfig::default(),
             dns: DnsSettings::default(),
+            cluster: ClusterSettings::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -241,6 +297,41 @@ impl AgentConfig {
         }
         if r.snapshot_every == 0 {
             return invalid("raft.snapshot_every must be 1 or more".into());
+        }
+        if let Some(addr) = &r.advertise_addr {
+            crate::cluster::validate_member_addr(addr).map_err(|e| {
+                ConfigError::Invalid(format!("raft.advertise_addr {addr:?}: {}", e.message))
+            })?;
+        }
+        if let Some(secret) = &self.cluster.secret {
+            if secret.len() < MIN_SECRET_LEN {
+                return invalid(format!(
+                    "cluster.secret must be at least {MIN_SECRET_LEN} bytes, got {}",
+                    secret.len()
+                ));
+            }
+            if http::HeaderValue::from_str(secret).is_err() {
+                return invalid(
+                    "cluster.secret must be printable ASCII (it travels in an HTTP header)".into(),
+                );
+            }
+        }
+        let l = &self.limits;
+        if !(l.http_request_rate >= 0.0 && l.http_request_rate.is_finite()) {
+            return invalid(format!(
+                "limits.http_request_rate must be 0 (off) or a positive number, got {}",
+                l.http_request_rate
+            ));
+        }
+        if let Some(burst) = l.http_request_burst {
+            if !(burst >= 1.0 && burst.is_finite()) {
+                return invalid(format!(
+                    "limits.http_request_burst must be at least 1, got {burst}"
+                ));
+            }
+        }
+        if l.http_header_timeout.as_millis() == 0 {
+            return invalid("limits.http_header_timeout must be more than 0".into());
         }
         if self.dns.enabled {
             self.dns_config(self.http_addr.ip())
@@ -382,5 +473,36 @@ mod tests {
         c.node_id = 1;
         c.dns.domain = "bad domain!".into();
         assert!(c.validate().unwrap_err().to_string().contains("dns"));
+    }
+
+    #[test]
+    fn member_settings_are_checked() {
+        let mut c = AgentConfig {
+            dev: true,
+            ..AgentConfig::default()
+        };
+        c.cluster.secret = Some("short".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("at least 32 bytes, got 5"), "{err}");
+        c.cluster.secret = Some("x".repeat(32));
+        c.validate().unwrap();
+        for bad in ["http://10.0.0.1:8300", "10.0.0.1:8300/x", "10.0.0.1"] {
+            c.raft.advertise_addr = Some(bad.into());
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("host:port"), "{bad}: {err}");
+        }
+        c.raft.advertise_addr = Some("node-2.internal:8300".into());
+        c.validate().unwrap();
+        let c = AgentConfig::from_toml(
+            "[cluster]\nsecret = \"s\"\n[limits]\nhttp_request_rate = 5.0\nmax_blocking_per_client = 3",
+        )
+        .unwrap();
+        assert_eq!(c.limits.http_request_rate, 5.0);
+        assert_eq!(c.limits.max_blocking_per_client, 3);
+        assert_eq!(c.limits.http_max_conns_per_client, 200);
+        assert!(
+            !format!("{c:?}").contains("secret: Some(\"s\")"),
+            "the secret is not logged"
+        );
     }
 }

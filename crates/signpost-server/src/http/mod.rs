@@ -45,8 +45,14 @@ pub use signpost_api::INDEX_HEADER;
 /// What every handler is given: the agent.
 pub type AppState = Arc<Agent>;
 
-/// Builds the agent's router.
+/// Builds the agent's router: the public API, and the member-to-member routes ([`raft`]) too
+/// when the agent has no dedicated Raft listener (with one, they are served there only).
 pub fn router(agent: AppState) -> Router {
+    let members = if agent.raft_on_http() {
+        raft::routes(&agent)
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/api/v1/services", get(services::list_services))
         .route(
@@ -79,7 +85,7 @@ pub fn router(agent: AppState) -> Router {
         .route("/api/v1/cluster/join", post(cluster_api::join))
         .route("/api/v1/cluster/remove", post(cluster_api::remove))
         .route("/api/v1/cluster/leave", post(cluster_api::leave))
-        .merge(raft::routes())
+        .merge(members)
         .merge(crate::consul::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -152,6 +158,8 @@ pub enum ApiError {
         /// The field at fault, if one is.
         field: Option<String>,
     },
+    /// 401: a member call without the cluster secret (or with a wrong one).
+    Unauthorized(String),
     /// 404.
     NotFound(String),
     /// 405.
@@ -224,6 +232,7 @@ impl IntoResponse for ApiError {
         let (status, message, field) = match self {
             ApiError::Invalid(e) => (StatusCode::BAD_REQUEST, e.message, Some(e.field)),
             ApiError::BadRequest { message, field } => (StatusCode::BAD_REQUEST, message, field),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m, None),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m, None),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

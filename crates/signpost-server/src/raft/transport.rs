@@ -158,6 +158,17 @@ impl PeerResponse {
     }
 }
 
+/// How an [`HttpTransport`] reaches and authenticates to the other members.
+#[derive(Clone, Default)]
+pub struct HttpTransportOptions {
+    /// The address to connect from (the member's own Raft address), so a peer — or a
+    /// fault-injecting proxy in a test — can tell who is calling.
+    pub source: Option<IpAddr>,
+    /// The cluster secret every request carries in
+    /// [`crate::http::raft::SECRET_HEADER`].
+    pub secret: Option<String>,
+}
+
 /// Members over HTTP: each request a `POST` to `http://{addr}{path}`.
 #[derive(Clone)]
 pub struct HttpTransport {
@@ -166,12 +177,28 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    /// Connects from `source` when given (the member's own Raft address), so a peer — or a
-    /// fault-injecting proxy in a test — can tell who is calling.
+    /// Connects from `source` when given; sends no secret.
     pub fn new(source: Option<IpAddr>) -> Self {
+        Self::with_options(HttpTransportOptions {
+            source,
+            ..HttpTransportOptions::default()
+        })
+    }
+
+    /// A transport set up by `options`.
+    pub fn with_options(options: HttpTransportOptions) -> Self {
+        let mut headers = http::HeaderMap::new();
+        if let Some(secret) = &options.secret {
+            // Config validation refuses a secret that is not a valid header value.
+            if let Ok(mut value) = http::HeaderValue::from_str(secret) {
+                value.set_sensitive(true);
+                headers.insert(crate::http::raft::SECRET_HEADER, value);
+            }
+        }
         let client = reqwest::Client::builder()
             .no_proxy()
-            .local_address(source)
+            .local_address(options.source)
+            .default_headers(headers)
             .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()

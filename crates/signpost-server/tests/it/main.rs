@@ -7,6 +7,7 @@ mod consul;
 mod dns;
 mod health;
 mod matrix;
+mod members;
 mod shutdown;
 mod storage;
 mod watch;
