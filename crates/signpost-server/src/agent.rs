@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::cluster::Cluster;
 use crate::config::{AgentConfig, ConfigError};
 use crate::health::HealthService;
+use crate::listener::{self, limits::ClientLimits, ListenerOptions};
 use crate::raft::transport::{HttpTransport, HttpTransportOptions, Transport};
 use crate::raft::{self, LogStore, NetworkFactory, Node, NodeId, Raft, StateMachine};
 use crate::store::Store;
@@ -374,15 +375,21 @@ impl Agent {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let header_timeout = self.config.limits.http_header_timeout.to_std();
         if let Some(listener) = listeners.raft {
             let app = crate::http::raft::router(self.clone());
             let agent = self.clone();
+            let options = ListenerOptions {
+                name: "raft",
+                tls: None,
+                header_timeout,
+                limits: None,
+                grace: DRAIN_GRACE,
+            };
             self.tasks.spawn(async move {
                 let closed = agent.clone();
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { closed.closed().await })
-                    .await;
-                if let Err(e) = served {
+                let stop = async move { closed.closed().await };
+                if let Err(e) = listener::serve(agent, listener, app, options, stop).await {
                     tracing::error!("raft listener failed: {e}");
                 }
             });
@@ -403,27 +410,24 @@ impl Agent {
                 }
             });
         }
-        let app = crate::http::router(self.clone());
+        let limits = ClientLimits::new(self.config.limits.clone());
+        let app = crate::http::router(self.clone()).layer(axum::middleware::from_fn_with_state(
+            (self.clone(), limits.clone()),
+            listener::limits::limit_requests,
+        ));
+        let options = ListenerOptions {
+            name: "http",
+            tls: None,
+            header_timeout,
+            limits: Some(limits),
+            grace: DRAIN_GRACE,
+        };
         let agent = self.clone();
-        let server = axum::serve(
-            listeners.http,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let stop = async move {
             shutdown.await;
             agent.closing.send_replace(true);
-        });
-        let mut stop = self.closing.subscribe();
-        let served = tokio::select! {
-            res = server => res,
-            _ = async {
-                let _ = stop.wait_for(|s| *s).await;
-                tokio::time::sleep(DRAIN_GRACE).await;
-            } => {
-                tracing::warn!("requests still running after {DRAIN_GRACE:?}; closing them");
-                Ok(())
-            }
         };
+        let served = listener::serve(self.clone(), listeners.http, app, options, stop).await;
         self.shutdown().await;
         served
     }

@@ -166,6 +166,13 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 413.
     PayloadTooLarge,
+    /// 429: a per-client limit ([`crate::listener::limits`]); `Retry-After` when known.
+    TooManyRequests {
+        /// Which limit, and what to do.
+        message: String,
+        /// Seconds until a retry can succeed.
+        retry_after: Option<u64>,
+    },
     /// 503: try again (no leader, leader unreachable).
     Unavailable(String),
     /// 500: logged, answered generically.
@@ -229,6 +236,7 @@ impl From<ClusterError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut retry = None;
         let (status, message, field) = match self {
             ApiError::Invalid(e) => (StatusCode::BAD_REQUEST, e.message, Some(e.field)),
             ApiError::BadRequest { message, field } => (StatusCode::BAD_REQUEST, message, field),
@@ -244,6 +252,13 @@ impl IntoResponse for ApiError {
                 format!("request body is larger than {MAX_BODY} bytes"),
                 None,
             ),
+            ApiError::TooManyRequests {
+                message,
+                retry_after,
+            } => {
+                retry = retry_after;
+                (StatusCode::TOO_MANY_REQUESTS, message, None)
+            }
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m, None),
             ApiError::Internal(cause) => {
                 tracing::error!("internal error: {cause}");
@@ -258,7 +273,13 @@ impl IntoResponse for ApiError {
             error: message,
             field,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = retry {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 

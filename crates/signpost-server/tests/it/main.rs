@@ -6,6 +6,7 @@ mod common;
 mod consul;
 mod dns;
 mod health;
+mod limits;
 mod matrix;
 mod members;
 mod shutdown;
