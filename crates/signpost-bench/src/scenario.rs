@@ -509,6 +509,7 @@ fn base_url(addr: &str) -> Result<String, ScenarioError> {
 /// A client of its own for one task: its own pool, so its own connection. No proxy (a proxy
 /// from the environment would measure the proxy), HTTP/1.1 as plain-HTTP clients use.
 fn http_client() -> Result<reqwest::Client, ScenarioError> {
+    signpost_tls::install_default_provider();
     reqwest::Client::builder()
         .no_proxy()
         .http1_only()

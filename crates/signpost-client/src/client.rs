@@ -712,6 +712,7 @@ impl ServiceClientBuilder {
     /// The client.
     pub fn build(self) -> ServiceClient {
         let http = self.http.unwrap_or_else(|| {
+            signpost_tls::install_default_provider();
             reqwest::Client::builder()
                 .no_proxy()
                 .connect_timeout(self.timeout)

@@ -21,6 +21,7 @@ use crate::listener::{self, limits::ClientLimits, ListenerOptions};
 use crate::raft::transport::{HttpTransport, HttpTransportOptions, Transport};
 use crate::raft::{self, LogStore, NetworkFactory, Node, NodeId, Raft, StateMachine};
 use crate::store::Store;
+use signpost_tls::ReloadingAcceptor;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
@@ -41,6 +42,23 @@ pub enum StartError {
     /// Raft did not start, or did not initialise or catch up.
     #[error("cannot start raft: {0}")]
     Raft(String),
+    /// The `[tls]` files cannot be loaded, or do not make a valid configuration.
+    #[error("tls: {0}")]
+    Tls(#[from] signpost_tls::TlsError),
+}
+
+/// How often the TLS files are checked for changes (SIGHUP reloads at once).
+const TLS_POLL: Duration = Duration::from_secs(2);
+
+/// The protocols the HTTPS listeners offer.
+const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// The loaded `[tls]` configuration of each listener.
+struct ListenerTls {
+    /// The HTTP API's.
+    http: Arc<ReloadingAcceptor>,
+    /// The dedicated Raft listener's (client certificates required), when there is one.
+    raft: Option<Arc<ReloadingAcceptor>>,
 }
 
 /// A write waiting for the batcher, and where its result goes.
@@ -95,6 +113,8 @@ pub struct Agent {
     advertise_addr: SocketAddr,
     /// Whether the member-to-member routes share the HTTP port (no dedicated Raft listener).
     raft_on_http: bool,
+    /// HTTPS on the listeners, when `[tls]` is configured.
+    tls: Option<ListenerTls>,
     /// This member's place in the Raft group: Raft itself, the leader, forwarding.
     cluster: Cluster,
     /// The applied state every reader sees.
@@ -169,7 +189,10 @@ impl Agent {
         .validate()?;
 
         let raft_listen = listening.raft.unwrap_or(listening.http);
-        if config.cluster.secret.is_none() && !raft_listen.ip().is_loopback() {
+        if config.cluster.secret.is_none()
+            && !config.tls.enabled()
+            && !raft_listen.ip().is_loopback()
+        {
             tracing::warn!(
                 raft_addr = %raft_listen,
                 "member traffic (/raft/*) is served on a non-loopback address without \
@@ -186,12 +209,29 @@ impl Agent {
             .raft
             .map(|a| a.ip())
             .filter(|ip| !ip.is_unspecified());
-        let peers = transport.unwrap_or_else(|| {
-            Arc::new(HttpTransport::with_options(HttpTransportOptions {
+        let tls = match config.tls.http() {
+            Some(http) => Some(ListenerTls {
+                http: ReloadingAcceptor::new(http, ALPN)?,
+                raft: match (listening.raft, config.tls.raft()) {
+                    (Some(_), Some(raft)) => Some(ReloadingAcceptor::new(raft, ALPN)?),
+                    _ => None,
+                },
+            }),
+            None => None,
+        };
+        let member_tls = config
+            .tls
+            .member_client()
+            .map(|c| c.client_config())
+            .transpose()?;
+        let peers = match transport {
+            Some(peers) => peers,
+            None => Arc::new(HttpTransport::with_options(HttpTransportOptions {
                 source,
                 secret: config.cluster.secret.clone(),
-            }))
-        });
+                tls: member_tls,
+            })),
+        };
 
         let node_id = config.node_id;
         let raft = Raft::new(
@@ -236,6 +276,7 @@ impl Agent {
             config,
             advertise_addr: listening.http,
             raft_on_http: listening.raft.is_none(),
+            tls,
             cluster,
             store,
             health: health.clone(),
@@ -381,7 +422,7 @@ impl Agent {
             let agent = self.clone();
             let options = ListenerOptions {
                 name: "raft",
-                tls: None,
+                tls: self.tls.as_ref().and_then(|t| t.raft.clone()),
                 header_timeout,
                 limits: None,
                 grace: DRAIN_GRACE,
@@ -415,9 +456,20 @@ impl Agent {
             (self.clone(), limits.clone()),
             listener::limits::limit_requests,
         ));
+        if let Some(tls) = &self.tls {
+            for acceptor in std::iter::once(&tls.http).chain(tls.raft.as_ref()) {
+                let acceptor = acceptor.clone();
+                let closed = self.clone();
+                self.tasks.spawn(async move {
+                    acceptor
+                        .watch(TLS_POLL, async move { closed.closed().await })
+                        .await
+                });
+            }
+        }
         let options = ListenerOptions {
             name: "http",
-            tls: None,
+            tls: self.tls.as_ref().map(|t| t.http.clone()),
             header_timeout,
             limits: Some(limits),
             grace: DRAIN_GRACE,

@@ -47,6 +47,61 @@ pub struct AgentConfig {
     pub cluster: ClusterSettings,
     /// Per-client limits on the HTTP API (`[limits]`).
     pub limits: LimitsConfig,
+    /// HTTPS on the agent's listeners and between members (`[tls]`).
+    pub tls: TlsSettings,
+}
+
+/// `[tls]`: with a certificate and key the HTTP listener speaks HTTPS only, members dial each
+/// other over TLS and the Raft listener requires their client certificates (signed by
+/// `ca_file`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain of this agent (leaf first); also its client certificate towards
+    /// other members.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA that signs the members' (and, with `verify_incoming`, the clients')
+    /// certificates; members trust each other through it.
+    pub ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by `ca_file` on the HTTP API too (mTLS).
+    pub verify_incoming: bool,
+}
+
+impl TlsSettings {
+    /// Whether TLS is on (a certificate and key are given).
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
+    }
+
+    /// The HTTP listener's TLS, if on.
+    pub fn http(&self) -> Option<signpost_tls::ServerTls> {
+        Some(signpost_tls::ServerTls {
+            cert_file: self.cert_file.clone()?,
+            key_file: self.key_file.clone()?,
+            ca_file: self.ca_file.clone(),
+            verify_incoming: self.verify_incoming,
+        })
+    }
+
+    /// The Raft listener's TLS, if on: client certificates always required.
+    pub fn raft(&self) -> Option<signpost_tls::ServerTls> {
+        Some(signpost_tls::ServerTls {
+            verify_incoming: true,
+            ..self.http()?
+        })
+    }
+
+    /// What this agent trusts and presents when it calls other members, if TLS is on.
+    pub fn member_client(&self) -> Option<signpost_tls::ClientTls> {
+        self.enabled().then(|| signpost_tls::ClientTls {
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            skip_verify: false,
+        })
+    }
 }
 
 /// Fewest bytes a cluster secret may have.
@@ -199,6 +254,7 @@ impl Default for AgentConfig {
             dns: DnsSettings::default(),
             cluster: ClusterSettings::default(),
             limits: LimitsConfig::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -315,6 +371,35 @@ impl AgentConfig {
                     "cluster.secret must be printable ASCII (it travels in an HTTP header)".into(),
                 );
             }
+        }
+        let t = &self.tls;
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            return invalid("tls: cert_file and key_file go together; give both".into());
+        }
+        if !t.enabled() && (t.ca_file.is_some() || t.verify_incoming) {
+            return invalid(
+                "tls: ca_file and verify_incoming need cert_file and key_file (the agent's own certificate)"
+                    .into(),
+            );
+        }
+        if t.verify_incoming && t.ca_file.is_none() {
+            return invalid(
+                "tls.verify_incoming needs tls.ca_file: the CA that signs the clients' certificates"
+                    .into(),
+            );
+        }
+        if t.enabled() && t.ca_file.is_none() && (r.addr.is_some() || !self.join.is_empty()) {
+            return invalid(
+                "tls.ca_file is required in a cluster: members present certificates signed by it"
+                    .into(),
+            );
+        }
+        if t.ca_file.is_some() && r.addr.is_none() && !t.verify_incoming {
+            return invalid(
+                "tls: members authenticate with client certificates; give them a Raft listener \
+                 of their own (raft.addr, --raft-addr) or set tls.verify_incoming = true"
+                    .into(),
+            );
         }
         let l = &self.limits;
         if !(l.http_request_rate >= 0.0 && l.http_request_rate.is_finite()) {

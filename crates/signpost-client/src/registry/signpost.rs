@@ -139,6 +139,7 @@ impl SignpostRegistry {
         S: Into<String>,
     {
         let agents = Agents::new(addrs, "Signpost")?;
+        signpost_tls::install_default_provider();
         let build = |long: bool| {
             let b = reqwest::Client::builder()
                 .no_proxy()

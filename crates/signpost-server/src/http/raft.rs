@@ -3,7 +3,8 @@
 //! listener when there is one, and on the HTTP port otherwise.
 //!
 //! With `[cluster] secret` set, every call must carry it in [`SECRET_HEADER`] (compared in
-//! constant time); a call without it, or with another, is answered 401 and does nothing.
+//! constant time); with `[tls]` on, it must come over a connection with a client certificate
+//! the listener verified against the CA. A call that does not is answered 401 and does nothing.
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -61,6 +62,18 @@ async fn member_auth(
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
+    if agent.config().tls.enabled()
+        && req
+            .extensions()
+            .get::<crate::listener::ClientCertified>()
+            .is_none()
+    {
+        tracing::warn!(path = %req.uri().path(), "refused a member call without a client certificate");
+        return ApiError::Unauthorized(
+            "member calls need a client certificate signed by the cluster's CA".into(),
+        )
+        .into_response();
+    }
     if let Some(secret) = &agent.config().cluster.secret {
         let presented = req
             .headers()

@@ -167,13 +167,18 @@ pub struct HttpTransportOptions {
     /// The cluster secret every request carries in
     /// [`crate::http::raft::SECRET_HEADER`].
     pub secret: Option<String>,
+    /// TLS towards the members (their CA, this member's certificate as the client
+    /// certificate): members are then dialled at `https://{addr}`.
+    pub tls: Option<signpost_tls::rustls::ClientConfig>,
 }
 
-/// Members over HTTP: each request a `POST` to `http://{addr}{path}`.
+/// Members over HTTP: each request a `POST` to `http://{addr}{path}` (`https://` with TLS).
 #[derive(Clone)]
 pub struct HttpTransport {
     /// One connection pool for every peer.
     client: reqwest::Client,
+    /// `https` with TLS, `http` without.
+    scheme: &'static str,
 }
 
 impl HttpTransport {
@@ -187,6 +192,7 @@ impl HttpTransport {
 
     /// A transport set up by `options`.
     pub fn with_options(options: HttpTransportOptions) -> Self {
+        signpost_tls::install_default_provider();
         let mut headers = http::HeaderMap::new();
         if let Some(secret) = &options.secret {
             // Config validation refuses a secret that is not a valid header value.
@@ -195,15 +201,23 @@ impl HttpTransport {
                 headers.insert(crate::http::raft::SECRET_HEADER, value);
             }
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .no_proxy()
             .local_address(options.source)
             .default_headers(headers)
             .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(30));
+        let scheme = match options.tls {
+            Some(tls) => {
+                builder = builder.tls_backend_preconfigured(tls).https_only(true);
+                "https"
+            }
+            None => "http",
+        };
+        let client = builder
             .build()
             .expect("a reqwest client with these settings builds");
-        HttpTransport { client }
+        HttpTransport { client, scheme }
     }
 
     /// Sorts a reqwest failure into the transport's errors.
@@ -231,7 +245,7 @@ impl Transport for HttpTransport {
         let after = request.timeout;
         let response = self
             .client
-            .post(format!("{}{}", base_url(addr), request.path))
+            .post(format!("{}{}", base_url(self.scheme, addr), request.path))
             .header(http::header::CONTENT_TYPE, request.kind.content_type())
             .body(request.body)
             .timeout(after)
@@ -247,12 +261,12 @@ impl Transport for HttpTransport {
     }
 }
 
-/// `http://{addr}`, or `addr` itself (without a trailing slash) when it is already a URL.
-pub(crate) fn base_url(addr: &str) -> String {
+/// `{scheme}://{addr}`, or `addr` itself (without a trailing slash) when it is already a URL.
+pub(crate) fn base_url(scheme: &str, addr: &str) -> String {
     if addr.starts_with("http://") || addr.starts_with("https://") {
         addr.trim_end_matches('/').to_string()
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     }
 }
 

@@ -11,4 +11,5 @@ mod matrix;
 mod members;
 mod shutdown;
 mod storage;
+mod tls;
 mod watch;
