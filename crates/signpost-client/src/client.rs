@@ -328,6 +328,8 @@ impl std::fmt::Debug for ServiceClient {
 /// use signpost_client::client::{ServiceClient, StaticInstances};
 /// use signpost_client::retry::RetryPolicy;
 ///
+/// // reqwest is built with rustls on *ring* and no default provider: install it first.
+/// signpost_tls::install_default_provider();
 /// let pool = reqwest::Client::new(); // one pool shared by several service clients
 /// let orders = ServiceClient::builder(StaticInstances::new("orders", vec![]))
 ///     .balancer(PeakEwma::new().decay(Duration::from_secs(5)))

@@ -461,4 +461,25 @@ mod tests {
         net.set_link_delay(1, 2, Duration::ZERO);
         assert!(call(&net, 1, "m2").await.is_ok());
     }
+
+    #[tokio::test]
+    async fn a_transport_with_a_secret_sends_it_with_every_request() {
+        let net = MemNetwork::new(1);
+        let router = Router::new().route(
+            "/echo",
+            post(|headers: http::HeaderMap| async move {
+                headers
+                    .get(crate::http::raft::SECRET_HEADER)
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_else(|| "none".into())
+            }),
+        );
+        net.attach(2, "m2", router);
+        let with = net.transport_with_secret(1, Some("s3cret".into()));
+        let reply = with.send("m2", echo("")).await.unwrap();
+        assert_eq!(&reply.body[..], b"s3cret");
+        let without = net.transport(1);
+        let reply = without.send("m2", echo("")).await.unwrap();
+        assert_eq!(&reply.body[..], b"none");
+    }
 }
