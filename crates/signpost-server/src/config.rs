@@ -561,6 +561,55 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_are_checked() {
+        let base = AgentConfig {
+            dev: true,
+            ..AgentConfig::default()
+        };
+        let with = |f: &dyn Fn(&mut AgentConfig)| {
+            let mut c = base.clone();
+            f(&mut c);
+            c.validate().err().map(|e| e.to_string())
+        };
+        let cert = |c: &mut AgentConfig| {
+            c.tls.cert_file = Some("a.pem".into());
+            c.tls.key_file = Some("a-key.pem".into());
+        };
+        assert_eq!(with(&cert), None, "cert and key alone: HTTPS, one node");
+        let err = with(&|c| c.tls.cert_file = Some("a.pem".into())).unwrap();
+        assert!(err.contains("cert_file and key_file go together"), "{err}");
+        let err = with(&|c| c.tls.ca_file = Some("ca.pem".into())).unwrap();
+        assert!(err.contains("need cert_file and key_file"), "{err}");
+        let err = with(&|c| {
+            cert(c);
+            c.tls.verify_incoming = true;
+        })
+        .unwrap();
+        assert!(err.contains("verify_incoming needs tls.ca_file"), "{err}");
+        let err = with(&|c| {
+            cert(c);
+            c.join = vec!["10.0.0.1:8500".into()];
+        })
+        .unwrap();
+        assert!(err.contains("ca_file is required in a cluster"), "{err}");
+        let err = with(&|c| {
+            cert(c);
+            c.tls.ca_file = Some("ca.pem".into());
+        })
+        .unwrap();
+        assert!(err.contains("Raft listener of their own"), "{err}");
+        assert_eq!(
+            with(&|c| {
+                cert(c);
+                c.tls.ca_file = Some("ca.pem".into());
+                c.raft.addr = Some(SocketAddr::from(([127, 0, 0, 1], 8300)));
+                c.join = vec!["10.0.0.1:8500".into()];
+            }),
+            None
+        );
+    }
+
+    #[test]
     fn member_settings_are_checked() {
         let mut c = AgentConfig {
             dev: true,

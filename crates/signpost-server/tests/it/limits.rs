@@ -16,6 +16,7 @@ use crate::common::{eventually, TestAgent};
 const OTHER: [u8; 4] = [127, 0, 0, 2];
 
 fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    signpost_tls::install_default_provider();
     reqwest::Client::builder()
         .no_proxy()
         .local_address(IpAddr::from(ip))

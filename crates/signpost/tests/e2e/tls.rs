@@ -256,3 +256,25 @@ async fn a_replaced_certificate_is_served_after_sighup_without_a_restart() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn without_tls_a_sighup_does_not_stop_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), ["--dev", "--no-dns"]).await;
+    let status = Command::new("kill")
+        .args(["-HUP", &agent.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    poll_until(
+        Duration::from_secs(10),
+        "the agent to log the SIGHUP",
+        || {
+            let logs = agent.logs();
+            async move { logs.contains("SIGHUP received").then_some(()) }
+        },
+    )
+    .await;
+    assert!(agent.try_wait().is_none(), "the agent is still running");
+    assert_eq!(agent.agent_self().await["raft"]["role"], "leader");
+}
