@@ -12,6 +12,8 @@ command -v etcd >/dev/null 2>&1 || need_pkgs+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need_pkgs+=(protobuf-compiler)
 # dig, for the DNS interface's end-to-end test (crates/signpost/tests/e2e/dig.rs).
 command -v dig >/dev/null 2>&1 || need_pkgs+=(dnsutils)
+# curl, for the TLS end-to-end test (crates/signpost/tests/e2e/tls.rs).
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 # pip, for py-consul below.
 python3 -m pip --version >/dev/null 2>&1 || need_pkgs+=(python3-pip)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -522,6 +522,7 @@ fn base_url(addr: &str) -> Result<String, ScenarioError> {
 /// from the environment would measure the proxy), HTTP/1.1 as plain-HTTP clients use. With a
 /// token, every request carries it as `X-Consul-Token`.
 fn http_client(token: Option<&str>) -> Result<reqwest::Client, ScenarioError> {
+    signpost_tls::install_default_provider();
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = token {
         let value =

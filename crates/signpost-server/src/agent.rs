@@ -17,9 +17,11 @@ use tokio_util::task::TaskTracker;
 use crate::cluster::Cluster;
 use crate::config::{AgentConfig, ConfigError};
 use crate::health::HealthService;
-use crate::raft::transport::{HttpTransport, Transport};
+use crate::listener::{self, limits::ClientLimits, ListenerOptions};
+use crate::raft::transport::{HttpTransport, HttpTransportOptions, Transport};
 use crate::raft::{self, LogStore, NetworkFactory, Node, NodeId, Raft, StateMachine};
 use crate::store::Store;
+use signpost_tls::ReloadingAcceptor;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
@@ -40,6 +42,23 @@ pub enum StartError {
     /// Raft did not start, or did not initialise or catch up.
     #[error("cannot start raft: {0}")]
     Raft(String),
+    /// The `[tls]` files cannot be loaded, or do not make a valid configuration.
+    #[error("tls: {0}")]
+    Tls(#[from] signpost_tls::TlsError),
+}
+
+/// How often the TLS files are checked for changes (SIGHUP reloads at once).
+const TLS_POLL: Duration = Duration::from_secs(2);
+
+/// The protocols the HTTPS listeners offer.
+const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// The loaded `[tls]` configuration of each listener.
+struct ListenerTls {
+    /// The HTTP API's.
+    http: Arc<ReloadingAcceptor>,
+    /// The dedicated Raft listener's (client certificates required), when there is one.
+    raft: Option<Arc<ReloadingAcceptor>>,
 }
 
 /// A write waiting for the batcher, and where its result goes.
@@ -92,6 +111,10 @@ pub struct Agent {
     config: AgentConfig,
     /// The address clients reach this agent's HTTP API at.
     advertise_addr: SocketAddr,
+    /// Whether the member-to-member routes share the HTTP port (no dedicated Raft listener).
+    raft_on_http: bool,
+    /// HTTPS on the listeners, when `[tls]` is configured.
+    tls: Option<ListenerTls>,
     /// This member's place in the Raft group: Raft itself, the leader, forwarding.
     cluster: Cluster,
     /// The applied state every reader sees.
@@ -166,6 +189,17 @@ impl Agent {
         .validate()?;
 
         let raft_listen = listening.raft.unwrap_or(listening.http);
+        if config.cluster.secret.is_none()
+            && !config.tls.enabled()
+            && !raft_listen.ip().is_loopback()
+        {
+            tracing::warn!(
+                raft_addr = %raft_listen,
+                "member traffic (/raft/*) is served on a non-loopback address without \
+                 authentication: anyone who reaches it can take over the cluster; set \
+                 [cluster] secret or [tls]"
+            );
+        }
         let raft_advertised = rc
             .advertise_addr
             .clone()
@@ -175,7 +209,29 @@ impl Agent {
             .raft
             .map(|a| a.ip())
             .filter(|ip| !ip.is_unspecified());
-        let peers = transport.unwrap_or_else(|| Arc::new(HttpTransport::new(source)));
+        let tls = match config.tls.http() {
+            Some(http) => Some(ListenerTls {
+                http: ReloadingAcceptor::new(http, ALPN)?,
+                raft: match (listening.raft, config.tls.raft()) {
+                    (Some(_), Some(raft)) => Some(ReloadingAcceptor::new(raft, ALPN)?),
+                    _ => None,
+                },
+            }),
+            None => None,
+        };
+        let member_tls = config
+            .tls
+            .member_client()
+            .map(|c| c.client_config())
+            .transpose()?;
+        let peers = match transport {
+            Some(peers) => peers,
+            None => Arc::new(HttpTransport::with_options(HttpTransportOptions {
+                source,
+                secret: config.cluster.secret.clone(),
+                tls: member_tls,
+            })),
+        };
 
         let node_id = config.node_id;
         let raft = Raft::new(
@@ -219,6 +275,8 @@ impl Agent {
         let agent = Arc::new(Agent {
             config,
             advertise_addr: listening.http,
+            raft_on_http: listening.raft.is_none(),
+            tls,
             cluster,
             store,
             health: health.clone(),
@@ -303,6 +361,12 @@ impl Agent {
         self.advertise_addr
     }
 
+    /// Whether the member-to-member routes (`/raft/*`) are served on the HTTP port: only when
+    /// the agent has no dedicated Raft listener.
+    pub fn raft_on_http(&self) -> bool {
+        self.raft_on_http
+    }
+
     /// The applied state. Faces read it through [`crate::service`].
     pub(crate) fn store(&self) -> &Arc<Store> {
         &self.store
@@ -352,15 +416,21 @@ impl Agent {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let header_timeout = self.config.limits.http_header_timeout.to_std();
         if let Some(listener) = listeners.raft {
             let app = crate::http::raft::router(self.clone());
             let agent = self.clone();
+            let options = ListenerOptions {
+                name: "raft",
+                tls: self.tls.as_ref().and_then(|t| t.raft.clone()),
+                header_timeout,
+                limits: None,
+                grace: DRAIN_GRACE,
+            };
             self.tasks.spawn(async move {
                 let closed = agent.clone();
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { closed.closed().await })
-                    .await;
-                if let Err(e) = served {
+                let stop = async move { closed.closed().await };
+                if let Err(e) = listener::serve(agent, listener, app, options, stop).await {
                     tracing::error!("raft listener failed: {e}");
                 }
             });
@@ -381,27 +451,35 @@ impl Agent {
                 }
             });
         }
-        let app = crate::http::router(self.clone());
+        let limits = ClientLimits::new(self.config.limits.clone());
+        let app = crate::http::router(self.clone()).layer(axum::middleware::from_fn_with_state(
+            (self.clone(), limits.clone()),
+            listener::limits::limit_requests,
+        ));
+        if let Some(tls) = &self.tls {
+            for acceptor in std::iter::once(&tls.http).chain(tls.raft.as_ref()) {
+                let acceptor = acceptor.clone();
+                let closed = self.clone();
+                self.tasks.spawn(async move {
+                    acceptor
+                        .watch(TLS_POLL, async move { closed.closed().await })
+                        .await
+                });
+            }
+        }
+        let options = ListenerOptions {
+            name: "http",
+            tls: self.tls.as_ref().map(|t| t.http.clone()),
+            header_timeout,
+            limits: Some(limits),
+            grace: DRAIN_GRACE,
+        };
         let agent = self.clone();
-        let server = axum::serve(
-            listeners.http,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let stop = async move {
             shutdown.await;
             agent.closing.send_replace(true);
-        });
-        let mut stop = self.closing.subscribe();
-        let served = tokio::select! {
-            res = server => res,
-            _ = async {
-                let _ = stop.wait_for(|s| *s).await;
-                tokio::time::sleep(DRAIN_GRACE).await;
-            } => {
-                tracing::warn!("requests still running after {DRAIN_GRACE:?}; closing them");
-                Ok(())
-            }
         };
+        let served = listener::serve(self.clone(), listeners.http, app, options, stop).await;
         self.shutdown().await;
         served
     }

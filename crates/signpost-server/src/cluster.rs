@@ -63,6 +63,39 @@ const FORWARD_ATTEMPTS: usize = 3;
 // modules name them from here.
 pub use signpost_api::{JoinRequest, Member, Members, RemoveRequest};
 
+/// Checks that a member's Raft address is a host and a port and nothing else: no scheme, no
+/// user, no path (an address like `http://evil/x?` would otherwise steer where Raft RPCs go).
+pub fn validate_member_addr(addr: &str) -> Result<(), signpost_core::validate::ValidationError> {
+    let bad = |why: &str| {
+        Err(signpost_core::validate::ValidationError::new(
+            "raft_addr",
+            format!("raft_addr must be host:port ({why}), got {addr:?}"),
+        ))
+    };
+    if addr.contains("://") {
+        return bad("no scheme");
+    }
+    if addr.contains('@') {
+        return bad("no user info");
+    }
+    let authority: http::uri::Authority = match addr.parse() {
+        Ok(a) => a,
+        Err(_) => return bad("not a host and port"),
+    };
+    if authority.as_str() != addr {
+        return bad("not a host and port");
+    }
+    match authority.port_u16() {
+        Some(p) if p > 0 => {}
+        _ => return bad("a port from 1 to 65535 is required"),
+    }
+    let host = authority.host();
+    if host.is_empty() {
+        return bad("a host is required");
+    }
+    Ok(())
+}
+
 /// Why a cluster operation failed. Serialisable: a leader's answer to a forwarded request
 /// carries it across `/raft/*` as this enum, so the member that forwarded it (and its HTTP
 /// face) can tell the cases apart.

@@ -43,6 +43,115 @@ pub struct AgentConfig {
     pub health: HealthConfig,
     pub raft: RaftConfig,
     pub dns: DnsSettings,
+    /// What members present to each other (`[cluster]`).
+    pub cluster: ClusterSettings,
+    /// Per-client limits on the HTTP API (`[limits]`).
+    pub limits: LimitsConfig,
+    /// HTTPS on the agent's listeners and between members (`[tls]`).
+    pub tls: TlsSettings,
+}
+
+/// `[tls]`: with a certificate and key the HTTP listener speaks HTTPS only, members dial each
+/// other over TLS and the Raft listener requires their client certificates (signed by
+/// `ca_file`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain of this agent (leaf first); also its client certificate towards
+    /// other members.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA that signs the members' (and, with `verify_incoming`, the clients')
+    /// certificates; members trust each other through it.
+    pub ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by `ca_file` on the HTTP API too (mTLS).
+    pub verify_incoming: bool,
+}
+
+impl TlsSettings {
+    /// Whether TLS is on (a certificate and key are given).
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
+    }
+
+    /// The HTTP listener's TLS, if on.
+    pub fn http(&self) -> Option<signpost_tls::ServerTls> {
+        Some(signpost_tls::ServerTls {
+            cert_file: self.cert_file.clone()?,
+            key_file: self.key_file.clone()?,
+            ca_file: self.ca_file.clone(),
+            verify_incoming: self.verify_incoming,
+        })
+    }
+
+    /// The Raft listener's TLS, if on: client certificates always required.
+    pub fn raft(&self) -> Option<signpost_tls::ServerTls> {
+        Some(signpost_tls::ServerTls {
+            verify_incoming: true,
+            ..self.http()?
+        })
+    }
+
+    /// What this agent trusts and presents when it calls other members, if TLS is on.
+    pub fn member_client(&self) -> Option<signpost_tls::ClientTls> {
+        self.enabled().then(|| signpost_tls::ClientTls {
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            skip_verify: false,
+        })
+    }
+}
+
+/// Fewest bytes a cluster secret may have.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// How members authenticate each other when TLS is not configured.
+#[derive(Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// Shared secret every member call (`/raft/*`) must carry, at least [`MIN_SECRET_LEN`]
+    /// bytes. Unset: member calls are not authenticated (TLS aside).
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Limits that keep one client (one IP address) from hurting the others.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most open HTTP connections from one client address; more are closed at accept
+    /// (0: no limit). Consul's default.
+    pub http_max_conns_per_client: usize,
+    /// Requests per second one client address may make (token bucket); 0: no limit.
+    pub http_request_rate: f64,
+    /// The bucket's size: requests a client may make at once after being idle (default: the
+    /// rate, at least 1).
+    pub http_request_burst: Option<f64>,
+    /// Most blocking queries and watch streams one client address may hold open (0: no limit).
+    pub max_blocking_per_client: usize,
+    /// How long a client has to send a whole request head (and to finish a TLS handshake).
+    pub http_header_timeout: Dur,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            http_max_conns_per_client: 200,
+            http_request_rate: 0.0,
+            http_request_burst: None,
+            max_blocking_per_client: 256,
+            http_header_timeout: Dur(10_000),
+        }
+    }
 }
 
 /// The DNS interface's settings.
@@ -143,6 +252,9 @@ impl Default for AgentConfig {
             health: HealthConfig::default(),
             raft: RaftConfig::default(),
             dns: DnsSettings::default(),
+            cluster: ClusterSettings::default(),
+            limits: LimitsConfig::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -241,6 +353,70 @@ impl AgentConfig {
         }
         if r.snapshot_every == 0 {
             return invalid("raft.snapshot_every must be 1 or more".into());
+        }
+        if let Some(addr) = &r.advertise_addr {
+            crate::cluster::validate_member_addr(addr).map_err(|e| {
+                ConfigError::Invalid(format!("raft.advertise_addr {addr:?}: {}", e.message))
+            })?;
+        }
+        if let Some(secret) = &self.cluster.secret {
+            if secret.len() < MIN_SECRET_LEN {
+                return invalid(format!(
+                    "cluster.secret must be at least {MIN_SECRET_LEN} bytes, got {}",
+                    secret.len()
+                ));
+            }
+            if http::HeaderValue::from_str(secret).is_err() {
+                return invalid(
+                    "cluster.secret must be printable ASCII (it travels in an HTTP header)".into(),
+                );
+            }
+        }
+        let t = &self.tls;
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            return invalid("tls: cert_file and key_file go together; give both".into());
+        }
+        if !t.enabled() && (t.ca_file.is_some() || t.verify_incoming) {
+            return invalid(
+                "tls: ca_file and verify_incoming need cert_file and key_file (the agent's own certificate)"
+                    .into(),
+            );
+        }
+        if t.verify_incoming && t.ca_file.is_none() {
+            return invalid(
+                "tls.verify_incoming needs tls.ca_file: the CA that signs the clients' certificates"
+                    .into(),
+            );
+        }
+        if t.enabled() && t.ca_file.is_none() && (r.addr.is_some() || !self.join.is_empty()) {
+            return invalid(
+                "tls.ca_file is required in a cluster: members present certificates signed by it"
+                    .into(),
+            );
+        }
+        if t.ca_file.is_some() && r.addr.is_none() && !t.verify_incoming {
+            return invalid(
+                "tls: members authenticate with client certificates; give them a Raft listener \
+                 of their own (raft.addr, --raft-addr) or set tls.verify_incoming = true"
+                    .into(),
+            );
+        }
+        let l = &self.limits;
+        if !(l.http_request_rate >= 0.0 && l.http_request_rate.is_finite()) {
+            return invalid(format!(
+                "limits.http_request_rate must be 0 (off) or a positive number, got {}",
+                l.http_request_rate
+            ));
+        }
+        if let Some(burst) = l.http_request_burst {
+            if !(burst >= 1.0 && burst.is_finite()) {
+                return invalid(format!(
+                    "limits.http_request_burst must be at least 1, got {burst}"
+                ));
+            }
+        }
+        if l.http_header_timeout.as_millis() == 0 {
+            return invalid("limits.http_header_timeout must be more than 0".into());
         }
         if self.dns.enabled {
             self.dns_config(self.http_addr.ip())
@@ -382,5 +558,85 @@ mod tests {
         c.node_id = 1;
         c.dns.domain = "bad domain!".into();
         assert!(c.validate().unwrap_err().to_string().contains("dns"));
+    }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        let base = AgentConfig {
+            dev: true,
+            ..AgentConfig::default()
+        };
+        let with = |f: &dyn Fn(&mut AgentConfig)| {
+            let mut c = base.clone();
+            f(&mut c);
+            c.validate().err().map(|e| e.to_string())
+        };
+        let cert = |c: &mut AgentConfig| {
+            c.tls.cert_file = Some("a.pem".into());
+            c.tls.key_file = Some("a-key.pem".into());
+        };
+        assert_eq!(with(&cert), None, "cert and key alone: HTTPS, one node");
+        let err = with(&|c| c.tls.cert_file = Some("a.pem".into())).unwrap();
+        assert!(err.contains("cert_file and key_file go together"), "{err}");
+        let err = with(&|c| c.tls.ca_file = Some("ca.pem".into())).unwrap();
+        assert!(err.contains("need cert_file and key_file"), "{err}");
+        let err = with(&|c| {
+            cert(c);
+            c.tls.verify_incoming = true;
+        })
+        .unwrap();
+        assert!(err.contains("verify_incoming needs tls.ca_file"), "{err}");
+        let err = with(&|c| {
+            cert(c);
+            c.join = vec!["10.0.0.1:8500".into()];
+        })
+        .unwrap();
+        assert!(err.contains("ca_file is required in a cluster"), "{err}");
+        let err = with(&|c| {
+            cert(c);
+            c.tls.ca_file = Some("ca.pem".into());
+        })
+        .unwrap();
+        assert!(err.contains("Raft listener of their own"), "{err}");
+        assert_eq!(
+            with(&|c| {
+                cert(c);
+                c.tls.ca_file = Some("ca.pem".into());
+                c.raft.addr = Some(SocketAddr::from(([127, 0, 0, 1], 8300)));
+                c.join = vec!["10.0.0.1:8500".into()];
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn member_settings_are_checked() {
+        let mut c = AgentConfig {
+            dev: true,
+            ..AgentConfig::default()
+        };
+        c.cluster.secret = Some("short".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("at least 32 bytes, got 5"), "{err}");
+        c.cluster.secret = Some("x".repeat(32));
+        c.validate().unwrap();
+        for bad in ["http://10.0.0.1:8300", "10.0.0.1:8300/x", "10.0.0.1"] {
+            c.raft.advertise_addr = Some(bad.into());
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("host:port"), "{bad}: {err}");
+        }
+        c.raft.advertise_addr = Some("node-2.internal:8300".into());
+        c.validate().unwrap();
+        let c = AgentConfig::from_toml(
+            "[cluster]\nsecret = \"s\"\n[limits]\nhttp_request_rate = 5.0\nmax_blocking_per_client = 3",
+        )
+        .unwrap();
+        assert_eq!(c.limits.http_request_rate, 5.0);
+        assert_eq!(c.limits.max_blocking_per_client, 3);
+        assert_eq!(c.limits.http_max_conns_per_client, 200);
+        assert!(
+            !format!("{c:?}").contains("secret: Some(\"s\")"),
+            "the secret is not logged"
+        );
     }
 }

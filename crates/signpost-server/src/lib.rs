@@ -16,6 +16,8 @@
 //!   with delays, losses and partitions for the in-process cluster tests).
 //! - [`store`]: the applied state every reader sees, with per-service change notifications.
 //! - [`health`]: the leader's health checker (TTL deadlines, HTTP/TCP probes, the guard).
+//! - [`listener`]: the accept loop every HTTP listener runs (TLS, per-client limits, the
+//!   request-head deadline, graceful drain).
 //! - [`http`]: the HTTP API (native registry API, watches and their listing cache, native KV,
 //!   agent info, metrics, Raft RPCs).
 #![forbid(unsafe_code)]
@@ -27,6 +29,7 @@ pub mod consul;
 pub mod dns;
 pub mod health;
 pub mod http;
+pub mod listener;
 pub mod raft;
 pub mod service;
 pub mod store;

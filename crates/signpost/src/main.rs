@@ -120,6 +120,8 @@ impl AgentArgs {
 }
 
 fn main() -> ExitCode {
+    // Before any HTTP client is built (the CLI's, the SDK's in the gateway, the agent's).
+    signpost_tls::install_default_provider();
     let cli = Cli::parse();
     if let Command::Gateway(args) = &cli.command {
         return gateway_cmd::main(args);
@@ -221,9 +223,29 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         raft: raft_listener,
         dns,
     };
+    if !agent.config().tls.enabled() {
+        // With TLS the certificate reloader handles SIGHUP; without it, a SIGHUP (sent by a
+        // rotation script, say) must not kill the agent.
+        ignore_hangups();
+    }
     agent.serve_all(listeners, shutdown_signal()).await?;
     tracing::info!("signpost agent stopped");
     Ok(())
+}
+
+/// Logs and otherwise ignores SIGHUP from now on: without `[tls]` there is nothing to reload.
+fn ignore_hangups() {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP received: nothing to reload (no [tls] configured)");
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot listen for SIGHUP: {e}"),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

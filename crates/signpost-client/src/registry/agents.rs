@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue};
+use signpost_tls::ClientTls;
 
 use super::{Cause, ConfigError, RegistryError};
 
@@ -100,22 +101,26 @@ impl Agents {
 /// The header an ACL token travels in, on Consul and on Signpost alike.
 pub(crate) const TOKEN_HEADER: &str = "x-consul-token";
 
-/// What every HTTP registry client is built from: the token sent with every request and how
-/// long a connection may take.
+/// What every HTTP registry client is built from: the token sent with every request, the TLS
+/// settings for `https://` agents, and how long a connection may take.
 pub(crate) struct ClientSettings<'a> {
     /// The registry's system, for messages ("Signpost", "Consul").
     pub(crate) system: &'static str,
     /// The ACL token, sent as `X-Consul-Token` with every request (short calls, blocking
     /// queries and watch streams alike).
     pub(crate) token: Option<&'a str>,
+    /// The CA `https://` agents are checked against (the system's roots without one) and the
+    /// client certificate presented to agents that ask for one (mutual TLS).
+    pub(crate) tls: &'a ClientTls,
     /// How long establishing a connection may take.
     pub(crate) connect_timeout: Duration,
 }
 
 impl ClientSettings<'_> {
     /// A reqwest builder with the token as a default header (validated, and marked sensitive so
-    /// it never shows in logs), no proxy, the SDK's user agent and the connect timeout. Fails
-    /// if the token cannot be sent in a header.
+    /// it never shows in logs), the TLS settings (rustls on *ring*), no proxy, the SDK's user
+    /// agent and the connect timeout. Fails if the token cannot be sent in a header or the TLS
+    /// files cannot be used.
     pub(crate) fn builder(&self) -> Result<reqwest::ClientBuilder, RegistryError> {
         let mut headers = HeaderMap::new();
         if let Some(token) = self.token {
@@ -127,7 +132,20 @@ impl ClientSettings<'_> {
             value.set_sensitive(true);
             headers.insert(TOKEN_HEADER, value);
         }
-        Ok(reqwest::Client::builder()
+        let builder = if self.tls.is_default() {
+            // The system's roots, through reqwest's own verifier on the process's provider.
+            signpost_tls::install_default_provider();
+            reqwest::Client::builder()
+        } else {
+            let config = self.tls.client_config().map_err(|source| {
+                RegistryError::Config(ConfigError::Tls {
+                    system: self.system,
+                    source,
+                })
+            })?;
+            reqwest::Client::builder().tls_backend_preconfigured(config)
+        };
+        Ok(builder
             .no_proxy()
             .user_agent(concat!("signpost-client/", env!("CARGO_PKG_VERSION")))
             .default_headers(headers)

@@ -63,6 +63,7 @@ use tokio::time::Instant;
 
 use super::agents::{encode, Agents, ClientSettings, Tried};
 use super::error::error_body;
+use super::ClientTls;
 use super::{AnswerError, Cause, ConfigError};
 use super::{RegistrationSpec, Registry, RegistryError, ServiceSet};
 use crate::instance::{Instance, Update};
@@ -101,6 +102,10 @@ pub struct ConsulOptions {
     /// ACL token sent as `X-Consul-Token` with every request; `None` sends none (the agent's
     /// default token applies).
     pub token: Option<String>,
+    /// TLS for `https://` agents: the CA their certificates must chain to (the system's roots
+    /// when `ca_file` is `None`) and the client certificate and key presented to agents that
+    /// require one (mutual TLS). The default trusts the system's roots and presents nothing.
+    pub tls: ClientTls,
     /// Datacenter to discover in (`?dc=` on listings and watches); `None` means the agent's
     /// own. Registration is always local to the agent, as in Consul.
     pub datacenter: Option<String>,
@@ -120,6 +125,7 @@ impl Default for ConsulOptions {
     fn default() -> Self {
         ConsulOptions {
             token: None,
+            tls: ClientTls::default(),
             datacenter: None,
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
@@ -133,6 +139,7 @@ impl std::fmt::Debug for ConsulOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsulOptions")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
             .field("datacenter", &self.datacenter)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
@@ -221,6 +228,7 @@ impl ConsulRegistry {
         let http = ClientSettings {
             system: "Consul",
             token: options.token.as_deref(),
+            tls: &options.tls,
             connect_timeout: options.connect_timeout,
         }
         .builder()?

@@ -229,6 +229,15 @@ pub enum ConfigError {
         /// The registry's system.
         system: &'static str,
     },
+    /// The TLS files (CA, client certificate and key) cannot be used.
+    #[error("the {system} registry's TLS settings: {source}")]
+    Tls {
+        /// The registry's system.
+        system: &'static str,
+        /// What is wrong with them.
+        #[source]
+        source: signpost_tls::TlsError,
+    },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
@@ -342,6 +351,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
+        signpost_tls::install_default_provider();
         let err = reqwest::Client::new()
             .get(format!("http://{addr}/"))
             .send()

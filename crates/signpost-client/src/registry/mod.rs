@@ -23,6 +23,7 @@ pub mod etcd;
 pub mod signpost;
 
 pub use error::{AnswerError, Cause, ConfigError, RegistryError, TransportKind};
+pub use signpost_tls::ClientTls;
 
 /// What an instance registers with.
 #[derive(Debug, Clone, PartialEq)]

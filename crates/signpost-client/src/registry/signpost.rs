@@ -29,6 +29,7 @@ use signpost_api::{Check, InstanceList, Registration, ServiceSummary, Status, IN
 use super::agents::{encode, Agents, ClientSettings, Tried};
 use super::consul::BlockingIndex;
 use super::error::error_body;
+use super::ClientTls;
 use super::{
     AnswerError, Cause, ConfigError, RegistrationSpec, Registry, RegistryError, ServiceSet,
 };
@@ -58,6 +59,10 @@ pub struct SignpostOptions {
     /// ACL token sent as `X-Consul-Token` with every request, watch streams and blocking
     /// queries included; `None` sends none (the agent's anonymous token applies).
     pub token: Option<String>,
+    /// TLS for `https://` agents: the CA their certificates must chain to (the system's roots
+    /// when `ca_file` is `None`) and the client certificate and key presented to agents that
+    /// require one (mutual TLS). The default trusts the system's roots and presents nothing.
+    pub tls: ClientTls,
     /// How long establishing a TCP connection to one agent may take before the next is tried.
     pub connect_timeout: Duration,
     /// Total time a short request (register, heartbeat, list, ...) may take on one agent.
@@ -77,6 +82,7 @@ impl Default for SignpostOptions {
     fn default() -> Self {
         SignpostOptions {
             token: None,
+            tls: ClientTls::default(),
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             blocking_wait: Duration::from_secs(300),
@@ -90,6 +96,7 @@ impl std::fmt::Debug for SignpostOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignpostOptions")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("blocking_wait", &self.blocking_wait)
@@ -175,6 +182,7 @@ impl SignpostRegistry {
         let settings = ClientSettings {
             system: "Signpost",
             token: options.token.as_deref(),
+            tls: &options.tls,
             connect_timeout: options.connect_timeout,
         };
         let build = |long: bool| {

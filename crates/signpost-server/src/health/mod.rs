@@ -46,6 +46,7 @@ pub struct HealthService {
 impl HealthService {
     /// A checker whose tasks `tasks` tracks.
     pub fn new(guard: GuardConfig, tick: Duration, tasks: TaskTracker) -> Arc<Self> {
+        signpost_tls::install_default_provider();
         Arc::new(HealthService {
             monitor: Mutex::new(HealthMonitor::new(guard)),
             base: Instant::now(),

@@ -45,8 +45,14 @@ pub use signpost_api::INDEX_HEADER;
 /// What every handler is given: the agent.
 pub type AppState = Arc<Agent>;
 
-/// Builds the agent's router.
+/// Builds the agent's router: the public API, and the member-to-member routes ([`raft`]) too
+/// when the agent has no dedicated Raft listener (with one, they are served there only).
 pub fn router(agent: AppState) -> Router {
+    let members = if agent.raft_on_http() {
+        raft::routes(&agent)
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/api/v1/services", get(services::list_services))
         .route(
@@ -79,7 +85,7 @@ pub fn router(agent: AppState) -> Router {
         .route("/api/v1/cluster/join", post(cluster_api::join))
         .route("/api/v1/cluster/remove", post(cluster_api::remove))
         .route("/api/v1/cluster/leave", post(cluster_api::leave))
-        .merge(raft::routes())
+        .merge(members)
         .merge(crate::consul::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -152,12 +158,21 @@ pub enum ApiError {
         /// The field at fault, if one is.
         field: Option<String>,
     },
+    /// 401: a member call without the cluster secret (or with a wrong one).
+    Unauthorized(String),
     /// 404.
     NotFound(String),
     /// 405.
     MethodNotAllowed,
     /// 413.
     PayloadTooLarge,
+    /// 429: a per-client limit ([`crate::listener::limits`]); `Retry-After` when known.
+    TooManyRequests {
+        /// Which limit, and what to do.
+        message: String,
+        /// Seconds until a retry can succeed.
+        retry_after: Option<u64>,
+    },
     /// 503: try again (no leader, leader unreachable).
     Unavailable(String),
     /// 500: logged, answered generically.
@@ -221,9 +236,11 @@ impl From<ClusterError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut retry = None;
         let (status, message, field) = match self {
             ApiError::Invalid(e) => (StatusCode::BAD_REQUEST, e.message, Some(e.field)),
             ApiError::BadRequest { message, field } => (StatusCode::BAD_REQUEST, message, field),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m, None),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m, None),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -235,6 +252,13 @@ impl IntoResponse for ApiError {
                 format!("request body is larger than {MAX_BODY} bytes"),
                 None,
             ),
+            ApiError::TooManyRequests {
+                message,
+                retry_after,
+            } => {
+                retry = retry_after;
+                (StatusCode::TOO_MANY_REQUESTS, message, None)
+            }
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m, None),
             ApiError::Internal(cause) => {
                 tracing::error!("internal error: {cause}");
@@ -249,7 +273,13 @@ impl IntoResponse for ApiError {
             error: message,
             field,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = retry {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 

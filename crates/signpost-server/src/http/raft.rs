@@ -1,9 +1,14 @@
 //! Traffic between members: Raft RPCs (the receiving side of [`crate::raft::PeerNetwork`]) and
 //! the requests followers hand to the leader ([`crate::cluster`]). Served on the dedicated Raft
 //! listener when there is one, and on the HTTP port otherwise.
+//!
+//! With `[cluster] secret` set, every call must carry it in [`SECRET_HEADER`] (compared in
+//! constant time); with `[tls]` on, it must come over a connection with a client certificate
+//! the listener verified against the CA. A call that does not is answered 401 and does nothing.
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -11,7 +16,7 @@ use bytes::Bytes;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use signpost_core::Request;
 
-use super::AppState;
+use super::{ApiError, AppState};
 use crate::cluster::{JoinRequest, RemoveRequest};
 use crate::raft::network::decode_snapshot_chunk;
 use crate::raft::{NodeId, TypeConfig};
@@ -23,8 +28,11 @@ use crate::service::{self, TtlRequest};
 /// behind needs as soon as the registry holds a few thousand instances.)
 pub const MAX_RAFT_BODY: usize = 64 * 1024 * 1024;
 
-/// The member-to-member routes.
-pub fn routes() -> Router<AppState> {
+/// The header a member call carries the cluster secret in.
+pub const SECRET_HEADER: &str = "x-signpost-cluster-secret";
+
+/// The member-to-member routes, behind [`member_auth`].
+pub fn routes(agent: &AppState) -> Router<AppState> {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
@@ -35,11 +43,61 @@ pub fn routes() -> Router<AppState> {
         .route("/raft/join", post(join))
         .route("/raft/remove", post(remove))
         .layer(DefaultBodyLimit::max(MAX_RAFT_BODY))
+        .route_layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            member_auth,
+        ))
 }
 
 /// A router serving only the member-to-member routes, for the dedicated Raft listener.
 pub fn router(agent: AppState) -> Router {
-    routes().with_state(agent)
+    routes(&agent)
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .with_state(agent)
+}
+
+/// Lets a call through only if it carries the cluster secret (when one is configured).
+async fn member_auth(
+    State(agent): State<AppState>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if agent.config().tls.enabled()
+        && req
+            .extensions()
+            .get::<crate::listener::ClientCertified>()
+            .is_none()
+    {
+        tracing::warn!(path = %req.uri().path(), "refused a member call without a client certificate");
+        return ApiError::Unauthorized(
+            "member calls need a client certificate signed by the cluster's CA".into(),
+        )
+        .into_response();
+    }
+    if let Some(secret) = &agent.config().cluster.secret {
+        let presented = req
+            .headers()
+            .get(SECRET_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !secret_matches(secret.as_bytes(), presented) {
+            let why = if presented.is_empty() {
+                format!("member calls must carry the cluster secret in {SECRET_HEADER}")
+            } else {
+                "the cluster secret presented is wrong".to_string()
+            };
+            tracing::warn!(path = %req.uri().path(), "refused a member call: {why}");
+            return ApiError::Unauthorized(why).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares in constant time (for equal lengths; a length mismatch is refused at once, which
+/// tells only the length).
+fn secret_matches(expected: &[u8], presented: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    expected.ct_eq(presented).into()
 }
 
 async fn append(
@@ -88,9 +146,13 @@ async fn ttl(State(agent): State<AppState>, Json(req): Json<TtlRequest>) -> impl
     Json(service::renew(&agent, &req.key, req.status).await)
 }
 
-/// A join forwarded by a follower: `Result<(), ClusterError>`.
-async fn join(State(agent): State<AppState>, Json(req): Json<JoinRequest>) -> impl IntoResponse {
-    Json(agent.cluster().join(req).await)
+/// A join forwarded by a follower: `Result<(), ClusterError>`; 400 if the new member's Raft
+/// address is not a host and port.
+async fn join(State(agent): State<AppState>, Json(req): Json<JoinRequest>) -> Response {
+    if let Err(e) = crate::cluster::validate_member_addr(&req.raft_addr) {
+        return ApiError::from(e).into_response();
+    }
+    Json(agent.cluster().join(req).await).into_response()
 }
 
 /// A removal forwarded by a follower: `Result<(), ClusterError>`.

@@ -158,25 +158,66 @@ impl PeerResponse {
     }
 }
 
-/// Members over HTTP: each request a `POST` to `http://{addr}{path}`.
+/// How an [`HttpTransport`] reaches and authenticates to the other members.
+#[derive(Clone, Default)]
+pub struct HttpTransportOptions {
+    /// The address to connect from (the member's own Raft address), so a peer — or a
+    /// fault-injecting proxy in a test — can tell who is calling.
+    pub source: Option<IpAddr>,
+    /// The cluster secret every request carries in
+    /// [`crate::http::raft::SECRET_HEADER`].
+    pub secret: Option<String>,
+    /// TLS towards the members (their CA, this member's certificate as the client
+    /// certificate): members are then dialled at `https://{addr}`.
+    pub tls: Option<signpost_tls::rustls::ClientConfig>,
+}
+
+/// Members over HTTP: each request a `POST` to `http://{addr}{path}` (`https://` with TLS).
 #[derive(Clone)]
 pub struct HttpTransport {
     /// One connection pool for every peer.
     client: reqwest::Client,
+    /// `https` with TLS, `http` without.
+    scheme: &'static str,
 }
 
 impl HttpTransport {
-    /// Connects from `source` when given (the member's own Raft address), so a peer — or a
-    /// fault-injecting proxy in a test — can tell who is calling.
+    /// Connects from `source` when given; sends no secret.
     pub fn new(source: Option<IpAddr>) -> Self {
-        let client = reqwest::Client::builder()
+        Self::with_options(HttpTransportOptions {
+            source,
+            ..HttpTransportOptions::default()
+        })
+    }
+
+    /// A transport set up by `options`.
+    pub fn with_options(options: HttpTransportOptions) -> Self {
+        signpost_tls::install_default_provider();
+        let mut headers = http::HeaderMap::new();
+        if let Some(secret) = &options.secret {
+            // Config validation refuses a secret that is not a valid header value.
+            if let Ok(mut value) = http::HeaderValue::from_str(secret) {
+                value.set_sensitive(true);
+                headers.insert(crate::http::raft::SECRET_HEADER, value);
+            }
+        }
+        let mut builder = reqwest::Client::builder()
             .no_proxy()
-            .local_address(source)
+            .local_address(options.source)
+            .default_headers(headers)
             .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(30));
+        let scheme = match options.tls {
+            Some(tls) => {
+                builder = builder.tls_backend_preconfigured(tls).https_only(true);
+                "https"
+            }
+            None => "http",
+        };
+        let client = builder
             .build()
             .expect("a reqwest client with these settings builds");
-        HttpTransport { client }
+        HttpTransport { client, scheme }
     }
 
     /// Sorts a reqwest failure into the transport's errors.
@@ -204,7 +245,7 @@ impl Transport for HttpTransport {
         let after = request.timeout;
         let response = self
             .client
-            .post(format!("{}{}", base_url(addr), request.path))
+            .post(format!("{}{}", base_url(self.scheme, addr), request.path))
             .header(http::header::CONTENT_TYPE, request.kind.content_type())
             .body(request.body)
             .timeout(after)
@@ -220,12 +261,12 @@ impl Transport for HttpTransport {
     }
 }
 
-/// `http://{addr}`, or `addr` itself (without a trailing slash) when it is already a URL.
-pub(crate) fn base_url(addr: &str) -> String {
+/// `{scheme}://{addr}`, or `addr` itself (without a trailing slash) when it is already a URL.
+pub(crate) fn base_url(scheme: &str, addr: &str) -> String {
     if addr.starts_with("http://") || addr.starts_with("https://") {
         addr.trim_end_matches('/').to_string()
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     }
 }
 

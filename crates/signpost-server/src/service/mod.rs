@@ -405,6 +405,7 @@ pub async fn join(agent: &Agent, req: JoinRequest) -> Result<()> {
     if req.node_id == 0 {
         return Err(ValidationError::new("node_id", "node ids start at 1").into());
     }
+    crate::cluster::validate_member_addr(&req.raft_addr)?;
     Ok(agent.cluster().join(req).await?)
 }
 

@@ -50,6 +50,7 @@ async fn start(settings: &Settings) -> (Cluster, Workload) {
     let cluster = Cluster::start(Options {
         nodes: settings.nodes,
         snapshot_every: SNAPSHOT_EVERY,
+        tls: false,
     })
     .await;
     let workload = Workload::start(cluster.targets.clone(), WRITERS, READERS, settings.seed);

@@ -40,6 +40,9 @@ pub struct Options {
     pub nodes: usize,
     /// `[raft] snapshot_every`.
     pub snapshot_every: u64,
+    /// `[tls]` on every node with `verify_incoming`: members and clients over mutual TLS, with
+    /// certificates made for this run.
+    pub tls: bool,
 }
 
 /// What a node process is doing.
@@ -201,18 +204,31 @@ pub struct Cluster {
     pub net: Network,
     pub targets: Arc<Targets>,
     client: reqwest::Client,
+    /// What a client of this cluster trusts and presents (with `Options::tls`).
+    pub tls: Option<signpost_tls::ClientTls>,
     /// Data dirs, config and logs; removed on drop.
     dir: tempfile::TempDir,
 }
 
 /// An HTTP client that never goes through a proxy and never hangs.
 pub fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
+    tls_client(timeout, None)
+}
+
+/// Like [`client`], over TLS with `tls` when given.
+pub fn tls_client(timeout: Duration, tls: Option<&signpost_tls::ClientTls>) -> reqwest::Client {
+    signpost_tls::install_default_provider();
+    let builder = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(1))
-        .timeout(timeout)
-        .build()
-        .expect("reqwest client")
+        .timeout(timeout);
+    let builder = match tls {
+        Some(tls) => {
+            builder.tls_backend_preconfigured(tls.client_config().expect("the client's TLS config"))
+        }
+        None => builder,
+    };
+    builder.build().expect("reqwest client")
 }
 
 /// A port free a moment ago on `ip`.
@@ -251,11 +267,25 @@ impl Cluster {
             .collect();
         let mut net = Network::bind(ips.clone()).await;
         let config = dir.path().join("signpost.toml");
-        std::fs::write(
-            &config,
-            format!("[raft]\nsnapshot_every = {}\n", options.snapshot_every),
-        )
-        .expect("write config");
+        let mut toml = format!("[raft]\nsnapshot_every = {}\n", options.snapshot_every);
+        let tls = options.tls.then(|| {
+            let pki = signpost_tls::testing::TestPki::new("cluster test CA");
+            let names: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let (node, _) = pki.write(dir.path(), "node", &names);
+            let (client, _) = pki.write(dir.path(), "client", &["test-client"]);
+            toml.push_str(&format!(
+                "[tls]\ncert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\nverify_incoming = true\n",
+                node.cert_file, node.key_file, node.ca_file
+            ));
+            signpost_tls::ClientTls {
+                ca_file: Some(client.ca_file),
+                cert_file: Some(client.cert_file),
+                key_file: Some(client.key_file),
+                skip_verify: false,
+            }
+        });
+        std::fs::write(&config, toml).expect("write config");
         let mut nodes: Vec<Node> = Vec::new();
         for (i, ip) in ips.iter().enumerate() {
             let id = i as u64 + 1;
@@ -302,7 +332,8 @@ impl Cluster {
             nodes,
             net,
             targets,
-            client: client(Duration::from_secs(1)),
+            client: tls_client(Duration::from_secs(1), tls.as_ref()),
+            tls,
             dir,
         };
         let started = Instant::now();
@@ -387,7 +418,7 @@ impl Cluster {
 
     /// `/api/v1/agent/self` of node `i`, if it answers.
     pub async fn status(&self, i: usize) -> Option<Status> {
-        let url = format!("http://{}/api/v1/agent/self", self.nodes[i].http);
+        let url = self.url(i, "/api/v1/agent/self");
         let resp = self.client.get(url).send().await.ok()?;
         if !resp.status().is_success() {
             return None;
@@ -497,13 +528,25 @@ impl Cluster {
         leader
     }
 
+    /// `http://` (or `https://` with TLS) node `i`'s HTTP address, then `path`.
+    pub fn url(&self, i: usize, path: &str) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.nodes[i].http)
+    }
+
+    /// A client of this cluster (over mutual TLS with `Options::tls`).
+    pub fn http_client(&self, timeout: Duration) -> reqwest::Client {
+        tls_client(timeout, self.tls.as_ref())
+    }
+
     /// The ids of `service` as node `i` holds them now (a local read).
     pub async fn local_set(&self, i: usize, service: &str) -> BTreeSet<u64> {
-        let url = format!(
-            "http://{}/api/v1/services/{service}/instances?status=any",
-            self.nodes[i].http
+        let url = self.url(
+            i,
+            &format!("/api/v1/services/{service}/instances?status=any"),
         );
-        let body: Value = client(Duration::from_secs(10))
+        let body: Value = self
+            .http_client(Duration::from_secs(10))
             .get(&url)
             .send()
             .await

@@ -31,6 +31,7 @@ mod checker;
 mod faults;
 mod harness;
 mod proxy;
+mod tls;
 mod workload;
 
 use std::time::Duration;

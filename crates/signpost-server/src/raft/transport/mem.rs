@@ -145,9 +145,19 @@ impl MemNetwork {
 
     /// The transport `member` sends with.
     pub fn transport(&self, member: NodeId) -> Arc<dyn Transport> {
+        self.transport_with_secret(member, None)
+    }
+
+    /// The transport `member` sends with, every request carrying the cluster secret `secret`.
+    pub fn transport_with_secret(
+        &self,
+        member: NodeId,
+        secret: Option<String>,
+    ) -> Arc<dyn Transport> {
         Arc::new(MemTransport {
             net: self.clone(),
             from: member,
+            secret,
         })
     }
 
@@ -218,6 +228,7 @@ impl MemNetwork {
         from: NodeId,
         addr: &str,
         request: PeerRequest,
+        secret: Option<&str>,
     ) -> Result<PeerResponse, TransportError> {
         let unreachable = |why: Refused| TransportError::Unreachable {
             addr: addr.to_string(),
@@ -248,13 +259,18 @@ impl MemNetwork {
             }
             *st.delivered.entry(request.path.clone()).or_default() += 1;
         }
-        let http_request = http::Request::post(&request.path)
-            .header(http::header::CONTENT_TYPE, request.kind.content_type())
-            .body(Body::from(request.body))
-            .map_err(|e| TransportError::Failed {
-                addr: addr.to_string(),
-                source: Box::new(e),
-            })?;
+        let mut http_request = http::Request::post(&request.path)
+            .header(http::header::CONTENT_TYPE, request.kind.content_type());
+        if let Some(secret) = secret {
+            http_request = http_request.header(crate::http::raft::SECRET_HEADER, secret);
+        }
+        let http_request =
+            http_request
+                .body(Body::from(request.body))
+                .map_err(|e| TransportError::Failed {
+                    addr: addr.to_string(),
+                    source: Box::new(e),
+                })?;
         let response = match router.oneshot(http_request).await {
             Ok(response) => response,
             Err(never) => match never {},
@@ -288,6 +304,8 @@ struct MemTransport {
     net: MemNetwork,
     /// The sending member, which cuts and link delays are keyed by.
     from: NodeId,
+    /// The cluster secret its requests carry.
+    secret: Option<String>,
 }
 
 #[async_trait]
@@ -295,9 +313,11 @@ impl Transport for MemTransport {
     async fn send(&self, addr: &str, request: PeerRequest) -> Result<PeerResponse, TransportError> {
         let after = request.timeout;
         let (net, from, to) = (self.net.clone(), self.from, addr.to_string());
+        let secret = self.secret.clone();
         // The receiving side runs on its own task, as a server would: a caller that stops
         // waiting does not cancel what the request started.
-        let exchange = tokio::spawn(async move { net.exchange(from, &to, request).await });
+        let exchange =
+            tokio::spawn(async move { net.exchange(from, &to, request, secret.as_deref()).await });
         match tokio::time::timeout(after, exchange).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(TransportError::Failed {
@@ -440,5 +460,26 @@ mod tests {
         net.set_delay(Duration::ZERO);
         net.set_link_delay(1, 2, Duration::ZERO);
         assert!(call(&net, 1, "m2").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_transport_with_a_secret_sends_it_with_every_request() {
+        let net = MemNetwork::new(1);
+        let router = Router::new().route(
+            "/echo",
+            post(|headers: http::HeaderMap| async move {
+                headers
+                    .get(crate::http::raft::SECRET_HEADER)
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_else(|| "none".into())
+            }),
+        );
+        net.attach(2, "m2", router);
+        let with = net.transport_with_secret(1, Some("s3cret".into()));
+        let reply = with.send("m2", echo("")).await.unwrap();
+        assert_eq!(&reply.body[..], b"s3cret");
+        let without = net.transport(1);
+        let reply = without.send("m2", echo("")).await.unwrap();
+        assert_eq!(&reply.body[..], b"none");
     }
 }

@@ -1,0 +1,278 @@
+//! The agent's HTTP listeners (the API, and the dedicated Raft listener): a hand-written accept
+//! loop on hyper-util, so that each connection can be checked before it is served.
+//!
+//! For each accepted connection, in order:
+//! 1. the per-client connection cap ([`limits::ClientLimits::connection`]; over it the
+//!    connection is closed at once);
+//! 2. TLS, when configured: the handshake with the acceptor's current certificate (reloaded on
+//!    SIGHUP or when the files change, see [`signpost_tls::ReloadingAcceptor`]), within the
+//!    request-head deadline;
+//! 3. HTTP/1.1 (or HTTP/2: by ALPN over TLS, by its preface in clear text), the request head
+//!    due within `[limits] http_header_timeout` (10 s by default), every request given the
+//!    client's address as [`ConnectInfo`] and, over TLS with a verified client certificate, a
+//!    [`ClientCertified`] mark.
+//!
+//! At shutdown the loop stops accepting, asks every connection to finish its current exchange
+//! (hyper-util's graceful shutdown), and closes what is still open after the grace period.
+
+pub mod limits;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use signpost_tls::ReloadingAcceptor;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+use crate::agent::Agent;
+use limits::{ClientLimits, Held, Refusal};
+
+/// Marks a request that came over TLS with a client certificate the listener verified against
+/// its CA (mutual TLS): member calls require it when TLS is configured.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCertified;
+
+/// How one listener serves.
+#[derive(Clone)]
+pub struct ListenerOptions {
+    /// For logs: `http` or `raft`.
+    pub name: &'static str,
+    /// TLS, when the listener speaks HTTPS only.
+    pub tls: Option<Arc<ReloadingAcceptor>>,
+    /// How long a client has to finish the TLS handshake and to send each request head.
+    pub header_timeout: Duration,
+    /// Per-client connection cap (the API listener; members are not limited).
+    pub limits: Option<Arc<ClientLimits>>,
+    /// How long open connections get to finish after the stop signal.
+    pub grace: Duration,
+}
+
+/// Serves `app` on `listener` until `stop` resolves, then drains (see the module doc).
+pub async fn serve(
+    agent: Arc<Agent>,
+    listener: TcpListener,
+    app: Router,
+    options: ListenerOptions,
+    stop: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let (stopping, stopped) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stop => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let held = match &options.limits {
+                        Some(limits) => match limits.connection(peer.ip()) {
+                            Some(held) => Some(held),
+                            None => {
+                                limits::count(&agent, Refusal::ConnsPerClient);
+                                tracing::debug!(%peer, "too many connections from this client; closed");
+                                drop(stream);
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
+                    let _ = stream.set_nodelay(true);
+                    conns.spawn(connection(stream, Conn {
+                        agent: agent.clone(),
+                        peer,
+                        app: app.clone(),
+                        options: options.clone(),
+                        watcher: graceful.watcher(),
+                        stopped: stopped.clone(),
+                        _held: held,
+                    }));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving and try again shortly.
+                    tracing::warn!(listener = options.name, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    stopping.send_replace(true);
+    let open = conns.len();
+    if open > 0 {
+        tracing::debug!(listener = options.name, open, "draining connections");
+    }
+    if tokio::time::timeout(options.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = options.name,
+            "requests still running after {:?}; closing them",
+            options.grace
+        );
+    }
+    conns.shutdown().await;
+    Ok(())
+}
+
+/// One accepted connection and what serving it needs.
+struct Conn {
+    agent: Arc<Agent>,
+    peer: SocketAddr,
+    app: Router,
+    options: ListenerOptions,
+    /// Registers the connection for the graceful shutdown.
+    watcher: Watcher,
+    /// Turns true when the listener stops: a connection still in its handshake gives up.
+    stopped: watch::Receiver<bool>,
+    /// Its slot in the per-client connection count.
+    _held: Option<Held>,
+}
+
+/// Why a connection ended before its first request.
+enum Early {
+    /// Nothing (or no complete handshake) in time.
+    Timeout,
+    /// The listener stopped.
+    Stopped,
+    /// The client went away or the handshake failed.
+    Failed,
+}
+
+/// Runs `step` within the header deadline, giving up when the listener stops.
+async fn in_time<T>(
+    deadline: Duration,
+    stopped: &mut watch::Receiver<bool>,
+    step: impl Future<Output = std::io::Result<T>>,
+) -> Result<T, Early> {
+    tokio::select! {
+        r = tokio::time::timeout(deadline, step) => match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                tracing::debug!("connection failed before its first request: {e}");
+                Err(Early::Failed)
+            }
+            Err(_) => Err(Early::Timeout),
+        },
+        _ = stopped.wait_for(|s| *s) => Err(Early::Stopped),
+    }
+}
+
+async fn connection(stream: TcpStream, mut conn: Conn) {
+    let deadline = conn.options.header_timeout;
+    let early = match conn.options.tls.clone() {
+        None => {
+            // hyper's header timer starts once it reads a request head; HTTP/2 detection
+            // reads first, so a client that sends nothing is timed here.
+            let mut byte = [0u8; 1];
+            match in_time(deadline, &mut conn.stopped, stream.peek(&mut byte)).await {
+                Ok(0) => return,
+                Ok(_) => {
+                    let Conn {
+                        agent,
+                        peer,
+                        app,
+                        options,
+                        watcher,
+                        ..
+                    } = conn;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    serve_http(agent, builder, stream, peer, app, options, watcher, false).await;
+                    return;
+                }
+                Err(e) => e,
+            }
+        }
+        Some(tls) => {
+            let acceptor = tls.acceptor();
+            match in_time(deadline, &mut conn.stopped, acceptor.accept(stream)).await {
+                Ok(tls_stream) => {
+                    let (_, session) = tls_stream.get_ref();
+                    let h2 = session.alpn_protocol() == Some(b"h2");
+                    let certified = session.peer_certificates().is_some_and(|c| !c.is_empty());
+                    let Conn {
+                        agent,
+                        peer,
+                        app,
+                        options,
+                        watcher,
+                        ..
+                    } = conn;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let builder = if h2 {
+                        builder.http2_only()
+                    } else {
+                        builder.http1_only()
+                    };
+                    serve_http(
+                        agent, builder, tls_stream, peer, app, options, watcher, certified,
+                    )
+                    .await;
+                    return;
+                }
+                Err(e) => e,
+            }
+        }
+    };
+    if let Early::Timeout = early {
+        limits::count(&conn.agent, Refusal::HeaderTimeout);
+        tracing::debug!(peer = %conn.peer, "no request or handshake within {deadline:?}; closed");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_http<I>(
+    agent: Arc<Agent>,
+    mut builder: auto::Builder<TokioExecutor>,
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    options: ListenerOptions,
+    watcher: Watcher,
+    certified: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout);
+    let requests = Arc::new(AtomicU64::new(0));
+    let counted = requests.clone();
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        if certified {
+            req.extensions_mut().insert(ClientCertified);
+        }
+        let app = app.clone();
+        async move { app.oneshot(req).await }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        let timed_out = e
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout);
+        if timed_out && requests.load(Ordering::Relaxed) == 0 {
+            limits::count(&agent, Refusal::HeaderTimeout);
+            tracing::debug!(%peer, listener = options.name, "request head not sent within {:?}; closed", options.header_timeout);
+        } else {
+            tracing::debug!(%peer, listener = options.name, "connection ended: {e}");
+        }
+    }
+}
