@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail};
 use reqwest::{StatusCode, Url};
 use signpost_api::ErrorBody;
 use signpost_client::registry::signpost::{SignpostOptions, SignpostRegistry};
-use signpost_client::registry::{Cause, RegistryError};
+use signpost_client::registry::{Cause, ClientTls, RegistryError};
 
 /// How long to wait for a TCP connection to the agent.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,18 +23,27 @@ pub(super) struct Agent {
 }
 
 impl Agent {
-    /// Checks `--addr` and builds the client, which sends `token` with every request.
-    pub(super) fn connect(addr: &str, token: Option<String>) -> anyhow::Result<Self> {
+    /// Checks `--addr` and builds the client, which sends `token` with every request and
+    /// speaks TLS to an `https://` agent with `tls`.
+    pub(super) fn connect(
+        addr: &str,
+        token: Option<String>,
+        tls: ClientTls,
+    ) -> anyhow::Result<Self> {
         let (base, display) = parse_base_url(addr)?;
         let options = SignpostOptions {
             token,
+            tls,
             connect_timeout: CONNECT_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
             ..SignpostOptions::default()
         };
         let registry =
             SignpostRegistry::with_options([base.as_str().trim_end_matches('/')], options)
-                .map_err(|e| anyhow!("cannot create the HTTP client: {e}"))?;
+                .map_err(|e| match e {
+                    RegistryError::Config(e) => anyhow!("{e}"),
+                    e => anyhow!("cannot create the HTTP client: {e}"),
+                })?;
         Ok(Agent { registry, display })
     }
 
@@ -123,10 +132,11 @@ mod tests {
 
     #[test]
     fn agent_addresses() {
-        let agent = Agent::connect("127.0.0.1:8500", None).unwrap();
+        let agent = Agent::connect("127.0.0.1:8500", None, ClientTls::default()).unwrap();
         assert_eq!(agent.display, "http://127.0.0.1:8500");
         assert_eq!(agent.registry.addrs(), ["http://127.0.0.1:8500"]);
-        let agent = Agent::connect("http://agent:1/prefix/?x#y", None).unwrap();
+        let agent =
+            Agent::connect("http://agent:1/prefix/?x#y", None, ClientTls::default()).unwrap();
         assert_eq!(agent.registry.addrs(), ["http://agent:1/prefix"]);
         let (_, display) = parse_base_url("http://agent:1/prefix/").unwrap();
         assert_eq!(display, "http://agent:1/prefix");
@@ -144,7 +154,7 @@ mod tests {
 
     #[test]
     fn agent_error_messages() {
-        let agent = Agent::connect("127.0.0.1:1", None).unwrap();
+        let agent = Agent::connect("127.0.0.1:1", None, ClientTls::default()).unwrap();
         let rejected = RegistryError::Rejected {
             what: "register".into(),
             status: Some(StatusCode::BAD_REQUEST),

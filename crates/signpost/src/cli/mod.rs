@@ -28,8 +28,11 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+use std::path::PathBuf;
+
 use anyhow::Context as _;
 use clap::ArgGroup;
+use signpost_client::registry::ClientTls;
 
 use agent::Agent;
 use render::StdoutClosed;
@@ -51,6 +54,16 @@ pub struct ClientOpts {
     /// ACL token sent with every request as `X-Consul-Token` (else `CONSUL_HTTP_TOKEN`).
     #[arg(long, global = true, env = "SIGNPOST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) an `https://` agent is checked against (else `CONSUL_CACERT`,
+    /// else the system's roots).
+    #[arg(long, global = true, env = "SIGNPOST_CACERT", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for agents that require one (else `CONSUL_CLIENT_CERT`).
+    #[arg(long, global = true, env = "SIGNPOST_CLIENT_CERT", value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM) (else `CONSUL_CLIENT_KEY`).
+    #[arg(long, global = true, env = "SIGNPOST_CLIENT_KEY", value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
 }
 
 impl ClientOpts {
@@ -61,6 +74,22 @@ impl ClientOpts {
             .clone()
             .or_else(|| env("CONSUL_HTTP_TOKEN"))
             .filter(|t| !t.is_empty())
+    }
+
+    /// The TLS settings: each file from its flag / `SIGNPOST_*` variable, else the `CONSUL_*`
+    /// one as `env` reads it.
+    pub fn tls_from(&self, env: &dyn Fn(&str) -> Option<String>) -> ClientTls {
+        let file = |given: &Option<PathBuf>, consul: &str| {
+            given
+                .clone()
+                .or_else(|| env(consul).filter(|v| !v.is_empty()).map(PathBuf::from))
+        };
+        ClientTls {
+            ca_file: file(&self.ca_file, "CONSUL_CACERT"),
+            cert_file: file(&self.client_cert, "CONSUL_CLIENT_CERT"),
+            key_file: file(&self.client_key, "CONSUL_CLIENT_KEY"),
+            skip_verify: false,
+        }
     }
 }
 
@@ -297,7 +326,11 @@ pub async fn run(opts: &ClientOpts, cmd: ClientCommand) -> anyhow::Result<()> {
 }
 
 async fn run_inner(opts: &ClientOpts, cmd: ClientCommand) -> anyhow::Result<()> {
-    let agent = Agent::connect(&opts.addr, opts.token_from(&process_env))?;
+    let agent = Agent::connect(
+        &opts.addr,
+        opts.token_from(&process_env),
+        opts.tls_from(&process_env),
+    )?;
     let json = opts.json;
     match cmd {
         ClientCommand::Services => services::services(&agent, json).await,

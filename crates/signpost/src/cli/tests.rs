@@ -165,6 +165,9 @@ async fn unreachable_agent_is_reported_clearly() {
         addr: addr.clone(),
         json: false,
         token: None,
+        ca_file: None,
+        client_cert: None,
+        client_key: None,
     };
     let err = run(&opts, ClientCommand::Services).await.unwrap_err();
     assert_eq!(
@@ -184,6 +187,9 @@ async fn agent_errors_are_shown_with_status_and_field() {
         addr,
         json: false,
         token: None,
+        ca_file: None,
+        client_cert: None,
+        client_key: None,
     };
     let cmd = ClientCommand::Deregister {
         service: "users".into(),
@@ -236,6 +242,9 @@ async fn watch_fails_fast_when_the_agent_refuses_the_stream() {
         addr,
         json: false,
         token: None,
+        ca_file: None,
+        client_cert: None,
+        client_key: None,
     };
     let cmd = ClientCommand::Watch {
         service: "users".into(),
@@ -259,6 +268,9 @@ async fn instances_with_all_ask_for_every_status() {
         addr,
         json: false,
         token: None,
+        ca_file: None,
+        client_cert: None,
+        client_key: None,
     };
     let cmd = ClientCommand::Instances {
         service: "a b".into(),
@@ -279,6 +291,9 @@ async fn unreadable_answers_are_reported() {
         addr: addr.clone(),
         json: false,
         token: None,
+        ca_file: None,
+        client_cert: None,
+        client_key: None,
     };
     let err = run(&opts, ClientCommand::Services).await.unwrap_err();
     let text = format!("{err:#}");
@@ -476,4 +491,33 @@ async fn a_second_bootstrap_is_refused_with_the_agents_message() {
         format!("{err:#}"),
         "the agent answered 403 Forbidden: ACL bootstrap no longer allowed"
     );
+}
+
+#[test]
+fn tls_files_come_from_the_flags_then_consuls_variables() {
+    let consul_env = |name: &str| match name {
+        "CONSUL_CACERT" => Some("/consul/ca.pem".to_string()),
+        "CONSUL_CLIENT_CERT" => Some("/consul/cert.pem".to_string()),
+        "CONSUL_CLIENT_KEY" => Some("/consul/key.pem".to_string()),
+        _ => None,
+    };
+    let mut cli = parse(&["services", "--ca-file", "/flag/ca.pem"]).unwrap();
+    // Whatever SIGNPOST_* variables this test runs under.
+    cli.opts.client_cert = None;
+    cli.opts.client_key = None;
+    let tls = cli.opts.tls_from(&consul_env);
+    assert_eq!(
+        tls.ca_file.as_deref(),
+        Some(std::path::Path::new("/flag/ca.pem"))
+    );
+    assert_eq!(
+        tls.cert_file.as_deref(),
+        Some(std::path::Path::new("/consul/cert.pem"))
+    );
+    assert_eq!(
+        tls.key_file.as_deref(),
+        Some(std::path::Path::new("/consul/key.pem"))
+    );
+    cli.opts.ca_file = None;
+    assert!(cli.opts.tls_from(&|_: &str| None).is_default());
 }

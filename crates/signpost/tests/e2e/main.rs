@@ -4,6 +4,7 @@
 mod harness;
 
 mod cli;
+mod cli_tls;
 mod consul_clients;
 mod dig;
 mod durability;
