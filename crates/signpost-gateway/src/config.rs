@@ -50,6 +50,9 @@ pub enum Problem {
     /// No agent to ask.
     #[error("registry.addrs: name at least one Signpost agent")]
     NoAgents,
+    /// A client certificate without its key, or a key without its certificate.
+    #[error("registry.cert_file and registry.key_file go together: give both or neither")]
+    RegistryHalfIdentity,
     /// Too many worker threads.
     #[error("workers: at most 1024 (0 = one per core), got {0}")]
     Workers(usize),
@@ -225,14 +228,47 @@ pub struct GatewayConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrySection {
-    /// Signpost agents (`host:port` or `http://host:port`); the first that answers is used.
+    /// Signpost agents (`host:port`, `http://host:port` or `https://host:port`); the first
+    /// that answers is used.
     pub addrs: Vec<String>,
+    /// ACL token the gateway presents to the agents (`X-Consul-Token`); it needs
+    /// `service:read` on the services it routes to. Never logged.
+    pub token: Option<Secret>,
+    /// PEM CA certificates `https://` agents must chain to (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate presented to agents that require one (mutual TLS).
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
     /// Route services whose instances declare `gateway.prefix` in their metadata (see
     /// [`crate::metadata`]). The gateway then follows every service in the catalog.
     pub routes_from_metadata: bool,
     /// Persist each followed service's last instance list here, so a gateway that starts while
     /// the registry is down still routes.
     pub cache_dir: Option<PathBuf>,
+}
+
+/// A secret read from the config file (a token): its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl RegistrySection {
+    /// The SDK's TLS settings for the agents.
+    pub fn tls(&self) -> signpost_client::registry::ClientTls {
+        signpost_client::registry::ClientTls {
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            skip_verify: false,
+        }
+    }
 }
 
 /// `[defaults]`: the settings of a route that does not name them.
@@ -390,6 +426,10 @@ impl Default for RegistrySection {
     fn default() -> Self {
         RegistrySection {
             addrs: vec!["127.0.0.1:8500".to_string()],
+            token: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
             routes_from_metadata: true,
             cache_dir: None,
         }
@@ -508,6 +548,9 @@ impl GatewayConfig {
         let mut problems = Vec::new();
         if self.registry.addrs.is_empty() {
             problems.push(Problem::NoAgents);
+        }
+        if self.registry.cert_file.is_some() != self.registry.key_file.is_some() {
+            problems.push(Problem::RegistryHalfIdentity);
         }
         if self.workers > 1024 {
             problems.push(Problem::Workers(self.workers));

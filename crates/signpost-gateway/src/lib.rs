@@ -63,7 +63,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use signpost_client::discovery::Discovery;
-use signpost_client::registry::signpost::SignpostRegistry;
+use signpost_client::registry::signpost::{SignpostOptions, SignpostRegistry};
 use signpost_client::registry::{Registry, RegistryError};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
@@ -110,12 +110,18 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Validates `config` and starts the control plane against the Signpost agents it names.
+    /// Validates `config` and starts the control plane against the Signpost agents it names,
+    /// with its `[registry]` token and TLS settings.
     /// Must be called within a tokio runtime. Routes answer 503 until their service's first
     /// instance list arrives (see [`Gateway::ready`]).
     pub fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         config.validate()?;
-        let registry = SignpostRegistry::new(config.registry.addrs.clone())?;
+        let options = SignpostOptions {
+            token: config.registry.token.as_ref().map(|t| t.0.clone()),
+            tls: config.registry.tls(),
+            ..SignpostOptions::default()
+        };
+        let registry = SignpostRegistry::with_options(config.registry.addrs.clone(), options)?;
         Self::start_with_registry(config, Arc::new(registry))
     }
 

@@ -9,6 +9,7 @@ mod failover;
 mod headers;
 mod protocols;
 mod registry;
+mod registry_access;
 mod routing;
 mod streaming;
 mod websocket;
