@@ -148,6 +148,7 @@ fn command_kind(command: &Command) -> &'static str {
         Command::KvSet { .. } => "kv set",
         Command::KvDelete { .. } => "kv delete",
         Command::Batch(_) => "batch",
+        Command::Acl(_) => "acl",
     }
 }
 
