@@ -17,6 +17,65 @@ use crate::http::{ApiError, AppState, JsonBody};
 use crate::service::acl::{self as ops, Created, PolicyWrite, TokenWrite};
 use crate::service::{self, Caller};
 
+/// The keys of ACL bodies, in Consul's spelling.
+const KEYS: [&str; 16] = [
+    "ID",
+    "Name",
+    "Description",
+    "Rules",
+    "Datacenters",
+    "AccessorID",
+    "SecretID",
+    "Policies",
+    "ExpirationTTL",
+    "ExpirationTime",
+    "Local",
+    "Roles",
+    "ServiceIdentities",
+    "NodeIdentities",
+    "TemplatedPolicies",
+    "Namespace",
+];
+
+fn fold(key: &str) -> String {
+    key.chars()
+        .filter(|c| *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Decodes an ACL body after rewriting its keys to Consul's spelling: Consul (Go's JSON)
+/// matches keys without regard to case, and clients rely on it (py-consul sends `"name"`,
+/// `"rules"`).
+fn decode<T: serde::de::DeserializeOwned>(mut body: Value) -> Result<T, ApiError> {
+    fn canonical(value: &mut Value, depth: usize) {
+        if let Value::Object(map) = value {
+            let old = std::mem::take(map);
+            for (key, mut v) in old {
+                let folded = fold(&key);
+                let name = KEYS
+                    .iter()
+                    .find(|k| fold(k) == folded)
+                    .map_or(key, |k| k.to_string());
+                if depth == 0 && name == "Policies" {
+                    if let Value::Array(items) = &mut v {
+                        items.iter_mut().for_each(|i| canonical(i, 1));
+                    }
+                }
+                map.insert(name, v);
+            }
+        }
+    }
+    canonical(&mut body, 0);
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::BadRequest {
+            message: format!("invalid JSON body: {}", e.inner()),
+            field: (path != ".").then_some(path),
+        }
+    })
+}
+
 fn acl_index(agent: &AppState) -> u64 {
     service::acl::index(agent)
 }
@@ -113,8 +172,9 @@ impl PolicyBody {
 pub async fn create_policy(
     State(agent): State<AppState>,
     Extension(caller): Extension<Caller>,
-    JsonBody(body): JsonBody<PolicyBody>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
+    let body: PolicyBody = decode(body)?;
     if body.id.as_deref().is_some_and(|id| !id.is_empty()) {
         return Err(ApiError::bad_request(
             "ID",
@@ -134,8 +194,9 @@ pub async fn update_policy(
     State(agent): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody<PolicyBody>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
+    let body: PolicyBody = decode(body)?;
     if body.id.as_deref().is_some_and(|b| !b.is_empty() && b != id) {
         return Err(ApiError::bad_request(
             "ID",
@@ -218,6 +279,8 @@ pub struct TokenBody {
     service_identities: Option<Vec<Value>>,
     #[serde(default)]
     node_identities: Option<Vec<Value>>,
+    #[serde(default)]
+    templated_policies: Option<Vec<Value>>,
 }
 
 impl TokenBody {
@@ -226,6 +289,7 @@ impl TokenBody {
             ("Roles", &self.roles),
             ("ServiceIdentities", &self.service_identities),
             ("NodeIdentities", &self.node_identities),
+            ("TemplatedPolicies", &self.templated_policies),
         ] {
             if list.as_ref().is_some_and(|l| !l.is_empty()) {
                 return Err(ApiError::bad_request(
@@ -296,8 +360,9 @@ impl TokenBody {
 pub async fn create_token(
     State(agent): State<AppState>,
     Extension(caller): Extension<Caller>,
-    JsonBody(body): JsonBody<TokenBody>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
+    let body: TokenBody = decode(body)?;
     let created = ops::create_token(&agent, &caller, body.into_write()?).await?;
     Ok(with_meta(
         &agent,
@@ -311,8 +376,9 @@ pub async fn update_token(
     State(agent): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(accessor_id): Path<String>,
-    JsonBody(body): JsonBody<TokenBody>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
+    let body: TokenBody = decode(body)?;
     if body
         .accessor_id
         .as_deref()

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod acl;
 mod cli;
 mod consul_clients;
 mod dig;
