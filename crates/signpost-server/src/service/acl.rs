@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use signpost_core::acl::{
     hash_secret, Access, AclCommand, AclOutcome, AclRefusal, Authorizer, DefaultPolicy, Policy,
@@ -133,7 +133,7 @@ const CACHE_LIMIT: usize = 10_000;
 #[derive(Debug)]
 pub struct Resolver {
     settings: AclSettings,
-    cache: Mutex<HashMap<String, Resolved>>,
+    cache: RwLock<HashMap<String, Resolved>>,
 }
 
 impl Resolver {
@@ -141,7 +141,7 @@ impl Resolver {
     pub fn new(settings: AclSettings) -> Self {
         Resolver {
             settings,
-            cache: Mutex::new(HashMap::new()),
+            cache: RwLock::new(HashMap::new()),
         }
     }
 
@@ -168,7 +168,7 @@ pub fn resolve(agent: &Agent, secret: Option<&str>) -> Result<Caller> {
     let state = agent.store().read();
     let acl = state.registry.acl();
     let index = acl.index();
-    if let Some(hit) = resolver.cache.lock().expect("acl cache").get(&key) {
+    if let Some(hit) = resolver.cache.read().expect("acl cache").get(&key) {
         if hit.acl_index == index {
             if hit.expiration_time.is_some_and(|t| t <= now) {
                 return Err(ServiceError::AclNotFound);
@@ -184,7 +184,7 @@ pub fn resolve(agent: &Agent, secret: Option<&str>) -> Result<Caller> {
         .map_err(|_| ServiceError::AclNotFound)?;
     let authz = Arc::new(acl.authorizer(&token, resolver.default_policy()));
     drop(state);
-    let mut cache = resolver.cache.lock().expect("acl cache");
+    let mut cache = resolver.cache.write().expect("acl cache");
     if cache.len() >= CACHE_LIMIT {
         cache.clear();
     }
