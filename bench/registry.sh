@@ -16,6 +16,8 @@
 #   SEED_COUNT [100000]  instances seeded before the kill -9 / restart measurement
 #   SEED_TTL [none]      check TTL of the seeded instances ("none" = no check)
 #   RESTART_TIMEOUT [120] seconds the restarted agent gets to serve every instance again
+#   ACL [1]              1 = also run register and discover-10 against an agent with ACLs on,
+#                        with a token of a few rules, to show what authorization costs
 #   SKIP_BUILD [0]       1 = use the binaries already in the target dir
 #   KEEP_TMP [0]         1 = keep the temporary directory (agent logs, JSON reports)
 set -euo pipefail
@@ -29,6 +31,9 @@ REGISTER_TTL=${REGISTER_TTL:-10m}
 SEED_TTL=${SEED_TTL:-none}
 RESTART_TIMEOUT=${RESTART_TIMEOUT:-120}
 SKIP_BUILD=${SKIP_BUILD:-0}
+ACL=${ACL:-1}
+# The token wait_leader presents (ignored by an agent with ACLs off).
+WAIT_TOKEN=
 KEEP_TMP=${KEEP_TMP:-0}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -63,9 +68,10 @@ proc_cpu() {
     sed 's/.*) //' "/proc/$1/stat" | awk '{ printf "%.2f\n", ($12 + $13) / 100 }'
 }
 
-# start_agent DATA_DIR PORT LOG: starts a durable agent in the background; sets AGENT_PID.
+# start_agent DATA_DIR PORT LOG [ARGS...]: starts a durable agent in the background; sets
+# AGENT_PID.
 start_agent() {
-    "$SIGNPOST" agent --data-dir "$1" --http-addr "127.0.0.1:$2" >>"$3" 2>&1 &
+    "$SIGNPOST" agent --data-dir "$1" --http-addr "127.0.0.1:$2" "${@:4}" >>"$3" 2>&1 &
     AGENT_PID=$!
     PIDS+=("$AGENT_PID")
 }
@@ -74,7 +80,7 @@ start_agent() {
 wait_leader() {
     local deadline=$((SECONDS + $2)) body
     while ((SECONDS < deadline)); do
-        if body=$(curl -sf --max-time 1 "http://127.0.0.1:$1/api/v1/agent/self") &&
+        if body=$(curl -sf --max-time 1 -H "X-Consul-Token: $WAIT_TOKEN" "http://127.0.0.1:$1/api/v1/agent/self") &&
             python3 -c 'import json, sys; sys.exit(json.loads(sys.argv[1])["raft"]["role"] != "leader")' "$body"; then
             return 0
         fi
@@ -136,6 +142,37 @@ phase discover-10 discover --clients "$CLIENTS" --duration "$DURATION" --instanc
 phase discover-100 discover --clients "$CLIENTS" --duration "$DURATION" --instances 100
 stop_pid "$AGENT_PID"
 
+# ---- ACL cost: the same phases against a fresh agent with ACLs on -------------------------
+if [[ $ACL == 1 ]]; then
+    PORT=$(free_port)
+    ADDR=http://127.0.0.1:$PORT
+    LOG=$TMP/agent-acl.log
+    WAIT_TOKEN=bench-management-token
+    printf '[acl]\nenabled = true\ninitial_management_token = "%s"\n' "$WAIT_TOKEN" >"$TMP/acl.toml"
+    log "starting an agent with ACLs on at $ADDR (data dir $TMP/acl)"
+    start_agent "$TMP/acl" "$PORT" "$LOG" --config "$TMP/acl.toml"
+    wait_leader "$PORT" 30
+    # A token with a few rules, as an application would hold: the bench's services, not the
+    # reserved ones, KV reads but not secrets.
+    RULES='service_prefix "" { policy = "write" }
+service "admin" { policy = "deny" }
+service_prefix "internal-" { policy = "read" }
+key_prefix "" { policy = "read" }
+key_prefix "secret/" { policy = "deny" }
+agent_prefix "" { policy = "read" }'
+    python3 -c 'import json, sys; print(json.dumps({"Name": "bench", "Rules": sys.argv[1]}))' "$RULES" |
+        curl -sf -X PUT -H "X-Consul-Token: $WAIT_TOKEN" --data-binary @- "$ADDR/v1/acl/policy" >/dev/null
+    ACL_TOKEN=$(curl -sf -X PUT -H "X-Consul-Token: $WAIT_TOKEN" \
+        -d '{"Description": "bench", "Policies": [{"Name": "bench"}]}' "$ADDR/v1/acl/token" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["SecretID"])')
+    phase register-acl register --clients "$CLIENTS" --count "$COUNT" --services "$SERVICES" \
+        --ttl "$REGISTER_TTL" --token "$ACL_TOKEN"
+    phase discover-10-acl discover --clients "$CLIENTS" --duration "$DURATION" --instances 10 \
+        --token "$ACL_TOKEN"
+    stop_pid "$AGENT_PID"
+    WAIT_TOKEN=
+fi
+
 # ---- restart: seed a fresh durable agent, kill -9, time the way back ----------------------
 PORT=$(free_port)
 ADDR=http://127.0.0.1:$PORT
@@ -189,10 +226,10 @@ stop_pid "$AGENT_PID"
 
 # ---- summary ------------------------------------------------------------------------------
 log "summary"
-python3 - "$TMP" "$DATA_SIZE" "$CONNS" "${READY_LINE##* }" <<'EOF'
+python3 - "$TMP" "$DATA_SIZE" "$CONNS" "${READY_LINE##* }" "$ACL" <<'EOF'
 import json, os, sys
 
-tmp, data_size, conns, ready = sys.argv[1:5]
+tmp, data_size, conns, ready, acl = sys.argv[1:6]
 
 def load(name):
     with open(os.path.join(tmp, name + ".json")) as f:
@@ -203,8 +240,11 @@ def load(name):
 
 rows = [("phase", "clients", "ok", "errors", "secs", "rate/s", "p50 ms", "p99 ms", "max ms",
          "gen cpu s", "agent cpu s")]
-for name, label in [("register", "register"), ("discover-10", "discover 10 inst"),
-                    ("discover-100", "discover 100 inst"), ("seed", "seed")]:
+phases = [("register", "register"), ("discover-10", "discover 10 inst"),
+          ("discover-100", "discover 100 inst"), ("seed", "seed")]
+if acl == "1":
+    phases[3:3] = [("register-acl", "register, ACL on"), ("discover-10-acl", "discover 10, ACL on")]
+for name, label in phases:
     r = load(name)
     l = r["latency_ms"]
     rows.append((label, str(r["clients"]), str(r["ok"]), str(r["errors"]), f'{r["duration_s"]:.1f}',
@@ -222,4 +262,9 @@ print(f'restart after kill -9 with {restart["instances"]} instances: {restart["r
       f'from spawn until all listed (first answer after {restart["first_answer_s"]:.2f} s with '
       f'{restart["first_answer_instances"]} instances; agent log says ready in {ready or "?"})')
 print(f'data dir size before restart: {data_size}')
+if acl == "1":
+    for off, on, what in [("register", "register-acl", "registrations"),
+                          ("discover-10", "discover-10-acl", "list reads")]:
+        a, b = load(off)["rate_per_s"], load(on)["rate_per_s"]
+        print(f'ACL on vs off, {what}: {b:.0f}/s vs {a:.0f}/s ({(b - a) / a * 100:+.1f} %)')
 EOF

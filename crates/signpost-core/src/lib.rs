@@ -10,10 +10,13 @@
 //! - [`registry`]: the replicated state machine: [`registry::Command`]s in, [`registry::Response`]s
 //!   and [`registry::Event`]s out, with a per-service modification index.
 //! - [`kv`]: the replicated key/value store (Consul-compatible semantics: cas, recurse, flags).
+//! - [`acl`]: Consul's ACL rule language, policies, tokens and the authorizer (replicated
+//!   state changed by [`registry::Command::Acl`]).
 //! - [`health`]: the leader-local health monitor: heartbeats and check results in, status
 //!   transitions and deregistrations out, with flap damping and the mass-eviction guard.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod health;
 pub mod kv;
 pub mod model;

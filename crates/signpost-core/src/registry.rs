@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::acl::{Acl, AclCommand, AclOutcome};
 use crate::kv::Kv;
 use crate::model::{Instance, InstanceKey, NewInstance, ServiceDefinition, Status, Timestamp};
 
@@ -62,6 +63,8 @@ pub enum Command {
     /// Several commands committed as one log entry (concurrent writes grouped by the agent),
     /// applied in order at the same index.
     Batch(Vec<Command>),
+    /// A change to the ACL state (policies, tokens, bootstrap, reaping expired tokens).
+    Acl(AclCommand),
 }
 
 /// What applying a command did.
@@ -88,6 +91,8 @@ pub enum Response {
     Kv(bool),
     /// One response per command of a [`Command::Batch`], in order.
     Batch(Vec<Response>),
+    /// What an ACL command did.
+    Acl(AclOutcome),
 }
 
 /// A change, as watchers see it.
@@ -183,6 +188,9 @@ pub struct Registry {
     /// The KV store.
     #[serde(default)]
     kv: Kv,
+    /// ACL policies and tokens (absent from snapshots written before ACLs existed).
+    #[serde(default)]
+    acl: Acl,
 }
 
 impl Registry {
@@ -246,6 +254,13 @@ impl Registry {
                     .map(|key| Event::Kv { key, index })
                     .collect();
                 (Response::Kv(ok), events)
+            }
+            Command::Acl(command) => {
+                let outcome = self.acl.apply(index, now, command);
+                if self.acl.index() == index {
+                    self.last_index = index;
+                }
+                (Response::Acl(outcome), vec![])
             }
         }
     }
@@ -405,6 +420,11 @@ impl Registry {
     /// The KV store.
     pub fn kv(&self) -> &Kv {
         &self.kv
+    }
+
+    /// The ACL state.
+    pub fn acl(&self) -> &Acl {
+        &self.acl
     }
 
     /// Index of the last change to any service (the catalog): what catalog-wide blocking

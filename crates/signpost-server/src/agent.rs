@@ -138,6 +138,8 @@ pub struct Agent {
     /// The database, held here so that it is this agent that closes it (and releases the data
     /// dir's lock) once Raft's storage has let go of it at shutdown.
     db: std::sync::Mutex<Option<Arc<redb::Database>>>,
+    /// ACL settings and the cache of resolved tokens.
+    acl: crate::service::acl::Resolver,
 }
 
 impl Agent {
@@ -272,6 +274,7 @@ impl Agent {
             closing.subscribe(),
         );
         let join = (fresh && !config.join.is_empty()).then(|| config.join.clone());
+        let acl = crate::service::acl::Resolver::new(config.acl.clone());
         let agent = Arc::new(Agent {
             config,
             advertise_addr: listening.http,
@@ -287,6 +290,7 @@ impl Agent {
             stopping: CancellationToken::new(),
             tasks,
             db: std::sync::Mutex::new(Some(held_db)),
+            acl,
         });
         health.spawn(Arc::downgrade(&agent));
         if let Some(addrs) = join {
@@ -296,12 +300,23 @@ impl Agent {
                 .clone()
                 .spawn(async move { agent.cluster.join_loop(addrs).await });
         }
+        if agent.acl.enabled() {
+            agent.tasks.spawn(crate::service::acl::maintain(
+                Arc::downgrade(&agent),
+                agent.closing.subscribe(),
+            ));
+        }
         agent.tasks.spawn(batcher(
             Arc::downgrade(&agent),
             queue,
             agent.stopping.clone(),
         ));
         Ok(agent)
+    }
+
+    /// ACL settings and resolved tokens (for [`crate::service::acl`]).
+    pub fn acl(&self) -> &crate::service::acl::Resolver {
+        &self.acl
     }
 
     /// Proposes `command` through Raft and returns the state machine's response once applied.

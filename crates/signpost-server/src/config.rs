@@ -49,6 +49,10 @@ pub struct AgentConfig {
     pub limits: LimitsConfig,
     /// HTTPS on the agent's listeners and between members (`[tls]`).
     pub tls: TlsSettings,
+    /// Access control (off by default).
+    pub acl: AclSettings,
+    /// The audit log of writes (off by default).
+    pub audit: AuditSettings,
 }
 
 /// `[tls]`: with a certificate and key the HTTP listener speaks HTTPS only, members dial each
@@ -154,6 +158,40 @@ impl Default for LimitsConfig {
     }
 }
 
+/// ACL settings: `[acl]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclSettings {
+    /// Check every request's token; off, every request may do everything (as before ACLs).
+    pub enabled: bool,
+    /// What decides when no rule of a token matches.
+    pub default_policy: signpost_core::acl::DefaultPolicy,
+    /// A management token created at start (idempotently, through Raft) with this secret.
+    pub initial_management_token: Option<String>,
+    /// The token whose rights DNS answers use; without it, the anonymous token's.
+    pub dns_token: Option<String>,
+}
+
+impl Default for AclSettings {
+    fn default() -> Self {
+        AclSettings {
+            enabled: false,
+            default_policy: signpost_core::acl::DefaultPolicy::Deny,
+            initial_management_token: None,
+            dns_token: None,
+        }
+    }
+}
+
+/// Audit log settings: `[audit]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// The file each audited write is appended to, one JSON line each; unset, only the
+    /// `signpost::audit` tracing target gets them.
+    pub path: Option<PathBuf>,
+}
+
 /// The DNS interface's settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -255,6 +293,8 @@ impl Default for AgentConfig {
             cluster: ClusterSettings::default(),
             limits: LimitsConfig::default(),
             tls: TlsSettings::default(),
+            acl: AclSettings::default(),
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -418,6 +458,17 @@ impl AgentConfig {
         if l.http_header_timeout.as_millis() == 0 {
             return invalid("limits.http_header_timeout must be more than 0".into());
         }
+        for (key, secret) in [
+            (
+                "acl.initial_management_token",
+                &self.acl.initial_management_token,
+            ),
+            ("acl.dns_token", &self.acl.dns_token),
+        ] {
+            if secret.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                return invalid(format!("{key} must not be empty"));
+            }
+        }
         if self.dns.enabled {
             self.dns_config(self.http_addr.ip())
                 .validate()
@@ -518,6 +569,59 @@ mod tests {
             RaftConfig::default().heartbeat_interval
         );
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn acl_and_audit_sections_parse_and_are_off_by_default() {
+        let c = AgentConfig::default();
+        assert!(!c.acl.enabled);
+        assert_eq!(c.audit.path, None);
+        let c = AgentConfig::from_toml(
+            r#"
+            [acl]
+            enabled = true
+            default_policy = "allow"
+            initial_management_token = "root"
+            dns_token = "dns"
+            [audit]
+            path = "/var/log/signpost-audit.jsonl"
+            "#,
+        )
+        .unwrap();
+        assert!(c.acl.enabled);
+        assert_eq!(
+            c.acl.default_policy,
+            signpost_core::acl::DefaultPolicy::Allow
+        );
+        assert_eq!(c.acl.initial_management_token.as_deref(), Some("root"));
+        assert_eq!(c.acl.dns_token.as_deref(), Some("dns"));
+        assert_eq!(
+            c.audit.path.as_deref(),
+            Some(Path::new("/var/log/signpost-audit.jsonl"))
+        );
+        let enabled = AgentConfig::from_toml("[acl]\nenabled = true").unwrap();
+        assert_eq!(
+            enabled.acl.default_policy,
+            signpost_core::acl::DefaultPolicy::Deny
+        );
+        let err = AgentConfig::from_toml("[acl]\ndefault_policy = \"maybe\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("maybe"), "{err}");
+        let err = AgentConfig::from_toml("[acl]\nenable = true")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `enable`"), "{err}");
+        let mut c = AgentConfig {
+            dev: true,
+            ..AgentConfig::default()
+        };
+        c.acl.initial_management_token = Some(" ".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("initial_management_token"));
     }
 
     #[test]

@@ -213,7 +213,11 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     tracing::info!(
         %addr,
         node_id = agent.node_id(),
-        instances = signpost_server::service::with_catalog(&agent, |_, all| all.count()),
+        instances = signpost_server::service::with_catalog(
+            &agent,
+            &signpost_server::service::Caller::internal(),
+            |_, all| all.count()
+        ),
         applied_index = m.last_applied.map(|l| l.index),
         "signpost agent ready in {:?}",
         started.elapsed()

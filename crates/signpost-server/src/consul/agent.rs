@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::Extension;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -15,7 +16,7 @@ use signpost_core::{Instance, Status};
 use super::types::{self, CheckDefinition, NodeInfo, ServiceRegistration};
 use super::{with_meta, Query};
 use crate::http::{ApiError, AppState, JsonBody};
-use crate::service::{self, ServiceError};
+use crate::service::{self, Caller, ServiceError};
 
 /// Decodes a Consul request body after canonicalising its keys, naming the field at fault.
 fn decode<T: serde::de::DeserializeOwned>(mut body: Value) -> Result<T, ApiError> {
@@ -37,14 +38,15 @@ fn catalog_index(agent: &AppState) -> u64 {
     service::catalog_index(agent)
 }
 
-/// Finds an instance by its id alone (Consul's service ids are unique per agent).
+/// Finds an instance by its id alone (Consul's service ids are unique per agent). Found as the
+/// agent itself: the operation that follows decides whether the caller may touch it.
 fn find_instance(agent: &AppState, id: &str) -> Option<Instance> {
-    service::find_instance(agent, |i| i.id == id)
+    service::find_instance(agent, &Caller::internal(), |i| i.id == id)
 }
 
-/// Finds the instance whose check has `check_id`.
+/// Finds the instance whose check has `check_id` (as [`find_instance`]).
 fn find_by_check(agent: &AppState, check_id: &str) -> Option<Instance> {
-    service::find_instance(agent, |i| {
+    service::find_instance(agent, &Caller::internal(), |i| {
         i.check
             .as_ref()
             .is_some_and(|c| c.id_for(&i.id) == check_id)
@@ -52,7 +54,11 @@ fn find_by_check(agent: &AppState, check_id: &str) -> Option<Instance> {
 }
 
 /// `GET /v1/agent/self`
-pub async fn agent_self(State(agent): State<AppState>) -> Response {
+pub async fn agent_self(
+    State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    service::authorize_agent_read(&agent, &caller)?;
     let node = NodeInfo::of(&agent);
     let body = json!({
         "Config": {
@@ -74,13 +80,16 @@ pub async fn agent_self(State(agent): State<AppState>) -> Response {
         "Meta": {"signpost": "true"},
         "Stats": {"signpost": {"version": env!("CARGO_PKG_VERSION")}},
     });
-    with_meta(&agent, catalog_index(&agent), Json(body))
+    Ok(with_meta(&agent, catalog_index(&agent), Json(body)))
 }
 
 /// `GET /v1/agent/members`: the cluster's members as Serf would list them.
-pub async fn members(State(agent): State<AppState>) -> Response {
+pub async fn members(
+    State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
     let dc = agent.config().datacenter.clone();
-    let list: Vec<Value> = service::members(&agent)
+    let list: Vec<Value> = service::members(&agent, &caller)?
         .members
         .into_iter()
         .map(|m| {
@@ -98,19 +107,20 @@ pub async fn members(State(agent): State<AppState>) -> Response {
             })
         })
         .collect();
-    with_meta(&agent, catalog_index(&agent), Json(list))
+    Ok(with_meta(&agent, catalog_index(&agent), Json(list)))
 }
 
 /// `GET /v1/agent/services`: every instance registered, keyed by id.
 pub async fn services(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = parse(&agent, &raw)?;
     q.block(&agent, |i, w| service::wait_for_catalog(&agent, i, w))
         .await?;
     let dc = &agent.config().datacenter;
-    let (index, map) = service::with_catalog(&agent, |index, instances| {
+    let (index, map) = service::with_catalog(&agent, &caller, |index, instances| {
         let map: BTreeMap<String, Value> = instances
             .map(|i| (i.id.clone(), types::agent_service(i, dc)))
             .collect();
@@ -122,6 +132,7 @@ pub async fn services(
 /// `GET /v1/agent/service/:id`
 pub async fn service(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -135,6 +146,7 @@ pub async fn service(
     }
     let instance = find_instance(&agent, &id)
         .ok_or_else(|| ApiError::NotFound(format!("unknown service ID {id:?}")))?;
+    let instance = service::instance(&agent, &caller, &instance.key())?;
     Ok(with_meta(
         &agent,
         instance.modify_index,
@@ -227,6 +239,7 @@ fn to_registration(agent: &AppState, reg: ServiceRegistration) -> Result<NewInst
 /// `PUT /v1/agent/service/register`
 pub async fn register_service(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
@@ -243,18 +256,19 @@ pub async fn register_service(
             ),
         ));
     }
-    service::register(&agent, new).await?;
+    service::register(&agent, &caller, new).await?;
     Ok(with_meta(&agent, catalog_index(&agent), StatusCode::OK))
 }
 
 /// `PUT /v1/agent/service/deregister/:id`
 pub async fn deregister_service(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let instance = find_instance(&agent, &id)
         .ok_or_else(|| ApiError::NotFound(format!("unknown service ID {id:?}")))?;
-    service::deregister(&agent, &instance.key())
+    service::deregister(&agent, &caller, &instance.key())
         .await
         .map_err(|e| match e {
             ServiceError::NotRegistered(_) => {
@@ -268,11 +282,12 @@ pub async fn deregister_service(
 /// `GET /v1/agent/checks`
 pub async fn checks(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     parse(&agent, &raw)?;
     let node = agent.config().node_name();
-    let (index, map) = service::with_catalog(&agent, |index, instances| {
+    let (index, map) = service::with_catalog(&agent, &caller, |index, instances| {
         let map: BTreeMap<String, Value> = instances
             .filter_map(|i| types::service_check(i, &node))
             .map(|c| (c["CheckID"].as_str().unwrap_or_default().to_string(), c))
@@ -285,6 +300,7 @@ pub async fn checks(
 /// Re-registers `instance` with `check` in place of its current one.
 async fn replace_check(
     agent: &AppState,
+    caller: &Caller,
     instance: &Instance,
     check: Option<signpost_core::CheckSpec>,
     status: Option<Status>,
@@ -300,13 +316,14 @@ async fn replace_check(
         check,
         status,
     };
-    service::register(agent, new).await?;
+    service::register(agent, caller, new).await?;
     Ok(())
 }
 
 /// `PUT /v1/agent/check/register`: attaches a check to a service instance.
 pub async fn register_check(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
     let def: CheckDefinition = decode(body)?;
@@ -322,26 +339,32 @@ pub async fn register_check(
         .to_spec("Check")
         .map_err(|(field, m)| ApiError::bad_request(field.trim_start_matches("Check."), m))?;
     validate::check(&spec).map_err(|e| ApiError::bad_request(&e.field, e.message))?;
-    replace_check(&agent, &instance, Some(spec), status).await?;
+    replace_check(&agent, &caller, &instance, Some(spec), status).await?;
     Ok(with_meta(&agent, catalog_index(&agent), StatusCode::OK))
 }
 
 /// `PUT /v1/agent/check/deregister/:check_id`
 pub async fn deregister_check(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(check_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let instance = find_by_check(&agent, &check_id)
         .ok_or_else(|| ApiError::NotFound(format!("unknown check ID {check_id:?}")))?;
-    replace_check(&agent, &instance, None, Some(Status::Passing)).await?;
+    replace_check(&agent, &caller, &instance, None, Some(Status::Passing)).await?;
     Ok(with_meta(&agent, catalog_index(&agent), StatusCode::OK))
 }
 
 /// Sets a TTL check's status on the leader (forwarded there from a follower).
-async fn set_ttl(agent: &AppState, check_id: &str, status: Status) -> Result<Response, ApiError> {
+async fn set_ttl(
+    agent: &AppState,
+    caller: &Caller,
+    check_id: &str,
+    status: Status,
+) -> Result<Response, ApiError> {
     let instance = find_by_check(agent, check_id)
         .ok_or_else(|| ApiError::NotFound(format!("unknown check ID {check_id:?}")))?;
-    match service::renew(agent, &instance.key(), status).await {
+    match service::renew(agent, caller, &instance.key(), status).await {
         Ok(_) => Ok(with_meta(agent, catalog_index(agent), StatusCode::OK)),
         Err(ServiceError::NotRegistered(_)) => {
             Err(ApiError::NotFound(format!("unknown check ID {check_id:?}")))
@@ -357,25 +380,28 @@ async fn set_ttl(agent: &AppState, check_id: &str, status: Status) -> Result<Res
 /// `PUT /v1/agent/check/pass/:check_id`
 pub async fn check_pass(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_ttl(&agent, &id, Status::Passing).await
+    set_ttl(&agent, &caller, &id, Status::Passing).await
 }
 
 /// `PUT /v1/agent/check/warn/:check_id`
 pub async fn check_warn(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_ttl(&agent, &id, Status::Warning).await
+    set_ttl(&agent, &caller, &id, Status::Warning).await
 }
 
 /// `PUT /v1/agent/check/fail/:check_id`
 pub async fn check_fail(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_ttl(&agent, &id, Status::Critical).await
+    set_ttl(&agent, &caller, &id, Status::Critical).await
 }
 
 /// The body of `check/update`.
@@ -393,6 +419,7 @@ pub struct CheckUpdate {
 /// `PUT /v1/agent/check/update/:check_id` with `{"Status": ..., "Output": ...}`
 pub async fn check_update(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
@@ -404,5 +431,5 @@ pub async fn check_update(
         .ok_or_else(|| ApiError::bad_request("Status", "Status is required"))?
         .parse::<Status>()
         .map_err(|m| ApiError::bad_request("Status", m.to_string()))?;
-    set_ttl(&agent, &id, status).await
+    set_ttl(&agent, &caller, &id, status).await
 }

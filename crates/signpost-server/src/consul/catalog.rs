@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
+use axum::Extension;
 use axum::Json;
 use serde_json::Value;
 use signpost_core::{validate, Instance, Status};
@@ -11,7 +12,7 @@ use signpost_core::{validate, Instance, Status};
 use super::types::{self, NodeInfo};
 use super::{with_meta, Query};
 use crate::http::{ApiError, AppState};
-use crate::service;
+use crate::service::{self, Caller};
 
 fn parse(agent: &AppState, raw: &Option<String>) -> Result<Query, ApiError> {
     Query::parse(raw.as_deref(), &agent.config().datacenter)
@@ -49,12 +50,13 @@ fn service_index(agent: &AppState, service: &Option<String>) -> u64 {
 /// `GET /v1/catalog/services`: name → tags (the union over instances).
 pub async fn services(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = parse(&agent, &raw)?;
     q.block(&agent, |i, w| service::wait_for_catalog(&agent, i, w))
         .await?;
-    let (index, map) = service::with_catalog(&agent, |index, instances| {
+    let (index, map) = service::with_catalog(&agent, &caller, |index, instances| {
         let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for i in instances {
             map.entry(i.service.clone())
@@ -70,6 +72,7 @@ pub async fn services(
 /// instances (in id order) through `entry`, dropping those it returns `None` for.
 async fn per_service(
     agent: AppState,
+    caller: Caller,
     name: &str,
     raw: Option<String>,
     entry: impl Fn(&Query, &NodeInfo, &Instance) -> Option<Value>,
@@ -79,7 +82,7 @@ async fn per_service(
     block_on_service(&agent, &q, &service).await?;
     let node = NodeInfo::of(&agent);
     let list: Vec<Value> = match &service {
-        Some(s) => service::with_instances(&agent, s, |_, instances| {
+        Some(s) => service::with_instances(&agent, &caller, s, |_, instances| {
             instances.filter_map(|i| entry(&q, &node, i)).collect()
         }),
         None => Vec::new(),
@@ -94,10 +97,11 @@ async fn per_service(
 /// `GET /v1/catalog/service/:name`: every instance (any health), flat.
 pub async fn service(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    per_service(agent, &name, raw, |q, node, i| {
+    per_service(agent, caller, &name, raw, |q, node, i| {
         i.has_tags(&q.tags).then(|| types::catalog_service(i, node))
     })
     .await
@@ -120,6 +124,7 @@ pub async fn nodes(
 /// `GET /v1/catalog/node/:name`: this agent and its services.
 pub async fn node(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -130,7 +135,7 @@ pub async fn node(
     }
     q.block(&agent, |i, w| service::wait_for_catalog(&agent, i, w))
         .await?;
-    let (index, services) = service::with_catalog(&agent, |index, instances| {
+    let (index, services) = service::with_catalog(&agent, &caller, |index, instances| {
         let services: BTreeMap<String, Value> = instances
             .map(|i| (i.id.clone(), types::health_service(i)))
             .collect();
@@ -162,10 +167,11 @@ fn health_entry(i: &Instance, node: &NodeInfo) -> Value {
 /// `GET /v1/health/service/:name`: nested entries; `?passing` keeps passing instances only.
 pub async fn health_service(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    per_service(agent, &name, raw, |q, node, i| {
+    per_service(agent, caller, &name, raw, |q, node, i| {
         (i.has_tags(&q.tags) && (!q.passing || i.status == Status::Passing))
             .then(|| health_entry(i, node))
     })
@@ -175,10 +181,11 @@ pub async fn health_service(
 /// `GET /v1/health/checks/:service`
 pub async fn health_checks(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    per_service(agent, &name, raw, |_, node, i| {
+    per_service(agent, caller, &name, raw, |_, node, i| {
         types::service_check(i, &node.name)
     })
     .await
@@ -187,6 +194,7 @@ pub async fn health_checks(
 /// `GET /v1/health/state/:state` (`any`, `passing`, `warning`, `critical`)
 pub async fn health_state(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(state_name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -204,7 +212,7 @@ pub async fn health_state(
     if types::status_matches(&state_name, Status::Passing) {
         list.push(node.serf_check());
     }
-    let index = service::with_catalog(&agent, |index, instances| {
+    let index = service::with_catalog(&agent, &caller, |index, instances| {
         list.extend(
             instances
                 .filter(|i| types::status_matches(&state_name, i.status))
@@ -218,13 +226,14 @@ pub async fn health_state(
 /// `GET /v1/health/node/:name`: the node's checks (serfHealth and every service check).
 pub async fn health_node(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     parse(&agent, &raw)?;
     let node = NodeInfo::of(&agent);
     let mut list = Vec::new();
-    let index = service::with_catalog(&agent, |index, instances| {
+    let index = service::with_catalog(&agent, &caller, |index, instances| {
         if name == node.name {
             list.push(node.serf_check());
             list.extend(instances.filter_map(|i| types::service_check(i, &node.name)));

@@ -6,25 +6,30 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 
 use super::types::KvPair;
 use super::{with_meta, Query};
 use crate::http::{ApiError, AppState};
-use crate::service;
 use crate::service::kv::{self, KvFound};
+use crate::service::{self, Caller};
 
 fn parse(agent: &AppState, raw: Option<&str>) -> Result<Query, ApiError> {
     Query::parse(raw, &agent.config().datacenter)
 }
 
-async fn get(agent: AppState, key: String, raw: Option<String>) -> Result<Response, ApiError> {
+async fn get(
+    agent: AppState,
+    caller: Caller,
+    key: String,
+    raw: Option<String>,
+) -> Result<Response, ApiError> {
     let q = parse(&agent, raw.as_deref())?;
     let read = q.kv_read(key);
     kv::check_key(&read.key, read.listing())?;
     q.block(&agent, |i, w| kv::wait(&agent, &read, i, w))
         .await?;
-    let (index, found) = kv::get(&agent, &read)?;
+    let (index, found) = kv::get(&agent, &caller, &read)?;
     let response = match found {
         KvFound::Keys(keys) if keys.is_empty() => StatusCode::NOT_FOUND.into_response(),
         KvFound::Keys(keys) => Json(keys).into_response(),
@@ -52,55 +57,73 @@ async fn get(agent: AppState, key: String, raw: Option<String>) -> Result<Respon
     Ok(with_meta(&agent, index, response))
 }
 
-async fn delete(agent: AppState, key: String, raw: Option<String>) -> Result<Response, ApiError> {
+async fn delete(
+    agent: AppState,
+    caller: Caller,
+    key: String,
+    raw: Option<String>,
+) -> Result<Response, ApiError> {
     let q = parse(&agent, raw.as_deref())?;
-    let ok = kv::delete(&agent, key, q.recurse, q.cas).await?;
+    let ok = kv::delete(&agent, &caller, key, q.recurse, q.cas).await?;
     Ok(with_meta(&agent, service::last_index(&agent), Json(ok)))
 }
 
 /// `GET /v1/kv/:key`
 pub async fn consul_get(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    get(agent, key, raw).await
+    get(agent, caller, key, raw).await
 }
 
 /// `GET /v1/kv/` (the root, with `recurse` or `keys`)
 pub async fn consul_get_root(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    get(agent, String::new(), raw).await
+    get(agent, caller, String::new(), raw).await
 }
 
 /// `PUT /v1/kv/:key` → `true` or `false`
 pub async fn consul_put(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let q = parse(&agent, raw.as_deref())?;
     q.refuse_locks()?;
-    let ok = kv::put(&agent, key, body.to_vec(), q.flags.unwrap_or(0), q.cas).await?;
+    let ok = kv::put(
+        &agent,
+        &caller,
+        key,
+        body.to_vec(),
+        q.flags.unwrap_or(0),
+        q.cas,
+    )
+    .await?;
     Ok(with_meta(&agent, service::last_index(&agent), Json(ok)))
 }
 
 /// `DELETE /v1/kv/:key` → `true` or `false`
 pub async fn consul_delete(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    delete(agent, key, raw).await
+    delete(agent, caller, key, raw).await
 }
 
 /// `DELETE /v1/kv/?recurse`
 pub async fn consul_delete_root(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    delete(agent, String::new(), raw).await
+    delete(agent, caller, String::new(), raw).await
 }

@@ -1,6 +1,7 @@
 //! The Consul-compatible HTTP API, served on the same port as the native API and over the same
 //! registry: an instance registered through one face is visible through the other.
 //!
+//! - [`acl`]: `/v1/acl/*` (bootstrap, policies, tokens).
 //! - [`agent`]: `/v1/agent/*` (service and check registration, TTL updates, self).
 //! - [`catalog`]: `/v1/catalog/*`, `/v1/health/*`, `/v1/status/*`.
 //! - [`kv`]: `/v1/kv/*` (the native `/api/v1/kv/*` is [`crate::http::kv`]; both call
@@ -12,6 +13,7 @@
 //! `X-Consul-KnownLeader` and `X-Consul-LastContact`, and accepts `stale`, `consistent`, `dc`
 //! (this agent's only), and a token in `X-Consul-Token` or `?token=`.
 
+pub mod acl;
 pub mod agent;
 pub mod catalog;
 pub mod kv;
@@ -66,6 +68,24 @@ pub fn router() -> Router<AppState> {
                 .put(kv::consul_put)
                 .delete(kv::consul_delete),
         )
+        .route("/v1/acl/bootstrap", put(acl::bootstrap))
+        .route("/v1/acl/policy", put(acl::create_policy))
+        .route(
+            "/v1/acl/policy/{id}",
+            get(acl::read_policy)
+                .put(acl::update_policy)
+                .delete(acl::delete_policy),
+        )
+        .route("/v1/acl/policies", get(acl::list_policies))
+        .route("/v1/acl/token", put(acl::create_token))
+        .route("/v1/acl/token/self", get(acl::token_self))
+        .route(
+            "/v1/acl/token/{accessor_id}",
+            get(acl::read_token)
+                .put(acl::update_token)
+                .delete(acl::delete_token),
+        )
+        .route("/v1/acl/tokens", get(acl::list_tokens))
         .route(
             "/v1/kv/",
             get(kv::consul_get_root).delete(kv::consul_delete_root),

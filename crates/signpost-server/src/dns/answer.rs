@@ -237,7 +237,20 @@ impl Zone {
     }
 
     /// Answers `qtype` for `qname` (any case; the answers' owner keeps the query's spelling).
+    #[cfg(test)]
     pub(crate) fn resolve(&self, registry: &Registry, qname: &Name, qtype: RecordType) -> Answer {
+        self.resolve_visible(registry, qname, qtype, &|_| true)
+    }
+
+    /// [`Zone::resolve`], where a service `visible` refuses to show (the DNS token cannot read
+    /// it) does not exist.
+    pub(crate) fn resolve_visible(
+        &self,
+        registry: &Registry,
+        qname: &Name,
+        qtype: RecordType,
+        visible: &dyn Fn(&str) -> bool,
+    ) -> Answer {
         let lower = qname.to_lowercase();
         if !self.origin.zone_of(&lower) {
             return Answer::refused();
@@ -251,7 +264,9 @@ impl Zone {
                 self.host(registry, qname, qtype, self.node_addr)
             }
             Lookup::Addr(ip) => self.host(registry, qname, qtype, ip),
-            Lookup::Service { service, tag } => self.service(registry, qname, qtype, service, tag),
+            Lookup::Service { service, tag } => {
+                self.service(registry, qname, qtype, service, tag, visible)
+            }
             Lookup::Node(_) | Lookup::Unknown => self.negative(ResponseCode::NXDomain, registry),
         }
     }
@@ -294,10 +309,14 @@ impl Zone {
         qtype: RecordType,
         service: &[u8],
         tag: Option<&[u8]>,
+        visible: &dyn Fn(&str) -> bool,
     ) -> Answer {
         let Ok(service) = std::str::from_utf8(service) else {
             return self.negative(ResponseCode::NXDomain, registry);
         };
+        if !visible(service) {
+            return self.negative(ResponseCode::NXDomain, registry);
+        }
         let passing: Vec<&Instance> = registry
             .instances(service)
             .filter(|i| i.status == Status::Passing)

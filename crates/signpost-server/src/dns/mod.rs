@@ -149,8 +149,9 @@ struct DnsHandler {
 impl DnsHandler {
     /// Resolves the question under the state read lock, released before anything is sent.
     fn answer(&self, name: &Name, qtype: RecordType) -> Answer {
-        service::with_registry(&self.agent, |registry| {
-            self.zone.resolve(registry, name, qtype)
+        let caller = service::acl::dns_caller(&self.agent);
+        service::with_registry(&self.agent, &caller, |registry, visible| {
+            self.zone.resolve_visible(registry, name, qtype, visible)
         })
     }
 

@@ -291,3 +291,15 @@ fn soa_serial_is_the_registry_index() {
     assert_eq!(soa.rname.to_string(), "hostmaster.consul.");
     assert_eq!(soa.minimum, 7);
 }
+
+#[test]
+fn a_service_the_dns_token_cannot_read_does_not_exist() {
+    let zone = zone();
+    let registry = registry(&[("w1", "10.0.0.1", &[], Status::Passing)]);
+    let name = Name::from_ascii("web.service.consul.").unwrap();
+    let seen = zone.resolve_visible(&registry, &name, RecordType::A, &|_| true);
+    assert_eq!(addresses(&seen), [IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))]);
+    let hidden = zone.resolve_visible(&registry, &name, RecordType::A, &|s| s != "web");
+    assert_eq!(hidden.code, ResponseCode::NXDomain);
+    assert!(addresses(&hidden).is_empty());
+}

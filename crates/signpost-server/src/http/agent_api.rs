@@ -9,15 +9,20 @@ use axum::{Extension, Json};
 use serde_json::json;
 
 use super::cache::FrameCache;
-use super::AppState;
-use crate::service;
+use super::{ApiError, AppState};
+use crate::service::{self, Caller};
 
 /// `GET /api/v1/agent/self`: who this agent is and how its Raft group stands.
-pub async fn agent_self(State(agent): State<AppState>) -> impl IntoResponse {
+pub async fn agent_self(
+    State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<impl IntoResponse, ApiError> {
+    service::authorize_agent_read(&agent, &caller)?;
+    let members = service::members(&agent, &Caller::internal())?.members;
     let m = agent.raft().metrics().borrow().clone();
     let last_index = service::last_index(&agent);
     let instances = service::status_counts(&agent);
-    Json(json!({
+    Ok(Json(json!({
         "node_id": agent.node_id(),
         "node_name": agent.config().node_name(),
         "datacenter": agent.config().datacenter,
@@ -35,17 +40,20 @@ pub async fn agent_self(State(agent): State<AppState>) -> impl IntoResponse {
             "last_log_index": m.last_log_index,
             "applied_index": m.last_applied.map(|l| l.index),
             "snapshot_index": m.snapshot.map(|l| l.index),
-            "members": service::members(&agent).members,
+            "members": members,
         },
         "eviction_guard": agent.health().guard(),
-    }))
+    })))
 }
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(
     State(agent): State<AppState>,
     Extension(frames): Extension<Arc<FrameCache>>,
-) -> impl IntoResponse {
+    Extension(caller): Extension<Caller>,
+) -> Result<impl IntoResponse, ApiError> {
+    service::authorize_agent_read(&agent, &caller)?;
+    let members = service::members(&agent, &Caller::internal())?.members;
     let m = agent.raft().metrics().borrow().clone();
     let counts = service::status_counts(&agent);
     let guard = agent.health().guard();
@@ -75,7 +83,7 @@ pub async fn metrics(
         metrics::gauge!("signpost_raft_commit_index")
             .set(m.last_applied.map_or(0, |l| l.index) as f64);
         metrics::gauge!("signpost_raft_leader_id").set(m.current_leader.unwrap_or(0) as f64);
-        for member in service::members(&agent).members {
+        for member in members {
             if let Some(lag) = member.lag {
                 metrics::gauge!("signpost_raft_replication_lag_entries", "node" => member.id.to_string())
                     .set(lag as f64);
@@ -85,8 +93,8 @@ pub async fn metrics(
             metrics::gauge!("signpost_raft_last_contact_seconds").set(ms as f64 / 1000.0);
         }
     });
-    (
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         agent.recorder().handle().render(),
-    )
+    ))
 }

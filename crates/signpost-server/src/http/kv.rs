@@ -6,12 +6,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 
 use super::query::Query;
 use super::{with_index, ApiError, AppState};
 use crate::service::kv::{self, KvFound};
-use crate::service::{self, ServiceError};
+use crate::service::{self, Caller, ServiceError};
 
 fn parse(agent: &AppState, raw: Option<&str>) -> Result<Query, ApiError> {
     Query::parse(raw, &agent.config().datacenter)
@@ -20,6 +20,7 @@ fn parse(agent: &AppState, raw: Option<&str>) -> Result<Query, ApiError> {
 /// `GET /api/v1/kv/{key}`: `{"key","value"(base64),"flags",...}`; `?recurse` lists; `?keys`.
 pub async fn get(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -28,7 +29,7 @@ pub async fn get(
     kv::check_key(&read.key, read.listing())?;
     q.block(&agent, |i, w| kv::wait(&agent, &read, i, w))
         .await?;
-    let (index, found) = kv::get(&agent, &read)?;
+    let (index, found) = kv::get(&agent, &caller, &read)?;
     let response = match found {
         KvFound::Keys(keys) => Json(keys).into_response(),
         KvFound::Entries(entries) if entries.is_empty() => {
@@ -49,6 +50,7 @@ pub async fn get(
 /// did not match.
 pub async fn put(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     RawQuery(raw): RawQuery,
     body: Bytes,
@@ -57,6 +59,7 @@ pub async fn put(
     q.refuse_locks()?;
     let ok = kv::put(
         &agent,
+        &caller,
         key.clone(),
         body.to_vec(),
         q.flags.unwrap_or(0),
@@ -69,11 +72,12 @@ pub async fn put(
 /// `DELETE /api/v1/kv/{key}`: 204, or 409 when `cas` did not match.
 pub async fn delete(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = parse(&agent, raw.as_deref())?;
-    let ok = kv::delete(&agent, key.clone(), q.recurse, q.cas).await?;
+    let ok = kv::delete(&agent, &caller, key.clone(), q.recurse, q.cas).await?;
     if ok {
         Ok(with_index(
             service::last_index(&agent),

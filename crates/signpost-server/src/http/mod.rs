@@ -9,8 +9,14 @@
 //! - [`agent_api`]: `/api/v1/agent/self` and `/metrics`.
 //! - [`cluster_api`]: `/api/v1/cluster/*`: members, join, remove, leave.
 //! - [`raft`]: traffic between members under `/raft` (Raft RPCs, forwarded requests).
+//! - [`audit`]: the audit log of writes.
+//!
+//! Every request's token is resolved once, by [`caller`], into a [`service::Caller`] in the
+//! request's extensions; handlers hand it to the service layer, which alone decides what it
+//! may do.
 
 pub mod agent_api;
+pub mod audit;
 pub mod cache;
 pub mod cluster_api;
 pub mod kv;
@@ -31,6 +37,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use signpost_api::ErrorBody;
+use signpost_core::acl::AclRefusal;
 use signpost_core::validate::ValidationError;
 
 use crate::agent::{Agent, ProposeError};
@@ -93,11 +100,29 @@ pub fn router(agent: AppState) -> Router {
             agent.clone(),
             crate::consul::headers,
         ))
+        .layer(axum::middleware::from_fn_with_state(agent.clone(), caller))
+        .layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            audit::audit,
+        ))
         .layer(axum::middleware::from_fn_with_state(agent.clone(), observe))
+        .layer(axum::Extension(Arc::new(audit_log(&agent))))
         .layer(axum::Extension(Arc::new(cache::ListingCache::default())))
         .layer(axum::Extension(Arc::new(cache::FrameCache::default())))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(agent)
+}
+
+/// The audit log the configuration asks for (a file that cannot be opened is logged; audit
+/// lines then go to the tracing target only).
+fn audit_log(agent: &AppState) -> audit::AuditLog {
+    match &agent.config().audit.path {
+        Some(path) => audit::AuditLog::open(path).unwrap_or_else(|e| {
+            tracing::error!("cannot open the audit log {}: {e}", path.display());
+            audit::AuditLog::default()
+        }),
+        None => audit::AuditLog::default(),
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -136,6 +161,68 @@ async fn observe(State(agent): State<AppState>, req: Request, next: Next) -> Res
     response
 }
 
+/// The header a listing answers when it left something out for lack of rights.
+pub const FILTERED_HEADER: &str = "x-consul-results-filtered-by-acls";
+
+/// The request's token: `X-Consul-Token`, `Authorization: Bearer <secret>` or `?token=`.
+fn request_token(req: &Request) -> Option<String> {
+    let headers = req.headers();
+    if let Some(v) = headers.get("x-consul-token").and_then(|v| v.to_str().ok()) {
+        if !v.is_empty() {
+            return Some(v.to_string());
+        }
+    }
+    if let Some(v) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(secret) = v.strip_prefix("Bearer ").map(str::trim) {
+            if !secret.is_empty() {
+                return Some(secret.to_string());
+            }
+        }
+    }
+    let query = req.uri().query()?;
+    if !query.contains("token=") {
+        return None;
+    }
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, v)| k == "token" && !v.is_empty())
+        .map(|(_, v)| v)
+}
+
+/// Resolves the request's token once into the [`service::Caller`] every handler hands to the
+/// service layer (an unknown or expired token is 403 `ACL not found` before any handler runs).
+/// After the handler, marks a filtered listing with [`FILTERED_HEADER`] and leaves the caller
+/// in the response's extensions for the audit log.
+async fn caller(State(agent): State<AppState>, mut req: Request, next: Next) -> Response {
+    let raft = req.uri().path().starts_with("/raft/");
+    let token = if agent.acl().enabled() && !raft {
+        request_token(&req)
+    } else {
+        None
+    };
+    let caller = if raft {
+        service::Caller::internal()
+    } else {
+        match service::acl::resolve(&agent, token.as_deref()) {
+            Ok(caller) => caller,
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    };
+    req.extensions_mut().insert(caller.clone());
+    let mut response = next.run(req).await;
+    if caller.filtered() {
+        response
+            .headers_mut()
+            .insert(FILTERED_HEADER, HeaderValue::from_static("true"));
+    }
+    response.extensions_mut().insert(caller);
+    response
+}
+
 /// Puts the index header on a response.
 pub fn with_index(index: u64, response: impl IntoResponse) -> Response {
     let mut response = response.into_response();
@@ -158,8 +245,11 @@ pub enum ApiError {
         /// The field at fault, if one is.
         field: Option<String>,
     },
-    /// 401: a member call without the cluster secret (or with a wrong one).
+    /// 401: a member call without the cluster secret (or with a wrong one), or a feature
+    /// that is off (Consul's answer to ACL calls with ACLs off).
     Unauthorized(String),
+    /// 403: the token lacks a right, or is unknown.
+    Forbidden(String),
     /// 404.
     NotFound(String),
     /// 405.
@@ -220,6 +310,27 @@ impl From<ServiceError> for ApiError {
             ServiceError::TooLarge { .. } => ApiError::PayloadTooLarge,
             ServiceError::Cluster(e) => e.into(),
             ServiceError::Propose(e) => e.into(),
+            ServiceError::PermissionDenied { .. } | ServiceError::AclNotFound => {
+                ApiError::Forbidden(e.to_string())
+            }
+            ServiceError::AclDisabled => ApiError::Unauthorized(e.to_string()),
+            ServiceError::Acl(ref refusal) => match refusal {
+                AclRefusal::AlreadyBootstrapped => ApiError::Forbidden(e.to_string()),
+                AclRefusal::NoSuchPolicy(_) | AclRefusal::NoSuchToken(_) => {
+                    ApiError::NotFound(e.to_string())
+                }
+                AclRefusal::Rules(_) => ApiError::bad_request("Rules", e.to_string()),
+                AclRefusal::DuplicateName(_) | AclRefusal::BadName(_) => {
+                    ApiError::bad_request("Name", e.to_string())
+                }
+                AclRefusal::ExpirationChanged | AclRefusal::ExpirationPast => {
+                    ApiError::bad_request("ExpirationTime", e.to_string())
+                }
+                AclRefusal::DuplicateToken | AclRefusal::Builtin(_) => ApiError::BadRequest {
+                    message: e.to_string(),
+                    field: None,
+                },
+            },
             ServiceError::Unexpected { .. } => ApiError::Internal(e.to_string()),
         }
     }
@@ -241,6 +352,7 @@ impl IntoResponse for ApiError {
             ApiError::Invalid(e) => (StatusCode::BAD_REQUEST, e.message, Some(e.field)),
             ApiError::BadRequest { message, field } => (StatusCode::BAD_REQUEST, message, field),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m, None),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m, None),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m, None),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

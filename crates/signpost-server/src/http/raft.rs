@@ -143,7 +143,7 @@ async fn read_index(State(agent): State<AppState>) -> impl IntoResponse {
 
 /// A renewal forwarded by a follower: `Result<Renewal, ServiceError>`.
 async fn ttl(State(agent): State<AppState>, Json(req): Json<TtlRequest>) -> impl IntoResponse {
-    Json(service::renew(&agent, &req.key, req.status).await)
+    Json(service::renew(&agent, &service::Caller::internal(), &req.key, req.status).await)
 }
 
 /// A join forwarded by a follower: `Result<(), ClusterError>`; 400 if the new member's Raft

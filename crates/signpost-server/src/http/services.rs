@@ -15,7 +15,7 @@ use signpost_core::{Instance, InstanceKey, Status};
 
 use super::cache::ListingCache;
 use super::{with_index, ApiError, AppState, JsonBody};
-use crate::service::{self, ServiceError};
+use crate::service::{self, Caller, ServiceError};
 
 /// Longest a blocking query may wait.
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -179,6 +179,7 @@ impl ListQuery {
 /// index (that of the last change to any service) passes it, or when `wait` ends.
 pub async fn list_services(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = Blocking::parse(raw.as_deref())?;
@@ -186,18 +187,19 @@ pub async fn list_services(
         service::wait_for_catalog(&agent, index, wait)
     })
     .await?;
-    let (index, services) = service::services(&agent);
+    let (index, services) = service::services(&agent, &caller);
     Ok(with_index(index, Json(services)))
 }
 
 /// `POST /api/v1/services/{service}/instances`
 pub async fn register(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(service): Path<String>,
     JsonBody(body): JsonBody<Registration>,
 ) -> Result<Response, ApiError> {
     let new = validate::registration(&service, body)?;
-    let done = service::register(&agent, new).await?;
+    let done = service::register(&agent, &caller, new).await?;
     let status = if done.created {
         StatusCode::CREATED
     } else {
@@ -212,6 +214,7 @@ pub async fn register(
 /// `GET /api/v1/services/{service}/instances`, optionally blocking.
 pub async fn list_instances(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Extension(cache): Extension<Arc<ListingCache>>,
     Path(service): Path<String>,
     RawQuery(raw): RawQuery,
@@ -223,13 +226,20 @@ pub async fn list_instances(
             service::wait_for_service(&agent, &service, index, wait)
         })
         .await?;
-    let (index, body) = service::with_instances(&agent, &service, |index, instances| {
+    // A listing the caller may not see is rendered empty, never taken from the shared cache.
+    let visible = service::visible(&caller, &service);
+    let (index, body) = service::with_instances(&agent, &caller, &service, |index, instances| {
         let index = index.max(1);
-        let body = cache.listing(&service, &q, index, || {
+        let mut render = || {
             let instances: Vec<&Instance> = instances.filter(|i| q.matches(i)).collect();
             let list = InstanceList { index, instances };
             bytes::Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
-        });
+        };
+        let body = if visible {
+            cache.listing(&service, &q, index, render)
+        } else {
+            render()
+        };
         (index, body)
     });
     Ok(with_index(
@@ -244,20 +254,22 @@ pub async fn list_instances(
 /// `GET /api/v1/services/{service}/instances/{id}`
 pub async fn get_instance(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((service, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let key = InstanceKey::new(validate::service_name(&service)?, id);
-    let instance = service::instance(&agent, &key)?;
+    let instance = service::instance(&agent, &caller, &key)?;
     Ok(with_index(instance.modify_index, Json(instance)))
 }
 
 /// `DELETE /api/v1/services/{service}/instances/{id}`
 pub async fn deregister(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((service, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let key = InstanceKey::new(validate::service_name(&service)?, id);
-    let index = service::deregister(&agent, &key).await?;
+    let index = service::deregister(&agent, &caller, &key).await?;
     Ok(with_index(index, StatusCode::NO_CONTENT))
 }
 
@@ -266,13 +278,14 @@ pub async fn deregister(
 /// status and modify index after the renewal, not the whole instance.
 pub async fn heartbeat(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((service, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let key = InstanceKey {
         service: validate::service_name(&service)?,
         id,
     };
-    let renewed = service::renew(&agent, &key, Status::Passing).await?;
+    let renewed = service::renew(&agent, &caller, &key, Status::Passing).await?;
     Ok(with_index(
         renewed.index,
         Json(Renewed {
@@ -293,6 +306,7 @@ pub const MAX_BATCH: usize = 10_000;
 /// instance, as etcd renews many leases over one keep-alive stream.
 pub async fn heartbeats(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(keys): JsonBody<Vec<InstanceKey>>,
 ) -> Result<Response, ApiError> {
     if keys.len() > MAX_BATCH {
@@ -310,11 +324,14 @@ pub async fn heartbeats(
     let outcomes: Vec<(InstanceKey, BatchOutcome)> = futures::stream::iter(keys)
         .map(|mut key| {
             let agent = agent.clone();
+            let caller = caller.clone();
             async move {
                 match validate::service_name(&key.service) {
                     Ok(service) => {
                         key.service = service;
-                        let failed = service::renew(&agent, &key, Status::Passing).await.err();
+                        let failed = service::renew(&agent, &caller, &key, Status::Passing)
+                            .await
+                            .err();
                         (key, Ok(failed))
                     }
                     Err(e) => (key, Err(e)),
@@ -355,11 +372,12 @@ const BATCH_CONCURRENCY: usize = 64;
 /// `PUT /api/v1/services/{service}/definition`
 pub async fn put_definition(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(service): Path<String>,
     JsonBody(body): JsonBody<DefinitionInput>,
 ) -> Result<Response, ApiError> {
     let definition = validate::definition(&service, body)?;
-    let done = service::define(&agent, definition).await?;
+    let done = service::define(&agent, &caller, definition).await?;
     let status = if done.created {
         StatusCode::CREATED
     } else {
@@ -374,19 +392,21 @@ pub async fn put_definition(
 /// `GET /api/v1/services/{service}/definition`
 pub async fn get_definition(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(service): Path<String>,
 ) -> Result<Response, ApiError> {
     let service = validate::service_name(&service)?;
-    let def = service::definition(&agent, &service)?;
+    let def = service::definition(&agent, &caller, &service)?;
     Ok(with_index(def.modify_index, Json(def)))
 }
 
 /// `DELETE /api/v1/services/{service}/definition`
 pub async fn delete_definition(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(service): Path<String>,
 ) -> Result<Response, ApiError> {
     let service = validate::service_name(&service)?;
-    let index = service::undefine(&agent, &service).await?;
+    let index = service::undefine(&agent, &caller, &service).await?;
     Ok(with_index(index, StatusCode::NO_CONTENT))
 }

@@ -41,6 +41,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// `GET /api/v1/services/{service}/watch`
 pub async fn sse(
     State(agent): State<AppState>,
+    Extension(caller): Extension<service::Caller>,
     Extension(cache): Extension<Arc<ListingCache>>,
     Extension(frames): Extension<Arc<FrameCache>>,
     Path(service): Path<String>,
@@ -49,7 +50,7 @@ pub async fn sse(
     let service = validate::service_name(&service)?;
     let query = ListQuery::parse(raw.as_deref())?;
     // Subscribe before the first read of the state (the reset, on the stream's first poll).
-    let changes = service::subscribe(&agent, &service);
+    let changes = service::subscribe(&agent, &caller, &service)?;
     let feed = Feed {
         agent,
         cache,
@@ -139,17 +140,21 @@ const NAMES: [&str; FRAMES_PER_CHANGE] = [ADD, UPDATE, REMOVE];
 
 impl View {
     fn reset(&mut self, agent: &AppState, cache: &ListingCache, service: &str) -> Bytes {
-        let (index, data) = service::with_instances(agent, service, |index, instances| {
-            let instances: Vec<&Instance> = instances.filter(|i| self.query.matches(i)).collect();
-            self.visible = instances.iter().map(|i| i.id.clone()).collect();
-            let index = index.max(1);
-            // The same list a listing answers, so from the same cache.
-            let data = cache.listing(service, &self.query, index, || {
-                let list = InstanceList { index, instances };
-                Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+        // The watch was authorized when it subscribed.
+        let internal = service::Caller::internal();
+        let (index, data) =
+            service::with_instances(agent, &internal, service, |index, instances| {
+                let instances: Vec<&Instance> =
+                    instances.filter(|i| self.query.matches(i)).collect();
+                self.visible = instances.iter().map(|i| i.id.clone()).collect();
+                let index = index.max(1);
+                // The same list a listing answers, so from the same cache.
+                let data = cache.listing(service, &self.query, index, || {
+                    let list = InstanceList { index, instances };
+                    Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+                });
+                (index, data)
             });
-            (index, data)
-        });
         self.baseline = index;
         frame("reset", index, &data)
     }

@@ -8,7 +8,9 @@ use signpost_core::kv::{self, KvEntry};
 use signpost_core::validate::ValidationError;
 use signpost_core::{Command, Response};
 
-use super::{apply, Result, ServiceError};
+use signpost_core::acl::{Access, Resource};
+
+use super::{apply, authorize, Caller, Result, ServiceError};
 use crate::agent::Agent;
 
 /// What a KV read asks for.
@@ -57,9 +59,13 @@ pub async fn wait(agent: &Agent, read: &KvRead, index: u64, wait: Duration) {
     }
 }
 
-/// Reads a key, a prefix's entries or a prefix's keys; returns the index of what was read.
-pub fn get(agent: &Agent, read: &KvRead) -> Result<(u64, KvFound)> {
+/// Reads a key (`key:read`), a prefix's entries or a prefix's keys (those the caller may read:
+/// a filtered listing); returns the index of what was read.
+pub fn get(agent: &Agent, caller: &Caller, read: &KvRead) -> Result<(u64, KvFound)> {
     check_key(&read.key, read.listing())?;
+    if !read.listing() {
+        authorize(caller, Resource::Key, &read.key, Access::Read)?;
+    }
     let state = agent.store().read();
     let store = state.registry.kv();
     let key = &read.key;
@@ -68,6 +74,7 @@ pub fn get(agent: &Agent, read: &KvRead) -> Result<(u64, KvFound)> {
         KvFound::Keys(
             store
                 .list(key)
+                .filter(|e| caller.sees_key(&e.key))
                 .map(|e| match &read.separator {
                     Some(sep) if !sep.is_empty() => match e.key[key.len()..].find(sep.as_str()) {
                         Some(pos) => e.key[..key.len() + pos + sep.len()].to_string(),
@@ -78,7 +85,13 @@ pub fn get(agent: &Agent, read: &KvRead) -> Result<(u64, KvFound)> {
                 .collect(),
         )
     } else if read.recurse {
-        KvFound::Entries(store.list(key).cloned().collect())
+        KvFound::Entries(
+            store
+                .list(key)
+                .filter(|e| caller.sees_key(&e.key))
+                .cloned()
+                .collect(),
+        )
     } else {
         KvFound::Entries(store.get(key).cloned().into_iter().collect())
     };
@@ -94,12 +107,14 @@ pub fn entry(agent: &Agent, key: &str) -> Option<KvEntry> {
 /// whether it was written.
 pub async fn put(
     agent: &Agent,
+    caller: &Caller,
     key: String,
     value: Vec<u8>,
     flags: u64,
     cas: Option<u64>,
 ) -> Result<bool> {
     check_key(&key, false)?;
+    authorize(caller, Resource::Key, &key, Access::Write)?;
     if value.len() > kv::MAX_VALUE_BYTES {
         return Err(ServiceError::TooLarge {
             limit: kv::MAX_VALUE_BYTES,
@@ -120,11 +135,34 @@ pub async fn put(
 
 /// Deletes `key`, or everything under it with `recurse`; with `cas`, only if its modify index
 /// matches. Returns whether anything was deleted.
-pub async fn delete(agent: &Agent, key: String, recurse: bool, cas: Option<u64>) -> Result<bool> {
+///
+/// Needs `key:write` on `key`; a recursive delete needs it on every key under the prefix (and
+/// on the prefix itself), so a token cannot delete what it could not write one by one.
+pub async fn delete(
+    agent: &Agent,
+    caller: &Caller,
+    key: String,
+    recurse: bool,
+    cas: Option<u64>,
+) -> Result<bool> {
     if recurse && cas.is_some() {
         return Err(ValidationError::new("cas", "cas cannot be combined with recurse").into());
     }
     check_key(&key, recurse)?;
+    authorize(caller, Resource::Key, &key, Access::Write)?;
+    if recurse && !caller.unrestricted_caller() {
+        let keys: Vec<String> = agent
+            .store()
+            .read()
+            .registry
+            .kv()
+            .list(&key)
+            .map(|e| e.key.clone())
+            .collect();
+        for k in keys {
+            authorize(caller, Resource::Key, &k, Access::Write)?;
+        }
+    }
     apply(
         agent,
         Command::KvDelete { key, recurse, cas },

@@ -12,6 +12,7 @@
 //! Reads that render many instances take a closure over the borrowed state, so the hot listing
 //! path serialises in place instead of copying instances out.
 
+pub mod acl;
 pub mod kv;
 #[cfg(test)]
 mod tests;
@@ -26,9 +27,11 @@ use signpost_core::validate::ValidationError;
 use signpost_core::{Command, Instance, InstanceKey, Response, ServiceDefinition, Status};
 use tokio::sync::broadcast;
 
+pub use self::acl::{authorize, Caller};
 use crate::agent::{Agent, ProposeError};
 use crate::cluster::{ClusterError, JoinRequest, Members, RemoveRequest};
 pub use crate::store::{Change, Notice};
+use signpost_core::acl::{Access, AclRefusal, Resource};
 
 /// Why an operation was refused or failed. Serialisable: a leader's answer to a forwarded
 /// renewal carries it across `/raft/ttl` intact.
@@ -64,6 +67,23 @@ pub enum ServiceError {
     /// The write was not applied.
     #[error(transparent)]
     Propose(#[from] ProposeError),
+    /// The caller's token lacks the right the operation needs; nothing changed.
+    #[error("permission denied: token lacks {right}{}", .name.as_ref().map(|n| format!(" on {n:?}")).unwrap_or_default())]
+    PermissionDenied {
+        /// The right, as `resource:access` (`service:write`).
+        right: String,
+        /// What it was needed on (none for `operator` and `acl`).
+        name: Option<String>,
+    },
+    /// The request's token is unknown or has expired.
+    #[error("ACL not found")]
+    AclNotFound,
+    /// An ACL endpoint was called while ACLs are off.
+    #[error("ACL support disabled")]
+    AclDisabled,
+    /// An ACL write was refused (bootstrap done, unknown policy, invalid rules, ...).
+    #[error(transparent)]
+    Acl(#[from] AclRefusal),
     /// The registry answered a command with a response of another command: a bug.
     #[error("the registry answered {command} with {response}")]
     Unexpected {
@@ -148,13 +168,15 @@ fn command_kind(command: &Command) -> &'static str {
         Command::KvSet { .. } => "kv set",
         Command::KvDelete { .. } => "kv delete",
         Command::Batch(_) => "batch",
+        Command::Acl(_) => "acl",
     }
 }
 
 // ---- writes -------------------------------------------------------------------------------
 
-/// Registers (or replaces) an instance.
-pub async fn register(agent: &Agent, new: NewInstance) -> Result<Registered> {
+/// Registers (or replaces) an instance: `service:write` on its service.
+pub async fn register(agent: &Agent, caller: &Caller, new: NewInstance) -> Result<Registered> {
+    authorize(caller, Resource::Service, &new.service, Access::Write)?;
     apply(agent, Command::Register(new), |r| match r {
         Response::Registered { instance, created } => Ok(Registered { instance, created }),
         other => Err(Box::new(other)),
@@ -162,8 +184,9 @@ pub async fn register(agent: &Agent, new: NewInstance) -> Result<Registered> {
     .await
 }
 
-/// Deregisters an instance; returns its service's index afterwards.
-pub async fn deregister(agent: &Agent, key: &InstanceKey) -> Result<u64> {
+/// Deregisters an instance (`service:write`); returns its service's index afterwards.
+pub async fn deregister(agent: &Agent, caller: &Caller, key: &InstanceKey) -> Result<u64> {
+    authorize(caller, Resource::Service, &key.service, Access::Write)?;
     if read(agent, |r| r.instance(&key.service, &key.id).is_none()) {
         return Err(ServiceError::NotRegistered(key.clone()));
     }
@@ -180,8 +203,15 @@ pub async fn deregister(agent: &Agent, key: &InstanceKey) -> Result<u64> {
 /// Renews `key`'s TTL with `status` (`passing` for a heartbeat, or Consul's warn/fail); returns
 /// its status and modify index after. The one renewal path: on a follower it is forwarded to
 /// the leader (`/raft/ttl`), whose health checker holds the deadlines; on the leader
-/// [`renew_here`] runs it.
-pub async fn renew(agent: &Agent, key: &InstanceKey, status: Status) -> Result<Renewal> {
+/// [`renew_here`] runs it. Needs `service:write`, checked here (a forwarded renewal was
+/// checked by the member that received it).
+pub async fn renew(
+    agent: &Agent,
+    caller: &Caller,
+    key: &InstanceKey,
+    status: Status,
+) -> Result<Renewal> {
+    authorize(caller, Resource::Service, &key.service, Access::Write)?;
     if !agent.is_leader() {
         let req = TtlRequest {
             key: key.clone(),
@@ -237,8 +267,13 @@ fn renewal_outcome(
     }
 }
 
-/// Puts a service definition.
-pub async fn define(agent: &Agent, definition: ServiceDefinition) -> Result<Defined> {
+/// Puts a service definition (`service:write`).
+pub async fn define(
+    agent: &Agent,
+    caller: &Caller,
+    definition: ServiceDefinition,
+) -> Result<Defined> {
+    authorize(caller, Resource::Service, &definition.name, Access::Write)?;
     apply(agent, Command::PutDefinition(definition), |r| match r {
         Response::DefinitionPut {
             definition,
@@ -252,8 +287,9 @@ pub async fn define(agent: &Agent, definition: ServiceDefinition) -> Result<Defi
     .await
 }
 
-/// Deletes a service definition; returns the service's index afterwards.
-pub async fn undefine(agent: &Agent, service: &str) -> Result<u64> {
+/// Deletes a service definition (`service:write`); returns the service's index afterwards.
+pub async fn undefine(agent: &Agent, caller: &Caller, service: &str) -> Result<u64> {
+    authorize(caller, Resource::Service, service, Access::Write)?;
     let command = Command::DeleteDefinition {
         service: service.to_string(),
     };
@@ -274,52 +310,110 @@ fn read<T>(agent: &Agent, f: impl FnOnce(&signpost_core::Registry) -> T) -> T {
     f(&agent.store().read().registry)
 }
 
-/// Runs `f` over the whole registry, borrowed in place: for the DNS face, whose pure resolver
-/// answers any name from it.
-pub fn with_registry<T>(agent: &Agent, f: impl FnOnce(&signpost_core::Registry) -> T) -> T {
-    read(agent, f)
+/// Runs `f` over the whole registry, borrowed in place, with the test of which services
+/// `caller` may see: for the DNS face, whose pure resolver answers any name from it.
+pub fn with_registry<T>(
+    agent: &Agent,
+    caller: &Caller,
+    f: impl FnOnce(&signpost_core::Registry, &dyn Fn(&str) -> bool) -> T,
+) -> T {
+    read(agent, |r| {
+        f(r, &|service: &str| caller.sees_service(service))
+    })
 }
 
-/// Every service with its index and status counts, and the catalog index (that of the last
-/// change to any service, which [`wait_for_catalog`] waits on).
-pub fn services(agent: &Agent) -> (u64, Vec<ServiceSummary>) {
-    read(agent, |r| (r.catalog_index(), r.services()))
+/// Every service the caller may see (`service:read`) with its index and status counts, and the
+/// catalog index (that of the last change to any service, which [`wait_for_catalog`] waits on).
+pub fn services(agent: &Agent, caller: &Caller) -> (u64, Vec<ServiceSummary>) {
+    let (index, mut list) = read(agent, |r| (r.catalog_index(), r.services()));
+    if !caller.unrestricted_caller() {
+        list.retain(|s| caller.sees_service(&s.name));
+    }
+    (index, list)
 }
 
-/// One instance.
-pub fn instance(agent: &Agent, key: &InstanceKey) -> Result<Instance> {
+/// One instance (`service:read`).
+pub fn instance(agent: &Agent, caller: &Caller, key: &InstanceKey) -> Result<Instance> {
+    authorize(caller, Resource::Service, &key.service, Access::Read)?;
     read(agent, |r| r.instance(&key.service, &key.id).cloned())
         .ok_or_else(|| ServiceError::NotRegistered(key.clone()))
 }
 
-/// Runs `f` with `service`'s index and its instances (in id order), borrowed in place.
+/// Whether a listing shows `service` to `caller` (`service:read`); a listing it may not see is
+/// answered empty (and marked filtered), not refused.
+pub fn visible(caller: &Caller, service: &str) -> bool {
+    caller.allows(Resource::Service, service, Access::Read)
+}
+
+/// Runs `f` with `service`'s index and its instances (in id order), borrowed in place; none if
+/// the caller may not see the service (a filtered listing, not a refusal).
 pub fn with_instances<T>(
     agent: &Agent,
+    caller: &Caller,
     service: &str,
     f: impl FnOnce(u64, &mut dyn Iterator<Item = &Instance>) -> T,
 ) -> T {
+    let visible = caller.sees_service(service);
     read(agent, |r| {
-        f(r.service_index(service), &mut r.instances(service))
+        let index = r.service_index(service);
+        if visible {
+            f(index, &mut r.instances(service))
+        } else {
+            f(index, &mut std::iter::empty())
+        }
     })
 }
 
-/// Runs `f` with the catalog index and every instance of every service, borrowed in place.
+/// Runs `f` with the catalog index and every instance of every service the caller may see,
+/// borrowed in place.
 pub fn with_catalog<T>(
     agent: &Agent,
+    caller: &Caller,
     f: impl FnOnce(u64, &mut dyn Iterator<Item = &Instance>) -> T,
 ) -> T {
-    read(agent, |r| f(r.catalog_index(), &mut r.all_instances()))
+    read(agent, |r| {
+        if caller.unrestricted_caller() {
+            f(r.catalog_index(), &mut r.all_instances())
+        } else {
+            f(
+                r.catalog_index(),
+                &mut r
+                    .all_instances()
+                    .filter(|i| caller.sees_service(&i.service)),
+            )
+        }
+    })
 }
 
-/// The first instance (of any service) matching `pred`.
-pub fn find_instance(agent: &Agent, pred: impl Fn(&Instance) -> bool) -> Option<Instance> {
-    read(agent, |r| r.all_instances().find(|i| pred(i)).cloned())
+/// The first instance (of any service the caller may see) matching `pred`.
+pub fn find_instance(
+    agent: &Agent,
+    caller: &Caller,
+    pred: impl Fn(&Instance) -> bool,
+) -> Option<Instance> {
+    read(agent, |r| {
+        r.all_instances()
+            .find(|i| pred(i) && caller.sees_service(&i.service))
+            .cloned()
+    })
 }
 
-/// A service's definition.
-pub fn definition(agent: &Agent, service: &str) -> Result<ServiceDefinition> {
+/// A service's definition (`service:read`).
+pub fn definition(agent: &Agent, caller: &Caller, service: &str) -> Result<ServiceDefinition> {
+    authorize(caller, Resource::Service, service, Access::Read)?;
     read(agent, |r| r.definition(service).cloned())
         .ok_or_else(|| ServiceError::NoDefinition(service.to_string()))
+}
+
+/// Whether `caller` may read this agent's own information (`agent:read` on its node name):
+/// `/v1/agent/self`, `/api/v1/agent/self`, `/metrics`.
+pub fn authorize_agent_read(agent: &Agent, caller: &Caller) -> Result<()> {
+    authorize(
+        caller,
+        Resource::Agent,
+        &agent.config().node_name(),
+        Access::Read,
+    )
 }
 
 /// A service's index (that of its last change).
@@ -363,10 +457,15 @@ pub async fn wait_for_catalog(agent: &Agent, index: u64, wait: Duration) {
     }
 }
 
-/// Subscribes to `service`'s changes (a watch). Subscribe first, then read: changes at or
-/// below the index read are already in it.
-pub fn subscribe(agent: &Agent, service: &str) -> broadcast::Receiver<Notice> {
-    agent.store().subscribe(service)
+/// Subscribes to `service`'s changes (a watch; `service:read`). Subscribe first, then read:
+/// changes at or below the index read are already in it.
+pub fn subscribe(
+    agent: &Agent,
+    caller: &Caller,
+    service: &str,
+) -> Result<broadcast::Receiver<Notice>> {
+    authorize(caller, Resource::Service, service, Access::Read)?;
+    Ok(agent.store().subscribe(service))
 }
 
 /// Subscribes to every change of every service: for the health checker, which follows them
@@ -395,13 +494,15 @@ pub async fn decide(agent: &Agent, action: Action) -> Result<()> {
 
 // ---- members ------------------------------------------------------------------------------
 
-/// Every member, with who leads.
-pub fn members(agent: &Agent) -> Members {
-    agent.cluster().members()
+/// Every member, with who leads (`operator:read`).
+pub fn members(agent: &Agent, caller: &Caller) -> Result<Members> {
+    authorize(caller, Resource::Operator, "", Access::Read)?;
+    Ok(agent.cluster().members())
 }
 
-/// Adds a member.
-pub async fn join(agent: &Agent, req: JoinRequest) -> Result<()> {
+/// Adds a member (`operator:write`).
+pub async fn join(agent: &Agent, caller: &Caller, req: JoinRequest) -> Result<()> {
+    authorize(caller, Resource::Operator, "", Access::Write)?;
     if req.node_id == 0 {
         return Err(ValidationError::new("node_id", "node ids start at 1").into());
     }
@@ -409,7 +510,8 @@ pub async fn join(agent: &Agent, req: JoinRequest) -> Result<()> {
     Ok(agent.cluster().join(req).await?)
 }
 
-/// Removes a member.
-pub async fn remove(agent: &Agent, req: RemoveRequest) -> Result<()> {
+/// Removes a member (`operator:write`).
+pub async fn remove(agent: &Agent, caller: &Caller, req: RemoveRequest) -> Result<()> {
+    authorize(caller, Resource::Operator, "", Access::Write)?;
     Ok(agent.cluster().remove(req).await?)
 }

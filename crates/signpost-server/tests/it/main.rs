@@ -1,5 +1,6 @@
 //! Integration tests of the agent, in process: one binary, a shared harness.
 
+mod acl;
 mod api;
 mod cluster;
 mod common;

@@ -111,7 +111,7 @@ async fn serve_returns_only_when_every_task_has_stopped_and_the_data_dir_and_por
         .expect("a new agent opens the data dir at once");
     eventually("the new agent leads", || async { again.is_leader() }).await;
     let key = signpost_core::InstanceKey::new("web", "w1");
-    assert!(service::instance(&again, &key).is_ok());
+    assert!(service::instance(&again, &service::Caller::internal(), &key).is_ok());
     again.serve(http, async {}).await.unwrap();
     assert_eq!(again.background_tasks(), 0);
     assert!(!again.database_open());

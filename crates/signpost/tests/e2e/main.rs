@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod acl;
 mod cli;
 mod cli_tls;
 mod consul_clients;
