@@ -5,6 +5,7 @@ mod harness;
 
 mod acl;
 mod cli;
+mod cli_acl;
 mod cli_tls;
 mod consul_clients;
 mod dig;
