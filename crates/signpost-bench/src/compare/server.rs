@@ -68,8 +68,22 @@ impl Server {
         let (program, args, target) = match system {
             System::Signpost => {
                 let port = free_port()?;
+                // Every client of the benchmark is one address (127.0.0.1) holding up to
+                // 10,000 watches: the per-client limits, meant to stop one client from crowding
+                // out the others, are turned off.
+                let config = dir.join("signpost.toml");
+                std::fs::write(
+                    &config,
+                    "[limits]\nhttp_max_conns_per_client = 0\nmax_blocking_per_client = 0\n",
+                )
+                .map_err(|source| CompareError::Write {
+                    path: config.clone(),
+                    source,
+                })?;
                 let args: Vec<OsString> = vec![
                     "agent".into(),
+                    "--config".into(),
+                    config.into_os_string(),
                     "--data-dir".into(),
                     data.into_os_string(),
                     "--http-addr".into(),

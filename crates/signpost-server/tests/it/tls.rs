@@ -99,6 +99,28 @@ async fn the_api_speaks_https_only() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // `/raft/*` shares this port (no Raft listener), but with TLS on a member call needs a
+    // client certificate, which this listener cannot even ask for (no CA).
+    let before = a.agent.raft().metrics().borrow().current_term;
+    let resp = client
+        .post(format!("https://{}/raft/vote", a.http))
+        .json(
+            &json!({"vote": {"leader_id": {"term": before + 9, "node_id": 5}, "committed": false},
+                      "last_log_id": null}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("client certificate"),
+        "{body}"
+    );
+    assert_eq!(a.agent.raft().metrics().borrow().current_term, before);
 
     // Plain HTTP gets no answer.
     let plain = signpost_testkit::http_client()
