@@ -5,6 +5,8 @@
 //! Raft replication, storage, HTTP, DNS and the health checker.
 //!
 //! # Layout
+//! - [`cidr`]: which addresses a registration may make the agent or the gateway reach
+//!   (deny and allow ranges; pure, the caller resolves names).
 //! - [`model`]: the data the registry holds (instances, checks, service definitions) and durations.
 //! - [`validate`]: turns untrusted registration input into normalised, valid values.
 //! - [`registry`]: the replicated state machine: [`registry::Command`]s in, [`registry::Response`]s
@@ -14,6 +16,7 @@
 //!   transitions and deregistrations out, with flap damping and the mass-eviction guard.
 #![forbid(unsafe_code)]
 
+pub mod cidr;
 pub mod health;
 pub mod kv;
 pub mod model;

@@ -89,6 +89,14 @@ pub enum Problem {
         /// The prefix both have.
         prefix: String,
     },
+    /// A `registry.metadata_prefixes` entry that is not a plain absolute path.
+    #[error("registry.metadata_prefixes[{index}]: {problem}")]
+    MetadataPrefix {
+        /// Which entry (counted from 0).
+        index: usize,
+        /// The problem.
+        problem: ValueError,
+    },
     /// Two routes with the same name.
     #[error("route[{index}]: another route is already named {name:?}")]
     DuplicateName {
@@ -233,6 +241,13 @@ pub struct RegistrySection {
     /// Persist each followed service's last instance list here, so a gateway that starts while
     /// the registry is down still routes.
     pub cache_dir: Option<PathBuf>,
+    /// The prefixes a registry route may claim (each one or below it, on whole segments).
+    /// Unset: a service may claim `/<its name>` or below it. See [`crate::guard`].
+    pub metadata_prefixes: Option<Vec<String>>,
+    /// Instance addresses the gateway never forwards to (such instances are left out of
+    /// selection, and host names resolving into these ranges are not dialled). Default: the
+    /// link-local ranges `169.254.0.0/16` and `fe80::/10`, where cloud metadata services live.
+    pub deny_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// `[defaults]`: the settings of a route that does not name them.
@@ -392,6 +407,8 @@ impl Default for RegistrySection {
             addrs: vec!["127.0.0.1:8500".to_string()],
             routes_from_metadata: true,
             cache_dir: None,
+            metadata_prefixes: None,
+            deny_cidrs: signpost_core::cidr::default_deny(),
         }
     }
 }
@@ -508,6 +525,11 @@ impl GatewayConfig {
         let mut problems = Vec::new();
         if self.registry.addrs.is_empty() {
             problems.push(Problem::NoAgents);
+        }
+        for (index, prefix) in self.registry.metadata_prefixes.iter().flatten().enumerate() {
+            if let Err(problem) = check_prefix(prefix) {
+                problems.push(Problem::MetadataPrefix { index, problem });
+            }
         }
         if self.workers > 1024 {
             problems.push(Problem::Workers(self.workers));

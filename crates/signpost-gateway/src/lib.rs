@@ -5,6 +5,9 @@
 //! - [`config`]: the TOML configuration, validated at start; its errors are typed
 //!   ([`config::Problem`], [`config::ValueError`]) and each names its problem.
 //! - [`route`]: route specs and longest-prefix / host matching (pure).
+//! - [`guard`]: what a registration may make the gateway do: where registry routes may go
+//!   (`metadata_prefixes`, configured routes own their subtrees), and `deny_cidrs` (pure;
+//!   [`guard::Refusal`] says why a route was refused).
 //! - [`metadata`]: routes declared in the registry through instance metadata (pure;
 //!   [`metadata::MetadataError`] names the instance, key and problem).
 //! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, `X-Request-Id` (pure).
@@ -44,6 +47,7 @@
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod headers;
 pub mod metadata;
 pub mod route;
@@ -69,7 +73,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-pub use admin::{DiscoveryStatus, RouteStatus, ServiceStatus, UpstreamStatus};
+pub use admin::{DiscoveryStatus, RefusedInstance, RouteStatus, ServiceStatus, UpstreamStatus};
 pub use config::{ConfigError, GatewayConfig};
 pub use error::ProxyError;
 pub use route::RouteSpec;

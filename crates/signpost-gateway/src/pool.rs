@@ -25,12 +25,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use signpost_core::cidr::{AddressPolicy, AddressRefusal};
 use tokio::net::TcpStream;
 
 use crate::body::UpBody;
@@ -136,6 +137,14 @@ pub(crate) enum ConnectError {
         /// The timeout.
         after: Duration,
     },
+    /// The instance's host name resolves into `[registry] deny_cidrs`.
+    #[error("refusing to connect to {authority}: {refusal} (registry.deny_cidrs)")]
+    Denied {
+        /// The instance.
+        authority: String,
+        /// The address refused.
+        refusal: AddressRefusal,
+    },
     /// The HTTP handshake failed (h2c preface, settings).
     #[error("HTTP handshake with {authority} failed: {source}")]
     Handshake {
@@ -161,6 +170,9 @@ pub(crate) struct HostPool {
     authority: String,
     /// The socket address when `authority` is an IP (no name resolution per connect).
     addr: Option<SocketAddr>,
+    /// Addresses never dialled: a host name is resolved at each connect and refused when
+    /// any of its addresses is denied (an IP `authority` was screened by the controller).
+    deny: Arc<AddressPolicy>,
     /// HTTP/1.1 or h2c.
     protocol: Protocol,
     /// Idle HTTP/1.1 connections, one stack per worker.
@@ -186,17 +198,19 @@ impl std::fmt::Debug for HostPool {
 
 impl HostPool {
     /// A pool for the instance at `authority` keeping at most `max_idle` idle connections,
-    /// shared out among `shards` workers.
+    /// shared out among `shards` workers, never dialling an address `deny` refuses.
     pub(crate) fn new(
         authority: String,
         protocol: Protocol,
         max_idle: usize,
         shards: usize,
+        deny: Arc<AddressPolicy>,
     ) -> Self {
         let shards = shards.max(1);
         let per_shard = max_idle.div_ceil(shards).max(1);
         HostPool {
             addr: authority.parse().ok(),
+            deny,
             authority,
             protocol,
             idle: (0..shards).map(|_| IdleStack::new(per_shard)).collect(),
@@ -285,20 +299,30 @@ impl HostPool {
     }
 
     async fn dial(&self, timeout: Duration) -> Result<TcpStream, ConnectError> {
+        let io = |source| ConnectError::Io {
+            authority: self.authority.clone(),
+            source,
+        };
         let connect = async {
             match self.addr {
-                Some(addr) => TcpStream::connect(addr).await,
-                None => TcpStream::connect(self.authority.as_str()).await,
+                Some(addr) => TcpStream::connect(addr).await.map_err(io),
+                None => {
+                    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(self.authority.as_str())
+                        .await
+                        .map_err(io)?
+                        .collect();
+                    self.deny
+                        .check_all(addrs.iter().map(SocketAddr::ip))
+                        .map_err(|refusal| ConnectError::Denied {
+                            authority: self.authority.clone(),
+                            refusal,
+                        })?;
+                    TcpStream::connect(&addrs[..]).await.map_err(io)
+                }
             }
         };
         let stream = match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(source)) => {
-                return Err(ConnectError::Io {
-                    authority: self.authority.clone(),
-                    source,
-                })
-            }
+            Ok(result) => result?,
             Err(_) => {
                 return Err(ConnectError::Timeout {
                     authority: self.authority.clone(),

@@ -168,6 +168,19 @@ pub(crate) struct ServiceView {
     pub(crate) declared: Option<RouteSpec>,
     /// Why its metadata declares no usable route.
     pub(crate) problem: Option<String>,
+    /// Its instances at addresses in `registry.deny_cidrs`, left out of selection.
+    pub(crate) refused_instances: Vec<RefusedInstance>,
+}
+
+/// An instance the gateway does not forward to, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RefusedInstance {
+    /// Instance id.
+    pub id: String,
+    /// `host:port` as registered.
+    pub address: String,
+    /// Why it is left out.
+    pub reason: String,
 }
 
 /// Everything the request path reads, immutable.

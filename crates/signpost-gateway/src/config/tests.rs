@@ -183,3 +183,36 @@ fn the_whole_message_names_each_problem_on_its_own_line() {
         other => panic!("expected invalid, got {other:?}"),
     }
 }
+
+#[test]
+fn registry_guard_keys_parse_and_are_checked() {
+    let config = GatewayConfig::from_toml(
+        "[registry]\nmetadata_prefixes = [\"/svc/\"]\ndeny_cidrs = [\"10.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    config.validate().unwrap();
+    assert_eq!(
+        config.registry.metadata_prefixes,
+        Some(vec!["/svc/".to_string()])
+    );
+    assert_eq!(
+        config.registry.deny_cidrs,
+        vec!["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]
+    );
+    // The default: link-local denied, each service under its own name.
+    let config = GatewayConfig::default();
+    assert_eq!(config.registry.metadata_prefixes, None);
+    assert_eq!(
+        config.registry.deny_cidrs,
+        signpost_core::cidr::default_deny()
+    );
+    let problems = invalid("[registry]\nmetadata_prefixes = [\"/ok\", \"svc\"]\n");
+    assert_eq!(
+        problems,
+        ["registry.metadata_prefixes[1]: prefix must start with '/', got \"svc\""]
+    );
+    let err = GatewayConfig::from_toml("[registry]\ndeny_cidrs = [\"169.254.0.0\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("deny_cidrs"), "{err}");
+}

@@ -6,6 +6,7 @@ mod common;
 mod admin;
 mod errors;
 mod failover;
+mod guard;
 mod headers;
 mod protocols;
 mod registry;
