@@ -39,7 +39,9 @@ impl Default for AddressPolicy {
 }
 
 /// Why an address was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error,
+)]
 pub enum AddressRefusal {
     /// The address is in a denied range.
     #[error("{address} is in the denied range {range}")]

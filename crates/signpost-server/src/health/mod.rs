@@ -6,6 +6,7 @@
 //! it decides. Heartbeats touch only memory.
 
 pub mod probe;
+pub mod targets;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,7 +37,8 @@ pub struct HealthService {
     tick: Duration,
     /// Running active checks, by instance.
     checks: Mutex<HashMap<InstanceKey, ActiveCheck>>,
-    client: reqwest::Client,
+    /// The probes' HTTP clients, made from the agent's `[health]` settings by the first check.
+    clients: std::sync::OnceLock<probe::Clients>,
     stop: watch::Sender<bool>,
     /// The agent's background tasks: the checker's loop, its checks and its proposals are
     /// among them, so shutdown waits for them.
@@ -51,11 +53,7 @@ impl HealthService {
             base: Instant::now(),
             tick,
             checks: Mutex::new(HashMap::new()),
-            client: reqwest::Client::builder()
-                .no_proxy()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("a default reqwest client builds"),
+            clients: std::sync::OnceLock::new(),
             stop: watch::channel(false).0,
             tasks,
         })
@@ -266,13 +264,15 @@ impl HealthService {
                 if checks.get(&key).is_some_and(|c| c.spec == *spec) {
                     return;
                 }
+                let policy = agent.config().health.check_policy();
+                self.clients.get_or_init(|| probe::Clients::new(&policy));
                 let task = self
                     .tasks
                     .spawn(run_check(
                         self.clone(),
                         Arc::downgrade(agent),
                         key.clone(),
-                        spec.clone(),
+                        probe::Prober::new(spec.clone(), policy),
                     ))
                     .abort_handle();
                 if let Some(old) = checks.insert(
@@ -305,14 +305,16 @@ async fn run_check(
     health: Arc<HealthService>,
     agent: std::sync::Weak<Agent>,
     key: InstanceKey,
-    spec: CheckSpec,
+    mut prober: probe::Prober,
 ) {
-    let mut interval = tokio::time::interval(spec.interval().to_std());
+    let mut interval = tokio::time::interval(prober.spec().interval().to_std());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut prober = probe::Prober::new(spec);
+    let Some(clients) = health.clients.get().cloned() else {
+        return;
+    };
     loop {
         interval.tick().await;
-        let result = prober.run(&health.client).await;
+        let result = prober.run(&clients).await;
         let action = health.monitor().record(&key, result, health.now());
         if let (Some(action), Some(agent)) = (action, agent.upgrade()) {
             propose(&agent, action);

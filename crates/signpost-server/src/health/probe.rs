@@ -1,8 +1,14 @@
 //! Active checks: one HTTP GET, TCP connect or gRPC `grpc.health.v1.Health/Check`, mapped to a
-//! [`CheckResult`].
+//! [`CheckResult`]. Every probe first holds its target to `[health] check_deny_cidrs` /
+//! `check_allow_cidrs` ([`super::targets`]): DNS may have changed since the registration was
+//! admitted. HTTP checks resolve names through [`Clients`]' guarded resolver, so the address
+//! checked is the address connected to.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use signpost_core::cidr::AddressPolicy;
 use signpost_core::health::CheckResult;
 use signpost_core::model::{self, CheckKind};
 use signpost_core::CheckSpec;
@@ -12,22 +18,101 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
+use super::targets::{self, TargetRefused};
+
+/// The HTTP clients every check shares.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// Resolves names through [`Guarded`]; no proxy, no redirects.
+    http: reqwest::Client,
+}
+
+impl Clients {
+    /// Clients whose name resolution refuses what `policy` refuses.
+    pub fn new(policy: &AddressPolicy) -> Self {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Guarded(Arc::new(policy.clone())))
+            .build()
+            .expect("a default reqwest client builds");
+        Clients { http }
+    }
+}
+
+/// A resolver that fails a name resolving into an address the policy refuses (any of its
+/// addresses: the client could dial any of them).
+struct Guarded(Arc<AddressPolicy>);
+
+impl reqwest::dns::Resolve for Guarded {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            policy
+                .check_all(addrs.iter().map(SocketAddr::ip))
+                .map_err(|refusal| {
+                    Box::new(TargetRefused {
+                        target: host.clone(),
+                        host: Some(host.clone()),
+                        refusal,
+                    })
+                })?;
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
 /// One check task's prober: runs its spec's check and keeps what is worth reusing between runs.
 pub struct Prober {
     /// The check this prober runs.
     spec: CheckSpec,
+    /// The addresses it may reach.
+    policy: AddressPolicy,
+    /// The refusal last logged (each change is logged once, not every probe).
+    refused: Option<TargetRefused>,
     /// The gRPC client, made on the first gRPC probe; its channel reconnects by itself, so one
     /// HTTP/2 connection serves every probe while the target stays up.
     grpc: Option<GrpcProbe>,
 }
 
 impl Prober {
-    pub fn new(spec: CheckSpec) -> Self {
-        Prober { spec, grpc: None }
+    /// A prober of `spec` held to `policy`.
+    pub fn new(spec: CheckSpec, policy: AddressPolicy) -> Self {
+        Prober {
+            spec,
+            policy,
+            refused: None,
+            grpc: None,
+        }
     }
 
-    /// Runs the check once, within its timeout.
-    pub async fn run(&mut self, client: &reqwest::Client) -> CheckResult {
+    /// The check it runs.
+    pub fn spec(&self) -> &CheckSpec {
+        &self.spec
+    }
+
+    /// Runs the check once, within its timeout. A target the policy refuses is critical
+    /// without being contacted.
+    pub async fn run(&mut self, clients: &Clients) -> CheckResult {
+        match targets::screen(&self.policy, &self.spec).await {
+            Err(refused) => {
+                if self.refused.as_ref() != Some(&refused) {
+                    tracing::warn!("health check critical: {refused}");
+                    self.refused = Some(refused);
+                }
+                return CheckResult::Critical;
+            }
+            Ok(()) => {
+                if let Some(was) = self.refused.take() {
+                    tracing::info!(target = %was.target, "health check target allowed again");
+                }
+            }
+        }
+        let client = &clients.http;
         let Some(CheckKind::Grpc(target)) = self.spec.kind() else {
             return run_once(client, &self.spec).await;
         };
@@ -104,12 +189,6 @@ pub fn grpc_status(status: i32) -> CheckResult {
     }
 }
 
-/// Runs `spec`'s check once, within its timeout. A check that runs repeatedly should keep a
-/// [`Prober`] instead, which reuses its gRPC connection.
-pub async fn run(client: &reqwest::Client, spec: &CheckSpec) -> CheckResult {
-    Prober::new(spec.clone()).run(client).await
-}
-
 /// An HTTP or TCP check, once, within its timeout.
 async fn run_once(client: &reqwest::Client, spec: &CheckSpec) -> CheckResult {
     let timeout = spec.timeout().to_std();
@@ -148,6 +227,52 @@ pub fn http_status(code: u16) -> CheckResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The prober judges the target again at each probe and does not connect to a refused one.
+    #[tokio::test]
+    async fn a_refused_target_is_critical_and_never_contacted() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let server = tokio::spawn(async move {
+            while listener.accept().await.is_ok() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let loopback = AddressPolicy::deny_only(vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "::1/128".parse().unwrap(),
+        ]);
+        let clients = Clients::new(&loopback);
+        for target in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+            let spec: CheckSpec =
+                serde_json::from_value(serde_json::json!({ "tcp": target })).unwrap();
+            let mut prober = Prober::new(spec, loopback.clone());
+            assert_eq!(
+                prober.run(&clients).await,
+                CheckResult::Critical,
+                "{target}"
+            );
+            assert!(prober.refused.is_some());
+        }
+        let url = format!("http://localhost:{port}/health");
+        let spec: CheckSpec = serde_json::from_value(serde_json::json!({ "http": url })).unwrap();
+        assert_eq!(
+            Prober::new(spec, loopback.clone()).run(&clients).await,
+            CheckResult::Critical
+        );
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+        // The same target under the default policy is reached.
+        let open = AddressPolicy::default();
+        let spec: CheckSpec =
+            serde_json::from_value(serde_json::json!({ "tcp": format!("127.0.0.1:{port}") }))
+                .unwrap();
+        let mut prober = Prober::new(spec, open.clone());
+        assert_eq!(prober.run(&Clients::new(&open)).await, CheckResult::Passing);
+        server.abort();
+    }
 
     #[test]
     fn http_codes_map_to_statuses() {

@@ -58,6 +58,9 @@ pub enum ServiceError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// A health check would reach an address `[health]` refuses.
+    #[error(transparent)]
+    CheckTarget(#[from] crate::health::targets::TargetRefused),
     /// The cluster could not do it (no leader, leader unreachable, not a member, ...).
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -155,6 +158,7 @@ fn command_kind(command: &Command) -> &'static str {
 
 /// Registers (or replaces) an instance.
 pub async fn register(agent: &Agent, new: NewInstance) -> Result<Registered> {
+    crate::health::targets::admit(agent, new.check.as_ref()).await?;
     apply(agent, Command::Register(new), |r| match r {
         Response::Registered { instance, created } => Ok(Registered { instance, created }),
         other => Err(Box::new(other)),

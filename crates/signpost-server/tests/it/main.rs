@@ -1,6 +1,7 @@
 //! Integration tests of the agent, in process: one binary, a shared harness.
 
 mod api;
+mod check_targets;
 mod cluster;
 mod common;
 mod consul;
