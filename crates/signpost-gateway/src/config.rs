@@ -154,7 +154,7 @@ pub enum ValueError {
     #[error("hash_on applies to the consistent_hash balancer only")]
     HashOnWithoutConsistentHash,
     /// A protocol nobody knows.
-    #[error("protocol must be http1 or h2c, got {0:?}")]
+    #[error("protocol must be http1, h2c or https, got {0:?}")]
     Protocol(String),
     /// A zero response timeout.
     #[error("timeout must be above 0")]
@@ -212,6 +212,10 @@ pub struct GatewayConfig {
     pub trust_forwarded_headers: bool,
     /// How long open connections get to finish their requests at shutdown.
     pub shutdown_grace: Dur,
+    /// Serve clients over TLS (HTTPS only on `listen`); unset: plain HTTP.
+    pub tls: Option<TlsSection>,
+    /// How `protocol = "https"` routes verify their instances.
+    pub upstream_tls: UpstreamTlsSection,
     /// Where instances and registry routes come from.
     pub registry: RegistrySection,
     /// Route settings every `[[route]]` and every registry route starts from.
@@ -227,6 +231,30 @@ pub struct GatewayConfig {
     /// The configured routes.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[tls]`: the certificate the proxy listener presents. Re-read on SIGHUP and when the files
+/// change (new connections get the new one; open ones keep theirs).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf.
+    pub key_file: PathBuf,
+}
+
+/// `[upstream_tls]`: what `protocol = "https"` routes trust and present. Every HTTPS
+/// instance's certificate must be valid for the address it is registered at (IP or name).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTlsSection {
+    /// PEM CA certificates instances' certificates must chain to (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate presented to instances that ask (mutual TLS).
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[registry]`.
@@ -263,7 +291,8 @@ pub struct RouteDefaults {
     pub connect_timeout: Dur,
     /// Remove the route's prefix from the path sent upstream.
     pub strip_prefix: bool,
-    /// `http1` or `h2c` (HTTP/2 over cleartext, prior knowledge).
+    /// `http1`, `h2c` (HTTP/2 over cleartext, prior knowledge) or `https` (HTTP/1.1 over
+    /// TLS, see `[upstream_tls]`).
     pub protocol: String,
     /// Retries.
     pub retry: RetryConfig,
@@ -390,6 +419,8 @@ impl Default for GatewayConfig {
             access_log: true,
             trust_forwarded_headers: false,
             shutdown_grace: Dur::from_secs(10),
+            tls: None,
+            upstream_tls: UpstreamTlsSection::default(),
             registry: RegistrySection::default(),
             defaults: RouteDefaults::default(),
             upstream: UpstreamSection::default(),
@@ -804,6 +835,7 @@ pub(crate) fn parse_protocol(p: &str) -> Result<Protocol, ValueError> {
     match p {
         "http1" => Ok(Protocol::Http1),
         "h2c" => Ok(Protocol::H2c),
+        "https" => Ok(Protocol::Https),
         other => Err(ValueError::Protocol(other.to_string())),
     }
 }

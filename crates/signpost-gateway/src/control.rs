@@ -91,6 +91,8 @@ pub(crate) struct Controller {
     pools: HashMap<(String, Protocol), Arc<HostPool>>,
     /// Set by any followed list's change.
     dirty: Arc<Notify>,
+    /// The TLS client of `https` routes' pools (`None`: no usable `[upstream_tls]`).
+    upstream_tls: Option<signpost_tls::tokio_rustls::TlsConnector>,
 }
 
 /// A service's list with the instances at denied addresses left out.
@@ -136,6 +138,7 @@ impl Controller {
         config: Arc<GatewayConfig>,
         config_specs: Vec<RouteSpec>,
         registry: Arc<dyn Registry>,
+        upstream_tls: Option<signpost_tls::tokio_rustls::TlsConnector>,
     ) -> Controller {
         let configured = config_specs.iter().map(|s| s.service.clone()).collect();
         let policy = RoutePolicy::new(config.registry.metadata_prefixes.as_deref(), &config_specs);
@@ -155,6 +158,7 @@ impl Controller {
             routes: Vec::new(),
             pools: HashMap::new(),
             dirty: Arc::new(Notify::new()),
+            upstream_tls,
         };
         let services: Vec<String> = controller.configured.iter().cloned().collect();
         for service in services {
@@ -344,6 +348,7 @@ impl Controller {
                     let max_idle = self.config.upstream.max_idle_per_instance;
                     let shards = self.config.worker_threads();
                     let deny = &self.addresses;
+                    let tls = &self.upstream_tls;
                     let pool = self
                         .pools
                         .entry(key)
@@ -354,6 +359,9 @@ impl Controller {
                                 max_idle,
                                 shards,
                                 deny.clone(),
+                                (*protocol == Protocol::Https)
+                                    .then(|| tls.clone())
+                                    .flatten(),
                             ))
                         })
                         .clone();

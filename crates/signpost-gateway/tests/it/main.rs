@@ -12,5 +12,6 @@ mod protocols;
 mod registry;
 mod routing;
 mod streaming;
+mod tls;
 mod websocket;
 mod workers;
