@@ -91,6 +91,9 @@ pub struct HealthConfig {
     pub check_deny_cidrs: Vec<ipnet::IpNet>,
     /// When set, the only addresses a check may reach.
     pub check_allow_cidrs: Option<Vec<ipnet::IpNet>>,
+    /// PEM CA certificates HTTPS and gRPC-over-TLS checks verify the checked service against
+    /// (default: the system's roots). `tls_skip_verify` on a check skips verification.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl HealthConfig {
@@ -173,6 +176,7 @@ impl Default for HealthConfig {
             tick: Dur(100),
             check_deny_cidrs: signpost_core::cidr::default_deny(),
             check_allow_cidrs: None,
+            ca_file: None,
         }
     }
 }
@@ -246,6 +250,10 @@ impl AgentConfig {
         }
         if h.tick.as_millis() < 10 {
             return invalid(format!("health.tick must be at least 10ms, got {}", h.tick));
+        }
+        if let Some(ca) = &h.ca_file {
+            signpost_tls::roots(Some(ca))
+                .map_err(|e| ConfigError::Invalid(format!("health.ca_file: {e}")))?;
         }
         let r = &self.raft;
         if r.heartbeat_interval.as_millis() == 0

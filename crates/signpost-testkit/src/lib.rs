@@ -244,6 +244,7 @@ impl Drop for Served {
 
 /// A client for loopback tests: no proxy, whatever the environment says.
 pub fn http_client() -> reqwest::Client {
+    signpost_tls::install_default_provider();
     reqwest::Client::builder()
         .no_proxy()
         .build()

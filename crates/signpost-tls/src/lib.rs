@@ -65,6 +65,14 @@ pub enum TlsError {
     NoRoots,
 }
 
+/// Makes *ring* the process's default rustls provider (once; a provider already installed
+/// stays). reqwest, built with `rustls-no-provider`, builds every client that is not handed a
+/// preconfigured TLS configuration (plain-HTTP clients included) from the process default and
+/// panics without one: whatever builds such a client calls this first.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The crypto provider every Signpost TLS configuration uses.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

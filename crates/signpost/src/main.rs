@@ -120,6 +120,8 @@ impl AgentArgs {
 }
 
 fn main() -> ExitCode {
+    // Before any HTTP client is built (the CLI's, the SDK's in the gateway, the agent's).
+    signpost_tls::install_default_provider();
     let cli = Cli::parse();
     if let Command::Gateway(args) = &cli.command {
         return gateway_cmd::main(args);

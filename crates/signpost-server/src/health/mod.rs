@@ -264,8 +264,21 @@ impl HealthService {
                 if checks.get(&key).is_some_and(|c| c.spec == *spec) {
                     return;
                 }
-                let policy = agent.config().health.check_policy();
-                self.clients.get_or_init(|| probe::Clients::new(&policy));
+                let health = &agent.config().health;
+                let policy = health.check_policy();
+                if self.clients.get().is_none() {
+                    match probe::Clients::new(&policy, health.ca_file.as_deref()) {
+                        Ok(clients) => {
+                            let _ = self.clients.set(clients);
+                        }
+                        // Validated at start (`AgentConfig::validate`): only a file changed
+                        // since ends here; the check is tried again at the next change.
+                        Err(e) => {
+                            tracing::error!("cannot build the health checks' clients: {e}");
+                            return;
+                        }
+                    }
+                }
                 let task = self
                     .tasks
                     .spawn(run_check(

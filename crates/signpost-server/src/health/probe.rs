@@ -5,8 +5,13 @@
 //! checked is the address connected to.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+use signpost_tls::rustls::pki_types::ServerName;
+use signpost_tls::rustls::ClientConfig;
+use signpost_tls::{ClientTls, TlsError};
 
 use signpost_core::cidr::AddressPolicy;
 use signpost_core::health::CheckResult;
@@ -20,23 +25,69 @@ use tonic_health::pb::HealthCheckRequest;
 
 use super::targets::{self, TargetRefused};
 
-/// The HTTP clients every check shares.
+/// The clients every check shares: HTTP(S) clients that verify the checked service's
+/// certificate (against `[health] ca_file`, else the system's roots) or, for `tls_skip_verify`
+/// checks, accept any; the same two TLS configurations for gRPC checks over TLS.
 #[derive(Debug, Clone)]
 pub struct Clients {
-    /// Resolves names through [`Guarded`]; no proxy, no redirects.
+    /// Verifies certificates; resolves names through [`Guarded`]; no proxy, no redirects.
     http: reqwest::Client,
+    /// Like `http`, accepting any certificate.
+    http_skip_verify: reqwest::Client,
+    /// gRPC over TLS, verifying.
+    grpc_tls: Arc<ClientConfig>,
+    /// gRPC over TLS, accepting any certificate.
+    grpc_tls_skip_verify: Arc<ClientConfig>,
 }
 
 impl Clients {
-    /// Clients whose name resolution refuses what `policy` refuses.
-    pub fn new(policy: &AddressPolicy) -> Self {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Guarded(Arc::new(policy.clone())))
-            .build()
-            .expect("a default reqwest client builds");
-        Clients { http }
+    /// Clients whose name resolution refuses what `policy` refuses, trusting `ca_file` (the
+    /// system's roots without one; with neither, every HTTPS check fails verification).
+    pub fn new(policy: &AddressPolicy, ca_file: Option<&Path>) -> Result<Self, TlsError> {
+        let verify = ClientTls {
+            ca_file: ca_file.map(Path::to_path_buf),
+            ..ClientTls::default()
+        };
+        let verifying = match verify.client_config() {
+            Err(TlsError::NoRoots) => {
+                tracing::warn!(
+                    "no system roots and no [health] ca_file: HTTPS checks cannot verify any certificate"
+                );
+                ClientConfig::builder_with_provider(signpost_tls::provider())
+                    .with_safe_default_protocol_versions()?
+                    .with_root_certificates(signpost_tls::rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            }
+            other => other?,
+        };
+        let skipping = ClientTls {
+            skip_verify: true,
+            ..ClientTls::default()
+        }
+        .client_config()?;
+        let guarded = Arc::new(Guarded(Arc::new(policy.clone())));
+        let http = |tls: &ClientConfig| {
+            let mut tls = tls.clone();
+            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .dns_resolver(guarded.clone())
+                .tls_backend_preconfigured(tls)
+                .build()
+                .expect("a reqwest client with a rustls configuration builds")
+        };
+        let grpc = |tls: &ClientConfig| {
+            let mut tls = tls.clone();
+            tls.alpn_protocols = vec![b"h2".to_vec()];
+            Arc::new(tls)
+        };
+        Ok(Clients {
+            http: http(&verifying),
+            http_skip_verify: http(&skipping),
+            grpc_tls: grpc(&verifying),
+            grpc_tls_skip_verify: grpc(&skipping),
+        })
     }
 }
 
@@ -112,13 +163,24 @@ impl Prober {
                 }
             }
         }
-        let client = &clients.http;
+        let client = if self.spec.tls_skip_verify {
+            &clients.http_skip_verify
+        } else {
+            &clients.http
+        };
         let Some(CheckKind::Grpc(target)) = self.spec.kind() else {
             return run_once(client, &self.spec).await;
         };
         let timeout = self.spec.timeout().to_std();
         if self.grpc.is_none() {
-            match GrpcProbe::new(target, timeout) {
+            let tls = self.spec.grpc_use_tls.then(|| {
+                if self.spec.tls_skip_verify {
+                    clients.grpc_tls_skip_verify.clone()
+                } else {
+                    clients.grpc_tls.clone()
+                }
+            });
+            match GrpcProbe::new(target, timeout, tls) {
                 Ok(probe) => self.grpc = Some(probe),
                 Err(e) => {
                     tracing::debug!(target, "grpc check failed: {e}");
@@ -133,7 +195,8 @@ impl Prober {
     }
 }
 
-/// A `grpc.health.v1.Health` client for one target (plaintext HTTP/2; no TLS).
+/// A `grpc.health.v1.Health` client for one target (plaintext HTTP/2, or HTTP/2 over TLS with
+/// `grpc_use_tls`).
 struct GrpcProbe {
     /// Client over a lazily connecting channel: connect failures surface as failed probes.
     client: HealthClient<Channel>,
@@ -142,13 +205,23 @@ struct GrpcProbe {
 }
 
 impl GrpcProbe {
-    fn new(target: &str, timeout: Duration) -> Result<Self, tonic::transport::Error> {
+    fn new(
+        target: &str,
+        timeout: Duration,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> Result<Self, tonic::transport::Error> {
         let (addr, service) = model::grpc_target(target);
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(timeout)
             .timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let channel =
+            match tls {
+                None => endpoint.connect_lazy(),
+                Some(tls) => endpoint.connect_with_connector_lazy(tower::service_fn(
+                    move |uri: http::Uri| dial_tls(uri, tls.clone()),
+                )),
+            };
         Ok(GrpcProbe {
             client: HealthClient::new(channel),
             service: service.to_string(),
@@ -179,6 +252,31 @@ impl GrpcProbe {
             }
         }
     }
+}
+
+/// A TCP connection to `uri`'s host and port with a TLS handshake over it (the certificate
+/// checked for that host), for gRPC over TLS.
+async fn dial_tls(
+    uri: http::Uri,
+    tls: Arc<ClientConfig>,
+) -> std::io::Result<
+    hyper_util::rt::TokioIo<signpost_tls::tokio_rustls::client::TlsStream<TcpStream>>,
+> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    let host = uri
+        .host()
+        .ok_or_else(|| invalid(format!("no host in {uri}")))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let tcp = TcpStream::connect((host.as_str(), port)).await?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from(host).map_err(|e| invalid(e.to_string()))?;
+    let stream = signpost_tls::tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await?;
+    Ok(hyper_util::rt::TokioIo::new(stream))
 }
 
 /// `SERVING` passing; `NOT_SERVING`, `SERVICE_UNKNOWN`, `UNKNOWN` and anything else critical.
@@ -244,7 +342,7 @@ mod tests {
             "127.0.0.0/8".parse().unwrap(),
             "::1/128".parse().unwrap(),
         ]);
-        let clients = Clients::new(&loopback);
+        let clients = Clients::new(&loopback, None).unwrap();
         for target in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
             let spec: CheckSpec =
                 serde_json::from_value(serde_json::json!({ "tcp": target })).unwrap();
@@ -270,7 +368,10 @@ mod tests {
             serde_json::from_value(serde_json::json!({ "tcp": format!("127.0.0.1:{port}") }))
                 .unwrap();
         let mut prober = Prober::new(spec, open.clone());
-        assert_eq!(prober.run(&Clients::new(&open)).await, CheckResult::Passing);
+        assert_eq!(
+            prober.run(&Clients::new(&open, None).unwrap()).await,
+            CheckResult::Passing
+        );
         server.abort();
     }
 

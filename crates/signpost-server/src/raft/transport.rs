@@ -169,6 +169,7 @@ impl HttpTransport {
     /// Connects from `source` when given (the member's own Raft address), so a peer — or a
     /// fault-injecting proxy in a test — can tell who is calling.
     pub fn new(source: Option<IpAddr>) -> Self {
+        signpost_tls::install_default_provider();
         let client = reqwest::Client::builder()
             .no_proxy()
             .local_address(source)

@@ -7,6 +7,7 @@ mod common;
 mod consul;
 mod dns;
 mod health;
+mod health_tls;
 mod matrix;
 mod shutdown;
 mod storage;
