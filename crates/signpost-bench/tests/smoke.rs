@@ -64,6 +64,7 @@ impl TestAgent {
 /// Ids of every instance (any status) of `service`.
 async fn listed_ids(addr: &str, service: &str) -> anyhow::Result<BTreeSet<String>> {
     let url = format!("{addr}/api/v1/services/{service}/instances?status=any");
+    signpost_tls::install_default_provider();
     let body: serde_json::Value = reqwest::Client::builder()
         .no_proxy()
         .build()?

@@ -328,6 +328,7 @@ impl std::fmt::Debug for ServiceClient {
 /// use signpost_client::client::{ServiceClient, StaticInstances};
 /// use signpost_client::retry::RetryPolicy;
 ///
+/// # signpost_tls::install_default_provider();
 /// let pool = reqwest::Client::new(); // one pool shared by several service clients
 /// let orders = ServiceClient::builder(StaticInstances::new("orders", vec![]))
 ///     .balancer(PeakEwma::new().decay(Duration::from_secs(5)))
@@ -712,6 +713,7 @@ impl ServiceClientBuilder {
     /// The client.
     pub fn build(self) -> ServiceClient {
         let http = self.http.unwrap_or_else(|| {
+            signpost_tls::install_default_provider();
             reqwest::Client::builder()
                 .no_proxy()
                 .connect_timeout(self.timeout)

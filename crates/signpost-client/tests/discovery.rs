@@ -202,6 +202,7 @@ async fn agent_without_sse(real: String) -> (String, tokio::task::JoinHandle<()>
     use axum::response::IntoResponse;
 
     async fn proxy(State(real): State<String>, OriginalUri(uri): OriginalUri) -> impl IntoResponse {
+        signpost_tls::install_default_provider();
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let resp = client.get(format!("{real}{uri}")).send().await.unwrap();
         let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();

@@ -341,6 +341,7 @@ pub struct Census {
 /// A plain HTTP client: no proxy, one connection per client in practice (one request in flight
 /// at a time), optional whole-request timeout (none for streams).
 pub fn http_client(timeout: Option<Duration>) -> Result<reqwest::Client, TargetError> {
+    signpost_tls::install_default_provider();
     let mut builder = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(10))

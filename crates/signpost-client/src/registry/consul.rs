@@ -233,6 +233,7 @@ impl ConsulRegistry {
             }
             None => None,
         };
+        signpost_tls::install_default_provider();
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(options.connect_timeout)

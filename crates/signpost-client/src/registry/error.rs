@@ -325,6 +325,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
+        signpost_tls::install_default_provider();
         let err = reqwest::Client::new()
             .get(format!("http://{addr}/"))
             .send()

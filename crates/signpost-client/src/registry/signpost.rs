@@ -140,6 +140,7 @@ impl SignpostRegistry {
     {
         let agents = Agents::new(addrs, "Signpost")?;
         let build = |long: bool| {
+            signpost_tls::install_default_provider();
             let b = reqwest::Client::builder()
                 .no_proxy()
                 .user_agent(concat!("signpost-client/", env!("CARGO_PKG_VERSION")))

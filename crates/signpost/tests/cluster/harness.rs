@@ -207,6 +207,7 @@ pub struct Cluster {
 
 /// An HTTP client that never goes through a proxy and never hangs.
 pub fn client(timeout: Duration) -> reqwest::Client {
+    signpost_tls::install_default_provider();
     reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(1))

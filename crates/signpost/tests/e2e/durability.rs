@@ -193,6 +193,7 @@ async fn restart_after_snapshot() {
     );
     assert_same_instances(&acknowledged, &after);
     for (service, id) in &gone {
+        signpost_tls::install_default_provider();
         let resp = reqwest::Client::builder()
             .no_proxy()
             .build()

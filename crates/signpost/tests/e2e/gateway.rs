@@ -83,6 +83,7 @@ service = "registry"
     .await;
 
     // Fresh connections, so the kernel spreads them over both workers' listeners.
+    signpost_tls::install_default_provider();
     let fresh = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)

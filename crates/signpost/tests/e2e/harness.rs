@@ -33,6 +33,7 @@ pub fn free_port() -> u16 {
 
 /// An HTTP client that never goes through a proxy and never hangs forever.
 pub fn client() -> reqwest::Client {
+    signpost_tls::install_default_provider();
     reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(5))
@@ -44,6 +45,7 @@ pub fn client() -> reqwest::Client {
 /// A client without a whole-request timeout, for long-lived requests (watch streams,
 /// blocking queries).
 pub fn streaming_client() -> reqwest::Client {
+    signpost_tls::install_default_provider();
     reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(5))
