@@ -4,7 +4,7 @@
 //! admitted. HTTP checks resolve names through [`Clients`]' guarded resolver, so the address
 //! checked is the address connected to.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,7 +149,7 @@ impl Prober {
     /// Runs the check once, within its timeout. A target the policy refuses is critical
     /// without being contacted.
     pub async fn run(&mut self, clients: &Clients) -> CheckResult {
-        match targets::screen(&self.policy, &self.spec).await {
+        let addrs = match targets::screen_addrs(&self.policy, &self.spec).await {
             Err(refused) => {
                 if self.refused.as_ref() != Some(&refused) {
                     tracing::warn!("health check critical: {refused}");
@@ -157,19 +157,20 @@ impl Prober {
                 }
                 return CheckResult::Critical;
             }
-            Ok(()) => {
+            Ok(addrs) => {
                 if let Some(was) = self.refused.take() {
                     tracing::info!(target = %was.target, "health check target allowed again");
                 }
+                addrs
             }
-        }
+        };
         let client = if self.spec.tls_skip_verify {
             &clients.http_skip_verify
         } else {
             &clients.http
         };
         let Some(CheckKind::Grpc(target)) = self.spec.kind() else {
-            return run_once(client, &self.spec).await;
+            return run_once(client, &self.spec, &addrs).await;
         };
         let timeout = self.spec.timeout().to_std();
         if self.grpc.is_none() {
@@ -287,8 +288,9 @@ pub fn grpc_status(status: i32) -> CheckResult {
     }
 }
 
-/// An HTTP or TCP check, once, within its timeout.
-async fn run_once(client: &reqwest::Client, spec: &CheckSpec) -> CheckResult {
+/// An HTTP or TCP check, once, within its timeout. A TCP check connects to `addrs`, the
+/// addresses its target was judged by (its target as given when there are none).
+async fn run_once(client: &reqwest::Client, spec: &CheckSpec, addrs: &[IpAddr]) -> CheckResult {
     let timeout = spec.timeout().to_std();
     match spec.kind() {
         Some(CheckKind::Http(url)) => match client.get(url).timeout(timeout).send().await {
@@ -299,7 +301,21 @@ async fn run_once(client: &reqwest::Client, spec: &CheckSpec) -> CheckResult {
             }
         },
         Some(CheckKind::Tcp(target)) => {
-            match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
+            let port = target
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok());
+            let judged: Vec<SocketAddr> = match port {
+                Some(port) => addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
+                None => Vec::new(),
+            };
+            let connect = async {
+                if judged.is_empty() {
+                    TcpStream::connect(target).await
+                } else {
+                    TcpStream::connect(&judged[..]).await
+                }
+            };
+            match tokio::time::timeout(timeout, connect).await {
                 Ok(Ok(_)) => CheckResult::Passing,
                 Ok(Err(e)) => {
                     tracing::debug!(target, "tcp check failed: {e}");

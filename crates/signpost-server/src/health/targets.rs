@@ -18,7 +18,7 @@ use crate::agent::Agent;
 
 /// A check's target refused.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
-#[error("check target {target} {}: {refusal} (health.check_deny_cidrs / health.check_allow_cidrs)", via(.host, .refusal))]
+#[error("check target {target} {}: {refusal} (health.check_deny_cidrs / health.check_allow_cidrs)", via(.host))]
 pub struct TargetRefused {
     /// The check's target as registered (URL or `host:port`).
     pub target: String,
@@ -28,7 +28,7 @@ pub struct TargetRefused {
     pub refusal: AddressRefusal,
 }
 
-fn via(host: &Option<String>, _refusal: &AddressRefusal) -> String {
+fn via(host: &Option<String>) -> String {
     match host {
         Some(h) => format!("resolves ({h})"),
         None => "is refused".to_string(),
@@ -93,23 +93,38 @@ pub async fn admit(agent: &Agent, check: Option<&CheckSpec>) -> Result<(), Targe
 /// Judges `spec`'s target against `policy`, resolving a host name first. A name that does not
 /// resolve passes (the service may not be in DNS yet; the prober checks again each time).
 pub async fn screen(policy: &AddressPolicy, spec: &CheckSpec) -> Result<(), TargetRefused> {
+    screen_addrs(policy, spec).await.map(drop)
+}
+
+/// [`screen`], returning the addresses judged (empty for a TTL check or a name that does not
+/// resolve), so a probe can connect to exactly those.
+pub async fn screen_addrs(
+    policy: &AddressPolicy,
+    spec: &CheckSpec,
+) -> Result<Vec<IpAddr>, TargetRefused> {
     let refused = |host: Option<String>, refusal| TargetRefused {
         target: shown(spec),
         host,
         refusal,
     };
     match target(spec) {
-        None => Ok(()),
-        Some(Target::Ip(ip)) => policy.check(ip).map_err(|r| refused(None, r)),
+        None => Ok(Vec::new()),
+        Some(Target::Ip(ip)) => policy
+            .check(ip)
+            .map(|()| vec![ip])
+            .map_err(|r| refused(None, r)),
         Some(Target::Name(name, port)) => {
             let resolved = tokio::net::lookup_host((name.as_str(), port))
                 .await
                 .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>());
             match resolved {
-                Ok(addrs) => policy.check_all(addrs).map_err(|r| refused(Some(name), r)),
+                Ok(addrs) => match policy.check_all(addrs.iter().copied()) {
+                    Ok(()) => Ok(addrs),
+                    Err(r) => Err(refused(Some(name), r)),
+                },
                 Err(e) => {
                     tracing::debug!(host = %name, "check target does not resolve (yet): {e}");
-                    Ok(())
+                    Ok(Vec::new())
                 }
             }
         }
