@@ -529,6 +529,7 @@ fn http_client(token: Option<&str>) -> Result<reqwest::Client, ScenarioError> {
             reqwest::header::HeaderValue::from_str(token).map_err(|_| ScenarioError::BadToken)?;
         headers.insert("x-consul-token", value);
     }
+    signpost_tls::install_default_provider();
     reqwest::Client::builder()
         .default_headers(headers)
         .no_proxy()

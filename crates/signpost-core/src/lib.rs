@@ -5,6 +5,8 @@
 //! Raft replication, storage, HTTP, DNS and the health checker.
 //!
 //! # Layout
+//! - [`cidr`]: which addresses a registration may make the agent or the gateway reach
+//!   (deny and allow ranges; pure, the caller resolves names).
 //! - [`model`]: the data the registry holds (instances, checks, service definitions) and durations.
 //! - [`validate`]: turns untrusted registration input into normalised, valid values.
 //! - [`registry`]: the replicated state machine: [`registry::Command`]s in, [`registry::Response`]s
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+pub mod cidr;
 pub mod health;
 pub mod kv;
 pub mod model;

@@ -209,6 +209,18 @@ pub struct CheckSpec {
     /// Consecutive failures needed to turn critical (default 1).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub failures_before_critical: u32,
+    /// Accept any certificate from the checked service (HTTPS checks and gRPC checks over
+    /// TLS; Consul's `TLSSkipVerify`). Otherwise it is verified against the system's roots or
+    /// the agent's `[health] ca_file`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tls_skip_verify: bool,
+    /// Speak TLS to a gRPC check's target (Consul's `GRPCUseTLS`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub grpc_use_tls: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn one() -> u32 {
@@ -425,6 +437,19 @@ pub struct ServiceDefinition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_tls_flags_default_off_and_old_checks_read_and_write_as_before() {
+        // A check stored before the TLS flags existed.
+        let old = r#"{"http":"https://h:1/x","interval":"5s"}"#;
+        let spec: CheckSpec = serde_json::from_str(old).unwrap();
+        assert!(!spec.tls_skip_verify && !spec.grpc_use_tls);
+        assert_eq!(serde_json::to_string(&spec).unwrap(), old);
+        let spec: CheckSpec =
+            serde_json::from_str(r#"{"grpc":"h:1","grpc_use_tls":true,"tls_skip_verify":true}"#)
+                .unwrap();
+        assert!(spec.tls_skip_verify && spec.grpc_use_tls);
+    }
 
     #[test]
     fn durations_parse_go_and_human_forms() {

@@ -10,6 +10,7 @@ use signpost_core::model::Dur;
 
 use crate::body::ProxyBody;
 use crate::error::json_response;
+pub use crate::state::RefusedInstance;
 use crate::state::{Shared, Snapshot};
 
 /// One route as the admin API shows it.
@@ -96,8 +97,11 @@ pub struct ServiceStatus {
     pub declared_prefix: Option<String>,
     /// The host its instances declare in `gateway.host`, if any.
     pub declared_host: Option<String>,
-    /// Why its `gateway.*` metadata was refused, if it was.
+    /// Why its `gateway.*` metadata was refused, if it was (a bad value, or a route the
+    /// operator does not allow: see [`crate::guard`]).
     pub problem: Option<String>,
+    /// Its instances at addresses in `registry.deny_cidrs`: never forwarded to.
+    pub refused_instances: Vec<RefusedInstance>,
 }
 
 /// The followed services of a snapshot, by name.
@@ -120,6 +124,7 @@ pub(crate) fn services(snapshot: &Snapshot) -> Vec<ServiceStatus> {
                 declared_prefix: s.declared.as_ref().map(|d| d.prefix.clone()),
                 declared_host: s.declared.as_ref().and_then(|d| d.host.clone()),
                 problem: s.problem.clone(),
+                refused_instances: s.refused_instances.clone(),
             }
         })
         .collect()

@@ -92,6 +92,14 @@ pub enum Problem {
         /// The prefix both have.
         prefix: String,
     },
+    /// A `registry.metadata_prefixes` entry that is not a plain absolute path.
+    #[error("registry.metadata_prefixes[{index}]: {problem}")]
+    MetadataPrefix {
+        /// Which entry (counted from 0).
+        index: usize,
+        /// The problem.
+        problem: ValueError,
+    },
     /// Two routes with the same name.
     #[error("route[{index}]: another route is already named {name:?}")]
     DuplicateName {
@@ -149,7 +157,7 @@ pub enum ValueError {
     #[error("hash_on applies to the consistent_hash balancer only")]
     HashOnWithoutConsistentHash,
     /// A protocol nobody knows.
-    #[error("protocol must be http1 or h2c, got {0:?}")]
+    #[error("protocol must be http1, h2c or https, got {0:?}")]
     Protocol(String),
     /// A zero response timeout.
     #[error("timeout must be above 0")]
@@ -207,6 +215,10 @@ pub struct GatewayConfig {
     pub trust_forwarded_headers: bool,
     /// How long open connections get to finish their requests at shutdown.
     pub shutdown_grace: Dur,
+    /// Serve clients over TLS (HTTPS only on `listen`); unset: plain HTTP.
+    pub tls: Option<TlsSection>,
+    /// How `protocol = "https"` routes verify their instances.
+    pub upstream_tls: UpstreamTlsSection,
     /// Where instances and registry routes come from.
     pub registry: RegistrySection,
     /// Route settings every `[[route]]` and every registry route starts from.
@@ -222,6 +234,30 @@ pub struct GatewayConfig {
     /// The configured routes.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[tls]`: the certificate the proxy listener presents. Re-read on SIGHUP and when the files
+/// change (new connections get the new one; open ones keep theirs).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf.
+    pub key_file: PathBuf,
+}
+
+/// `[upstream_tls]`: what `protocol = "https"` routes trust and present. Every HTTPS
+/// instance's certificate must be valid for the address it is registered at (IP or name).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTlsSection {
+    /// PEM CA certificates instances' certificates must chain to (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate presented to instances that ask (mutual TLS).
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[registry]`.
@@ -246,6 +282,13 @@ pub struct RegistrySection {
     /// Persist each followed service's last instance list here, so a gateway that starts while
     /// the registry is down still routes.
     pub cache_dir: Option<PathBuf>,
+    /// The prefixes a registry route may claim (each one or below it, on whole segments).
+    /// Unset: a service may claim `/<its name>` or below it. See [`crate::guard`].
+    pub metadata_prefixes: Option<Vec<String>>,
+    /// Instance addresses the gateway never forwards to (such instances are left out of
+    /// selection, and host names resolving into these ranges are not dialled). Default: the
+    /// link-local ranges `169.254.0.0/16` and `fe80::/10`, where cloud metadata services live.
+    pub deny_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// A secret read from the config file (a token): its `Debug` never shows it.
@@ -284,7 +327,8 @@ pub struct RouteDefaults {
     pub connect_timeout: Dur,
     /// Remove the route's prefix from the path sent upstream.
     pub strip_prefix: bool,
-    /// `http1` or `h2c` (HTTP/2 over cleartext, prior knowledge).
+    /// `http1`, `h2c` (HTTP/2 over cleartext, prior knowledge) or `https` (HTTP/1.1 over
+    /// TLS, see `[upstream_tls]`).
     pub protocol: String,
     /// Retries.
     pub retry: RetryConfig,
@@ -411,6 +455,8 @@ impl Default for GatewayConfig {
             access_log: true,
             trust_forwarded_headers: false,
             shutdown_grace: Dur::from_secs(10),
+            tls: None,
+            upstream_tls: UpstreamTlsSection::default(),
             registry: RegistrySection::default(),
             defaults: RouteDefaults::default(),
             upstream: UpstreamSection::default(),
@@ -432,6 +478,8 @@ impl Default for RegistrySection {
             key_file: None,
             routes_from_metadata: true,
             cache_dir: None,
+            metadata_prefixes: None,
+            deny_cidrs: signpost_core::cidr::default_deny(),
         }
     }
 }
@@ -551,6 +599,11 @@ impl GatewayConfig {
         }
         if self.registry.cert_file.is_some() != self.registry.key_file.is_some() {
             problems.push(Problem::RegistryHalfIdentity);
+        }
+        for (index, prefix) in self.registry.metadata_prefixes.iter().flatten().enumerate() {
+            if let Err(problem) = check_prefix(prefix) {
+                problems.push(Problem::MetadataPrefix { index, problem });
+            }
         }
         if self.workers > 1024 {
             problems.push(Problem::Workers(self.workers));
@@ -825,6 +878,7 @@ pub(crate) fn parse_protocol(p: &str) -> Result<Protocol, ValueError> {
     match p {
         "http1" => Ok(Protocol::Http1),
         "h2c" => Ok(Protocol::H2c),
+        "https" => Ok(Protocol::Https),
         other => Err(ValueError::Protocol(other.to_string())),
     }
 }

@@ -11,6 +11,10 @@
 //! - Each followed service gets its own SDK [`Discovery`], so dropping the service stops its
 //!   watch. A small task per service turns list changes into a rebuild signal; bursts of
 //!   changes coalesce into one rebuild.
+//! - Instances at addresses in `[registry] deny_cidrs` are left out of every list before
+//!   anything reads it (routes, declarations); each refusal is logged once and shown in the
+//!   admin API. Declared routes pass [`crate::guard::RoutePolicy`]; a refused one is logged
+//!   once per change and shown as the service's problem.
 //! - The same loop sweeps idle upstream connections.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -19,15 +23,17 @@ use std::time::Duration;
 
 use signpost_client::discovery::{Catalog, Discovery, DiscoveryOptions};
 use signpost_client::registry::Registry;
-use signpost_client::ServiceWatch;
+use signpost_client::{Endpoints, ServiceWatch};
+use signpost_core::cidr::{literal_ip, AddressPolicy};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::GatewayConfig;
+use crate::guard::RoutePolicy;
 use crate::metadata;
 use crate::pool::HostPool;
 use crate::route::{Protocol, RouteSpec, RouteTable};
-use crate::state::{Route, RouteEntry, ServiceView, Shared, Snapshot, Upstream};
+use crate::state::{RefusedInstance, Route, RouteEntry, ServiceView, Shared, Snapshot, Upstream};
 
 /// A followed service.
 struct Followed {
@@ -64,6 +70,13 @@ pub(crate) struct Controller {
     config_specs: Vec<RouteSpec>,
     /// Services named by configured routes (always followed).
     configured: HashSet<String>,
+    /// Where registry routes may go.
+    policy: RoutePolicy,
+    /// Instance addresses never forwarded to (`registry.deny_cidrs`).
+    addresses: Arc<AddressPolicy>,
+    /// Per followed service: the version of the discovery list last screened, the list
+    /// without denied instances (the same `Arc` when none is), and the denied ones.
+    screened: HashMap<String, Screened>,
     /// Where instance lists come from.
     registry: Arc<dyn Registry>,
     /// Followed services by name.
@@ -78,6 +91,45 @@ pub(crate) struct Controller {
     pools: HashMap<(String, Protocol), Arc<HostPool>>,
     /// Set by any followed list's change.
     dirty: Arc<Notify>,
+    /// The TLS client of `https` routes' pools (`None`: no usable `[upstream_tls]`).
+    upstream_tls: Option<signpost_tls::tokio_rustls::TlsConnector>,
+}
+
+/// A service's list with the instances at denied addresses left out.
+struct Screened {
+    /// The discovery list's version it was made from.
+    source: u64,
+    /// What routes and declarations read.
+    allowed: Arc<Endpoints>,
+    /// What was left out, and why.
+    refused: Vec<RefusedInstance>,
+}
+
+/// `list` without the instances whose address `policy` refuses, and those instances. The
+/// same list (no copy, same version) when none is refused; otherwise a new list, made once per
+/// discovery version so the selector's per-instance state survives unrelated rebuilds.
+fn screen(policy: &AddressPolicy, list: &Arc<Endpoints>) -> (Arc<Endpoints>, Vec<RefusedInstance>) {
+    let refused: Vec<RefusedInstance> = list
+        .iter()
+        .filter_map(|i| {
+            let ip = literal_ip(&i.address)?;
+            let refusal = policy.check(ip).err()?;
+            Some(RefusedInstance {
+                id: i.id.clone(),
+                address: i.authority(),
+                reason: format!("address {refusal} (registry.deny_cidrs)"),
+            })
+        })
+        .collect();
+    if refused.is_empty() {
+        return (list.clone(), refused);
+    }
+    let allowed = list
+        .iter()
+        .filter(|i| !refused.iter().any(|r| r.id == i.id))
+        .cloned()
+        .collect();
+    (Arc::new(Endpoints::new(list.index(), allowed)), refused)
 }
 
 impl Controller {
@@ -86,13 +138,19 @@ impl Controller {
         config: Arc<GatewayConfig>,
         config_specs: Vec<RouteSpec>,
         registry: Arc<dyn Registry>,
+        upstream_tls: Option<signpost_tls::tokio_rustls::TlsConnector>,
     ) -> Controller {
         let configured = config_specs.iter().map(|s| s.service.clone()).collect();
+        let policy = RoutePolicy::new(config.registry.metadata_prefixes.as_deref(), &config_specs);
+        let addresses = Arc::new(AddressPolicy::deny_only(config.registry.deny_cidrs.clone()));
         let mut controller = Controller {
             shared,
             config,
             config_specs,
             configured,
+            policy,
+            addresses,
+            screened: HashMap::new(),
             registry,
             followed: HashMap::new(),
             declared: HashMap::new(),
@@ -100,6 +158,7 @@ impl Controller {
             routes: Vec::new(),
             pools: HashMap::new(),
             dirty: Arc::new(Notify::new()),
+            upstream_tls,
         };
         let services: Vec<String> = controller.configured.iter().cloned().collect();
         for service in services {
@@ -164,12 +223,14 @@ impl Controller {
             if !f.in_catalog {
                 continue;
             }
-            let instances = f.watch.instances();
+            let Some(instances) = self.screened.get(service).map(|s| &s.allowed) else {
+                continue;
+            };
             if instances.is_empty() {
                 // Unhealthy or not yet known: keep what it declared (503 rather than 404).
                 continue;
             }
-            match metadata::spec_from_instances(&self.config, service, &instances) {
+            match metadata::spec_from_instances(&self.config, &self.policy, service, instances) {
                 Ok(Some(spec)) => {
                     self.problems.remove(service);
                     if self.declared.get(service) != Some(&spec) {
@@ -207,8 +268,39 @@ impl Controller {
         });
     }
 
+    /// Screens every followed service's current list against `deny_cidrs`, logging each
+    /// instance newly refused.
+    fn update_screened(&mut self) {
+        let followed = &self.followed;
+        self.screened
+            .retain(|service, _| followed.contains_key(service));
+        for (service, f) in &self.followed {
+            let list = f.watch.instances();
+            let previous = self.screened.get(service);
+            if previous.is_some_and(|p| p.source == list.version()) {
+                continue;
+            }
+            let (allowed, refused) = screen(&self.addresses, &list);
+            for r in &refused {
+                let known = previous.is_some_and(|p| p.refused.contains(r));
+                if !known {
+                    tracing::warn!(%service, instance = %r.id, "not forwarding to the instance: {}", r.reason);
+                }
+            }
+            self.screened.insert(
+                service.clone(),
+                Screened {
+                    source: list.version(),
+                    allowed,
+                    refused,
+                },
+            );
+        }
+    }
+
     /// Builds and publishes a new snapshot.
     fn rebuild(&mut self) {
+        self.update_screened();
         self.update_declared();
 
         let mut specs = self.config_specs.clone();
@@ -242,7 +334,10 @@ impl Controller {
             let Some(followed) = self.followed.get(&route.spec.service) else {
                 continue;
             };
-            let instances = followed.watch.instances();
+            let Some(instances) = self.screened.get(&route.spec.service) else {
+                continue;
+            };
+            let instances = instances.allowed.clone();
             let stats = route.stats_for(&instances);
             let upstreams: Box<[Upstream]> = instances
                 .iter()
@@ -252,6 +347,8 @@ impl Controller {
                     used_pools.insert(key.clone());
                     let max_idle = self.config.upstream.max_idle_per_instance;
                     let shards = self.config.worker_threads();
+                    let deny = &self.addresses;
+                    let tls = &self.upstream_tls;
                     let pool = self
                         .pools
                         .entry(key)
@@ -261,6 +358,10 @@ impl Controller {
                                 *protocol,
                                 max_idle,
                                 shards,
+                                deny.clone(),
+                                (*protocol == Protocol::Https)
+                                    .then(|| tls.clone())
+                                    .flatten(),
                             ))
                         })
                         .clone();
@@ -286,6 +387,11 @@ impl Controller {
                 in_catalog: f.in_catalog,
                 declared: self.declared.get(name).cloned(),
                 problem: self.problems.get(name).map(ToString::to_string),
+                refused_instances: self
+                    .screened
+                    .get(name)
+                    .map(|s| s.refused.clone())
+                    .unwrap_or_default(),
             })
             .collect();
         services.sort_by(|a, b| a.name.cmp(&b.name));

@@ -34,7 +34,7 @@ pub struct ClientInfo {
     pub ip: IpAddr,
     /// The peer's IP as a header value (appended to `X-Forwarded-For`).
     pub ip_value: HeaderValue,
-    /// `http` (the gateway does not terminate TLS).
+    /// `http`, or `https` on a TLS listener.
     pub proto: HeaderValue,
 }
 
@@ -45,6 +45,14 @@ impl ClientInfo {
             ip,
             ip_value: HeaderValue::try_from(ip.to_string()).expect("an IP is a valid header"),
             proto: HeaderValue::from_static("http"),
+        }
+    }
+
+    /// The client at `ip`, over TLS.
+    pub fn new_tls(ip: IpAddr) -> Self {
+        ClientInfo {
+            proto: HeaderValue::from_static("https"),
+            ..ClientInfo::new(ip)
         }
     }
 }

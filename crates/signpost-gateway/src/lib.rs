@@ -5,6 +5,9 @@
 //! - [`config`]: the TOML configuration, validated at start; its errors are typed
 //!   ([`config::Problem`], [`config::ValueError`]) and each names its problem.
 //! - [`route`]: route specs and longest-prefix / host matching (pure).
+//! - [`guard`]: what a registration may make the gateway do: where registry routes may go
+//!   (`metadata_prefixes`, configured routes own their subtrees), and `deny_cidrs` (pure;
+//!   [`guard::Refusal`] says why a route was refused).
 //! - [`metadata`]: routes declared in the registry through instance metadata (pure;
 //!   [`metadata::MetadataError`] names the instance, key and problem).
 //! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, `X-Request-Id` (pure).
@@ -44,6 +47,7 @@
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod headers;
 pub mod metadata;
 pub mod route;
@@ -69,7 +73,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-pub use admin::{DiscoveryStatus, RouteStatus, ServiceStatus, UpstreamStatus};
+pub use admin::{DiscoveryStatus, RefusedInstance, RouteStatus, ServiceStatus, UpstreamStatus};
 pub use config::{ConfigError, GatewayConfig};
 pub use error::ProxyError;
 pub use route::RouteSpec;
@@ -83,6 +87,73 @@ pub enum GatewayError {
     /// The registry client could not be built.
     #[error("registry: {0}")]
     Registry(#[from] RegistryError),
+    /// A TLS certificate, key or CA could not be loaded.
+    #[error("{section}: {source}")]
+    Tls {
+        /// `tls` or `upstream_tls`.
+        section: &'static str,
+        /// What went wrong.
+        source: signpost_tls::TlsError,
+    },
+}
+
+/// ALPN protocols the TLS listener offers (the server speaks both).
+const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// How often the listener's certificate files are checked for a change (SIGHUP reloads at
+/// once).
+const TLS_POLL: Duration = Duration::from_secs(1);
+
+/// The listener's reloadable TLS, if `[tls]` is set.
+fn listener_tls(
+    config: &GatewayConfig,
+) -> Result<Option<Arc<signpost_tls::ReloadingAcceptor>>, GatewayError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let spec = signpost_tls::ServerTls {
+        cert_file: tls.cert_file.clone(),
+        key_file: tls.key_file.clone(),
+        ca_file: None,
+        verify_incoming: false,
+    };
+    signpost_tls::ReloadingAcceptor::new(spec, ALPN)
+        .map(Some)
+        .map_err(|source| GatewayError::Tls {
+            section: "tls",
+            source,
+        })
+}
+
+/// The TLS client of `https` routes. Without `upstream_tls.ca_file` it trusts the system's
+/// roots; when there are none it is an error only if a configured route needs it (a
+/// registry route declaring `https` then fails its requests with 502).
+fn upstream_tls(
+    config: &GatewayConfig,
+    specs: &[RouteSpec],
+) -> Result<Option<signpost_tls::tokio_rustls::TlsConnector>, GatewayError> {
+    let u = &config.upstream_tls;
+    let client = signpost_tls::ClientTls {
+        ca_file: u.ca_file.clone(),
+        cert_file: u.cert_file.clone(),
+        key_file: u.key_file.clone(),
+        skip_verify: false,
+    };
+    let needed = !client.is_default() || specs.iter().any(|s| s.protocol == route::Protocol::Https);
+    match client.client_config() {
+        Ok(mut tls) => {
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(Some(Arc::new(tls).into()))
+        }
+        Err(source) if needed => Err(GatewayError::Tls {
+            section: "upstream_tls",
+            source,
+        }),
+        Err(e) => {
+            tracing::debug!("no upstream TLS (only needed by https routes): {e}");
+            Ok(None)
+        }
+    }
 }
 
 /// A running gateway's control plane. Serve traffic with [`Gateway::serve`]; dropping the
@@ -150,13 +221,21 @@ impl Gateway {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(ConfigError::Invalid)?;
+        let tls = listener_tls(&config)?;
+        let upstream_tls = upstream_tls(&config, &specs)?;
         let config = Arc::new(config);
-        let shared = Arc::new(state::Shared::new(&config));
+        let shared = Arc::new(state::Shared::new(&config, tls));
         let catalog = config
             .registry
             .routes_from_metadata
             .then(|| Discovery::new(registry.clone(), control::discovery_options(&config)));
-        let controller = control::Controller::new(shared.clone(), config.clone(), specs, registry);
+        let controller = control::Controller::new(
+            shared.clone(),
+            config.clone(),
+            specs,
+            registry,
+            upstream_tls,
+        );
         let configured = controller.configured_watches();
         let (stop, stopped) = watch::channel(false);
         let controller = tokio::spawn(controller.run(catalog, stopped));
@@ -211,6 +290,7 @@ impl Gateway {
     ) {
         let grace = self.config.shutdown_grace.to_std();
         let (stop, stopped) = watch::channel(false);
+        let reloader = self.watch_tls(stopped.clone());
         let proxy = tokio::spawn(server::accept_loop(
             self.shared.clone(),
             proxy,
@@ -228,6 +308,18 @@ impl Gateway {
         shutdown.await;
         let _ = stop.send(true);
         let _ = tokio::join!(proxy, admin);
+        if let Some(reloader) = reloader {
+            let _ = reloader.await;
+        }
+    }
+
+    /// With `[tls]`, a task that reloads the listener's certificate on SIGHUP and when its
+    /// files change, until `stopped` turns true.
+    fn watch_tls(&self, mut stopped: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+        let tls = self.shared.tls.clone()?;
+        Some(tokio::spawn(tls.watch(TLS_POLL, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })))
     }
 
     /// Serves client traffic with one worker thread per listener in `proxy` (see
@@ -247,6 +339,7 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let grace = self.config.shutdown_grace.to_std();
         let (stop, stopped) = watch::channel(false);
+        let reloader = self.watch_tls(stopped.clone());
         let mut finished = Vec::with_capacity(proxy.len());
         let mut started = Ok(());
         for (index, listener) in proxy.into_iter().enumerate() {
@@ -304,6 +397,9 @@ impl Gateway {
             let _ = finish.await;
         }
         let _ = admin.await;
+        if let Some(reloader) = reloader {
+            let _ = reloader.await;
+        }
         started
     }
 }

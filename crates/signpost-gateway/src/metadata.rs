@@ -10,10 +10,12 @@
 //! | `gateway.timeout` | e.g. `5s` | `[defaults] timeout` |
 //!
 //! The instances of a service are read in id order and the first one carrying
-//! `gateway.prefix` speaks for the service (all its `gateway.` keys are taken from it). A
-//! configured `[[route]]` with the same host and prefix wins over a registry route; of two
-//! services declaring the same host and prefix, the one whose name sorts first wins. Pure: the
-//! controller calls [`spec_from_instances`] on every change of a service's instance list.
+//! `gateway.prefix` speaks for the service (all its `gateway.` keys are taken from it). The
+//! route must stay where the operator allows ([`crate::guard::RoutePolicy`]: under
+//! `[registry] metadata_prefixes` or the service's own name, and out of every configured
+//! route's subtree); of two services declaring the same host and prefix, the one whose name
+//! sorts first wins. Pure: the controller calls [`spec_from_instances`] on every change of a
+//! service's instance list.
 
 use signpost_client::Instance;
 use signpost_core::model::{BadDuration, Dur};
@@ -22,6 +24,7 @@ use crate::config::{
     check_prefix, normalize_host, parse_balancer, parse_protocol, GatewayConfig, RetryOverride,
     ValueError,
 };
+use crate::guard::{Refusal, RoutePolicy};
 use crate::route::{default_name, RouteSource, RouteSpec};
 
 /// The metadata key that declares a route.
@@ -64,12 +67,16 @@ pub enum MetadataProblem {
     /// A zero `gateway.timeout`.
     #[error("must be above 0")]
     ZeroTimeout,
+    /// A route the operator does not allow the registry to declare.
+    #[error("refused: {0}")]
+    Refused(Box<Refusal>),
 }
 
-/// The route `service`'s instances declare, if any. `Err` names a bad value (the service is then
-/// not routed, and the controller logs why).
+/// The route `service`'s instances declare, if any. `Err` names a bad value or a route `policy`
+/// refuses (the service is then not routed, and the controller logs why).
 pub fn spec_from_instances(
     config: &GatewayConfig,
+    policy: &RoutePolicy,
     service: &str,
     instances: &[Instance],
 ) -> Result<Option<RouteSpec>, MetadataError> {
@@ -119,6 +126,9 @@ pub fn spec_from_instances(
     if timeout.as_millis() == 0 {
         return Err(at(TIMEOUT, MetadataProblem::ZeroTimeout));
     }
+    policy
+        .check(service, host.as_deref(), &prefix)
+        .map_err(|e| at(PREFIX, MetadataProblem::Refused(Box::new(e))))?;
     Ok(Some(RouteSpec {
         name: default_name(host.as_deref(), &prefix),
         host,
@@ -158,12 +168,23 @@ mod tests {
         }
     }
 
+    /// A policy that lets the test services claim anything.
+    fn open() -> RoutePolicy {
+        RoutePolicy::new(Some(&["/".to_string()]), &[])
+    }
+
     #[test]
     fn no_prefix_no_route() {
         let config = GatewayConfig::default();
         let list = [instance("a", &[("zone", "x")])];
-        assert_eq!(spec_from_instances(&config, "users", &list), Ok(None));
-        assert_eq!(spec_from_instances(&config, "users", &[]), Ok(None));
+        assert_eq!(
+            spec_from_instances(&config, &open(), "users", &list),
+            Ok(None)
+        );
+        assert_eq!(
+            spec_from_instances(&config, &open(), "users", &[]),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -174,7 +195,7 @@ mod tests {
             instance("a", &[]),
             instance("b", &[(PREFIX, "/users"), (HOST, "API.example.com")]),
         ];
-        let spec = spec_from_instances(&config, "users", &list)
+        let spec = spec_from_instances(&config, &open(), "users", &list)
             .unwrap()
             .unwrap();
         assert_eq!(spec.prefix, "/users");
@@ -197,13 +218,34 @@ mod tests {
                 (TIMEOUT, "250ms"),
             ],
         )];
-        let spec = spec_from_instances(&config, "users", &list)
+        let spec = spec_from_instances(&config, &open(), "users", &list)
             .unwrap()
             .unwrap();
         assert!(spec.strip_prefix);
         assert_eq!(spec.protocol, Protocol::H2c);
         assert_eq!(spec.balancer.as_str(), "least_outstanding");
         assert_eq!(spec.timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_route_the_policy_refuses_is_named_with_its_reason() {
+        let config = GatewayConfig::default();
+        let policy = RoutePolicy::new(None, &[]);
+        let list = [instance("a", &[(PREFIX, "/admin")])];
+        let err = spec_from_instances(&config, &policy, "users", &list).unwrap_err();
+        assert_eq!(err.key, PREFIX);
+        assert!(matches!(
+            &err.problem,
+            MetadataProblem::Refused(r) if matches!(**r, Refusal::OutsideOwnName { .. })
+        ));
+        assert_eq!(
+            err.to_string(),
+            "instance a metadata gateway.prefix: refused: prefix \"/admin\" is not /users or \
+             below it (set registry.metadata_prefixes to allow other prefixes)"
+        );
+        let list = [instance("a", &[(PREFIX, "/users/v2")])];
+        let spec = spec_from_instances(&config, &policy, "users", &list).unwrap();
+        assert_eq!(spec.unwrap().prefix, "/users/v2");
     }
 
     #[test]
@@ -217,7 +259,8 @@ mod tests {
             (vec![(PREFIX, "/u"), (TIMEOUT, "soon")], TIMEOUT),
             (vec![(PREFIX, "/u"), (HOST, "a b")], HOST),
         ] {
-            let err = spec_from_instances(&config, "users", &[instance("a", &meta)]).unwrap_err();
+            let err = spec_from_instances(&config, &open(), "users", &[instance("a", &meta)])
+                .unwrap_err();
             assert_eq!(err.key, key);
             let err = err.to_string();
             assert!(err.contains(key), "{err}");

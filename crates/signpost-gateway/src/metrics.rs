@@ -330,12 +330,7 @@ pub(crate) fn render(shared: &Shared, snapshot: &Snapshot) -> String {
         .flat_map(|e| e.upstreams.iter().map(|u| &u.pool))
         .collect();
     // A pool is named by its address and protocol (the controller keeps one per pair).
-    let key = |p: &crate::pool::HostPool| {
-        (
-            p.authority().to_string(),
-            p.protocol() == crate::route::Protocol::H2c,
-        )
-    };
+    let key = |p: &crate::pool::HostPool| (p.authority().to_string(), p.protocol().as_str());
     pools.sort_by_cached_key(|p| key(p));
     pools.dedup_by(|a, b| key(a) == key(b));
     header(

@@ -19,18 +19,26 @@
 //!
 //! **h2c.** One multiplexed HTTP/2 connection per instance, driven by its own task; requests
 //! clone its sender.
+//!
+//! **HTTPS.** Pooled like HTTP/1.1; each new connection does a TLS handshake (within the
+//! connect timeout) verifying the instance's certificate for the address it is registered at.
 
 use std::cell::Cell;
 use std::future::Future;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use signpost_core::cidr::{AddressPolicy, AddressRefusal};
+use signpost_tls::rustls::pki_types::ServerName;
+use signpost_tls::tokio_rustls::{client::TlsStream, TlsConnector};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::UpBody;
@@ -49,7 +57,73 @@ pub(crate) fn set_shard(index: usize) {
 /// The sending half of an HTTP/1.1 upstream connection.
 pub(crate) type H1Sender = http1::SendRequest<UpBody>;
 /// The IO half of an HTTP/1.1 upstream connection; must be polled for anything to happen.
-pub(crate) type H1Driver = http1::Connection<TokioIo<TcpStream>, UpBody>;
+pub(crate) type H1Driver = http1::Connection<TokioIo<UpStream>, UpBody>;
+
+/// An upstream connection's byte stream: plain TCP, or TLS over it.
+pub(crate) enum UpStream {
+    /// `http1` and `h2c`.
+    Plain(TcpStream),
+    /// `https` (boxed: the TLS state is large).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpStream::Plain(s) => s.is_write_vectored(),
+            UpStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 /// A handle to an h2c connection (cheap to clone).
 pub(crate) type H2Sender = http2::SendRequest<UpBody>;
 
@@ -136,6 +210,32 @@ pub(crate) enum ConnectError {
         /// The timeout.
         after: Duration,
     },
+    /// The instance's host name resolves into `[registry] deny_cidrs`.
+    #[error("refusing to connect to {authority}: {refusal} (registry.deny_cidrs)")]
+    Denied {
+        /// The instance.
+        authority: String,
+        /// The address refused.
+        refusal: AddressRefusal,
+    },
+    /// The TLS handshake with an `https` instance failed (its certificate is not trusted or
+    /// not valid for its address, ...).
+    #[error("TLS handshake with {authority} failed: {source}")]
+    Tls {
+        /// The instance.
+        authority: String,
+        /// What rustls said.
+        source: std::io::Error,
+    },
+    /// An `https` route but no usable `[upstream_tls]` configuration (no CA file and no
+    /// system roots).
+    #[error(
+        "cannot speak TLS to {authority}: no upstream TLS configuration (set upstream_tls.ca_file)"
+    )]
+    NoTls {
+        /// The instance.
+        authority: String,
+    },
     /// The HTTP handshake failed (h2c preface, settings).
     #[error("HTTP handshake with {authority} failed: {source}")]
     Handshake {
@@ -161,7 +261,12 @@ pub(crate) struct HostPool {
     authority: String,
     /// The socket address when `authority` is an IP (no name resolution per connect).
     addr: Option<SocketAddr>,
-    /// HTTP/1.1 or h2c.
+    /// Addresses never dialled: a host name is resolved at each connect and refused when
+    /// any of its addresses is denied (an IP `authority` was screened by the controller).
+    deny: Arc<AddressPolicy>,
+    /// The TLS client of an `https` pool.
+    tls: Option<TlsConnector>,
+    /// HTTP/1.1, h2c or HTTPS.
     protocol: Protocol,
     /// Idle HTTP/1.1 connections, one stack per worker.
     idle: Box<[IdleStack]>,
@@ -186,17 +291,22 @@ impl std::fmt::Debug for HostPool {
 
 impl HostPool {
     /// A pool for the instance at `authority` keeping at most `max_idle` idle connections,
-    /// shared out among `shards` workers.
+    /// shared out among `shards` workers, never dialling an address `deny` refuses; `tls` is
+    /// the client an `https` pool handshakes with.
     pub(crate) fn new(
         authority: String,
         protocol: Protocol,
         max_idle: usize,
         shards: usize,
+        deny: Arc<AddressPolicy>,
+        tls: Option<TlsConnector>,
     ) -> Self {
         let shards = shards.max(1);
         let per_shard = max_idle.div_ceil(shards).max(1);
         HostPool {
             addr: authority.parse().ok(),
+            deny,
+            tls,
             authority,
             protocol,
             idle: (0..shards).map(|_| IdleStack::new(per_shard)).collect(),
@@ -220,7 +330,7 @@ impl HostPool {
     /// Idle HTTP/1.1 connections (an h2c pool reports 1 while its connection is open).
     pub(crate) fn idle_count(&self) -> usize {
         match self.protocol {
-            Protocol::Http1 => self.idle.iter().map(|s| s.lock().len()).sum(),
+            Protocol::Http1 | Protocol::Https => self.idle.iter().map(|s| s.lock().len()).sum(),
             Protocol::H2c => usize::from(
                 self.h2
                     .lock()
@@ -284,21 +394,53 @@ impl HostPool {
         &self.idle[index % self.idle.len()]
     }
 
-    async fn dial(&self, timeout: Duration) -> Result<TcpStream, ConnectError> {
-        let connect = async {
-            match self.addr {
-                Some(addr) => TcpStream::connect(addr).await,
-                None => TcpStream::connect(self.authority.as_str()).await,
-            }
+    async fn dial(&self, timeout: Duration) -> Result<UpStream, ConnectError> {
+        let io = |source| ConnectError::Io {
+            authority: self.authority.clone(),
+            source,
         };
-        let stream = match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(source)) => {
-                return Err(ConnectError::Io {
+        let connect = async {
+            let stream = match self.addr {
+                Some(addr) => TcpStream::connect(addr).await.map_err(io),
+                None => {
+                    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(self.authority.as_str())
+                        .await
+                        .map_err(io)?
+                        .collect();
+                    self.deny
+                        .check_all(addrs.iter().map(SocketAddr::ip))
+                        .map_err(|refusal| ConnectError::Denied {
+                            authority: self.authority.clone(),
+                            refusal,
+                        })?;
+                    TcpStream::connect(&addrs[..]).await.map_err(io)
+                }
+            }?;
+            let _ = stream.set_nodelay(true);
+            if self.protocol != Protocol::Https {
+                return Ok(UpStream::Plain(stream));
+            }
+            let Some(tls) = &self.tls else {
+                return Err(ConnectError::NoTls {
+                    authority: self.authority.clone(),
+                });
+            };
+            let host = crate::route::strip_port(&self.authority);
+            let name = ServerName::try_from(host.to_string()).map_err(|e| ConnectError::Tls {
+                authority: self.authority.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+            })?;
+            let stream = tls
+                .connect(name, stream)
+                .await
+                .map_err(|source| ConnectError::Tls {
                     authority: self.authority.clone(),
                     source,
-                })
-            }
+                })?;
+            Ok(UpStream::Tls(Box::new(stream)))
+        };
+        let stream = match tokio::time::timeout(timeout, connect).await {
+            Ok(result) => result?,
             Err(_) => {
                 return Err(ConnectError::Timeout {
                     authority: self.authority.clone(),
@@ -306,7 +448,6 @@ impl HostPool {
                 })
             }
         };
-        let _ = stream.set_nodelay(true);
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         Ok(stream)
     }

@@ -439,7 +439,7 @@ async fn attempt_once(
         return send_upgrade(pool, spec, up, body).await;
     }
     match spec.protocol {
-        Protocol::Http1 => send_h1(pool, spec, up, body, deadline).await,
+        Protocol::Http1 | Protocol::Https => send_h1(pool, spec, up, body, deadline).await,
         Protocol::H2c => send_h2(pool, spec, up, body).await,
     }
 }
@@ -613,7 +613,7 @@ fn prepare_host(
     instance: &str,
 ) {
     match protocol {
-        Protocol::Http1 => {
+        Protocol::Http1 | Protocol::Https => {
             if !req.headers().contains_key(header::HOST) {
                 let value = host
                     .cloned()

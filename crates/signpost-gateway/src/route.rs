@@ -35,14 +35,18 @@ pub enum Protocol {
     Http1,
     /// HTTP/2 over cleartext with prior knowledge: one multiplexed connection per instance.
     H2c,
+    /// HTTP/1.1 over TLS, the instance's certificate verified against `[upstream_tls]`
+    /// (`ca_file`, else the system's roots), pooled like `Http1`.
+    Https,
 }
 
 impl Protocol {
-    /// `http1` or `h2c`.
+    /// `http1`, `h2c` or `https`.
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Http1 => "http1",
             Protocol::H2c => "h2c",
+            Protocol::Https => "https",
         }
     }
 }
@@ -130,7 +134,7 @@ pub struct RouteSpec {
     pub retry: RetrySpec,
     /// Only instances with this tag.
     pub tag: Option<String>,
-    /// HTTP/1.1 or h2c upstream.
+    /// HTTP/1.1, h2c or HTTPS upstream.
     pub protocol: Protocol,
     /// Config file or registry.
     pub source: RouteSource,

@@ -25,6 +25,7 @@ use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -36,6 +37,9 @@ use crate::state::Shared;
 /// How long a client connection may go without starting a request before it is closed (checked
 /// once per period, so it closes after one to two periods of silence).
 pub(crate) const IDLE_CLOSE: Duration = Duration::from_secs(30);
+
+/// How long a client gets to complete the TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// Which listener a loop serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,18 +226,38 @@ fn builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// A client connection: over TLS when `[tls]` is set (the handshake with the certificate
+/// current at accept time), else plain.
 async fn proxy_connection(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: std::net::SocketAddr,
     stop: watch::Receiver<bool>,
 ) {
+    let Some(tls) = shared.tls.clone() else {
+        return serve_proxy(shared, stream, ClientInfo::new(peer.ip()), stop).await;
+    };
+    match tokio::time::timeout(TLS_HANDSHAKE, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => serve_proxy(shared, stream, ClientInfo::new_tls(peer.ip()), stop).await,
+        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_proxy<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    client: ClientInfo,
+    stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     shared.metrics.accepted.fetch_add(1, Ordering::Relaxed);
     shared.metrics.open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard(shared.clone());
     let state = Arc::new(ConnState {
         shared,
-        client: ClientInfo::new(peer.ip()),
+        client,
         requests: AtomicU64::new(0),
         deadline: Default::default(),
     });

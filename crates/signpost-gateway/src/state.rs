@@ -168,6 +168,19 @@ pub(crate) struct ServiceView {
     pub(crate) declared: Option<RouteSpec>,
     /// Why its metadata declares no usable route.
     pub(crate) problem: Option<String>,
+    /// Its instances at addresses in `registry.deny_cidrs`, left out of selection.
+    pub(crate) refused_instances: Vec<RefusedInstance>,
+}
+
+/// An instance the gateway does not forward to, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RefusedInstance {
+    /// Instance id.
+    pub id: String,
+    /// `host:port` as registered.
+    pub address: String,
+    /// Why it is left out.
+    pub reason: String,
 }
 
 /// Everything the request path reads, immutable.
@@ -194,6 +207,8 @@ pub(crate) struct Shared {
     pub(crate) access_log: bool,
     /// Keep client-sent `X-Forwarded-Proto`/`-Host`.
     pub(crate) trust_forwarded: bool,
+    /// The proxy listener's TLS (`[tls]`), reloadable; `None`: plain HTTP.
+    pub(crate) tls: Option<Arc<signpost_tls::ReloadingAcceptor>>,
 }
 
 /// The snapshot a worker thread saw last.
@@ -213,7 +228,10 @@ thread_local! {
 static NEXT_GATEWAY_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Shared {
-    pub(crate) fn new(config: &GatewayConfig) -> Shared {
+    pub(crate) fn new(
+        config: &GatewayConfig,
+        tls: Option<Arc<signpost_tls::ReloadingAcceptor>>,
+    ) -> Shared {
         Shared {
             id: NEXT_GATEWAY_ID.fetch_add(1, Ordering::Relaxed),
             generation: AtomicU64::new(1),
@@ -225,6 +243,7 @@ impl Shared {
             ids: RequestIds::default(),
             access_log: config.access_log,
             trust_forwarded: config.trust_forwarded_headers,
+            tls,
         }
     }
 

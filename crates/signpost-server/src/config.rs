@@ -232,6 +232,25 @@ pub struct HealthConfig {
     pub guard_min_instances: usize,
     /// How often TTL deadlines and `deregister_after` are checked.
     pub tick: Dur,
+    /// Addresses an HTTP, TCP or gRPC check may never reach (default: the link-local ranges
+    /// `169.254.0.0/16` and `fe80::/10`, where cloud metadata services live). Wins over
+    /// `check_allow_cidrs`. See [`crate::health::targets`].
+    pub check_deny_cidrs: Vec<ipnet::IpNet>,
+    /// When set, the only addresses a check may reach.
+    pub check_allow_cidrs: Option<Vec<ipnet::IpNet>>,
+    /// PEM CA certificates HTTPS and gRPC-over-TLS checks verify the checked service against
+    /// (default: the system's roots). `tls_skip_verify` on a check skips verification.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl HealthConfig {
+    /// The address policy checks are held to.
+    pub fn check_policy(&self) -> signpost_core::cidr::AddressPolicy {
+        signpost_core::cidr::AddressPolicy {
+            deny: self.check_deny_cidrs.clone(),
+            allow: self.check_allow_cidrs.clone(),
+        }
+    }
 }
 
 /// Raft timing and snapshot settings.
@@ -307,6 +326,9 @@ impl Default for HealthConfig {
             guard_window: Dur(guard.window_ms),
             guard_min_instances: guard.min_instances,
             tick: Dur(100),
+            check_deny_cidrs: signpost_core::cidr::default_deny(),
+            check_allow_cidrs: None,
+            ca_file: None,
         }
     }
 }
@@ -380,6 +402,10 @@ impl AgentConfig {
         }
         if h.tick.as_millis() < 10 {
             return invalid(format!("health.tick must be at least 10ms, got {}", h.tick));
+        }
+        if let Some(ca) = &h.ca_file {
+            signpost_tls::roots(Some(ca))
+                .map_err(|e| ConfigError::Invalid(format!("health.ca_file: {e}")))?;
         }
         let r = &self.raft;
         if r.heartbeat_interval.as_millis() == 0
@@ -638,6 +664,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn check_cidrs_parse_and_default_to_link_local() {
+        let c = AgentConfig::default();
+        assert_eq!(
+            c.health.check_policy(),
+            signpost_core::cidr::AddressPolicy::default()
+        );
+        let c = AgentConfig::from_toml(
+            "[health]\ncheck_deny_cidrs = [\"10.9.0.0/16\"]\ncheck_allow_cidrs = [\"10.0.0.0/8\"]",
+        )
+        .unwrap();
+        let policy = c.health.check_policy();
+        assert!(policy.check("10.1.0.1".parse().unwrap()).is_ok());
+        assert!(policy.check("10.9.0.1".parse().unwrap()).is_err());
+        assert!(policy.check("169.254.169.254".parse().unwrap()).is_err());
+        // Setting the deny list replaces the default: the link-local range must be named.
+        let c = AgentConfig::from_toml("[health]\ncheck_deny_cidrs = []").unwrap();
+        assert!(c
+            .health
+            .check_policy()
+            .check("169.254.169.254".parse().unwrap())
+            .is_ok());
+        let err = AgentConfig::from_toml("[health]\ncheck_deny_cidrs = [\"169.254.0.0/33\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("check_deny_cidrs"), "{err}");
     }
 
     #[test]

@@ -164,8 +164,8 @@ fn the_whole_message_names_each_problem_on_its_own_line() {
         err.to_string(),
         "invalid gateway configuration:\n  \
          - workers: at most 1024 (0 = one per core), got 5000\n  \
-         - defaults.protocol: protocol must be http1 or h2c, got \"h3\"; defaults.timeout must be above 0\n  \
-         - route[0]: protocol must be http1 or h2c, got \"h3\"\n  \
+         - defaults.protocol: protocol must be http1, h2c or https, got \"h3\"; defaults.timeout must be above 0\n  \
+         - route[0]: protocol must be http1, h2c or https, got \"h3\"\n  \
          - route[0]: timeout must be above 0\n  \
          - route[0]: tag must not be empty"
     );
@@ -182,4 +182,63 @@ fn the_whole_message_names_each_problem_on_its_own_line() {
         }
         other => panic!("expected invalid, got {other:?}"),
     }
+}
+
+#[test]
+fn registry_guard_keys_parse_and_are_checked() {
+    let config = GatewayConfig::from_toml(
+        "[registry]\nmetadata_prefixes = [\"/svc/\"]\ndeny_cidrs = [\"10.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    config.validate().unwrap();
+    assert_eq!(
+        config.registry.metadata_prefixes,
+        Some(vec!["/svc/".to_string()])
+    );
+    assert_eq!(
+        config.registry.deny_cidrs,
+        vec!["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]
+    );
+    // The default: link-local denied, each service under its own name.
+    let config = GatewayConfig::default();
+    assert_eq!(config.registry.metadata_prefixes, None);
+    assert_eq!(
+        config.registry.deny_cidrs,
+        signpost_core::cidr::default_deny()
+    );
+    let problems = invalid("[registry]\nmetadata_prefixes = [\"/ok\", \"svc\"]\n");
+    assert_eq!(
+        problems,
+        ["registry.metadata_prefixes[1]: prefix must start with '/', got \"svc\""]
+    );
+    let err = GatewayConfig::from_toml("[registry]\ndeny_cidrs = [\"169.254.0.0\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("deny_cidrs"), "{err}");
+}
+
+#[test]
+fn tls_keys_parse_and_https_is_a_protocol() {
+    let config = GatewayConfig::from_toml(
+        "[tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n\
+         [upstream_tls]\nca_file = \"/ca.pem\"\n\
+         [[route]]\nprefix = \"/s\"\nservice = \"s\"\nprotocol = \"https\"\n",
+    )
+    .unwrap();
+    config.validate().unwrap();
+    let tls = config.tls.as_ref().unwrap();
+    assert_eq!(tls.cert_file, PathBuf::from("/c.pem"));
+    assert_eq!(config.upstream_tls.ca_file, Some(PathBuf::from("/ca.pem")));
+    let spec = config.route_spec(&config.routes[0]).unwrap();
+    assert_eq!(spec.protocol, Protocol::Https);
+    // A [tls] table needs both files.
+    let err = GatewayConfig::from_toml("[tls]\ncert_file = \"/c.pem\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("key_file"), "{err}");
+    let problems = invalid("[[route]]\nprefix = \"/s\"\nservice = \"s\"\nprotocol = \"tls\"\n");
+    assert_eq!(
+        problems,
+        ["route[0]: protocol must be http1, h2c or https, got \"tls\""]
+    );
 }

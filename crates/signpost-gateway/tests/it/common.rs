@@ -80,8 +80,13 @@ impl Backend {
     /// A backend answering 200 with a JSON echo of what it got: its name, the method, the path
     /// and query, and the headers.
     pub async fn echo(name: &str) -> Backend {
+        Self::echo_at("127.0.0.1", name).await
+    }
+
+    /// [`Backend::echo`] listening on another loopback address (`127.0.0.2`…).
+    pub async fn echo_at(ip: &str, name: &str) -> Backend {
         let owned = name.to_string();
-        Self::start(false, move |req| {
+        Self::start_at(ip, false, move |req| {
             let name = owned.clone();
             async move {
                 let headers: BTreeMap<String, String> = req
@@ -111,8 +116,17 @@ impl Backend {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<TestBody>> + Send + 'static,
     {
+        Self::start_at("127.0.0.1", h2c, handler).await
+    }
+
+    /// [`Backend::start`] listening on loopback address `ip`.
+    pub async fn start_at<F, Fut>(ip: &str, h2c: bool, handler: F) -> Backend
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<TestBody>> + Send + 'static,
+    {
         let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -263,6 +277,23 @@ impl TestGateway {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
+    }
+
+    /// What `GET /` on the admin port answers.
+    pub async fn admin_index(&self) -> Value {
+        let resp = self.client.get(self.admin_url("/")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    /// Service `name` as `GET /` on the admin port shows it (`Null` when not listed).
+    pub async fn admin_service(&self, name: &str) -> Value {
+        let index = self.admin_index().await;
+        index["services"]
+            .as_array()
+            .and_then(|list| list.iter().find(|s| s["name"] == name))
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     pub fn route(&self, name: &str) -> Option<RouteStatus> {

@@ -15,6 +15,8 @@ async fn registry_routes_change_live() {
     let gw = TestGateway::start(
         &agent,
         r#"
+        [registry]
+        metadata_prefixes = ["/live", "/alive"]
         [[route]]
         prefix = "/"
         service = "web"
@@ -81,47 +83,6 @@ async fn registry_routes_change_live() {
     .await;
     let (status, body) = gw.get("/alive/hello").await;
     assert_eq!((status, &body["backend"]), (200, &json!("web")));
-}
-
-#[tokio::test]
-async fn a_configured_route_shadows_a_registry_route_with_the_same_prefix() {
-    let agent = TestAgent::start().await;
-    let configured = Backend::echo("configured").await;
-    let declared = Backend::echo("declared").await;
-    agent
-        .add_instance("configured", "c-1", configured.port(), json!({}))
-        .await;
-    agent
-        .add_instance(
-            "declared",
-            "d-1",
-            declared.port(),
-            json!({ "gateway.prefix": "/x" }),
-        )
-        .await;
-    let gw = TestGateway::start(
-        &agent,
-        r#"
-        [[route]]
-        prefix = "/x"
-        service = "configured"
-        "#,
-    )
-    .await;
-    gw.wait_upstreams("/x", 1).await;
-    // Wait until the declared route is known, then check it did not take over.
-    eventually("the declared route is seen", || async {
-        gw.gateway
-            .services()
-            .iter()
-            .any(|s| s.name == "declared" && s.declared_prefix.as_deref() == Some("/x"))
-    })
-    .await;
-    for _ in 0..5 {
-        let (_, body) = gw.get("/x/1").await;
-        assert_eq!(body["backend"], "configured");
-    }
-    assert_eq!(gw.gateway.routes().len(), 1);
 }
 
 #[tokio::test]

@@ -267,6 +267,8 @@ pub struct CheckDefinition {
     pub grpc: Option<String>,
     #[serde(rename = "GRPCUseTLS")]
     pub grpc_use_tls: Option<bool>,
+    #[serde(rename = "TLSSkipVerify")]
+    pub tls_skip_verify: Option<bool>,
     #[serde(rename = "Interval")]
     pub interval: Option<String>,
     #[serde(rename = "Timeout")]
@@ -319,12 +321,6 @@ impl CheckDefinition {
             }
         }
         let grpc = self.grpc.clone().filter(|s| !s.is_empty());
-        if grpc.is_some() && self.grpc_use_tls == Some(true) {
-            return err(
-                "GRPCUseTLS",
-                "TLS to checked services is not supported yet; gRPC checks use plaintext HTTP/2 (GRPCUseTLS false)".into(),
-            );
-        }
         if let Some(m) = &self.method {
             if !m.eq_ignore_ascii_case("GET") {
                 return err(
@@ -370,6 +366,8 @@ impl CheckDefinition {
             deregister_after: dur("DeregisterCriticalServiceAfter", &self.deregister_after)?,
             success_before_passing: self.success_before_passing.unwrap_or(1).max(1),
             failures_before_critical: self.failures_before_critical.unwrap_or(1).max(1),
+            tls_skip_verify: self.tls_skip_verify.unwrap_or(false),
+            grpc_use_tls: self.grpc_use_tls.unwrap_or(false),
         };
         Ok((spec, status))
     }

@@ -6,6 +6,7 @@
 //! it decides. Heartbeats touch only memory.
 
 pub mod probe;
+pub mod targets;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,7 +37,8 @@ pub struct HealthService {
     tick: Duration,
     /// Running active checks, by instance.
     checks: Mutex<HashMap<InstanceKey, ActiveCheck>>,
-    client: reqwest::Client,
+    /// The probes' HTTP clients, made from the agent's `[health]` settings by the first check.
+    clients: std::sync::OnceLock<probe::Clients>,
     stop: watch::Sender<bool>,
     /// The agent's background tasks: the checker's loop, its checks and its proposals are
     /// among them, so shutdown waits for them.
@@ -52,11 +54,7 @@ impl HealthService {
             base: Instant::now(),
             tick,
             checks: Mutex::new(HashMap::new()),
-            client: reqwest::Client::builder()
-                .no_proxy()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("a default reqwest client builds"),
+            clients: std::sync::OnceLock::new(),
             stop: watch::channel(false).0,
             tasks,
         })
@@ -267,13 +265,28 @@ impl HealthService {
                 if checks.get(&key).is_some_and(|c| c.spec == *spec) {
                     return;
                 }
+                let health = &agent.config().health;
+                let policy = health.check_policy();
+                if self.clients.get().is_none() {
+                    match probe::Clients::new(&policy, health.ca_file.as_deref()) {
+                        Ok(clients) => {
+                            let _ = self.clients.set(clients);
+                        }
+                        // Validated at start (`AgentConfig::validate`): only a file changed
+                        // since ends here; the check is tried again at the next change.
+                        Err(e) => {
+                            tracing::error!("cannot build the health checks' clients: {e}");
+                            return;
+                        }
+                    }
+                }
                 let task = self
                     .tasks
                     .spawn(run_check(
                         self.clone(),
                         Arc::downgrade(agent),
                         key.clone(),
-                        spec.clone(),
+                        probe::Prober::new(spec.clone(), policy),
                     ))
                     .abort_handle();
                 if let Some(old) = checks.insert(
@@ -306,14 +319,16 @@ async fn run_check(
     health: Arc<HealthService>,
     agent: std::sync::Weak<Agent>,
     key: InstanceKey,
-    spec: CheckSpec,
+    mut prober: probe::Prober,
 ) {
-    let mut interval = tokio::time::interval(spec.interval().to_std());
+    let mut interval = tokio::time::interval(prober.spec().interval().to_std());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut prober = probe::Prober::new(spec);
+    let Some(clients) = health.clients.get().cloned() else {
+        return;
+    };
     loop {
         interval.tick().await;
-        let result = prober.run(&health.client).await;
+        let result = prober.run(&clients).await;
         let action = health.monitor().record(&key, result, health.now());
         if let (Some(action), Some(agent)) = (action, agent.upgrade()) {
             propose(&agent, action);

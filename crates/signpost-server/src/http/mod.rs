@@ -304,6 +304,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotRegistered(_)
             | ServiceError::NoDefinition(_)
             | ServiceError::NoKey(_) => ApiError::NotFound(e.to_string()),
+            ServiceError::CheckTarget(_) => ApiError::bad_request("check", e.to_string()),
             ServiceError::NotTracked(_) | ServiceError::NotTtl(_) => {
                 ApiError::bad_request("check", e.to_string())
             }

@@ -61,6 +61,9 @@ pub enum ServiceError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// A health check would reach an address `[health]` refuses.
+    #[error(transparent)]
+    CheckTarget(#[from] crate::health::targets::TargetRefused),
     /// The cluster could not do it (no leader, leader unreachable, not a member, ...).
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -177,6 +180,7 @@ fn command_kind(command: &Command) -> &'static str {
 /// Registers (or replaces) an instance: `service:write` on its service.
 pub async fn register(agent: &Agent, caller: &Caller, new: NewInstance) -> Result<Registered> {
     authorize(caller, Resource::Service, &new.service, Access::Write)?;
+    crate::health::targets::admit(agent, new.check.as_ref()).await?;
     apply(agent, Command::Register(new), |r| match r {
         Response::Registered { instance, created } => Ok(Registered { instance, created }),
         other => Err(Box::new(other)),

@@ -98,10 +98,6 @@ async fn registration_errors_name_consul_fields() {
         (json!({"Port": 80}), "Name"),
         (json!({"Name": "web", "Port": 70000}), "Port"),
         (
-            json!({"Name": "web", "Port": 80, "Check": {"GRPC": "127.0.0.1:9", "GRPCUseTLS": true}}),
-            "Check.GRPCUseTLS",
-        ),
-        (
             json!({"Name": "web", "Port": 80, "Check": {"GRPC": "127.0.0.1"}}),
             "Check.GRPC",
         ),
@@ -131,12 +127,16 @@ async fn registration_errors_name_consul_fields() {
     let (_, _, services) = t.consul_get("/v1/agent/services").await;
     assert_eq!(services, json!({}), "nothing was registered");
 
-    // gRPC checks are accepted in plaintext (GRPCUseTLS absent or false).
+    // gRPC checks in plaintext (GRPCUseTLS absent or false) and over TLS.
     for (id, check) in [
         ("g1", json!({"GRPC": "127.0.0.1:9"})),
         (
             "g2",
             json!({"grpc": "127.0.0.1:9/pkg.Users", "grpc_use_tls": false}),
+        ),
+        (
+            "g3",
+            json!({"GRPC": "127.0.0.1:9", "GRPCUseTLS": true, "TLSSkipVerify": true}),
         ),
     ] {
         let body = json!({"Name": "web", "ID": id, "Port": 80, "Check": check});
@@ -148,6 +148,10 @@ async fn registration_errors_name_consul_fields() {
     assert_eq!(checks["service:g2"]["Type"], "grpc", "{checks}");
     let (_, native) = t.get("/api/v1/services/web/instances/g2").await;
     assert_eq!(native["check"]["grpc"], "127.0.0.1:9/pkg.Users", "{native}");
+    assert_eq!(native["check"].get("grpc_use_tls"), None, "{native}");
+    let (_, native) = t.get("/api/v1/services/web/instances/g3").await;
+    assert_eq!(native["check"]["grpc_use_tls"], true, "{native}");
+    assert_eq!(native["check"]["tls_skip_verify"], true, "{native}");
 }
 
 #[tokio::test]

@@ -2,12 +2,14 @@
 
 mod acl;
 mod api;
+mod check_targets;
 mod cluster;
 mod common;
 mod consul;
 mod dns;
 mod health;
 mod limits;
+mod health_tls;
 mod matrix;
 mod members;
 mod shutdown;
