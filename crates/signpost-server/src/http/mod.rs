@@ -9,6 +9,7 @@
 //! - [`agent_api`]: `/api/v1/agent/self` and `/metrics`.
 //! - [`cluster_api`]: `/api/v1/cluster/*`: members, join, remove, leave.
 //! - [`raft`]: traffic between members under `/raft` (Raft RPCs, forwarded requests).
+//! - [`ui`]: the web UI under `/ui/` (and `/`'s redirect to it).
 
 pub mod agent_api;
 pub mod cache;
@@ -17,6 +18,7 @@ pub mod kv;
 pub mod query;
 pub mod raft;
 pub mod services;
+pub mod ui;
 pub mod watch;
 
 use std::sync::Arc;
@@ -80,6 +82,7 @@ pub fn router(agent: AppState) -> Router {
         .route("/api/v1/cluster/remove", post(cluster_api::remove))
         .route("/api/v1/cluster/leave", post(cluster_api::leave))
         .merge(raft::routes())
+        .merge(ui::routes())
         .merge(crate::consul::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
