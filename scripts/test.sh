@@ -12,6 +12,9 @@ command -v etcd >/dev/null 2>&1 || need_pkgs+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need_pkgs+=(protobuf-compiler)
 # dig, for the DNS interface's end-to-end test (crates/signpost/tests/e2e/dig.rs).
 command -v dig >/dev/null 2>&1 || need_pkgs+=(dnsutils)
+# Headless Chromium and its WebDriver, for the web UI's browser tests (crates/signpost/tests/e2e/ui.rs).
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
 # pip, for py-consul below.
 python3 -m pip --version >/dev/null 2>&1 || need_pkgs+=(python3-pip)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -10,3 +10,4 @@ mod durability;
 mod gateway;
 mod health;
 mod lifecycle;
+mod ui;

@@ -542,7 +542,7 @@ pub fn cluster_page(chrome: &Chrome<'_>, c: &ClusterView, now: SystemTime) -> Ma
                 dt { "Term" } dd { (c.members.term) }
                 dt { "Applied index" } dd { (opt(c.applied_index)) }
                 dt { "Last log index" } dd { (opt(c.last_log_index)) }
-                @if let Some(ms) = c.last_contact_ms { dt { "Last contact with the leader" } dd { (ms) " ms ago" } }
+                @if let (Some(ms), false) = (c.last_contact_ms, c.role == "leader") { dt { "Last contact with the leader" } dd { (ms) " ms ago" } }
             }
         }
         section aria-labelledby="guard-title" {
