@@ -151,8 +151,16 @@ async fn until(c: &Client, within: Duration, what: &str, expr: &str) -> Duration
 
 /// Loads `url` and waits until its script has run (it follows the page from then on).
 async fn open(c: &Client, url: &str) {
-    c.goto(url).await.unwrap_or_else(|e| panic!("goto {url}: {e}"));
-    until(c, LOAD, "the page loaded", "document.readyState === 'complete'").await;
+    c.goto(url)
+        .await
+        .unwrap_or_else(|e| panic!("goto {url}: {e}"));
+    until(
+        c,
+        LOAD,
+        "the page loaded",
+        "document.readyState === 'complete'",
+    )
+    .await;
     // A mark that a reload would wipe: every live change must keep it.
     js(c, "(window.__noReload = true)").await;
 }
@@ -183,13 +191,24 @@ async fn services_and_instances_follow_the_registry_live() {
         .run("services_and_instances_follow_the_registry_live", async {
             // The services page lists what is registered.
             open(&c, &agent.url("/ui/")).await;
-            until(&c, LOAD, "web", "!!document.querySelector('tr[data-service=\"web\"]')").await;
+            until(
+                &c,
+                LOAD,
+                "web",
+                "!!document.querySelector('tr[data-service=\"web\"]')",
+            )
+            .await;
 
             // Registered through the API: it appears without a reload.
             let (code, body) = agent.register("api", &instance("api-1", 9000)).await;
             assert_eq!(code, 201, "{body}");
-            let took = until(&c, LIVE, "the new service api",
-                "!!document.querySelector('tr[data-service=\"api\"]')").await;
+            let took = until(
+                &c,
+                LIVE,
+                "the new service api",
+                "!!document.querySelector('tr[data-service=\"api\"]')",
+            )
+            .await;
             eprintln!("api appeared on the services page after {took:?}");
             not_reloaded(&c).await;
 
@@ -200,23 +219,50 @@ async fn services_and_instances_follow_the_registry_live() {
                 .await
                 .unwrap();
             assert_eq!(failed.status(), 200);
-            until(&c, LIVE, "api as critical",
-                "!!document.querySelector('tr.has-critical[data-service=\"api\"]')").await;
+            until(
+                &c,
+                LIVE,
+                "api as critical",
+                "!!document.querySelector('tr.has-critical[data-service=\"api\"]')",
+            )
+            .await;
             not_reloaded(&c).await;
 
             // The service page: instances appear, turn critical and vanish live.
             open(&c, &agent.url("/ui/services/api")).await;
-            until(&c, LOAD, "api-1",
-                "document.querySelector('tr[data-id=\"api-1\"]')?.dataset.status === 'critical'").await;
+            until(
+                &c,
+                LOAD,
+                "api-1",
+                "document.querySelector('tr[data-id=\"api-1\"]')?.dataset.status === 'critical'",
+            )
+            .await;
             let (code, body) = agent.register("api", &instance("api-2", 9001)).await;
             assert_eq!(code, 201, "{body}");
-            let took = until(&c, LIVE, "api-2",
-                "document.querySelector('tr[data-id=\"api-2\"]')?.dataset.status === 'passing'").await;
+            let took = until(
+                &c,
+                LIVE,
+                "api-2",
+                "document.querySelector('tr[data-id=\"api-2\"]')?.dataset.status === 'passing'",
+            )
+            .await;
             eprintln!("api-2 appeared on the service page after {took:?}");
             // Every field the row promises, escaped as text.
-            let row = js(&c, "document.querySelector('tr[data-id=\"api-2\"]').innerText").await;
+            let row = js(
+                &c,
+                "document.querySelector('tr[data-id=\"api-2\"]').innerText",
+            )
+            .await;
             let row = row.as_str().unwrap_or_default().to_string();
-            for part in ["127.0.0.1:9001", "passing", "ttl 30s", "v1", "zone", "<b>a</b>", "ago"] {
+            for part in [
+                "127.0.0.1:9001",
+                "passing",
+                "ttl 30s",
+                "v1",
+                "zone",
+                "<b>a</b>",
+                "ago",
+            ] {
                 assert!(row.contains(part), "{part:?} is not in the row: {row:?}");
             }
             let failed = http
@@ -225,16 +271,33 @@ async fn services_and_instances_follow_the_registry_live() {
                 .await
                 .unwrap();
             assert_eq!(failed.status(), 200);
-            until(&c, LIVE, "api-2 as critical",
-                "document.querySelector('tr[data-id=\"api-2\"]')?.dataset.status === 'critical'").await;
+            until(
+                &c,
+                LIVE,
+                "api-2 as critical",
+                "document.querySelector('tr[data-id=\"api-2\"]')?.dataset.status === 'critical'",
+            )
+            .await;
             assert_eq!(agent.deregister("api", "api-2").await, 204);
-            until(&c, LIVE, "api-2 gone", "!document.querySelector('tr[data-id=\"api-2\"]')").await;
+            until(
+                &c,
+                LIVE,
+                "api-2 gone",
+                "!document.querySelector('tr[data-id=\"api-2\"]')",
+            )
+            .await;
             not_reloaded(&c).await;
 
             // Back on the services page, a service whose last instance leaves vanishes.
             open(&c, &agent.url("/ui/")).await;
             assert_eq!(agent.deregister("api", "api-1").await, 204);
-            until(&c, LIVE, "api gone", "!document.querySelector('tr[data-service=\"api\"]')").await;
+            until(
+                &c,
+                LIVE,
+                "api gone",
+                "!document.querySelector('tr[data-service=\"api\"]')",
+            )
+            .await;
             not_reloaded(&c).await;
         })
         .await;
@@ -321,11 +384,16 @@ async fn pages_without_a_browser_redirects_errors_and_assets() {
     let page = http.get(agent.url("/ui/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    let start = html.find("/ui/assets/ui.js?v=").expect("the page links the script");
+    let start = html
+        .find("/ui/assets/ui.js?v=")
+        .expect("the page links the script");
     let link = &html[start..html[start..].find('"').map_or(html.len(), |e| start + e)];
     let js = http.get(agent.url(link)).send().await.unwrap();
     assert_eq!(js.status(), 200);
-    assert!(js.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    assert!(js.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
     let etag = js.headers()["etag"].clone();
     let again = http
         .get(agent.url("/ui/assets/ui.js"))
@@ -334,22 +402,39 @@ async fn pages_without_a_browser_redirects_errors_and_assets() {
         .await
         .unwrap();
     assert_eq!(again.status(), 304);
-    let missing = http.get(agent.url("/ui/assets/nope.js")).send().await.unwrap();
+    let missing = http
+        .get(agent.url("/ui/assets/nope.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
 
     // Errors are shown as the API words them, with the API's status.
     for (page, api) in [
-        ("/ui/services/bad_name!", "/api/v1/services/bad_name!/instances"),
+        (
+            "/ui/services/bad_name!",
+            "/api/v1/services/bad_name!/instances",
+        ),
         ("/ui/kv/no/such/key", "/api/v1/kv/no/such/key"),
     ] {
         let api = http.get(agent.url(api)).send().await.unwrap();
         let status = api.status();
         let error: Value = api.json().await.unwrap();
-        let worded = error["error"].as_str().expect("an error message").to_string();
+        let worded = error["error"]
+            .as_str()
+            .expect("an error message")
+            .to_string();
         let page = http.get(agent.url(page)).send().await.unwrap();
         assert_eq!(page.status(), status);
         let html = page.text().await.unwrap();
-        let escaped = worded.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
-        assert!(html.contains(&escaped), "{worded:?} is not on the page: {html}");
+        let escaped = worded
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;");
+        assert!(
+            html.contains(&escaped),
+            "{worded:?} is not on the page: {html}"
+        );
     }
 }

@@ -310,7 +310,7 @@ pub fn instances_section(
                 p.empty { "No instances are registered." }
             } @else {
                 div.scroll {
-                    table {
+                    table.cards {
                         thead { tr {
                             th scope="col" { "ID" } th scope="col" { "Address" } th scope="col" { "Status" }
                             th scope="col" { "Since" } th scope="col" { "Check" } th scope="col" { "Weight" }
@@ -320,13 +320,13 @@ pub fn instances_section(
                             @for i in instances {
                                 tr class={ "instance " (i.status.as_str()) } data-id=(i.id) data-status=(i.status.as_str()) {
                                     th scope="row" { code { (i.id) } }
-                                    td { code { (authority(&i.address, i.port)) } }
-                                    td { (badge(i.status)) }
-                                    td { (since(i.updated_at, now)) }
-                                    td { (check(i)) }
-                                    td { (i.weight) }
-                                    td { @for t in &i.tags { span.tag { (t) } " " } }
-                                    td {
+                                    td data-label="Address" { code { (authority(&i.address, i.port)) } }
+                                    td data-label="Status" { (badge(i.status)) }
+                                    td data-label="Since" { (since(i.updated_at, now)) }
+                                    td data-label="Check" { (check(i)) }
+                                    td data-label="Weight" { (i.weight) }
+                                    td data-label="Tags" { span { @for t in &i.tags { span.tag { (t) } " " } } }
+                                    td data-label="Metadata" {
                                         @if !i.metadata.is_empty() {
                                             dl.meta { @for (k, v) in &i.metadata { dt { (k) } dd { (v) } } }
                                         }
