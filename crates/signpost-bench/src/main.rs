@@ -28,6 +28,9 @@ struct Cli {
     /// Draw no progress bar.
     #[arg(long, global = true)]
     quiet: bool,
+    /// ACL token sent as `X-Consul-Token` on every request.
+    #[arg(long, global = true, env = "SIGNPOST_TOKEN")]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -181,6 +184,7 @@ async fn main() -> ExitCode {
             ttl: a.ttl.0,
             prefix: a.prefix,
             progress,
+            token: cli.token.clone(),
         })
         .await
         .map(|r| (r, false)),
@@ -192,6 +196,7 @@ async fn main() -> ExitCode {
             ttl: a.ttl.0,
             prefix: a.prefix,
             progress,
+            token: cli.token.clone(),
         })
         .await
         .map(|r| (r, true)),
@@ -203,6 +208,7 @@ async fn main() -> ExitCode {
             instances: a.instances,
             services: a.services,
             progress,
+            token: cli.token.clone(),
         })
         .await
         .map(|r| (r, false)),

@@ -43,6 +43,9 @@ pub enum ScenarioError {
         /// The setting: `clients`, `services` or `instances`.
         setting: &'static str,
     },
+    /// The ACL token cannot be sent as a header.
+    #[error("the token is not a valid header value")]
+    BadToken,
     /// The `reqwest` client of a task could not be built.
     #[error("cannot build an HTTP client")]
     HttpClient(#[source] reqwest::Error),
@@ -91,6 +94,8 @@ pub struct RegisterOptions {
     pub prefix: String,
     /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// ACL token sent as `X-Consul-Token` on every request.
+    pub token: Option<String>,
 }
 
 impl RegisterOptions {
@@ -104,6 +109,7 @@ impl RegisterOptions {
             ttl: Some(Duration::from_secs(30)),
             prefix: "reg".to_string(),
             progress: false,
+            token: None,
         }
     }
 }
@@ -123,6 +129,8 @@ pub struct DiscoverOptions {
     pub services: u64,
     /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// ACL token sent as `X-Consul-Token` on every request.
+    pub token: Option<String>,
 }
 
 impl DiscoverOptions {
@@ -135,6 +143,7 @@ impl DiscoverOptions {
             instances: 10,
             services: 1,
             progress: false,
+            token: None,
         }
     }
 }
@@ -189,6 +198,7 @@ pub async fn discover(opts: &DiscoverOptions) -> Result<Report, ScenarioError> {
             id_prefix: name.clone(),
             ttl: None,
             accept: |s| s == StatusCode::CREATED || s == StatusCode::OK,
+            token: opts.token.clone(),
             progress: false,
         };
         let seeded = plan.run().await?;
@@ -236,7 +246,7 @@ pub async fn discover(opts: &DiscoverOptions) -> Result<Report, ScenarioError> {
 
     let mut tasks = Vec::with_capacity(opts.clients);
     for task in 0..opts.clients {
-        let client = http_client()?;
+        let client = http_client(opts.token.as_deref())?;
         let urls = urls.clone();
         let errors = errors.clone();
         let queries = queries.clone();
@@ -314,6 +324,7 @@ struct Plan {
     ttl: Option<Duration>,
     accept: fn(StatusCode) -> bool,
     progress: bool,
+    token: Option<String>,
 }
 
 impl Plan {
@@ -337,6 +348,7 @@ impl Plan {
             ttl: opts.ttl,
             accept,
             progress: opts.progress,
+            token: opts.token.clone(),
         })
     }
 
@@ -355,7 +367,7 @@ impl Plan {
         let start = Instant::now();
         let mut tasks = Vec::with_capacity(plan.clients);
         for _ in 0..plan.clients {
-            let client = http_client()?;
+            let client = http_client(plan.token.as_deref())?;
             let plan = plan.clone();
             let next = next.clone();
             let errors = errors.clone();
@@ -507,9 +519,17 @@ fn base_url(addr: &str) -> Result<String, ScenarioError> {
 }
 
 /// A client of its own for one task: its own pool, so its own connection. No proxy (a proxy
-/// from the environment would measure the proxy), HTTP/1.1 as plain-HTTP clients use.
-fn http_client() -> Result<reqwest::Client, ScenarioError> {
+/// from the environment would measure the proxy), HTTP/1.1 as plain-HTTP clients use. With a
+/// token, every request carries it as `X-Consul-Token`.
+fn http_client(token: Option<&str>) -> Result<reqwest::Client, ScenarioError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let value =
+            reqwest::header::HeaderValue::from_str(token).map_err(|_| ScenarioError::BadToken)?;
+        headers.insert("x-consul-token", value);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .no_proxy()
         .http1_only()
         .pool_max_idle_per_host(1)
