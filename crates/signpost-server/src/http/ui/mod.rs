@@ -110,8 +110,9 @@ impl Access {
         Access { token }
     }
 
-    /// Whether the caller may write KV entries (and so is offered the editor).
-    pub fn can_write_kv(&self) -> bool {
+    /// Whether the caller may write `key` (or keys under the prefix `key`), and so is offered
+    /// the editor, delete and create. Until ACLs exist every caller may.
+    pub fn can_write_kv(&self, _key: &str) -> bool {
         true
     }
 
@@ -295,7 +296,7 @@ async fn kv_view(agent: &AppState, access: &Access, path: &str) -> Response {
         let chrome = access.chrome("Key/Value", Nav::Kv);
         return page(
             StatusCode::OK,
-            pages::kv_folder(&chrome, path, &children, access.can_write_kv()),
+            pages::kv_folder(&chrome, path, &children, access.can_write_kv(path)),
         );
     }
     if let Err(e) = service::kv::check_key(path, false) {
@@ -306,7 +307,7 @@ async fn kv_view(agent: &AppState, access: &Access, path: &str) -> Response {
             let chrome = access.chrome(&entry.key, Nav::Kv);
             page(
                 StatusCode::OK,
-                pages::kv_key(&chrome, &entry, access.can_write_kv()),
+                pages::kv_key(&chrome, &entry, access.can_write_kv(&entry.key)),
             )
         }
         None => fail(ServiceError::NoKey(path.to_string())).await,
