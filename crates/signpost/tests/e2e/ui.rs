@@ -20,6 +20,9 @@ use crate::harness::{client, free_port, Agent, POLL};
 
 /// How long the browser may take to show a change made through the API (the issue's bound).
 const LIVE: Duration = Duration::from_secs(1);
+/// WebDriver's codes for the Tab and Enter keys.
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
 /// How long a page may take to load (debug build, busy machine).
 const LOAD: Duration = Duration::from_secs(20);
 
@@ -344,10 +347,15 @@ async fn kv_edits_save_with_cas_and_a_stale_edit_is_refused() {
             assert_eq!(raw().await, r#"{"replicas":2}"#);
 
             // Someone else changes it; the page's next save is refused and says so.
+            // (This time by keyboard: Tab to Save, which shows its focus, and Enter.)
             put(r#"{"replicas":5}"#).await;
             value.clear().await.unwrap();
             value.send_keys(r#"{"replicas":3}"#).await.unwrap();
-            c.find(Locator::Id("kv-save")).await.unwrap().click().await.unwrap();
+            value.send_keys(TAB).await.unwrap();
+            until(&c, LOAD, "Save focused", "document.activeElement.id === 'kv-save'").await;
+            let outline = js(&c, "getComputedStyle(document.activeElement).outlineStyle").await;
+            assert_ne!(outline, json!("none"), "the focused button shows no focus");
+            c.active_element().await.unwrap().send_keys(ENTER).await.unwrap();
             until(&c, LOAD, "the refusal",
                 "document.querySelector('#kv-message').textContent.startsWith('Not saved')").await;
             let message = js(&c, "document.querySelector('#kv-message').textContent").await;

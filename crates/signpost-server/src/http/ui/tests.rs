@@ -213,3 +213,11 @@ fn the_token_cookie_is_read_and_decoded() {
     let html = pages::error_page(&chrome, "<nope>").into_string();
     assert!(html.contains("Token: set") && html.contains("&lt;nope&gt;"));
 }
+
+#[test]
+fn the_embedded_assets_stay_far_below_the_size_budget() {
+    // The budget is 150 KB compressed for the whole UI; uncompressed, the script and
+    // stylesheet must already fit (a vendored framework would not).
+    let total = super::UI_JS.len() + super::UI_CSS.len();
+    assert!(total < 150 * 1024, "{total} bytes");
+}
