@@ -14,6 +14,9 @@ command -v protoc >/dev/null 2>&1 || need_pkgs+=(protobuf-compiler)
 command -v dig >/dev/null 2>&1 || need_pkgs+=(dnsutils)
 # curl, for the TLS end-to-end test (crates/signpost/tests/e2e/tls.rs).
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+# Headless Chromium and its WebDriver, for the web UI's browser tests (crates/signpost/tests/e2e/ui.rs).
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
 # pip, for py-consul below.
 python3 -m pip --version >/dev/null 2>&1 || need_pkgs+=(python3-pip)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -14,6 +14,7 @@
 //! Every request's token is resolved once, by [`caller`], into a [`service::Caller`] in the
 //! request's extensions; handlers hand it to the service layer, which alone decides what it
 //! may do.
+//! - [`ui`]: the web UI under `/ui/` (and `/`'s redirect to it).
 
 pub mod agent_api;
 pub mod audit;
@@ -23,6 +24,7 @@ pub mod kv;
 pub mod query;
 pub mod raft;
 pub mod services;
+pub mod ui;
 pub mod watch;
 
 use std::sync::Arc;
@@ -93,6 +95,7 @@ pub fn router(agent: AppState) -> Router {
         .route("/api/v1/cluster/remove", post(cluster_api::remove))
         .route("/api/v1/cluster/leave", post(cluster_api::leave))
         .merge(members)
+        .merge(ui::routes())
         .merge(crate::consul::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -199,8 +202,15 @@ fn request_token(req: &Request) -> Option<String> {
 /// in the response's extensions for the audit log.
 async fn caller(State(agent): State<AppState>, mut req: Request, next: Next) -> Response {
     let raft = req.uri().path().starts_with("/raft/");
+    let ui = req.uri().path().starts_with("/ui");
+    let mut from_cookie = false;
     let token = if agent.acl().enabled() && !raft {
-        request_token(&req)
+        request_token(&req).or_else(|| {
+            // The UI's pages (all reads) carry the tab's token in a cookie.
+            let token = ui.then(|| ui::cookie_token(req.headers())).flatten();
+            from_cookie = token.is_some();
+            token
+        })
     } else {
         None
     };
@@ -209,6 +219,12 @@ async fn caller(State(agent): State<AppState>, mut req: Request, next: Next) -> 
     } else {
         match service::acl::resolve(&agent, token.as_deref()) {
             Ok(caller) => caller,
+            // A stale cookie (its token deleted or expired) shows the pages as the anonymous
+            // token sees them; the script asks for a new token when the API refuses it.
+            Err(_) if from_cookie => match service::acl::resolve(&agent, None) {
+                Ok(caller) => caller,
+                Err(e) => return ApiError::from(e).into_response(),
+            },
             Err(e) => return ApiError::from(e).into_response(),
         }
     };

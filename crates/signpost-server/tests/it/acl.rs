@@ -593,3 +593,90 @@ async fn the_audit_log_has_one_line_per_write_and_no_secret() {
         .starts_with("127.0.0.1:"));
     assert!(lines[1]["time"].as_str().unwrap().ends_with('Z'));
 }
+
+/// The UI's pages read with the token in the `signpost_token` cookie: a token sees only the
+/// services and keys it may read, is offered the editor only where it may write, and a request
+/// without a token (default deny) sees nothing. The cookie never authorizes an API write.
+#[tokio::test]
+async fn ui_pages_show_what_the_cookie_token_may_read_and_offer_what_it_may_write() {
+    let t = TestAgent::start_with(acl_on).await;
+    let root = bootstrap(&t).await;
+    for (name, port) in [("web", 8080), ("secret-db", 5432)] {
+        let (code, _, body) = call(
+            &t,
+            Method::POST,
+            &format!("/api/v1/services/{name}/instances"),
+            Some(&root),
+            Some(instance(port)),
+        )
+        .await;
+        assert!(code < 300, "{code} {body}");
+    }
+    for key in ["app/ro", "app/rw"] {
+        let resp = t
+            .client
+            .put(t.url(&format!("/v1/kv/{key}")))
+            .header("X-Consul-Token", &root)
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let viewer = token_with(
+        &t,
+        &root,
+        "viewer",
+        r#"service "web" { policy = "read" }
+key_prefix "app/" { policy = "read" }
+key "app/rw" { policy = "write" }"#,
+    )
+    .await;
+    let page = |path: &str, token: Option<&str>| {
+        let mut req = t.client.get(t.url(path));
+        if let Some(token) = token {
+            req = req.header("Cookie", format!("signpost_token={token}"));
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+
+    let (code, html) = page("/ui/", Some(&viewer)).await;
+    assert_eq!(code, 200);
+    assert!(html.contains("/ui/services/web"), "{html}");
+    assert!(!html.contains("secret-db"), "{html}");
+    let (code, html) = page("/ui/", None).await;
+    assert_eq!(code, 200);
+    assert!(!html.contains("/ui/services/web") && !html.contains("secret-db"));
+    let (code, html) = page("/ui/", Some(&root)).await;
+    assert_eq!(code, 200);
+    assert!(html.contains("/ui/services/web") && html.contains("secret-db"));
+
+    let (code, _) = page("/ui/services/secret-db", Some(&viewer)).await;
+    assert_eq!(code, 403);
+    let (code, html) = page("/ui/kv/app/ro", Some(&viewer)).await;
+    assert_eq!(code, 200);
+    assert!(!html.contains("kv-save"), "read-only key offered an editor: {html}");
+    let (code, html) = page("/ui/kv/app/rw", Some(&viewer)).await;
+    assert_eq!(code, 200);
+    assert!(html.contains("kv-save"), "writable key offered no editor: {html}");
+    let (code, _) = page("/ui/cluster", Some(&viewer)).await;
+    assert_eq!(code, 403, "members need operator:read");
+    // A stale cookie shows the pages as the anonymous token sees them.
+    let (code, html) = page("/ui/", Some("not-a-token")).await;
+    assert_eq!(code, 200);
+    assert!(!html.contains("/ui/services/web"));
+
+    // The cookie is read for the pages only: the API refuses a write that carries only it.
+    let resp = t
+        .client
+        .put(t.url("/v1/kv/app/rw"))
+        .header("Cookie", format!("signpost_token={root}"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+}

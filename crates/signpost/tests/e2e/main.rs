@@ -14,3 +14,4 @@ mod gateway;
 mod health;
 mod lifecycle;
 mod tls;
+mod ui;
