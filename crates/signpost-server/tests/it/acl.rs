@@ -658,10 +658,16 @@ key "app/rw" { policy = "write" }"#,
     assert_eq!(code, 403);
     let (code, html) = page("/ui/kv/app/ro", Some(&viewer)).await;
     assert_eq!(code, 200);
-    assert!(!html.contains("kv-save"), "read-only key offered an editor: {html}");
+    assert!(
+        !html.contains("kv-save"),
+        "read-only key offered an editor: {html}"
+    );
     let (code, html) = page("/ui/kv/app/rw", Some(&viewer)).await;
     assert_eq!(code, 200);
-    assert!(html.contains("kv-save"), "writable key offered no editor: {html}");
+    assert!(
+        html.contains("kv-save"),
+        "writable key offered no editor: {html}"
+    );
     let (code, _) = page("/ui/cluster", Some(&viewer)).await;
     assert_eq!(code, 403, "members need operator:read");
     // A stale cookie shows the pages as the anonymous token sees them.
