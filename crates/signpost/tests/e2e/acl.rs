@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::harness::{client, free_port, poll_until, Agent};
 
-const ROOT: &str = "e2e-management-secret";
+pub(crate) const ROOT: &str = "e2e-management-secret";
 const DNS_SECRET: &str = "e2e-dns-secret";
 
 /// The tokens of the matrix, in its column order.
@@ -80,7 +80,7 @@ async fn call(
 }
 
 /// Creates a policy and a token for it (with `extra` fields); returns the secret.
-async fn token(agent: &Agent, name: &str, rules: &str, extra: Value) -> String {
+pub(crate) async fn token(agent: &Agent, name: &str, rules: &str, extra: Value) -> String {
     let (code, body) = call(
         agent,
         Method::PUT,
@@ -392,7 +392,7 @@ acl = "deny""#,
 
 /// Spawns the agent with ACLs on and `ROOT` as its initial management token, and waits until
 /// that token works.
-async fn acl_agent(dir: &std::path::Path) -> Agent {
+pub(crate) async fn acl_agent(dir: &std::path::Path) -> Agent {
     let config = dir.join("signpost.toml");
     std::fs::write(
         &config,

@@ -519,3 +519,71 @@ async fn consul_sd_scraper_discovers_labels_and_drops_deregistered() {
         removed.elapsed()
     );
 }
+
+/// A `consul_sd_configs` job that presents a token (`token:` in the scrape config, sent as
+/// `X-Consul-Token`) discovers only the services that token may read: the catalog listing is
+/// filtered, so the scraper never learns of the others.
+#[tokio::test]
+async fn consul_sd_scraper_with_a_token_sees_only_what_the_token_may_read() {
+    use crate::acl::{acl_agent, token, ROOT};
+    let dir = tempfile::tempdir().unwrap();
+    let agent = acl_agent(dir.path()).await;
+    let web = metrics_endpoint("web-1").await;
+    let db = metrics_endpoint("db-1").await;
+    for body in [
+        json!({"ID": "web-1", "Name": "web", "Address": "127.0.0.1", "Port": web}),
+        json!({"ID": "db-1", "Name": "db", "Address": "127.0.0.1", "Port": db}),
+    ] {
+        let resp = client()
+            .put(agent.url("/v1/agent/service/register"))
+            .header("X-Consul-Token", ROOT)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "register {body}");
+    }
+    // What a Prometheus scraper needs: read on the one service, on nodes and on the agent.
+    let secret = token(
+        &agent,
+        "scraper",
+        r#"service "web" { policy = "read" }
+node_prefix "" { policy = "read" }
+agent_prefix "" { policy = "read" }"#,
+        json!({}),
+    )
+    .await;
+
+    let server = host_port(&agent);
+    let scrape_config = dir.path().join("scrape.yml");
+    std::fs::write(
+        &scrape_config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             scrape_configs:\n\
+             \x20 - job_name: consul-token\n\
+             \x20   consul_sd_configs:\n\
+             \x20     - server: '{server}'\n\
+             \x20       token: '{secret}'\n"
+        ),
+    )
+    .unwrap();
+    let scraper = Scraper::start(dir.path(), &scrape_config).await;
+    let want: BTreeSet<(String, String)> = [("consul-token".to_string(), "web-1".to_string())]
+        .into_iter()
+        .collect();
+    scraper
+        .poll_targets(
+            Duration::from_secs(25),
+            "the token's job to discover web-1 and nothing else",
+            |targets| {
+                let have: BTreeSet<_> = targets.keys().cloned().collect();
+                if have == want {
+                    Ok(())
+                } else {
+                    Err(format!("targets {have:?}, want {want:?}"))
+                }
+            },
+        )
+        .await;
+}
