@@ -15,8 +15,11 @@ use futures::stream::{BoxStream, StreamExt};
 use signpost_client::discovery::{Discovery, DiscoveryOptions};
 use signpost_client::registration::Registration;
 use signpost_client::registry::etcd::EtcdRegistry;
-use signpost_client::registry::{RegistrationSpec, Registry, RegistryError};
+use signpost_client::registry::{
+    ClientTls, ConfigError, RegistrationSpec, Registry, RegistryError,
+};
 use signpost_client::{Instance, Update};
+use signpost_tls::testing::TestPki;
 
 use common::{eventually, eventually_within, ids_of};
 
@@ -25,10 +28,18 @@ struct Etcd {
     child: Child,
     endpoint: String,
     dir: tempfile::TempDir,
+    /// How a client reaches it: `None` over plain HTTP.
+    tls: Option<ClientTls>,
 }
 
 impl Etcd {
     async fn start() -> Etcd {
+        Etcd::start_with(None).await
+    }
+
+    /// With `pki`, etcd serves `https://` only with a certificate from it and requires client
+    /// certificates from it (`--client-cert-auth`); the etcd's `tls` is a client's settings.
+    async fn start_with(pki: Option<&TestPki>) -> Etcd {
         let binary = which_etcd();
         let dir = tempfile::tempdir().unwrap();
         // Two ports: client and peer. Reserved by binding, released just before etcd binds them.
@@ -40,10 +51,30 @@ impl Etcd {
                 b.local_addr().unwrap().port(),
             )
         };
-        let client_url = format!("http://127.0.0.1:{client_port}");
+        let scheme = if pki.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let mut tls_args = Vec::new();
+        let mut tls = None;
+        if let Some(pki) = pki {
+            let (server, _) = pki.write(dir.path(), "etcd", &["127.0.0.1"]);
+            let (client, _) = pki.write(dir.path(), "client", &["client"]);
+            tls_args = vec![
+                format!("--cert-file={}", server.cert_file.display()),
+                format!("--key-file={}", server.key_file.display()),
+                format!("--trusted-ca-file={}", server.ca_file.display()),
+                "--client-cert-auth".to_string(),
+            ];
+            tls = Some(ClientTls {
+                ca_file: Some(client.ca_file),
+                cert_file: Some(client.cert_file),
+                key_file: Some(client.key_file),
+                skip_verify: false,
+            });
+        }
         let child = Command::new(&binary)
+            .args(&tls_args)
             .arg("--name=test")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client_url}"))
@@ -66,6 +97,7 @@ impl Etcd {
             child,
             endpoint: client_url,
             dir,
+            tls,
         };
         etcd.wait_ready().await;
         etcd
@@ -81,9 +113,8 @@ impl Etcd {
                 );
             }
             let ready = async {
-                let mut c = etcd_client::Client::connect([self.endpoint.as_str()], None)
-                    .await
-                    .ok()?;
+                let registry = self.try_registry().await.ok()?;
+                let mut c = registry.client().clone();
                 c.get("probe", None).await.ok()
             };
             if tokio::time::timeout(Duration::from_secs(2), ready)
@@ -104,9 +135,14 @@ impl Etcd {
     }
 
     async fn registry(&self) -> EtcdRegistry {
-        EtcdRegistry::connect([self.endpoint.as_str()])
-            .await
-            .unwrap()
+        self.try_registry().await.unwrap()
+    }
+
+    async fn try_registry(&self) -> Result<EtcdRegistry, RegistryError> {
+        match &self.tls {
+            None => EtcdRegistry::connect([self.endpoint.as_str()]).await,
+            Some(tls) => EtcdRegistry::connect_tls([self.endpoint.as_str()], tls).await,
+        }
     }
 }
 
@@ -396,4 +432,58 @@ async fn etcd_watch_services_follows_the_services_under_the_prefix() {
     reg.deregister("users", "a").await.unwrap();
     reg.deregister("users", "b").await.unwrap();
     assert_eq!(next().await, ["orders"]);
+}
+
+/// Over TLS with client certificates (`--client-cert-auth`): a registry with the CA and a client
+/// certificate registers and lists; one without a client certificate, or trusting another CA,
+/// gets nothing through; `skip_verify` is refused as a configuration error.
+#[tokio::test]
+async fn etcd_over_mtls_works_with_the_ca_and_a_client_certificate_only() {
+    let pki = TestPki::new("etcd-test-ca");
+    let etcd = Etcd::start_with(Some(&pki)).await;
+    assert!(etcd.endpoint.starts_with("https://"));
+    let reg = etcd.registry().await;
+    let a = spec("users", "a", 1, Duration::from_secs(30));
+    reg.register(&a).await.unwrap();
+    assert_eq!(reg.list("users").await.unwrap().1, vec![a.instance.clone()]);
+
+    let full = etcd.tls.clone().unwrap();
+    // No client certificate: the handshake (or the first call) fails.
+    let anonymous = ClientTls {
+        cert_file: None,
+        key_file: None,
+        ..full.clone()
+    };
+    let refused = async {
+        let reg = EtcdRegistry::connect_tls([etcd.endpoint.as_str()], &anonymous).await?;
+        reg.list("users").await
+    };
+    assert!(
+        refused.await.is_err(),
+        "etcd served a client without a certificate"
+    );
+    // Another CA: the server's certificate is not trusted.
+    let other = tempfile::tempdir().unwrap();
+    let (files, _) = TestPki::new("other-ca").write(other.path(), "x", &["127.0.0.1"]);
+    let untrusting = ClientTls {
+        ca_file: Some(files.ca_file),
+        ..full.clone()
+    };
+    let refused = async {
+        let reg = EtcdRegistry::connect_tls([etcd.endpoint.as_str()], &untrusting).await?;
+        reg.list("users").await
+    };
+    assert!(
+        refused.await.is_err(),
+        "a server from another CA was trusted"
+    );
+    // skip_verify cannot be honoured by etcd's transport: a clear configuration error.
+    let skip = ClientTls {
+        skip_verify: true,
+        ..full
+    };
+    match EtcdRegistry::connect_tls([etcd.endpoint.as_str()], &skip).await {
+        Err(RegistryError::Config(ConfigError::Unsupported { system: "etcd", .. })) => {}
+        other => panic!("skip_verify: {:?}", other.map(|_| ())),
+    }
 }

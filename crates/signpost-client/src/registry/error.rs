@@ -238,6 +238,14 @@ pub enum ConfigError {
         #[source]
         source: signpost_tls::TlsError,
     },
+    /// The registry cannot do what the settings ask for.
+    #[error("the {system} registry does not support {what}")]
+    Unsupported {
+        /// The registry's system.
+        system: &'static str,
+        /// What it cannot do.
+        what: &'static str,
+    },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
