@@ -7,6 +7,7 @@ use axum::response::Response;
 use axum::Extension;
 use axum::Json;
 use serde_json::Value;
+use signpost_core::acl::{Access, Resource};
 use signpost_core::{validate, Instance, Status};
 
 use super::types::{self, NodeInfo};
@@ -107,18 +108,22 @@ pub async fn service(
     .await
 }
 
-/// `GET /v1/catalog/nodes`: this agent.
+/// `GET /v1/catalog/nodes`: this agent, if the caller may see it (`node:read`; else an empty,
+/// filtered listing).
 pub async fn nodes(
     State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     parse(&agent, &raw)?;
     let node = NodeInfo::of(&agent);
-    Ok(with_meta(
-        &agent,
-        service_index(&agent, &None),
-        Json(vec![node.json()]),
-    ))
+    let nodes = if caller.allows(Resource::Node, &node.name, Access::Read) {
+        vec![node.json()]
+    } else {
+        caller.mark_filtered();
+        Vec::new()
+    };
+    Ok(with_meta(&agent, service_index(&agent, &None), Json(nodes)))
 }
 
 /// `GET /v1/catalog/node/:name`: this agent and its services.
@@ -133,6 +138,7 @@ pub async fn node(
     if name != node.name {
         return Err(ApiError::NotFound(format!("unknown node {name:?}")));
     }
+    service::authorize(&caller, Resource::Node, &node.name, Access::Read)?;
     q.block(&agent, |i, w| service::wait_for_catalog(&agent, i, w))
         .await?;
     let (index, services) = service::with_catalog(&agent, &caller, |index, instances| {

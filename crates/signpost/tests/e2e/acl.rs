@@ -164,6 +164,7 @@ async fn permission_matrix_dns_and_audit_over_the_binary() {
         r#"service_prefix "" { policy = "read" }
 key_prefix "" { policy = "read" }
 agent_prefix "" { policy = "read" }
+node_prefix "" { policy = "read" }
 operator = "read"
 acl = "read""#,
         json!({}),
@@ -272,6 +273,8 @@ acl = "deny""#,
         row("Consul agent", Method::GET, "/v1/agent/self", None,                              [N, Y, N, N, N, Y, N]),
         row("Consul catalog", Method::GET, "/v1/catalog/services", None,                      [Y, Y, Y, Y, Y, Y, N]),
         row("Consul catalog", Method::GET, "/v1/catalog/service/api", None,                   [Y, Y, Y, Y, Y, Y, N]),
+        row("Consul catalog", Method::GET, "/v1/catalog/nodes", None,                         [Y, Y, Y, Y, Y, Y, N]),
+        row("Consul catalog", Method::GET, "/v1/catalog/node/signpost-1", None,               [N, Y, N, N, N, Y, N]),
         row("Consul health", Method::GET, "/v1/health/service/api", None,                     [Y, Y, Y, Y, Y, Y, N]),
         row("Consul KV", Method::GET, "/v1/kv/app/one", None,                                 [N, Y, Y, Y, N, Y, N]),
         row("Consul KV", Method::PUT, "/v1/kv/app/one", Some(json!(3)),                       [N, N, Y, Y, N, Y, N]),
@@ -347,6 +350,22 @@ acl = "deny""#,
         names.as_object().unwrap().keys().collect::<Vec<_>>(),
         ["api"]
     );
+    // Nodes need node:read: a token without it sees none, and is told the listing was filtered.
+    for (secret, count, filtered) in [(&one, 0, true), (&read, 1, false)] {
+        let resp = client()
+            .get(agent.url("/v1/catalog/nodes"))
+            .header("X-Consul-Token", secret.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.headers()
+                .contains_key("x-consul-results-filtered-by-acls"),
+            filtered
+        );
+        let nodes: Value = resp.json().await.unwrap();
+        assert_eq!(nodes.as_array().unwrap().len(), count, "{nodes}");
+    }
 
     // DNS answers as the dns_token: nothing until it exists, then what it may read.
     let nx = dig(dns_port, "api.service.consul");
