@@ -446,3 +446,106 @@ async fn pages_without_a_browser_redirects_errors_and_assets() {
         );
     }
 }
+
+/// With ACLs on: a page the tab has no token for asks for one; with a read-only token a key is
+/// shown without the editor (no Save, no Delete, the value read-only); with a token that may
+/// write it, the editor is there.
+#[tokio::test]
+async fn with_acls_the_ui_asks_for_a_token_and_a_read_only_token_sees_no_edit_buttons() {
+    use crate::acl::{acl_agent, token, ROOT};
+    let dir = tempfile::tempdir().unwrap();
+    let agent = acl_agent(dir.path()).await;
+    let resp = client()
+        .put(agent.url("/v1/kv/app/config"))
+        .header("X-Consul-Token", ROOT)
+        .body("replicas = 2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let reader = token(
+        &agent,
+        "kv-reader",
+        r#"key_prefix "app/" { policy = "read" }"#,
+        json!({}),
+    )
+    .await;
+    let browser = Browser::start().await;
+    let c = browser.client().clone();
+    let url = agent.url("/ui/kv/app/config");
+    browser
+        .run(
+            "with_acls_the_ui_asks_for_a_token_and_a_read_only_token_sees_no_edit_buttons",
+            async {
+                // No token (anonymous, default deny): the page says why and asks for a token.
+                open(&c, &url).await;
+                until(
+                    &c,
+                    LOAD,
+                    "the token form",
+                    "!document.querySelector('#token-form').hidden \
+                     && document.activeElement.id === 'token-input'",
+                )
+                .await;
+                let refusal = js(&c, "document.querySelector('p.error').textContent").await;
+                assert!(
+                    refusal
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("permission denied"),
+                    "{refusal}"
+                );
+
+                // The read-only token, typed into the form: the value, and no way to change it.
+                let input = c.find(Locator::Id("token-input")).await.unwrap();
+                input.send_keys(&reader).await.unwrap();
+                input.send_keys(ENTER).await.unwrap();
+                until(
+                    &c,
+                    LOAD,
+                    "the key's value",
+                    "!!document.querySelector('#kv-value')",
+                )
+                .await;
+                assert_eq!(
+                    js(&c, "document.querySelector('#kv-value').value").await,
+                    json!("replicas = 2")
+                );
+                assert_eq!(
+                    js(
+                        &c,
+                        "[!!document.querySelector('#kv-save'), \
+                            !!document.querySelector('#kv-delete'), \
+                            document.querySelector('#kv-value').readOnly]"
+                    )
+                    .await,
+                    json!([false, false, true]),
+                    "a read-only token is offered edits"
+                );
+
+                // A management token: the editor is offered.
+                c.find(Locator::Id("token-toggle"))
+                    .await
+                    .unwrap()
+                    .click()
+                    .await
+                    .unwrap();
+                let input = c.find(Locator::Id("token-input")).await.unwrap();
+                input.clear().await.unwrap();
+                input.send_keys(ROOT).await.unwrap();
+                input.send_keys(ENTER).await.unwrap();
+                until(
+                    &c,
+                    LOAD,
+                    "the Save button",
+                    "!!document.querySelector('#kv-save')",
+                )
+                .await;
+                assert_eq!(
+                    js(&c, "document.querySelector('#kv-value').readOnly").await,
+                    json!(false)
+                );
+            },
+        )
+        .await;
+}

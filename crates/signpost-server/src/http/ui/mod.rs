@@ -160,7 +160,7 @@ async fn error_page(access: &Access, title: &str, nav: Nav, error: ApiError) -> 
         .unwrap_or_else(|_| status.to_string());
     page(
         status,
-        pages::error_page(&access.chrome(title, nav), &message),
+        pages::error_page(&access.chrome(title, nav), status.as_u16(), &message),
     )
 }
 

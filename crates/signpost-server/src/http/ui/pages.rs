@@ -582,10 +582,10 @@ fn opt(v: Option<u64>) -> String {
 }
 
 /// A page that only says what went wrong, in the API's words.
-pub fn error_page(chrome: &Chrome<'_>, message: &str) -> Markup {
+pub fn error_page(chrome: &Chrome<'_>, status: u16, message: &str) -> Markup {
     let content = html! {
         h1 { (chrome.title) }
-        p.error role="alert" { (message) }
+        p.error role="alert" data-status=(status) { (message) }
     };
     layout(chrome, "error", content)
 }

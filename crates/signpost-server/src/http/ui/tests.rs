@@ -212,7 +212,7 @@ fn the_token_cookie_is_read_and_decoded() {
         token_set: true,
         ..CHROME
     };
-    let html = pages::error_page(&chrome, "<nope>").into_string();
+    let html = pages::error_page(&chrome, 403, "<nope>").into_string();
     assert!(html.contains("Token: set") && html.contains("&lt;nope&gt;"));
 }
 

@@ -218,5 +218,10 @@
     if (page === "services") servicesPage();
     else if (page === "service") servicePage();
     else if (page === "kv") kvPage();
+    else if (page === "error") {
+      // A page the token may not see (or no token): ask for one.
+      const err = $("p.error");
+      if (err && (err.dataset.status === "401" || err.dataset.status === "403")) askToken("The agent refused: " + err.textContent);
+    }
   });
 })();
