@@ -264,6 +264,21 @@ impl Scraper {
     }
 }
 
+impl Scraper {
+    /// Polls until the active targets are exactly `want` (`(job, instance id)` pairs).
+    async fn poll_exactly(&self, timeout: Duration, what: &str, want: &BTreeSet<(String, String)>) {
+        self.poll_targets(timeout, what, |targets| {
+            let have: BTreeSet<_> = targets.keys().cloned().collect();
+            if &have == want {
+                Ok(())
+            } else {
+                Err(format!("targets {have:?}, want {want:?}"))
+            }
+        })
+        .await;
+    }
+}
+
 impl Drop for Scraper {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -501,17 +516,10 @@ async fn consul_sd_scraper_discovers_labels_and_drops_deregistered() {
     let removed = Instant::now();
     let want = keys(&["web-1", "web-3"]);
     scraper
-        .poll_targets(
+        .poll_exactly(
             Duration::from_secs(20),
             "the scraper to drop the deregistered web-2 from both jobs and keep the others",
-            |targets| {
-                let have: BTreeSet<_> = targets.keys().cloned().collect();
-                if have == want {
-                    Ok(())
-                } else {
-                    Err(format!("targets {have:?}, want {want:?}"))
-                }
-            },
+            &want,
         )
         .await;
     eprintln!(
@@ -573,17 +581,10 @@ agent_prefix "" { policy = "read" }"#,
         .into_iter()
         .collect();
     scraper
-        .poll_targets(
+        .poll_exactly(
             Duration::from_secs(25),
             "the token's job to discover web-1 and nothing else",
-            |targets| {
-                let have: BTreeSet<_> = targets.keys().cloned().collect();
-                if have == want {
-                    Ok(())
-                } else {
-                    Err(format!("targets {have:?}, want {want:?}"))
-                }
-            },
+            &want,
         )
         .await;
 }

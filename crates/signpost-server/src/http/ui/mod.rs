@@ -25,7 +25,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 use std::time::SystemTime;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -110,6 +111,18 @@ pub struct Access {
     pub caller: Caller,
     /// Whether the tab sent a token.
     pub token_set: bool,
+}
+
+/// A page handler's `Access`, from the caller the `caller` middleware put in the request.
+impl<S: Send + Sync> FromRequestParts<S> for Access {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Access, ApiError> {
+        let caller = parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::Internal("no caller: the caller middleware did not run".into())
+        })?;
+        Ok(Access::new(caller, &parts.headers))
+    }
 }
 
 impl Access {
@@ -203,11 +216,9 @@ fn service_rows(agent: &AppState, caller: &Caller) -> (u64, Vec<ServiceRow>) {
 /// `GET /ui/`
 async fn services_page(
     State(agent): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
+    access: Access,
     Query(q): Query<ServicesQuery>,
 ) -> Response {
-    let access = Access::new(caller, &headers);
     let sort = Sort::parse(&q.sort);
     let (index, mut rows) = service_rows(&agent, &access.caller);
     sort.apply(&mut rows);
@@ -243,11 +254,9 @@ fn instances(agent: &AppState, caller: &Caller, service: &str) -> (u64, Vec<Inst
 /// `GET /ui/services/{service}`
 async fn service_page(
     State(agent): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
+    access: Access,
     Path(name): Path<String>,
 ) -> Response {
-    let access = Access::new(caller, &headers);
     let name = match validate::service_name(&name) {
         Ok(name) => name,
         Err(e) => return error_page(&access, "Service", Nav::Services, e.into()).await,
@@ -287,22 +296,17 @@ async fn instances_fragment(
 }
 
 /// `GET /ui/kv/`
-async fn kv_root(
-    State(agent): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-) -> Response {
-    kv_view(&agent, &Access::new(caller, &headers), "").await
+async fn kv_root(State(agent): State<AppState>, access: Access) -> Response {
+    kv_view(&agent, &access, "").await
 }
 
 /// `GET /ui/kv/{path}`: a folder when the path ends with `/`, else a key.
 async fn kv_page(
     State(agent): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
+    access: Access,
     Path(path): Path<String>,
 ) -> Response {
-    kv_view(&agent, &Access::new(caller, &headers), &path).await
+    kv_view(&agent, &access, &path).await
 }
 
 async fn kv_view(agent: &AppState, access: &Access, path: &str) -> Response {
@@ -344,12 +348,7 @@ async fn kv_view(agent: &AppState, access: &Access, path: &str) -> Response {
 }
 
 /// `GET /ui/cluster`
-async fn cluster_page(
-    State(agent): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-) -> Response {
-    let access = Access::new(caller, &headers);
+async fn cluster_page(State(agent): State<AppState>, access: Access) -> Response {
     let members = match service::members(&agent, &access.caller) {
         Ok(members) => members,
         Err(e) => return error_page(&access, "Cluster", Nav::Cluster, e.into()).await,
