@@ -16,6 +16,8 @@
 //!   read from `/proc/self/stat`, so a reader can tell whether the generator was the bottleneck.
 //! - [`report`]: the figures of one run, printed as an aligned table or as one JSON object.
 //!
+//! - [`soak`]: a long run of many heartbeating instances under churn of random names, for
+//!   false expiries, errors and flat memory (`bench/soak.sh`).
 //! - [`compare`]: Signpost against etcd 3.4, side by side — register, discover, heartbeat,
 //!   watch fan-out, memory and restart — on servers it starts itself, with a Markdown report and
 //!   an SVG chart. `bench/run.sh` runs it (see the module's own layout section).
@@ -32,6 +34,7 @@ pub mod compare;
 pub mod payload;
 pub mod report;
 pub mod scenario;
+pub mod soak;
 pub mod stats;
 
 pub use report::Report;

@@ -47,6 +47,41 @@ enum Command {
     /// Signpost against etcd: starts both (on free loopback ports), runs every scenario back
     /// to back and writes a Markdown report with an SVG chart. `bench/run.sh` runs this.
     Compare(CompareArgs),
+    /// Holds INSTANCES heartbeating instances for DURATION while CHURNERS clients churn
+    /// blocking queries, watches and registrations of random names; checks for false
+    /// expiries, errors other than the limits' own, and flat agent RSS (`bench/soak.sh`).
+    Soak(SoakArgs),
+}
+
+#[derive(Args, Debug)]
+struct SoakArgs {
+    /// Heartbeating instances held for the whole run.
+    #[arg(long, default_value_t = 100_000)]
+    instances: u64,
+    /// Services those instances are spread over.
+    #[arg(long, default_value_t = 100)]
+    services: u64,
+    /// TTL of each instance's check; heartbeats go out every third of it.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    ttl: Duration,
+    /// Client tasks churning random names.
+    #[arg(long, default_value_t = 1_000)]
+    churners: usize,
+    /// Idle time of a churner between two operations.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    think: Duration,
+    /// Length of the soak, after seeding.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    duration: Duration,
+    /// Warm-up: RSS samples before it are not held to the ±5% band.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    warmup: Duration,
+    /// How often the agent's RSS is sampled.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    sample_every: Duration,
+    /// The agent's PID, for its RSS.
+    #[arg(long)]
+    agent_pid: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -173,6 +208,7 @@ async fn main() -> ExitCode {
     let progress = !cli.quiet;
     let command = match cli.command {
         Command::Compare(a) => return compare(a, progress).await,
+        Command::Soak(a) => return soak(a, &cli.addr, cli.token.clone(), cli.json).await,
         other => other,
     };
     let result = match command {
@@ -200,7 +236,7 @@ async fn main() -> ExitCode {
         })
         .await
         .map(|r| (r, true)),
-        Command::Compare(_) => unreachable!("handled above"),
+        Command::Compare(_) | Command::Soak(_) => unreachable!("handled above"),
         Command::Discover(a) => signpost_bench::discover(&DiscoverOptions {
             addr: cli.addr.clone(),
             clients: a.clients,
@@ -225,6 +261,41 @@ async fn main() -> ExitCode {
         }
         Err(e) => {
             // Through anyhow, so `{:#}` prints every cause of the typed error.
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `signpost-bench soak`: prints the figures (and JSON with `--json`); fails unless the run
+/// met the bar.
+async fn soak(a: SoakArgs, addr: &str, token: Option<String>, json: bool) -> ExitCode {
+    let mut opts = signpost_bench::soak::SoakOptions::new(addr);
+    opts.token = token;
+    opts.agent_pid = a.agent_pid;
+    opts.instances = a.instances;
+    opts.services = a.services;
+    opts.ttl = a.ttl;
+    opts.churners = a.churners;
+    opts.think = a.think;
+    opts.duration = a.duration;
+    opts.warmup = a.warmup;
+    opts.sample_every = a.sample_every;
+    match signpost_bench::soak::soak(&opts).await {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                eprint!("{}", report.table());
+            } else {
+                print!("{}", report.table());
+            }
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
             eprintln!("error: {:#}", anyhow::Error::from(e));
             ExitCode::FAILURE
         }

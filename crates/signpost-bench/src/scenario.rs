@@ -508,7 +508,7 @@ async fn join(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> Result<Tally, Scena
 }
 
 /// `http://host:port` without a trailing slash, or a clear error.
-fn base_url(addr: &str) -> Result<String, ScenarioError> {
+pub(crate) fn base_url(addr: &str) -> Result<String, ScenarioError> {
     let base = addr.trim_end_matches('/');
     if !(base.starts_with("http://") && base.len() > "http://".len()) {
         return Err(ScenarioError::BadAddr {
@@ -521,7 +521,7 @@ fn base_url(addr: &str) -> Result<String, ScenarioError> {
 /// A client of its own for one task: its own pool, so its own connection. No proxy (a proxy
 /// from the environment would measure the proxy), HTTP/1.1 as plain-HTTP clients use. With a
 /// token, every request carries it as `X-Consul-Token`.
-fn http_client(token: Option<&str>) -> Result<reqwest::Client, ScenarioError> {
+pub(crate) fn http_client(token: Option<&str>) -> Result<reqwest::Client, ScenarioError> {
     signpost_tls::install_default_provider();
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = token {

@@ -142,6 +142,47 @@ async fn scenarios_run_against_an_agent() -> anyhow::Result<()> {
     agent.stop().await
 }
 
+/// The soak run in miniature: heartbeated instances survive several TTLs under churn, every
+/// answer is an expected one, and the agent's RSS is sampled (the in-process agent is this
+/// process). A heartbeat loop that stopped would show as missing instances at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_runs_against_an_agent() -> anyhow::Result<()> {
+    let agent = TestAgent::start().await?;
+    let mut opts = signpost_bench::soak::SoakOptions::new(agent.addr.clone());
+    opts.instances = 300;
+    opts.services = 3;
+    opts.batch = 100;
+    opts.ttl = Duration::from_millis(900);
+    opts.churners = 8;
+    opts.think = Duration::from_millis(10);
+    opts.duration = Duration::from_secs(4);
+    opts.sample_every = Duration::from_millis(500);
+    opts.warmup = Duration::from_secs(1);
+    opts.agent_pid = Some(std::process::id());
+    let report = signpost_bench::soak::soak(&opts).await?;
+    assert_eq!(report.errors, 0, "{}", report.table());
+    assert_eq!(report.false_expiries, 0, "{}", report.table());
+    assert_eq!(report.missing_at_end, 0, "{}", report.table());
+    // Four seconds at a third of 900 ms: each of the 3 batches went out about 13 times.
+    assert!(report.renewed >= 300 * 8, "{}", report.table());
+    assert!(
+        report.churn_ops.values().sum::<u64>() > 50,
+        "{}",
+        report.table()
+    );
+    assert!(report.rss.len() >= 4, "{}", report.table());
+    assert!(report.rss_after_warmup.is_some());
+    // All 300 are still registered (and passing) after several TTLs.
+    let mut total = 0;
+    for s in 0..3 {
+        total += listed_ids(&agent.addr, &payload::service_name("soak", s))
+            .await?
+            .len();
+    }
+    assert_eq!(total, 300);
+    agent.stop().await
+}
+
 /// Builds the `signpost` binary (a no-op when it is up to date) and answers its path.
 fn signpost_binary() -> std::path::PathBuf {
     let out = std::process::Command::new(env!("CARGO"))
