@@ -11,6 +11,8 @@
 //! - [`discovery`]: [`discovery::Discovery`], the cached, watch-driven instance list per service
 //!   (stale-on-error, reconnect with backoff, optional persistence, push-empty protection), its
 //!   change stream, and the followed set of services ([`discovery::Discovery::catalog`]).
+//! - [`config`]: [`config::Config`], configuration from the KV store (native or Consul API):
+//!   typed reads of a key or a prefix and watches that keep the last good value.
 //! - [`registration`]: self-registration with a background heartbeat and graceful deregistration.
 //! - [`balance`]: load balancers (random, round robin, weighted, smooth weighted round robin,
 //!   least outstanding requests, P2C over peak EWMA, consistent hashing) over candidates that
@@ -31,6 +33,7 @@ pub mod endpoints;
 pub mod instance;
 pub mod registry;
 
+pub mod config;
 pub mod discovery;
 pub mod registration;
 

@@ -16,9 +16,9 @@ use futures::stream::BoxStream;
 
 use crate::instance::{Instance, Update};
 
-mod agents;
+pub(crate) mod agents;
 pub mod consul;
-mod error;
+pub(crate) mod error;
 pub mod etcd;
 pub mod signpost;
 
