@@ -1,5 +1,10 @@
 //! Self-registration: register an instance with a TTL, heartbeat it in the background, and
-//! deregister it gracefully.
+//! deregister it gracefully, or let the agent check it.
+//!
+//! With [`RegistrationBuilder::http_check`], [`RegistrationBuilder::tcp_check`] or
+//! [`RegistrationBuilder::grpc_check`] the agent runs the check itself (the instance starts
+//! critical until the first probe passes) and no heartbeat loop runs; deregistration works the
+//! same.
 //!
 //! [`Registration::builder`] describes the instance; [`RegistrationBuilder::register`] registers
 //! it and returns a [`RegistrationHandle`] whose background task heartbeats every `ttl / 3`:
@@ -20,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::backoff::{Backoff, Jitter};
 use crate::instance::Instance;
-use crate::registry::{RegistrationSpec, Registry, RegistryError};
+use crate::registry::{AgentCheck, CheckTarget, RegistrationSpec, Registry, RegistryError};
 
 /// The TTL used when none is set.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
@@ -68,6 +73,7 @@ impl Registration {
             weight: 100,
             ttl: DEFAULT_TTL,
             deregister_after: None,
+            check: None,
         }
     }
 }
@@ -95,6 +101,8 @@ pub struct RegistrationBuilder {
     ttl: Duration,
     /// Remove the instance after it has been unhealthy this long.
     deregister_after: Option<Duration>,
+    /// A check the agent runs instead of heartbeats.
+    check: Option<AgentCheck>,
 }
 
 impl RegistrationBuilder {
@@ -145,6 +153,60 @@ impl RegistrationBuilder {
         self
     }
 
+    /// Asks the agent to `GET` `url` every `interval` (each probe allowed `timeout`) instead of
+    /// heartbeating: 2xx is passing, 429 warning, anything else critical. No heartbeat loop
+    /// runs. The notes' example: `.http_check(url, 10 s, 3 s).deregister_after(1 min)`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use signpost_client::registration::Registration;
+    /// use signpost_client::registry::CheckTarget;
+    ///
+    /// let spec = Registration::builder("users", "10.0.0.7", 8080)
+    ///     .http_check("http://10.0.0.7:8080/health", Duration::from_secs(10), Duration::from_secs(3))
+    ///     .deregister_after(Duration::from_secs(60))
+    ///     .spec();
+    /// let check = spec.check.unwrap();
+    /// assert_eq!(check.target, CheckTarget::Http("http://10.0.0.7:8080/health".into()));
+    /// assert_eq!((check.interval, check.timeout), (Duration::from_secs(10), Duration::from_secs(3)));
+    /// ```
+    pub fn http_check(self, url: impl Into<String>, interval: Duration, timeout: Duration) -> Self {
+        self.agent_check(CheckTarget::Http(url.into()), interval, timeout)
+    }
+
+    /// Asks the agent to connect to `addr` (`host:port`) every `interval` instead of
+    /// heartbeating; see [`RegistrationBuilder::http_check`].
+    pub fn tcp_check(self, addr: impl Into<String>, interval: Duration, timeout: Duration) -> Self {
+        self.agent_check(CheckTarget::Tcp(addr.into()), interval, timeout)
+    }
+
+    /// Asks the agent to call `grpc.health.v1.Health/Check` at `target` (`host:port`, or
+    /// `host:port/service`) every `interval` instead of heartbeating; see
+    /// [`RegistrationBuilder::http_check`].
+    pub fn grpc_check(
+        self,
+        target: impl Into<String>,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Self {
+        self.agent_check(CheckTarget::Grpc(target.into()), interval, timeout)
+    }
+
+    /// Any agent-run check.
+    pub fn agent_check(
+        mut self,
+        target: CheckTarget,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Self {
+        self.check = Some(AgentCheck {
+            target,
+            interval,
+            timeout,
+        });
+        self
+    }
+
     /// The registration this builder describes.
     ///
     /// ```
@@ -187,6 +249,7 @@ impl RegistrationBuilder {
             },
             ttl: self.ttl,
             deregister_after: self.deregister_after,
+            check: self.check.clone(),
         }
     }
 
@@ -207,13 +270,28 @@ impl RegistrationBuilder {
         registry: Arc<dyn Registry>,
     ) -> Result<RegistrationHandle, RegistryError> {
         let spec = self.spec();
-        if spec.ttl.is_zero() {
+        if spec.check.is_none() && spec.ttl.is_zero() {
             return Err(RegistryError::invalid(
                 "registration",
                 "ttl must be above zero",
             ));
         }
         registry.register(&spec).await?;
+        if let Some(check) = &spec.check {
+            tracing::info!(
+                service = %spec.instance.service,
+                id = %spec.instance.id,
+                "registered; the agent checks {:?} every {:?}",
+                check.target,
+                check.interval
+            );
+            let (stop, _) = oneshot::channel();
+            return Ok(RegistrationHandle {
+                spec: Arc::new(spec),
+                registry,
+                running: Some(Running { stop, task: None }),
+            });
+        }
         tracing::info!(
             service = %spec.instance.service,
             id = %spec.instance.id,
@@ -226,7 +304,10 @@ impl RegistrationBuilder {
         Ok(RegistrationHandle {
             spec,
             registry,
-            running: Some(Running { stop, task }),
+            running: Some(Running {
+                stop,
+                task: Some(task),
+            }),
         })
     }
 }
@@ -236,14 +317,17 @@ impl RegistrationBuilder {
 struct Running {
     /// Tells the heartbeat task to stop.
     stop: oneshot::Sender<()>,
-    /// The heartbeat task, awaited before deregistering so it cannot re-register afterwards.
-    task: JoinHandle<()>,
+    /// The heartbeat task, awaited before deregistering so it cannot re-register afterwards;
+    /// `None` when the agent runs the check (nothing heartbeats).
+    task: Option<JoinHandle<()>>,
 }
 
 impl Running {
     async fn stop(self) {
         let _ = self.stop.send(());
-        let _ = self.task.await;
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
     }
 }
 
@@ -365,7 +449,9 @@ impl Drop for RegistrationHandle {
             }
             Err(_) => {
                 // No runtime: stop heartbeating; the TTL removes the instance.
-                running.task.abort();
+                if let Some(task) = running.task {
+                    task.abort();
+                }
             }
         }
     }

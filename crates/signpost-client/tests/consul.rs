@@ -33,6 +33,7 @@ fn spec(service: &str, id: &str, port: u16) -> RegistrationSpec {
         },
         ttl: Duration::from_secs(5),
         deregister_after: Some(Duration::from_secs(60)),
+        check: None,
     }
 }
 

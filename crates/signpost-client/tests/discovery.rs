@@ -30,6 +30,7 @@ fn spec(service: &str, id: &str, port: u16, ttl: Duration) -> RegistrationSpec {
         },
         ttl,
         deregister_after: Some(Duration::from_secs(60)),
+        check: None,
     }
 }
 

@@ -197,6 +197,7 @@ fn spec(service: &str, id: &str, port: u16, ttl: Duration) -> RegistrationSpec {
         },
         ttl,
         deregister_after: None,
+        check: None,
     }
 }
 

@@ -139,3 +139,81 @@ async fn the_first_registration_failing_is_an_error() {
         signpost_client::registry::RegistryError::Unavailable { .. }
     ));
 }
+
+/// A small axum server whose `/health` answers 200 or 503 as `healthy` says.
+async fn health_server(
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u16, tokio::task::JoinHandle<()>) {
+    use std::sync::atomic::Ordering;
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(move || {
+            let healthy = healthy.clone();
+            async move {
+                if healthy.load(Ordering::SeqCst) {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn an_http_check_registered_by_the_sdk_follows_the_health_endpoint() {
+    use signpost_client::registry::consul::ConsulRegistry;
+    use signpost_client::registry::Registry;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let t = TestAgent::start().await;
+    let healthy = Arc::new(AtomicBool::new(true));
+    let (port, server) = health_server(healthy.clone()).await;
+    let native = t.registry();
+    let consul: Arc<dyn Registry> = Arc::new(ConsulRegistry::new([t.base.clone()]).unwrap());
+    for (name, registry) in [("native", native), ("consul", consul)] {
+        let service = format!("web-{name}");
+        let handle = Registration::builder(&service, "127.0.0.1", port)
+            .http_check(
+                format!("http://127.0.0.1:{port}/health"),
+                Duration::from_millis(100),
+                Duration::from_secs(1),
+            )
+            .deregister_after(Duration::from_secs(60))
+            .register(registry)
+            .await
+            .unwrap();
+        let id = handle.id().to_string();
+        let status = || async { t.status_of(&service, &id).await };
+        eventually(&format!("{name}: passing once /health answers"), || async {
+            status().await.as_deref() == Some("passing")
+        })
+        .await;
+        healthy.store(false, Ordering::SeqCst);
+        eventually(&format!("{name}: critical when /health fails"), || async {
+            status().await.as_deref() == Some("critical")
+        })
+        .await;
+        // Nothing heartbeats it back: it stays critical over several check intervals.
+        for _ in 0..6 {
+            assert_eq!(status().await.as_deref(), Some("critical"), "{name}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        healthy.store(true, Ordering::SeqCst);
+        eventually(
+            &format!("{name}: passing again when /health recovers"),
+            || async { status().await.as_deref() == Some("passing") },
+        )
+        .await;
+        handle.deregister().await.unwrap();
+        assert_eq!(status().await, None, "{name}");
+    }
+    server.abort();
+}

@@ -66,6 +66,7 @@ fn spec(id: &str) -> RegistrationSpec {
         },
         ttl: Duration::from_secs(30),
         deregister_after: None,
+        check: None,
     }
 }
 

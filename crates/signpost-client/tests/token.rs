@@ -96,6 +96,7 @@ fn spec() -> RegistrationSpec {
         },
         ttl: Duration::from_secs(5),
         deregister_after: None,
+        check: None,
     }
 }
 

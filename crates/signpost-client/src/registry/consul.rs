@@ -64,8 +64,8 @@ use tokio::time::Instant;
 use super::agents::{encode, Agents, ClientSettings, Tried};
 use super::error::error_body;
 use super::ClientTls;
+use super::{AgentCheck, CheckTarget, RegistrationSpec, Registry, RegistryError, ServiceSet};
 use super::{AnswerError, Cause, ConfigError};
-use super::{RegistrationSpec, Registry, RegistryError, ServiceSet};
 use crate::instance::{Instance, Update};
 use signpost_api::ErrorBody;
 
@@ -326,16 +326,52 @@ struct WeightsBody {
 struct CheckBody {
     #[serde(rename = "CheckID")]
     check_id: String,
-    #[serde(rename = "TTL")]
-    ttl: String,
-    #[serde(rename = "Status")]
-    status: &'static str,
+    #[serde(rename = "TTL", skip_serializing_if = "Option::is_none")]
+    ttl: Option<String>,
+    /// An agent-run check's target (`HTTP`, `TCP` or `GRPC`) and its timing.
+    #[serde(flatten)]
+    active: Option<ActiveCheck>,
+    #[serde(rename = "Status", skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
     /// Consul raises anything below one minute to one minute.
     #[serde(
         rename = "DeregisterCriticalServiceAfter",
         skip_serializing_if = "Option::is_none"
     )]
     deregister_after: Option<String>,
+}
+
+/// An agent-run check in Consul's shape; it starts critical, as in Consul.
+#[derive(Debug, Serialize)]
+struct ActiveCheck {
+    #[serde(rename = "HTTP", skip_serializing_if = "Option::is_none")]
+    http: Option<String>,
+    #[serde(rename = "TCP", skip_serializing_if = "Option::is_none")]
+    tcp: Option<String>,
+    #[serde(rename = "GRPC", skip_serializing_if = "Option::is_none")]
+    grpc: Option<String>,
+    #[serde(rename = "Interval")]
+    interval: String,
+    #[serde(rename = "Timeout")]
+    timeout: String,
+}
+
+impl ActiveCheck {
+    fn of(check: &AgentCheck) -> Self {
+        let mut a = ActiveCheck {
+            http: None,
+            tcp: None,
+            grpc: None,
+            interval: go_duration(check.interval),
+            timeout: go_duration(check.timeout),
+        };
+        match &check.target {
+            CheckTarget::Http(url) => a.http = Some(url.clone()),
+            CheckTarget::Tcp(addr) => a.tcp = Some(addr.clone()),
+            CheckTarget::Grpc(addr) => a.grpc = Some(addr.clone()),
+        }
+        a
+    }
 }
 
 /// The TTL check id of instance `id`: Consul's default id of a service's check.
@@ -358,8 +394,9 @@ fn register_body(spec: &RegistrationSpec) -> RegisterBody<'_> {
         },
         check: CheckBody {
             check_id: check_id(&i.id),
-            ttl: go_duration(spec.ttl),
-            status: "passing",
+            ttl: spec.check.is_none().then(|| go_duration(spec.ttl)),
+            active: spec.check.as_ref().map(ActiveCheck::of),
+            status: spec.check.is_none().then_some("passing"),
             deregister_after: spec.deregister_after.map(go_duration),
         },
     }
@@ -978,6 +1015,7 @@ mod tests {
             },
             ttl: Duration::from_secs(10),
             deregister_after: Some(Duration::from_secs(90)),
+            check: None,
         };
         assert_eq!(
             serde_json::to_value(register_body(&spec)).unwrap(),
@@ -994,6 +1032,7 @@ mod tests {
         let spec = RegistrationSpec {
             ttl: Duration::from_millis(1500),
             deregister_after: None,
+            check: None,
             ..spec
         };
         let body = serde_json::to_value(register_body(&spec)).unwrap();
@@ -1001,6 +1040,23 @@ mod tests {
         assert!(body["Check"]
             .get("DeregisterCriticalServiceAfter")
             .is_none());
+        // An agent-run check replaces the TTL check and starts critical, as in Consul.
+        let spec = RegistrationSpec {
+            check: Some(AgentCheck {
+                target: CheckTarget::Http("http://10.0.0.7:8080/health".into()),
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(3),
+            }),
+            deregister_after: Some(Duration::from_secs(60)),
+            ..spec
+        };
+        assert_eq!(
+            serde_json::to_value(register_body(&spec)).unwrap()["Check"],
+            serde_json::json!({
+                "CheckID": "service:u-1", "HTTP": "http://10.0.0.7:8080/health",
+                "Interval": "10s", "Timeout": "3s", "DeregisterCriticalServiceAfter": "1m"
+            })
+        );
     }
 
     #[test]

@@ -317,6 +317,12 @@ impl Registry for EtcdRegistry {
         spec: &'a RegistrationSpec,
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
+            if spec.check.is_some() {
+                return Err(RegistryError::invalid(
+                    "check",
+                    "etcd cannot run HTTP, TCP or gRPC checks; register with a TTL",
+                ));
+            }
             let i = &spec.instance;
             let value = serde_json::to_vec(i)
                 .map_err(|e| RegistryError::malformed("instance to register", e))?;

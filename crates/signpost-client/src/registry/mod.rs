@@ -34,6 +34,32 @@ pub struct RegistrationSpec {
     pub ttl: Duration,
     /// Remove the instance once it has been unhealthy this long (registries that support it).
     pub deregister_after: Option<Duration>,
+    /// A check the agent runs itself instead of the TTL check (no heartbeats are sent then);
+    /// `None` registers the TTL check. Signpost and Consul run them; etcd refuses them.
+    pub check: Option<AgentCheck>,
+}
+
+/// A health check the agent runs against the instance (HTTP, TCP or gRPC), as the agent's
+/// registration API describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCheck {
+    /// What the agent probes.
+    pub target: CheckTarget,
+    /// Time between probes.
+    pub interval: Duration,
+    /// How long one probe may take.
+    pub timeout: Duration,
+}
+
+/// What an [`AgentCheck`] probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckTarget {
+    /// `GET` of this URL: 2xx passing, 429 warning, anything else critical.
+    Http(String),
+    /// A TCP connection to this `host:port`.
+    Tcp(String),
+    /// `grpc.health.v1.Health/Check` at this `host:port` (or `host:port/service`).
+    Grpc(String),
 }
 
 /// The services a registry knows, as of one index: what [`Registry::watch_services`] yields.

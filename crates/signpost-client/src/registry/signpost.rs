@@ -31,7 +31,8 @@ use super::consul::BlockingIndex;
 use super::error::error_body;
 use super::ClientTls;
 use super::{
-    AnswerError, Cause, ConfigError, RegistrationSpec, Registry, RegistryError, ServiceSet,
+    AgentCheck, AnswerError, Cause, CheckTarget, ConfigError, RegistrationSpec, Registry,
+    RegistryError, ServiceSet,
 };
 use crate::instance::{Instance, Update};
 
@@ -279,13 +280,32 @@ fn registration_body(spec: &RegistrationSpec) -> Registration {
         tags: i.tags.clone(),
         metadata: i.metadata.clone(),
         weight: Some(i.weight),
-        check: Some(Check {
-            ttl: Some(millis(spec.ttl)),
-            deregister_after: spec.deregister_after.map(millis),
-            ..Check::default()
+        check: Some(match &spec.check {
+            None => Check {
+                ttl: Some(millis(spec.ttl)),
+                deregister_after: spec.deregister_after.map(millis),
+                ..Check::default()
+            },
+            Some(c) => agent_check(c, spec.deregister_after),
         }),
         status: None,
     }
+}
+
+/// The native check body of an agent-run check.
+fn agent_check(c: &AgentCheck, deregister_after: Option<Duration>) -> Check {
+    let mut check = Check {
+        interval: Some(millis(c.interval)),
+        timeout: Some(millis(c.timeout)),
+        deregister_after: deregister_after.map(millis),
+        ..Check::default()
+    };
+    match &c.target {
+        CheckTarget::Http(url) => check.http = Some(url.clone()),
+        CheckTarget::Tcp(addr) => check.tcp = Some(addr.clone()),
+        CheckTarget::Grpc(addr) => check.grpc = Some(addr.clone()),
+    }
+    check
 }
 
 impl Inner {
@@ -800,6 +820,7 @@ mod tests {
             },
             ttl: Duration::from_secs(10),
             deregister_after: Some(Duration::from_secs(60)),
+            check: None,
         };
         let body = registration_body(&spec);
         assert_eq!(

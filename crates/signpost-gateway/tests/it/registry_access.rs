@@ -92,6 +92,7 @@ async fn the_gateway_follows_an_agent_over_mutual_tls() {
         },
         ttl: Duration::from_secs(300),
         deregister_after: None,
+        check: None,
     };
     sdk.register(&spec).await.unwrap();
 
