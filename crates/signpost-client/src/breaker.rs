@@ -318,6 +318,7 @@ impl CircuitBreaker {
                 successes: 0,
             };
             inner.generation += 1;
+            crate::metrics::breaker_transition(BreakerState::HalfOpen);
         }
         match &mut inner.state {
             State::Closed => Ok(Permit {
@@ -414,6 +415,7 @@ impl CircuitBreaker {
             State::Open { .. } => BreakerState::Open,
             State::HalfOpen { .. } => BreakerState::HalfOpen,
         };
+        crate::metrics::breaker_transition(state);
         if let Some(gauges) = &self.gauges {
             match (was_closed, state) {
                 (true, BreakerState::Open) => {

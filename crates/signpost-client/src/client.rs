@@ -527,6 +527,7 @@ impl ServiceClient {
                 }
             };
             let instance = selected.instance();
+            crate::metrics::attempt(service);
             let result = self.attempt(&call, instance).await;
             let outcome = match &result {
                 Ok(_) => Outcome::Success,
@@ -824,7 +825,7 @@ impl Call<'_> {
     /// `()` and `Option<T>` accept it).
     pub async fn send<T: DeserializeOwned>(self) -> Result<Reply<T>, CallError> {
         let client = self.client;
-        let reply = client.execute(self).await?;
+        let reply = crate::metrics::call(client.service(), client.execute(self)).await?;
         let json: &[u8] = if reply.body.iter().all(u8::is_ascii_whitespace) {
             b"null"
         } else {
@@ -846,6 +847,6 @@ impl Call<'_> {
     /// Sends the request and returns the raw response body.
     pub async fn send_bytes(self) -> Result<Reply<Bytes>, CallError> {
         let client = self.client;
-        client.execute(self).await
+        crate::metrics::call(client.service(), client.execute(self)).await
     }
 }

@@ -637,6 +637,8 @@ struct Follower {
     changes_tx: broadcast::Sender<Arc<Published>>,
     /// The changes applied to `view` since the last published list.
     unpublished: Vec<Update>,
+    /// The cache-age gauge's memory of when the watch was lost.
+    age: crate::metrics::CacheAge,
     /// Publishes the task's state.
     status_tx: watch::Sender<WatchStatus>,
     /// The registry's view as last received, by id (may differ from what is published while an
@@ -684,6 +686,7 @@ impl Follower {
             list_tx,
             changes_tx,
             unpublished: Vec::new(),
+            age: Default::default(),
             status_tx,
             view: BTreeMap::new(),
             cached: None,
@@ -722,6 +725,7 @@ impl Follower {
             };
             drop(stream);
             self.status_tx.send_modify(|s| s.connected = false);
+            self.age.lost(&self.service);
             self.serve_cache_if_nothing();
             let delay = self
                 .options
@@ -778,6 +782,7 @@ impl Follower {
     /// Applies one update to the registry view, then publishes (subject to the guard).
     async fn apply(&mut self, update: Update) {
         let index = update.index();
+        self.age.received(&self.service);
         self.unpublished.push(update.clone());
         match update {
             Update::Reset { instances, .. } => {

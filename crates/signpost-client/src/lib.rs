@@ -26,6 +26,8 @@
 //!   retries all wait with it.
 //! - [`retry`]: retry policy (over [`backoff::Backoff`]) and a retry budget.
 //! - [`client`]: [`client::ServiceClient`], typed JSON calls over all of the above.
+//! - [`metrics`]: the SDK's metrics through the `metrics` facade (discovery updates and cache
+//!   age, calls by outcome, attempts, latency, breaker transitions).
 //! - [`tower_discover`]: a `tower::discover::Discover` adapter over discovery's change stream.
 #![forbid(unsafe_code)]
 
@@ -41,6 +43,7 @@ pub mod backoff;
 pub mod balance;
 pub mod breaker;
 pub mod client;
+pub mod metrics;
 pub mod retry;
 pub mod selector;
 pub mod tower_discover;
