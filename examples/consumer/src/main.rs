@@ -1,102 +1,123 @@
-//! `consumer`: calls `user-service` and `product-service` through the SDK's `ServiceClient` in
-//! a loop and prints which instance answered each call, plus running totals.
+//! `consumer`: an HTTP service that calls `user-service` and `product-service` through the SDK's
+//! `ServiceClient`: `GET /client/users/{id}` and `GET /client/products/{id}` answer what the
+//! service answered, with which instance answered and after how many attempts.
 //!
 //! Discovery follows both services through the agent's watch stream; each client balances
 //! round-robin, trips per-instance circuit breakers, ejects outliers and retries idempotent calls
 //! on another instance. Killing an instance therefore shows up as (at most) a few retried
-//! attempts, not as failed calls.
+//! attempts, not as failed calls. The consumer registers itself under `consumer` with a TTL
+//! heartbeat, binds `--port` (or `$PORT`; 0: any free port) and deregisters on SIGINT/SIGTERM.
 //!
 //! ```sh
-//! cargo run -p consumer -- --agent http://127.0.0.1:8500 --interval 200ms
+//! cargo run -p consumer -- --agent http://127.0.0.1:8500 --port 8080
+//! curl -s localhost:8080/client/users/1
 //! ```
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use clap::Parser;
 use http::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
 use signpost_client::balance::RoundRobin;
 use signpost_client::breaker::BreakerConfig;
-use signpost_client::client::ServiceClient;
+use signpost_client::client::{CallError, ServiceClient};
 use signpost_client::discovery::{Discovery, DiscoveryOptions};
 use signpost_client::registry::signpost::SignpostRegistry;
+use signpost_client::registry::Registry;
+use signpost_client::Registration;
+
+/// The service name the consumer registers under.
+const SERVICE: &str = "consumer";
 
 #[derive(Parser, Debug)]
-#[command(about = "Example consumer for the Signpost demo")]
+#[command(about = "Example consumer for the Signpost demo: an HTTP service calling the others")]
 struct Args {
     /// The Signpost agent.
     #[arg(long, env = "SIGNPOST_ADDR", default_value = "http://127.0.0.1:8500")]
     agent: String,
-    /// Pause between rounds (one call to each service per round).
-    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
-    interval: Duration,
-    /// Rounds to run (0: until interrupted).
-    #[arg(long, default_value_t = 0)]
-    rounds: u64,
-    /// Print a summary every this many rounds.
-    #[arg(long, default_value_t = 10)]
-    report_every: u64,
+    /// Address to listen on and to register.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0: any free port).
+    #[arg(long, env = "PORT", default_value_t = 0)]
+    port: u16,
     /// Timeout of one attempt.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Heartbeat TTL of the consumer's own registration.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    ttl: Duration,
 }
 
-/// Running totals for one service.
-#[derive(Debug, Default)]
-struct Tally {
-    /// Calls that succeeded.
-    ok: u64,
-    /// Calls that failed (after retries).
-    failed: u64,
-    /// Calls that needed more than one attempt but succeeded.
-    retried: u64,
-    /// Successful calls per answering instance.
-    by_instance: BTreeMap<String, u64>,
+/// The clients the handlers call through.
+#[derive(Clone)]
+struct AppState {
+    /// `user-service`.
+    users: Arc<ServiceClient>,
+    /// `product-service`.
+    products: Arc<ServiceClient>,
 }
 
-impl Tally {
-    fn summary(&self, service: &str) -> String {
-        let instances: Vec<String> = self
-            .by_instance
-            .iter()
-            .map(|(id, n)| format!("{id}:{n}"))
-            .collect();
-        format!(
-            "summary service={service} ok={} failed={} retried={} instances={}",
-            self.ok,
-            self.failed,
-            self.retried,
-            instances.join(",")
-        )
-    }
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/client/users/{id}", get(user))
+        .route("/client/products/{id}", get(product))
+        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .with_state(state)
 }
 
-/// Calls `path` on `client` once, prints the outcome and counts it.
-async fn call(client: &ServiceClient, path: &str, tally: &mut Tally) {
-    let service = client.service().to_string();
+async fn user(State(s): State<AppState>, Path(id): Path<u64>) -> Response {
+    forward(&s.users, &format!("/users/{id}")).await
+}
+
+async fn product(State(s): State<AppState>, Path(id): Path<u64>) -> Response {
+    forward(&s.products, &format!("/products/{id}")).await
+}
+
+/// Calls `path` through `client` and answers what came back, with which instance answered and
+/// after how many attempts; a service's 4xx is passed on, no instance left is a 503, any other
+/// failure a 502.
+async fn forward(client: &ServiceClient, path: &str) -> Response {
+    let service = client.service();
     match client.request(Method::GET, path).send::<Value>().await {
         Ok(reply) => {
-            tally.ok += 1;
-            if reply.attempts > 1 {
-                tally.retried += 1;
-            }
-            *tally
-                .by_instance
-                .entry(reply.instance.id.clone())
-                .or_default() += 1;
             println!(
-                "call service={service} path={path} instance={} status={} attempts={}",
-                reply.instance.id,
-                reply.status.as_u16(),
-                reply.attempts
+                "call service={service} path={path} instance={} attempts={}",
+                reply.instance.id, reply.attempts
             );
+            Json(json!({
+                "service": service,
+                "instance": reply.instance.id,
+                "attempts": reply.attempts,
+                "body": reply.body,
+            }))
+            .into_response()
         }
         Err(e) => {
-            tally.failed += 1;
             println!("call service={service} path={path} error=\"{e}\"");
+            let status = match &e {
+                CallError::Status { code, .. } if *code < 500 => {
+                    StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY)
+                }
+                CallError::NoInstances { .. } | CallError::CircuitOpen { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            (
+                status,
+                Json(json!({ "service": service, "error": e.to_string() })),
+            )
+                .into_response()
         }
     }
 }
@@ -113,6 +134,28 @@ fn client(discovery: &Discovery, service: &str, timeout: Duration) -> ServiceCli
         .build()
 }
 
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -123,35 +166,28 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let registry = Arc::new(SignpostRegistry::new([args.agent.clone()])?);
-    let discovery = Discovery::new(registry, DiscoveryOptions::default());
-    let users = client(&discovery, "user-service", args.timeout);
-    let products = client(&discovery, "product-service", args.timeout);
-    for service in ["user-service", "product-service"] {
-        discovery.service(service).ready().await?;
-    }
+    let discovery = Discovery::new(registry.clone(), DiscoveryOptions::default());
+    let state = AppState {
+        users: Arc::new(client(&discovery, "user-service", args.timeout)),
+        products: Arc::new(client(&discovery, "product-service", args.timeout)),
+    };
 
-    let mut user_tally = Tally::default();
-    let mut product_tally = Tally::default();
-    let mut round: u64 = 0;
-    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
-    loop {
-        round += 1;
-        let id = round % 5 + 1;
-        call(&users, &format!("/users/{id}"), &mut user_tally).await;
-        call(&products, &format!("/products/{id}"), &mut product_tally).await;
-        if round.is_multiple_of(args.report_every.max(1)) {
-            println!("{}", user_tally.summary(users.service()));
-            println!("{}", product_tally.summary(products.service()));
-        }
-        if args.rounds != 0 && round >= args.rounds {
-            break;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(args.interval) => {}
-            _ = &mut interrupted => break,
-        }
-    }
-    println!("{}", user_tally.summary(users.service()));
-    println!("{}", product_tally.summary(products.service()));
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let registry: Arc<dyn Registry> = registry;
+    let registration = Registration::builder(SERVICE, args.host.clone(), addr.port())
+        .ttl(args.ttl)
+        .register(registry)
+        .await
+        .with_context(|| format!("cannot register with the agent at {}", args.agent))?;
+    // One line the demo script waits for.
+    println!("{SERVICE} listening on http://{addr}");
+
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    registration.deregister().await?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `product-service`: an example service for the Signpost demo.
 //!
-//! Binds `--host:--port` (port 0: any free port), registers itself with the agent under
+//! Binds `--host:--port` (or `$PORT`; 0: any free port), registers itself with the agent under
 //! `product-service` with a TTL check and keeps heartbeating it (the SDK's `Registration`), serves a
 //! little in-memory JSON, and deregisters on SIGINT/SIGTERM. Every response carries the
 //! instance id (in the body and in `x-instance-id`) so the demo can show how calls spread.
@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     /// Port to listen on (0: any free port).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "PORT", default_value_t = 0)]
     port: u16,
     /// Instance id [default: product-service-<port>].
     #[arg(long)]
