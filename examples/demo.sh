@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The SDK demo: an agent, two instances each of user-service and product-service, and a consumer
-# calling both through ServiceClient. Shows the calls spread over the instances, kills one
-# instance with SIGKILL, and shows the consumer keeps succeeding. Everything started here is
-# stopped by PID on exit.
+# The SDK demo: an agent, two instances each of user-service and product-service, and the
+# consumer, an HTTP service calling both through ServiceClient, driven here with curl. Shows the
+# calls spread over the instances, the user-service's CRUD, its settings changing live from the
+# KV store, and then kills one user-service instance with SIGKILL: the consumer keeps answering
+# and the agent's HTTP check marks the instance critical. Everything started here is stopped by
+# PID on exit.
 #
 #   examples/demo.sh            # release build (first build takes a few minutes)
 #   PROFILE=dev examples/demo.sh
@@ -75,6 +77,10 @@ for _ in $(seq 100); do
 done
 "$bin/signpost" services >/dev/null
 
+echo "== the user-service's settings, in the KV store"
+"$bin/signpost" kv put app/user-service/config '{"greeting":"Hello","page_size":3}' >/dev/null
+echo "   app/user-service/config = $("$bin/signpost" kv get app/user-service/config)"
+
 start_service() { # name index
   "$bin/$1" --port 0 --id "$1-$2" >"$logs/$1-$2.log" 2>&1 &
   pids+=($!)
@@ -85,36 +91,93 @@ start_service() { # name index
 echo "== starting two instances of each service"
 start_service user-service 1
 victim_pid=$!
+victim_url="$(grep 'listening on' "$logs/user-service-1.log" | sed -E 's/.*listening on //')"
 start_service user-service 2
 start_service product-service 1
 start_service product-service 2
+
+# Waits (up to 20 s) until user-service instance $1 has status $2.
+wait_for_status() {
+  local i
+  for i in $(seq 200); do
+    if "$bin/signpost" instances user-service --all | grep "$1" | grep -q "$2"; then
+      return
+    fi
+    sleep 0.1
+  done
+  echo "timed out waiting for $1 to be $2" >&2
+  "$bin/signpost" instances user-service --all >&2
+  exit 1
+}
+echo "-- the agent checks the user-service's /health itself (HTTP check, no heartbeats):"
+wait_for_status user-service-1 passing
+wait_for_status user-service-2 passing
 "$bin/signpost" instances user-service
 "$bin/signpost" instances product-service
 
-echo "== starting the consumer (a call to each service every 100 ms)"
-"$bin/consumer" --interval 100ms --report-every 10 >"$logs/consumer.log" 2>&1 &
+consumer_port="$(free_port 18600)"
+consumer="http://127.0.0.1:$consumer_port"
+echo "== starting the consumer on $consumer (its port from \$PORT)"
+PORT="$consumer_port" "$bin/consumer" >"$logs/consumer.log" 2>&1 &
 pids+=($!)
-wait_for_line "$logs/consumer.log" "summary service=product-service"
-sleep 3
-echo "-- calls spread over the instances:"
-grep '^call' "$logs/consumer.log" | tail -n 8 | sed 's/^/   /'
-grep '^summary' "$logs/consumer.log" | tail -n 2 | sed 's/^/   /'
+wait_for_line "$logs/consumer.log" "listening on"
 
-echo "== killing user-service-1 (SIGKILL, pid $victim_pid): no deregistration, its TTL lapses"
-before_failed="$(grep '^summary service=user-service' "$logs/consumer.log" | tail -n 1 | sed -E 's/.*failed=([0-9]+).*/\1/')"
+echo "-- curl the consumer: calls spread over the instances"
+for id in 1 2 3 4; do
+  echo "   GET /client/users/$id    -> $(curl -sf "$consumer/client/users/$id")"
+done
+for id in 1 2; do
+  echo "   GET /client/products/$id -> $(curl -sf "$consumer/client/products/$id")"
+done
+
+echo "== create, read, update and delete on one user-service instance ($victim_url)"
+json=(-H 'content-type: application/json')
+echo "   POST   /users   -> $(curl -sf -X POST "${json[@]}" "$victim_url/users" -d '{"name":"Ken Thompson","email":"ken@example.com"}')"
+echo "   GET    /users/6 -> $(curl -sf "$victim_url/users/6")"
+echo "   PUT    /users/6 -> $(curl -sf -X PUT "${json[@]}" "$victim_url/users/6" -d '{"email":"ken@bell-labs.com"}')"
+echo "   DELETE /users/6 -> $(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$victim_url/users/6")"
+echo "   GET    /users/6 -> $(curl -s -w ' (%{http_code})' "$victim_url/users/6")"
+echo "   POST   /users {} -> $(curl -s -w ' (%{http_code})' -X POST "${json[@]}" "$victim_url/users" -d '{}')"
+
+echo "== changing the settings live: greeting Bonjour, page size 2"
+"$bin/signpost" kv put app/user-service/config '{"greeting":"Bonjour","page_size":2}' >/dev/null
+for i in $(seq 100); do
+  a="$(curl -sf "$consumer/client/users/1")"
+  b="$(curl -sf "$consumer/client/users/1")"
+  if [[ "$a" == *Bonjour* && "$b" == *Bonjour* ]]; then
+    break
+  fi
+  if [ "$i" -eq 100 ]; then
+    echo "the settings did not reach both instances" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+echo "   GET /client/users/1 -> $a"
+echo "   GET /client/users/1 -> $b"
+echo "   GET $victim_url/users -> $(curl -sf "$victim_url/users")"
+grep -h '^settings' "$logs"/user-service-*.log | sed 's/^/   /'
+
+echo "== killing user-service-1 (SIGKILL, pid $victim_pid): no deregistration"
 { kill -9 "$victim_pid" && wait "$victim_pid"; } 2>/dev/null || true
-sleep 6
-echo "-- the consumer keeps succeeding:"
-grep '^call service=user-service' "$logs/consumer.log" | tail -n 6 | sed 's/^/   /'
-grep '^summary' "$logs/consumer.log" | tail -n 2 | sed 's/^/   /'
-after_failed="$(grep '^summary service=user-service' "$logs/consumer.log" | tail -n 1 | sed -E 's/.*failed=([0-9]+).*/\1/')"
-retried="$(grep -c '^call service=user-service.*attempts=[2-9]' "$logs/consumer.log" || true)"
-echo "-- user-service calls failed since the kill: $(( after_failed - before_failed )); calls that needed a retry: $retried"
+failed=0
+calls=0
+for i in $(seq 60); do
+  calls=$((calls + 1))
+  if ! curl -sf "$consumer/client/users/$(( i % 5 + 1 ))" >/dev/null; then
+    failed=$((failed + 1))
+  fi
+  sleep 0.1
+done
+echo "-- the agent's HTTP check marks it critical:"
+wait_for_status user-service-1 critical
 "$bin/signpost" instances user-service --all
+retried="$(grep -c '^call service=user-service.*attempts=[2-9]' "$logs/consumer.log" || true)"
+echo "-- calls through the consumer since the kill: $calls, failed: $failed; calls that needed a retry: $retried"
 
-if [ "$(( after_failed - before_failed ))" -eq 0 ]; then
+if [ "$failed" -eq 0 ]; then
   echo "== demo OK: no call failed while an instance died"
 else
-  echo "== demo: $(( after_failed - before_failed )) call(s) failed while an instance died"
+  echo "== demo: $failed call(s) failed while an instance died"
   exit 1
 fi
