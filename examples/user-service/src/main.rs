@@ -179,41 +179,28 @@ fn not_found(s: &AppState, id: u64) -> Response {
     bad(StatusCode::NOT_FOUND, s, "id", format!("no user {id}"))
 }
 
-/// Checks a create or update body: `name` and `email` must be non-empty when given (and given
-/// at all when `all`).
-fn validate(s: &AppState, input: &UserInput, all: bool) -> Result<(), Response> {
-    for (field, value) in [("name", &input.name), ("email", &input.email)] {
-        match value {
-            Some(v) if v.trim().is_empty() => {
-                return Err(bad(
-                    StatusCode::BAD_REQUEST,
-                    s,
-                    field,
-                    format!("{field} must not be empty"),
-                ))
-            }
-            None if all => {
-                return Err(bad(
-                    StatusCode::BAD_REQUEST,
-                    s,
-                    field,
-                    format!("{field} is required"),
-                ))
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+/// Why a create or update body is refused: the field to blame and the message.
+struct Refusal {
+    field: &'static str,
+    error: String,
 }
 
-/// The body as JSON, or the 400 that names what is wrong with it.
-fn body(
-    s: &AppState,
-    input: Result<Json<UserInput>, JsonRejection>,
-) -> Result<UserInput, Response> {
-    input
-        .map(|Json(i)| i)
-        .map_err(|e| bad(StatusCode::BAD_REQUEST, s, "body", e.body_text()))
+/// The body as JSON with `name` and `email` non-empty when given (and given at all when
+/// `all`), or why not.
+fn accept(input: Result<Json<UserInput>, JsonRejection>, all: bool) -> Result<UserInput, Refusal> {
+    let Json(input) = input.map_err(|e| Refusal {
+        field: "body",
+        error: e.body_text(),
+    })?;
+    for (field, value) in [("name", &input.name), ("email", &input.email)] {
+        let error = match value {
+            Some(v) if v.trim().is_empty() => format!("{field} must not be empty"),
+            None if all => format!("{field} is required"),
+            _ => continue,
+        };
+        return Err(Refusal { field, error });
+    }
+    Ok(input)
 }
 
 async fn list(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -245,13 +232,10 @@ async fn create(
     State(s): State<AppState>,
     input: Result<Json<UserInput>, JsonRejection>,
 ) -> Response {
-    let input = match body(&s, input) {
+    let input = match accept(input, true) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return bad(StatusCode::BAD_REQUEST, &s, r.field, r.error),
     };
-    if let Err(r) = validate(&s, &input, true) {
-        return r;
-    }
     let user = {
         let mut store = s.store.write().expect("store lock");
         let id = store.next_id;
@@ -276,13 +260,10 @@ async fn update(
     Path(id): Path<u64>,
     input: Result<Json<UserInput>, JsonRejection>,
 ) -> Response {
-    let input = match body(&s, input) {
+    let input = match accept(input, false) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return bad(StatusCode::BAD_REQUEST, &s, r.field, r.error),
     };
-    if let Err(r) = validate(&s, &input, false) {
-        return r;
-    }
     let mut store = s.store.write().expect("store lock");
     let Some(user) = store.users.get_mut(&id) else {
         drop(store);
