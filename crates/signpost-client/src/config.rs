@@ -590,6 +590,9 @@ async fn run<T>(
     // The index the next query blocks on (0: answer at once) and the one last decoded.
     let mut query: u64 = 0;
     let mut seen: Option<u64> = None;
+    // Why the answer at `seen` was not taken (it did not decode), to report again after an
+    // outage that changed nothing.
+    let mut refused: Option<Arc<ReadError>> = None;
     loop {
         let wait = (query > 0).then_some((query, inner.options.blocking_wait));
         let result = tokio::select! {
@@ -604,12 +607,13 @@ async fn run<T>(
                 query = got;
                 if seen == Some(got) {
                     if recovered {
-                        // Back, and nothing changed meanwhile: the last value is current again.
+                        // Back, and nothing changed meanwhile: what was true before the outage
+                        // (the last value current, or the latest answer refused) is again.
                         tx.send_if_modified(|w| {
                             let unreachable =
                                 matches!(w.problem.as_deref(), Some(ReadError::Registry(_)));
                             if unreachable {
-                                w.problem = None;
+                                w.problem = refused.clone();
                             }
                             unreachable
                         });
@@ -619,6 +623,7 @@ async fn run<T>(
                 seen = Some(got);
                 match decoder(&snapshot) {
                     Ok(value) => {
+                        refused = None;
                         tx.send_replace(Watched {
                             value: Some(Versioned {
                                 index: got,
@@ -629,7 +634,9 @@ async fn run<T>(
                     }
                     Err(e) => {
                         tracing::warn!(key = %target.key, "configuration not taken, keeping the last good value: {e}");
-                        tx.send_modify(|w| w.problem = Some(Arc::new(e)));
+                        let e = Arc::new(e);
+                        refused = Some(e.clone());
+                        tx.send_modify(|w| w.problem = Some(e));
                     }
                 }
             }
