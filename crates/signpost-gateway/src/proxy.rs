@@ -54,36 +54,46 @@ pub(crate) struct ConnState {
 /// Answers one request.
 pub(crate) async fn handle(
     conn: Arc<ConnState>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let shared = &*conn.shared;
+    // Match and forward the canonical path, on the host the request names (route/path.rs).
+    if let Err(reason) = route::path::canonicalize(&mut req) {
+        let error = ProxyError::BadPath { reason };
+        return Ok(refuse(shared, &conn.client, &req, error, started));
+    }
     let snapshot = shared.snapshot();
     let host = route::request_host(req.uri(), req.headers());
     let Some(entry) = snapshot.table.find(host, req.uri().path()) else {
-        return Ok(no_route(shared, &conn.client, &req, started));
+        let error = ProxyError::NoRoute {
+            path: req.uri().path().to_string(),
+        };
+        return Ok(refuse(shared, &conn.client, &req, error, started));
     };
     Ok(forward(shared, entry, &conn, req, started).await)
 }
 
-fn no_route(
+/// A request answered before it reached a route (404 no route, 400 bad path), counted and
+/// logged.
+fn refuse(
     shared: &Shared,
     client: &ClientInfo,
     req: &Request<Incoming>,
+    error: ProxyError,
     started: Instant,
 ) -> Response<ProxyBody> {
-    shared
-        .metrics
-        .no_route
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let counter = match error {
+        ProxyError::BadPath { .. } => &shared.metrics.bad_path,
+        ProxyError::UpgradeLimit { .. } => &shared.metrics.upgrade_limit,
+        _ => &shared.metrics.no_route,
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let request_id = req
         .headers()
         .get(&X_REQUEST_ID)
         .cloned()
         .unwrap_or_else(|| shared.ids.next());
-    let error = ProxyError::NoRoute {
-        path: req.uri().path().to_string(),
-    };
     if shared.access_log {
         access_log(
             req.method(),

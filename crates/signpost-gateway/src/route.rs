@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, Uri};
 
+pub mod path;
+
 /// Where a route came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RouteSource {
