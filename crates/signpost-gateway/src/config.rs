@@ -100,6 +100,9 @@ pub enum Problem {
         /// The problem.
         problem: ValueError,
     },
+    /// A `[limits]` duration of zero.
+    #[error("limits.{0} must be above 0")]
+    ZeroLimit(&'static str),
     /// Two routes with the same name.
     #[error("route[{index}]: another route is already named {name:?}")]
     DuplicateName {
@@ -231,6 +234,8 @@ pub struct GatewayConfig {
     pub outlier: OutlierSection,
     /// The retry budget each route gets (the SDK's `RetryBudget`).
     pub retry_budget: BudgetSection,
+    /// Client connection timeouts and caps.
+    pub limits: LimitsSection,
     /// The configured routes.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -372,6 +377,38 @@ pub struct UpstreamSection {
     pub idle_timeout: Dur,
 }
 
+/// `[limits]`: how long a client connection may take and hold, so that no client can keep
+/// connections (file descriptors, memory) open for free.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// A request head must arrive within this. HTTP/1.1: from the moment the connection is
+    /// ready for a request (accepted, or the previous response sent) until the head is
+    /// complete, so an idle HTTP/1.1 keep-alive connection also closes after it; any
+    /// connection: its first request must start within it (a stalled protocol preface too).
+    pub header_timeout: Dur,
+    /// A connection on which no request starts is closed after between half and all of
+    /// this (HTTP/2 connections, and any connection the head timer does not cover); the
+    /// request in progress, if any, is finished first.
+    pub idle_timeout: Dur,
+    /// Upgraded (WebSocket) connections open at once; an upgrade request beyond it is
+    /// answered 503 `upgrade_limit` (0: upgrades refused).
+    pub max_upgraded: usize,
+    /// An upgraded connection with no byte in either direction for this long is closed.
+    pub upgrade_idle_timeout: Dur,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            header_timeout: Dur::from_secs(10),
+            idle_timeout: Dur::from_secs(60),
+            max_upgraded: 10_000,
+            upgrade_idle_timeout: Dur::from_secs(300),
+        }
+    }
+}
+
 /// `[breaker]`: see `signpost_client::breaker::BreakerConfig`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -463,6 +500,7 @@ impl Default for GatewayConfig {
             breaker: BreakerSection::default(),
             outlier: OutlierSection::default(),
             retry_budget: BudgetSection::default(),
+            limits: LimitsSection::default(),
             routes: Vec::new(),
         }
     }
@@ -610,6 +648,15 @@ impl GatewayConfig {
         }
         if self.upstream.idle_timeout.as_millis() == 0 {
             problems.push(Problem::IdleTimeout);
+        }
+        for (key, value) in [
+            ("header_timeout", self.limits.header_timeout),
+            ("idle_timeout", self.limits.idle_timeout),
+            ("upgrade_idle_timeout", self.limits.upgrade_idle_timeout),
+        ] {
+            if value.as_millis() == 0 {
+                problems.push(Problem::ZeroLimit(key));
+            }
         }
         if self.outlier.max_ejection_percent > 100 {
             problems.push(Problem::MaxEjectionPercent(

@@ -23,7 +23,9 @@
 //! - [`body`]: streaming request and response bodies.
 //! - [`error`]: the one place failures become JSON responses.
 //! - `metrics`, `admin`: `/metrics` and `GET /` on the admin port.
-//! - `server`: accept loops and graceful shutdown.
+//! - `server`: accept loops, client connection timeouts (`[limits]`) and graceful shutdown.
+//! - `upgrade`: upgraded (WebSocket) connections: spliced, capped, idle-closed, closed at
+//!   shutdown.
 //!
 //! ```no_run
 //! use signpost_gateway::{Gateway, GatewayConfig};
@@ -60,6 +62,7 @@ mod pool;
 mod proxy;
 mod server;
 mod state;
+mod upgrade;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -24,7 +24,6 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use signpost_client::balance::{Outcome, PickContext};
 use signpost_client::retry::{Decision, FailureKind, RetryPolicy};
 use signpost_client::selector::SelectError;
@@ -71,6 +70,11 @@ pub(crate) async fn handle(
         };
         return Ok(refuse(shared, &conn.client, &req, error, started));
     };
+    if headers::is_upgrade(req.headers()) && shared.upgrades.full() {
+        let limit = shared.upgrades.max();
+        let error = ProxyError::UpgradeLimit { limit };
+        return Ok(refuse(shared, &conn.client, &req, error, started));
+    }
     Ok(forward(shared, entry, &conn, req, started).await)
 }
 
@@ -264,8 +268,14 @@ async fn forward(
                     upstream.stats.failure(AttemptFailure::Status5xx);
                 }
                 let Some(after) = retry else {
-                    let response =
-                        finish_response(answer, pool, version, &request_id, client_upgrade);
+                    let response = finish_response(
+                        answer,
+                        pool,
+                        version,
+                        &request_id,
+                        client_upgrade,
+                        &shared.upgrades,
+                    );
                     return respond(
                         shared,
                         entry,
@@ -791,13 +801,14 @@ fn wrap_body(answer: Answer, pool: &Arc<HostPool>) -> (http::response::Parts, Pr
 }
 
 /// The client's response: hop-by-hop headers out, the request id in, and for a `101` the two
-/// upgraded connections spliced together.
+/// upgraded connections spliced together (by `upgrades`).
 fn finish_response(
     answer: Answer,
     pool: &Arc<HostPool>,
     version: Version,
     request_id: &HeaderValue,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrades: &crate::upgrade::Upgrades,
 ) -> Response<ProxyBody> {
     let switching = answer.response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let mut upstream_upgrade = None;
@@ -809,27 +820,7 @@ fn finish_response(
     headers::prepare_response(&mut parts.headers, switching, request_id);
     parts.version = version;
     if let (true, Some(client), Some(upstream)) = (switching, client_upgrade, upstream_upgrade) {
-        let authority = pool.authority().to_string();
-        tokio::spawn(async move {
-            match tokio::try_join!(client, upstream) {
-                Ok((client, upstream)) => {
-                    let mut client = TokioIo::new(client);
-                    let mut upstream = TokioIo::new(upstream);
-                    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                        Ok((up, down)) => tracing::debug!(
-                            upstream = %authority,
-                            bytes_up = up,
-                            bytes_down = down,
-                            "upgraded connection closed"
-                        ),
-                        Err(e) => {
-                            tracing::debug!(upstream = %authority, "upgraded connection failed: {e}")
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!(upstream = %authority, "upgrade failed: {e}"),
-            }
-        });
+        upgrades.splice(client, upstream, pool.authority().to_string());
         return Response::from_parts(parts, ProxyBody::empty());
     }
     Response::from_parts(parts, body)

@@ -209,6 +209,10 @@ pub(crate) struct Shared {
     pub(crate) trust_forwarded: bool,
     /// The proxy listener's TLS (`[tls]`), reloadable; `None`: plain HTTP.
     pub(crate) tls: Option<Arc<signpost_tls::ReloadingAcceptor>>,
+    /// Client connection timeouts and caps (`[limits]`).
+    pub(crate) limits: crate::config::LimitsSection,
+    /// The upgraded (WebSocket) connections, capped and closed at shutdown.
+    pub(crate) upgrades: crate::upgrade::Upgrades,
 }
 
 /// The snapshot a worker thread saw last.
@@ -244,6 +248,11 @@ impl Shared {
             access_log: config.access_log,
             trust_forwarded: config.trust_forwarded_headers,
             tls,
+            limits: config.limits.clone(),
+            upgrades: crate::upgrade::Upgrades::new(
+                config.limits.max_upgraded,
+                config.limits.upgrade_idle_timeout.to_std(),
+            ),
         }
     }
 

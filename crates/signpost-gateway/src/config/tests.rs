@@ -242,3 +242,25 @@ fn tls_keys_parse_and_https_is_a_protocol() {
         ["route[0]: protocol must be http1, h2c or https, got \"tls\""]
     );
 }
+
+#[test]
+fn limits_have_defaults_and_zero_durations_are_refused() {
+    let config = GatewayConfig::from_toml("").unwrap();
+    assert_eq!(config.limits.header_timeout, Dur::from_secs(10));
+    assert_eq!(config.limits.idle_timeout, Dur::from_secs(60));
+    assert_eq!(config.limits.max_upgraded, 10_000);
+    assert_eq!(config.limits.upgrade_idle_timeout, Dur::from_secs(300));
+    let problems = invalid(
+        "[limits]\nheader_timeout = \"0s\"\nidle_timeout = \"0s\"\nupgrade_idle_timeout = \"0s\"\n",
+    );
+    assert_eq!(
+        problems,
+        [
+            "limits.header_timeout must be above 0",
+            "limits.idle_timeout must be above 0",
+            "limits.upgrade_idle_timeout must be above 0",
+        ]
+    );
+    let config = GatewayConfig::from_toml("[limits]\nmax_upgraded = 0\n").unwrap();
+    config.validate().unwrap();
+}

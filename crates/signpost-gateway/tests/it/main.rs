@@ -8,6 +8,7 @@ mod errors;
 mod failover;
 mod guard;
 mod headers;
+mod limits;
 mod paths;
 mod protocols;
 mod registry;
