@@ -100,6 +100,12 @@ pub enum Problem {
         /// The problem.
         problem: ValueError,
     },
+    /// A bad `[auto_routes] prefix`.
+    #[error("auto_routes.{0}")]
+    AutoRoutesPrefix(ValueError),
+    /// `[auto_routes] max_services = 0`.
+    #[error("auto_routes.max_services must be above 0")]
+    AutoRoutesMax,
     /// A `[limits]` duration of zero.
     #[error("limits.{0} must be above 0")]
     ZeroLimit(&'static str),
@@ -236,6 +242,8 @@ pub struct GatewayConfig {
     pub retry_budget: BudgetSection,
     /// Client connection timeouts and caps.
     pub limits: LimitsSection,
+    /// Routes by service name (off unless `prefix` is set).
+    pub auto_routes: AutoRoutesSection,
     /// The configured routes.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -409,6 +417,28 @@ impl Default for LimitsSection {
     }
 }
 
+/// `[auto_routes]`: `<prefix>/<service>/rest` goes to `<service>` as `/rest`, for every
+/// service the registry lists for the gateway's token, without a route per service (see the
+/// README's "Routes by service name").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoRoutesSection {
+    /// The path prefix the service name follows (e.g. `/svc`); unset: no auto routes.
+    pub prefix: Option<String>,
+    /// At most this many services are followed because a request named them; a request for
+    /// one more is answered 503 `auto_route_limit`.
+    pub max_services: usize,
+}
+
+impl Default for AutoRoutesSection {
+    fn default() -> Self {
+        AutoRoutesSection {
+            prefix: None,
+            max_services: 1000,
+        }
+    }
+}
+
 /// `[breaker]`: see `signpost_client::breaker::BreakerConfig`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -501,6 +531,7 @@ impl Default for GatewayConfig {
             outlier: OutlierSection::default(),
             retry_budget: BudgetSection::default(),
             limits: LimitsSection::default(),
+            auto_routes: AutoRoutesSection::default(),
             routes: Vec::new(),
         }
     }
@@ -656,6 +687,14 @@ impl GatewayConfig {
         ] {
             if value.as_millis() == 0 {
                 problems.push(Problem::ZeroLimit(key));
+            }
+        }
+        if let Some(prefix) = &self.auto_routes.prefix {
+            if let Err(problem) = check_prefix(prefix) {
+                problems.push(Problem::AutoRoutesPrefix(problem));
+            }
+            if self.auto_routes.max_services == 0 {
+                problems.push(Problem::AutoRoutesMax);
             }
         }
         if self.outlier.max_ejection_percent > 100 {

@@ -29,6 +29,12 @@ pub enum ProxyError {
         /// The configured cap.
         limit: usize,
     },
+    /// A request for one more service than `[auto_routes] max_services` follows.
+    #[error("too many services routed by name (auto_routes.max_services = {limit})")]
+    AutoRouteLimit {
+        /// The configured cap.
+        limit: usize,
+    },
     /// The route's service has no healthy instance (or none with the route's tag).
     #[error("no healthy instance of {service}")]
     NoInstances {
@@ -68,7 +74,7 @@ pub enum ProxyError {
 struct ErrorBody<'a> {
     /// What happened, for people.
     error: String,
-    /// What happened, for programs: `no_route`, `bad_path`, `upgrade_limit`, `no_instances`, `circuit_open`,
+    /// What happened, for programs: `no_route`, `bad_path`, `upgrade_limit`, `auto_route_limit`, `no_instances`, `circuit_open`,
     /// `upstream_failed`, `upstream_timeout`.
     kind: &'static str,
     /// The service the route leads to, when there is a route.
@@ -85,7 +91,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::BadPath { .. } => StatusCode::BAD_REQUEST,
-            ProxyError::UpgradeLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpgradeLimit { .. } | ProxyError::AutoRouteLimit { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::NoInstances { .. } | ProxyError::CircuitOpen { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -100,6 +108,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => "no_route",
             ProxyError::BadPath { .. } => "bad_path",
             ProxyError::UpgradeLimit { .. } => "upgrade_limit",
+            ProxyError::AutoRouteLimit { .. } => "auto_route_limit",
             ProxyError::NoInstances { .. } => "no_instances",
             ProxyError::CircuitOpen { .. } => "circuit_open",
             ProxyError::Upstream { .. } => "upstream_failed",
@@ -111,7 +120,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. }
             | ProxyError::BadPath { .. }
-            | ProxyError::UpgradeLimit { .. } => None,
+            | ProxyError::UpgradeLimit { .. }
+            | ProxyError::AutoRouteLimit { .. } => None,
             ProxyError::NoInstances { service }
             | ProxyError::CircuitOpen { service }
             | ProxyError::Upstream { service, .. }

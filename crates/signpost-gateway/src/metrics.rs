@@ -129,6 +129,9 @@ pub(crate) struct GatewayMetrics {
     /// Upgrade requests refused because `[limits] max_upgraded` upgraded connections were
     /// open (503 `upgrade_limit`).
     pub(crate) upgrade_limit: AtomicU64,
+    /// Requests for one service more than `[auto_routes] max_services` follows (503
+    /// `auto_route_limit`).
+    pub(crate) auto_route_limit: AtomicU64,
     /// Client connections accepted.
     pub(crate) accepted: AtomicU64,
     /// Client connections open now.
@@ -167,6 +170,7 @@ pub(crate) fn render(shared: &Shared, snapshot: &Snapshot) -> String {
     let no_route = load(&shared.metrics.no_route);
     let bad_path = load(&shared.metrics.bad_path);
     let upgrade_limit = load(&shared.metrics.upgrade_limit);
+    let auto_route_limit = load(&shared.metrics.auto_route_limit);
     let _ = writeln!(
         out,
         "signpost_gateway_requests_total{{route=\"\",code=\"4xx\"}} {}",
@@ -174,7 +178,8 @@ pub(crate) fn render(shared: &Shared, snapshot: &Snapshot) -> String {
     );
     let _ = writeln!(
         out,
-        "signpost_gateway_requests_total{{route=\"\",code=\"5xx\"}} {upgrade_limit}"
+        "signpost_gateway_requests_total{{route=\"\",code=\"5xx\"}} {}",
+        upgrade_limit + auto_route_limit
     );
     for e in routes {
         for (class, n) in e.route.metrics.responses.iter().enumerate().skip(1) {
@@ -215,7 +220,7 @@ pub(crate) fn render(shared: &Shared, snapshot: &Snapshot) -> String {
         &mut out,
         "signpost_gateway_errors_total",
         "counter",
-        "Errors the gateway answered itself, by route and kind (404 no_route, 400 bad_path, 503 no_instances/circuit_open/upgrade_limit, 502 upstream_failed, 504 upstream_timeout).",
+        "Errors the gateway answered itself, by route and kind (404 no_route, 400 bad_path, 503 no_instances/circuit_open/upgrade_limit/auto_route_limit, 502 upstream_failed, 504 upstream_timeout).",
     );
     let _ = writeln!(
         out,
@@ -228,6 +233,10 @@ pub(crate) fn render(shared: &Shared, snapshot: &Snapshot) -> String {
     let _ = writeln!(
         out,
         "signpost_gateway_errors_total{{route=\"\",kind=\"upgrade_limit\"}} {upgrade_limit}"
+    );
+    let _ = writeln!(
+        out,
+        "signpost_gateway_errors_total{{route=\"\",kind=\"auto_route_limit\"}} {auto_route_limit}"
     );
     for e in routes {
         for (i, kind) in ROUTE_ERROR_KINDS.iter().enumerate() {

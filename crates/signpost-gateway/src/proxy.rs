@@ -62,7 +62,14 @@ pub(crate) async fn handle(
         let error = ProxyError::BadPath { reason };
         return Ok(refuse(shared, &conn.client, &req, error, started));
     }
-    let snapshot = shared.snapshot();
+    let mut snapshot = shared.snapshot();
+    if snapshot.auto.is_some() {
+        // Routes by service name (auto.rs): may wait for the service's first list.
+        snapshot = match crate::auto::settle(shared, snapshot, &req).await {
+            Ok(snapshot) => snapshot,
+            Err(error) => return Ok(refuse(shared, &conn.client, &req, error, started)),
+        };
+    }
     let host = route::request_host(req.uri(), req.headers());
     let Some(entry) = snapshot.table.find(host, req.uri().path()) else {
         let error = ProxyError::NoRoute {
@@ -78,8 +85,8 @@ pub(crate) async fn handle(
     Ok(forward(shared, entry, &conn, req, started).await)
 }
 
-/// A request answered before it reached a route (404 no route, 400 bad path), counted and
-/// logged.
+/// A request answered before it reached a route (404 no route, 400 bad path, 503 over a
+/// cap), counted and logged.
 fn refuse(
     shared: &Shared,
     client: &ClientInfo,
@@ -90,6 +97,7 @@ fn refuse(
     let counter = match error {
         ProxyError::BadPath { .. } => &shared.metrics.bad_path,
         ProxyError::UpgradeLimit { .. } => &shared.metrics.upgrade_limit,
+        ProxyError::AutoRouteLimit { .. } => &shared.metrics.auto_route_limit,
         _ => &shared.metrics.no_route,
     };
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

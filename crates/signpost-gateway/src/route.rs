@@ -18,6 +18,8 @@ pub enum RouteSource {
     Config,
     /// Instance metadata in the registry (`gateway.prefix`).
     Registry,
+    /// `[auto_routes]`: a service named by the request path (see `crate::auto`).
+    Auto,
 }
 
 impl RouteSource {
@@ -26,6 +28,7 @@ impl RouteSource {
         match self {
             RouteSource::Config => "config",
             RouteSource::Registry => "registry",
+            RouteSource::Auto => "auto",
         }
     }
 }

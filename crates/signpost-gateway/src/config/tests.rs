@@ -264,3 +264,19 @@ fn limits_have_defaults_and_zero_durations_are_refused() {
     let config = GatewayConfig::from_toml("[limits]\nmax_upgraded = 0\n").unwrap();
     config.validate().unwrap();
 }
+
+#[test]
+fn auto_routes_are_off_by_default_and_checked_when_on() {
+    let config = GatewayConfig::from_toml("").unwrap();
+    assert_eq!(config.auto_routes.prefix, None);
+    assert_eq!(config.auto_routes.max_services, 1000);
+    let config = GatewayConfig::from_toml("[auto_routes]\nprefix = \"/svc\"\n").unwrap();
+    config.validate().unwrap();
+    assert_eq!(
+        invalid("[auto_routes]\nprefix = \"svc\"\nmax_services = 0\n"),
+        [
+            "auto_routes.prefix must start with '/', got \"svc\"",
+            "auto_routes.max_services must be above 0",
+        ]
+    );
+}

@@ -4,6 +4,7 @@
 mod common;
 
 mod admin;
+mod auto_routes;
 mod errors;
 mod failover;
 mod guard;
