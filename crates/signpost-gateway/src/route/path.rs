@@ -78,17 +78,13 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
 /// Whether `path` (starting with `/`) needs no change: no `%`, no `\`, no empty segment
 /// except a trailing one, no dot segment.
 fn is_canonical(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    if bytes.iter().any(|&b| b == b'%' || b == b'\\') {
+    if path.bytes().any(|b| b == b'%' || b == b'\\') {
         return false;
     }
-    let inner = &path[1..];
-    let segments = inner.split('/');
-    let count = inner.split('/').count();
-    for (i, segment) in segments.enumerate() {
-        let last = i + 1 == count;
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
         match segment {
-            "" if last => {}
+            "" if segments.peek().is_none() => {}
             "" | "." | ".." => return false,
             _ => {}
         }
