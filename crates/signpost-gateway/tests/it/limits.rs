@@ -50,6 +50,41 @@ async fn a_connection_that_stalls_in_its_request_head_is_closed() {
     // A connection that says nothing at all is closed too.
     let mut silent = TcpStream::connect(gw.addr).await.unwrap();
     assert!(closed_within(&mut silent, Duration::from_secs(10)).await);
+    // So is an idle HTTP/1.1 keep-alive connection: its response is read, then nothing.
+    let mut idle = TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(b"GET /x HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut idle, Duration::from_secs(10)).await);
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let agent = TestAgent::start().await;
+    let gw = TestGateway::start(
+        &agent,
+        "[limits]\nheader_timeout = \"2s\"\nidle_timeout = \"600ms\"\n",
+    )
+    .await;
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/nowhere", gw.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    // No further request: the gateway ends the connection.
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the idle HTTP/2 connection was closed")
+        .unwrap()
+        .ok();
 }
 
 /// A gateway with one WebSocket echo route (`/ws`) and `limits` as its `[limits]` table.
@@ -127,18 +162,18 @@ async fn upgraded_connections_beyond_the_cap_are_refused_with_503() {
 #[tokio::test]
 async fn an_idle_upgraded_connection_is_closed() {
     let agent = TestAgent::start().await;
-    let gw = ws_gateway(&agent, "upgrade_idle_timeout = \"300ms\"").await;
+    let gw = ws_gateway(&agent, "upgrade_idle_timeout = \"1s\"").await;
     let mut ws = connect(&gw).await.unwrap();
     // Traffic keeps it open past the idle timeout...
     for i in 0..4 {
         echo(&mut ws, &format!("ping {i}")).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     echo(&mut ws, "last").await;
     // ...silence closes it.
     let started = Instant::now();
     assert!(ends_within(&mut ws, Duration::from_secs(10)).await);
-    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(started.elapsed() >= Duration::from_millis(900));
 }
 
 #[tokio::test]
