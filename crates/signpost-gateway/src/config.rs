@@ -100,6 +100,15 @@ pub enum Problem {
         /// The problem.
         problem: ValueError,
     },
+    /// A bad `[auto_routes] prefix`.
+    #[error("auto_routes.{0}")]
+    AutoRoutesPrefix(ValueError),
+    /// `[auto_routes] max_services = 0`.
+    #[error("auto_routes.max_services must be above 0")]
+    AutoRoutesMax,
+    /// A `[limits]` duration of zero.
+    #[error("limits.{0} must be above 0")]
+    ZeroLimit(&'static str),
     /// Two routes with the same name.
     #[error("route[{index}]: another route is already named {name:?}")]
     DuplicateName {
@@ -231,6 +240,10 @@ pub struct GatewayConfig {
     pub outlier: OutlierSection,
     /// The retry budget each route gets (the SDK's `RetryBudget`).
     pub retry_budget: BudgetSection,
+    /// Client connection timeouts and caps.
+    pub limits: LimitsSection,
+    /// Routes by service name (off unless `prefix` is set).
+    pub auto_routes: AutoRoutesSection,
     /// The configured routes.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -372,6 +385,60 @@ pub struct UpstreamSection {
     pub idle_timeout: Dur,
 }
 
+/// `[limits]`: how long a client connection may take and hold, so that no client can keep
+/// connections (file descriptors, memory) open for free.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// A request head must arrive within this. HTTP/1.1: from the moment the connection is
+    /// ready for a request (accepted, or the previous response sent) until the head is
+    /// complete, so an idle HTTP/1.1 keep-alive connection also closes after it; any
+    /// connection: its first request must start within it (a stalled protocol preface too).
+    pub header_timeout: Dur,
+    /// A connection on which no request starts is closed after between half and all of
+    /// this (HTTP/2 connections, and any connection the head timer does not cover); the
+    /// request in progress, if any, is finished first.
+    pub idle_timeout: Dur,
+    /// Upgraded (WebSocket) connections open at once; an upgrade request beyond it is
+    /// answered 503 `upgrade_limit` (0: upgrades refused).
+    pub max_upgraded: usize,
+    /// An upgraded connection with no byte in either direction for this long is closed.
+    pub upgrade_idle_timeout: Dur,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            header_timeout: Dur::from_secs(10),
+            idle_timeout: Dur::from_secs(60),
+            max_upgraded: 10_000,
+            upgrade_idle_timeout: Dur::from_secs(300),
+        }
+    }
+}
+
+/// `[auto_routes]`: `<prefix>/<service>/rest` goes to `<service>` as `/rest`, for every
+/// service the registry lists for the gateway's token, without a route per service (see the
+/// README's "Routes by service name").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoRoutesSection {
+    /// The path prefix the service name follows (e.g. `/svc`); unset: no auto routes.
+    pub prefix: Option<String>,
+    /// At most this many services are followed because a request named them; a request for
+    /// one more is answered 503 `auto_route_limit`.
+    pub max_services: usize,
+}
+
+impl Default for AutoRoutesSection {
+    fn default() -> Self {
+        AutoRoutesSection {
+            prefix: None,
+            max_services: 1000,
+        }
+    }
+}
+
 /// `[breaker]`: see `signpost_client::breaker::BreakerConfig`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -463,6 +530,8 @@ impl Default for GatewayConfig {
             breaker: BreakerSection::default(),
             outlier: OutlierSection::default(),
             retry_budget: BudgetSection::default(),
+            limits: LimitsSection::default(),
+            auto_routes: AutoRoutesSection::default(),
             routes: Vec::new(),
         }
     }
@@ -610,6 +679,23 @@ impl GatewayConfig {
         }
         if self.upstream.idle_timeout.as_millis() == 0 {
             problems.push(Problem::IdleTimeout);
+        }
+        for (key, value) in [
+            ("header_timeout", self.limits.header_timeout),
+            ("idle_timeout", self.limits.idle_timeout),
+            ("upgrade_idle_timeout", self.limits.upgrade_idle_timeout),
+        ] {
+            if value.as_millis() == 0 {
+                problems.push(Problem::ZeroLimit(key));
+            }
+        }
+        if let Some(prefix) = &self.auto_routes.prefix {
+            if let Err(problem) = check_prefix(prefix) {
+                problems.push(Problem::AutoRoutesPrefix(problem));
+            }
+            if self.auto_routes.max_services == 0 {
+                problems.push(Problem::AutoRoutesMax);
+            }
         }
         if self.outlier.max_ejection_percent > 100 {
             problems.push(Problem::MaxEjectionPercent(

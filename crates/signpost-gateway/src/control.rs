@@ -15,6 +15,9 @@
 //!   anything reads it (routes, declarations); each refusal is logged once and shown in the
 //!   admin API. Declared routes pass [`crate::guard::RoutePolicy`]; a refused one is logged
 //!   once per change and shown as the service's problem.
+//! - With `[auto_routes]`, the services requests name are followed on demand (see
+//!   [`crate::auto`]): at most `max_services`, only while the catalog lists them, each with a
+//!   route `<prefix>/<service>` unless a configured or declared route has that prefix.
 //! - The same loop sweeps idle upstream connections.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -91,6 +94,10 @@ pub(crate) struct Controller {
     pools: HashMap<(String, Protocol), Arc<HostPool>>,
     /// Set by any followed list's change.
     dirty: Arc<Notify>,
+    /// The registry's services as the catalog watch last listed them (`None`: not yet).
+    catalog: Option<Arc<BTreeSet<String>>>,
+    /// Services followed because a request named them under `[auto_routes] prefix`.
+    auto_followed: BTreeSet<String>,
     /// The TLS client of `https` routes' pools (`None`: no usable `[upstream_tls]`).
     upstream_tls: Option<signpost_tls::tokio_rustls::TlsConnector>,
 }
@@ -158,6 +165,8 @@ impl Controller {
             routes: Vec::new(),
             pools: HashMap::new(),
             dirty: Arc::new(Notify::new()),
+            catalog: None,
+            auto_followed: BTreeSet::new(),
             upstream_tls,
         };
         let services: Vec<String> = controller.configured.iter().cloned().collect();
@@ -181,9 +190,18 @@ impl Controller {
             let discovery = Discovery::new(self.registry.clone(), discovery_options(&self.config));
             let watch = discovery.service(service);
             let mut updates = watch.updates();
+            let mut status = watch.status_updates();
             let dirty = self.dirty.clone();
+            // List changes, and status changes (the first list known: see `RouteEntry::resolved`).
             let forwarder = tokio::spawn(async move {
-                while updates.changed().await.is_ok() {
+                loop {
+                    let alive = tokio::select! {
+                        changed = updates.changed() => changed.is_ok(),
+                        changed = status.changed() => changed.is_ok(),
+                    };
+                    if !alive {
+                        break;
+                    }
                     dirty.notify_one();
                 }
             });
@@ -201,17 +219,45 @@ impl Controller {
         self.followed.get_mut(service).expect("just inserted")
     }
 
-    /// Follows what the catalog lists and drops what left it (configured services stay).
+    /// Notes the catalog; with `routes_from_metadata`, follows what it lists; drops what left
+    /// it (configured services stay).
     fn on_catalog(&mut self, services: &BTreeSet<String>) {
-        for service in services {
-            self.follow(service).in_catalog = true;
+        if self.config.registry.routes_from_metadata {
+            for service in services {
+                self.follow(service).in_catalog = true;
+            }
         }
         for (name, f) in self.followed.iter_mut() {
             f.in_catalog = services.contains(name);
         }
+        self.auto_followed
+            .retain(|service| services.contains(service));
         let configured = &self.configured;
         self.followed
             .retain(|name, f| f.in_catalog || configured.contains(name));
+        self.catalog = Some(Arc::new(services.clone()));
+    }
+
+    /// Follows the services requests named under `[auto_routes] prefix` (those the catalog
+    /// lists, up to `max_services`).
+    fn on_demand(&mut self) {
+        let asked = self.shared.demand.take();
+        let Some(catalog) = self.catalog.clone() else {
+            return;
+        };
+        let max = self.config.auto_routes.max_services;
+        for service in asked {
+            if !catalog.contains(&service) || self.auto_followed.contains(&service) {
+                continue;
+            }
+            if self.auto_followed.len() >= max {
+                tracing::warn!(%service, max, "not routing the service by name: auto_routes.max_services reached");
+                continue;
+            }
+            tracing::debug!(%service, "routing the service by name");
+            self.follow(&service).in_catalog = true;
+            self.auto_followed.insert(service);
+        }
     }
 
     /// Re-reads the routes registry services declare.
@@ -322,6 +368,18 @@ impl Controller {
             }
         }
 
+        if let Some(prefix) = &self.config.auto_routes.prefix {
+            let base = crate::auto::base(prefix);
+            for service in &self.auto_followed {
+                let Some(spec) = crate::auto::spec(&self.config, &base, service) else {
+                    continue;
+                };
+                if taken.insert((None, spec.prefix.clone())) {
+                    specs.push(spec);
+                }
+            }
+        }
+
         let previous = std::mem::take(&mut self.routes);
         let mut used_pools = HashSet::new();
         let mut entries = Vec::with_capacity(specs.len());
@@ -374,6 +432,7 @@ impl Controller {
                 instances,
                 upstreams,
                 watch: followed.watch.clone(),
+                resolved: followed.watch.status().ready,
             });
         }
         self.pools.retain(|key, _| used_pools.contains(key));
@@ -395,9 +454,21 @@ impl Controller {
             })
             .collect();
         services.sort_by(|a, b| a.name.cmp(&b.name));
+        let auto = self
+            .config
+            .auto_routes
+            .prefix
+            .as_deref()
+            .map(|prefix| crate::auto::AutoView {
+                base: crate::auto::base(prefix),
+                catalog: self.catalog.clone(),
+                full: self.auto_followed.len() >= self.config.auto_routes.max_services,
+                max: self.config.auto_routes.max_services,
+            });
         self.shared.publish(Snapshot {
             table: RouteTable::new(entries),
             services,
+            auto,
         });
     }
 
@@ -424,6 +495,10 @@ impl Controller {
                     }
                 }
                 _ = self.dirty.notified() => self.rebuild(),
+                _ = self.shared.demand.notify.notified() => {
+                    self.on_demand();
+                    self.rebuild();
+                }
                 changed = changed_opt(&mut catalog) => {
                     if changed.is_err() {
                         catalog = None;

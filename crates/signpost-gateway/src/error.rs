@@ -1,5 +1,5 @@
 //! The one place where proxy failures become responses: JSON bodies whose status says what
-//! happened (404 no route, 503 nothing to send to, 502 the upstream failed, 504 it was too
+//! happened (404 no route, 400 a refused path, 503 nothing to send to, 502 the upstream failed, 504 it was too
 //! slow). An upstream that answers, even with a 5xx, is passed through as it answered.
 
 use http::{header, HeaderValue, Response, StatusCode};
@@ -15,6 +15,25 @@ pub enum ProxyError {
     NoRoute {
         /// The request path.
         path: String,
+    },
+    /// The request's path is refused before routing (see [`crate::route::path`]).
+    #[error("bad request path: {reason}")]
+    BadPath {
+        /// Which rule it breaks.
+        reason: crate::route::path::PathError,
+    },
+    /// An upgrade (WebSocket) request while `[limits] max_upgraded` upgraded connections are
+    /// open.
+    #[error("too many upgraded connections (limits.max_upgraded = {limit})")]
+    UpgradeLimit {
+        /// The configured cap.
+        limit: usize,
+    },
+    /// A request for one more service than `[auto_routes] max_services` follows.
+    #[error("too many services routed by name (auto_routes.max_services = {limit})")]
+    AutoRouteLimit {
+        /// The configured cap.
+        limit: usize,
     },
     /// The route's service has no healthy instance (or none with the route's tag).
     #[error("no healthy instance of {service}")]
@@ -55,7 +74,7 @@ pub enum ProxyError {
 struct ErrorBody<'a> {
     /// What happened, for people.
     error: String,
-    /// What happened, for programs: `no_route`, `no_instances`, `circuit_open`,
+    /// What happened, for programs: `no_route`, `bad_path`, `upgrade_limit`, `auto_route_limit`, `no_instances`, `circuit_open`,
     /// `upstream_failed`, `upstream_timeout`.
     kind: &'static str,
     /// The service the route leads to, when there is a route.
@@ -71,6 +90,10 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::BadPath { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::UpgradeLimit { .. } | ProxyError::AutoRouteLimit { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::NoInstances { .. } | ProxyError::CircuitOpen { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -83,6 +106,9 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::NoRoute { .. } => "no_route",
+            ProxyError::BadPath { .. } => "bad_path",
+            ProxyError::UpgradeLimit { .. } => "upgrade_limit",
+            ProxyError::AutoRouteLimit { .. } => "auto_route_limit",
             ProxyError::NoInstances { .. } => "no_instances",
             ProxyError::CircuitOpen { .. } => "circuit_open",
             ProxyError::Upstream { .. } => "upstream_failed",
@@ -92,7 +118,10 @@ impl ProxyError {
 
     fn service(&self) -> Option<&str> {
         match self {
-            ProxyError::NoRoute { .. } => None,
+            ProxyError::NoRoute { .. }
+            | ProxyError::BadPath { .. }
+            | ProxyError::UpgradeLimit { .. }
+            | ProxyError::AutoRouteLimit { .. } => None,
             ProxyError::NoInstances { service }
             | ProxyError::CircuitOpen { service }
             | ProxyError::Upstream { service, .. }

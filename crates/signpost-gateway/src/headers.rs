@@ -12,6 +12,8 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `x-forwarded-host`.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `x-real-ip`.
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `x-request-id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -131,6 +133,10 @@ struct Present {
     forwarded_proto: bool,
     /// `x-forwarded-host`.
     forwarded_host: bool,
+    /// `forwarded` (RFC 7239).
+    forwarded: bool,
+    /// `x-real-ip`.
+    real_ip: bool,
     /// `x-request-id`.
     request_id: bool,
 }
@@ -153,6 +159,8 @@ impl Present {
                 "x-forwarded-for" => present.forwarded_for = true,
                 "x-forwarded-proto" => present.forwarded_proto = true,
                 "x-forwarded-host" => present.forwarded_host = true,
+                "forwarded" => present.forwarded = true,
+                "x-real-ip" => present.real_ip = true,
                 "x-request-id" => present.request_id = true,
                 _ => {}
             }
@@ -162,9 +170,16 @@ impl Present {
 }
 
 /// Rewrites a request's headers for the upstream: hop-by-hop out (see [`remove_hop_by_hop`]),
-/// `Expect` out (the gateway answers `100 Continue` itself), the client appended to
-/// `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` set (kept if present when
-/// `trust_forwarded`), and an `X-Request-Id` kept or made. Returns the request id.
+/// `Expect` out (the gateway answers `100 Continue` itself), the forwarding headers, and an
+/// `X-Request-Id` kept or made. Returns the request id.
+///
+/// The forwarding headers depend on whether the client is trusted (`trust_forwarded`, the
+/// config's `trust_forwarded_headers`): a trusted client (a proxy in front of the gateway) has
+/// the peer appended to its `X-Forwarded-For`, and keeps its `X-Forwarded-Proto`,
+/// `X-Forwarded-Host`, `Forwarded` and `X-Real-IP` (the missing ones among the first two and
+/// `X-Real-IP` are set). An untrusted client's values are never passed on: `X-Forwarded-For`
+/// and `X-Real-IP` are replaced by the peer's address, `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` by what the gateway saw, and `Forwarded` is removed.
 pub fn prepare_request(
     headers: &mut HeaderMap,
     client: &ClientInfo,
@@ -180,11 +195,11 @@ pub fn prepare_request(
     if present.expect {
         headers.remove(header::EXPECT);
     }
-    // Room for the four headers added below, so the map grows at most once.
-    headers.reserve(4);
+    // Room for the five headers added below, so the map grows at most once.
+    headers.reserve(5);
 
     // Names the scan found absent are appended (no search for a value to replace).
-    let forwarded_for = if present.forwarded_for {
+    let forwarded_for = if trust_forwarded && present.forwarded_for {
         let mut joined = Vec::with_capacity(64);
         for v in headers.get_all(&X_FORWARDED_FOR) {
             if !joined.is_empty() {
@@ -204,6 +219,18 @@ pub fn prepare_request(
         forwarded_for,
         present.forwarded_for,
     );
+
+    if present.forwarded && !trust_forwarded {
+        headers.remove(header::FORWARDED);
+    }
+    if !(trust_forwarded && present.real_ip) {
+        set(
+            headers,
+            &X_REAL_IP,
+            client.ip_value.clone(),
+            present.real_ip,
+        );
+    }
 
     if !(trust_forwarded && present.forwarded_proto) {
         set(

@@ -11,6 +11,7 @@
 //! - [`metadata`]: routes declared in the registry through instance metadata (pure;
 //!   [`metadata::MetadataError`] names the instance, key and problem).
 //! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, `X-Request-Id` (pure).
+//! - `auto`: `[auto_routes]`: routes by service name, followed lazily, bounded.
 //! - `control`: the control plane: SDK discovery per service, the SDK's catalog watch
 //!   (`Discovery::catalog`), snapshots.
 //! - `state`: the immutable snapshot the request path reads (one atomic load per request).
@@ -23,7 +24,9 @@
 //! - [`body`]: streaming request and response bodies.
 //! - [`error`]: the one place failures become JSON responses.
 //! - `metrics`, `admin`: `/metrics` and `GET /` on the admin port.
-//! - `server`: accept loops and graceful shutdown.
+//! - `server`: accept loops, client connection timeouts (`[limits]`) and graceful shutdown.
+//! - `upgrade`: upgraded (WebSocket) connections: spliced, capped, idle-closed, closed at
+//!   shutdown.
 //!
 //! ```no_run
 //! use signpost_gateway::{Gateway, GatewayConfig};
@@ -53,6 +56,7 @@ pub mod metadata;
 pub mod route;
 
 mod admin;
+mod auto;
 mod control;
 mod deadline;
 mod metrics;
@@ -60,6 +64,7 @@ mod pool;
 mod proxy;
 mod server;
 mod state;
+mod upgrade;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -225,9 +230,10 @@ impl Gateway {
         let upstream_tls = upstream_tls(&config, &specs)?;
         let config = Arc::new(config);
         let shared = Arc::new(state::Shared::new(&config, tls));
-        let catalog = config
-            .registry
-            .routes_from_metadata
+        // Declared routes and auto routes both need the registry's list of services.
+        let follow_catalog =
+            config.registry.routes_from_metadata || config.auto_routes.prefix.is_some();
+        let catalog = follow_catalog
             .then(|| Discovery::new(registry.clone(), control::discovery_options(&config)));
         let controller = control::Controller::new(
             shared.clone(),

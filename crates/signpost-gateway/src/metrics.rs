@@ -123,6 +123,15 @@ impl UpstreamStats {
 pub(crate) struct GatewayMetrics {
     /// Requests no route matched.
     pub(crate) no_route: AtomicU64,
+    /// Requests refused before routing: a path the gateway does not forward (400 `bad_path`,
+    /// see [`crate::route::path`]).
+    pub(crate) bad_path: AtomicU64,
+    /// Upgrade requests refused because `[limits] max_upgraded` upgraded connections were
+    /// open (503 `upgrade_limit`).
+    pub(crate) upgrade_limit: AtomicU64,
+    /// Requests for one service more than `[auto_routes] max_services` follows (503
+    /// `auto_route_limit`).
+    pub(crate) auto_route_limit: AtomicU64,
     /// Client connections accepted.
     pub(crate) accepted: AtomicU64,
     /// Client connections open now.
@@ -159,9 +168,18 @@ pub(crate) fn render(shared: &Shared, snapshot: &Snapshot) -> String {
         "Responses sent, by route and status class (route=\"\" for requests no route matched).",
     );
     let no_route = load(&shared.metrics.no_route);
+    let bad_path = load(&shared.metrics.bad_path);
+    let upgrade_limit = load(&shared.metrics.upgrade_limit);
+    let auto_route_limit = load(&shared.metrics.auto_route_limit);
     let _ = writeln!(
         out,
-        "signpost_gateway_requests_total{{route=\"\",code=\"4xx\"}} {no_route}"
+        "signpost_gateway_requests_total{{route=\"\",code=\"4xx\"}} {}",
+        no_route + bad_path
+    );
+    let _ = writeln!(
+        out,
+        "signpost_gateway_requests_total{{route=\"\",code=\"5xx\"}} {}",
+        upgrade_limit + auto_route_limit
     );
     for e in routes {
         for (class, n) in e.route.metrics.responses.iter().enumerate().skip(1) {
@@ -202,11 +220,23 @@ pub(crate) fn render(shared: &Shared, snapshot: &Snapshot) -> String {
         &mut out,
         "signpost_gateway_errors_total",
         "counter",
-        "Errors the gateway answered itself, by route and kind (404 no_route, 503 no_instances/circuit_open, 502 upstream_failed, 504 upstream_timeout).",
+        "Errors the gateway answered itself, by route and kind (404 no_route, 400 bad_path, 503 no_instances/circuit_open/upgrade_limit/auto_route_limit, 502 upstream_failed, 504 upstream_timeout).",
     );
     let _ = writeln!(
         out,
         "signpost_gateway_errors_total{{route=\"\",kind=\"no_route\"}} {no_route}"
+    );
+    let _ = writeln!(
+        out,
+        "signpost_gateway_errors_total{{route=\"\",kind=\"bad_path\"}} {bad_path}"
+    );
+    let _ = writeln!(
+        out,
+        "signpost_gateway_errors_total{{route=\"\",kind=\"upgrade_limit\"}} {upgrade_limit}"
+    );
+    let _ = writeln!(
+        out,
+        "signpost_gateway_errors_total{{route=\"\",kind=\"auto_route_limit\"}} {auto_route_limit}"
     );
     for e in routes {
         for (i, kind) in ROUTE_ERROR_KINDS.iter().enumerate() {

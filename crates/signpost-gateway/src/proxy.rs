@@ -24,7 +24,6 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use signpost_client::balance::{Outcome, PickContext};
 use signpost_client::retry::{Decision, FailureKind, RetryPolicy};
 use signpost_client::selector::SelectError;
@@ -54,36 +53,59 @@ pub(crate) struct ConnState {
 /// Answers one request.
 pub(crate) async fn handle(
     conn: Arc<ConnState>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let shared = &*conn.shared;
-    let snapshot = shared.snapshot();
+    // Match and forward the canonical path, on the host the request names (route/path.rs).
+    if let Err(reason) = route::path::canonicalize(&mut req) {
+        let error = ProxyError::BadPath { reason };
+        return Ok(refuse(shared, &conn.client, &req, error, started));
+    }
+    let mut snapshot = shared.snapshot();
+    if snapshot.auto.is_some() {
+        // Routes by service name (auto.rs): may wait for the service's first list.
+        snapshot = match crate::auto::settle(shared, snapshot, &req).await {
+            Ok(snapshot) => snapshot,
+            Err(error) => return Ok(refuse(shared, &conn.client, &req, error, started)),
+        };
+    }
     let host = route::request_host(req.uri(), req.headers());
     let Some(entry) = snapshot.table.find(host, req.uri().path()) else {
-        return Ok(no_route(shared, &conn.client, &req, started));
+        let error = ProxyError::NoRoute {
+            path: req.uri().path().to_string(),
+        };
+        return Ok(refuse(shared, &conn.client, &req, error, started));
     };
+    if headers::is_upgrade(req.headers()) && shared.upgrades.full() {
+        let limit = shared.upgrades.max();
+        let error = ProxyError::UpgradeLimit { limit };
+        return Ok(refuse(shared, &conn.client, &req, error, started));
+    }
     Ok(forward(shared, entry, &conn, req, started).await)
 }
 
-fn no_route(
+/// A request answered before it reached a route (404 no route, 400 bad path, 503 over a
+/// cap), counted and logged.
+fn refuse(
     shared: &Shared,
     client: &ClientInfo,
     req: &Request<Incoming>,
+    error: ProxyError,
     started: Instant,
 ) -> Response<ProxyBody> {
-    shared
-        .metrics
-        .no_route
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let counter = match error {
+        ProxyError::BadPath { .. } => &shared.metrics.bad_path,
+        ProxyError::UpgradeLimit { .. } => &shared.metrics.upgrade_limit,
+        ProxyError::AutoRouteLimit { .. } => &shared.metrics.auto_route_limit,
+        _ => &shared.metrics.no_route,
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let request_id = req
         .headers()
         .get(&X_REQUEST_ID)
         .cloned()
         .unwrap_or_else(|| shared.ids.next());
-    let error = ProxyError::NoRoute {
-        path: req.uri().path().to_string(),
-    };
     if shared.access_log {
         access_log(
             req.method(),
@@ -254,8 +276,14 @@ async fn forward(
                     upstream.stats.failure(AttemptFailure::Status5xx);
                 }
                 let Some(after) = retry else {
-                    let response =
-                        finish_response(answer, pool, version, &request_id, client_upgrade);
+                    let response = finish_response(
+                        answer,
+                        pool,
+                        version,
+                        &request_id,
+                        client_upgrade,
+                        &shared.upgrades,
+                    );
                     return respond(
                         shared,
                         entry,
@@ -781,13 +809,14 @@ fn wrap_body(answer: Answer, pool: &Arc<HostPool>) -> (http::response::Parts, Pr
 }
 
 /// The client's response: hop-by-hop headers out, the request id in, and for a `101` the two
-/// upgraded connections spliced together.
+/// upgraded connections spliced together (by `upgrades`).
 fn finish_response(
     answer: Answer,
     pool: &Arc<HostPool>,
     version: Version,
     request_id: &HeaderValue,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrades: &crate::upgrade::Upgrades,
 ) -> Response<ProxyBody> {
     let switching = answer.response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let mut upstream_upgrade = None;
@@ -799,27 +828,7 @@ fn finish_response(
     headers::prepare_response(&mut parts.headers, switching, request_id);
     parts.version = version;
     if let (true, Some(client), Some(upstream)) = (switching, client_upgrade, upstream_upgrade) {
-        let authority = pool.authority().to_string();
-        tokio::spawn(async move {
-            match tokio::try_join!(client, upstream) {
-                Ok((client, upstream)) => {
-                    let mut client = TokioIo::new(client);
-                    let mut upstream = TokioIo::new(upstream);
-                    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                        Ok((up, down)) => tracing::debug!(
-                            upstream = %authority,
-                            bytes_up = up,
-                            bytes_down = down,
-                            "upgraded connection closed"
-                        ),
-                        Err(e) => {
-                            tracing::debug!(upstream = %authority, "upgraded connection failed: {e}")
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!(upstream = %authority, "upgrade failed: {e}"),
-            }
-        });
+        upgrades.splice(client, upstream, pool.authority().to_string());
         return Response::from_parts(parts, ProxyBody::empty());
     }
     Response::from_parts(parts, body)

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, Uri};
 
+pub mod path;
+
 /// Where a route came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RouteSource {
@@ -16,6 +18,8 @@ pub enum RouteSource {
     Config,
     /// Instance metadata in the registry (`gateway.prefix`).
     Registry,
+    /// `[auto_routes]`: a service named by the request path (see `crate::auto`).
+    Auto,
 }
 
 impl RouteSource {
@@ -24,6 +28,7 @@ impl RouteSource {
         match self {
             RouteSource::Config => "config",
             RouteSource::Registry => "registry",
+            RouteSource::Auto => "auto",
         }
     }
 }

@@ -1,14 +1,20 @@
 //! Accept loops: the proxy listener (HTTP/1.1 and h2c, upgrades allowed) and the admin
 //! listener (HTTP/1.1). Each connection is one task; at shutdown the loops stop accepting, ask
 //! every connection to finish its current exchange, and wait up to the grace period before
-//! dropping the stragglers.
+//! dropping the stragglers; then the upgraded connections are closed ([`crate::upgrade`]).
 //!
-//! A client connection on which no request starts for [`IDLE_CLOSE`] to twice that (an idle
-//! keep-alive connection, or a request head that never completes) is asked to finish and
-//! close. One timer per connection checks a request counter, instead of hyper's header-read
-//! timer, which allocates and arms a timer for every request. The stop signal and that timer
-//! are polled only when they wake the connection's task (see `SideWake`), not on each of the
-//! connection's own wake-ups.
+//! Client connections are bounded in time by `[limits]` ([`Timing`]):
+//! - a request head must arrive within `header_timeout`: hyper's HTTP/1.1 head timer (armed
+//!   whenever the connection waits for a head, so it also closes idle HTTP/1.1 keep-alive
+//!   connections), and for any connection one check here that its first request started
+//!   within that time (a client that sent part of a protocol preface, which hyper-util's
+//!   version detection would wait for without end, is dropped);
+//! - after that, a connection on which no request starts for half of `idle_timeout` to all
+//!   of it is asked to finish its current exchange and close (HTTP/2 connections, mostly).
+//!
+//! One timer per connection checks a request counter for the latter. The stop signal and that
+//! timer are polled only when they wake the connection's task (see `SideWake`), not on each of
+//! the connection's own wake-ups.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,9 +40,25 @@ use crate::headers::ClientInfo;
 use crate::proxy::ConnState;
 use crate::state::Shared;
 
-/// How long a client connection may go without starting a request before it is closed (checked
-/// once per period, so it closes after one to two periods of silence).
-pub(crate) const IDLE_CLOSE: Duration = Duration::from_secs(30);
+/// How long a client connection may take (from `[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timing {
+    /// The first request must start within this; HTTP/1.1 heads must complete within it.
+    pub(crate) head: Duration,
+    /// The idle check's period: a connection on which no request started during a whole
+    /// period is closed (so after one to two periods of silence).
+    pub(crate) idle_period: Duration,
+}
+
+impl Timing {
+    /// The timing `limits` asks for.
+    pub(crate) fn new(limits: &crate::config::LimitsSection) -> Timing {
+        Timing {
+            head: limits.header_timeout.to_std(),
+            idle_period: (limits.idle_timeout.to_std() / 2).max(Duration::from_millis(1)),
+        }
+    }
+}
 
 /// How long a client gets to complete the TLS handshake.
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
@@ -93,6 +115,7 @@ pub(crate) async fn accept_loop(
         }
     }
     drop(listener);
+    let started_drain = tokio::time::Instant::now();
     let open = conns.len();
     if open > 0 {
         tracing::info!(?face, open, "draining connections");
@@ -106,6 +129,10 @@ pub(crate) async fn accept_loop(
             "connections still busy after {grace:?}; closing them"
         );
         conns.shutdown().await;
+    }
+    if face == Face::Proxy {
+        let left = grace.saturating_sub(started_drain.elapsed());
+        shared.upgrades.close_all(left).await;
     }
 }
 
@@ -141,22 +168,32 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Runs a connection to its end; when `stop` turns true, or when no request started (the
-/// counter `requests` did not move) during a whole [`IDLE_CLOSE`] period, asks it to finish its
-/// current exchange and close (`shutdown`: hyper-util's two connection types share no trait
-/// for it).
+/// Runs a connection to its end. Closes it at once if no request started within
+/// `timing.head` (nothing is in progress that a graceful close would wait for, and a stalled
+/// preface would never end by itself); asks it to finish its current exchange and close
+/// (`shutdown`: hyper-util's two connection types share no trait for it) when `stop` turns
+/// true, or when no request started (the counter `requests` did not move) during a whole
+/// `timing.idle_period` after that.
 async fn run_graceful<C, E>(
     conn: C,
     shutdown: impl FnOnce(Pin<&mut C>),
     stop: watch::Receiver<bool>,
     requests: &AtomicU64,
+    timing: Timing,
 ) where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    /// Why the connection is closed before it ended by itself.
+    enum Close {
+        /// No request started within the head timeout: dropped.
+        NoRequest,
+        /// Stop signal or idle: asked to finish.
+        Graceful,
+    }
     let mut conn = pin!(conn);
     let mut stop = pin!(stopped(stop));
-    let mut idle = pin!(tokio::time::sleep(IDLE_CLOSE));
+    let mut idle = pin!(tokio::time::sleep(timing.head));
     let mut seen = requests.load(Ordering::Relaxed);
     let side = Arc::new(SideWake::default());
     // The first poll registers the side events.
@@ -166,22 +203,29 @@ async fn run_graceful<C, E>(
         // On every poll: a wake takes the registered waker out (cheap when it is the same).
         side.task.register(cx.waker());
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-            return Poll::Ready(Some(result));
+            return Poll::Ready(Ok(result));
         }
         while side.fired.swap(false, Ordering::AcqRel) {
             let mut side_cx = Context::from_waker(&side_waker);
             if stop.as_mut().poll(&mut side_cx).is_ready() {
-                return Poll::Ready(None);
+                return Poll::Ready(Err(Close::Graceful));
             }
             if idle.as_mut().poll(&mut side_cx).is_ready() {
                 let now = requests.load(Ordering::Relaxed);
+                if now == 0 {
+                    tracing::debug!(
+                        "closing a connection without a request after {:?}",
+                        timing.head
+                    );
+                    return Poll::Ready(Err(Close::NoRequest));
+                }
                 if now == seen {
-                    tracing::debug!("closing a connection idle for {IDLE_CLOSE:?}");
-                    return Poll::Ready(None);
+                    tracing::debug!("closing a connection idle for {:?}", timing.idle_period);
+                    return Poll::Ready(Err(Close::Graceful));
                 }
                 seen = now;
                 idle.as_mut()
-                    .reset(tokio::time::Instant::now() + IDLE_CLOSE);
+                    .reset(tokio::time::Instant::now() + timing.idle_period);
                 // Poll the new deadline, so it is registered.
                 side.fired.store(true, Ordering::Relaxed);
             }
@@ -190,8 +234,9 @@ async fn run_graceful<C, E>(
     })
     .await;
     let result = match finished {
-        Some(result) => result,
-        None => {
+        Ok(result) => result,
+        Err(Close::NoRequest) => return,
+        Err(Close::Graceful) => {
             shutdown(conn.as_mut());
             conn.await
         }
@@ -210,13 +255,13 @@ impl Drop for OpenGuard {
     }
 }
 
-fn builder() -> auto::Builder<TokioExecutor> {
+fn builder(timing: Timing) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        // Replaced by the per-connection idle check of `run_graceful!` (see the module doc).
-        .header_read_timeout(None)
+        // `[limits] header_timeout` (see the module doc).
+        .header_read_timeout(timing.head)
         .keep_alive(true)
         // Small response heads and bodies go out in one buffer: a body chunk is copied instead
         // of queued, so the upstream connection's read buffer it points into is free again at
@@ -266,12 +311,14 @@ async fn serve_proxy<S>(
         state.requests.fetch_add(1, Ordering::Relaxed);
         crate::proxy::handle(state.clone(), req)
     });
-    let builder = builder();
+    let timing = Timing::new(&conn_state.shared.limits);
+    let builder = builder(timing);
     run_graceful(
         builder.serve_connection_with_upgrades(TokioIo::new(stream), service),
         |conn| conn.graceful_shutdown(),
         stop,
         &conn_state.requests,
+        timing,
     )
     .await;
 }
@@ -279,17 +326,19 @@ async fn serve_proxy<S>(
 async fn admin_connection(shared: Arc<Shared>, stream: TcpStream, stop: watch::Receiver<bool>) {
     let requests = Arc::new(AtomicU64::new(0));
     let counter = requests.clone();
+    let timing = Timing::new(&shared.limits);
     let service = service_fn(move |req: Request<Incoming>| {
         counter.fetch_add(1, Ordering::Relaxed);
         let response = crate::admin::handle(&shared, &req);
         async move { Ok::<_, Infallible>(response) }
     });
-    let builder = builder();
+    let builder = builder(timing);
     run_graceful(
         builder.serve_connection(TokioIo::new(stream), service),
         |conn| conn.graceful_shutdown(),
         stop,
         &requests,
+        timing,
     )
     .await;
 }
@@ -302,6 +351,12 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
+
+    /// Heads within 10 s; idle checks every 30 s.
+    const TIMING: Timing = Timing {
+        head: Duration::from_secs(10),
+        idle_period: Duration::from_secs(30),
+    };
 
     /// A connection that runs until `shutdown` is called (or `finish` fires), and says whether
     /// it was asked to shut down.
@@ -336,6 +391,7 @@ mod tests {
             },
             stop,
             &requests,
+            TIMING,
         );
         // A lost wake-up would hang: fail instead (the clock is paused, so this is instant).
         tokio::time::timeout(Duration::from_secs(3600), run)
@@ -350,23 +406,37 @@ mod tests {
         let requests = Arc::new(AtomicU64::new(0));
         let counter = requests.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(IDLE_CLOSE / 3).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
             counter.fetch_add(1, Ordering::Relaxed);
-            // After the first idle check (which found a request) and before the second.
-            tokio::time::sleep(IDLE_CLOSE).await;
+            // After the head check (which found a request) and before the idle check.
+            tokio::time::sleep(Duration::from_secs(30)).await;
             let _ = stop.send(true);
         });
         let (elapsed, asked) = serve(stopped, requests, None).await;
         assert!(asked);
-        assert_eq!(elapsed, IDLE_CLOSE / 3 + IDLE_CLOSE);
+        assert_eq!(elapsed, Duration::from_secs(35));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_connection_without_requests_is_closed_after_the_idle_period() {
+    async fn a_connection_without_a_request_is_dropped_after_the_head_timeout() {
         let (_stop, stopped) = watch::channel(false);
         let (elapsed, asked) = serve(stopped, Arc::default(), None).await;
+        assert!(!asked, "nothing in progress: dropped, not asked to finish");
+        assert_eq!(elapsed, TIMING.head);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_whose_requests_stop_is_closed_after_an_idle_period() {
+        let (_stop, stopped) = watch::channel(false);
+        let requests = Arc::new(AtomicU64::new(0));
+        let counter = requests.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let (elapsed, asked) = serve(stopped, requests, None).await;
         assert!(asked);
-        assert_eq!(elapsed, IDLE_CLOSE);
+        assert_eq!(elapsed, TIMING.head + TIMING.idle_period);
     }
 
     #[tokio::test(start_paused = true)]
@@ -375,12 +445,14 @@ mod tests {
         let requests = Arc::new(AtomicU64::new(0));
         let counter = requests.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(IDLE_CLOSE / 3).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            counter.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(15)).await;
             counter.fetch_add(1, Ordering::Relaxed);
         });
         let (elapsed, asked) = serve(stopped, requests, None).await;
         assert!(asked);
-        assert_eq!(elapsed, IDLE_CLOSE * 2);
+        assert_eq!(elapsed, TIMING.head + TIMING.idle_period * 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -146,6 +146,9 @@ pub(crate) struct RouteEntry {
     pub(crate) upstreams: Box<[Upstream]>,
     /// The discovery handle (for the admin API's view of the watch).
     pub(crate) watch: ServiceWatch,
+    /// The watch had its first list when the snapshot was built (an auto route's first
+    /// request waits for this; see `crate::auto`).
+    pub(crate) resolved: bool,
 }
 
 impl AsRef<RouteSpec> for RouteEntry {
@@ -189,6 +192,8 @@ pub(crate) struct Snapshot {
     pub(crate) table: RouteTable<RouteEntry>,
     /// The followed services, by name (admin API only).
     pub(crate) services: Vec<ServiceView>,
+    /// `[auto_routes]`, when on: the prefix and the catalog the request path checks.
+    pub(crate) auto: Option<crate::auto::AutoView>,
 }
 
 /// State shared by the control plane, the request path and the admin API.
@@ -209,6 +214,14 @@ pub(crate) struct Shared {
     pub(crate) trust_forwarded: bool,
     /// The proxy listener's TLS (`[tls]`), reloadable; `None`: plain HTTP.
     pub(crate) tls: Option<Arc<signpost_tls::ReloadingAcceptor>>,
+    /// Client connection timeouts and caps (`[limits]`).
+    pub(crate) limits: crate::config::LimitsSection,
+    /// The upgraded (WebSocket) connections, capped and closed at shutdown.
+    pub(crate) upgrades: crate::upgrade::Upgrades,
+    /// Woken at every publish (requests waiting for an auto route's first list).
+    pub(crate) published: tokio::sync::Notify,
+    /// Services requests asked the control plane to follow (`[auto_routes]`).
+    pub(crate) demand: crate::auto::Demand,
 }
 
 /// The snapshot a worker thread saw last.
@@ -238,12 +251,20 @@ impl Shared {
             current: RwLock::new(Arc::new(Snapshot {
                 table: RouteTable::new(Vec::new()),
                 services: Vec::new(),
+                auto: None,
             })),
             metrics: GatewayMetrics::default(),
             ids: RequestIds::default(),
             access_log: config.access_log,
             trust_forwarded: config.trust_forwarded_headers,
             tls,
+            limits: config.limits.clone(),
+            upgrades: crate::upgrade::Upgrades::new(
+                config.limits.max_upgraded,
+                config.limits.upgrade_idle_timeout.to_std(),
+            ),
+            published: tokio::sync::Notify::new(),
+            demand: crate::auto::Demand::default(),
         }
     }
 
@@ -276,5 +297,6 @@ impl Shared {
     pub(crate) fn publish(&self, snapshot: Snapshot) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
         self.generation.fetch_add(1, Ordering::Release);
+        self.published.notify_waiters();
     }
 }

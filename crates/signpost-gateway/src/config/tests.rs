@@ -242,3 +242,41 @@ fn tls_keys_parse_and_https_is_a_protocol() {
         ["route[0]: protocol must be http1, h2c or https, got \"tls\""]
     );
 }
+
+#[test]
+fn limits_have_defaults_and_zero_durations_are_refused() {
+    let config = GatewayConfig::from_toml("").unwrap();
+    assert_eq!(config.limits.header_timeout, Dur::from_secs(10));
+    assert_eq!(config.limits.idle_timeout, Dur::from_secs(60));
+    assert_eq!(config.limits.max_upgraded, 10_000);
+    assert_eq!(config.limits.upgrade_idle_timeout, Dur::from_secs(300));
+    let problems = invalid(
+        "[limits]\nheader_timeout = \"0s\"\nidle_timeout = \"0s\"\nupgrade_idle_timeout = \"0s\"\n",
+    );
+    assert_eq!(
+        problems,
+        [
+            "limits.header_timeout must be above 0",
+            "limits.idle_timeout must be above 0",
+            "limits.upgrade_idle_timeout must be above 0",
+        ]
+    );
+    let config = GatewayConfig::from_toml("[limits]\nmax_upgraded = 0\n").unwrap();
+    config.validate().unwrap();
+}
+
+#[test]
+fn auto_routes_are_off_by_default_and_checked_when_on() {
+    let config = GatewayConfig::from_toml("").unwrap();
+    assert_eq!(config.auto_routes.prefix, None);
+    assert_eq!(config.auto_routes.max_services, 1000);
+    let config = GatewayConfig::from_toml("[auto_routes]\nprefix = \"/svc\"\n").unwrap();
+    config.validate().unwrap();
+    assert_eq!(
+        invalid("[auto_routes]\nprefix = \"svc\"\nmax_services = 0\n"),
+        [
+            "auto_routes.prefix must start with '/', got \"svc\"",
+            "auto_routes.max_services must be above 0",
+        ]
+    );
+}

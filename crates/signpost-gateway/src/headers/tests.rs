@@ -77,17 +77,51 @@ fn forwarded_headers_are_added() {
 }
 
 #[test]
-fn x_forwarded_for_is_appended_to() {
+fn x_forwarded_for_is_appended_to_only_for_a_trusted_client() {
     let ids = RequestIds::default();
-    let mut h = map(&[
+    let sent = [
         ("x-forwarded-for", "192.0.2.1"),
         ("x-forwarded-for", "198.51.100.2, 203.0.113.3"),
-    ]);
-    prepare_request(&mut h, &client(), None, false, false, &ids);
+    ];
+    let mut h = map(&sent);
+    prepare_request(&mut h, &client(), None, true, false, &ids);
     assert_eq!(
         h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
         ["192.0.2.1, 198.51.100.2, 203.0.113.3, 10.1.2.3"]
     );
+    // Untrusted: the client's claims are dropped, only the peer is named.
+    let mut h = map(&sent);
+    prepare_request(&mut h, &client(), None, false, false, &ids);
+    assert_eq!(
+        h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+        ["10.1.2.3"]
+    );
+}
+
+#[test]
+fn forwarded_and_x_real_ip_are_replaced_unless_trusted() {
+    let ids = RequestIds::default();
+    let sent = [
+        ("forwarded", "for=192.0.2.60;proto=https"),
+        ("x-real-ip", "192.0.2.61"),
+        ("x-real-ip", "192.0.2.62"),
+    ];
+    let mut h = map(&sent);
+    prepare_request(&mut h, &client(), None, false, false, &ids);
+    assert!(!h.contains_key("forwarded"), "{h:?}");
+    assert_eq!(
+        h.get_all("x-real-ip").iter().collect::<Vec<_>>(),
+        ["10.1.2.3"]
+    );
+    let mut h = map(&sent);
+    prepare_request(&mut h, &client(), None, true, false, &ids);
+    assert_eq!(h["forwarded"], "for=192.0.2.60;proto=https");
+    assert_eq!(h.get_all("x-real-ip").iter().count(), 2);
+    // Absent: the gateway sets X-Real-IP, never invents Forwarded.
+    let mut h = map(&[]);
+    prepare_request(&mut h, &client(), None, false, false, &ids);
+    assert_eq!(h["x-real-ip"], "10.1.2.3");
+    assert!(!h.contains_key("forwarded"));
 }
 
 #[test]

@@ -4,10 +4,13 @@
 mod common;
 
 mod admin;
+mod auto_routes;
 mod errors;
 mod failover;
 mod guard;
 mod headers;
+mod limits;
+mod paths;
 mod protocols;
 mod registry;
 mod registry_access;

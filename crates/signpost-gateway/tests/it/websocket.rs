@@ -7,7 +7,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::common::{AgentExt, TestAgent, TestGateway};
 
 /// A WebSocket echo server on 127.0.0.1:0; echoes every text and binary message.
-async fn echo_server() -> u16 {
+pub async fn echo_server() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
