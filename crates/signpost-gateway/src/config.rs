@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use signpost_core::model::Dur;
 
+pub use discovery::{DiscoveryProblem, DnsRecord, DnsSection, RegistryKind};
+
 use crate::route::{BalancerKind, HashOn, Protocol, RetrySpec, RouteSource, RouteSpec};
 
 /// Why the configuration was refused.
@@ -100,6 +102,9 @@ pub enum Problem {
         /// The problem.
         problem: ValueError,
     },
+    /// What is wrong with `registry.kind` and the keys it reads.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryProblem),
     /// Two routes with the same name.
     #[error("route[{index}]: another route is already named {name:?}")]
     DuplicateName {
@@ -264,6 +269,15 @@ pub struct UpstreamTlsSection {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrySection {
+    /// Where instances come from: `signpost` (the agents at `addrs`, the default), `dns` (the
+    /// DNS server at `resolver`, see `[registry.dns]`) or `env` (the gateway's environment, as
+    /// Kubernetes injects it). `dns` and `env` carry no metadata: `routes_from_metadata` is
+    /// ignored with them.
+    pub kind: RegistryKind,
+    /// The DNS server `kind = "dns"` asks (`ip:port`, e.g. `127.0.0.1:8600`).
+    pub resolver: Option<SocketAddr>,
+    /// How `kind = "dns"` turns a service into a query.
+    pub dns: DnsSection,
     /// Signpost agents (`host:port`, `http://host:port` or `https://host:port`); the first
     /// that answers is used.
     pub addrs: Vec<String>,
@@ -471,6 +485,9 @@ impl Default for GatewayConfig {
 impl Default for RegistrySection {
     fn default() -> Self {
         RegistrySection {
+            kind: RegistryKind::default(),
+            resolver: None,
+            dns: DnsSection::default(),
             addrs: vec!["127.0.0.1:8500".to_string()],
             token: None,
             ca_file: None,
@@ -594,9 +611,7 @@ impl GatewayConfig {
     /// Checks that the settings hang together; the error lists every problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        if self.registry.addrs.is_empty() {
-            problems.push(Problem::NoAgents);
-        }
+        problems.extend(discovery::check(&self.registry));
         if self.registry.cert_file.is_some() != self.registry.key_file.is_some() {
             problems.push(Problem::RegistryHalfIdentity);
         }
@@ -885,3 +900,5 @@ pub(crate) fn parse_protocol(p: &str) -> Result<Protocol, ValueError> {
 
 #[cfg(test)]
 mod tests;
+
+pub(crate) mod discovery;
