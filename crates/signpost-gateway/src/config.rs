@@ -173,6 +173,9 @@ pub enum ValueError {
     /// An empty tag filter.
     #[error("tag must not be empty")]
     EmptyTag,
+    /// A `compress` entry that is not an encoding the gateway applies, or one named twice.
+    #[error("compress: {0:?} is not one of \"zstd\", \"br\", \"gzip\" (each at most once)")]
+    Compress(String),
     /// A route name that is empty or too long.
     #[error("name must be 1 to 128 characters")]
     Name,
@@ -458,6 +461,9 @@ pub struct RouteConfig {
     pub protocol: Option<String>,
     /// Overrides of `[defaults.retry]`.
     pub retry: RetryOverride,
+    /// Compress responses with these encodings (`zstd`, `br`, `gzip`), in order of preference,
+    /// when the client accepts one; off when empty (the default). See [`crate::compress`].
+    pub compress: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -766,6 +772,13 @@ impl GatewayConfig {
         if let Err(e) = check_retry(&retry) {
             errors.push(ValueError::Retry(e));
         }
+        let mut compress = Vec::new();
+        for token in &r.compress {
+            match crate::compress::Encoding::parse(token) {
+                Some(e) if !compress.contains(&e) => compress.push(e),
+                _ => errors.push(ValueError::Compress(token.clone())),
+            }
+        }
         if let Some(name) = &r.name {
             if name.is_empty() || name.len() > 128 {
                 errors.push(ValueError::Name);
@@ -791,6 +804,7 @@ impl GatewayConfig {
             tag: r.tag.clone(),
             protocol,
             source: RouteSource::Config,
+            compress,
         })
     }
 }

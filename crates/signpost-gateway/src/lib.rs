@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod compress;
 pub mod config;
 pub mod error;
 pub mod guard;

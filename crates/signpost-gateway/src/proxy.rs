@@ -162,6 +162,7 @@ async fn forward(
         upgrade,
         &shared.ids,
     );
+    let accepted = crate::compress::Accepted::read(&spec.compress, &parts.headers);
     let ctx = pick_context(spec, client, &parts);
     let path = upstream_path(spec, &parts.uri);
     let body_empty = body.is_end_stream();
@@ -256,6 +257,7 @@ async fn forward(
                 let Some(after) = retry else {
                     let response =
                         finish_response(answer, pool, version, &request_id, client_upgrade);
+                    let response = crate::compress::apply(&accepted, &parts.method, response);
                     return respond(
                         shared,
                         entry,

@@ -4,6 +4,7 @@
 mod common;
 
 mod admin;
+mod compression;
 mod discovery_dns;
 mod errors;
 mod failover;
