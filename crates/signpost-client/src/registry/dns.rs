@@ -540,7 +540,7 @@ mod tests {
                 },
             ]
         );
-        assert!(diff(&map(&[a.clone()]), &map(&[a]), 6).is_empty());
+        assert!(diff(&map(std::slice::from_ref(&a)), &map(&[a]), 6).is_empty());
     }
 
     #[test]

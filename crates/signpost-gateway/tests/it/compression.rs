@@ -137,7 +137,7 @@ async fn fixture() -> Fixture {
 /// A decoder for `encoding` over `body`.
 fn decoder(
     encoding: &str,
-    body: impl AsyncRead + tokio::io::AsyncBufRead + Send + Unpin + 'static,
+    body: impl tokio::io::AsyncBufRead + Send + Unpin + 'static,
 ) -> Box<dyn AsyncRead + Send + Unpin> {
     match encoding {
         "zstd" => Box::new(ZstdDecoder::new(body)),
