@@ -736,3 +736,26 @@ async fn zone_aware_routing_stays_local_and_spills_over_when_the_local_zone_fail
         ("users-2", 1)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Over a platform's registry
+
+/// A service that must not depend on a registry finds its peer in the environment Kubernetes
+/// injects, and calls it like any discovered service.
+#[tokio::test]
+async fn calls_a_service_found_in_the_environment() {
+    use signpost_client::registry::env::EnvRegistry;
+    let backends = backends(1);
+    let port = backends[0].addr.port().to_string();
+    let env = EnvRegistry::from_vars([
+        ("USERS_SERVICE_HOST", "127.0.0.1"),
+        ("USERS_SERVICE_PORT", port.as_str()),
+    ]);
+    let discovery = Discovery::new(Arc::new(env), DiscoveryOptions::default());
+    let watch = discovery.service("users");
+    watch.ready().await.unwrap();
+    let client = ServiceClient::builder(watch.clone()).build();
+    let user: User = client.get("/users/3").await.unwrap();
+    assert_eq!(user.name, "user 3 from users-0");
+    assert_eq!(backends[0].hits(), 1);
+}

@@ -3,6 +3,8 @@
 //! discovery's stale-on-error, reconnect, persistence and push-empty protection.
 
 mod common;
+#[path = "discovery/dns.rs"]
+mod dns;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -68,6 +68,8 @@ enum Kind {
     Pooled(Pooled),
     /// A body whose connection is driven elsewhere (h2c, upgrade handshakes).
     Stream(Incoming),
+    /// Another body, compressed as it streams (see [`crate::compress`]).
+    Compressed(Box<crate::compress::Compressed>),
 }
 
 /// An HTTP/1.1 upstream body and its connection: polling the body drives the connection, and
@@ -103,6 +105,13 @@ impl ProxyBody {
         }
     }
 
+    /// A body compressed as it streams.
+    pub(crate) fn compressed(body: crate::compress::Compressed) -> Self {
+        ProxyBody {
+            kind: Kind::Compressed(Box::new(body)),
+        }
+    }
+
     /// An HTTP/1.1 upstream body arriving on `conn`, which returns to `pool` at the end.
     pub(crate) fn pooled(body: Incoming, conn: Box<H1Conn>, pool: Arc<HostPool>) -> Self {
         ProxyBody {
@@ -123,6 +132,7 @@ impl std::fmt::Debug for ProxyBody {
             Kind::Full(_) => "full",
             Kind::Pooled(_) => "pooled",
             Kind::Stream(_) => "stream",
+            Kind::Compressed(_) => "compressed",
         };
         f.debug_struct("ProxyBody").field("kind", &kind).finish()
     }
@@ -199,6 +209,7 @@ impl Body for ProxyBody {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Pooled(pooled) => pooled.poll_frame(cx),
             Kind::Stream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Compressed(body) => body.poll_frame(cx),
         }
     }
 
@@ -208,6 +219,7 @@ impl Body for ProxyBody {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Pooled(pooled) => pooled.is_end_stream(),
             Kind::Stream(body) => body.is_end_stream(),
+            Kind::Compressed(body) => body.is_end_stream(),
         }
     }
 
@@ -220,6 +232,7 @@ impl Body for ProxyBody {
                 .as_ref()
                 .map_or(SizeHint::with_exact(0), Body::size_hint),
             Kind::Stream(body) => body.size_hint(),
+            Kind::Compressed(_) => SizeHint::default(),
         }
     }
 }

@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use signpost_core::model::Dur;
 
+pub use discovery::{DiscoveryProblem, DnsRecord, DnsSection, RegistryKind};
+
 use crate::route::{BalancerKind, HashOn, Protocol, RetrySpec, RouteSource, RouteSpec};
 
 /// Why the configuration was refused.
@@ -109,6 +111,9 @@ pub enum Problem {
     /// A `[limits]` duration of zero.
     #[error("limits.{0} must be above 0")]
     ZeroLimit(&'static str),
+    /// What is wrong with `registry.kind` and the keys it reads.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryProblem),
     /// Two routes with the same name.
     #[error("route[{index}]: another route is already named {name:?}")]
     DuplicateName {
@@ -177,6 +182,9 @@ pub enum ValueError {
     /// An empty tag filter.
     #[error("tag must not be empty")]
     EmptyTag,
+    /// A `compress` entry that is not an encoding the gateway applies, or one named twice.
+    #[error("compress: {0:?} is not one of \"zstd\", \"br\", \"gzip\" (each at most once)")]
+    Compress(String),
     /// A route name that is empty or too long.
     #[error("name must be 1 to 128 characters")]
     Name,
@@ -277,6 +285,15 @@ pub struct UpstreamTlsSection {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrySection {
+    /// Where instances come from: `signpost` (the agents at `addrs`, the default), `dns` (the
+    /// DNS server at `resolver`, see `[registry.dns]`) or `env` (the gateway's environment, as
+    /// Kubernetes injects it). `dns` and `env` carry no metadata: `routes_from_metadata` is
+    /// ignored with them.
+    pub kind: RegistryKind,
+    /// The DNS server `kind = "dns"` asks (`ip:port`, e.g. `127.0.0.1:8600`).
+    pub resolver: Option<SocketAddr>,
+    /// How `kind = "dns"` turns a service into a query.
+    pub dns: DnsSection,
     /// Signpost agents (`host:port`, `http://host:port` or `https://host:port`); the first
     /// that answers is used.
     pub addrs: Vec<String>,
@@ -511,6 +528,9 @@ pub struct RouteConfig {
     pub protocol: Option<String>,
     /// Overrides of `[defaults.retry]`.
     pub retry: RetryOverride,
+    /// Compress responses with these encodings (`zstd`, `br`, `gzip`), in order of preference,
+    /// when the client accepts one; off when empty (the default). See [`crate::compress`].
+    pub compress: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -540,6 +560,9 @@ impl Default for GatewayConfig {
 impl Default for RegistrySection {
     fn default() -> Self {
         RegistrySection {
+            kind: RegistryKind::default(),
+            resolver: None,
+            dns: DnsSection::default(),
             addrs: vec!["127.0.0.1:8500".to_string()],
             token: None,
             ca_file: None,
@@ -663,9 +686,7 @@ impl GatewayConfig {
     /// Checks that the settings hang together; the error lists every problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        if self.registry.addrs.is_empty() {
-            problems.push(Problem::NoAgents);
-        }
+        problems.extend(discovery::check(&self.registry));
         if self.registry.cert_file.is_some() != self.registry.key_file.is_some() {
             problems.push(Problem::RegistryHalfIdentity);
         }
@@ -837,6 +858,13 @@ impl GatewayConfig {
         if let Err(e) = check_retry(&retry) {
             errors.push(ValueError::Retry(e));
         }
+        let mut compress = Vec::new();
+        for token in &r.compress {
+            match crate::compress::Encoding::parse(token) {
+                Some(e) if !compress.contains(&e) => compress.push(e),
+                _ => errors.push(ValueError::Compress(token.clone())),
+            }
+        }
         if let Some(name) = &r.name {
             if name.is_empty() || name.len() > 128 {
                 errors.push(ValueError::Name);
@@ -862,6 +890,7 @@ impl GatewayConfig {
             tag: r.tag.clone(),
             protocol,
             source: RouteSource::Config,
+            compress,
         })
     }
 }
@@ -971,3 +1000,5 @@ pub(crate) fn parse_protocol(p: &str) -> Result<Protocol, ValueError> {
 
 #[cfg(test)]
 mod tests;
+
+pub(crate) mod discovery;

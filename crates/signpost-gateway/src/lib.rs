@@ -48,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod compress;
 pub mod config;
 pub mod error;
 pub mod guard;
@@ -72,7 +73,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use signpost_client::discovery::Discovery;
-use signpost_client::registry::signpost::{SignpostOptions, SignpostRegistry};
 use signpost_client::registry::{Registry, RegistryError};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
@@ -186,19 +186,15 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Validates `config` and starts the control plane against the Signpost agents it names,
-    /// with its `[registry]` token and TLS settings.
+    /// Validates `config` and starts the control plane against the registry `[registry]`
+    /// describes: the Signpost agents it names (with its token and TLS settings), the DNS
+    /// server of `kind = "dns"`, or the environment with `kind = "env"`.
     /// Must be called within a tokio runtime. Routes answer 503 until their service's first
     /// instance list arrives (see [`Gateway::ready`]).
     pub fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         config.validate()?;
-        let options = SignpostOptions {
-            token: config.registry.token.as_ref().map(|t| t.0.clone()),
-            tls: config.registry.tls(),
-            ..SignpostOptions::default()
-        };
-        let registry = SignpostRegistry::with_options(config.registry.addrs.clone(), options)?;
-        Self::start_with_registry(config, Arc::new(registry))
+        let registry = config::discovery::build(&config.registry)?;
+        Self::start_with_registry(config, registry)
     }
 
     /// Like [`Gateway::start`] with any SDK registry. With `registry.routes_from_metadata`, the
@@ -212,6 +208,9 @@ impl Gateway {
         registry: Arc<dyn Registry>,
     ) -> Result<Gateway, GatewayError> {
         config.validate()?;
+        let mut config = config;
+        // DNS and the environment know neither metadata nor a catalog to follow.
+        config.registry.routes_from_metadata &= config.registry.kind.has_metadata();
         let specs = config
             .routes
             .iter()

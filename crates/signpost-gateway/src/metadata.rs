@@ -142,6 +142,7 @@ pub fn spec_from_instances(
         tag: None,
         protocol,
         source: RouteSource::Registry,
+        compress: Vec::new(),
     }))
 }
 

@@ -184,6 +184,7 @@ async fn forward(
         upgrade,
         &shared.ids,
     );
+    let accepted = crate::compress::Accepted::read(&spec.compress, &parts.headers);
     let ctx = pick_context(spec, client, &parts);
     let path = upstream_path(spec, &parts.uri);
     let body_empty = body.is_end_stream();
@@ -284,6 +285,7 @@ async fn forward(
                         client_upgrade,
                         &shared.upgrades,
                     );
+                    let response = crate::compress::apply(&accepted, &parts.method, response);
                     return respond(
                         shared,
                         entry,

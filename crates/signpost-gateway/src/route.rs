@@ -143,6 +143,8 @@ pub struct RouteSpec {
     pub protocol: Protocol,
     /// Config file or registry.
     pub source: RouteSource,
+    /// Encodings responses may be compressed with, in order of preference (empty: none).
+    pub compress: Vec<crate::compress::Encoding>,
 }
 
 /// The default name of a route: its host (if any) followed by its prefix.

@@ -67,6 +67,15 @@ pub enum RegistryError {
     /// client that cannot be built).
     #[error("invalid registry configuration: {0}")]
     Config(#[source] ConfigError),
+    /// The registry cannot do this at all: a watch-only registry (the platform's DNS, the
+    /// environment) asked to register, deregister or renew. Retrying never helps.
+    #[error("{registry} registry does not support {operation}: it only reads what the platform publishes (register with Signpost, Consul or etcd instead)")]
+    Unsupported {
+        /// The registry (`dns`, `environment`).
+        registry: &'static str,
+        /// What was asked of it (`register`, `deregister`, `heartbeat`, `watch_services`).
+        operation: &'static str,
+    },
 }
 
 /// `": 400 Bad Request"`, or nothing without a status.
@@ -249,6 +258,23 @@ pub enum ConfigError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+    /// A DNS registry's name template cannot name a service (no `{service}`, or not a DNS
+    /// name once filled in).
+    #[error("the DNS name template {template:?}: {reason}")]
+    DnsTemplate {
+        /// The template as given.
+        template: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A DNS registry's TTL floor is zero or above its ceiling.
+    #[error("the DNS re-resolution bounds: the floor ({floor:?}) must be above 0 and at most the ceiling ({ceiling:?})")]
+    DnsTtlBounds {
+        /// The shortest wait between resolutions.
+        floor: std::time::Duration,
+        /// The longest wait between resolutions.
+        ceiling: std::time::Duration,
+    },
 }
 
 impl RegistryError {

@@ -5,6 +5,10 @@
 //! - [`etcd::EtcdRegistry`]: etcd v3, instances as leased keys under `/services/`.
 //! - [`consul::ConsulRegistry`]: any Consul-compatible agent (Consul, or Signpost's Consul face),
 //!   watched with blocking queries.
+//! - [`dns::DnsRegistry`]: the platform's DNS (a Kubernetes headless service's SRV or A/AAAA
+//!   records, or Signpost's own DNS interface), re-resolved on the records' TTL. Watch-only.
+//! - [`env::EnvRegistry`]: the `<NAME>_SERVICE_HOST`/`_PORT` variables Kubernetes injects.
+//!   Watch-only.
 //! - [`RegistryError`] (in `error.rs`): why a call failed, with a typed [`Cause`] for
 //!   unavailability; shared by every backend.
 
@@ -18,6 +22,8 @@ use crate::instance::{Instance, Update};
 
 pub(crate) mod agents;
 pub mod consul;
+pub mod dns;
+pub mod env;
 pub(crate) mod error;
 pub mod etcd;
 pub mod signpost;

@@ -34,6 +34,11 @@ fn the_readme_example_parses_and_resolves() {
     assert_eq!(users.timeout, Duration::from_secs(5));
     assert_eq!(users.retry.attempts, 3);
     assert_eq!(users.tag.as_deref(), Some("v2"));
+    use crate::compress::Encoding;
+    assert_eq!(
+        users.compress,
+        [Encoding::Zstd, Encoding::Br, Encoding::Gzip]
+    );
     let grpc = config.route_spec(&config.routes[1]).unwrap();
     assert_eq!(grpc.protocol, Protocol::H2c);
     assert_eq!(grpc.host.as_deref(), Some("grpc.example.com"));

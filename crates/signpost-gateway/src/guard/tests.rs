@@ -22,6 +22,7 @@ fn configured(host: Option<&str>, prefix: &str) -> RouteSpec {
         tag: None,
         protocol: Protocol::Http1,
         source: RouteSource::Config,
+        compress: Vec::new(),
     }
 }
 

@@ -23,6 +23,7 @@ fn spec(host: Option<&str>, prefix: &str, service: &str) -> RouteSpec {
         tag: None,
         protocol: Protocol::Http1,
         source: RouteSource::Config,
+        compress: Vec::new(),
     }
 }
 

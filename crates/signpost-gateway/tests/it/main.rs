@@ -5,6 +5,8 @@ mod common;
 
 mod admin;
 mod auto_routes;
+mod compression;
+mod discovery_dns;
 mod errors;
 mod failover;
 mod guard;

@@ -20,6 +20,7 @@ pub mod agent_api;
 pub mod audit;
 pub mod cache;
 pub mod cluster_api;
+pub mod compression;
 pub mod kv;
 pub mod query;
 pub mod raft;
@@ -113,6 +114,7 @@ pub fn router(agent: AppState) -> Router {
         .layer(axum::Extension(Arc::new(cache::ListingCache::default())))
         .layer(axum::Extension(Arc::new(cache::FrameCache::default())))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(compression::layer())
         .with_state(agent)
 }
 

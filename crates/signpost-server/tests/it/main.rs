@@ -5,6 +5,7 @@ mod api;
 mod check_targets;
 mod cluster;
 mod common;
+mod compression;
 mod consul;
 mod dns;
 mod health;

@@ -11,6 +11,7 @@ mod consul_clients;
 mod dig;
 mod durability;
 mod gateway;
+mod gateway_platform;
 mod health;
 mod lifecycle;
 mod tls;
