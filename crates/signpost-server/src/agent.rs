@@ -92,6 +92,12 @@ pub struct StartOptions {
     /// How long a write may wait for its commit ([`WRITE_TIMEOUT`] by default); tests of a
     /// leader cut off from its quorum shorten it.
     pub write_timeout: Duration,
+    /// Opens the database on a storage backend of the caller's instead of the data dir (or
+    /// memory): tests hand one that fails writes on demand.
+    pub backend: Option<raft::BackendFactory>,
+    /// What runs once Raft or storage has been stopped for `[storage] fatal_exit_after`;
+    /// `None`: exit the process with status 1 ([`crate::vitals::exit_process`]).
+    pub on_fatal: Option<crate::vitals::FatalHook>,
 }
 
 impl From<Listening> for StartOptions {
@@ -100,6 +106,8 @@ impl From<Listening> for StartOptions {
             listening,
             transport: None,
             write_timeout: WRITE_TIMEOUT,
+            backend: None,
+            on_fatal: None,
         }
     }
 }
@@ -140,6 +148,8 @@ pub struct Agent {
     db: std::sync::Mutex<Option<Arc<redb::Database>>>,
     /// ACL settings and the cache of resolved tokens.
     acl: crate::service::acl::Resolver,
+    /// Whether Raft or storage has stopped, and what to do then ([`crate::vitals`]).
+    vitals: Arc<crate::vitals::Vitals>,
 }
 
 impl Agent {
@@ -168,9 +178,14 @@ impl Agent {
             listening,
             transport,
             write_timeout,
+            backend,
+            on_fatal,
         } = options.into();
         config.validate()?;
-        let db = Arc::new(raft::open_database(config.data_dir.as_deref())?);
+        let db = Arc::new(raft::open_database(
+            config.data_dir.as_deref(),
+            backend.as_ref(),
+        )?);
         let held_db = db.clone();
         let store = Arc::new(Store::new());
         let state_machine = StateMachine::open(store.clone(), db.clone())?;
@@ -291,7 +306,16 @@ impl Agent {
             tasks,
             db: std::sync::Mutex::new(Some(held_db)),
             acl,
+            vitals: Arc::new(crate::vitals::Vitals::new(
+                on_fatal.unwrap_or_else(crate::vitals::exit_process),
+            )),
         });
+        agent.tasks.spawn(crate::vitals::watch(
+            agent.vitals.clone(),
+            agent.raft().metrics(),
+            agent.closing.subscribe(),
+            agent.config.storage.fatal_exit_after.to_std(),
+        ));
         health.spawn(Arc::downgrade(&agent));
         if let Some(addrs) = join {
             let agent = agent.clone();
@@ -312,6 +336,11 @@ impl Agent {
             agent.stopping.clone(),
         ));
         Ok(agent)
+    }
+
+    /// Whether Raft or storage has stopped ([`crate::vitals`]).
+    pub fn vitals(&self) -> &crate::vitals::Vitals {
+        &self.vitals
     }
 
     /// ACL settings and resolved tokens (for [`crate::service::acl`]).

@@ -290,6 +290,10 @@ impl RequestHandler for DnsHandler {
         if query.query_class() != DNSClass::IN {
             return send(response_handle, request, refuse(ResponseCode::Refused)).await;
         }
+        if crate::vitals::failed(&self.agent) {
+            // Raft or storage stopped: the registry is no longer kept up to date.
+            return send(response_handle, request, refuse(ResponseCode::ServFail)).await;
+        }
 
         let mut answer = self.answer(query.name(), query.query_type());
         answer.records.shuffle(&mut rand::rng());

@@ -90,6 +90,7 @@ pub fn router(agent: AppState) -> Router {
         )
         .route("/api/v1/agent/self", get(agent_api::agent_self))
         .route("/metrics", get(agent_api::metrics))
+        .route("/health", get(crate::vitals::health))
         .route("/api/v1/cluster/members", get(cluster_api::members))
         .route("/api/v1/cluster/join", post(cluster_api::join))
         .route("/api/v1/cluster/remove", post(cluster_api::remove))
@@ -107,6 +108,10 @@ pub fn router(agent: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
             audit::audit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            crate::vitals::gate,
         ))
         .layer(axum::middleware::from_fn_with_state(agent.clone(), observe))
         .layer(axum::Extension(Arc::new(audit_log(&agent))))

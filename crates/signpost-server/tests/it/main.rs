@@ -15,4 +15,5 @@ mod members;
 mod shutdown;
 mod storage;
 mod tls;
+mod vitals;
 mod watch;
