@@ -460,7 +460,13 @@ impl Agent {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let header_timeout = self.config.limits.http_header_timeout.to_std();
+        let l = &self.config.limits;
+        let header_timeout = l.http_header_timeout.to_std();
+        let (idle_timeout, body_timeout, max_conns) = (
+            l.http_idle_timeout.to_std(),
+            l.http_body_timeout.to_std(),
+            l.http_max_conns,
+        );
         if let Some(listener) = listeners.raft {
             let app = crate::http::raft::router(self.clone());
             let agent = self.clone();
@@ -470,6 +476,9 @@ impl Agent {
                 header_timeout,
                 limits: None,
                 grace: DRAIN_GRACE,
+                idle_timeout,
+                body_timeout,
+                max_conns,
             };
             self.tasks.spawn(async move {
                 let closed = agent.clone();
@@ -517,6 +526,9 @@ impl Agent {
             header_timeout,
             limits: Some(limits),
             grace: DRAIN_GRACE,
+            idle_timeout,
+            body_timeout,
+            max_conns,
         };
         let agent = self.clone();
         let stop = async move {

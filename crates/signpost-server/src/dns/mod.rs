@@ -65,8 +65,10 @@ pub struct DnsConfig {
     pub node_name: String,
     /// The address answered for the node name and for `ns.<domain>`.
     pub node_addr: IpAddr,
-    /// The most answer records in one UDP response; 0 leaves only the size limit. Cut answers
-    /// carry the TC bit, so a client that needs everything retries over TCP.
+    /// The most answer records in one UDP response; 0 (this type's default) leaves only the
+    /// size limit. The agent's `[dns] udp_answer_limit` is 3 by default, as Consul's: a 40-byte
+    /// query cannot draw a 4 KiB answer. Cut answers carry the TC bit, so a client that needs
+    /// everything retries over TCP.
     pub udp_answer_limit: usize,
 }
 

@@ -10,6 +10,7 @@ mod dns;
 mod health;
 mod health_tls;
 mod limits;
+mod listener_limits;
 mod matrix;
 mod members;
 mod shutdown;

@@ -260,6 +260,15 @@ async fn a_healthy_agent_never_runs_its_fatal_hook_and_shuts_down_cleanly() {
 }
 
 #[test]
+fn udp_answers_are_cut_to_three_records_by_default_as_consul_does() {
+    let c = AgentConfig::default();
+    let dns = c.dns_config(std::net::IpAddr::from([127, 0, 0, 1]));
+    assert_eq!(dns.udp_answer_limit, 3);
+    let c = AgentConfig::from_toml("[dns]\nudp_answer_limit = 0").unwrap();
+    assert_eq!(c.dns.udp_answer_limit, 0, "0 lifts the limit");
+}
+
+#[test]
 fn fatal_exit_after_is_configurable_and_not_zero() {
     let c = AgentConfig::from_toml("dev = true\n[storage]\nfatal_exit_after = \"5s\"").unwrap();
     assert_eq!(c.storage.fatal_exit_after, Dur(5000));
