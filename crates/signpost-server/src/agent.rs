@@ -67,8 +67,7 @@ type Proposal = (
     tokio::sync::oneshot::Sender<Result<Response, ProposeError>>,
 );
 
-/// Most writes grouped into one Raft entry.
-const MAX_BATCH: usize = 1024;
+use crate::batch::MAX_BATCH;
 
 /// Where this agent listens.
 #[derive(Debug, Clone, Copy)]
@@ -631,12 +630,13 @@ async fn batcher(
     stopping: CancellationToken,
 ) {
     let mut batch: Vec<Proposal> = Vec::with_capacity(MAX_BATCH);
+    let mut grouper = crate::batch::Grouper::new(MAX_BATCH, crate::batch::MAX_BATCH_BYTES);
     loop {
         let received = tokio::select! {
-            n = queue.recv_many(&mut batch, MAX_BATCH) => n,
-            () = stopping.cancelled() => 0,
+            more = grouper.next(&mut queue, &mut batch) => more,
+            () = stopping.cancelled() => false,
         };
-        if received == 0 {
+        if !received {
             break;
         }
         let Some(agent) = agent.upgrade() else { break };
@@ -672,6 +672,12 @@ async fn batcher(
         }
     }
     queue.close();
+    let left = grouper.take_carried().into_iter().chain(batch.drain(..));
+    for (_, reply) in left {
+        let _ = reply.send(Err(ProposeError::Fatal(
+            "the agent is shutting down".into(),
+        )));
+    }
     while let Ok((_, reply)) = queue.try_recv() {
         let _ = reply.send(Err(ProposeError::Fatal(
             "the agent is shutting down".into(),

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod batch;
 pub mod cluster;
 pub mod config;
 pub mod consul;

@@ -322,9 +322,8 @@ async fn serve_http<I>(
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         counted.fetch_add(1, Ordering::Relaxed);
         let expired = Arc::new(AtomicBool::new(false));
-        let mut req = req.map(|b| {
-            axum::body::Body::new(body::TimedBody::new(b, body_timeout, expired.clone()))
-        });
+        let mut req = req
+            .map(|b| axum::body::Body::new(body::TimedBody::new(b, body_timeout, expired.clone())));
         req.extensions_mut().insert(ConnectInfo(peer));
         if certified {
             req.extensions_mut().insert(ClientCertified);

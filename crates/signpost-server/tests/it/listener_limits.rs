@@ -113,7 +113,10 @@ async fn an_idle_keep_alive_connection_is_closed() {
         "kept alive: {answer}"
     );
     // Nothing more: the agent closes the idle connection long before the header timeout.
-    assert!(closed_by_agent(&mut conn).await, "an idle connection is closed");
+    assert!(
+        closed_by_agent(&mut conn).await,
+        "an idle connection is closed"
+    );
 }
 
 #[tokio::test]
