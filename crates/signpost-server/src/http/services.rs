@@ -1,6 +1,5 @@
 //! The native registry API: instances and service definitions.
 
-use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -318,56 +317,59 @@ pub async fn heartbeats(
             ),
         ));
     }
-    // Renewals run side by side: on a follower each is forwarded to the leader, and on the
-    // leader a recovery is a Raft proposal; one at a time, a batch would pay a round trip or an
-    // fsync per instance instead of sharing them.
-    let outcomes: Vec<(InstanceKey, BatchOutcome)> = futures::stream::iter(keys)
-        .map(|mut key| {
-            let agent = agent.clone();
-            let caller = caller.clone();
-            async move {
-                match validate::service_name(&key.service) {
-                    Ok(service) => {
-                        key.service = service;
-                        let failed = service::renew(&agent, &caller, &key, Status::Passing)
-                            .await
-                            .err();
-                        (key, Ok(failed))
-                    }
-                    Err(e) => (key, Err(e)),
-                }
-            }
-        })
-        .buffer_unordered(BATCH_CONCURRENCY)
-        .collect()
-        .await;
+    // One call for the batch: on a follower it travels to the leader whole; on the leader
+    // renewals run side by side, so recoveries share Raft entries.
     let mut answer = BatchRenewed::<InstanceKey>::default();
-    for (key, outcome) in outcomes {
-        match outcome {
-            Err(e) => answer.rejected.push(Rejected {
-                error: e.to_string(),
-                key,
-            }),
-            Ok(None) => answer.renewed += 1,
-            Ok(Some(ServiceError::NotRegistered(_))) => answer.not_found.push(key),
-            Ok(Some(e @ (ServiceError::Cluster(_) | ServiceError::Propose(_)))) => {
-                return Err(ApiError::Unavailable(e.to_string()))
+    let mut checked = Vec::with_capacity(keys.len());
+    let mut valid = Vec::with_capacity(keys.len());
+    for mut key in keys {
+        match validate::service_name(&key.service) {
+            Ok(service) => {
+                key.service = service;
+                valid.push(key.clone());
+                checked.push((key, None));
             }
-            Ok(Some(e)) => answer.rejected.push(Rejected {
+            Err(e) => checked.push((key, Some(e))),
+        }
+    }
+    let mut outcomes = service::renew_many(&agent, &caller, valid, Status::Passing)
+        .await
+        .into_iter();
+    let mut unavailable = None;
+    for (key, malformed) in checked {
+        let outcome = match malformed {
+            Some(e) => {
+                answer.rejected.push(Rejected {
+                    error: e.to_string(),
+                    key,
+                });
+                continue;
+            }
+            None => outcomes.next().expect("one outcome per valid key"),
+        };
+        match outcome {
+            Ok(_) => answer.renewed += 1,
+            Err(ServiceError::NotRegistered(_)) => answer.not_found.push(key),
+            Err(e @ (ServiceError::Cluster(_) | ServiceError::Propose(_))) => {
+                unavailable.get_or_insert(e);
+                answer.unavailable.push(key);
+            }
+            Err(e) => answer.rejected.push(Rejected {
                 error: e.to_string(),
                 key,
             }),
         }
     }
+    // Nothing renewed and nothing else to say: the batch as a whole could not be served (no
+    // leader); otherwise the keys that could not be renewed this time are listed, and the
+    // client retries only those.
+    if let Some(e) = unavailable {
+        if answer.renewed == 0 && answer.not_found.is_empty() && answer.rejected.is_empty() {
+            return Err(ApiError::Unavailable(e.to_string()));
+        }
+    }
     Ok(Json(answer).into_response())
 }
-
-/// What became of one key of a heartbeat batch: `Err(why its name is malformed)`, or
-/// `Ok(what renewing it failed with, if anything)`.
-type BatchOutcome = Result<Option<ServiceError>, validate::ValidationError>;
-
-/// Renewals of one batch in flight at once.
-const BATCH_CONCURRENCY: usize = 64;
 
 /// `PUT /api/v1/services/{service}/definition`
 pub async fn put_definition(
