@@ -22,7 +22,6 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 use serde_json::json;
 
 use crate::agent::Agent;
@@ -43,8 +42,7 @@ pub fn exit_process() -> FatalHook {
 }
 
 /// Why the agent cannot serve.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "reason", content = "error", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unhealthy {
     /// The storage failed (a write or fsync did not succeed) and Raft stopped with it.
     Storage(String),
