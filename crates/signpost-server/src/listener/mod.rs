@@ -19,7 +19,7 @@
 //!   (waiting, rather than closing them, keeps a burst of legitimate clients working);
 //! - a keep-alive connection idle between requests is closed after `http_idle_timeout` (or the
 //!   header timeout, if shorter: hyper times the next request head from the moment the
-//!   connection goes idle);
+//!   connection goes idle, so one timer, set to the lesser of the two, serves both);
 //! - a request body must arrive within `http_body_timeout` of its head, or the request is
 //!   answered 408 ([`body`]).
 //!
