@@ -319,7 +319,6 @@ pub async fn heartbeats(
     }
     // One call for the batch: on a follower it travels to the leader whole; on the leader
     // renewals run side by side, so recoveries share Raft entries.
-    let mut answer = BatchRenewed::<InstanceKey>::default();
     let mut checked = Vec::with_capacity(keys.len());
     let mut valid = Vec::with_capacity(keys.len());
     for mut key in keys {
@@ -332,9 +331,21 @@ pub async fn heartbeats(
             Err(e) => checked.push((key, Some(e))),
         }
     }
-    let mut outcomes = service::renew_many(&agent, &caller, valid, Status::Passing)
-        .await
-        .into_iter();
+    let outcomes = service::renew_many(&agent, &caller, valid, Status::Passing).await;
+    let answer = batch_answer(BatchRenewed::default(), checked, outcomes)?;
+    Ok(Json(answer).into_response())
+}
+
+/// A heartbeat batch's answer from each key's outcome, in the order sent: `checked` holds
+/// every key with its name's validation error, if any; `outcomes` one renewal result per valid
+/// key. Keys the cluster could not serve are listed as unavailable, and only when that is all
+/// there is to say is the whole batch a 503 (none of it was renewed).
+fn batch_answer(
+    mut answer: BatchRenewed<InstanceKey>,
+    checked: Vec<(InstanceKey, Option<validate::ValidationError>)>,
+    outcomes: Vec<service::Result<service::Renewal>>,
+) -> Result<BatchRenewed<InstanceKey>, ApiError> {
+    let mut outcomes = outcomes.into_iter();
     let mut unavailable = None;
     for (key, malformed) in checked {
         let outcome = match malformed {
@@ -360,15 +371,55 @@ pub async fn heartbeats(
             }),
         }
     }
-    // Nothing renewed and nothing else to say: the batch as a whole could not be served (no
-    // leader); otherwise the keys that could not be renewed this time are listed, and the
-    // client retries only those.
     if let Some(e) = unavailable {
         if answer.renewed == 0 && answer.not_found.is_empty() && answer.rejected.is_empty() {
             return Err(ApiError::Unavailable(e.to_string()));
         }
     }
-    Ok(Json(answer).into_response())
+    Ok(answer)
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+    use crate::agent::ProposeError;
+    use crate::service::Renewal;
+
+    fn key(id: &str) -> InstanceKey {
+        InstanceKey {
+            service: "web".into(),
+            id: id.into(),
+        }
+    }
+
+    fn timeout() -> ServiceError {
+        ServiceError::Propose(ProposeError::Timeout(std::time::Duration::from_secs(10)))
+    }
+
+    fn renewed() -> service::Result<Renewal> {
+        Ok(Renewal {
+            status: Status::Passing,
+            index: 3,
+        })
+    }
+
+    #[test]
+    fn one_unavailable_renewal_does_not_turn_the_batch_into_a_503() {
+        let checked = vec![(key("a"), None), (key("b"), None), (key("c"), None)];
+        let outcomes = vec![renewed(), Err(timeout()), renewed()];
+        let answer = batch_answer(BatchRenewed::default(), checked, outcomes).unwrap();
+        assert_eq!(answer.renewed, 2);
+        assert_eq!(answer.unavailable, vec![key("b")]);
+        assert!(answer.rejected.is_empty() && answer.not_found.is_empty());
+    }
+
+    #[test]
+    fn a_batch_nothing_of_which_could_be_served_is_a_503() {
+        let checked = vec![(key("a"), None), (key("b"), None)];
+        let outcomes = vec![Err(timeout()), Err(timeout())];
+        let err = batch_answer(BatchRenewed::default(), checked, outcomes).unwrap_err();
+        assert!(matches!(err, ApiError::Unavailable(_)), "{err:?}");
+    }
 }
 
 /// `PUT /api/v1/services/{service}/definition`
