@@ -379,6 +379,48 @@ fn batch_answer(
     Ok(answer)
 }
 
+/// `PUT /api/v1/services/{service}/definition`
+pub async fn put_definition(
+    State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(service): Path<String>,
+    JsonBody(body): JsonBody<DefinitionInput>,
+) -> Result<Response, ApiError> {
+    let definition = validate::definition(&service, body)?;
+    let done = service::define(&agent, &caller, definition).await?;
+    let status = if done.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(with_index(
+        done.definition.modify_index,
+        (status, Json(done.definition)),
+    ))
+}
+
+/// `GET /api/v1/services/{service}/definition`
+pub async fn get_definition(
+    State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(service): Path<String>,
+) -> Result<Response, ApiError> {
+    let service = validate::service_name(&service)?;
+    let def = service::definition(&agent, &caller, &service)?;
+    Ok(with_index(def.modify_index, Json(def)))
+}
+
+/// `DELETE /api/v1/services/{service}/definition`
+pub async fn delete_definition(
+    State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(service): Path<String>,
+) -> Result<Response, ApiError> {
+    let service = validate::service_name(&service)?;
+    let index = service::undefine(&agent, &caller, &service).await?;
+    Ok(with_index(index, StatusCode::NO_CONTENT))
+}
+
 #[cfg(test)]
 mod batch_tests {
     use super::*;
@@ -420,46 +462,4 @@ mod batch_tests {
         let err = batch_answer(BatchRenewed::default(), checked, outcomes).unwrap_err();
         assert!(matches!(err, ApiError::Unavailable(_)), "{err:?}");
     }
-}
-
-/// `PUT /api/v1/services/{service}/definition`
-pub async fn put_definition(
-    State(agent): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(service): Path<String>,
-    JsonBody(body): JsonBody<DefinitionInput>,
-) -> Result<Response, ApiError> {
-    let definition = validate::definition(&service, body)?;
-    let done = service::define(&agent, &caller, definition).await?;
-    let status = if done.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(with_index(
-        done.definition.modify_index,
-        (status, Json(done.definition)),
-    ))
-}
-
-/// `GET /api/v1/services/{service}/definition`
-pub async fn get_definition(
-    State(agent): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(service): Path<String>,
-) -> Result<Response, ApiError> {
-    let service = validate::service_name(&service)?;
-    let def = service::definition(&agent, &caller, &service)?;
-    Ok(with_index(def.modify_index, Json(def)))
-}
-
-/// `DELETE /api/v1/services/{service}/definition`
-pub async fn delete_definition(
-    State(agent): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(service): Path<String>,
-) -> Result<Response, ApiError> {
-    let service = validate::service_name(&service)?;
-    let index = service::undefine(&agent, &caller, &service).await?;
-    Ok(with_index(index, StatusCode::NO_CONTENT))
 }
