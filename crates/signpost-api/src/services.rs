@@ -102,6 +102,10 @@ pub struct BatchRenewed<K = InstanceKey> {
     /// Instances that cannot be renewed (no TTL check, malformed name), and why.
     #[serde(default = "Vec::new")]
     pub rejected: Vec<Rejected<K>>,
+    /// Instances not renewed this time because the cluster could not be reached (no leader,
+    /// leader unreachable) while others were: the client retries these.
+    #[serde(default = "Vec::new", skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<K>,
 }
 
 impl<K> Default for BatchRenewed<K> {
@@ -110,6 +114,7 @@ impl<K> Default for BatchRenewed<K> {
             renewed: 0,
             not_found: Vec::new(),
             rejected: Vec::new(),
+            unavailable: Vec::new(),
         }
     }
 }

@@ -96,6 +96,7 @@ fn listings_summaries_keys_and_kv_mirror_the_core() {
             key,
             error: "no ttl".into(),
         }],
+        unavailable: Vec::new(),
     };
     let _: signpost_api::BatchRenewed = mirrors(&batch);
     let renewed = signpost_api::Renewed {

@@ -67,8 +67,7 @@ type Proposal = (
     tokio::sync::oneshot::Sender<Result<Response, ProposeError>>,
 );
 
-/// Most writes grouped into one Raft entry.
-const MAX_BATCH: usize = 1024;
+use crate::batch::MAX_BATCH;
 
 /// Where this agent listens.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +91,12 @@ pub struct StartOptions {
     /// How long a write may wait for its commit ([`WRITE_TIMEOUT`] by default); tests of a
     /// leader cut off from its quorum shorten it.
     pub write_timeout: Duration,
+    /// Opens the database on a storage backend of the caller's instead of the data dir (or
+    /// memory): tests hand one that fails writes on demand.
+    pub backend: Option<raft::BackendFactory>,
+    /// What runs once Raft or storage has been stopped for `[storage] fatal_exit_after`;
+    /// `None`: exit the process with status 1 ([`crate::vitals::exit_process`]).
+    pub on_fatal: Option<crate::vitals::FatalHook>,
 }
 
 impl From<Listening> for StartOptions {
@@ -100,6 +105,8 @@ impl From<Listening> for StartOptions {
             listening,
             transport: None,
             write_timeout: WRITE_TIMEOUT,
+            backend: None,
+            on_fatal: None,
         }
     }
 }
@@ -140,6 +147,8 @@ pub struct Agent {
     db: std::sync::Mutex<Option<Arc<redb::Database>>>,
     /// ACL settings and the cache of resolved tokens.
     acl: crate::service::acl::Resolver,
+    /// Whether Raft or storage has stopped, and what to do then ([`crate::vitals`]).
+    vitals: Arc<crate::vitals::Vitals>,
 }
 
 impl Agent {
@@ -168,9 +177,14 @@ impl Agent {
             listening,
             transport,
             write_timeout,
+            backend,
+            on_fatal,
         } = options.into();
         config.validate()?;
-        let db = Arc::new(raft::open_database(config.data_dir.as_deref())?);
+        let db = Arc::new(raft::open_database(
+            config.data_dir.as_deref(),
+            backend.as_ref(),
+        )?);
         let held_db = db.clone();
         let store = Arc::new(Store::new());
         let state_machine = StateMachine::open(store.clone(), db.clone())?;
@@ -291,7 +305,16 @@ impl Agent {
             tasks,
             db: std::sync::Mutex::new(Some(held_db)),
             acl,
+            vitals: Arc::new(crate::vitals::Vitals::new(
+                on_fatal.unwrap_or_else(crate::vitals::exit_process),
+            )),
         });
+        agent.tasks.spawn(crate::vitals::watch(
+            agent.vitals.clone(),
+            agent.raft().metrics(),
+            agent.closing.subscribe(),
+            agent.config.storage.fatal_exit_after.to_std(),
+        ));
         health.spawn(Arc::downgrade(&agent));
         if let Some(addrs) = join {
             let agent = agent.clone();
@@ -312,6 +335,11 @@ impl Agent {
             agent.stopping.clone(),
         ));
         Ok(agent)
+    }
+
+    /// Whether Raft or storage has stopped ([`crate::vitals`]).
+    pub fn vitals(&self) -> &crate::vitals::Vitals {
+        &self.vitals
     }
 
     /// ACL settings and resolved tokens (for [`crate::service::acl`]).
@@ -431,7 +459,13 @@ impl Agent {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let header_timeout = self.config.limits.http_header_timeout.to_std();
+        let l = &self.config.limits;
+        let header_timeout = l.http_header_timeout.to_std();
+        let (idle_timeout, body_timeout, max_conns) = (
+            l.http_idle_timeout.to_std(),
+            l.http_body_timeout.to_std(),
+            l.http_max_conns,
+        );
         if let Some(listener) = listeners.raft {
             let app = crate::http::raft::router(self.clone());
             let agent = self.clone();
@@ -441,6 +475,9 @@ impl Agent {
                 header_timeout,
                 limits: None,
                 grace: DRAIN_GRACE,
+                idle_timeout,
+                body_timeout,
+                max_conns,
             };
             self.tasks.spawn(async move {
                 let closed = agent.clone();
@@ -488,6 +525,9 @@ impl Agent {
             header_timeout,
             limits: Some(limits),
             grace: DRAIN_GRACE,
+            idle_timeout,
+            body_timeout,
+            max_conns,
         };
         let agent = self.clone();
         let stop = async move {
@@ -590,12 +630,13 @@ async fn batcher(
     stopping: CancellationToken,
 ) {
     let mut batch: Vec<Proposal> = Vec::with_capacity(MAX_BATCH);
+    let mut grouper = crate::batch::Grouper::new(MAX_BATCH, crate::batch::MAX_BATCH_BYTES);
     loop {
         let received = tokio::select! {
-            n = queue.recv_many(&mut batch, MAX_BATCH) => n,
-            () = stopping.cancelled() => 0,
+            more = grouper.next(&mut queue, &mut batch) => more,
+            () = stopping.cancelled() => false,
         };
-        if received == 0 {
+        if !received {
             break;
         }
         let Some(agent) = agent.upgrade() else { break };
@@ -631,6 +672,12 @@ async fn batcher(
         }
     }
     queue.close();
+    let left = grouper.take_carried().into_iter().chain(batch.drain(..));
+    for (_, reply) in left {
+        let _ = reply.send(Err(ProposeError::Fatal(
+            "the agent is shutting down".into(),
+        )));
+    }
     while let Ok((_, reply)) = queue.try_recv() {
         let _ = reply.send(Err(ProposeError::Fatal(
             "the agent is shutting down".into(),

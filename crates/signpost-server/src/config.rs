@@ -53,6 +53,27 @@ pub struct AgentConfig {
     pub acl: AclSettings,
     /// The audit log of writes (off by default).
     pub audit: AuditSettings,
+    /// What the agent does when its storage or Raft stops (`[storage]`).
+    pub storage: StorageSettings,
+}
+
+/// `[storage]`: how the agent fails when its storage (or Raft, which stops after a storage
+/// error such as a full disk) stops.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// How long the agent stays up, reporting itself unhealthy (`/health` 503, reads 503,
+    /// `/v1/status/leader` empty), after Raft or storage stopped, before it exits with status 1
+    /// so that a supervisor restarts it.
+    pub fatal_exit_after: Dur,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            fatal_exit_after: Dur(30_000),
+        }
+    }
 }
 
 /// `[tls]`: with a certificate and key the HTTP listener speaks HTTPS only, members dial each
@@ -144,6 +165,15 @@ pub struct LimitsConfig {
     pub max_blocking_per_client: usize,
     /// How long a client has to send a whole request head (and to finish a TLS handshake).
     pub http_header_timeout: Dur,
+    // -- listener limits (crate::listener): every HTTP listener, the Raft listener included --
+    /// How long a keep-alive connection may sit between requests before it is closed.
+    pub http_idle_timeout: Dur,
+    /// How long a client has to send a whole request body, counted from its request head;
+    /// over it the request is answered 408.
+    pub http_body_timeout: Dur,
+    /// Most connections one listener serves at once (0: no limit). Over it the listener stops
+    /// accepting: new connections wait in the kernel's backlog until one closes.
+    pub http_max_conns: usize,
 }
 
 impl Default for LimitsConfig {
@@ -154,6 +184,9 @@ impl Default for LimitsConfig {
             http_request_burst: None,
             max_blocking_per_client: 256,
             http_header_timeout: Dur(10_000),
+            http_idle_timeout: Dur(60_000),
+            http_body_timeout: Dur(30_000),
+            http_max_conns: 4096,
         }
     }
 }
@@ -204,7 +237,9 @@ pub struct DnsSettings {
     pub domain: String,
     /// TTL of every record, in seconds.
     pub ttl: u32,
-    /// Most answer records in one UDP response (0: only the 512-byte/EDNS size limit).
+    /// Most answer records in one UDP response (0: only the 512-byte/EDNS size limit). 3 by
+    /// default, as Consul: a small query cannot draw a large answer; a cut answer carries the
+    /// TC bit and the client can ask again over TCP.
     pub udp_answer_limit: usize,
 }
 
@@ -215,7 +250,7 @@ impl Default for DnsSettings {
             addr: SocketAddr::from(([127, 0, 0, 1], 8600)),
             domain: "consul.".to_string(),
             ttl: 0,
-            udp_answer_limit: 0,
+            udp_answer_limit: 3,
         }
     }
 }
@@ -314,6 +349,7 @@ impl Default for AgentConfig {
             tls: TlsSettings::default(),
             acl: AclSettings::default(),
             audit: AuditSettings::default(),
+            storage: StorageSettings::default(),
         }
     }
 }
@@ -481,8 +517,15 @@ impl AgentConfig {
                 ));
             }
         }
-        if l.http_header_timeout.as_millis() == 0 {
-            return invalid("limits.http_header_timeout must be more than 0".into());
+        for (key, value) in [
+            ("limits.http_header_timeout", l.http_header_timeout),
+            ("limits.http_idle_timeout", l.http_idle_timeout),
+            ("limits.http_body_timeout", l.http_body_timeout),
+            ("storage.fatal_exit_after", self.storage.fatal_exit_after),
+        ] {
+            if value.as_millis() == 0 {
+                return invalid(format!("{key} must be more than 0"));
+            }
         }
         for (key, secret) in [
             (

@@ -20,9 +20,12 @@
 //!   request-head deadline, graceful drain).
 //! - [`http`]: the HTTP API (native registry API, watches and their listing cache, native KV,
 //!   agent info, metrics, Raft RPCs).
+//! - [`vitals`]: whether the agent can serve (`/health`), and failing loudly when Raft or
+//!   storage stops (503s, an empty leader, exit after a grace period).
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod batch;
 pub mod cluster;
 pub mod config;
 pub mod consul;
@@ -33,6 +36,7 @@ pub mod listener;
 pub mod raft;
 pub mod service;
 pub mod store;
+pub mod vitals;
 
 pub use agent::Agent;
 pub use config::AgentConfig;

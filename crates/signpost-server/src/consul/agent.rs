@@ -78,7 +78,10 @@ pub async fn agent_self(
             "Status": 1,
         },
         "Meta": {"signpost": "true"},
-        "Stats": {"signpost": {"version": env!("CARGO_PKG_VERSION")}},
+        "Stats": {"signpost": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "health": crate::vitals::report(&agent),
+        }},
     });
     Ok(with_meta(&agent, catalog_index(&agent), Json(body)))
 }

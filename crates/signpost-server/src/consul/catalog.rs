@@ -261,6 +261,7 @@ pub async fn status_leader(State(agent): State<AppState>) -> Response {
         .current_leader
         .and_then(|id| m.membership_config.membership().get_node(&id).cloned())
         .map(|n| raft_addr(&n.raft_addr))
+        .filter(|_| !crate::vitals::failed(&agent))
         .unwrap_or_default();
     with_meta(&agent, service_index(&agent, &None), Json(leader))
 }

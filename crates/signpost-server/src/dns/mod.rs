@@ -65,8 +65,10 @@ pub struct DnsConfig {
     pub node_name: String,
     /// The address answered for the node name and for `ns.<domain>`.
     pub node_addr: IpAddr,
-    /// The most answer records in one UDP response; 0 leaves only the size limit. Cut answers
-    /// carry the TC bit, so a client that needs everything retries over TCP.
+    /// The most answer records in one UDP response; 0 (this type's default) leaves only the
+    /// size limit. The agent's `[dns] udp_answer_limit` is 3 by default, as Consul's: a 40-byte
+    /// query cannot draw a 4 KiB answer. Cut answers carry the TC bit, so a client that needs
+    /// everything retries over TCP.
     pub udp_answer_limit: usize,
 }
 
@@ -124,6 +126,7 @@ pub async fn serve(
         agent,
         zone,
         udp_answer_limit: config.udp_answer_limit,
+        cache: std::sync::Mutex::new(std::collections::HashMap::new()),
     };
     let mut server = hickory_server::Server::new(handler);
     server.register_socket(udp);
@@ -144,14 +147,43 @@ struct DnsHandler {
     agent: Arc<Agent>,
     zone: Zone,
     udp_answer_limit: usize,
+    /// Answers already built, by question (the name as asked, its type), with the registry and
+    /// ACL indexes they were built at: a repeated question is answered without rebuilding its
+    /// records until something changes. At most [`ANSWER_CACHE`] entries.
+    cache: std::sync::Mutex<AnswerCache>,
 }
 
+/// Built answers by question (name as asked, type): the (registry, ACL) indexes they were
+/// built at, and the answer.
+type AnswerCache = std::collections::HashMap<(String, RecordType), ((u64, u64), Answer)>;
+
+/// Most answers the DNS interface keeps built (the cache starts over when full).
+const ANSWER_CACHE: usize = 4096;
+
 impl DnsHandler {
-    /// Resolves the question under the state read lock, released before anything is sent.
+    /// Resolves the question under the state read lock, released before anything is sent;
+    /// from the cache when nothing changed since it was last built.
     fn answer(&self, name: &Name, qtype: RecordType) -> Answer {
         let caller = service::acl::dns_caller(&self.agent);
+        let acl_index = service::acl::index(&self.agent);
+        let key = (name.to_string(), qtype);
         service::with_registry(&self.agent, &caller, |registry, visible| {
-            self.zone.resolve_visible(registry, name, qtype, visible)
+            let at = (registry.last_index(), acl_index);
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((built, answer)) = cache.get(&key) {
+                if *built == at {
+                    return answer.clone();
+                }
+            }
+            let answer = self.zone.resolve_visible(registry, name, qtype, visible);
+            metrics::with_local_recorder(self.agent.recorder(), || {
+                metrics::counter!("signpost_dns_answers_built_total").increment(1);
+            });
+            if cache.len() >= ANSWER_CACHE && !cache.contains_key(&key) {
+                cache.clear();
+            }
+            cache.insert(key, (at, answer.clone()));
+            answer
         })
     }
 
@@ -289,6 +321,10 @@ impl RequestHandler for DnsHandler {
         let query = info.query.original();
         if query.query_class() != DNSClass::IN {
             return send(response_handle, request, refuse(ResponseCode::Refused)).await;
+        }
+        if crate::vitals::failed(&self.agent) {
+            // Raft or storage stopped: the registry is no longer kept up to date.
+            return send(response_handle, request, refuse(ResponseCode::ServFail)).await;
         }
 
         let mut answer = self.answer(query.name(), query.query_type());

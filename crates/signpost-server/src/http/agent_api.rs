@@ -43,6 +43,7 @@ pub async fn agent_self(
             "members": members,
         },
         "eviction_guard": agent.health().guard(),
+        "health": crate::vitals::report(&agent),
     })))
 }
 
@@ -59,6 +60,7 @@ pub async fn metrics(
     let guard = agent.health().guard();
     let watchers = agent.watchers();
     metrics::with_local_recorder(agent.recorder(), || {
+        crate::vitals::record(&agent);
         for (status, n) in [
             ("passing", counts.passing),
             ("warning", counts.warning),

@@ -91,6 +91,7 @@ pub fn router(agent: AppState) -> Router {
         )
         .route("/api/v1/agent/self", get(agent_api::agent_self))
         .route("/metrics", get(agent_api::metrics))
+        .route("/health", get(crate::vitals::health))
         .route("/api/v1/cluster/members", get(cluster_api::members))
         .route("/api/v1/cluster/join", post(cluster_api::join))
         .route("/api/v1/cluster/remove", post(cluster_api::remove))
@@ -108,6 +109,10 @@ pub fn router(agent: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
             audit::audit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            crate::vitals::gate,
         ))
         .layer(axum::middleware::from_fn_with_state(agent.clone(), observe))
         .layer(axum::Extension(Arc::new(audit_log(&agent))))
@@ -147,7 +152,7 @@ async fn observe(State(agent): State<AppState>, req: Request, next: Next) -> Res
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_string();
     let started = Instant::now();
     let mut response = next.run(req).await;
     let status = response.status().as_u16().to_string();
@@ -164,6 +169,22 @@ async fn observe(State(agent): State<AppState>, req: Request, next: Next) -> Res
             .insert(INDEX_HEADER, HeaderValue::from(index));
     }
     response
+}
+
+/// A request method as a metric label: one of a fixed set, so that invented methods cannot
+/// create new series (anything else is `other`).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// The header a listing answers when it left something out for lack of rights.

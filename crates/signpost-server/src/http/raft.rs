@@ -40,6 +40,7 @@ pub fn routes(agent: &AppState) -> Router<AppState> {
         .route("/raft/propose", post(propose))
         .route("/raft/read_index", post(read_index))
         .route("/raft/ttl", post(ttl))
+        .route("/raft/ttl_batch", post(ttl_batch))
         .route("/raft/join", post(join))
         .route("/raft/remove", post(remove))
         .layer(DefaultBodyLimit::max(MAX_RAFT_BODY))
@@ -144,6 +145,16 @@ async fn read_index(State(agent): State<AppState>) -> impl IntoResponse {
 /// A renewal forwarded by a follower: `Result<Renewal, ServiceError>`.
 async fn ttl(State(agent): State<AppState>, Json(req): Json<TtlRequest>) -> impl IntoResponse {
     Json(service::renew(&agent, &service::Caller::internal(), &req.key, req.status).await)
+}
+
+/// A heartbeat batch forwarded by a follower, as one call: `Vec<Result<Renewal, ServiceError>>`,
+/// one per key, in order.
+async fn ttl_batch(
+    State(agent): State<AppState>,
+    Json(req): Json<service::TtlBatchRequest>,
+) -> impl IntoResponse {
+    let caller = service::Caller::internal();
+    Json(service::renew_many(&agent, &caller, req.keys, req.status).await)
 }
 
 /// A join forwarded by a follower: `Result<(), ClusterError>`; 400 if the new member's Raft

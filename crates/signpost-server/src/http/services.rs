@@ -1,6 +1,5 @@
 //! The native registry API: instances and service definitions.
 
-use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -318,56 +317,67 @@ pub async fn heartbeats(
             ),
         ));
     }
-    // Renewals run side by side: on a follower each is forwarded to the leader, and on the
-    // leader a recovery is a Raft proposal; one at a time, a batch would pay a round trip or an
-    // fsync per instance instead of sharing them.
-    let outcomes: Vec<(InstanceKey, BatchOutcome)> = futures::stream::iter(keys)
-        .map(|mut key| {
-            let agent = agent.clone();
-            let caller = caller.clone();
-            async move {
-                match validate::service_name(&key.service) {
-                    Ok(service) => {
-                        key.service = service;
-                        let failed = service::renew(&agent, &caller, &key, Status::Passing)
-                            .await
-                            .err();
-                        (key, Ok(failed))
-                    }
-                    Err(e) => (key, Err(e)),
-                }
+    // One call for the batch: on a follower it travels to the leader whole; on the leader
+    // renewals run side by side, so recoveries share Raft entries.
+    let mut checked = Vec::with_capacity(keys.len());
+    let mut valid = Vec::with_capacity(keys.len());
+    for mut key in keys {
+        match validate::service_name(&key.service) {
+            Ok(service) => {
+                key.service = service;
+                valid.push(key.clone());
+                checked.push((key, None));
             }
-        })
-        .buffer_unordered(BATCH_CONCURRENCY)
-        .collect()
-        .await;
-    let mut answer = BatchRenewed::<InstanceKey>::default();
-    for (key, outcome) in outcomes {
+            Err(e) => checked.push((key, Some(e))),
+        }
+    }
+    let outcomes = service::renew_many(&agent, &caller, valid, Status::Passing).await;
+    let answer = batch_answer(BatchRenewed::default(), checked, outcomes)?;
+    Ok(Json(answer).into_response())
+}
+
+/// A heartbeat batch's answer from each key's outcome, in the order sent: `checked` holds
+/// every key with its name's validation error, if any; `outcomes` one renewal result per valid
+/// key. Keys the cluster could not serve are listed as unavailable, and only when that is all
+/// there is to say is the whole batch a 503 (none of it was renewed).
+fn batch_answer(
+    mut answer: BatchRenewed<InstanceKey>,
+    checked: Vec<(InstanceKey, Option<validate::ValidationError>)>,
+    outcomes: Vec<service::Result<service::Renewal>>,
+) -> Result<BatchRenewed<InstanceKey>, ApiError> {
+    let mut outcomes = outcomes.into_iter();
+    let mut unavailable = None;
+    for (key, malformed) in checked {
+        let outcome = match malformed {
+            Some(e) => {
+                answer.rejected.push(Rejected {
+                    error: e.to_string(),
+                    key,
+                });
+                continue;
+            }
+            None => outcomes.next().expect("one outcome per valid key"),
+        };
         match outcome {
-            Err(e) => answer.rejected.push(Rejected {
-                error: e.to_string(),
-                key,
-            }),
-            Ok(None) => answer.renewed += 1,
-            Ok(Some(ServiceError::NotRegistered(_))) => answer.not_found.push(key),
-            Ok(Some(e @ (ServiceError::Cluster(_) | ServiceError::Propose(_)))) => {
-                return Err(ApiError::Unavailable(e.to_string()))
+            Ok(_) => answer.renewed += 1,
+            Err(ServiceError::NotRegistered(_)) => answer.not_found.push(key),
+            Err(e @ (ServiceError::Cluster(_) | ServiceError::Propose(_))) => {
+                unavailable.get_or_insert(e);
+                answer.unavailable.push(key);
             }
-            Ok(Some(e)) => answer.rejected.push(Rejected {
+            Err(e) => answer.rejected.push(Rejected {
                 error: e.to_string(),
                 key,
             }),
         }
     }
-    Ok(Json(answer).into_response())
+    if let Some(e) = unavailable {
+        if answer.renewed == 0 && answer.not_found.is_empty() && answer.rejected.is_empty() {
+            return Err(ApiError::Unavailable(e.to_string()));
+        }
+    }
+    Ok(answer)
 }
-
-/// What became of one key of a heartbeat batch: `Err(why its name is malformed)`, or
-/// `Ok(what renewing it failed with, if anything)`.
-type BatchOutcome = Result<Option<ServiceError>, validate::ValidationError>;
-
-/// Renewals of one batch in flight at once.
-const BATCH_CONCURRENCY: usize = 64;
 
 /// `PUT /api/v1/services/{service}/definition`
 pub async fn put_definition(
@@ -409,4 +419,47 @@ pub async fn delete_definition(
     let service = validate::service_name(&service)?;
     let index = service::undefine(&agent, &caller, &service).await?;
     Ok(with_index(index, StatusCode::NO_CONTENT))
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+    use crate::agent::ProposeError;
+    use crate::service::Renewal;
+
+    fn key(id: &str) -> InstanceKey {
+        InstanceKey {
+            service: "web".into(),
+            id: id.into(),
+        }
+    }
+
+    fn timeout() -> ServiceError {
+        ServiceError::Propose(ProposeError::Timeout(std::time::Duration::from_secs(10)))
+    }
+
+    fn renewed() -> service::Result<Renewal> {
+        Ok(Renewal {
+            status: Status::Passing,
+            index: 3,
+        })
+    }
+
+    #[test]
+    fn one_unavailable_renewal_does_not_turn_the_batch_into_a_503() {
+        let checked = vec![(key("a"), None), (key("b"), None), (key("c"), None)];
+        let outcomes = vec![renewed(), Err(timeout()), renewed()];
+        let answer = batch_answer(BatchRenewed::default(), checked, outcomes).unwrap();
+        assert_eq!(answer.renewed, 2);
+        assert_eq!(answer.unavailable, vec![key("b")]);
+        assert!(answer.rejected.is_empty() && answer.not_found.is_empty());
+    }
+
+    #[test]
+    fn a_batch_nothing_of_which_could_be_served_is_a_503() {
+        let checked = vec![(key("a"), None), (key("b"), None)];
+        let outcomes = vec![Err(timeout()), Err(timeout())];
+        let err = batch_answer(BatchRenewed::default(), checked, outcomes).unwrap_err();
+        assert!(matches!(err, ApiError::Unavailable(_)), "{err:?}");
+    }
 }

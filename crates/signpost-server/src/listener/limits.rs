@@ -29,6 +29,8 @@ pub enum Refusal {
     BlockingPerClient,
     /// The request head (or the TLS handshake) did not arrive in time.
     HeaderTimeout,
+    /// A request body did not arrive in time (answered 408).
+    BodyTimeout,
 }
 
 impl Refusal {
@@ -39,6 +41,7 @@ impl Refusal {
             Refusal::RequestRate => "request_rate",
             Refusal::BlockingPerClient => "blocking_per_client",
             Refusal::HeaderTimeout => "header_timeout",
+            Refusal::BodyTimeout => "body_timeout",
         }
     }
 }

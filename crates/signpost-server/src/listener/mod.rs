@@ -12,14 +12,26 @@
 //!    client's address as [`ConnectInfo`] and, over TLS with a verified client certificate, a
 //!    [`ClientCertified`] mark.
 //!
+//! Each listener also bounds what a connection may hold (`[limits]`, see the README's
+//! "Listener limits"):
+//! - at most `http_max_conns` connections are served at once; over it the loop stops
+//!   accepting, and new connections wait in the kernel's listen backlog until one closes
+//!   (waiting, rather than closing them, keeps a burst of legitimate clients working);
+//! - a keep-alive connection idle between requests is closed after `http_idle_timeout` (or the
+//!   header timeout, if shorter: hyper times the next request head from the moment the
+//!   connection goes idle, so one timer, set to the lesser of the two, serves both);
+//! - a request body must arrive within `http_body_timeout` of its head, or the request is
+//!   answered 408 ([`body`]).
+//!
 //! At shutdown the loop stops accepting, asks every connection to finish its current exchange
 //! (hyper-util's graceful shutdown), and closes what is still open after the grace period.
 
+pub mod body;
 pub mod limits;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +44,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use signpost_tls::ReloadingAcceptor;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
@@ -57,6 +69,12 @@ pub struct ListenerOptions {
     pub limits: Option<Arc<ClientLimits>>,
     /// How long open connections get to finish after the stop signal.
     pub grace: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// How long a request body may take to arrive, from its head (then: 408).
+    pub body_timeout: Duration,
+    /// Most connections served at once (0: no limit); more wait in the backlog.
+    pub max_conns: usize,
 }
 
 /// Serves `app` on `listener` until `stop` resolves, then drains (see the module doc).
@@ -70,8 +88,21 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let (stopping, stopped) = watch::channel(false);
     let mut conns = JoinSet::new();
+    let slots = (options.max_conns > 0).then(|| Arc::new(Semaphore::new(options.max_conns)));
     tokio::pin!(stop);
     loop {
+        // A free slot first: at the cap, connections wait in the listen backlog.
+        let slot = match &slots {
+            Some(slots) => tokio::select! {
+                biased;
+                () = &mut stop => break,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => Some(slot),
+                    Err(_) => break,
+                },
+            },
+            None => None,
+        };
         tokio::select! {
             biased;
             () = &mut stop => break,
@@ -99,6 +130,7 @@ pub async fn serve(
                         watcher: graceful.watcher(),
                         stopped: stopped.clone(),
                         _held: held,
+                        _slot: slot,
                     }));
                 }
                 Err(e) => {
@@ -141,6 +173,8 @@ struct Conn {
     stopped: watch::Receiver<bool>,
     /// Its slot in the per-client connection count.
     _held: Option<Held>,
+    /// Its slot under the listener's connection cap.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 /// Why a connection ended before its first request.
@@ -176,12 +210,12 @@ async fn connection(stream: TcpStream, mut conn: Conn) {
     let deadline = conn.options.header_timeout;
     let early = match conn.options.tls.clone() {
         None => {
-            // hyper's header timer starts once it reads a request head; HTTP/2 detection
-            // reads first, so a client that sends nothing is timed here.
-            let mut byte = [0u8; 1];
-            match in_time(deadline, &mut conn.stopped, stream.peek(&mut byte)).await {
-                Ok(0) => return,
-                Ok(_) => {
+            // hyper's header timer starts once it reads a request head, and its HTTP/2
+            // detection reads without one: the protocol is told apart here, in time (a client
+            // that sends nothing, or one byte of the HTTP/2 preface, is cut off).
+            match in_time(deadline, &mut conn.stopped, sniff_h2(&stream)).await {
+                Ok(None) => return,
+                Ok(Some(h2)) => {
                     let Conn {
                         agent,
                         peer,
@@ -191,6 +225,11 @@ async fn connection(stream: TcpStream, mut conn: Conn) {
                         ..
                     } = conn;
                     let builder = auto::Builder::new(TokioExecutor::new());
+                    let builder = if h2 {
+                        builder.http2_only()
+                    } else {
+                        builder.http1_only()
+                    };
                     serve_http(agent, builder, stream, peer, app, options, watcher, false).await;
                     return;
                 }
@@ -234,6 +273,31 @@ async fn connection(stream: TcpStream, mut conn: Conn) {
     }
 }
 
+/// The HTTP/2 connection preface a prior-knowledge (h2c) client opens with.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a clear-text connection speaks HTTP/2 (its first bytes are the preface) or HTTP/1
+/// (any byte that departs from it); `None` when the client closes first. Reads nothing: the
+/// bytes stay for hyper.
+async fn sniff_h2(stream: &TcpStream) -> std::io::Result<Option<bool>> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Some(false));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some(true));
+        }
+        // A prefix of the preface so far: wait for more (peek answers at once while the
+        // bytes already here are all there is).
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn serve_http<I>(
     agent: Arc<Agent>,
@@ -250,18 +314,30 @@ async fn serve_http<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_timeout);
+        .header_read_timeout(options.header_timeout.min(options.idle_timeout));
     let requests = Arc::new(AtomicU64::new(0));
     let counted = requests.clone();
+    let body_timeout = options.body_timeout;
+    let counter = agent.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         counted.fetch_add(1, Ordering::Relaxed);
-        let mut req = req.map(axum::body::Body::new);
+        let expired = Arc::new(AtomicBool::new(false));
+        let mut req = req
+            .map(|b| axum::body::Body::new(body::TimedBody::new(b, body_timeout, expired.clone())));
         req.extensions_mut().insert(ConnectInfo(peer));
         if certified {
             req.extensions_mut().insert(ClientCertified);
         }
         let app = app.clone();
-        async move { app.oneshot(req).await }
+        let agent = counter.clone();
+        async move {
+            let response = app.oneshot(req).await;
+            if expired.load(Ordering::Relaxed) {
+                limits::count(&agent, Refusal::BodyTimeout);
+                return Ok(body::timed_out(body_timeout));
+            }
+            response
+        }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {

@@ -125,12 +125,22 @@ pub enum StorageOpenError {
     Snapshot(String),
 }
 
-/// Opens (or creates) the agent's database: on disk under `data_dir`, or in memory for `--dev`.
+/// Opens an agent's database on a storage backend of its own (`builder.create_with_backend`),
+/// in place of its data dir or memory: tests hand one whose backend fails writes on demand
+/// (a full disk).
+pub type BackendFactory = std::sync::Arc<
+    dyn Fn(&redb::Builder) -> Result<redb::Database, redb::DatabaseError> + Send + Sync,
+>;
+
+/// Opens (or creates) the agent's database: on `backend` when given, else on disk under
+/// `data_dir`, or in memory for `--dev`.
 pub fn open_database(
     data_dir: Option<&std::path::Path>,
+    backend: Option<&BackendFactory>,
 ) -> Result<redb::Database, StorageOpenError> {
-    let db = match data_dir {
-        Some(dir) => {
+    let db = match (backend, data_dir) {
+        (Some(open), _) => open(&redb::Database::builder()).map_err(redb::Error::from)?,
+        (None, Some(dir)) => {
             std::fs::create_dir_all(dir).map_err(|source| StorageOpenError::DataDir {
                 path: dir.to_path_buf(),
                 source,
@@ -139,7 +149,7 @@ pub fn open_database(
             redb::Database::create(&path)
                 .map_err(|source| StorageOpenError::Database { path, source })?
         }
-        None => redb::Database::builder()
+        (None, None) => redb::Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(redb::Error::from)?,
     };

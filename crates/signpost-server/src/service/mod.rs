@@ -229,6 +229,80 @@ pub async fn renew(
     renew_here(agent, key, status).await
 }
 
+/// Renewals of one batch in flight at once on the leader.
+const RENEW_CONCURRENCY: usize = 64;
+
+/// Renews many instances at once (a heartbeat batch): one result per key, in order. On a
+/// follower the batch travels to the leader as one call (`/raft/ttl_batch`), not one per key;
+/// if that call fails (no leader, leader unreachable) every key carries the failure, since
+/// none was renewed.
+pub async fn renew_many(
+    agent: &Agent,
+    caller: &Caller,
+    keys: Vec<InstanceKey>,
+    status: Status,
+) -> Vec<Result<Renewal>> {
+    let mut results: Vec<Option<Result<Renewal>>> = Vec::with_capacity(keys.len());
+    let mut allowed = Vec::with_capacity(keys.len());
+    for key in keys {
+        match authorize(caller, Resource::Service, &key.service, Access::Write) {
+            Ok(()) => {
+                results.push(None);
+                allowed.push(key);
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    let renewed: Vec<Result<Renewal>> = if allowed.is_empty() {
+        Vec::new()
+    } else if !agent.is_leader() {
+        let req = TtlBatchRequest {
+            keys: allowed,
+            status,
+        };
+        let n = req.keys.len();
+        match agent
+            .cluster()
+            .to_leader::<_, Vec<Result<Renewal>>>("/raft/ttl_batch", &req)
+            .await
+        {
+            Ok(answers) if answers.len() == n => answers,
+            Ok(answers) => {
+                let e = ServiceError::Unexpected {
+                    command: "renew batch".to_string(),
+                    response: format!("{} renewals for {n} keys", answers.len()),
+                };
+                vec![Err(e); n]
+            }
+            Err(e) => vec![Err(ServiceError::Cluster(e)); n],
+        }
+    } else {
+        use futures::StreamExt;
+        futures::stream::iter(allowed)
+            .map(|key| async move { renew_here(agent, &key, status).await })
+            .buffered(RENEW_CONCURRENCY)
+            .collect()
+            .await
+    };
+    let mut renewed = renewed.into_iter();
+    results
+        .into_iter()
+        .map(|r| {
+            r.or_else(|| renewed.next())
+                .expect("one renewal per allowed key")
+        })
+        .collect()
+}
+
+/// A heartbeat batch forwarded by a follower to the leader (`/raft/ttl_batch`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TtlBatchRequest {
+    /// The instances to renew.
+    pub keys: Vec<InstanceKey>,
+    /// The status each renewal reports.
+    pub status: Status,
+}
+
 /// The leader's side of [`renew`]: the instance is read in place, never copied (the hot path of
 /// every heartbeat). A renewal that makes the monitor decide something (a recovery, or any
 /// other action) goes through Raft before the answer.

@@ -2,6 +2,7 @@
 
 mod acl;
 mod api;
+mod cheap;
 mod check_targets;
 mod cluster;
 mod common;
@@ -11,9 +12,11 @@ mod dns;
 mod health;
 mod health_tls;
 mod limits;
+mod listener_limits;
 mod matrix;
 mod members;
 mod shutdown;
 mod storage;
 mod tls;
+mod vitals;
 mod watch;

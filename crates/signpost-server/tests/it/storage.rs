@@ -12,7 +12,7 @@ struct InMemory;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for InMemory {
     async fn build(&self) -> Result<((), LogStore, StateMachine), StorageError<NodeId>> {
-        let db = Arc::new(open_database(None).expect("in-memory db"));
+        let db = Arc::new(open_database(None, None).expect("in-memory db"));
         let sm = StateMachine::open(Arc::new(Store::new()), db.clone()).expect("state machine");
         Ok(((), LogStore::new(db), sm))
     }
@@ -25,7 +25,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnD
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = Arc::new(open_database(Some(dir.path())).expect("file db"));
+        let db = Arc::new(open_database(Some(dir.path()), None).expect("file db"));
         let sm = StateMachine::open(Arc::new(Store::new()), db.clone()).expect("state machine");
         Ok((dir, LogStore::new(db), sm))
     }

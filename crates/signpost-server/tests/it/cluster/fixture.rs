@@ -189,13 +189,14 @@ impl Cluster {
         config.raft.heartbeat_interval = Dur(50);
         config.raft.election_timeout_min = Dur(200);
         config.raft.election_timeout_max = Dur(450);
+        let listening = Listening {
+            http: http_addr(id),
+            raft: Some(raft_addr(id)),
+        };
         let options = StartOptions {
-            listening: Listening {
-                http: http_addr(id),
-                raft: Some(raft_addr(id)),
-            },
             transport: Some(self.net.transport(id)),
             write_timeout: WRITE_TIMEOUT,
+            ..StartOptions::from(listening)
         };
         let agent = Agent::start_with(config, options)
             .await

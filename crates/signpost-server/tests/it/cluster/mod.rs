@@ -5,5 +5,6 @@
 
 mod elections;
 mod fixture;
+mod heartbeat_batch;
 mod membership;
 mod requests;
