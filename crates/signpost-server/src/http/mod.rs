@@ -21,6 +21,7 @@ pub mod audit;
 pub mod cache;
 pub mod cluster_api;
 pub mod kv;
+pub mod lifecycle;
 pub mod query;
 pub mod raft;
 pub mod services;
@@ -75,6 +76,14 @@ pub fn router(agent: AppState) -> Router {
         .route(
             "/api/v1/services/{service}/instances/{id}/heartbeat",
             put(services::heartbeat),
+        )
+        .route(
+            "/api/v1/services/{service}/instances/{id}/maintenance",
+            put(lifecycle::maintenance),
+        )
+        .route(
+            "/api/v1/services/{service}/instances/{id}/state",
+            put(lifecycle::state),
         )
         .route("/api/v1/heartbeats", put(services::heartbeats))
         .route("/api/v1/services/{service}/watch", get(watch::sse))

@@ -9,6 +9,7 @@ mod consul;
 mod dns;
 mod health;
 mod health_tls;
+mod lifecycle;
 mod limits;
 mod matrix;
 mod members;
