@@ -162,6 +162,8 @@ impl Backend {
             tags: vec![],
             metadata: BTreeMap::new(),
             weight: 100,
+            state: Default::default(),
+            maintenance: None,
         }
     }
 
