@@ -13,5 +13,6 @@ mod durability;
 mod gateway;
 mod health;
 mod lifecycle;
+mod maintenance;
 mod tls;
 mod ui;
