@@ -159,8 +159,14 @@ async fn a_starting_registration_is_discovered_once_ready_and_drains_as_stopping
         .await
         .unwrap();
     let id = handle.id().to_string();
-    assert_eq!(rendered(&t, "users", &id).await.unwrap()["state"], "starting");
-    assert!(t.ids("users", "passing").await.is_empty(), "not discovered while starting");
+    assert_eq!(
+        rendered(&t, "users", &id).await.unwrap()["state"],
+        "starting"
+    );
+    assert!(
+        t.ids("users", "passing").await.is_empty(),
+        "not discovered while starting"
+    );
     assert_eq!(t.ids("users", "any").await, [id.clone()]);
 
     handle.ready().await.unwrap();
@@ -178,7 +184,11 @@ async fn a_starting_registration_is_discovered_once_ready_and_drains_as_stopping
     })
     .await;
     assert!(t.ids("users", "passing").await.is_empty());
-    assert_eq!(t.ids("users", "any").await, [id.clone()], "still registered while draining");
+    assert_eq!(
+        t.ids("users", "any").await,
+        [id.clone()],
+        "still registered while draining"
+    );
     leaving.await.unwrap().unwrap();
     assert!(started.elapsed() >= drain, "waited the drain time");
     assert_eq!(rendered(&t, "users", &id).await, None);
@@ -228,7 +238,10 @@ async fn the_sdk_never_chooses_a_stopping_instance_while_it_is_still_registered(
     let discovery = Discovery::new(t.registry(), DiscoveryOptions::default());
     let users = discovery.service("users");
     users.ready().await.unwrap();
-    eventually("both are discovered", || async { users.instances().len() == 2 }).await;
+    eventually("both are discovered", || async {
+        users.instances().len() == 2
+    })
+    .await;
 
     let admin = SignpostRegistry::new([t.base.clone()]).unwrap();
     let b = admin
@@ -249,7 +262,11 @@ async fn the_sdk_never_chooses_a_stopping_instance_while_it_is_still_registered(
         assert_eq!(picked.instance().id, "a");
         picked.finish(signpost_client::balance::Outcome::Success);
     }
-    assert_eq!(t.ids("users", "any").await, ["a", "b"], "b is still registered");
+    assert_eq!(
+        t.ids("users", "any").await,
+        ["a", "b"],
+        "b is still registered"
+    );
 
     // Maintenance through the SDK's admin call, likewise.
     let a = admin
@@ -258,11 +275,20 @@ async fn the_sdk_never_chooses_a_stopping_instance_while_it_is_still_registered(
         .unwrap();
     assert_eq!(a.maintenance.unwrap().reason, "disk swap");
     eventually("a leaves too", || async { users.instances().is_empty() }).await;
-    admin.set_maintenance("users", "a", false, None).await.unwrap();
+    admin
+        .set_maintenance("users", "a", false, None)
+        .await
+        .unwrap();
     eventually("a comes back", || async { users.instances().len() == 1 }).await;
     let err = admin
         .set_state("users", "nope", signpost_client::instance::Lifecycle::Up)
         .await
         .unwrap_err();
-    assert!(matches!(err, signpost_client::registry::RegistryError::NotFound { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            signpost_client::registry::RegistryError::NotFound { .. }
+        ),
+        "{err}"
+    );
 }

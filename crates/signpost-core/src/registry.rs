@@ -292,13 +292,11 @@ impl Registry {
                     changed
                 })
             }
-            Command::SetLifecycle { key, state } => {
-                self.update_instance(index, now, key, |i| {
-                    let changed = i.state != *state;
-                    i.state = *state;
-                    changed
-                })
-            }
+            Command::SetLifecycle { key, state } => self.update_instance(index, now, key, |i| {
+                let changed = i.state != *state;
+                i.state = *state;
+                changed
+            }),
             Command::Acl(command) => {
                 let outcome = self.acl.apply(index, now, command);
                 if self.acl.index() == index {

@@ -367,7 +367,9 @@ fn maintenance_marks_and_clears_an_instance_moving_the_index_and_announcing_it()
     assert!(!i.serving() && !i.discoverable());
     assert_eq!(r.service_index("users"), 4);
     assert_eq!(svc(&events[0]).index, 4);
-    assert!(matches!(&svc(&events[0]).kind, EventKind::StatusChanged(e) if e.maintenance.is_some()));
+    assert!(
+        matches!(&svc(&events[0]).kind, EventKind::StatusChanged(e) if e.maintenance.is_some())
+    );
 
     // Enabling again with a new reason keeps when it began.
     let (resp, _) = r.apply(5, &req(300, maintenance("u1", true, Some("still"))));
@@ -408,7 +410,10 @@ fn maintenance_survives_re_registration_and_lifecycle_comes_from_it() {
     r.apply(5, &req(300, Command::Register(new_instance("users", "u1"))));
     let i = r.instance("users", "u1").unwrap();
     assert_eq!(i.state, Lifecycle::Up);
-    assert!(i.maintenance.is_some(), "an operator's mark outlives re-registration");
+    assert!(
+        i.maintenance.is_some(),
+        "an operator's mark outlives re-registration"
+    );
 }
 
 #[test]
@@ -426,7 +431,9 @@ fn lifecycle_transitions_move_the_index_and_unknown_instances_are_not_found() {
     assert_eq!(i.state, Lifecycle::Stopping);
     assert_eq!(i.updated_at, Timestamp(200));
     assert!(!i.discoverable());
-    assert!(matches!(&svc(&events[0]).kind, EventKind::StatusChanged(e) if e.state == Lifecycle::Stopping));
+    assert!(
+        matches!(&svc(&events[0]).kind, EventKind::StatusChanged(e) if e.state == Lifecycle::Stopping)
+    );
     assert_eq!(r.service_index("users"), 4);
 
     let (resp, events) = r.apply(5, &req(300, set(Lifecycle::Stopping)));

@@ -181,8 +181,7 @@ pub async fn health_service(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     per_service(agent, caller, &name, raw, |q, node, i| {
-        (i.has_tags(&q.tags) && (!q.passing || i.discoverable()))
-            .then(|| health_entry(i, node))
+        (i.has_tags(&q.tags) && (!q.passing || i.discoverable())).then(|| health_entry(i, node))
     })
     .await
 }

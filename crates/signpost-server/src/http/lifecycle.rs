@@ -49,9 +49,8 @@ impl MaintenanceQuery {
                 _ => {}
             }
         }
-        let enable = enable.ok_or_else(|| {
-            ApiError::bad_request("enable", "give enable=true or enable=false")
-        })?;
+        let enable = enable
+            .ok_or_else(|| ApiError::bad_request("enable", "give enable=true or enable=false"))?;
         Ok(MaintenanceQuery { enable, reason })
     }
 }

@@ -69,10 +69,16 @@ async fn maintenance_hides_an_instance_from_lists_consul_health_and_dns_and_rest
     assert_eq!(t.ids("web", "passing").await, vec!["b"]);
     let (_, listing) = t.get("/api/v1/services/web/instances").await;
     assert_eq!(listing["instances"].as_array().unwrap().len(), 1);
-    assert!(listing["index"].as_u64().unwrap() > before, "the index moves");
+    assert!(
+        listing["index"].as_u64().unwrap() > before,
+        "the index moves"
+    );
     let (_, any) = t.get("/api/v1/services/web/instances?status=any").await;
     let a = &any["instances"][0];
-    assert_eq!((a["id"].as_str(), a["state"].as_str()), (Some("a"), Some("up")));
+    assert_eq!(
+        (a["id"].as_str(), a["state"].as_str()),
+        (Some("a"), Some("up"))
+    );
     assert_eq!(a["maintenance"]["reason"], "disk swap");
     assert_eq!(consul_passing(&t).await, vec!["b"]);
     let (_, all) = t.get("/v1/health/service/web").await;
@@ -121,12 +127,20 @@ async fn maintenance_hides_an_instance_from_lists_consul_health_and_dns_and_rest
 async fn consul_maintenance_endpoint_toggles_and_requires_a_boolean_enable() {
     let t = TestAgent::start().await;
     two_web_instances(&t).await;
-    for (query, field) in [("", "enable"), ("?enable=yes", "enable"), ("?reason=x", "enable")] {
+    for (query, field) in [
+        ("", "enable"),
+        ("?enable=yes", "enable"),
+        ("?reason=x", "enable"),
+    ] {
         let (code, body) = put(&t, &format!("/v1/agent/service/maintenance/a{query}"), None).await;
         assert_eq!(code, 400, "{query}: {body}");
         assert_eq!(body["field"], field, "{query}: {body}");
     }
-    assert_eq!(consul_passing(&t).await, vec!["a", "b"], "a refusal changes nothing");
+    assert_eq!(
+        consul_passing(&t).await,
+        vec!["a", "b"],
+        "a refusal changes nothing"
+    );
     let (code, _) = put(&t, "/v1/agent/service/maintenance/nope?enable=true", None).await;
     assert_eq!(code, 404);
 
@@ -157,10 +171,7 @@ async fn lifecycle_states_keep_starting_and_stopping_instances_out_of_discovery(
     assert_eq!(code, 201, "{body}");
     assert_eq!(body["state"], "starting");
     let (code, body) = t
-        .register(
-            "web",
-            json!({"id": "b", "address": "10.0.0.2", "port": 80}),
-        )
+        .register("web", json!({"id": "b", "address": "10.0.0.2", "port": 80}))
         .await;
     assert_eq!(code, 201, "{body}");
     assert_eq!(body["state"], "up", "the default");
@@ -168,7 +179,12 @@ async fn lifecycle_states_keep_starting_and_stopping_instances_out_of_discovery(
     assert_eq!(t.ids("web", "any").await, vec!["a", "b"]);
     assert_eq!(consul_passing(&t).await, vec!["b"]);
 
-    let (code, body) = put(&t, "/api/v1/services/web/instances/a/state", Some(json!({"state": "up"}))).await;
+    let (code, body) = put(
+        &t,
+        "/api/v1/services/web/instances/a/state",
+        Some(json!({"state": "up"})),
+    )
+    .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(t.ids("web", "passing").await, vec!["a", "b"]);
 
@@ -184,10 +200,7 @@ async fn lifecycle_states_keep_starting_and_stopping_instances_out_of_discovery(
     assert_eq!(t.status_of("web", "b").await.as_deref(), Some("passing"));
 
     // Bad input: 400 naming the field, nothing changes; unknown instances are 404.
-    for (body, field) in [
-        (json!({"state": "down"}), "state"),
-        (json!({}), "state"),
-    ] {
+    for (body, field) in [(json!({"state": "down"}), "state"), (json!({}), "state")] {
         let (code, err) = put(&t, "/api/v1/services/web/instances/b/state", Some(body)).await;
         assert_eq!(code, 400, "{err}");
         assert_eq!(err["field"], field, "{err}");
@@ -207,9 +220,19 @@ async fn lifecycle_states_keep_starting_and_stopping_instances_out_of_discovery(
     )
     .await;
     assert_eq!(code, 404);
-    let (code, _) = put(&t, "/api/v1/services/web/instances/nope/maintenance?enable=true", None).await;
+    let (code, _) = put(
+        &t,
+        "/api/v1/services/web/instances/nope/maintenance?enable=true",
+        None,
+    )
+    .await;
     assert_eq!(code, 404);
-    let (code, err) = put(&t, "/api/v1/services/web/instances/a/maintenance?enable=maybe", None).await;
+    let (code, err) = put(
+        &t,
+        "/api/v1/services/web/instances/a/maintenance?enable=maybe",
+        None,
+    )
+    .await;
     assert_eq!((code, err["field"].as_str()), (400, Some("enable")));
     t.shutdown().await;
 }

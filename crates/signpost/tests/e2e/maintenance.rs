@@ -24,14 +24,24 @@ async fn cli_maintenance_takes_an_instance_out_of_discovery_and_back() {
     let agent = Agent::start(dir.path(), ["--dev"]).await;
     for (id, port) in [("w1", 7001), ("w2", 7002)] {
         let (status, body) = agent
-            .register("web", &json!({"id": id, "address": "10.2.0.1", "port": port}))
+            .register(
+                "web",
+                &json!({"id": id, "address": "10.2.0.1", "port": port}),
+            )
             .await;
         assert_eq!(status, 201, "{body}");
     }
 
     let run = cli(
         &agent,
-        &["maintenance", "web", "w1", "--enable", "--reason", "disk swap"],
+        &[
+            "maintenance",
+            "web",
+            "w1",
+            "--enable",
+            "--reason",
+            "disk swap",
+        ],
     )
     .await;
     assert!(

@@ -25,10 +25,7 @@ impl SignpostRegistry {
         enable: bool,
         reason: Option<&str>,
     ) -> Result<signpost_api::Instance, RegistryError> {
-        let mut path = format!(
-            "{}/maintenance?enable={enable}",
-            instance_path(service, id)
-        );
+        let mut path = format!("{}/maintenance?enable={enable}", instance_path(service, id));
         if let Some(reason) = reason {
             path.push_str("&reason=");
             path.push_str(&encode(reason));
