@@ -167,11 +167,11 @@ async fn a_starting_registration_is_discovered_once_ready_and_drains_as_stopping
         t.ids("users", "passing").await.is_empty(),
         "not discovered while starting"
     );
-    assert_eq!(t.ids("users", "any").await, [id.clone()]);
+    assert_eq!(t.ids("users", "any").await, std::slice::from_ref(&id));
 
     handle.ready().await.unwrap();
     assert_eq!(handle.state(), signpost_client::instance::Lifecycle::Up);
-    assert_eq!(t.ids("users", "passing").await, [id.clone()]);
+    assert_eq!(t.ids("users", "passing").await, std::slice::from_ref(&id));
 
     // Graceful deregistration: `stopping` (out of discovery, still registered) for the drain
     // time, then gone.
@@ -186,7 +186,7 @@ async fn a_starting_registration_is_discovered_once_ready_and_drains_as_stopping
     assert!(t.ids("users", "passing").await.is_empty());
     assert_eq!(
         t.ids("users", "any").await,
-        [id.clone()],
+        std::slice::from_ref(&id),
         "still registered while draining"
     );
     leaving.await.unwrap().unwrap();
