@@ -8,6 +8,7 @@ mod errors;
 mod failover;
 mod guard;
 mod headers;
+mod lifecycle;
 mod protocols;
 mod registry;
 mod registry_access;
