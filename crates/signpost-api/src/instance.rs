@@ -8,6 +8,21 @@ use serde::{Deserialize, Serialize};
 /// is (one definition for the agent and its clients).
 pub use signpost_core::Status;
 
+/// An instance's lifecycle state (`starting`, `up`, `stopping`), lowercase on the wire: the
+/// core's own type, which the agent writes as is.
+pub use signpost_core::Lifecycle;
+
+/// An operator's maintenance mark on an instance, as the agent renders it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintenance {
+    /// Why, as the operator gave it (may be empty).
+    #[serde(default)]
+    pub reason: String,
+    /// When maintenance began (RFC 3339, as the agent writes it).
+    #[serde(default)]
+    pub since: String,
+}
+
 /// How the agent checks an instance: in a registration body, and as an instance carries it.
 ///
 /// Durations are text (`10s`, `250ms`, `1m30s`), as the agent writes and parses them. Only the
@@ -91,6 +106,13 @@ pub struct Instance {
     /// Registry index of its last change.
     #[serde(default)]
     pub modify_index: u64,
+    /// Where it is in its life; `up` when the agent leaves it out (agents from before
+    /// lifecycle states).
+    #[serde(default)]
+    pub state: Lifecycle,
+    /// Set while an operator holds it in maintenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
 }
 
 /// The agent's default weight, for answers that leave it out.
@@ -99,6 +121,12 @@ fn default_weight() -> u32 {
 }
 
 impl Instance {
+    /// Whether it may be sent traffic as far as its own state goes: `up` and not in
+    /// maintenance (health aside).
+    pub fn serving(&self) -> bool {
+        self.state == Lifecycle::Up && self.maintenance.is_none()
+    }
+
     /// `address:port`, with IPv6 addresses in brackets (see [`authority`]).
     pub fn authority(&self) -> String {
         authority(&self.address, self.port)

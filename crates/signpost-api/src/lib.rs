@@ -41,7 +41,7 @@ pub mod watch;
 pub use cluster::{JoinRequest, Left, Member, Members, RemoveRequest};
 pub use definition::{DefinitionSpec, Endpoint, Parameter, ServiceDefinition};
 pub use error::ErrorBody;
-pub use instance::{Check, Instance, InstanceKey, Status};
+pub use instance::{Check, Instance, InstanceKey, Lifecycle, Maintenance, Status};
 pub use kv::KvEntry;
 pub use services::{
     BatchRenewed, InstanceList, Registration, Rejected, Renewed, ServiceSummary, StatusCounts,

@@ -75,6 +75,10 @@ pub struct Registration {
     /// Initial status (instances without a check only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// Lifecycle state to register in: `starting` keeps the instance out of discovery until
+    /// it announces `up` (the agent's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<crate::instance::Lifecycle>,
 }
 
 /// The answer to `PUT /api/v1/services/{service}/instances/{id}/heartbeat`: the instance's

@@ -32,7 +32,25 @@ fn core_instance(check: Option<CheckSpec>) -> signpost_core::Instance {
         updated_at: Timestamp(1_700_000_001_234),
         create_index: 14,
         modify_index: 15,
+        state: Default::default(),
+        maintenance: None,
     }
+}
+
+#[test]
+fn lifecycle_and_maintenance_mirror_the_core() {
+    let mut core = core_instance(None);
+    core.state = signpost_core::Lifecycle::Stopping;
+    core.maintenance = Some(signpost_core::Maintenance {
+        reason: "disk".into(),
+        since: Timestamp(1_700_000_002_000),
+    });
+    let wire: signpost_api::Instance = mirrors(&core);
+    assert_eq!(wire.state, signpost_api::Lifecycle::Stopping);
+    assert_eq!(wire.maintenance.as_ref().unwrap().reason, "disk");
+    assert!(!wire.serving());
+    let plain: signpost_api::Instance = mirrors(&core_instance(None));
+    assert!(plain.serving());
 }
 
 #[test]

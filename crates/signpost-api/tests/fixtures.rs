@@ -10,7 +10,7 @@ const INSTANCE: &str = r#"{"id":"d1","service":"db","address":"10.3.0.1","port":
     "tags":["primary"],"metadata":{"zone":"eu"},"weight":100,"status":"passing",
     "check":{"ttl":"30s","deregister_after":"1m","failures_before_critical":3},
     "created_at":"2024-01-01T00:00:00.000Z","updated_at":"2024-01-01T00:00:01.000Z",
-    "create_index":14,"modify_index":15}"#;
+    "create_index":14,"modify_index":15,"state":"up"}"#;
 
 fn instance() -> Instance {
     serde_json::from_str(INSTANCE).unwrap()
@@ -21,6 +21,8 @@ fn an_instance_decodes_and_encodes_to_the_same_json() {
     let i = instance();
     assert_eq!(i.id, "d1");
     assert_eq!(i.status, Status::Passing);
+    assert_eq!(i.state, Lifecycle::Up);
+    assert!(i.serving());
     assert_eq!(i.authority(), "10.3.0.1:5432");
     let check = i.check.as_ref().unwrap();
     assert_eq!(check.ttl.as_deref(), Some("30s"));

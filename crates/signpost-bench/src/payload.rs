@@ -61,6 +61,7 @@ pub fn registration(prefix: &str, i: u64, ttl: Option<Duration>) -> String {
             ..Check::default()
         }),
         status: None,
+        state: None,
     };
     // Strings and integers only: serialising cannot fail.
     serde_json::to_string(&body).unwrap_or_default()

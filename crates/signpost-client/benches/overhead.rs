@@ -32,6 +32,8 @@ fn instances(n: usize) -> Vec<Instance> {
             tags: vec!["v2".into()],
             metadata: BTreeMap::from([("zone".into(), format!("zone-{}", i % 3))]),
             weight: 50 + (i as u32 * 37) % 200,
+            state: Default::default(),
+            maintenance: None,
         })
         .collect()
 }

@@ -43,6 +43,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod fallback;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +60,8 @@ use crate::endpoints::Endpoints;
 use crate::instance::Instance;
 use crate::retry::{Decision, FailureKind, NoRetry, RetryPolicy};
 use crate::selector::{SelectError, Selector, SelectorBuilder};
+
+pub use self::fallback::{FailedCall, Fallback};
 
 #[cfg(doc)]
 use crate::balance::PeakEwma;
@@ -262,8 +266,11 @@ pub struct Reply<T> {
     pub headers: HeaderMap,
     /// The instance that answered.
     pub instance: Instance,
-    /// Attempts made, this one included (1: no retry).
+    /// Attempts made, this one included (1: no retry; 0 for a fallback's reply).
     pub attempts: u32,
+    /// True when the client's [`Fallback`] made this reply because the service could not
+    /// answer; `instance` is then a placeholder (empty id, port 0).
+    pub from_fallback: bool,
 }
 
 /// A client for one service. Cheap to clone; clones share the connection pool, the balancer,
@@ -306,6 +313,8 @@ struct ClientInner {
     timeout: Duration,
     /// The one connection pool.
     http: reqwest::Client,
+    /// What to answer when the service cannot, if anything.
+    fallback: Option<Fallback>,
 }
 
 impl std::fmt::Debug for ServiceClient {
@@ -355,6 +364,8 @@ pub struct ServiceClientBuilder {
     timeout: Duration,
     /// A pool to share, if given.
     http: Option<reqwest::Client>,
+    /// What to answer when the service cannot.
+    fallback: Option<Fallback>,
 }
 
 impl ServiceClient {
@@ -383,6 +394,7 @@ impl ServiceClient {
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(10),
             http: None,
+            fallback: None,
         }
     }
 
@@ -490,7 +502,29 @@ impl ServiceClient {
         Ok(self.request(Method::DELETE, path).send().await?.body)
     }
 
+    /// Sends `call` ([`attempt_all`](Self::attempt_all)); if that fails because the service
+    /// could not answer, the fallback (if any) answers instead.
     async fn execute(&self, call: Call<'_>) -> Result<Reply<Bytes>, CallError> {
+        let Some(fallback) = &self.inner.fallback else {
+            return self.attempt_all(call).await;
+        };
+        let (method, path) = (call.method.clone(), call.path.clone());
+        match self.attempt_all(call).await {
+            Ok(reply) => Ok(reply),
+            Err(error) => {
+                let failed = FailedCall {
+                    service: self.service(),
+                    method: &method,
+                    path: &path,
+                    error: &error,
+                };
+                fallback.answer(&failed).ok_or(error)
+            }
+        }
+    }
+
+    /// Selects, sends and retries as the policy allows.
+    async fn attempt_all(&self, call: Call<'_>) -> Result<Reply<Bytes>, CallError> {
         if let Some(error) = call.error {
             return Err(error);
         }
@@ -544,6 +578,7 @@ impl ServiceClient {
                         headers,
                         instance: instance.clone(),
                         attempts: attempt,
+                        from_fallback: false,
                     })
                 }
                 Err(failure) => failure,
@@ -712,6 +747,31 @@ impl ServiceClientBuilder {
         self
     }
 
+    /// Answers with `fallback` when the service cannot (no instance, every breaker open,
+    /// retries spent): the call then succeeds with a [`Reply`] whose `from_fallback` is true.
+    ///
+    /// ```
+    /// use signpost_client::client::{fallback::Fallback, ServiceClient, StaticInstances};
+    ///
+    /// let users = ServiceClient::builder(StaticInstances::new("users", vec![]))
+    ///     .fallback(Fallback::value(serde_json::json!({"id": 0, "name": "guest"})))
+    ///     .build();
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # rt.block_on(async {
+    /// let reply = users
+    ///     .request(http::Method::GET, "/users/1")
+    ///     .send::<serde_json::Value>()
+    ///     .await
+    ///     .unwrap();
+    /// assert!(reply.from_fallback);
+    /// assert_eq!(reply.body["name"], "guest");
+    /// # });
+    /// ```
+    pub fn fallback(mut self, fallback: Fallback) -> Self {
+        self.fallback = Some(fallback);
+        self
+    }
+
     /// The client.
     pub fn build(self) -> ServiceClient {
         let http = self.http.unwrap_or_else(|| {
@@ -729,6 +789,7 @@ impl ServiceClientBuilder {
                 retry: self.retry,
                 timeout: self.timeout,
                 http,
+                fallback: self.fallback,
             }),
         }
     }
@@ -841,6 +902,7 @@ impl Call<'_> {
             headers: reply.headers,
             instance: reply.instance,
             attempts: reply.attempts,
+            from_fallback: reply.from_fallback,
         })
     }
 

@@ -25,7 +25,7 @@ static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
 /// use signpost_client::endpoints::Endpoints;
 /// # let mk = |id: &str| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
-/// #     tags: vec![], metadata: Default::default(), weight: 100 };
+/// #     tags: vec![], metadata: Default::default(), weight: 100, state: Default::default(), maintenance: None };
 /// let first = Endpoints::new(7, vec![mk("a")]);
 /// let again = Endpoints::new(7, vec![mk("a")]);
 /// assert_eq!(first.len(), 1);

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+/// An instance's lifecycle state (`starting`, `up`, `stopping`), as the agent's wire has it.
+pub use signpost_api::Lifecycle;
+
 /// One instance of a service, as the SDK sees it whatever registry it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
@@ -25,6 +28,14 @@ pub struct Instance {
     /// Relative weight, 1..=10000 (default 100).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Where the instance is in its life: only `up` instances are chosen (a `starting` one is
+    /// not ready, a `stopping` one is draining). Registries without lifecycle states say `up`.
+    #[serde(default)]
+    pub state: Lifecycle,
+    /// The reason given when an operator put the instance into maintenance; `Some` keeps it
+    /// from being chosen even if a list contains it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -32,6 +43,12 @@ fn default_weight() -> u32 {
 }
 
 impl Instance {
+    /// Whether the instance may be chosen as far as its own state goes: `up` and not in
+    /// maintenance. The [`Selector`](crate::selector::Selector) never picks one that is not.
+    pub fn serving(&self) -> bool {
+        self.state == Lifecycle::Up && self.maintenance.is_none()
+    }
+
     /// `address:port`, with IPv6 addresses in brackets (the one rule:
     /// [`signpost_api::instance::authority`]).
     pub fn authority(&self) -> String {
@@ -60,6 +77,8 @@ impl From<signpost_api::Instance> for Instance {
             tags: i.tags,
             metadata: i.metadata,
             weight: i.weight,
+            state: i.state,
+            maintenance: i.maintenance.map(|m| m.reason),
         }
     }
 }

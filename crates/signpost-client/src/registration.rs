@@ -17,14 +17,14 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::backoff::{Backoff, Jitter};
-use crate::instance::Instance;
+use crate::instance::{Instance, Lifecycle};
 use crate::registry::{AgentCheck, CheckTarget, RegistrationSpec, Registry, RegistryError};
 
 /// The TTL used when none is set.
@@ -74,6 +74,8 @@ impl Registration {
             ttl: DEFAULT_TTL,
             deregister_after: None,
             check: None,
+            starting: false,
+            drain: Duration::ZERO,
         }
     }
 }
@@ -103,6 +105,10 @@ pub struct RegistrationBuilder {
     deregister_after: Option<Duration>,
     /// A check the agent runs instead of heartbeats.
     check: Option<AgentCheck>,
+    /// Register as `starting` (out of discovery) until [`RegistrationHandle::ready`].
+    starting: bool,
+    /// How long a graceful deregistration waits between announcing `stopping` and leaving.
+    drain: Duration,
 }
 
 impl RegistrationBuilder {
@@ -207,6 +213,22 @@ impl RegistrationBuilder {
         self
     }
 
+    /// Registers the instance as `starting`: registered, but not discovered until
+    /// [`RegistrationHandle::ready`] announces it `up` (e.g. once caches are warm).
+    pub fn starting(mut self) -> Self {
+        self.starting = true;
+        self
+    }
+
+    /// Sets the drain time (default zero): a graceful deregistration first announces
+    /// `stopping`, so clients stop choosing the instance, keeps heartbeating for this long
+    /// while requests in flight finish, then deregisters. Zero deregisters at once, as
+    /// before lifecycle states.
+    pub fn drain(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
+    }
+
     /// The registration this builder describes.
     ///
     /// ```
@@ -246,6 +268,12 @@ impl RegistrationBuilder {
                 tags: self.tags.clone(),
                 metadata: self.metadata.clone(),
                 weight: self.weight,
+                state: if self.starting {
+                    Lifecycle::Starting
+                } else {
+                    Lifecycle::Up
+                },
+                maintenance: None,
             },
             ttl: self.ttl,
             deregister_after: self.deregister_after,
@@ -276,6 +304,7 @@ impl RegistrationBuilder {
                 "ttl must be above zero",
             ));
         }
+        let drain = self.drain;
         registry.register(&spec).await?;
         if let Some(check) = &spec.check {
             tracing::info!(
@@ -287,8 +316,10 @@ impl RegistrationBuilder {
             );
             let (stop, _) = oneshot::channel();
             return Ok(RegistrationHandle {
+                state: Arc::new(Mutex::new(spec.instance.state)),
                 spec: Arc::new(spec),
                 registry,
+                drain,
                 running: Some(Running { stop, task: None }),
             });
         }
@@ -298,12 +329,20 @@ impl RegistrationBuilder {
             "registered; heartbeating every {:?}",
             heartbeat_interval(spec.ttl)
         );
+        let state = Arc::new(Mutex::new(spec.instance.state));
         let spec = Arc::new(spec);
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(heartbeat_loop(registry.clone(), spec.clone(), stopped));
+        let task = tokio::spawn(heartbeat_loop(
+            registry.clone(),
+            spec.clone(),
+            state.clone(),
+            stopped,
+        ));
         Ok(RegistrationHandle {
             spec,
+            state,
             registry,
+            drain,
             running: Some(Running {
                 stop,
                 task: Some(task),
@@ -346,8 +385,14 @@ impl Running {
 /// ```
 #[must_use = "dropping the handle deregisters the instance"]
 pub struct RegistrationHandle {
-    /// What was registered (re-registrations send the same).
+    /// What was registered (re-registrations send the same, in the state last announced).
     spec: Arc<RegistrationSpec>,
+    /// The lifecycle state last announced, shared with the heartbeat task so a
+    /// re-registration sends it (an instance that announced `up` does not come back
+    /// `starting`).
+    state: Arc<Mutex<Lifecycle>>,
+    /// Time between announcing `stopping` and deregistering.
+    drain: Duration,
     /// Where it was registered.
     registry: Arc<dyn Registry>,
     /// The heartbeat task; `None` once deregistered.
@@ -358,6 +403,7 @@ impl std::fmt::Debug for RegistrationHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistrationHandle")
             .field("spec", &self.spec)
+            .field("state", &self.state())
             .field("heartbeating", &self.running.is_some())
             .finish_non_exhaustive()
     }
@@ -380,9 +426,29 @@ impl RegistrationHandle {
         &self.spec.instance.service
     }
 
-    /// Everything that was registered.
+    /// Everything that was registered (with the state it registered in).
     pub fn spec(&self) -> &RegistrationSpec {
         &self.spec
+    }
+
+    /// The lifecycle state last announced.
+    pub fn state(&self) -> Lifecycle {
+        *lock(&self.state)
+    }
+
+    /// Announces `state` and remembers it for re-registrations.
+    async fn announce(&self, state: Lifecycle) -> Result<(), RegistryError> {
+        let (service, id) = (self.service(), self.id());
+        self.registry.set_state(service, id, state).await?;
+        *lock(&self.state) = state;
+        tracing::info!(%service, %id, "announced {state}");
+        Ok(())
+    }
+
+    /// Announces the instance `up` (after registering with
+    /// [`RegistrationBuilder::starting`]): from now on it is discovered.
+    pub async fn ready(&self) -> Result<(), RegistryError> {
+        self.announce(Lifecycle::Up).await
     }
 
     /// Stops heartbeating and deregisters the instance.
@@ -395,6 +461,13 @@ impl RegistrationHandle {
     /// # }
     /// ```
     pub async fn deregister(mut self) -> Result<(), RegistryError> {
+        if !self.drain.is_zero() {
+            // Clients stop choosing it now; heartbeats go on while requests in flight finish.
+            if let Err(e) = self.announce(Lifecycle::Stopping).await {
+                tracing::warn!(service = %self.service(), id = %self.id(), "announcing stopping failed: {e}");
+            }
+            tokio::time::sleep(self.drain).await;
+        }
         if let Some(running) = self.running.take() {
             running.stop().await;
         }
@@ -457,6 +530,11 @@ impl Drop for RegistrationHandle {
     }
 }
 
+/// The shared state, even if a holder panicked (it is a plain value, never half-written).
+fn lock(state: &Mutex<Lifecycle>) -> std::sync::MutexGuard<'_, Lifecycle> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Time between heartbeats: a third of the TTL, so two may be lost before it lapses.
 fn heartbeat_interval(ttl: Duration) -> Duration {
     (ttl / 3).max(Duration::from_millis(10))
@@ -466,6 +544,7 @@ fn heartbeat_interval(ttl: Duration) -> Duration {
 async fn heartbeat_loop(
     registry: Arc<dyn Registry>,
     spec: Arc<RegistrationSpec>,
+    state: Arc<Mutex<Lifecycle>>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let interval = heartbeat_interval(spec.ttl);
@@ -481,7 +560,9 @@ async fn heartbeat_loop(
             match registry.heartbeat(service, id).await {
                 Err(why @ RegistryError::NotFound { .. }) => {
                     tracing::info!(%service, %id, "registry does not know the instance ({why}); registering again");
-                    registry.register(&spec).await
+                    let mut current = (*spec).clone();
+                    current.instance.state = *lock(&state);
+                    registry.register(&current).await
                 }
                 other => other,
             }

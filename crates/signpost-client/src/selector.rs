@@ -109,7 +109,7 @@ struct Table {
 /// use signpost_client::selector::Selector;
 /// # let mk = |id: &str| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
-/// #     tags: vec![], metadata: Default::default(), weight: 100 };
+/// #     tags: vec![], metadata: Default::default(), weight: 100, state: Default::default(), maintenance: None };
 /// let endpoints = Endpoints::new(1, vec![mk("a"), mk("b")]);
 /// let selector = Selector::builder().balancer(RoundRobin::new()).build();
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
@@ -308,9 +308,14 @@ impl Selector {
         let check_breakers = self.breakers.as_ref().is_some_and(|b| !b.all_closed());
         let check_outliers = self.outliers.as_ref().filter(|o| !o.none_ejected());
         let mut blocked = false;
-        // Sorts an instance: `None` if its breaker blocks it, `Some(true)` if it is a
+        // Sorts an instance: `None` if it is not serving or its breaker blocks it, `Some(true)` if it is a
         // candidate, `Some(false)` if only a fallback (ejected or already tried).
         let mut admit = |instance: &Instance, state: &EndpointState| {
+            // Starting, stopping (draining) or in maintenance: never chosen, whatever list
+            // it came in.
+            if !instance.serving() {
+                return None;
+            }
             if check_breakers && state.breaker.as_ref().is_some_and(|b| !b.is_available()) {
                 blocked = true;
                 return None;

@@ -19,6 +19,8 @@ fn instance(id: &str, weight: u32) -> Instance {
         tags: vec![],
         metadata: BTreeMap::new(),
         weight,
+        state: Default::default(),
+        maintenance: None,
     }
 }
 

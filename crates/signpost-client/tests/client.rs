@@ -162,6 +162,8 @@ impl Backend {
             tags: vec![],
             metadata: BTreeMap::new(),
             weight: 100,
+            state: Default::default(),
+            maintenance: None,
         }
     }
 
@@ -758,4 +760,105 @@ async fn calls_a_service_found_in_the_environment() {
     let user: User = client.get("/users/3").await.unwrap();
     assert_eq!(user.name, "user 3 from users-0");
     assert_eq!(backends[0].hits(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fallbacks
+
+/// The process's Prometheus recorder (installed once for this test binary), to read the SDK's
+/// counters back.
+fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).expect("the only recorder of this binary");
+        handle
+    })
+}
+
+/// `signpost_client_fallbacks_total{service="<service>"}` in the render, 0 when absent.
+fn fallbacks_counted(service: &str) -> u64 {
+    let needle = format!("signpost_client_fallbacks_total{{service=\"{service}\"}} ");
+    prometheus()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(&needle).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_fallback_answers_when_every_instance_is_down_and_the_metric_counts_it() {
+    use signpost_client::client::Fallback;
+    prometheus();
+    let t = TestAgent::start().await;
+    // Two registered, passing instances whose ports nobody listens on.
+    for id in ["a", "b"] {
+        let port = common::closed_port();
+        let body = json!({"id": id, "address": "127.0.0.1", "port": port});
+        assert_eq!(t.register("profiles", body).await.0, 201);
+    }
+    let discovery = Discovery::new(t.registry(), DiscoveryOptions::default());
+    let watch = discovery.service("profiles");
+    watch.ready().await.unwrap();
+    eventually("both discovered", || async { watch.instances().len() == 2 }).await;
+    let client = ServiceClient::builder(watch)
+        .balancer(RoundRobin::new())
+        .retry(RetryPolicy::default().max_attempts(2))
+        .timeout(Duration::from_secs(2))
+        .fallback(Fallback::from_fn(|call| {
+            Some(json!({"id": call.path.trim_start_matches("/profiles/"), "name": "guest"}))
+        }))
+        .build();
+
+    let before = fallbacks_counted("profiles");
+    let reply = client
+        .request(Method::GET, "/profiles/7")
+        .send::<Value>()
+        .await
+        .expect("the fallback answers");
+    assert!(reply.from_fallback);
+    assert_eq!(reply.body, json!({"id": "7", "name": "guest"}));
+    // Typed calls go through it too.
+    let typed: Value = client.get("/profiles/8").await.unwrap();
+    assert_eq!(typed["id"], "8");
+    assert_eq!(fallbacks_counted("profiles"), before + 2);
+
+    // With no instance at all (every one deregistered), the fallback still answers.
+    for id in ["a", "b"] {
+        assert_eq!(t.deregister("profiles", id).await, 204);
+    }
+    eventually("none left", || async { client.instances().is_empty() }).await;
+    let reply = client
+        .request(Method::GET, "/profiles/9")
+        .send::<Value>()
+        .await
+        .unwrap();
+    assert!(reply.from_fallback);
+    assert_eq!(fallbacks_counted("profiles"), before + 3);
+
+    // Without a fallback the same call is an error, and nothing is counted.
+    let bare = ServiceClient::builder(StaticInstances::new("bare", vec![])).build();
+    let err = bare.get::<Value>("/x").await.unwrap_err();
+    assert!(matches!(err, CallError::NoInstances { .. }), "{err}");
+    assert_eq!(fallbacks_counted("bare"), 0);
+}
+
+#[tokio::test]
+async fn a_healthy_backend_answers_itself_and_a_client_error_is_not_covered_up() {
+    use signpost_client::client::Fallback;
+    let backend = Backend::start("real");
+    let client = ServiceClient::builder(StaticInstances::new("users", vec![backend.instance()]))
+        .fallback(Fallback::value(json!("fallback")))
+        .build();
+    let reply = client
+        .request(Method::GET, "/who")
+        .send::<Value>()
+        .await
+        .unwrap();
+    assert!(!reply.from_fallback);
+    assert_eq!(reply.attempts, 1);
+    let err = client.get::<Value>("/status/404").await.unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
 }

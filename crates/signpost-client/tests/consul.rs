@@ -30,6 +30,8 @@ fn spec(service: &str, id: &str, port: u16) -> RegistrationSpec {
             tags: vec!["v2".into()],
             metadata: [("zone".to_string(), "a".to_string())].into(),
             weight: 7,
+            state: Default::default(),
+            maintenance: None,
         },
         ttl: Duration::from_secs(5),
         deregister_after: Some(Duration::from_secs(60)),

@@ -29,6 +29,8 @@ fn spec(service: &str, id: &str, port: u16, ttl: Duration) -> RegistrationSpec {
             tags: vec!["v2".into()],
             metadata: [("zone".to_string(), "a".to_string())].into(),
             weight: 7,
+            state: Default::default(),
+            maintenance: None,
         },
         ttl,
         deregister_after: Some(Duration::from_secs(60)),

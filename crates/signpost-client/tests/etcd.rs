@@ -194,6 +194,8 @@ fn spec(service: &str, id: &str, port: u16, ttl: Duration) -> RegistrationSpec {
             tags: vec!["v1".into()],
             metadata: [("zone".to_string(), "a".to_string())].into(),
             weight: 3,
+            state: Default::default(),
+            maintenance: None,
         },
         ttl,
         deregister_after: None,

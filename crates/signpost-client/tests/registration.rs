@@ -217,3 +217,156 @@ async fn an_http_check_registered_by_the_sdk_follows_the_health_endpoint() {
     }
     server.abort();
 }
+
+/// One instance as the agent renders it (`status=any` view), or `None` once it is gone.
+async fn rendered(t: &TestAgent, service: &str, id: &str) -> Option<serde_json::Value> {
+    let (code, body) = t
+        .get(&format!("/api/v1/services/{service}/instances/{id}"))
+        .await;
+    (code == 200).then_some(body)
+}
+
+#[tokio::test]
+async fn a_starting_registration_is_discovered_once_ready_and_drains_as_stopping_before_leaving() {
+    let t = TestAgent::start().await;
+    let drain = Duration::from_millis(600);
+    let handle = Registration::builder("users", "10.0.0.7", 8080)
+        .starting()
+        .drain(drain)
+        .register(t.registry())
+        .await
+        .unwrap();
+    let id = handle.id().to_string();
+    assert_eq!(
+        rendered(&t, "users", &id).await.unwrap()["state"],
+        "starting"
+    );
+    assert!(
+        t.ids("users", "passing").await.is_empty(),
+        "not discovered while starting"
+    );
+    assert_eq!(t.ids("users", "any").await, std::slice::from_ref(&id));
+
+    handle.ready().await.unwrap();
+    assert_eq!(handle.state(), signpost_client::instance::Lifecycle::Up);
+    assert_eq!(t.ids("users", "passing").await, std::slice::from_ref(&id));
+
+    // Graceful deregistration: `stopping` (out of discovery, still registered) for the drain
+    // time, then gone.
+    let started = tokio::time::Instant::now();
+    let leaving = tokio::spawn(handle.deregister());
+    eventually("stopping is announced", || async {
+        rendered(&t, "users", &id)
+            .await
+            .is_some_and(|i| i["state"] == "stopping")
+    })
+    .await;
+    assert!(t.ids("users", "passing").await.is_empty());
+    assert_eq!(
+        t.ids("users", "any").await,
+        std::slice::from_ref(&id),
+        "still registered while draining"
+    );
+    leaving.await.unwrap().unwrap();
+    assert!(started.elapsed() >= drain, "waited the drain time");
+    assert_eq!(rendered(&t, "users", &id).await, None);
+}
+
+#[tokio::test]
+async fn without_a_drain_time_deregistration_is_immediate_and_never_announces_stopping() {
+    let t = TestAgent::start().await;
+    let handle = Registration::builder("users", "10.0.0.7", 8081)
+        .register(t.registry())
+        .await
+        .unwrap();
+    let id = handle.id().to_string();
+    assert_eq!(rendered(&t, "users", &id).await.unwrap()["state"], "up");
+    let mut changes = signpost_testkit::http_client()
+        .get(t.url("/api/v1/services/users/watch?status=any"))
+        .send()
+        .await
+        .unwrap();
+    handle.deregister().await.unwrap();
+    assert_eq!(rendered(&t, "users", &id).await, None);
+    // The watch saw the reset and the removal, never an update to `stopping`.
+    let mut seen = String::new();
+    while !seen.contains("event: remove") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), changes.chunk())
+            .await
+            .expect("a watch frame within 10 s")
+            .unwrap()
+            .expect("the watch stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!seen.contains("stopping"), "{seen}");
+}
+
+#[tokio::test]
+async fn the_sdk_never_chooses_a_stopping_instance_while_it_is_still_registered() {
+    use signpost_client::balance::{PickContext, RoundRobin};
+    use signpost_client::discovery::{Discovery, DiscoveryOptions};
+    use signpost_client::registry::signpost::SignpostRegistry;
+    use signpost_client::selector::Selector;
+
+    let t = TestAgent::start().await;
+    for (id, port) in [("a", 1), ("b", 2)] {
+        let body = serde_json::json!({"id": id, "address": "10.0.0.1", "port": port});
+        assert_eq!(t.register("users", body).await.0, 201);
+    }
+    let discovery = Discovery::new(t.registry(), DiscoveryOptions::default());
+    let users = discovery.service("users");
+    users.ready().await.unwrap();
+    eventually("both are discovered", || async {
+        users.instances().len() == 2
+    })
+    .await;
+
+    let admin = SignpostRegistry::new([t.base.clone()]).unwrap();
+    let b = admin
+        .set_state("users", "b", signpost_client::instance::Lifecycle::Stopping)
+        .await
+        .unwrap();
+    assert_eq!(b.state, signpost_client::instance::Lifecycle::Stopping);
+    let selector = Selector::builder().balancer(RoundRobin::new()).build();
+    eventually("b leaves the discovered list", || async {
+        users.instances().iter().all(|i| i.id != "b")
+    })
+    .await;
+    for _ in 0..20 {
+        let endpoints = users.instances();
+        let picked = selector
+            .select(&endpoints, &PickContext::new(), &[])
+            .unwrap();
+        assert_eq!(picked.instance().id, "a");
+        picked.finish(signpost_client::balance::Outcome::Success);
+    }
+    assert_eq!(
+        t.ids("users", "any").await,
+        ["a", "b"],
+        "b is still registered"
+    );
+
+    // Maintenance through the SDK's admin call, likewise.
+    let a = admin
+        .set_maintenance("users", "a", true, Some("disk swap"))
+        .await
+        .unwrap();
+    assert_eq!(a.maintenance.unwrap().reason, "disk swap");
+    eventually("a leaves too", || async { users.instances().is_empty() }).await;
+    admin
+        .set_maintenance("users", "a", false, None)
+        .await
+        .unwrap();
+    eventually("a comes back", || async { users.instances().len() == 1 }).await;
+    let err = admin
+        .set_state("users", "nope", signpost_client::instance::Lifecycle::Up)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            signpost_client::registry::RegistryError::NotFound { .. }
+        ),
+        "{err}"
+    );
+}

@@ -63,6 +63,8 @@ fn spec(id: &str) -> RegistrationSpec {
             tags: vec![],
             metadata: Default::default(),
             weight: 1,
+            state: Default::default(),
+            maintenance: None,
         },
         ttl: Duration::from_secs(30),
         deregister_after: None,

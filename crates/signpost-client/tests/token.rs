@@ -93,6 +93,8 @@ fn spec() -> RegistrationSpec {
             tags: vec![],
             metadata: Default::default(),
             weight: 1,
+            state: Default::default(),
+            maintenance: None,
         },
         ttl: Duration::from_secs(5),
         deregister_after: None,

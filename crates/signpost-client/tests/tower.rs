@@ -23,6 +23,8 @@ fn instance(id: &str, port: u16) -> Instance {
         tags: vec![],
         metadata: BTreeMap::new(),
         weight: 100,
+        state: Default::default(),
+        maintenance: None,
     }
 }
 

@@ -26,5 +26,7 @@ pub mod model;
 pub mod registry;
 pub mod validate;
 
-pub use model::{CheckSpec, Instance, InstanceKey, ServiceDefinition, Status};
+pub use model::{
+    CheckSpec, Instance, InstanceKey, Lifecycle, Maintenance, ServiceDefinition, Status,
+};
 pub use registry::{Command, Event, EventKind, Registry, Request, Response, ServiceEvent};

@@ -343,6 +343,82 @@ pub struct NewInstance {
     pub check: Option<CheckSpec>,
     /// The status to start with; `None` means "derive it from the check".
     pub status: Option<Status>,
+    /// Where the instance is in its life when it registers (`starting` keeps it out of
+    /// discovery until it says it is `up`). Absent from log entries written before lifecycle
+    /// states existed: those registered `up`.
+    #[serde(default, skip_serializing_if = "Lifecycle::is_up")]
+    pub state: Lifecycle,
+}
+
+/// Where an instance is in its life (the design notes' Starting/Up/Stopping). Only `up`
+/// instances are discovered: a `starting` one is not ready yet, a `stopping` one is draining.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    /// Registered but not ready for traffic yet.
+    Starting,
+    /// Serving (the default, and what every instance registered before lifecycle states was).
+    #[default]
+    Up,
+    /// Announced its departure: clients drain it before it deregisters.
+    Stopping,
+}
+
+impl Lifecycle {
+    /// Every state, in order.
+    pub const ALL: [Lifecycle; 3] = [Lifecycle::Starting, Lifecycle::Up, Lifecycle::Stopping];
+
+    /// The lowercase name, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Starting => "starting",
+            Lifecycle::Up => "up",
+            Lifecycle::Stopping => "stopping",
+        }
+    }
+
+    /// True for `up` (lets serde leave the default out).
+    pub fn is_up(&self) -> bool {
+        *self == Lifecycle::Up
+    }
+}
+
+impl fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A state name that is none of `starting`, `up` and `stopping`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown state {0:?}: expected starting, up or stopping")]
+pub struct UnknownLifecycle(
+    /// The name given, lowercased.
+    pub String,
+);
+
+impl FromStr for Lifecycle {
+    type Err = UnknownLifecycle;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "starting" => Ok(Lifecycle::Starting),
+            "up" => Ok(Lifecycle::Up),
+            "stopping" => Ok(Lifecycle::Stopping),
+            other => Err(UnknownLifecycle(other.to_string())),
+        }
+    }
+}
+
+/// An operator's maintenance mark on an instance: it stays registered but leaves discovery
+/// until the mark is lifted (Consul's service maintenance mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintenance {
+    /// Why, as the operator gave it (may be empty).
+    #[serde(default)]
+    pub reason: String,
+    /// When maintenance began (the proposer's clock).
+    pub since: Timestamp,
 }
 
 /// A registered instance of a service, as the registry stores and serves it.
@@ -362,9 +438,29 @@ pub struct Instance {
     pub updated_at: Timestamp,
     pub create_index: u64,
     pub modify_index: u64,
+    /// Where the instance is in its life; instances stored before lifecycle states existed
+    /// read as `up`.
+    #[serde(default)]
+    pub state: Lifecycle,
+    /// Set while an operator holds the instance in maintenance; absent otherwise (and in data
+    /// written before maintenance existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
 }
 
 impl Instance {
+    /// Whether discovery hands the instance out: `up` and not in maintenance. Health is
+    /// judged separately (a serving instance must also be passing to be listed by default).
+    pub fn serving(&self) -> bool {
+        self.state == Lifecycle::Up && self.maintenance.is_none()
+    }
+
+    /// Passing and [`serving`](Self::serving): what the default listing, Consul's `?passing`
+    /// and DNS answer with.
+    pub fn discoverable(&self) -> bool {
+        self.status == Status::Passing && self.serving()
+    }
+
     pub fn key(&self) -> InstanceKey {
         InstanceKey::new(&self.service, &self.id)
     }
@@ -498,6 +594,37 @@ mod tests {
     fn check_spec_rejects_unknown_fields() {
         let err = serde_json::from_str::<CheckSpec>(r#"{"ttl":"10s","bogus":1}"#).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn instances_stored_before_lifecycle_states_read_as_up_without_maintenance() {
+        let old = r#"{"id":"u1","service":"users","address":"10.0.0.1","port":80,"tags":[],
+            "metadata":{},"weight":100,"status":"passing",
+            "created_at":"2023-11-14T22:13:20.123Z","updated_at":"2023-11-14T22:13:20.123Z",
+            "create_index":3,"modify_index":4}"#;
+        let i: Instance = serde_json::from_str(old).unwrap();
+        assert_eq!(i.state, Lifecycle::Up);
+        assert_eq!(i.maintenance, None);
+        assert!(i.discoverable());
+        let new: NewInstance = serde_json::from_str(
+            r#"{"id":"u1","service":"users","address":"a","port":1,"tags":[],"metadata":{},
+            "weight":100,"check":null,"status":null}"#,
+        )
+        .unwrap();
+        assert_eq!(new.state, Lifecycle::Up);
+        assert!(!serde_json::to_string(&new).unwrap().contains("state"));
+    }
+
+    #[test]
+    fn lifecycle_names_parse_in_any_case() {
+        assert_eq!("Stopping".parse::<Lifecycle>(), Ok(Lifecycle::Stopping));
+        assert_eq!(
+            "down".parse::<Lifecycle>(),
+            Err(UnknownLifecycle("down".into()))
+        );
+        for s in Lifecycle::ALL {
+            assert_eq!(s.as_str().parse::<Lifecycle>(), Ok(s));
+        }
     }
 
     #[test]

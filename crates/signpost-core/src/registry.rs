@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::acl::{Acl, AclCommand, AclOutcome};
 use crate::kv::Kv;
-use crate::model::{Instance, InstanceKey, NewInstance, ServiceDefinition, Status, Timestamp};
+use crate::model::{
+    Instance, InstanceKey, Lifecycle, Maintenance, NewInstance, ServiceDefinition, Status,
+    Timestamp,
+};
 
 /// A command together with the time its proposer saw when it proposed it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +68,15 @@ pub enum Command {
     Batch(Vec<Command>),
     /// A change to the ACL state (policies, tokens, bootstrap, reaping expired tokens).
     Acl(AclCommand),
+    /// Puts an instance into maintenance (`enable`, with an optional reason) or takes it out:
+    /// it stays registered but leaves discovery meanwhile.
+    SetMaintenance {
+        key: InstanceKey,
+        enable: bool,
+        reason: Option<String>,
+    },
+    /// Records an instance's announced lifecycle state (`starting`, `up`, `stopping`).
+    SetLifecycle { key: InstanceKey, state: Lifecycle },
 }
 
 /// What applying a command did.
@@ -93,6 +105,8 @@ pub enum Response {
     Batch(Vec<Response>),
     /// What an ACL command did.
     Acl(AclOutcome),
+    /// An instance's maintenance mark or lifecycle state changed; the instance after it.
+    InstanceUpdated(Instance),
 }
 
 /// A change, as watchers see it.
@@ -255,6 +269,34 @@ impl Registry {
                     .collect();
                 (Response::Kv(ok), events)
             }
+            Command::SetMaintenance {
+                key,
+                enable,
+                reason,
+            } => {
+                let mark = enable.then(|| Maintenance {
+                    reason: reason.clone().unwrap_or_default(),
+                    since: now,
+                });
+                self.update_instance(index, now, key, |i| {
+                    let next = match (&i.maintenance, mark) {
+                        // Already in maintenance: keep when it began, take the new reason.
+                        (Some(old), Some(new)) => Some(Maintenance {
+                            reason: new.reason,
+                            since: old.since,
+                        }),
+                        (_, next) => next,
+                    };
+                    let changed = i.maintenance != next;
+                    i.maintenance = next;
+                    changed
+                })
+            }
+            Command::SetLifecycle { key, state } => self.update_instance(index, now, key, |i| {
+                let changed = i.state != *state;
+                i.state = *state;
+                changed
+            }),
             Command::Acl(command) => {
                 let outcome = self.acl.apply(index, now, command);
                 if self.acl.index() == index {
@@ -301,6 +343,9 @@ impl Registry {
             updated_at: now,
             create_index: previous.map_or(index, |p| p.create_index),
             modify_index: index,
+            state: new.state,
+            // An operator's maintenance mark outlives the instance re-registering itself.
+            maintenance: previous.and_then(|p| p.maintenance.clone()),
         };
         let created = previous.is_none();
         entry.instances.insert(new.id.clone(), instance.clone());
@@ -368,6 +413,38 @@ impl Registry {
         };
         (
             Response::StatusSet(instance),
+            vec![Event::Service(Box::new(event))],
+        )
+    }
+
+    /// Applies `change` to one instance (it returns whether it changed anything); a change moves
+    /// the service's index and is announced as a status change, so listings and watches
+    /// re-filter the instance.
+    fn update_instance(
+        &mut self,
+        index: u64,
+        now: Timestamp,
+        key: &InstanceKey,
+        change: impl FnOnce(&mut Instance) -> bool,
+    ) -> (Response, Vec<Event>) {
+        let Some(current) = self.instance(&key.service, &key.id) else {
+            return (Response::NotFound, vec![]);
+        };
+        let mut updated = current.clone();
+        if !change(&mut updated) {
+            return (Response::Unchanged, vec![]);
+        }
+        updated.updated_at = now;
+        updated.modify_index = index;
+        let entry = self.touch(&key.service, index);
+        entry.instances.insert(key.id.clone(), updated.clone());
+        let event = ServiceEvent {
+            service: key.service.clone(),
+            index,
+            kind: EventKind::StatusChanged(updated.clone()),
+        };
+        (
+            Response::InstanceUpdated(updated),
             vec![Event::Service(Box::new(event))],
         )
     }

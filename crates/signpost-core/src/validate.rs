@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::model::{CheckKind, CheckSpec, Dur, NewInstance, ServiceDefinition, Status};
+use crate::model::{CheckKind, CheckSpec, Dur, Lifecycle, NewInstance, ServiceDefinition, Status};
 
 pub const MAX_TAGS: usize = 64;
 pub const MAX_METADATA: usize = 64;
@@ -56,6 +56,9 @@ pub struct Registration {
     pub weight: Option<i64>,
     pub check: Option<CheckSpec>,
     pub status: Option<Status>,
+    /// The lifecycle state to register in (`starting` or `up`, the default); text, so a
+    /// wrong name is reported against this field.
+    pub state: Option<String>,
 }
 
 /// Normalises a service name: case-folded, then checked to be a DNS label (`[a-z0-9-]`, 1–63,
@@ -398,6 +401,10 @@ pub fn registration(path_service: &str, reg: Registration) -> Result<NewInstance
     if let Some(c) = &reg.check {
         check(c)?;
     }
+    let state = match reg.state.as_deref() {
+        None => Lifecycle::Up,
+        Some(text) => lifecycle(text)?,
+    };
     Ok(NewInstance {
         id,
         service,
@@ -408,7 +415,14 @@ pub fn registration(path_service: &str, reg: Registration) -> Result<NewInstance
         weight,
         check: reg.check,
         status: reg.status,
+        state,
     })
+}
+
+/// Parses a lifecycle state name (`starting`, `up`, `stopping`), an error naming `state`.
+pub fn lifecycle(text: &str) -> Result<Lifecycle> {
+    text.parse()
+        .map_err(|e: crate::model::UnknownLifecycle| ValidationError::new("state", e.to_string()))
 }
 
 /// Validates a service definition for `path_service`; the definition's name is set from the path.

@@ -166,6 +166,8 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
             weight: 100,
+            state: Default::default(),
+            maintenance: None,
         }
     }
 

@@ -14,7 +14,7 @@ use super::{hash_key, Balancer, Candidate, FastRng, IdMap, PickContext};
 /// use signpost_client::balance::{BalancerExt, ConsistentHash, PickContext};
 /// # let mk = |id: &str| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
-/// #     tags: vec![], metadata: Default::default(), weight: 100 };
+/// #     tags: vec![], metadata: Default::default(), weight: 100, state: Default::default(), maintenance: None };
 /// let instances = vec![mk("a"), mk("b"), mk("c")];
 /// let ring = ConsistentHash::new();
 /// let ctx = PickContext::with_key("cart-1234");

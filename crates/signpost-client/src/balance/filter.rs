@@ -29,7 +29,7 @@ pub trait Filter: Send + Sync + 'static {
 /// use signpost_client::balance::{Candidate, EndpointStats, Filter, HasTags, PickContext};
 /// # let mk = |id: &str, tags: &[&str]| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
-/// #     tags: tags.iter().map(|t| t.to_string()).collect(), metadata: Default::default(), weight: 100 };
+/// #     tags: tags.iter().map(|t| t.to_string()).collect(), metadata: Default::default(), weight: 100, state: Default::default(), maintenance: None };
 /// let (v1, v2) = (mk("a", &["v1"]), mk("b", &["v2", "canary"]));
 /// let stats = EndpointStats::new();
 /// let mut candidates = vec![Candidate::new(0, &v1, &stats), Candidate::new(1, &v2, &stats)];
@@ -68,7 +68,7 @@ impl Filter for HasTags {
 /// use signpost_client::balance::{Candidate, EndpointStats, Filter, MetadataEquals, PickContext};
 /// # let mk = |id: &str, env: &str| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
-/// #     tags: vec![], metadata: [("env".to_string(), env.to_string())].into(), weight: 100 };
+/// #     tags: vec![], metadata: [("env".to_string(), env.to_string())].into(), weight: 100, state: Default::default(), maintenance: None };
 /// let (prod, staging) = (mk("a", "prod"), mk("b", "staging"));
 /// let stats = EndpointStats::new();
 /// let mut candidates = vec![Candidate::new(0, &prod, &stats), Candidate::new(1, &staging, &stats)];
@@ -108,7 +108,7 @@ impl Filter for MetadataEquals {
 /// use signpost_client::balance::{Candidate, EndpointStats, Filter, PickContext, ZoneAware};
 /// # let mk = |id: &str, zone: &str| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
-/// #     tags: vec![], metadata: [("zone".to_string(), zone.to_string())].into(), weight: 100 };
+/// #     tags: vec![], metadata: [("zone".to_string(), zone.to_string())].into(), weight: 100, state: Default::default(), maintenance: None };
 /// let (near, far) = (mk("a", "eu-west-1a"), mk("b", "eu-west-1b"));
 /// let zone = ZoneAware::new("eu-west-1a");
 ///
@@ -173,7 +173,7 @@ impl Filter for ZoneAware {
 /// use signpost_client::balance::{Candidate, EndpointStats, Filter, PickContext, Predicate};
 /// # let mk = |id: &str, port| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port,
-/// #     tags: vec![], metadata: Default::default(), weight: 100 };
+/// #     tags: vec![], metadata: Default::default(), weight: 100, state: Default::default(), maintenance: None };
 /// let (a, b) = (mk("a", 80), mk("b", 8080));
 /// let stats = EndpointStats::new();
 /// let mut candidates = vec![Candidate::new(0, &a, &stats), Candidate::new(1, &b, &stats)];

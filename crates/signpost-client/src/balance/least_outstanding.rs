@@ -10,7 +10,7 @@ use super::{Balancer, Candidate, FastRng, PickContext};
 /// use signpost_client::balance::{BalancerExt, EndpointStats, InFlight, LeastOutstanding, PickContext};
 /// # let mk = |id: &str| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
-/// #     tags: vec![], metadata: Default::default(), weight: 100 };
+/// #     tags: vec![], metadata: Default::default(), weight: 100, state: Default::default(), maintenance: None };
 /// let instances = vec![mk("busy"), mk("idle")];
 /// let stats = [EndpointStats::new(), EndpointStats::new()];
 /// let lor = LeastOutstanding::new();

@@ -40,6 +40,8 @@
 //!         tags: vec![],
 //!         metadata: Default::default(),
 //!         weight: 100,
+//!         state: Default::default(),
+//!         maintenance: None,
 //!     })
 //!     .collect();
 //! let stats: Vec<EndpointStats> = instances.iter().map(|_| EndpointStats::new()).collect();
@@ -184,7 +186,7 @@ impl EndpointStats {
 /// use signpost_client::balance::{Candidate, EndpointStats};
 /// # let a = signpost_client::Instance {
 /// #     id: "a".into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
-/// #     tags: vec![], metadata: Default::default(), weight: 100 };
+/// #     tags: vec![], metadata: Default::default(), weight: 100, state: Default::default(), maintenance: None };
 /// let stats = EndpointStats::new();
 /// let candidate = Candidate::new(3, &a, &stats);
 /// assert_eq!((candidate.position(), candidate.id.as_str()), (3, "a"));
@@ -313,7 +315,8 @@ pub trait BalancerExt: Balancer {
     /// use signpost_client::balance::{BalancerExt, EndpointStats, PickContext, RoundRobin};
     /// # let mk = |id: &str| signpost_client::Instance {
     /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
-    /// #     tags: vec![], metadata: Default::default(), weight: 100 };
+    /// #     tags: vec![], metadata: Default::default(), weight: 100,
+    /// #     state: Default::default(), maintenance: None };
     /// let instances = vec![mk("a"), mk("b")];
     /// let stats = [EndpointStats::new(), EndpointStats::new()];
     /// let rr = RoundRobin::new();

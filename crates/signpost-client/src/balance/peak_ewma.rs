@@ -21,7 +21,7 @@ use super::{Balancer, Candidate, EndpointStats, FastRng, Outcome, PickContext};
 /// use signpost_client::balance::{BalancerExt, EndpointStats, InFlight, Outcome, PeakEwma, PickContext};
 /// # let mk = |id: &str| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
-/// #     tags: vec![], metadata: Default::default(), weight: 100 };
+/// #     tags: vec![], metadata: Default::default(), weight: 100, state: Default::default(), maintenance: None };
 /// let instances = vec![mk("fast"), mk("slow")];
 /// let stats = [EndpointStats::new(), EndpointStats::new()];
 /// let p2c = PeakEwma::new();

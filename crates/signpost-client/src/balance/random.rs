@@ -6,7 +6,7 @@ use super::{Balancer, Candidate, FastRng, PickContext};
 /// use signpost_client::balance::{BalancerExt, PickContext, Random};
 /// # let instances = vec![signpost_client::Instance {
 /// #     id: "a".into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
-/// #     tags: vec![], metadata: Default::default(), weight: 100 }];
+/// #     tags: vec![], metadata: Default::default(), weight: 100, state: Default::default(), maintenance: None }];
 /// let picked = Random::new().pick_from(&instances, &PickContext::new()).unwrap();
 /// assert_eq!(picked.id, "a");
 /// ```

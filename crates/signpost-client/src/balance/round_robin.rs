@@ -11,7 +11,7 @@ use super::{Balancer, Candidate, PickContext};
 /// use signpost_client::balance::{BalancerExt, PickContext, RoundRobin};
 /// # let mk = |id: &str| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
-/// #     tags: vec![], metadata: Default::default(), weight: 100 };
+/// #     tags: vec![], metadata: Default::default(), weight: 100, state: Default::default(), maintenance: None };
 /// let instances = vec![mk("a"), mk("b")];
 /// let rr = RoundRobin::new();
 /// let ctx = PickContext::new();

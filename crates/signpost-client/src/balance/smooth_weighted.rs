@@ -14,7 +14,7 @@ use super::{Balancer, Candidate, IdMap, PickContext};
 /// use signpost_client::balance::{BalancerExt, PickContext, SmoothWeighted};
 /// # let mk = |id: &str, weight| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
-/// #     tags: vec![], metadata: Default::default(), weight };
+/// #     tags: vec![], metadata: Default::default(), weight, state: Default::default(), maintenance: None };
 /// let instances = vec![mk("a", 5), mk("b", 1), mk("c", 1)];
 /// let swrr = SmoothWeighted::new();
 /// let seq: String = (0..7)

@@ -9,7 +9,7 @@ use crate::instance::Instance;
 /// use signpost_client::balance::{BalancerExt, PickContext, WeightedRandom};
 /// # let mk = |id: &str, weight| signpost_client::Instance {
 /// #     id: id.into(), service: "s".into(), address: "127.0.0.1".into(), port: 1,
-/// #     tags: vec![], metadata: Default::default(), weight };
+/// #     tags: vec![], metadata: Default::default(), weight, state: Default::default(), maintenance: None };
 /// let instances = vec![mk("heavy", 900), mk("light", 100)];
 /// let wr = WeightedRandom::new();
 /// let heavy = (0..1000)

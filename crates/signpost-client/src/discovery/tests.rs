@@ -108,6 +108,8 @@ fn inst(id: &str) -> Instance {
         tags: vec![],
         metadata: Default::default(),
         weight: 100,
+        state: Default::default(),
+        maintenance: None,
     }
 }
 

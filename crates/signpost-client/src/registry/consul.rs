@@ -495,6 +495,8 @@ fn to_instance(entry: HealthEntry, service: &str) -> Result<Instance, EntryError
         tags: s.tags.unwrap_or_default(),
         metadata: s.meta.unwrap_or_default(),
         weight: u32::try_from(weight).unwrap_or(MAX_WEIGHT),
+        state: Default::default(),
+        maintenance: None,
     })
 }
 
@@ -880,6 +882,8 @@ mod tests {
                 tags: vec!["v1".into()],
                 metadata: [("zone".to_string(), "a".to_string())].into(),
                 weight: 7,
+                state: Default::default(),
+                maintenance: None,
             }
         );
     }
@@ -1012,6 +1016,8 @@ mod tests {
                 tags: vec!["v2".into()],
                 metadata: [("zone".to_string(), "a".to_string())].into(),
                 weight: 100,
+                state: Default::default(),
+                maintenance: None,
             },
             ttl: Duration::from_secs(10),
             deregister_after: Some(Duration::from_secs(90)),

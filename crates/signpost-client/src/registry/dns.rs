@@ -371,6 +371,8 @@ fn instance(service: &str, address: String, port: u16) -> Instance {
         tags: Vec::new(),
         metadata: BTreeMap::from([("source".to_string(), "dns".to_string())]),
         weight: 100,
+        state: Default::default(),
+        maintenance: None,
     }
 }
 

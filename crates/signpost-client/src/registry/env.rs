@@ -98,6 +98,8 @@ impl EnvRegistry {
                 tags: Vec::new(),
                 metadata: BTreeMap::from([("source".to_string(), "environment".to_string())]),
                 weight: 100,
+                state: Default::default(),
+                maintenance: None,
             })
             .collect()
     }

@@ -123,6 +123,18 @@ pub trait Registry: Send + Sync + 'static {
         service: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, Result<(), RegistryError>>;
+    /// Announces an instance's lifecycle state (`starting`, `up`, `stopping`) so clients stop
+    /// choosing it before it leaves. Registries without lifecycle states accept it and do
+    /// nothing (the default), so a graceful shutdown there is a plain deregistration.
+    fn set_state<'a>(
+        &'a self,
+        service: &'a str,
+        id: &'a str,
+        state: crate::instance::Lifecycle,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        let _ = (service, id, state);
+        Box::pin(async { Ok(()) })
+    }
     /// The healthy instances of `service` and the index they reflect.
     fn list<'a>(
         &'a self,

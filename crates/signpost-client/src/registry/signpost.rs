@@ -38,6 +38,7 @@ use crate::instance::{Instance, Update};
 
 mod acl;
 mod admin;
+mod lifecycle;
 
 pub use acl::{AclPolicy, AclToken, NewPolicy, NewToken, PolicyLink};
 pub use admin::{KvWrite, Registered};
@@ -289,6 +290,8 @@ fn registration_body(spec: &RegistrationSpec) -> Registration {
             Some(c) => agent_check(c, spec.deregister_after),
         }),
         status: None,
+        // `up` is the agent's default: left out, so older agents accept the body.
+        state: (!i.state.is_up()).then_some(i.state),
     }
 }
 
@@ -511,6 +514,18 @@ impl Registry for SignpostRegistry {
                 })
                 .await?;
             check(resp, || format!("{service}/{id}")).await?;
+            Ok(())
+        })
+    }
+
+    fn set_state<'a>(
+        &'a self,
+        service: &'a str,
+        id: &'a str,
+        state: crate::instance::Lifecycle,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            SignpostRegistry::set_state(self, service, id, state).await?;
             Ok(())
         })
     }
@@ -817,6 +832,8 @@ mod tests {
                 tags: vec!["v2".into()],
                 metadata: [("zone".to_string(), "a".to_string())].into(),
                 weight: 100,
+                state: Default::default(),
+                maintenance: None,
             },
             ttl: Duration::from_secs(10),
             deregister_after: Some(Duration::from_secs(60)),

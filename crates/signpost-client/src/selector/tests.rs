@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::balance::{HasTags, RoundRobin};
+use crate::instance::Lifecycle;
 
 fn instance(id: &str, tags: &[&str]) -> Instance {
     Instance {
@@ -13,6 +14,8 @@ fn instance(id: &str, tags: &[&str]) -> Instance {
         tags: tags.iter().map(|t| t.to_string()).collect(),
         metadata: BTreeMap::new(),
         weight: 100,
+        state: Default::default(),
+        maintenance: None,
     }
 }
 
@@ -176,4 +179,33 @@ async fn endpoint_state_survives_an_update_that_keeps_the_instance_and_goes_when
     selector.endpoint_states(&fourth);
     assert_eq!(selector.breaker_state("a"), BreakerState::Closed);
     assert!(!selector.is_ejected("a"));
+}
+
+#[test]
+fn instances_not_serving_are_never_chosen_even_when_listed() {
+    let selector = selector();
+    let mut instances: Vec<Instance> = ["a", "b", "c"].iter().map(|id| instance(id, &[])).collect();
+    instances[0].state = Lifecycle::Stopping;
+    instances[2].maintenance = Some("disk swap".into());
+    let endpoints = Endpoints::new(1, instances);
+    for _ in 0..20 {
+        let selected = selector
+            .select(&endpoints, &PickContext::new(), &[])
+            .unwrap();
+        assert_eq!(selected.instance().id, "b");
+        selected.finish(Outcome::Success);
+    }
+    // Even when b has been tried, a draining instance is not the fallback.
+    let selected = selector
+        .select(&endpoints, &PickContext::new(), &["b"])
+        .unwrap();
+    assert_eq!(selected.instance().id, "b");
+    selected.finish(Outcome::Success);
+    let mut starting = instance("a", &[]);
+    starting.state = Lifecycle::Starting;
+    let none = Endpoints::new(2, vec![starting]);
+    assert!(matches!(
+        selector.select(&none, &PickContext::new(), &[]),
+        Err(SelectError::NoInstances)
+    ));
 }

@@ -19,6 +19,8 @@ fn instance(id: &str, check: CheckSpec, status: Status) -> Instance {
         updated_at: Timestamp(0),
         create_index: 1,
         modify_index: 1,
+        state: Default::default(),
+        maintenance: None,
     }
 }
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{CheckSpec, Dur};
+use crate::model::{CheckSpec, Dur, Lifecycle};
 
 fn svc(e: &Event) -> &ServiceEvent {
     e.as_service().expect("a service event")
@@ -16,6 +16,7 @@ fn new_instance(service: &str, id: &str) -> NewInstance {
         weight: 100,
         check: None,
         status: None,
+        state: Lifecycle::Up,
     }
 }
 
@@ -334,4 +335,137 @@ fn a_batch_applies_in_order_at_one_index() {
         (r.service_index("users"), r.service_index("orders")),
         (7, 7)
     );
+}
+
+fn key(service: &str, id: &str) -> InstanceKey {
+    InstanceKey::new(service, id)
+}
+
+fn maintenance(id: &str, enable: bool, reason: Option<&str>) -> Command {
+    Command::SetMaintenance {
+        key: key("users", id),
+        enable,
+        reason: reason.map(str::to_string),
+    }
+}
+
+#[test]
+fn maintenance_marks_and_clears_an_instance_moving_the_index_and_announcing_it() {
+    let mut r = Registry::new();
+    r.apply(3, &req(100, Command::Register(new_instance("users", "u1"))));
+    assert!(r.instance("users", "u1").unwrap().discoverable());
+
+    let (resp, events) = r.apply(4, &req(200, maintenance("u1", true, Some("disk swap"))));
+    let Response::InstanceUpdated(i) = resp else {
+        panic!("unexpected {resp:?}")
+    };
+    let mark = i.maintenance.clone().expect("in maintenance");
+    assert_eq!(mark.reason, "disk swap");
+    assert_eq!(mark.since, Timestamp(200));
+    assert_eq!(i.modify_index, 4);
+    assert_eq!(i.status, Status::Passing, "health is untouched");
+    assert!(!i.serving() && !i.discoverable());
+    assert_eq!(r.service_index("users"), 4);
+    assert_eq!(svc(&events[0]).index, 4);
+    assert!(
+        matches!(&svc(&events[0]).kind, EventKind::StatusChanged(e) if e.maintenance.is_some())
+    );
+
+    // Enabling again with a new reason keeps when it began.
+    let (resp, _) = r.apply(5, &req(300, maintenance("u1", true, Some("still"))));
+    let Response::InstanceUpdated(i) = resp else {
+        panic!("unexpected {resp:?}")
+    };
+    assert_eq!(i.maintenance.as_ref().unwrap().since, Timestamp(200));
+    assert_eq!(i.maintenance.as_ref().unwrap().reason, "still");
+    // The same mark again changes nothing.
+    let (resp, events) = r.apply(6, &req(400, maintenance("u1", true, Some("still"))));
+    assert_eq!(resp, Response::Unchanged);
+    assert!(events.is_empty());
+    assert_eq!(r.service_index("users"), 5);
+
+    let (resp, events) = r.apply(7, &req(500, maintenance("u1", false, None)));
+    assert!(matches!(resp, Response::InstanceUpdated(ref i) if i.maintenance.is_none()));
+    assert_eq!(events.len(), 1);
+    assert!(r.instance("users", "u1").unwrap().discoverable());
+    let (resp, _) = r.apply(8, &req(600, maintenance("u1", false, None)));
+    assert_eq!(resp, Response::Unchanged);
+
+    let (resp, events) = r.apply(9, &req(700, maintenance("nope", true, None)));
+    assert_eq!(resp, Response::NotFound);
+    assert!(events.is_empty());
+    assert_eq!(r.service_index("users"), 7);
+}
+
+#[test]
+fn maintenance_survives_re_registration_and_lifecycle_comes_from_it() {
+    let mut r = Registry::new();
+    let mut starting = new_instance("users", "u1");
+    starting.state = Lifecycle::Starting;
+    r.apply(3, &req(100, Command::Register(starting)));
+    let i = r.instance("users", "u1").unwrap();
+    assert_eq!(i.state, Lifecycle::Starting);
+    assert!(!i.discoverable());
+    r.apply(4, &req(200, maintenance("u1", true, None)));
+    r.apply(5, &req(300, Command::Register(new_instance("users", "u1"))));
+    let i = r.instance("users", "u1").unwrap();
+    assert_eq!(i.state, Lifecycle::Up);
+    assert!(
+        i.maintenance.is_some(),
+        "an operator's mark outlives re-registration"
+    );
+}
+
+#[test]
+fn lifecycle_transitions_move_the_index_and_unknown_instances_are_not_found() {
+    let mut r = Registry::new();
+    r.apply(3, &req(100, Command::Register(new_instance("users", "u1"))));
+    let set = |state| Command::SetLifecycle {
+        key: key("users", "u1"),
+        state,
+    };
+    let (resp, events) = r.apply(4, &req(200, set(Lifecycle::Stopping)));
+    let Response::InstanceUpdated(i) = resp else {
+        panic!("unexpected {resp:?}")
+    };
+    assert_eq!(i.state, Lifecycle::Stopping);
+    assert_eq!(i.updated_at, Timestamp(200));
+    assert!(!i.discoverable());
+    assert!(
+        matches!(&svc(&events[0]).kind, EventKind::StatusChanged(e) if e.state == Lifecycle::Stopping)
+    );
+    assert_eq!(r.service_index("users"), 4);
+
+    let (resp, events) = r.apply(5, &req(300, set(Lifecycle::Stopping)));
+    assert_eq!(resp, Response::Unchanged);
+    assert!(events.is_empty());
+    r.apply(6, &req(400, set(Lifecycle::Up)));
+    assert!(r.instance("users", "u1").unwrap().discoverable());
+
+    let (resp, _) = r.apply(
+        7,
+        &req(
+            500,
+            Command::SetLifecycle {
+                key: key("users", "gone"),
+                state: Lifecycle::Up,
+            },
+        ),
+    );
+    assert_eq!(resp, Response::NotFound);
+    assert_eq!(r.service_index("users"), 6);
+}
+
+#[test]
+fn new_commands_round_trip_through_the_log_encoding() {
+    for c in [
+        maintenance("u1", true, Some("r")),
+        Command::SetLifecycle {
+            key: key("users", "u1"),
+            state: Lifecycle::Starting,
+        },
+    ] {
+        let text = serde_json::to_string(&req(1, c.clone())).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap().command, c);
+    }
 }

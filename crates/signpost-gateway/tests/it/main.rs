@@ -11,6 +11,7 @@ mod errors;
 mod failover;
 mod guard;
 mod headers;
+mod lifecycle;
 mod limits;
 mod paths;
 mod protocols;

@@ -89,6 +89,8 @@ async fn the_gateway_follows_an_agent_over_mutual_tls() {
             tags: vec![],
             metadata: Default::default(),
             weight: 1,
+            state: Default::default(),
+            maintenance: None,
         },
         ttl: Duration::from_secs(300),
         deregister_after: None,

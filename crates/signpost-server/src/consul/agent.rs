@@ -214,6 +214,7 @@ fn to_registration(agent: &AppState, reg: ServiceRegistration) -> Result<NewInst
         weight,
         check,
         status,
+        state: None,
     };
     let mut new = validate::registration(&name, registration).map_err(|e| {
         let field = match e.field.as_str() {
@@ -282,6 +283,28 @@ pub async fn deregister_service(
     Ok(with_meta(&agent, catalog_index(&agent), StatusCode::OK))
 }
 
+/// `PUT /v1/agent/service/maintenance/:id?enable=true|false&reason=…`: puts the instance into
+/// maintenance (it stays registered, out of discovery) or takes it out. `enable` is required.
+pub async fn service_maintenance(
+    State(agent): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = crate::http::lifecycle::MaintenanceQuery::parse(raw.as_deref())?;
+    let instance = find_instance(&agent, &id)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown service ID {id:?}")))?;
+    service::set_maintenance(&agent, &caller, &instance.key(), q.enable, q.reason)
+        .await
+        .map_err(|e| match e {
+            ServiceError::NotRegistered(_) => {
+                ApiError::NotFound(format!("unknown service ID {id:?}"))
+            }
+            e => e.into(),
+        })?;
+    Ok(with_meta(&agent, catalog_index(&agent), StatusCode::OK))
+}
+
 /// `GET /v1/agent/checks`
 pub async fn checks(
     State(agent): State<AppState>,
@@ -318,6 +341,7 @@ async fn replace_check(
         weight: instance.weight,
         check,
         status,
+        state: instance.state,
     };
     service::register(agent, caller, new).await?;
     Ok(())

@@ -163,6 +163,7 @@ pub async fn datacenters(State(agent): State<AppState>) -> Response {
 fn health_entry(i: &Instance, node: &NodeInfo) -> Value {
     let mut checks = vec![node.serf_check()];
     checks.extend(types::service_check(i, &node.name));
+    checks.extend(types::maintenance_check(i, &node.name));
     serde_json::json!({
         "Node": node.json(),
         "Service": types::health_service(i),
@@ -170,7 +171,9 @@ fn health_entry(i: &Instance, node: &NodeInfo) -> Value {
     })
 }
 
-/// `GET /v1/health/service/:name`: nested entries; `?passing` keeps passing instances only.
+/// `GET /v1/health/service/:name`: nested entries; `?passing` keeps passing instances only
+/// (not those in maintenance, whose entry carries Consul's critical `_service_maintenance`
+/// check, nor those `starting` or `stopping`).
 pub async fn health_service(
     State(agent): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -178,8 +181,7 @@ pub async fn health_service(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     per_service(agent, caller, &name, raw, |q, node, i| {
-        (i.has_tags(&q.tags) && (!q.passing || i.status == Status::Passing))
-            .then(|| health_entry(i, node))
+        (i.has_tags(&q.tags) && (!q.passing || i.discoverable())).then(|| health_entry(i, node))
     })
     .await
 }

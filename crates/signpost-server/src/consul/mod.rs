@@ -41,6 +41,10 @@ pub fn router() -> Router<AppState> {
             "/v1/agent/service/deregister/{id}",
             put(agent::deregister_service),
         )
+        .route(
+            "/v1/agent/service/maintenance/{id}",
+            put(agent::service_maintenance),
+        )
         .route("/v1/agent/checks", get(agent::checks))
         .route("/v1/agent/check/register", put(agent::register_check))
         .route(

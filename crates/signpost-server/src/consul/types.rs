@@ -150,6 +150,35 @@ pub fn service_check(i: &Instance, node: &str) -> Option<Value> {
     }))
 }
 
+/// Consul's maintenance check for an instance in maintenance: critical, named
+/// `_service_maintenance:<id>`, with the reason as its notes.
+pub fn maintenance_check(i: &Instance, node: &str) -> Option<Value> {
+    let mark = i.maintenance.as_ref()?;
+    let notes = if mark.reason.is_empty() {
+        "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.".to_string()
+    } else {
+        mark.reason.clone()
+    };
+    Some(json!({
+        "Node": node,
+        "CheckID": format!("_service_maintenance:{}", i.id),
+        "Name": "Service Maintenance Mode",
+        "Status": Status::Critical.as_str(),
+        "Notes": notes,
+        "Output": "",
+        "ServiceID": i.id,
+        "ServiceName": i.service,
+        "ServiceTags": i.tags,
+        "Type": "maintenance",
+        "Interval": "",
+        "Timeout": "",
+        "ExposedPort": 0,
+        "Definition": {},
+        "CreateIndex": i.modify_index,
+        "ModifyIndex": i.modify_index,
+    }))
+}
+
 fn output(check: &CheckSpec, status: Status) -> String {
     match (check.kind(), status) {
         (Some(CheckKind::Ttl(_)), Status::Passing) => "TTL renewed".into(),

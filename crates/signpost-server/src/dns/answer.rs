@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
-use signpost_core::{Instance, Registry, Status};
+use signpost_core::{Instance, Registry};
 
 use super::{DnsConfig, DnsConfigError};
 
@@ -319,7 +319,8 @@ impl Zone {
         }
         let passing: Vec<&Instance> = registry
             .instances(service)
-            .filter(|i| i.status == Status::Passing)
+            // Passing, up and not in maintenance: what discovery hands out.
+            .filter(|i| i.discoverable())
             .filter(|i| {
                 tag.is_none_or(|tag| {
                     i.tags

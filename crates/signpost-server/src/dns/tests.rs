@@ -40,6 +40,7 @@ fn registry(instances: &[(&str, &str, &[&str], Status)]) -> Registry {
             weight: 100,
             check: None,
             status: Some(*status),
+            state: Default::default(),
         };
         registry.apply(n as u64 + 1, &Request::new(0, Command::Register(new)));
     }

@@ -22,6 +22,7 @@ pub mod cache;
 pub mod cluster_api;
 pub mod compression;
 pub mod kv;
+pub mod lifecycle;
 pub mod query;
 pub mod raft;
 pub mod services;
@@ -76,6 +77,14 @@ pub fn router(agent: AppState) -> Router {
         .route(
             "/api/v1/services/{service}/instances/{id}/heartbeat",
             put(services::heartbeat),
+        )
+        .route(
+            "/api/v1/services/{service}/instances/{id}/maintenance",
+            put(lifecycle::maintenance),
+        )
+        .route(
+            "/api/v1/services/{service}/instances/{id}/state",
+            put(lifecycle::state),
         )
         .route("/api/v1/heartbeats", put(services::heartbeats))
         .route("/api/v1/services/{service}/watch", get(watch::sse))

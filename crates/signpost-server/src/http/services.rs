@@ -168,9 +168,14 @@ impl ListQuery {
         Ok(q)
     }
 
-    /// Whether `instance` passes the status and tag filters.
+    /// Whether `instance` passes the status and tag filters. A passing listing (the default)
+    /// is discovery: it leaves out instances in maintenance or not `up`; `status=any` shows
+    /// them, with their state.
     pub fn matches(&self, instance: &Instance) -> bool {
-        self.status.matches(instance.status) && instance.has_tags(&self.tags)
+        let discovery = self.status == StatusFilter::Only(Status::Passing);
+        self.status.matches(instance.status)
+            && (!discovery || instance.serving())
+            && instance.has_tags(&self.tags)
     }
 }
 

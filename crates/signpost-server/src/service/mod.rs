@@ -24,7 +24,9 @@ use signpost_core::health::{Action, HeartbeatError};
 use signpost_core::model::NewInstance;
 use signpost_core::registry::{ServiceSummary, StatusCounts};
 use signpost_core::validate::ValidationError;
-use signpost_core::{Command, Instance, InstanceKey, Response, ServiceDefinition, Status};
+use signpost_core::{
+    Command, Instance, InstanceKey, Lifecycle, Response, ServiceDefinition, Status,
+};
 use tokio::sync::broadcast;
 
 pub use self::acl::{authorize, Caller};
@@ -172,6 +174,8 @@ fn command_kind(command: &Command) -> &'static str {
         Command::KvDelete { .. } => "kv delete",
         Command::Batch(_) => "batch",
         Command::Acl(_) => "acl",
+        Command::SetMaintenance { .. } => "set maintenance",
+        Command::SetLifecycle { .. } => "set lifecycle",
     }
 }
 
@@ -342,6 +346,63 @@ fn renewal_outcome(
             Err(ServiceError::NotRegistered(key.clone()))
         }
         _ => now().ok_or_else(|| ServiceError::NotRegistered(key.clone())),
+    }
+}
+
+/// Puts `key` into maintenance (`enable`, with an optional reason) or takes it out
+/// (`service:write`): it stays registered but leaves discovery meanwhile. Returns the instance
+/// after the change (as it was, if it changed nothing).
+pub async fn set_maintenance(
+    agent: &Agent,
+    caller: &Caller,
+    key: &InstanceKey,
+    enable: bool,
+    reason: Option<String>,
+) -> Result<Instance> {
+    let command = Command::SetMaintenance {
+        key: key.clone(),
+        enable,
+        reason,
+    };
+    update_instance(agent, caller, key, command).await
+}
+
+/// Records the lifecycle state `key` announces (`service:write`): only `up` instances are
+/// discovered. Returns the instance after the change.
+pub async fn set_lifecycle(
+    agent: &Agent,
+    caller: &Caller,
+    key: &InstanceKey,
+    state: Lifecycle,
+) -> Result<Instance> {
+    let command = Command::SetLifecycle {
+        key: key.clone(),
+        state,
+    };
+    update_instance(agent, caller, key, command).await
+}
+
+/// Proposes a command that changes one instance in place; `NotRegistered` if it is unknown.
+async fn update_instance(
+    agent: &Agent,
+    caller: &Caller,
+    key: &InstanceKey,
+    command: Command,
+) -> Result<Instance> {
+    authorize(caller, Resource::Service, &key.service, Access::Write)?;
+    if read(agent, |r| r.instance(&key.service, &key.id).is_none()) {
+        return Err(ServiceError::NotRegistered(key.clone()));
+    }
+    let updated = apply(agent, command, |r| match r {
+        Response::InstanceUpdated(i) => Ok(Some(i)),
+        Response::Unchanged | Response::NotFound => Ok(None),
+        other => Err(Box::new(other)),
+    })
+    .await?;
+    match updated {
+        Some(i) => Ok(i),
+        None => read(agent, |r| r.instance(&key.service, &key.id).cloned())
+            .ok_or_else(|| ServiceError::NotRegistered(key.clone())),
     }
 }
 

@@ -20,6 +20,8 @@ fn instance(status: Status, index: u64) -> Instance {
         updated_at: Timestamp(0),
         create_index: 1,
         modify_index: index,
+        state: Default::default(),
+        maintenance: None,
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::common::TestAgent;
 
 /// A DNS server over a test agent's store, on 127.0.0.1 ports picked by the OS.
-struct DnsServer {
+pub(crate) struct DnsServer {
     udp: SocketAddr,
     tcp: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -27,7 +27,7 @@ struct DnsServer {
 }
 
 impl DnsServer {
-    async fn start(t: &TestAgent, tweak: impl FnOnce(&mut DnsConfig)) -> DnsServer {
+    pub(crate) async fn start(t: &TestAgent, tweak: impl FnOnce(&mut DnsConfig)) -> DnsServer {
         let mut config = DnsConfig {
             node_name: "agent-one".into(),
             node_addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)),
@@ -63,7 +63,7 @@ impl DnsServer {
             .unwrap()
     }
 
-    async fn udp(&self, name: &str, qtype: RecordType) -> DnsResponse {
+    pub(crate) async fn udp(&self, name: &str, qtype: RecordType) -> DnsResponse {
         self.udp_with(name, qtype, false).await
     }
 
@@ -79,7 +79,7 @@ impl DnsServer {
     }
 
     /// Stops the server and checks it returns cleanly.
-    async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(Duration::from_secs(5), self.task)
             .await
@@ -89,13 +89,13 @@ impl DnsServer {
     }
 }
 
-fn ips(records: &[Record]) -> Vec<IpAddr> {
+pub(crate) fn ips(records: &[Record]) -> Vec<IpAddr> {
     let mut ips: Vec<IpAddr> = records.iter().filter_map(|r| r.data.ip_addr()).collect();
     ips.sort();
     ips
 }
 
-fn v4(last: u8) -> IpAddr {
+pub(crate) fn v4(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 0, last))
 }
 

@@ -11,6 +11,7 @@ mod consul;
 mod dns;
 mod health;
 mod health_tls;
+mod lifecycle;
 mod limits;
 mod listener_limits;
 mod matrix;

@@ -9,6 +9,7 @@
 //! - [`agent`]: connecting to `--addr`, and the agent's failures as the messages users see.
 //! - [`render`]: stdout (a closed pipe ends quietly), JSON, tables.
 //! - [`services`]: `services`, `instances`, `deregister`.
+//! - [`maintenance`]: `maintenance` (in or out of maintenance).
 //! - [`register`]: `register` and the registration body it sends.
 //! - [`watch`]: `watch`, following a service's event stream with reconnection.
 //! - [`kv`]: `kv get|put|delete|list|watch`.
@@ -20,6 +21,7 @@ mod acl;
 mod agent;
 mod cluster;
 mod kv;
+mod maintenance;
 mod register;
 mod render;
 mod services;
@@ -166,6 +168,24 @@ pub enum ClientCommand {
         /// Instance id.
         #[arg(value_parser = non_empty)]
         id: String,
+    },
+    /// Put an instance into maintenance (out of discovery, still registered) or take it out.
+    Maintenance {
+        /// Service name.
+        #[arg(value_parser = non_empty)]
+        service: String,
+        /// Instance id.
+        #[arg(value_parser = non_empty)]
+        id: String,
+        /// Put it into maintenance.
+        #[arg(long, conflicts_with = "disable", required_unless_present = "disable")]
+        enable: bool,
+        /// Take it out of maintenance.
+        #[arg(long)]
+        disable: bool,
+        /// Why (shown in listings and Consul's maintenance check).
+        #[arg(long, requires = "enable")]
+        reason: Option<String>,
     },
     /// Print each change to a service as it happens (until Ctrl-C).
     Watch {
@@ -341,6 +361,13 @@ async fn run_inner(opts: &ClientOpts, cmd: ClientCommand) -> anyhow::Result<()> 
         ClientCommand::Deregister { service, id } => {
             services::deregister(&agent, &service, &id, json).await
         }
+        ClientCommand::Maintenance {
+            service,
+            id,
+            enable,
+            reason,
+            ..
+        } => maintenance::maintenance(&agent, &service, &id, enable, reason.as_deref(), json).await,
         ClientCommand::Watch { service, all } => {
             tokio::select! {
                 res = watch::watch(&agent, &service, all, json) => res,

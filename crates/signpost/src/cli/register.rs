@@ -79,6 +79,7 @@ pub(super) fn register_body(cmd: ClientCommand) -> anyhow::Result<(String, Regis
         weight,
         check: (check != Check::default()).then_some(check),
         status: None,
+        state: None,
     };
     Ok((service, body))
 }

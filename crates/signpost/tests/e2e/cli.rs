@@ -8,7 +8,7 @@ use crate::harness::{free_port, run_signpost, Agent, Run};
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn cli(agent: &Agent, args: &[&str]) -> Run {
+pub(crate) async fn cli(agent: &Agent, args: &[&str]) -> Run {
     let base = agent.base_url();
     let mut all = args.to_vec();
     all.extend(["--addr", &base]);
@@ -25,7 +25,7 @@ async fn cli(agent: &Agent, args: &[&str]) -> Run {
     run
 }
 
-fn parse(run: &Run) -> Value {
+pub(crate) fn parse(run: &Run) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.stdout))
 }
 

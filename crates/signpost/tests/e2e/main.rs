@@ -14,5 +14,6 @@ mod gateway;
 mod gateway_platform;
 mod health;
 mod lifecycle;
+mod maintenance;
 mod tls;
 mod ui;

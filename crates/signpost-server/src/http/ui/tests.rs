@@ -39,6 +39,8 @@ fn instance(id: &str, status: Status) -> Instance {
         updated_at: Timestamp(1_700_000_000_000),
         create_index: 1,
         modify_index: 1,
+        state: Default::default(),
+        maintenance: None,
     }
 }
 
