@@ -151,9 +151,16 @@ fn compact_duration(ms: u64) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub u64);
 
+/// The latest time a [`Timestamp`] can show: 9999-12-31T23:59:59.999Z, the last instant RFC 3339
+/// (four-digit years) can write. Later values are written as this one, so serialising stored
+/// state can never fail.
+pub const MAX_TIMESTAMP_MS: u64 = 253_402_300_799_999;
+
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let t = std::time::UNIX_EPOCH + Duration::from_millis(self.0);
+        // Clamped: humantime refuses years past 9999, and a failed serialisation of stored
+        // state would break every listing, watch and snapshot that includes it.
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(self.0.min(MAX_TIMESTAMP_MS));
         s.collect_str(&humantime::format_rfc3339_millis(t))
     }
 }
@@ -173,7 +180,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 /// How the agent decides whether an instance is healthy.
 ///
 /// Exactly one of `ttl`, `http`, `tcp` or `grpc` is set (checked by [`crate::validate`]).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSpec {
     /// The check's id (default `service:<instance id>`, as Consul names service checks).
@@ -217,6 +224,28 @@ pub struct CheckSpec {
     /// Speak TLS to a gRPC check's target (Consul's `GRPCUseTLS`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub grpc_use_tls: bool,
+}
+
+impl Default for CheckSpec {
+    /// No kind set, and the thresholds at their serde defaults (1), so that a spec built in
+    /// code reads like one decoded from `{}`.
+    fn default() -> Self {
+        CheckSpec {
+            id: None,
+            name: None,
+            ttl: None,
+            http: None,
+            tcp: None,
+            grpc: None,
+            interval: None,
+            timeout: None,
+            deregister_after: None,
+            success_before_passing: 1,
+            failures_before_critical: 1,
+            tls_skip_verify: false,
+            grpc_use_tls: false,
+        }
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -481,6 +510,14 @@ mod tests {
         let text = serde_json::to_string(&t).unwrap();
         assert_eq!(text, "\"2023-11-14T22:13:20.123Z\"");
         assert_eq!(serde_json::from_str::<Timestamp>(&text).unwrap(), t);
+    }
+
+    #[test]
+    fn timestamps_past_year_9999_serialise_clamped() {
+        for ms in [MAX_TIMESTAMP_MS + 1, 300_000_000_000_000, u64::MAX] {
+            let text = serde_json::to_string(&Timestamp(ms)).expect("never fails");
+            assert_eq!(text, "\"9999-12-31T23:59:59.999Z\"");
+        }
     }
 
     #[test]
