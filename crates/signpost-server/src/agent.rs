@@ -172,7 +172,7 @@ impl Agent {
         config.validate()?;
         let db = Arc::new(raft::open_database(config.data_dir.as_deref())?);
         let held_db = db.clone();
-        let store = Arc::new(Store::new());
+        let store = Arc::new(Store::with_limits(config.limits.state()));
         let state_machine = StateMachine::open(store.clone(), db.clone())?;
         let log_store = LogStore::new(db);
 

@@ -279,6 +279,18 @@ pub enum ApiError {
         /// Seconds until a retry can succeed.
         retry_after: Option<u64>,
     },
+    /// 429: the state is full: a `[limits]` bound (`field` names it, `limits.max_instances`).
+    LimitReached {
+        /// What was refused, with the limit's value.
+        message: String,
+        /// The limit, as `limits.<key>`.
+        limit: String,
+    },
+    /// 413: one write larger than `limits.max_entry_bytes` (the field names the limit).
+    EntryTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// 503: try again (no leader, leader unreachable).
     Unavailable(String),
     /// 500: logged, answered generically.
@@ -325,6 +337,8 @@ impl From<ServiceError> for ApiError {
                 ApiError::bad_request("check", e.to_string())
             }
             ServiceError::TooLarge { .. } => ApiError::PayloadTooLarge,
+            ServiceError::Limit { limit, message } => ApiError::LimitReached { message, limit },
+            ServiceError::EntryTooLarge { limit, .. } => ApiError::EntryTooLarge { limit },
             ServiceError::Cluster(e) => e.into(),
             ServiceError::Propose(e) => e.into(),
             ServiceError::PermissionDenied { .. } | ServiceError::AclNotFound => {
@@ -388,6 +402,14 @@ impl IntoResponse for ApiError {
                 retry = retry_after;
                 (StatusCode::TOO_MANY_REQUESTS, message, None)
             }
+            ApiError::LimitReached { message, limit } => {
+                (StatusCode::TOO_MANY_REQUESTS, message, Some(limit))
+            }
+            ApiError::EntryTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the write is larger than {limit} bytes"),
+                Some("limits.max_entry_bytes".to_string()),
+            ),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m, None),
             ApiError::Internal(cause) => {
                 tracing::error!("internal error: {cause}");
