@@ -347,6 +347,12 @@ pub async fn undefine(agent: &Agent, caller: &Caller, service: &str) -> Result<u
 
 // ---- reads --------------------------------------------------------------------------------
 
+/// Per-service watch channels the agent holds: only for services someone waits on or watches
+/// (tests check that blocking queries on invented names leave none behind).
+pub fn watch_channels(agent: &Agent) -> usize {
+    agent.store().channel_count()
+}
+
 /// Runs `f` over the registry as this node has applied it.
 fn read<T>(agent: &Agent, f: impl FnOnce(&signpost_core::Registry) -> T) -> T {
     f(&agent.store().read().registry)

@@ -12,6 +12,7 @@ mod health_tls;
 mod limits;
 mod matrix;
 mod members;
+mod robustness;
 mod shutdown;
 mod storage;
 mod tls;
