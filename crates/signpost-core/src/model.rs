@@ -100,7 +100,19 @@ impl FromStr for Dur {
     type Err = BadDuration;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let d = humantime::parse_duration(s.trim()).map_err(|source| BadDuration {
+        // What `Display` writes (`<n>ms`, `<n>s`, `<n>m`, `<n>h`) reads back exactly, however
+        // large: humantime counts in nanoseconds and refuses more than about 584 years.
+        let text = s.trim();
+        for (suffix, size) in [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)] {
+            if let Some(n) = text
+                .strip_suffix(suffix)
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                return Ok(Dur(n.saturating_mul(size)));
+            }
+        }
+        let d = humantime::parse_duration(text).map_err(|source| BadDuration {
             text: s.to_string(),
             source,
         })?;
@@ -308,14 +320,23 @@ impl CheckSpec {
         self.ttl.is_some()
     }
 
+    /// Time between active checks, clamped to what validation admits
+    /// ([`MIN_CHECK_PERIOD`](crate::validate::MIN_CHECK_PERIOD) to
+    /// [`MAX_CHECK_PERIOD`](crate::validate::MAX_CHECK_PERIOD)), so that a spec that bypassed
+    /// validation cannot make the checker spin or panic (a zero period panics a timer).
     pub fn interval(&self) -> Dur {
-        self.interval.unwrap_or(Self::DEFAULT_INTERVAL)
+        self.interval.unwrap_or(Self::DEFAULT_INTERVAL).clamp(
+            crate::validate::MIN_CHECK_PERIOD,
+            crate::validate::MAX_CHECK_PERIOD,
+        )
     }
 
+    /// How long one check run may take: at least 1 ms, at most the interval.
     pub fn timeout(&self) -> Dur {
         self.timeout
             .unwrap_or(Self::DEFAULT_TIMEOUT)
             .min(self.interval())
+            .max(Dur(1))
     }
 
     /// The status an instance starts with when it registers with this check and names none.
@@ -510,6 +531,45 @@ mod tests {
         let text = serde_json::to_string(&t).unwrap();
         assert_eq!(text, "\"2023-11-14T22:13:20.123Z\"");
         assert_eq!(serde_json::from_str::<Timestamp>(&text).unwrap(), t);
+    }
+
+    #[test]
+    fn every_duration_reads_back_what_it_writes() {
+        for ms in [
+            0,
+            1,
+            999,
+            1000,
+            60_000,
+            3_600_000,
+            3_017_768_367_064_338_508,
+            u64::MAX,
+        ] {
+            let text = serde_json::to_string(&Dur(ms)).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Dur>(&text).unwrap(),
+                Dur(ms),
+                "{text}"
+            );
+        }
+        assert_eq!("1m30s".parse::<Dur>(), Ok(Dur(90_000)));
+    }
+
+    #[test]
+    fn a_zero_interval_is_clamped_for_the_checker() {
+        let spec = CheckSpec {
+            tcp: Some("h:1".into()),
+            interval: Some(Dur(0)),
+            timeout: Some(Dur(0)),
+            ..CheckSpec::default()
+        };
+        assert_eq!(spec.interval(), crate::validate::MIN_CHECK_PERIOD);
+        assert_eq!(spec.timeout(), Dur(1));
+        let huge = CheckSpec {
+            interval: Some(Dur(u64::MAX)),
+            ..spec
+        };
+        assert_eq!(huge.interval(), crate::validate::MAX_CHECK_PERIOD);
     }
 
     #[test]

@@ -252,6 +252,13 @@ impl Registry {
         if let Err(e) = crate::validate::proposal_time(req.now_ms) {
             return (Response::Refused(e.into()), vec![]);
         }
+        // A refused command changes nothing, not even the tombstones it would have reaped.
+        if let Err(e) = crate::validate::command(&req.command) {
+            return (Response::Refused(e.into()), vec![]);
+        }
+        if let Some(refusal) = self.over_limit(&req.command) {
+            return (Response::Refused(refusal), vec![]);
+        }
         self.kv
             .reap(req.now_ms.saturating_sub(self.limits.kv_tombstone_ttl_ms));
         self.apply_command(index, Timestamp(req.now_ms), &req.command)

@@ -20,6 +20,9 @@ pub const DEFAULT_WEIGHT: u32 = 100;
 pub const MAX_GRPC_SERVICE_BYTES: usize = 256;
 /// The shortest TTL or check interval accepted; shorter ones would make the agent a busy loop.
 pub const MIN_CHECK_PERIOD: Dur = Dur(100);
+/// The longest TTL, check interval, timeout or `deregister_after` accepted (a year): longer
+/// ones are mistakes, and would overflow the clocks they are added to.
+pub const MAX_CHECK_PERIOD: Dur = Dur(365 * 24 * 3_600_000);
 
 /// The longest `check.http` URL accepted (bytes), as browsers and proxies commonly cap URLs.
 pub const MAX_CHECK_URL_BYTES: usize = 2048;
@@ -312,6 +315,19 @@ pub fn check(spec: &CheckSpec) -> Result<()> {
         }
         None => unreachable!("exactly one kind is set"),
     }
+    for (field, d) in [
+        ("check.ttl", spec.ttl),
+        ("check.interval", spec.interval),
+        ("check.timeout", spec.timeout),
+        ("check.deregister_after", spec.deregister_after),
+    ] {
+        if d.is_some_and(|d| d > MAX_CHECK_PERIOD) {
+            return Err(ValidationError::new(
+                field,
+                format!("must be at most {MAX_CHECK_PERIOD}"),
+            ));
+        }
+    }
     if let Some(interval) = spec.interval {
         if interval < MIN_CHECK_PERIOD {
             return Err(ValidationError::new(
@@ -517,7 +533,7 @@ fn new_instance(new: &NewInstance) -> Result<()> {
     normalised_service(&new.service)?;
     instance_id(&new.id)?;
     address(&new.address)?;
-    port(Some(i64::from(new.port)))?;
+    // Port 0 is allowed here: the Consul face registers port-less services with it.
     tags(&new.tags)?;
     metadata(&new.metadata)?;
     weight(Some(i64::from(new.weight)))?;

@@ -361,13 +361,13 @@ fn apply_refuses_what_the_faces_would_refuse_and_changes_nothing() {
     });
     let mut upper = new_instance("Users", "u3");
     upper.port = 80;
-    let mut no_port = new_instance("users", "u4");
-    no_port.port = 0;
+    let mut bad_address = new_instance("users", "u4");
+    bad_address.address = "not an address".into();
     for (command, field) in [
         (Command::Register(zero_interval), "check.interval"),
         (Command::Register(long_url), "check.http"),
         (Command::Register(upper), "service"),
-        (Command::Register(no_port), "port"),
+        (Command::Register(bad_address), "address"),
         (
             Command::KvSet {
                 key: "/abs".into(),
