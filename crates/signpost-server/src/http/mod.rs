@@ -20,6 +20,7 @@ pub mod agent_api;
 pub mod audit;
 pub mod cache;
 pub mod cluster_api;
+pub mod json_errors;
 pub mod kv;
 pub mod query;
 pub mod raft;
@@ -99,6 +100,7 @@ pub fn router(agent: AppState) -> Router {
         .merge(crate::consul::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(json_errors::json_errors))
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
             crate::consul::headers,

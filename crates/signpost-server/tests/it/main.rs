@@ -7,6 +7,7 @@ mod cluster;
 mod common;
 mod consul;
 mod dns;
+mod fuzz;
 mod health;
 mod health_tls;
 mod limits;
