@@ -1,5 +1,5 @@
 //! The last word on client errors: every 4xx the API answers carries a JSON body
-//! (`{"error": …}`), including the ones axum's extractors make themselves (a path segment that
+//! (`{"error": …}`) or none, including the ones axum's extractors make themselves (a path segment that
 //! is not UTF-8, a query string that does not parse), which are plain text. The web UI's pages
 //! (`/ui`) are left as they are.
 
@@ -13,8 +13,8 @@ use signpost_api::ErrorBody;
 /// The most of a plain-text error body kept as the message.
 const MAX_MESSAGE: usize = 4096;
 
-/// Rewrites a 4xx answer without a JSON body into one whose `error` is the text it had (or the
-/// status's reason when it had none).
+/// Rewrites a 4xx answer with a plain-text body into a JSON one whose `error` is that text
+/// (an empty body, which some Consul answers have on purpose, is left empty).
 pub async fn json_errors(req: Request, next: Next) -> Response {
     let skip = req.uri().path().starts_with("/ui") || req.method() == Method::HEAD;
     let response = next.run(req).await;
@@ -34,15 +34,11 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     let bytes = axum::body::to_bytes(body, MAX_MESSAGE)
         .await
         .unwrap_or_default();
-    let text = String::from_utf8_lossy(&bytes).trim().to_string();
-    let error = if text.is_empty() {
-        status
-            .canonical_reason()
-            .unwrap_or("client error")
-            .to_string()
-    } else {
-        text
-    };
+    let error = String::from_utf8_lossy(&bytes).trim().to_string();
+    if error.is_empty() {
+        // An empty answer is deliberate (Consul's 404 for a missing key): left empty.
+        return Response::from_parts(parts, Body::empty());
+    }
     let json = serde_json::to_vec(&ErrorBody { error, field: None })
         .unwrap_or_else(|_| br#"{"error":"client error"}"#.to_vec());
     parts.headers.remove(header::CONTENT_LENGTH);

@@ -240,9 +240,6 @@ fn api_requests_never_panic_and_errors_are_json_4xx() {
         let uri = if q.is_empty() { path } else { format!("{path}?{q}") };
         let (status, bytes) = app.call(m.clone(), &uri, b, false);
         judge(&format!("{m} {uri}"), status, &bytes)?;
-        if status >= 400 && m != Method::HEAD {
-            prop_assert!(!bytes.is_empty(), "{m} {uri}: a {status} with no body");
-        }
     });
     // Whatever was accepted, the stored state still renders.
     for uri in [
