@@ -14,7 +14,11 @@
 //! - **Mass-eviction guard**: when more than `threshold` of the TTL instances would expire within
 //!   one `window` (and there are at least `min_instances` of them), nothing expires or is
 //!   deregistered until heartbeats recover. An agent that loses its network thus keeps the
-//!   registry instead of wiping it.
+//!   registry instead of wiping it. The guard counts only instances it has **seen alive** (a
+//!   heartbeat, a TTL status update or a passing check since it began tracking them; instances
+//!   inherited at start-up or on becoming leader count if the registry holds them as not
+//!   critical): an instance registered and never heard from again neither holds the guard on
+//!   nor is held back by it.
 //!
 //! Layout: each tracked instance lives in a slot of a slab, found by key through one hash map.
 //! Two ordered indexes of `(due time, slot)` hold what a [`tick`](HealthMonitor::tick) may have
@@ -95,7 +99,7 @@ pub struct GuardStatus {
     pub overdue: usize,
     /// TTL instances expired within the current window.
     pub recently_expired: usize,
-    /// TTL instances tracked.
+    /// TTL instances tracked that have been seen alive (the guard's base).
     pub ttl_instances: usize,
 }
 
@@ -139,9 +143,17 @@ struct Tracked {
     critical_since: Option<u64>,
     /// A deregistration has been asked for; do not ask again.
     deregistering: bool,
+    /// Seen alive (heartbeat, TTL status update, passing check) since tracked: only such
+    /// instances count toward the mass-eviction guard.
+    alive: bool,
 }
 
 impl Tracked {
+    /// Whether the instance counts in the guard's base: a TTL instance seen alive.
+    fn guarded(&self) -> bool {
+        self.rules.ttl.is_some() && self.alive
+    }
+
     /// The instance's entry in the TTL index: TTL instances not yet critical, by deadline.
     fn expiry(&self) -> Option<u64> {
         (self.rules.ttl.is_some() && self.status != Status::Critical).then_some(self.deadline)
@@ -171,7 +183,7 @@ pub struct HealthMonitor {
     /// `(due, slot)` of every critical instance waiting for `deregister_after`
     /// ([`Tracked::removal`]).
     removals: BTreeSet<(u64, Slot)>,
-    /// Tracked instances with a TTL check, kept as instances come and go (the guard's base).
+    /// Tracked TTL instances seen alive, kept as instances come and go (the guard's base).
     ttl_instances: usize,
     /// Times of TTL expiries within the guard window, oldest first.
     recent_expiries: VecDeque<u64>,
@@ -193,9 +205,21 @@ impl HealthMonitor {
         }
     }
 
-    /// Starts (or restarts) tracking an instance that has a check. A registration counts as a
-    /// heartbeat: the TTL deadline starts now.
+    /// Starts (or restarts) tracking an instance that has a check. A registration starts the
+    /// TTL deadline, but is not a sign of life: a new instance counts toward the guard only
+    /// once it heartbeats or passes a check (a re-registration keeps what was seen).
     pub fn track(&mut self, instance: &Instance, now: u64) {
+        self.track_as(instance, now, false);
+    }
+
+    /// Tracks an instance inherited from the replicated state (at start-up, or on becoming
+    /// leader): seen alive if the registry holds it as not critical, since whoever led before
+    /// judged it so.
+    pub fn adopt(&mut self, instance: &Instance, now: u64) {
+        self.track_as(instance, now, instance.status != Status::Critical);
+    }
+
+    fn track_as(&mut self, instance: &Instance, now: u64, alive: bool) {
         let key = instance.key();
         let Some(check) = &instance.check else {
             self.untrack(&key);
@@ -211,17 +235,18 @@ impl HealthMonitor {
             fail_streak: 0,
             critical_since: (instance.status == Status::Critical).then_some(now),
             deregistering: false,
+            alive,
         };
         if let Some(&slot) = self.by_key.get(&key) {
-            let was_ttl = self.update(slot, |t| {
-                let was_ttl = t.rules.ttl.is_some();
+            self.update(slot, |t| {
+                let seen = t.alive;
                 *t = fresh(t.key.clone());
-                was_ttl
+                t.alive |= seen;
             });
-            self.ttl_instances -= usize::from(was_ttl);
         } else {
             let key = Arc::new(key);
             let tracked = fresh(key.clone());
+            self.ttl_instances += usize::from(tracked.guarded());
             let (expiry, removal) = (tracked.expiry(), tracked.removal());
             let slot = match self.free.pop() {
                 Some(slot) => {
@@ -243,7 +268,6 @@ impl HealthMonitor {
                 self.removals.insert((due, slot));
             }
         }
-        self.ttl_instances += usize::from(rules.ttl.is_some());
     }
 
     pub fn guard_config(&self) -> GuardConfig {
@@ -263,7 +287,7 @@ impl HealthMonitor {
         if let Some(due) = t.removal() {
             self.removals.remove(&(due, slot));
         }
-        self.ttl_instances -= usize::from(t.rules.ttl.is_some());
+        self.ttl_instances -= usize::from(t.guarded());
         self.free.push(slot);
     }
 
@@ -284,8 +308,9 @@ impl HealthMonitor {
         let t = self.slots[slot as usize]
             .as_mut()
             .expect("an indexed slot is occupied");
-        let (expiry, removal) = (t.expiry(), t.removal());
+        let (expiry, removal, guarded) = (t.expiry(), t.removal(), t.guarded());
         let out = f(t);
+        self.ttl_instances = self.ttl_instances + usize::from(t.guarded()) - usize::from(guarded);
         if t.expiry() != expiry {
             if let Some(due) = expiry {
                 self.expiries.remove(&(due, slot));
@@ -333,6 +358,7 @@ impl HealthMonitor {
         self.update(slot, |t| {
             let ttl = t.rules.ttl.ok_or(HeartbeatError::NotTtl)?;
             t.deadline = now.saturating_add(ttl);
+            t.alive = true;
             Ok(succeed(t, now))
         })
     }
@@ -353,6 +379,7 @@ impl HealthMonitor {
         self.update(slot, |t| {
             let ttl = t.rules.ttl.ok_or(HeartbeatError::NotTtl)?;
             t.deadline = now.saturating_add(ttl);
+            t.alive = true;
             t.ok_streak = 0;
             t.fail_streak = 0;
             Ok((t.status != status).then(|| transition(t, status, now)))
@@ -363,7 +390,10 @@ impl HealthMonitor {
     pub fn record(&mut self, key: &InstanceKey, result: CheckResult, now: u64) -> Option<Action> {
         let slot = self.slot(key).ok()?;
         self.update(slot, |t| match result {
-            CheckResult::Passing => succeed(t, now),
+            CheckResult::Passing => {
+                t.alive = true;
+                succeed(t, now)
+            }
             CheckResult::Critical => fail(t, now),
             CheckResult::Warning => {
                 t.ok_streak = 0;
@@ -407,36 +437,46 @@ impl HealthMonitor {
             self.recent_expiries.pop_front();
         }
 
-        let overdue: Vec<Slot> = self
+        let overdue: Vec<(Slot, bool)> = self
             .expiries
             .range(..=(now, Slot::MAX))
-            .map(|&(_, slot)| slot)
+            .map(|&(_, slot)| {
+                let alive = self.slots[slot as usize].as_ref().is_some_and(|t| t.alive);
+                (slot, alive)
+            })
             .collect();
+        let overdue_alive = overdue.iter().filter(|(_, alive)| *alive).count();
         let ttl_instances = self.ttl_instances;
-        let at_risk = overdue.len() + self.recent_expiries.len();
+        let at_risk = overdue_alive + self.recent_expiries.len();
         let engaged = ttl_instances >= self.guard_config.min_instances
             && at_risk as f64 > self.guard_config.threshold * ttl_instances as f64;
         self.guard = GuardStatus {
             engaged,
-            overdue: overdue.len(),
+            overdue: overdue_alive,
             recently_expired: self.recent_expiries.len(),
             ttl_instances,
         };
-        if engaged {
-            return Vec::new();
-        }
 
         let mut actions = Vec::new();
-        for slot in overdue {
+        for (slot, alive) in overdue {
+            // The guard holds back only instances it has seen alive.
+            if engaged && alive {
+                continue;
+            }
             let action = self.update(slot, |t| {
                 let ttl = t.rules.ttl.expect("only ttl checks are overdue");
                 t.deadline = now.saturating_add(ttl);
                 fail(t, now)
             });
             if let Some(action) = action {
-                self.recent_expiries.push_back(now);
+                if alive {
+                    self.recent_expiries.push_back(now);
+                }
                 actions.push(action);
             }
+        }
+        if engaged {
+            return actions;
         }
         let due: Vec<Slot> = self
             .removals

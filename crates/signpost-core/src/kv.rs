@@ -32,11 +32,53 @@ pub struct KvEntry {
 }
 
 /// The KV state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(from = "KvRepr")]
 pub struct Kv {
     entries: BTreeMap<String, KvEntry>,
     /// Deleted keys and the index of their deletion.
     tombstones: BTreeMap<String, u64>,
+    /// When (proposal time, ms) each tombstone was made, so that it can be reaped after the
+    /// tombstone TTL. Tombstones from before this existed have none and are reaped first.
+    #[serde(default)]
+    tombstone_times: BTreeMap<String, u64>,
+    /// `(time, key)` of every timed tombstone, oldest first: what [`Kv::reap`] walks.
+    #[serde(default)]
+    reap_order: std::collections::BTreeSet<(u64, String)>,
+    /// The highest deletion index of a reaped tombstone: a floor for the index of any absent key
+    /// or prefix, so an index never moves backwards when a tombstone goes.
+    #[serde(default)]
+    reaped_index: u64,
+    /// Bytes of live keys and values (not stored in snapshots: counted again on restore).
+    #[serde(skip)]
+    bytes: usize,
+}
+
+/// [`Kv`] as stored: everything but the byte count, which is counted again on restore.
+#[derive(Deserialize)]
+struct KvRepr {
+    entries: BTreeMap<String, KvEntry>,
+    tombstones: BTreeMap<String, u64>,
+    #[serde(default)]
+    tombstone_times: BTreeMap<String, u64>,
+    #[serde(default)]
+    reap_order: std::collections::BTreeSet<(u64, String)>,
+    #[serde(default)]
+    reaped_index: u64,
+}
+
+impl From<KvRepr> for Kv {
+    fn from(r: KvRepr) -> Self {
+        let bytes = r.entries.values().map(|e| cost(&e.key, &e.value)).sum();
+        Kv {
+            entries: r.entries,
+            tombstones: r.tombstones,
+            tombstone_times: r.tombstone_times,
+            reap_order: r.reap_order,
+            reaped_index: r.reaped_index,
+            bytes,
+        }
+    }
 }
 
 /// The keys under a prefix, in order.
@@ -48,7 +90,105 @@ fn under<'a, V>(
         .take_while(move |(k, _)| k.starts_with(prefix))
 }
 
+impl PartialEq for Kv {
+    fn eq(&self, other: &Self) -> bool {
+        // The byte count is a cache, not state.
+        self.entries == other.entries
+            && self.tombstones == other.tombstones
+            && self.tombstone_times == other.tombstone_times
+            && self.reap_order == other.reap_order
+            && self.reaped_index == other.reaped_index
+    }
+}
+
+impl Eq for Kv {}
+
+/// What a live key costs toward `limits.max_kv_bytes`.
+fn cost(key: &str, value: &[u8]) -> usize {
+    key.len() + value.len()
+}
+
 impl Kv {
+    /// Bytes of live keys and values (what `limits.max_kv_bytes` bounds).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Adjusts the byte count by `+add - sub`.
+    fn account(&mut self, add: usize, sub: usize) {
+        self.bytes = (self.bytes + add).saturating_sub(sub);
+    }
+
+    /// Number of tombstones kept.
+    pub fn tombstones(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    /// Removes the tombstones made at or before `cutoff` (proposal time, ms), and those without
+    /// a time. Returns how many went.
+    pub fn reap(&mut self, cutoff: u64) -> usize {
+        let mut reaped = 0;
+        let untimed: Vec<String> = if self.tombstones.len() > self.tombstone_times.len() {
+            self.tombstones
+                .keys()
+                .filter(|k| !self.tombstone_times.contains_key(*k))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for k in untimed {
+            if let Some(i) = self.tombstones.remove(&k) {
+                self.reaped_index = self.reaped_index.max(i);
+                reaped += 1;
+            }
+        }
+        while let Some((t, _)) = self.reap_order.first() {
+            if *t > cutoff {
+                break;
+            }
+            let (_, key) = self.reap_order.pop_first().expect("first exists");
+            self.tombstone_times.remove(&key);
+            if let Some(i) = self.tombstones.remove(&key) {
+                self.reaped_index = self.reaped_index.max(i);
+                reaped += 1;
+            }
+        }
+        reaped
+    }
+
+    /// Forgets `key`'s tombstone time (it was written again, or deleted again).
+    fn untime(&mut self, key: &str) {
+        if let Some(t) = self.tombstone_times.remove(key) {
+            self.reap_order.remove(&(t, key.to_string()));
+        }
+    }
+
+    /// Checks the KV's own indexes agree: every tombstone time is in the reap order and back.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        if self.reap_order.len() != self.tombstone_times.len() {
+            return Err("reap order and tombstone times differ in size".into());
+        }
+        for (t, k) in &self.reap_order {
+            if self.tombstone_times.get(k) != Some(t) {
+                return Err(format!("reap order names {k:?} at {t}, times disagree"));
+            }
+            if !self.tombstones.contains_key(k) {
+                return Err(format!("timed tombstone {k:?} has no tombstone"));
+            }
+        }
+        for k in self.entries.keys() {
+            if self.tombstones.contains_key(k) {
+                return Err(format!("{k:?} is both live and a tombstone"));
+            }
+        }
+        let bytes: usize = self.entries.values().map(|e| cost(&e.key, &e.value)).sum();
+        if self.bytes() != bytes {
+            return Err(format!("byte count {} but {bytes} live", self.bytes()));
+        }
+        Ok(())
+    }
+
     pub fn get(&self, key: &str) -> Option<&KvEntry> {
         self.entries.get(key)
     }
@@ -71,7 +211,7 @@ impl Kv {
                 .map(|e| e.modify_index)
                 .or_else(|| self.tombstones.get(key).copied())
         };
-        idx.unwrap_or(0).max(1)
+        idx.unwrap_or(0).max(self.reaped_index).max(1)
     }
 
     /// Sets `key`. With `cas`, only if the key's modify index equals it (0: only if absent).
@@ -99,9 +239,30 @@ impl Kv {
             modify_index: index,
             lock_index: existing.map_or(0, |e| e.lock_index),
         };
+        let old_cost = existing.map_or(0, |e| cost(&e.key, &e.value));
+        self.account(cost(key, value), old_cost);
         self.tombstones.remove(key);
+        self.untime(key);
         self.entries.insert(key.to_string(), entry);
         true
+    }
+
+    /// Whether setting `key` to `value` would cross `max_keys` or `max_bytes`: the limit's name
+    /// and value, if so.
+    pub fn over_limit(
+        &self,
+        key: &str,
+        value: &[u8],
+        max_keys: usize,
+        max_bytes: usize,
+    ) -> Option<(&'static str, usize)> {
+        let existing = self.entries.get(key);
+        if existing.is_none() && self.entries.len() >= max_keys {
+            return Some(("max_kv_keys", max_keys));
+        }
+        let after = (self.bytes() + cost(key, value))
+            .saturating_sub(existing.map_or(0, |e| cost(&e.key, &e.value)));
+        (after > max_bytes && after > self.bytes()).then_some(("max_kv_bytes", max_bytes))
     }
 
     /// Deletes `key` (or everything under it with `recurse`). With `cas` (single key only), only
@@ -110,6 +271,19 @@ impl Kv {
     pub fn delete(
         &mut self,
         index: u64,
+        key: &str,
+        recurse: bool,
+        cas: Option<u64>,
+    ) -> (bool, Vec<String>) {
+        self.delete_at(index, 0, key, recurse, cas)
+    }
+
+    /// [`delete`](Self::delete) at proposal time `now` (ms): the tombstones it leaves are
+    /// reaped by [`reap`](Self::reap) once their TTL has passed.
+    pub fn delete_at(
+        &mut self,
+        index: u64,
+        now: u64,
         key: &str,
         recurse: bool,
         cas: Option<u64>,
@@ -130,8 +304,13 @@ impl Kv {
                 .collect()
         };
         for k in &keys {
-            self.entries.remove(k);
+            if let Some(e) = self.entries.remove(k) {
+                self.account(0, cost(&e.key, &e.value));
+            }
             self.tombstones.insert(k.clone(), index);
+            self.untime(k);
+            self.tombstone_times.insert(k.clone(), now);
+            self.reap_order.insert((now, k.clone()));
         }
         (true, keys)
     }

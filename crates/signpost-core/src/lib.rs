@@ -11,6 +11,8 @@
 //! - [`validate`]: turns untrusted registration input into normalised, valid values.
 //! - [`registry`]: the replicated state machine: [`registry::Command`]s in, [`registry::Response`]s
 //!   and [`registry::Event`]s out, with a per-service modification index.
+//! - [`limits`]: bounds on the replicated state (services, instances, keys) and the refusals
+//!   [`Registry::apply`] gives when a command would cross one or is malformed.
 //! - [`kv`]: the replicated key/value store (Consul-compatible semantics: cas, recurse, flags).
 //! - [`acl`]: Consul's ACL rule language, policies, tokens and the authorizer (replicated
 //!   state changed by [`registry::Command::Acl`]).
@@ -22,6 +24,7 @@ pub mod acl;
 pub mod cidr;
 pub mod health;
 pub mod kv;
+pub mod limits;
 pub mod model;
 pub mod registry;
 pub mod validate;

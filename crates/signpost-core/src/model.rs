@@ -100,7 +100,19 @@ impl FromStr for Dur {
     type Err = BadDuration;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let d = humantime::parse_duration(s.trim()).map_err(|source| BadDuration {
+        // What `Display` writes (`<n>ms`, `<n>s`, `<n>m`, `<n>h`) reads back exactly, however
+        // large: humantime counts in nanoseconds and refuses more than about 584 years.
+        let text = s.trim();
+        for (suffix, size) in [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)] {
+            if let Some(n) = text
+                .strip_suffix(suffix)
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                return Ok(Dur(n.saturating_mul(size)));
+            }
+        }
+        let d = humantime::parse_duration(text).map_err(|source| BadDuration {
             text: s.to_string(),
             source,
         })?;
@@ -151,9 +163,16 @@ fn compact_duration(ms: u64) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub u64);
 
+/// The latest time a [`Timestamp`] can show: 9999-12-31T23:59:59.999Z, the last instant RFC 3339
+/// (four-digit years) can write. Later values are written as this one, so serialising stored
+/// state can never fail.
+pub const MAX_TIMESTAMP_MS: u64 = 253_402_300_799_999;
+
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let t = std::time::UNIX_EPOCH + Duration::from_millis(self.0);
+        // Clamped: humantime refuses years past 9999, and a failed serialisation of stored
+        // state would break every listing, watch and snapshot that includes it.
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(self.0.min(MAX_TIMESTAMP_MS));
         s.collect_str(&humantime::format_rfc3339_millis(t))
     }
 }
@@ -173,7 +192,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 /// How the agent decides whether an instance is healthy.
 ///
 /// Exactly one of `ttl`, `http`, `tcp` or `grpc` is set (checked by [`crate::validate`]).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSpec {
     /// The check's id (default `service:<instance id>`, as Consul names service checks).
@@ -217,6 +236,28 @@ pub struct CheckSpec {
     /// Speak TLS to a gRPC check's target (Consul's `GRPCUseTLS`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub grpc_use_tls: bool,
+}
+
+impl Default for CheckSpec {
+    /// No kind set, and the thresholds at their serde defaults (1), so that a spec built in
+    /// code reads like one decoded from `{}`.
+    fn default() -> Self {
+        CheckSpec {
+            id: None,
+            name: None,
+            ttl: None,
+            http: None,
+            tcp: None,
+            grpc: None,
+            interval: None,
+            timeout: None,
+            deregister_after: None,
+            success_before_passing: 1,
+            failures_before_critical: 1,
+            tls_skip_verify: false,
+            grpc_use_tls: false,
+        }
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -279,14 +320,23 @@ impl CheckSpec {
         self.ttl.is_some()
     }
 
+    /// Time between active checks, clamped to what validation admits
+    /// ([`MIN_CHECK_PERIOD`](crate::validate::MIN_CHECK_PERIOD) to
+    /// [`MAX_CHECK_PERIOD`](crate::validate::MAX_CHECK_PERIOD)), so that a spec that bypassed
+    /// validation cannot make the checker spin or panic (a zero period panics a timer).
     pub fn interval(&self) -> Dur {
-        self.interval.unwrap_or(Self::DEFAULT_INTERVAL)
+        self.interval.unwrap_or(Self::DEFAULT_INTERVAL).clamp(
+            crate::validate::MIN_CHECK_PERIOD,
+            crate::validate::MAX_CHECK_PERIOD,
+        )
     }
 
+    /// How long one check run may take: at least 1 ms, at most the interval.
     pub fn timeout(&self) -> Dur {
         self.timeout
             .unwrap_or(Self::DEFAULT_TIMEOUT)
             .min(self.interval())
+            .max(Dur(1))
     }
 
     /// The status an instance starts with when it registers with this check and names none.
@@ -577,6 +627,53 @@ mod tests {
         let text = serde_json::to_string(&t).unwrap();
         assert_eq!(text, "\"2023-11-14T22:13:20.123Z\"");
         assert_eq!(serde_json::from_str::<Timestamp>(&text).unwrap(), t);
+    }
+
+    #[test]
+    fn every_duration_reads_back_what_it_writes() {
+        for ms in [
+            0,
+            1,
+            999,
+            1000,
+            60_000,
+            3_600_000,
+            3_017_768_367_064_338_508,
+            u64::MAX,
+        ] {
+            let text = serde_json::to_string(&Dur(ms)).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Dur>(&text).unwrap(),
+                Dur(ms),
+                "{text}"
+            );
+        }
+        assert_eq!("1m30s".parse::<Dur>(), Ok(Dur(90_000)));
+    }
+
+    #[test]
+    fn a_zero_interval_is_clamped_for_the_checker() {
+        let spec = CheckSpec {
+            tcp: Some("h:1".into()),
+            interval: Some(Dur(0)),
+            timeout: Some(Dur(0)),
+            ..CheckSpec::default()
+        };
+        assert_eq!(spec.interval(), crate::validate::MIN_CHECK_PERIOD);
+        assert_eq!(spec.timeout(), Dur(1));
+        let huge = CheckSpec {
+            interval: Some(Dur(u64::MAX)),
+            ..spec
+        };
+        assert_eq!(huge.interval(), crate::validate::MAX_CHECK_PERIOD);
+    }
+
+    #[test]
+    fn timestamps_past_year_9999_serialise_clamped() {
+        for ms in [MAX_TIMESTAMP_MS + 1, 300_000_000_000_000, u64::MAX] {
+            let text = serde_json::to_string(&Timestamp(ms)).expect("never fails");
+            assert_eq!(text, "\"9999-12-31T23:59:59.999Z\"");
+        }
     }
 
     #[test]

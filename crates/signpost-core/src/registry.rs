@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::acl::{Acl, AclCommand, AclOutcome};
 use crate::kv::Kv;
+use crate::limits::{Limits, Refusal};
 use crate::model::{
     Instance, InstanceKey, Lifecycle, Maintenance, NewInstance, ServiceDefinition, Status,
     Timestamp,
@@ -107,6 +108,8 @@ pub enum Response {
     Acl(AclOutcome),
     /// An instance's maintenance mark or lifecycle state changed; the instance after it.
     InstanceUpdated(Instance),
+    /// The command was refused (malformed, or it would cross a limit); nothing changed.
+    Refused(Refusal),
 }
 
 /// A change, as watchers see it.
@@ -194,7 +197,7 @@ pub struct ServiceSummary {
 }
 
 /// The registry: every service, instance and definition, and the index of the last change.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Registry {
     services: BTreeMap<String, ServiceEntry>,
     /// Index of the last applied command that changed anything.
@@ -205,6 +208,28 @@ pub struct Registry {
     /// ACL policies and tokens (absent from snapshots written before ACLs existed).
     #[serde(default)]
     acl: Acl,
+    /// The bounds [`apply`](Self::apply) enforces: configuration, not state (each member sets
+    /// its own with [`set_limits`](Self::set_limits); all members are configured alike).
+    #[serde(skip)]
+    limits: Limits,
+    /// The highest index of a service entry removed because nothing referenced it: the index
+    /// of an absent service, and a floor for the catalog's, so neither moves backwards.
+    #[serde(default)]
+    removed_index: u64,
+    /// Instances across all services (counted again on restore): what `max_instances` bounds.
+    #[serde(skip)]
+    instance_count: Option<usize>,
+}
+
+impl PartialEq for Registry {
+    /// The state only: not the limits (configuration) or the instance count (a cache).
+    fn eq(&self, other: &Self) -> bool {
+        self.services == other.services
+            && self.last_index == other.last_index
+            && self.kv == other.kv
+            && self.acl == other.acl
+            && self.removed_index == other.removed_index
+    }
 }
 
 impl Registry {
@@ -212,9 +237,44 @@ impl Registry {
         Self::default()
     }
 
+    /// A registry enforcing `limits`.
+    pub fn with_limits(limits: Limits) -> Self {
+        Registry {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// Sets the bounds [`apply`](Self::apply) enforces (after a snapshot restore, too: limits
+    /// are configuration and do not travel in snapshots).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// The bounds in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// Applies `req`, committed at log `index`. Indexes must grow from call to call.
+    ///
+    /// Every command is validated here ([`crate::validate::command`]) and checked against the
+    /// [`Limits`], whichever route it came by: a refused command answers
+    /// [`Response::Refused`] and changes nothing. KV tombstones older than the tombstone TTL
+    /// (by the proposal time) are reaped as the log is applied.
     pub fn apply(&mut self, index: u64, req: &Request) -> (Response, Vec<Event>) {
-        debug_assert!(index > self.last_index || self.last_index == 0);
+        if let Err(e) = crate::validate::proposal_time(req.now_ms) {
+            return (Response::Refused(e.into()), vec![]);
+        }
+        // A refused command changes nothing, not even the tombstones it would have reaped.
+        if let Err(e) = crate::validate::command(&req.command) {
+            return (Response::Refused(e.into()), vec![]);
+        }
+        if let Some(refusal) = self.over_limit(&req.command) {
+            return (Response::Refused(refusal), vec![]);
+        }
+        self.kv
+            .reap(req.now_ms.saturating_sub(self.limits.kv_tombstone_ttl_ms));
         self.apply_command(index, Timestamp(req.now_ms), &req.command)
     }
 
@@ -224,6 +284,12 @@ impl Registry {
         now: Timestamp,
         command: &Command,
     ) -> (Response, Vec<Event>) {
+        if let Err(e) = crate::validate::command(command) {
+            return (Response::Refused(e.into()), vec![]);
+        }
+        if let Some(refusal) = self.over_limit(command) {
+            return (Response::Refused(refusal), vec![]);
+        }
         match command {
             Command::Batch(commands) => {
                 let mut responses = Vec::with_capacity(commands.len());
@@ -259,7 +325,7 @@ impl Registry {
                 (Response::Kv(ok), events)
             }
             Command::KvDelete { key, recurse, cas } => {
-                let (ok, keys) = self.kv.delete(index, key, *recurse, *cas);
+                let (ok, keys) = self.kv.delete_at(index, now.0, key, *recurse, *cas);
                 if !keys.is_empty() {
                     self.last_index = index;
                 }
@@ -307,6 +373,132 @@ impl Registry {
         }
     }
 
+    /// The limit `command` would cross, if any (for a single command; a batch's commands are
+    /// checked one by one as they apply).
+    fn over_limit(&mut self, command: &Command) -> Option<Refusal> {
+        let l = self.limits;
+        match command {
+            Command::Register(new) => {
+                let entry = self.services.get(&new.service);
+                if entry.is_some_and(|e| e.instances.contains_key(&new.id)) {
+                    return None;
+                }
+                if entry.is_none() && self.services.len() >= l.max_services {
+                    return Some(Refusal::limit(
+                        "max_services",
+                        l.max_services,
+                        "too many services",
+                    ));
+                }
+                if entry.is_some_and(|e| e.instances.len() >= l.max_instances_per_service) {
+                    return Some(Refusal::limit(
+                        "max_instances_per_service",
+                        l.max_instances_per_service,
+                        "too many instances of this service",
+                    ));
+                }
+                if self.instance_count() >= l.max_instances {
+                    return Some(Refusal::limit(
+                        "max_instances",
+                        l.max_instances,
+                        "too many instances",
+                    ));
+                }
+                None
+            }
+            Command::PutDefinition(def) => (!self.services.contains_key(&def.name)
+                && self.services.len() >= l.max_services)
+                .then(|| Refusal::limit("max_services", l.max_services, "too many services")),
+            Command::KvSet { key, value, .. } => self
+                .kv
+                .over_limit(key, value, l.max_kv_keys, l.max_kv_bytes)
+                .map(|(name, max)| Refusal::limit(name, max, "the KV store is full")),
+            _ => None,
+        }
+    }
+
+    /// Instances across all services.
+    fn instance_count(&mut self) -> usize {
+        if let Some(n) = self.instance_count {
+            return n;
+        }
+        let n = self.services.values().map(|s| s.instances.len()).sum();
+        self.instance_count = Some(n);
+        n
+    }
+
+    /// Adjusts the instance count, if counted, by `+add - sub`.
+    fn count_instances(&mut self, add: usize, sub: usize) {
+        if let Some(n) = &mut self.instance_count {
+            *n = (*n + add).saturating_sub(sub);
+        }
+    }
+
+    /// Removes `service`'s entry once nothing references it (no instances, no definition), so
+    /// names that come and go do not accumulate. Its index is forgotten with it: a blocking
+    /// query on it then sees index 0 < what it waited on, and returns.
+    fn forget_if_empty(&mut self, service: &str) {
+        if self
+            .services
+            .get(service)
+            .is_some_and(|s| s.instances.is_empty() && s.definition.is_none())
+        {
+            if let Some(gone) = self.services.remove(service) {
+                self.removed_index = self.removed_index.max(gone.index);
+            }
+        }
+    }
+
+    /// Checks the registry's invariants: every instance sits under its own service and id,
+    /// no service entry is empty, the counts agree, and indexes do not exceed the last one.
+    /// For tests (property tests call it after every command).
+    pub fn validate_state(&self) -> Result<(), String> {
+        let mut n = 0;
+        for (name, s) in &self.services {
+            if s.instances.is_empty() && s.definition.is_none() {
+                return Err(format!("service {name:?} is kept empty"));
+            }
+            if s.index > self.last_index {
+                return Err(format!(
+                    "service {name:?} index {} > last {}",
+                    s.index, self.last_index
+                ));
+            }
+            if let Some(d) = &s.definition {
+                if &d.name != name {
+                    return Err(format!("definition {:?} filed under {name:?}", d.name));
+                }
+            }
+            for (id, i) in &s.instances {
+                n += 1;
+                if &i.id != id || &i.service != name {
+                    return Err(format!(
+                        "instance {}/{} filed under {name}/{id}",
+                        i.service, i.id
+                    ));
+                }
+                if i.modify_index > s.index || i.create_index > i.modify_index {
+                    return Err(format!("instance {name}/{id} has indexes out of order"));
+                }
+            }
+            if s.instances.len() > self.limits.max_instances_per_service {
+                return Err(format!("service {name:?} over max_instances_per_service"));
+            }
+        }
+        if let Some(count) = self.instance_count {
+            if count != n {
+                return Err(format!("instance count {count} but {n} instances"));
+            }
+        }
+        if n > self.limits.max_instances || self.services.len() > self.limits.max_services {
+            return Err("over a counting limit".into());
+        }
+        if self.kv.len() > self.limits.max_kv_keys || self.kv.bytes() > self.limits.max_kv_bytes {
+            return Err("over a KV limit".into());
+        }
+        self.kv.check_consistency()
+    }
+
     fn touch(&mut self, service: &str, index: u64) -> &mut ServiceEntry {
         self.last_index = index;
         let entry = self.services.entry(service.to_string()).or_default();
@@ -349,6 +541,7 @@ impl Registry {
         };
         let created = previous.is_none();
         entry.instances.insert(new.id.clone(), instance.clone());
+        self.count_instances(usize::from(created), 0);
         let kind = if created {
             EventKind::Added(instance.clone())
         } else {
@@ -374,6 +567,8 @@ impl Registry {
             .instances
             .remove(&key.id)
             .expect("presence checked above");
+        self.count_instances(0, 1);
+        self.forget_if_empty(&key.service);
         let event = ServiceEvent {
             service: key.service.clone(),
             index,
@@ -478,6 +673,7 @@ impl Registry {
             return (Response::NotFound, vec![]);
         }
         self.touch(service, index).definition = None;
+        self.forget_if_empty(service);
         let event = ServiceEvent {
             service: service.to_string(),
             index,
@@ -491,7 +687,9 @@ impl Registry {
 
     /// Index of the last change to `service`, or 0 if it never existed.
     pub fn service_index(&self, service: &str) -> u64 {
-        self.services.get(service).map_or(0, |s| s.index)
+        self.services
+            .get(service)
+            .map_or(self.removed_index, |s| s.index)
     }
 
     /// The KV store.
@@ -507,7 +705,12 @@ impl Registry {
     /// Index of the last change to any service (the catalog): what catalog-wide blocking
     /// queries compare against. KV writes do not move it.
     pub fn catalog_index(&self) -> u64 {
-        self.services.values().map(|s| s.index).max().unwrap_or(0)
+        self.services
+            .values()
+            .map(|s| s.index)
+            .max()
+            .unwrap_or(0)
+            .max(self.removed_index)
     }
 
     /// Index of the last change to anything.

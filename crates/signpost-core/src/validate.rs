@@ -20,6 +20,21 @@ pub const DEFAULT_WEIGHT: u32 = 100;
 pub const MAX_GRPC_SERVICE_BYTES: usize = 256;
 /// The shortest TTL or check interval accepted; shorter ones would make the agent a busy loop.
 pub const MIN_CHECK_PERIOD: Dur = Dur(100);
+/// The longest TTL, check interval, timeout or `deregister_after` accepted (a year): longer
+/// ones are mistakes, and would overflow the clocks they are added to.
+pub const MAX_CHECK_PERIOD: Dur = Dur(365 * 24 * 3_600_000);
+
+/// The longest `check.http` URL accepted (bytes), as browsers and proxies commonly cap URLs.
+pub const MAX_CHECK_URL_BYTES: usize = 2048;
+/// The longest free-form text of a service definition (version, description, an endpoint's
+/// path, method or description, a parameter's name, type or description), in bytes.
+pub const MAX_DEFINITION_TEXT_BYTES: usize = 4096;
+/// The most endpoints, dependencies or parameters a service definition may list.
+pub const MAX_DEFINITION_ITEMS: usize = 1024;
+/// The earliest proposal time the state machine accepts: 2000-01-01T00:00:00Z. Tests of the pure
+/// core pass small times, so [`Registry::apply`](crate::Registry::apply) checks only the upper
+/// bound; the Raft door (`/raft/propose`) compares a proposal's time with the leader's clock.
+pub const MIN_TIMESTAMP_MS: u64 = 946_684_800_000;
 
 /// Why an input was refused, and which field was at fault.
 #[derive(Debug, Clone, PartialEq, Eq, Error, serde::Serialize, Deserialize)]
@@ -273,6 +288,21 @@ pub fn check(spec: &CheckSpec) -> Result<()> {
             }
         }
         Some(CheckKind::Http(url)) => {
+            if url.len() > MAX_CHECK_URL_BYTES {
+                return Err(ValidationError::new(
+                    "check.http",
+                    format!(
+                        "http check URL must be at most {MAX_CHECK_URL_BYTES} bytes, got {}",
+                        url.len()
+                    ),
+                ));
+            }
+            if url.chars().any(char::is_control) {
+                return Err(ValidationError::new(
+                    "check.http",
+                    "http check URL must not contain control characters",
+                ));
+            }
             let rest = url
                 .strip_prefix("http://")
                 .or_else(|| url.strip_prefix("https://"));
@@ -287,6 +317,19 @@ pub fn check(spec: &CheckSpec) -> Result<()> {
             host_port("check.tcp", target)?;
         }
         None => unreachable!("exactly one kind is set"),
+    }
+    for (field, d) in [
+        ("check.ttl", spec.ttl),
+        ("check.interval", spec.interval),
+        ("check.timeout", spec.timeout),
+        ("check.deregister_after", spec.deregister_after),
+    ] {
+        if d.is_some_and(|d| d > MAX_CHECK_PERIOD) {
+            return Err(ValidationError::new(
+                field,
+                format!("must be at most {MAX_CHECK_PERIOD}"),
+            ));
+        }
     }
     if let Some(interval) = spec.interval {
         if interval < MIN_CHECK_PERIOD {
@@ -423,6 +466,163 @@ pub fn registration(path_service: &str, reg: Registration) -> Result<NewInstance
 pub fn lifecycle(text: &str) -> Result<Lifecycle> {
     text.parse()
         .map_err(|e: crate::model::UnknownLifecycle| ValidationError::new("state", e.to_string()))
+}
+
+/// Checks a proposal's time: at most [`crate::model::MAX_TIMESTAMP_MS`] (year 9999), the last
+/// time stored state can show.
+pub fn proposal_time(now_ms: u64) -> Result<()> {
+    if now_ms > crate::model::MAX_TIMESTAMP_MS {
+        return Err(ValidationError::new(
+            "now_ms",
+            format!("time {now_ms} ms is past the year 9999"),
+        ));
+    }
+    Ok(())
+}
+
+/// Longest maintenance reason kept with an instance.
+pub const MAX_MAINTENANCE_REASON: usize = 1024;
+
+/// Checks a command as the state machine receives it, whichever route it came by (native or
+/// Consul HTTP, a forwarded `/raft/propose`): the same rules the faces apply to their input,
+/// restated over the normalised command. [`crate::Registry::apply`] refuses what fails here and
+/// changes nothing; it is deterministic, so every replica refuses alike.
+pub fn command(command: &crate::registry::Command) -> Result<()> {
+    use crate::registry::Command;
+    match command {
+        Command::Register(new) => new_instance(new),
+        Command::Deregister(key)
+        | Command::SetStatus { key, .. }
+        | Command::SetLifecycle { key, .. } => {
+            normalised_service(&key.service)?;
+            instance_id(&key.id)
+        }
+        Command::SetMaintenance { key, reason, .. } => {
+            normalised_service(&key.service)?;
+            instance_id(&key.id)?;
+            match reason {
+                Some(r) if r.len() > MAX_MAINTENANCE_REASON => Err(ValidationError::new(
+                    "reason",
+                    format!(
+                        "reason must be at most {MAX_MAINTENANCE_REASON} bytes, got {}",
+                        r.len()
+                    ),
+                )),
+                _ => Ok(()),
+            }
+        }
+        Command::PutDefinition(def) => stored_definition(def),
+        Command::DeleteDefinition { service } => normalised_service(service),
+        Command::KvSet { key, value, .. } => {
+            crate::kv::validate_key(key)?;
+            if value.len() > crate::kv::MAX_VALUE_BYTES {
+                return Err(ValidationError::new(
+                    "value",
+                    format!(
+                        "value must be at most {} bytes, got {}",
+                        crate::kv::MAX_VALUE_BYTES,
+                        value.len()
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Command::KvDelete { key, .. } => {
+            // An empty key with `recurse` deletes the whole tree, as in Consul.
+            if key.len() > crate::kv::MAX_KEY_BYTES || key.chars().any(char::is_control) {
+                return Err(ValidationError::new(
+                    "key",
+                    format!(
+                        "key must be at most {} bytes without control characters",
+                        crate::kv::MAX_KEY_BYTES
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Command::Batch(commands) => {
+            if commands.iter().any(|c| matches!(c, Command::Batch(_))) {
+                return Err(ValidationError::new("batch", "batches do not nest"));
+            }
+            Ok(())
+        }
+        Command::Acl(_) => Ok(()),
+    }
+}
+
+/// A service name as stored: already normalised (what [`service_name`] returns).
+fn normalised_service(name: &str) -> Result<()> {
+    if service_name(name)? != name {
+        return Err(ValidationError::new(
+            "service",
+            format!("service name {name:?} is not in lower case"),
+        ));
+    }
+    Ok(())
+}
+
+/// A registration as stored ([`registration`]'s output).
+fn new_instance(new: &NewInstance) -> Result<()> {
+    normalised_service(&new.service)?;
+    instance_id(&new.id)?;
+    address(&new.address)?;
+    // Port 0 is allowed here: the Consul face registers port-less services with it.
+    tags(&new.tags)?;
+    metadata(&new.metadata)?;
+    weight(Some(i64::from(new.weight)))?;
+    if let Some(c) = &new.check {
+        check(c)?;
+    }
+    Ok(())
+}
+
+/// A definition as stored ([`definition`]'s output), with length caps on its free text.
+fn stored_definition(def: &ServiceDefinition) -> Result<()> {
+    normalised_service(&def.name)?;
+    let text = |field: String, t: &str| {
+        if t.len() > MAX_DEFINITION_TEXT_BYTES {
+            Err(ValidationError::new(
+                field,
+                format!("at most {MAX_DEFINITION_TEXT_BYTES} bytes, got {}", t.len()),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    text("version".into(), &def.version)?;
+    text("description".into(), &def.description)?;
+    for (field, n) in [
+        ("endpoints", def.endpoints.len()),
+        ("dependencies", def.dependencies.len()),
+    ] {
+        if n > MAX_DEFINITION_ITEMS {
+            return Err(ValidationError::new(
+                field,
+                format!("at most {MAX_DEFINITION_ITEMS} items, got {n}"),
+            ));
+        }
+    }
+    for (i, dep) in def.dependencies.iter().enumerate() {
+        normalised_service(dep)
+            .map_err(|e| ValidationError::new(format!("dependencies[{i}]"), e.message))?;
+    }
+    for (i, ep) in def.endpoints.iter().enumerate() {
+        if !ep.path.starts_with('/') {
+            return Err(ValidationError::new(
+                format!("endpoints[{i}].path"),
+                "endpoint path must start with '/'",
+            ));
+        }
+        if ep.method.is_empty() || !ep.method.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(ValidationError::new(
+                format!("endpoints[{i}].method"),
+                "endpoint method must be an upper-case HTTP method",
+            ));
+        }
+        text(format!("endpoints[{i}].path"), &ep.path)?;
+        text(format!("endpoints[{i}].method"), &ep.method)?;
+    }
+    Ok(())
 }
 
 /// Validates a service definition for `path_service`; the definition's name is set from the path.

@@ -186,7 +186,7 @@ impl Agent {
             backend.as_ref(),
         )?);
         let held_db = db.clone();
-        let store = Arc::new(Store::new());
+        let store = Arc::new(Store::with_limits(config.limits.state()));
         let state_machine = StateMachine::open(store.clone(), db.clone())?;
         let log_store = LogStore::new(db);
 

@@ -163,6 +163,10 @@ pub struct Cluster {
     last_contact: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// Becomes true when the agent shuts down: the join loop stops.
     closing: tokio::sync::watch::Receiver<bool>,
+    /// The snapshot being received over `/raft/snapshot`: its id and the bytes received so
+    /// far, so that a chunk leaving a hole (which would make the in-memory buffer zero-fill up
+    /// to its offset) is refused before it reaches Raft.
+    intake: std::sync::Mutex<Option<(String, u64)>>,
 }
 
 impl Cluster {
@@ -185,6 +189,43 @@ impl Cluster {
             write_timeout,
             last_contact: std::sync::Mutex::new(None),
             closing,
+            intake: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Admits a snapshot chunk of `len` bytes at `offset` of snapshot `id`: a first chunk
+    /// (offset 0) starts a snapshot; a later one must belong to the snapshot being received and
+    /// start at or before the bytes received so far (a resent chunk may overlap), and no
+    /// snapshot may grow past [`crate::raft::network::MAX_SNAPSHOT_BYTES`].
+    pub(crate) fn admit_chunk(
+        &self,
+        id: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<(), crate::raft::network::ChunkError> {
+        use crate::raft::network::{ChunkError, MAX_SNAPSHOT_BYTES};
+        let end = offset.saturating_add(len as u64);
+        if end > MAX_SNAPSHOT_BYTES {
+            return Err(ChunkError::TooLarge { end });
+        }
+        let mut intake = self.intake.lock().unwrap_or_else(|e| e.into_inner());
+        match intake.as_mut() {
+            _ if offset == 0 => {
+                *intake = Some((id.to_string(), end));
+                Ok(())
+            }
+            Some((current, received)) if current == id && offset <= *received => {
+                *received = (*received).max(end);
+                Ok(())
+            }
+            Some((current, received)) if current == id => Err(ChunkError::Hole {
+                offset,
+                received: *received,
+            }),
+            _ => Err(ChunkError::NotStarted {
+                id: id.to_string(),
+                offset,
+            }),
         }
     }
 

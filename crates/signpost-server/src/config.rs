@@ -174,6 +174,38 @@ pub struct LimitsConfig {
     /// Most connections one listener serves at once (0: no limit). Over it the listener stops
     /// accepting: new connections wait in the kernel's backlog until one closes.
     pub http_max_conns: usize,
+    /// Most services (with instances or a definition); the state machine refuses more (429
+    /// naming the limit). This and the next five bound the replicated state: every member
+    /// must be configured alike.
+    pub max_services: usize,
+    /// Most instances across all services.
+    pub max_instances: usize,
+    /// Most instances of one service.
+    pub max_instances_per_service: usize,
+    /// Most live KV keys.
+    pub max_kv_keys: usize,
+    /// Most bytes of KV keys and values together.
+    pub max_kv_bytes: usize,
+    /// How long a deleted key's tombstone is kept, so blocking queries still see the delete.
+    pub kv_tombstone_ttl: Dur,
+    /// Largest single write (its command, encoded), as etcd's `--max-request-bytes`; a larger
+    /// one is refused with 413.
+    pub max_entry_bytes: usize,
+}
+
+impl LimitsConfig {
+    /// The bounds the registry enforces.
+    pub fn state(&self) -> signpost_core::limits::Limits {
+        let s = self;
+        signpost_core::limits::Limits {
+            max_services: s.max_services,
+            max_instances: s.max_instances,
+            max_instances_per_service: s.max_instances_per_service,
+            max_kv_keys: s.max_kv_keys,
+            max_kv_bytes: s.max_kv_bytes,
+            kv_tombstone_ttl_ms: s.kv_tombstone_ttl.as_millis(),
+        }
+    }
 }
 
 impl Default for LimitsConfig {
@@ -187,6 +219,13 @@ impl Default for LimitsConfig {
             http_idle_timeout: Dur(60_000),
             http_body_timeout: Dur(30_000),
             http_max_conns: 4096,
+            max_services: 10_000,
+            max_instances: 250_000,
+            max_instances_per_service: 50_000,
+            max_kv_keys: 100_000,
+            max_kv_bytes: 256 * 1024 * 1024,
+            kv_tombstone_ttl: Dur(15 * 60 * 1000),
+            max_entry_bytes: 1536 * 1024,
         }
     }
 }
@@ -526,6 +565,25 @@ impl AgentConfig {
             if value.as_millis() == 0 {
                 return invalid(format!("{key} must be more than 0"));
             }
+        }
+        let st = l;
+        for (key, n) in [
+            ("max_services", st.max_services),
+            ("max_instances", st.max_instances),
+            ("max_instances_per_service", st.max_instances_per_service),
+            ("max_kv_keys", st.max_kv_keys),
+            ("max_kv_bytes", st.max_kv_bytes),
+            ("max_entry_bytes", st.max_entry_bytes),
+        ] {
+            if n == 0 {
+                return invalid(format!("limits.{key} must be at least 1"));
+            }
+        }
+        if st.max_entry_bytes > crate::http::raft::MAX_RAFT_BODY / 2 {
+            return invalid(format!(
+                "limits.max_entry_bytes must be at most {} (half the member body limit)",
+                crate::http::raft::MAX_RAFT_BODY / 2
+            ));
         }
         for (key, secret) in [
             (

@@ -62,6 +62,28 @@ struct ServiceChannel {
     events: broadcast::Sender<Notice>,
 }
 
+impl ServiceChannel {
+    /// Nobody waits on it or watches it.
+    fn unused(&self) -> bool {
+        self.index.receiver_count() == 0 && self.events.receiver_count() == 0
+    }
+}
+
+/// Drops `service`'s channel when the blocking query that held it ends, however it ends
+/// (answered, timed out, or cancelled with its connection), if nobody else uses it.
+struct ReleaseOnDrop<'a> {
+    /// The store the channel is in.
+    store: &'a Store,
+    /// The channel's service.
+    service: &'a str,
+}
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.store.release(self.service);
+    }
+}
+
 /// Shared, read-mostly state of the agent.
 pub struct Store {
     state: RwLock<SmState>,
@@ -75,6 +97,10 @@ pub struct Store {
     catalog_index: watch::Sender<u64>,
     /// How many changes have been published: the last [`Change::seq`].
     published: AtomicU64,
+    /// The registry's bounds (`[limits]`), set again on every state replaced by a snapshot.
+    limits: signpost_core::limits::Limits,
+    /// The channel map's size after its last sweep: the next sweep comes when it doubles.
+    swept_at: AtomicU64,
 }
 
 impl Default for Store {
@@ -85,8 +111,18 @@ impl Default for Store {
 
 impl Store {
     pub fn new() -> Self {
+        Self::with_limits(signpost_core::limits::Limits::default())
+    }
+
+    /// A store whose registry enforces `limits`.
+    pub fn with_limits(limits: signpost_core::limits::Limits) -> Self {
         Store {
-            state: RwLock::new(SmState::default()),
+            state: RwLock::new(SmState {
+                registry: Registry::with_limits(limits),
+                ..SmState::default()
+            }),
+            limits,
+            swept_at: AtomicU64::new(0),
             channels: Mutex::new(HashMap::new()),
             all: broadcast::channel(GLOBAL_BUFFER).0,
             kv_index: watch::channel(0).0,
@@ -112,7 +148,8 @@ impl Store {
     }
 
     /// Replaces the whole state (snapshot install) and tells every watcher to start over.
-    pub(crate) fn replace(&self, new: SmState) {
+    pub(crate) fn replace(&self, mut new: SmState) {
+        new.registry.set_limits(self.limits);
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = new;
         // Lock order everywhere: channels, then state.
         let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
@@ -152,7 +189,7 @@ impl Store {
                 moved
             });
             if let Some(ch) = channels.get(&event.service) {
-                if ch.index.receiver_count() == 0 && ch.events.receiver_count() == 0 {
+                if ch.unused() {
                     channels.remove(&event.service);
                 } else {
                     ch.index.send_if_modified(|i| {
@@ -169,6 +206,15 @@ impl Store {
 
     fn with_channel<T>(&self, service: &str, f: impl FnOnce(&ServiceChannel) -> T) -> T {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        // Channels whose receivers all went away (a watch ended, a blocking query was
+        // cancelled) are swept whenever the map has doubled since the last sweep, so it stays
+        // within twice the channels in use, whatever names clients ask for.
+        let swept_at = self.swept_at.load(Ordering::Relaxed) as usize;
+        if !channels.contains_key(service) && channels.len() >= (2 * swept_at).max(64) {
+            channels.retain(|_, ch| !ch.unused());
+            self.swept_at
+                .store(channels.len() as u64, Ordering::Relaxed);
+        }
         let ch = channels.entry(service.to_string()).or_insert_with(|| {
             let index = self.read().registry.service_index(service);
             ServiceChannel {
@@ -177,6 +223,23 @@ impl Store {
             }
         });
         f(ch)
+    }
+
+    /// Drops `service`'s channel if nobody waits on it or watches it.
+    fn release(&self, service: &str) {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if channels.get(service).is_some_and(ServiceChannel::unused) {
+            channels.remove(service);
+        }
+    }
+
+    /// Number of per-service channels held (for tests and metrics): only services someone
+    /// waits on or watches, give or take the ones not yet swept.
+    pub fn channel_count(&self) -> usize {
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Subscribes to `service`'s changes. Subscribe first, then read the state: changes with an
@@ -192,6 +255,12 @@ impl Store {
 
     /// Waits until `service`'s index exceeds `index`, or `wait` passes. Returns the index then.
     pub async fn wait_for_service(&self, service: &str, index: u64, wait: Duration) -> u64 {
+        // Declared before the receiver, so dropped after it: the channel is released once this
+        // query's receiver is gone.
+        let _release = ReleaseOnDrop {
+            store: self,
+            service,
+        };
         let mut rx = self.with_channel(service, |ch| ch.index.subscribe());
         let current = self.read().registry.service_index(service);
         if current > index {

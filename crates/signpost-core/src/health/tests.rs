@@ -59,7 +59,7 @@ fn no_guard() -> GuardConfig {
 #[test]
 fn ttl_expires_after_deadline_and_heartbeat_restores() {
     let mut m = HealthMonitor::new(no_guard());
-    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    m.adopt(&instance("a", ttl(1000), Status::Passing), 0);
     assert!(m.tick(999).is_empty(), "not yet due");
     assert_eq!(m.tick(1000), vec![set("a", Status::Critical)]);
     assert!(m.tick(5000).is_empty(), "expiry is reported once");
@@ -75,7 +75,7 @@ fn ttl_expires_after_deadline_and_heartbeat_restores() {
 #[test]
 fn heartbeats_keep_a_ttl_instance_alive() {
     let mut m = HealthMonitor::new(no_guard());
-    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    m.adopt(&instance("a", ttl(1000), Status::Passing), 0);
     for now in (500..20_000).step_by(500) {
         m.heartbeat(&key("a"), now).unwrap();
         assert!(m.tick(now + 1).is_empty(), "expired at {now}");
@@ -86,7 +86,7 @@ fn heartbeats_keep_a_ttl_instance_alive() {
 fn heartbeat_errors_for_untracked_and_non_ttl() {
     let mut m = HealthMonitor::new(no_guard());
     assert_eq!(m.heartbeat(&key("x"), 0), Err(HeartbeatError::NotTracked));
-    m.track(&instance("t", tcp(), Status::Critical), 0);
+    m.adopt(&instance("t", tcp(), Status::Critical), 0);
     assert_eq!(m.heartbeat(&key("t"), 0), Err(HeartbeatError::NotTtl));
 }
 
@@ -98,7 +98,7 @@ fn flap_damping_needs_consecutive_results() {
         success_before_passing: 2,
         ..tcp()
     };
-    m.track(&instance("a", check, Status::Passing), 0);
+    m.adopt(&instance("a", check, Status::Passing), 0);
     assert_eq!(m.record(&key("a"), CheckResult::Critical, 1), None);
     assert_eq!(m.record(&key("a"), CheckResult::Critical, 2), None);
     assert_eq!(
@@ -131,7 +131,7 @@ fn ttl_flap_damping_counts_missed_periods() {
         failures_before_critical: 2,
         ..ttl(1000)
     };
-    m.track(&instance("a", check, Status::Passing), 0);
+    m.adopt(&instance("a", check, Status::Passing), 0);
     assert!(m.tick(1000).is_empty(), "first missed period is tolerated");
     assert_eq!(m.tick(2000), vec![set("a", Status::Critical)]);
 }
@@ -139,7 +139,7 @@ fn ttl_flap_damping_counts_missed_periods() {
 #[test]
 fn warning_applies_at_once_and_passing_recovers() {
     let mut m = HealthMonitor::new(no_guard());
-    m.track(&instance("a", tcp(), Status::Critical), 0);
+    m.adopt(&instance("a", tcp(), Status::Critical), 0);
     assert_eq!(
         m.record(&key("a"), CheckResult::Passing, 1),
         Some(set("a", Status::Passing))
@@ -162,7 +162,7 @@ fn deregister_after_removes_long_critical_instances_once() {
         deregister_after: Some(Dur(5000)),
         ..ttl(1000)
     };
-    m.track(&instance("a", check, Status::Passing), 0);
+    m.adopt(&instance("a", check, Status::Passing), 0);
     assert_eq!(m.tick(1000), vec![set("a", Status::Critical)]);
     assert!(m.tick(5999).is_empty());
     assert_eq!(m.tick(6000), vec![Action::Deregister { key: key("a") }]);
@@ -176,7 +176,7 @@ fn recovery_resets_the_deregister_timer() {
         deregister_after: Some(Dur(5000)),
         ..tcp()
     };
-    m.track(&instance("a", check, Status::Passing), 0);
+    m.adopt(&instance("a", check, Status::Passing), 0);
     m.record(&key("a"), CheckResult::Critical, 1000);
     m.record(&key("a"), CheckResult::Passing, 4000);
     m.record(&key("a"), CheckResult::Critical, 5000);
@@ -192,7 +192,7 @@ fn guard_stops_mass_expiry_and_resumes_when_heartbeats_recover() {
         min_instances: 5,
     });
     for i in 0..10 {
-        m.track(&instance(&format!("i{i}"), ttl(1000), Status::Passing), 0);
+        m.adopt(&instance(&format!("i{i}"), ttl(1000), Status::Passing), 0);
     }
     // The agent loses its network: no heartbeats arrive for anyone.
     assert!(m.tick(1500).is_empty(), "10 of 10 overdue: guard must hold");
@@ -221,7 +221,7 @@ fn guard_counts_expiries_within_the_window() {
         min_instances: 4,
     });
     for i in 0..4 {
-        m.track(&instance(&format!("i{i}"), ttl(1000), Status::Passing), 0);
+        m.adopt(&instance(&format!("i{i}"), ttl(1000), Status::Passing), 0);
     }
     for i in 1..4 {
         m.heartbeat(&key(&format!("i{i}")), 900).unwrap();
@@ -254,7 +254,7 @@ fn guard_counts_expiries_within_the_window() {
 #[test]
 fn guard_does_not_apply_to_small_fleets() {
     let mut m = HealthMonitor::new(GuardConfig::default());
-    m.track(&instance("only", ttl(1000), Status::Passing), 0);
+    m.adopt(&instance("only", ttl(1000), Status::Passing), 0);
     assert_eq!(m.tick(1000), vec![set("only", Status::Critical)]);
 }
 
@@ -269,9 +269,9 @@ fn guard_also_holds_back_deregistration() {
         deregister_after: Some(Dur(1000)),
         ..ttl(1000)
     };
-    m.track(&instance("dead", check.clone(), Status::Critical), 0);
-    m.track(&instance("a", ttl(1000), Status::Passing), 0);
-    m.track(&instance("b", ttl(1000), Status::Passing), 0);
+    m.adopt(&instance("dead", check.clone(), Status::Critical), 0);
+    m.adopt(&instance("a", ttl(1000), Status::Passing), 0);
+    m.adopt(&instance("b", ttl(1000), Status::Passing), 0);
     assert!(
         m.tick(5000).is_empty(),
         "a and b overdue: 2 of 3, guard engaged"
@@ -281,7 +281,7 @@ fn guard_also_holds_back_deregistration() {
 #[test]
 fn restart_deadlines_gives_grace() {
     let mut m = HealthMonitor::new(no_guard());
-    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    m.adopt(&instance("a", ttl(1000), Status::Passing), 0);
     m.restart_deadlines(10_000);
     assert!(m.tick(10_999).is_empty());
     assert_eq!(m.tick(11_000), vec![set("a", Status::Critical)]);
@@ -290,7 +290,7 @@ fn restart_deadlines_gives_grace() {
 #[test]
 fn observe_status_keeps_the_monitor_in_step_with_the_registry() {
     let mut m = HealthMonitor::new(no_guard());
-    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    m.adopt(&instance("a", ttl(1000), Status::Passing), 0);
     m.observe_status(&key("a"), Status::Critical, 10);
     assert!(
         m.tick(2000).is_empty(),
@@ -305,7 +305,7 @@ fn observe_status_keeps_the_monitor_in_step_with_the_registry() {
 #[test]
 fn untracked_instances_are_forgotten() {
     let mut m = HealthMonitor::new(no_guard());
-    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    m.adopt(&instance("a", ttl(1000), Status::Passing), 0);
     m.untrack(&key("a"));
     assert!(m.tick(5000).is_empty());
     assert!(m.is_empty());
@@ -314,7 +314,7 @@ fn untracked_instances_are_forgotten() {
 #[test]
 fn ttl_status_can_be_set_directly_and_renews_the_deadline() {
     let mut m = HealthMonitor::new(no_guard());
-    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    m.adopt(&instance("a", ttl(1000), Status::Passing), 0);
     assert_eq!(
         m.set_ttl_status(&key("a"), Status::Warning, 500),
         Ok(Some(set("a", Status::Warning)))
@@ -328,7 +328,7 @@ fn ttl_status_can_be_set_directly_and_renews_the_deadline() {
         m.set_ttl_status(&key("a"), Status::Passing, 1460),
         Ok(Some(set("a", Status::Passing)))
     );
-    m.track(&instance("t", tcp(), Status::Critical), 0);
+    m.adopt(&instance("t", tcp(), Status::Critical), 0);
     assert_eq!(
         m.set_ttl_status(&key("t"), Status::Warning, 0),
         Err(HeartbeatError::NotTtl)
@@ -355,7 +355,7 @@ fn assert_consistent(m: &HealthMonitor) {
         if let Some(due) = t.removal() {
             removals.insert((due, slot as Slot));
         }
-        ttl_instances += usize::from(t.rules.ttl.is_some());
+        ttl_instances += usize::from(t.guarded());
     }
     assert_eq!(m.by_key.len() + m.free.len(), m.slots.len());
     assert_eq!(m.expiries, expiries, "ttl deadline index");
@@ -366,8 +366,8 @@ fn assert_consistent(m: &HealthMonitor) {
 #[test]
 fn a_heartbeat_moves_the_deadline_in_the_index() {
     let mut m = HealthMonitor::new(no_guard());
-    m.track(&instance("a", ttl(1000), Status::Passing), 0);
-    m.track(&instance("b", ttl(1000), Status::Passing), 0);
+    m.adopt(&instance("a", ttl(1000), Status::Passing), 0);
+    m.adopt(&instance("b", ttl(1000), Status::Passing), 0);
     m.heartbeat(&key("a"), 900).unwrap();
     assert_consistent(&m);
     assert_eq!(
@@ -393,20 +393,20 @@ fn an_untracked_instance_leaves_no_deadline_behind() {
         deregister_after: Some(Dur(500)),
         ..ttl(1000)
     };
-    m.track(&instance("a", check.clone(), Status::Passing), 0);
-    m.track(&instance("c", check, Status::Critical), 0);
+    m.adopt(&instance("a", check.clone(), Status::Passing), 0);
+    m.adopt(&instance("c", check, Status::Critical), 0);
     m.untrack(&key("a"));
     m.untrack(&key("c"));
     assert_consistent(&m);
     assert!(m.expiries.is_empty() && m.removals.is_empty());
     // A new instance reuses the freed slot with a later deadline: the old one must not fire.
-    m.track(&instance("b", ttl(1000), Status::Passing), 600);
+    m.adopt(&instance("b", ttl(1000), Status::Passing), 600);
     assert_consistent(&m);
     assert!(m.tick(1000).is_empty(), "nothing of a or c is left to fire");
     assert_eq!(m.tick(1600), vec![set("b", Status::Critical)]);
     // Re-registering re-tracks with a fresh deadline and one index entry.
-    m.track(&instance("b", ttl(1000), Status::Passing), 2000);
-    m.track(&instance("b", ttl(2000), Status::Passing), 2000);
+    m.adopt(&instance("b", ttl(1000), Status::Passing), 2000);
+    m.adopt(&instance("b", ttl(2000), Status::Passing), 2000);
     assert_consistent(&m);
     assert_eq!(m.len(), 1);
     assert!(
@@ -423,7 +423,7 @@ fn a_deregistration_that_recovers_leaves_the_index() {
         deregister_after: Some(Dur(5000)),
         ..ttl(1000)
     };
-    m.track(&instance("a", check, Status::Passing), 0);
+    m.adopt(&instance("a", check, Status::Passing), 0);
     assert_eq!(m.tick(1000), vec![set("a", Status::Critical)]);
     assert_eq!(m.removals.len(), 1);
     m.heartbeat(&key("a"), 2000).unwrap();
@@ -450,22 +450,22 @@ fn the_guard_counts_ttl_instances_as_they_come_and_go() {
         assert_consistent(m);
         m.guard().ttl_instances
     };
-    m.track(&instance("a", ttl(1000), Status::Passing), 0);
-    m.track(&instance("b", ttl(1000), Status::Critical), 0);
-    m.track(&instance("t", tcp(), Status::Passing), 0);
+    m.adopt(&instance("a", ttl(1000), Status::Passing), 0);
+    m.adopt(&instance("b", ttl(1000), Status::Passing), 0);
+    m.adopt(&instance("t", tcp(), Status::Passing), 0);
     assert_eq!(count(&mut m), 2, "tcp checks do not count");
-    m.track(&instance("a", ttl(1000), Status::Passing), 0);
+    m.adopt(&instance("a", ttl(1000), Status::Passing), 0);
     assert_eq!(count(&mut m), 2, "re-registration does not count twice");
-    m.track(&instance("a", tcp(), Status::Passing), 0);
+    m.adopt(&instance("a", tcp(), Status::Passing), 0);
     assert_eq!(count(&mut m), 1, "a's check is no longer a ttl");
-    m.track(&instance("t", ttl(1000), Status::Passing), 0);
+    m.adopt(&instance("t", ttl(1000), Status::Passing), 0);
     assert_eq!(count(&mut m), 2, "t's check now is");
     m.observe_status(&key("t"), Status::Critical, 0);
     m.observe_status(&key("b"), Status::Passing, 0);
     assert_eq!(count(&mut m), 2, "status changes do not change the count");
     let mut plain = instance("b", ttl(1000), Status::Passing);
     plain.check = None;
-    m.track(&plain, 0);
+    m.adopt(&plain, 0);
     assert_eq!(count(&mut m), 1, "b lost its check");
     m.untrack(&key("t"));
     m.untrack(&key("t"));
@@ -592,4 +592,66 @@ fn an_action_becomes_the_command_that_carries_it_out() {
         Command::from(Action::Deregister { key: key.clone() }),
         Command::Deregister(key)
     );
+}
+
+#[test]
+fn instances_never_seen_alive_do_not_hold_the_guard_on() {
+    let mut m = HealthMonitor::new(GuardConfig::default());
+    // Ten live instances that heartbeat, and twenty registered and never heard from again.
+    for i in 0..10 {
+        m.track(
+            &instance(&format!("live{i}"), ttl(1000), Status::Passing),
+            0,
+        );
+        m.heartbeat(&InstanceKey::new("svc", format!("live{i}")), 0)
+            .unwrap();
+    }
+    for i in 0..20 {
+        m.track(
+            &instance(&format!("ghost{i}"), ttl(1000), Status::Passing),
+            0,
+        );
+    }
+    assert_eq!(m.tick(500), vec![]);
+    for i in 0..10 {
+        m.heartbeat(&InstanceKey::new("svc", format!("live{i}")), 900)
+            .unwrap();
+    }
+    let actions = m.tick(1500);
+    let g = m.guard();
+    assert!(!g.engaged, "ghosts do not engage the guard: {g:?}");
+    assert_eq!(g.ttl_instances, 10, "only instances seen alive count");
+    assert_eq!(actions.len(), 20, "every ghost expires: {actions:?}");
+    assert_consistent(&m);
+}
+
+#[test]
+fn the_guard_still_protects_live_instances_among_ghosts() {
+    let mut m = HealthMonitor::new(GuardConfig::default());
+    for i in 0..10 {
+        m.track(
+            &instance(&format!("live{i}"), ttl(1000), Status::Passing),
+            0,
+        );
+        m.heartbeat(&InstanceKey::new("svc", format!("live{i}")), 0)
+            .unwrap();
+    }
+    for i in 0..20 {
+        m.track(
+            &instance(&format!("ghost{i}"), ttl(1000), Status::Passing),
+            0,
+        );
+    }
+    // Every live instance falls silent at once (the agent lost its network).
+    let actions = m.tick(1500);
+    assert!(m.guard().engaged, "{:?}", m.guard());
+    assert_eq!(
+        actions.len(),
+        20,
+        "ghosts expire; live ones are held: {actions:?}"
+    );
+    assert!(actions
+        .iter()
+        .all(|a| matches!(a, Action::SetStatus { key, .. } if key.id.starts_with("ghost"))));
+    assert_consistent(&m);
 }

@@ -349,6 +349,14 @@ fn maintenance(id: &str, enable: bool, reason: Option<&str>) -> Command {
     }
 }
 
+fn refused_field(resp: &Response) -> String {
+    match resp {
+        Response::Refused(crate::limits::Refusal::Invalid { field, .. }) => field.clone(),
+        Response::Refused(crate::limits::Refusal::Limit { limit, .. }) => limit.clone(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
 #[test]
 fn maintenance_marks_and_clears_an_instance_moving_the_index_and_announcing_it() {
     let mut r = Registry::new();
@@ -468,4 +476,186 @@ fn new_commands_round_trip_through_the_log_encoding() {
         let text = serde_json::to_string(&req(1, c.clone())).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap().command, c);
     }
+}
+
+#[test]
+fn apply_refuses_what_the_faces_would_refuse_and_changes_nothing() {
+    let mut r = Registry::new();
+    let before = r.clone();
+    let mut zero_interval = new_instance("users", "u1");
+    zero_interval.check = Some(CheckSpec {
+        tcp: Some("10.0.0.1:80".into()),
+        interval: Some(Dur(0)),
+        ..CheckSpec::default()
+    });
+    let mut long_url = new_instance("users", "u2");
+    long_url.check = Some(CheckSpec {
+        http: Some(format!("http://h/{}", "a".repeat(3000))),
+        ..CheckSpec::default()
+    });
+    let mut upper = new_instance("Users", "u3");
+    upper.port = 80;
+    let mut bad_address = new_instance("users", "u4");
+    bad_address.address = "not an address".into();
+    for (command, field) in [
+        (Command::Register(zero_interval), "check.interval"),
+        (Command::Register(long_url), "check.http"),
+        (Command::Register(upper), "service"),
+        (Command::Register(bad_address), "address"),
+        (
+            Command::KvSet {
+                key: "/abs".into(),
+                value: vec![],
+                flags: 0,
+                cas: None,
+            },
+            "key",
+        ),
+        (Command::Batch(vec![Command::Batch(vec![])]), "batch"),
+    ] {
+        let (resp, events) = r.apply(2, &req(1000, command));
+        assert_eq!(refused_field(&resp), field);
+        assert!(events.is_empty());
+    }
+    assert_eq!(r, before, "nothing changed");
+}
+
+#[test]
+fn apply_refuses_times_past_the_year_9999() {
+    let mut r = Registry::new();
+    let (resp, _) = r.apply(
+        2,
+        &req(
+            crate::model::MAX_TIMESTAMP_MS + 1,
+            Command::Register(new_instance("users", "u1")),
+        ),
+    );
+    assert_eq!(refused_field(&resp), "now_ms");
+    assert_eq!(r.instances("users").count(), 0);
+    // A stored timestamp at the bound still serialises.
+    r.apply(
+        3,
+        &req(
+            crate::model::MAX_TIMESTAMP_MS,
+            Command::Register(new_instance("users", "u1")),
+        ),
+    );
+    serde_json::to_vec(&r).expect("stored state always serialises");
+}
+
+#[test]
+fn counting_limits_refuse_with_the_limit_named() {
+    let limits = crate::limits::Limits {
+        max_services: 2,
+        max_instances: 3,
+        max_instances_per_service: 2,
+        max_kv_keys: 2,
+        max_kv_bytes: 10,
+        kv_tombstone_ttl_ms: 1000,
+    };
+    let mut r = Registry::with_limits(limits);
+    let reg = |r: &mut Registry, i: u64, s: &str, id: &str| {
+        r.apply(i, &req(1000, Command::Register(new_instance(s, id))))
+            .0
+    };
+    assert!(matches!(
+        reg(&mut r, 2, "a", "1"),
+        Response::Registered { .. }
+    ));
+    assert!(matches!(
+        reg(&mut r, 3, "a", "2"),
+        Response::Registered { .. }
+    ));
+    assert_eq!(
+        refused_field(&reg(&mut r, 4, "a", "3")),
+        "limits.max_instances_per_service"
+    );
+    assert!(
+        matches!(reg(&mut r, 4, "a", "2"), Response::Registered { .. }),
+        "re-registering is not growth"
+    );
+    assert!(matches!(
+        reg(&mut r, 5, "b", "1"),
+        Response::Registered { .. }
+    ));
+    assert_eq!(
+        refused_field(&reg(&mut r, 6, "c", "1")),
+        "limits.max_services"
+    );
+    assert_eq!(
+        refused_field(&reg(&mut r, 6, "b", "2")),
+        "limits.max_instances"
+    );
+    r.validate_state().unwrap();
+    let kv = |key: &str, value: &[u8]| Command::KvSet {
+        key: key.into(),
+        value: value.to_vec(),
+        flags: 0,
+        cas: None,
+    };
+    assert_eq!(r.apply(7, &req(1000, kv("k1", b"v"))).0, Response::Kv(true));
+    assert_eq!(
+        refused_field(&r.apply(8, &req(1000, kv("k2", b"123456789"))).0),
+        "limits.max_kv_bytes"
+    );
+    assert_eq!(r.apply(8, &req(1000, kv("k2", b"v"))).0, Response::Kv(true));
+    assert_eq!(
+        refused_field(&r.apply(9, &req(1000, kv("k3", b""))).0),
+        "limits.max_kv_keys"
+    );
+    r.validate_state().unwrap();
+}
+
+#[test]
+fn a_service_with_nothing_left_is_forgotten_without_its_index_going_back() {
+    let mut r = Registry::new();
+    r.apply(2, &req(1000, Command::Register(new_instance("gone", "g1"))));
+    r.apply(3, &req(1000, Command::Register(new_instance("kept", "k1"))));
+    r.apply(
+        4,
+        &req(1000, Command::Deregister(InstanceKey::new("gone", "g1"))),
+    );
+    assert!(!r.services.contains_key("gone"), "the entry is removed");
+    assert_eq!(r.service_index("gone"), 4, "its index does not go back");
+    assert_eq!(r.catalog_index(), 4);
+    r.validate_state().unwrap();
+}
+
+#[test]
+fn kv_tombstones_are_reaped_after_their_ttl_by_applied_time() {
+    let mut r = Registry::with_limits(crate::limits::Limits {
+        kv_tombstone_ttl_ms: 60_000,
+        ..Default::default()
+    });
+    let set = Command::KvSet {
+        key: "a/k".into(),
+        value: b"v".to_vec(),
+        flags: 0,
+        cas: None,
+    };
+    r.apply(2, &req(1_000, set));
+    let del = Command::KvDelete {
+        key: "a/k".into(),
+        recurse: false,
+        cas: None,
+    };
+    r.apply(3, &req(2_000, del));
+    assert_eq!(r.kv().tombstones(), 1);
+    let noop = || Command::DeleteDefinition {
+        service: "x".into(),
+    };
+    r.apply(4, &req(61_000, noop()));
+    assert_eq!(
+        r.kv().tombstones(),
+        1,
+        "kept within the TTL: blocking queries see the delete"
+    );
+    r.apply(5, &req(62_000, noop()));
+    assert_eq!(r.kv().tombstones(), 0, "reaped after it");
+    assert_eq!(
+        r.kv().index("a/", true),
+        3,
+        "the prefix index does not go back"
+    );
+    r.validate_state().unwrap();
 }

@@ -219,7 +219,7 @@ impl HealthService {
             let mut monitor = self.monitor();
             *monitor = HealthMonitor::new(monitor.guard_config());
             for i in &instances {
-                monitor.track(i, now);
+                monitor.adopt(i, now);
             }
         }
         self.stop_all_checks();

@@ -21,6 +21,7 @@ pub mod audit;
 pub mod cache;
 pub mod cluster_api;
 pub mod compression;
+pub mod json_errors;
 pub mod kv;
 pub mod lifecycle;
 pub mod query;
@@ -110,6 +111,7 @@ pub fn router(agent: AppState) -> Router {
         .merge(crate::consul::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(json_errors::json_errors))
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
             crate::consul::headers,
@@ -311,6 +313,18 @@ pub enum ApiError {
         /// Seconds until a retry can succeed.
         retry_after: Option<u64>,
     },
+    /// 429: the state is full: a `[limits]` bound (`field` names it, `limits.max_instances`).
+    LimitReached {
+        /// What was refused, with the limit's value.
+        message: String,
+        /// The limit, as `limits.<key>`.
+        limit: String,
+    },
+    /// 413: one write larger than `limits.max_entry_bytes` (the field names the limit).
+    EntryTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// 503: try again (no leader, leader unreachable).
     Unavailable(String),
     /// 500: logged, answered generically.
@@ -357,6 +371,8 @@ impl From<ServiceError> for ApiError {
                 ApiError::bad_request("check", e.to_string())
             }
             ServiceError::TooLarge { .. } => ApiError::PayloadTooLarge,
+            ServiceError::Limit { limit, message } => ApiError::LimitReached { message, limit },
+            ServiceError::EntryTooLarge { limit, .. } => ApiError::EntryTooLarge { limit },
             ServiceError::Cluster(e) => e.into(),
             ServiceError::Propose(e) => e.into(),
             ServiceError::PermissionDenied { .. } | ServiceError::AclNotFound => {
@@ -420,6 +436,14 @@ impl IntoResponse for ApiError {
                 retry = retry_after;
                 (StatusCode::TOO_MANY_REQUESTS, message, None)
             }
+            ApiError::LimitReached { message, limit } => {
+                (StatusCode::TOO_MANY_REQUESTS, message, Some(limit))
+            }
+            ApiError::EntryTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the write is larger than {limit} bytes"),
+                Some("limits.max_entry_bytes".to_string()),
+            ),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m, None),
             ApiError::Internal(cause) => {
                 tracing::error!("internal error: {cause}");

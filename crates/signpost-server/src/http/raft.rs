@@ -128,13 +128,48 @@ async fn snapshot(State(agent): State<AppState>, body: Bytes) -> Response {
                 .into_response()
         }
     };
+    if let Err(e) = agent
+        .cluster()
+        .admit_chunk(&req.meta.snapshot_id, req.offset, req.data.len())
+    {
+        tracing::warn!("refused a snapshot chunk: {e}");
+        return ApiError::bad_request("offset", e.to_string()).into_response();
+    }
     agent.cluster().touched();
     Json(agent.raft().install_snapshot(req).await).into_response()
 }
 
-/// A proposal forwarded by a follower: `Result<Response, ClusterError>`.
-async fn propose(State(agent): State<AppState>, Json(req): Json<Request>) -> impl IntoResponse {
-    Json(agent.cluster().accept_proposal(req).await)
+/// How far a forwarded proposal's time may be from the leader's clock.
+pub const MAX_PROPOSAL_SKEW_MS: u64 = 60 * 60 * 1000;
+
+/// A proposal forwarded by a follower: `Result<Response, ClusterError>`. The command passes
+/// the same validation as at the faces, its size the same `limits.max_entry_bytes`, and its
+/// time must be within [`MAX_PROPOSAL_SKEW_MS`] of the leader's clock; otherwise 400 (or 413)
+/// naming the field, and nothing is proposed. (The state machine validates again.)
+async fn propose(State(agent): State<AppState>, body: Bytes) -> Response {
+    let max = agent.config().limits.max_entry_bytes;
+    if body.len() > max.saturating_add(64) {
+        return ApiError::EntryTooLarge { limit: max }.into_response();
+    }
+    let req: Request = match serde_json::from_slice(&body) {
+        Ok(req) => req,
+        Err(e) => return ApiError::bad_request("body", e.to_string()).into_response(),
+    };
+    let now = crate::cluster::now_ms();
+    if req.now_ms.abs_diff(now) > MAX_PROPOSAL_SKEW_MS {
+        return ApiError::bad_request(
+            "now_ms",
+            format!(
+                "the proposal's time {} ms is more than an hour from the leader's {now} ms",
+                req.now_ms
+            ),
+        )
+        .into_response();
+    }
+    if let Err(e) = signpost_core::validate::command(&req.command) {
+        return ApiError::Invalid(e).into_response();
+    }
+    Json(agent.cluster().accept_proposal(req).await).into_response()
 }
 
 /// The leader's read index: `Result<u64, ClusterError>`.

@@ -132,6 +132,29 @@ pub type BackendFactory = std::sync::Arc<
     dyn Fn(&redb::Builder) -> Result<redb::Database, redb::DatabaseError> + Send + Sync,
 >;
 
+/// Creates the data directory (and its parents) readable by its owner only (`0700` on Unix):
+/// the log and snapshots hold KV values, which are often secrets. An existing directory is
+/// left as it is.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Makes the database file readable and writable by its owner only (`0600` on Unix).
+fn private_file(path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Opens (or creates) the agent's database: on `backend` when given, else on disk under
 /// `data_dir`, or in memory for `--dev`.
 pub fn open_database(
@@ -141,13 +164,21 @@ pub fn open_database(
     let db = match (backend, data_dir) {
         (Some(open), _) => open(&redb::Database::builder()).map_err(redb::Error::from)?,
         (None, Some(dir)) => {
-            std::fs::create_dir_all(dir).map_err(|source| StorageOpenError::DataDir {
+            private_dir(dir).map_err(|source| StorageOpenError::DataDir {
                 path: dir.to_path_buf(),
                 source,
             })?;
             let path = dir.join("signpost.redb");
-            redb::Database::create(&path)
-                .map_err(|source| StorageOpenError::Database { path, source })?
+            let db =
+                redb::Database::create(&path).map_err(|source| StorageOpenError::Database {
+                    path: path.clone(),
+                    source,
+                })?;
+            private_file(&path).map_err(|source| StorageOpenError::DataDir {
+                path: path.clone(),
+                source,
+            })?;
+            db
         }
         (None, None) => redb::Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())

@@ -44,8 +44,12 @@ pub fn encode_snapshot_chunk(req: &InstallSnapshotRequest<TypeConfig>) -> Vec<u8
     body
 }
 
-/// Why a body is not a snapshot chunk made by [`encode_snapshot_chunk`] (the `/raft/snapshot`
-/// route answers it as a 400).
+/// The largest snapshot a member accepts (4 GiB): a bound on the buffer a sender can make
+/// this member fill.
+pub const MAX_SNAPSHOT_BYTES: u64 = 4 << 30;
+
+/// Why a body is not a snapshot chunk made by [`encode_snapshot_chunk`], or not one that may
+/// follow the chunks received so far (the `/raft/snapshot` route answers it as a 400).
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkError {
     /// The body is shorter than the 4-byte length prefix.
@@ -62,6 +66,28 @@ pub enum ChunkError {
     /// The header is not the JSON of a chunk header.
     #[error("a bad snapshot chunk header: {0}")]
     Header(#[source] serde_json::Error),
+    /// The chunk would leave a gap after the bytes received so far.
+    #[error("a snapshot chunk at offset {offset}, but only {received} bytes were received")]
+    Hole {
+        /// The chunk's offset.
+        offset: u64,
+        /// Bytes of this snapshot received so far.
+        received: u64,
+    },
+    /// A chunk past the first of a snapshot that is not being received.
+    #[error("a chunk at offset {offset} of snapshot {id:?}, which is not being received")]
+    NotStarted {
+        /// The snapshot's id.
+        id: String,
+        /// The chunk's offset.
+        offset: u64,
+    },
+    /// The snapshot would grow past [`MAX_SNAPSHOT_BYTES`].
+    #[error("a snapshot chunk ending at byte {end}, past the {MAX_SNAPSHOT_BYTES}-byte limit")]
+    TooLarge {
+        /// Where the chunk would end.
+        end: u64,
+    },
 }
 
 /// Decodes a body made by [`encode_snapshot_chunk`].

@@ -97,6 +97,36 @@ pub enum ServiceError {
         /// What came back.
         response: String,
     },
+    /// The state machine refused the write: it would cross one of the `[limits]` (a 429 that
+    /// names the limit); nothing changed.
+    #[error("{message}")]
+    Limit {
+        /// The limit's name, `limits.<key>`.
+        limit: String,
+        /// What was refused, with the limit's value.
+        message: String,
+    },
+    /// One write is larger than `limits.max_entry_bytes` (a 413); nothing was proposed.
+    #[error("the write is {size} bytes, more than limits.max_entry_bytes ({limit})")]
+    EntryTooLarge {
+        /// The write's encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl From<signpost_core::limits::Refusal> for ServiceError {
+    fn from(r: signpost_core::limits::Refusal) -> Self {
+        match r {
+            signpost_core::limits::Refusal::Invalid { field, message } => {
+                ServiceError::Invalid(ValidationError::new(field, message))
+            }
+            signpost_core::limits::Refusal::Limit { limit, message } => {
+                ServiceError::Limit { limit, message }
+            }
+        }
+    }
 }
 
 /// What a service operation returns.
@@ -156,7 +186,15 @@ async fn apply<T>(
     expect: impl FnOnce(Response) -> std::result::Result<T, Box<Response>>,
 ) -> Result<T> {
     let kind = command_kind(&command);
+    let limit = agent.config().limits.max_entry_bytes;
+    let size = serde_json::to_vec(&command).map_or(usize::MAX, |v| v.len());
+    if size > limit {
+        return Err(ServiceError::EntryTooLarge { size, limit });
+    }
     let response = agent.propose(command).await?;
+    if let Response::Refused(refusal) = response {
+        return Err(refusal.into());
+    }
     expect(response).map_err(|response| ServiceError::Unexpected {
         command: kind.to_string(),
         response: format!("{response:?}"),
@@ -443,6 +481,12 @@ pub async fn undefine(agent: &Agent, caller: &Caller, service: &str) -> Result<u
 }
 
 // ---- reads --------------------------------------------------------------------------------
+
+/// Per-service watch channels the agent holds: only for services someone waits on or watches
+/// (tests check that blocking queries on invented names leave none behind).
+pub fn watch_channels(agent: &Agent) -> usize {
+    agent.store().channel_count()
+}
 
 /// Runs `f` over the registry as this node has applied it.
 fn read<T>(agent: &Agent, f: impl FnOnce(&signpost_core::Registry) -> T) -> T {

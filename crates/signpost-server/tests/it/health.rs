@@ -260,6 +260,16 @@ async fn mass_eviction_guard_keeps_the_registry_when_heartbeats_stop_everywhere(
         )
         .await;
     }
+    // Each heartbeats once: the guard counts only instances it has seen alive.
+    for id in &ids {
+        let resp = t
+            .client
+            .put(t.url(&format!("/api/v1/services/svc/instances/{id}/heartbeat")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
     // Every heartbeat stops at once, as when the agent loses its network.
     eventually("the guard engages", || async {
         t.get("/api/v1/agent/self").await.1["eviction_guard"]["engaged"] == true

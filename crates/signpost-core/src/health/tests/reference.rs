@@ -20,6 +20,8 @@ struct Tracked {
     critical_since: Option<u64>,
     /// A deregistration has been asked for; do not ask again.
     deregistering: bool,
+    /// Seen alive since tracked: only such instances count toward the guard.
+    alive: bool,
 }
 
 /// The monitor. See the module docs for its rules.
@@ -45,6 +47,16 @@ impl Reference {
     /// Starts (or restarts) tracking an instance that has a check. A registration counts as a
     /// heartbeat: the TTL deadline starts now.
     pub fn track(&mut self, instance: &Instance, now: u64) {
+        self.track_as(instance, now, false);
+    }
+
+    /// Tracks an inherited instance: alive unless critical.
+    pub fn adopt(&mut self, instance: &Instance, now: u64) {
+        self.track_as(instance, now, instance.status != Status::Critical);
+    }
+
+    fn track_as(&mut self, instance: &Instance, now: u64, alive: bool) {
+        let seen = self.tracked.get(&instance.key()).is_some_and(|t| t.alive);
         let Some(check) = &instance.check else {
             self.untrack(&instance.key());
             return;
@@ -57,6 +69,7 @@ impl Reference {
             fail_streak: 0,
             critical_since: (instance.status == Status::Critical).then_some(now),
             deregistering: false,
+            alive: alive || seen,
         };
         self.tracked.insert(instance.key(), tracked);
     }
@@ -102,6 +115,7 @@ impl Reference {
             .ok_or(HeartbeatError::NotTracked)?;
         let ttl = t.check.ttl.ok_or(HeartbeatError::NotTtl)?;
         t.deadline = Some(now + ttl.as_millis());
+        t.alive = true;
         Ok(succeed(key, t, now))
     }
 
@@ -123,6 +137,7 @@ impl Reference {
             .ok_or(HeartbeatError::NotTracked)?;
         let ttl = t.check.ttl.ok_or(HeartbeatError::NotTtl)?;
         t.deadline = Some(now + ttl.as_millis());
+        t.alive = true;
         t.ok_streak = 0;
         t.fail_streak = 0;
         Ok((t.status != status).then(|| transition(key, t, status, now)))
@@ -132,7 +147,10 @@ impl Reference {
     pub fn record(&mut self, key: &InstanceKey, result: CheckResult, now: u64) -> Option<Action> {
         let t = self.tracked.get_mut(key)?;
         match result {
-            CheckResult::Passing => succeed(key, t, now),
+            CheckResult::Passing => {
+                t.alive = true;
+                succeed(key, t, now)
+            }
             CheckResult::Critical => fail(key, t, now),
             CheckResult::Warning => {
                 t.ok_streak = 0;
@@ -176,33 +194,39 @@ impl Reference {
             if t.check.ttl.is_none() {
                 continue;
             }
-            ttl_instances += 1;
+            ttl_instances += usize::from(t.alive);
             if t.status != Status::Critical && t.deadline.is_some_and(|d| d <= now) {
-                overdue.push(key.clone());
+                overdue.push((key.clone(), t.alive));
             }
         }
-        let at_risk = overdue.len() + self.recent_expiries.len();
+        let overdue_alive = overdue.iter().filter(|(_, a)| *a).count();
+        let at_risk = overdue_alive + self.recent_expiries.len();
         let engaged = ttl_instances >= self.guard_config.min_instances
             && at_risk as f64 > self.guard_config.threshold * ttl_instances as f64;
         self.guard = GuardStatus {
             engaged,
-            overdue: overdue.len(),
+            overdue: overdue_alive,
             recently_expired: self.recent_expiries.len(),
             ttl_instances,
         };
-        if engaged {
-            return Vec::new();
-        }
 
         let mut actions = Vec::new();
-        for key in overdue {
+        for (key, alive) in overdue {
+            if engaged && alive {
+                continue;
+            }
             let t = self.tracked.get_mut(&key).expect("collected above");
             let ttl = t.check.ttl.expect("only ttl checks are overdue");
             t.deadline = Some(now + ttl.as_millis());
             if let Some(action) = fail(&key, t, now) {
-                self.recent_expiries.push_back(now);
+                if alive {
+                    self.recent_expiries.push_back(now);
+                }
                 actions.push(action);
             }
+        }
+        if engaged {
+            return actions;
         }
         for (key, t) in &mut self.tracked {
             let (Some(after), Some(since)) = (t.check.deregister_after, t.critical_since) else {
