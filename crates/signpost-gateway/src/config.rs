@@ -65,6 +65,9 @@ pub enum Problem {
     /// A negative or infinite retry budget ratio.
     #[error("retry_budget.ratio must be 0 or more")]
     BudgetRatio,
+    /// `[telemetry]` cannot be used.
+    #[error("{0}")]
+    Telemetry(signpost_telemetry::ConfigError),
     /// Retry budget tokens that never last.
     #[error("retry_budget.ttl must be above 0")]
     BudgetTtl,
@@ -231,6 +234,10 @@ pub struct GatewayConfig {
     pub outlier: OutlierSection,
     /// The retry budget each route gets (the SDK's `RetryBudget`).
     pub retry_budget: BudgetSection,
+    /// `[log]`: text or JSON lines, the access log included (`--log-format` overrides it).
+    pub log: signpost_telemetry::LogSection,
+    /// `[telemetry]`: OpenTelemetry trace export (off unless an OTLP endpoint is set).
+    pub telemetry: signpost_telemetry::TelemetrySection,
     /// The configured routes.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -463,6 +470,8 @@ impl Default for GatewayConfig {
             breaker: BreakerSection::default(),
             outlier: OutlierSection::default(),
             retry_budget: BudgetSection::default(),
+            log: signpost_telemetry::LogSection::default(),
+            telemetry: signpost_telemetry::TelemetrySection::default(),
             routes: Vec::new(),
         }
     }
@@ -618,6 +627,9 @@ impl GatewayConfig {
         }
         if !(self.retry_budget.ratio >= 0.0 && self.retry_budget.ratio.is_finite()) {
             problems.push(Problem::BudgetRatio);
+        }
+        if let Err(e) = self.telemetry.validate() {
+            problems.push(Problem::Telemetry(e));
         }
         if self.retry_budget.ttl.as_millis() == 0 {
             problems.push(Problem::BudgetTtl);

@@ -24,6 +24,7 @@
 //! - [`error`]: the one place failures become JSON responses.
 //! - `metrics`, `admin`: `/metrics` and `GET /` on the admin port.
 //! - `server`: accept loops and graceful shutdown.
+//! - `trace`: the W3C trace each proxied request continues or starts, and its server span.
 //!
 //! ```no_run
 //! use signpost_gateway::{Gateway, GatewayConfig};
@@ -60,6 +61,7 @@ mod pool;
 mod proxy;
 mod server;
 mod state;
+mod trace;
 
 use std::future::Future;
 use std::net::SocketAddr;

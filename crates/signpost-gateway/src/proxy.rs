@@ -37,6 +37,7 @@ use crate::metrics::AttemptFailure;
 use crate::pool::{ConnectError, H1Conn, HostPool};
 use crate::route::{self, HashOn, Protocol, RouteSpec};
 use crate::state::{RouteEntry, Shared};
+use crate::trace::RequestTrace;
 
 /// What a client connection's requests share.
 pub(crate) struct ConnState {
@@ -54,7 +55,7 @@ pub(crate) struct ConnState {
 /// Answers one request.
 pub(crate) async fn handle(
     conn: Arc<ConnState>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let shared = &*conn.shared;
@@ -63,7 +64,9 @@ pub(crate) async fn handle(
     let Some(entry) = snapshot.table.find(host, req.uri().path()) else {
         return Ok(no_route(shared, &conn.client, &req, started));
     };
-    Ok(forward(shared, entry, &conn, req, started).await)
+    let trace = RequestTrace::start(shared, entry, &mut req);
+    let response = forward(shared, entry, &conn, req, started, &trace);
+    Ok(trace.finish(trace.instrument(response).await))
 }
 
 fn no_route(
@@ -141,6 +144,7 @@ async fn forward(
     conn: &ConnState,
     mut req: Request<Incoming>,
     started: Instant,
+    trace: &RequestTrace,
 ) -> Response<ProxyBody> {
     let client = &conn.client;
     let route = &*entry.route;
@@ -192,6 +196,7 @@ async fn forward(
         let selected = match route.selector.select(&entry.instances, &ctx, &tried) {
             Ok(selected) => selected,
             Err(e) => {
+                trace.not_selected(&e);
                 let error = match e {
                     SelectError::NoInstances => ProxyError::NoInstances {
                         service: spec.service.clone(),
@@ -247,6 +252,7 @@ async fn forward(
         };
         selected.finish(outcome.for_selector());
         let retry = retry_after(&route.retry, idempotent, keep, attempt, outcome);
+        trace.attempt(attempt, pool.authority(), outcome, retry);
 
         let failure = match result {
             Ok(answer) => {
@@ -338,7 +344,7 @@ fn may_resend(
 
 /// How one attempt ended, as far as the selector and the retry decision are concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AttemptOutcome {
+pub(crate) enum AttemptOutcome {
     /// The upstream answered with this status.
     Answered(StatusCode),
     /// No answer came.

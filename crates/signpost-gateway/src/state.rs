@@ -209,6 +209,9 @@ pub(crate) struct Shared {
     pub(crate) trust_forwarded: bool,
     /// The proxy listener's TLS (`[tls]`), reloadable; `None`: plain HTTP.
     pub(crate) tls: Option<Arc<signpost_tls::ReloadingAcceptor>>,
+    /// Makes each routed request's server span; `None` while tracing is off (nothing is done
+    /// per request then).
+    pub(crate) tracer: Option<opentelemetry::global::BoxedTracer>,
 }
 
 /// The snapshot a worker thread saw last.
@@ -244,6 +247,8 @@ impl Shared {
             access_log: config.access_log,
             trust_forwarded: config.trust_forwarded_headers,
             tls,
+            tracer: signpost_telemetry::enabled()
+                .then(|| opentelemetry::global::tracer("signpost-gateway")),
         }
     }
 

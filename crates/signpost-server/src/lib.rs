@@ -20,6 +20,7 @@
 //!   request-head deadline, graceful drain).
 //! - [`http`]: the HTTP API (native registry API, watches and their listing cache, native KV,
 //!   agent info, metrics, Raft RPCs).
+//! - `telemetry`: the API's server spans and the `raft.commit` span of each traced write.
 #![forbid(unsafe_code)]
 
 pub mod agent;
@@ -33,6 +34,7 @@ pub mod listener;
 pub mod raft;
 pub mod service;
 pub mod store;
+mod telemetry;
 
 pub use agent::Agent;
 pub use config::AgentConfig;

@@ -60,14 +60,14 @@ impl Default for TelemetrySection {
 }
 
 /// A setting that cannot be used.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// Not `text` or `json`.
     #[error("log format must be \"text\" or \"json\", not {0:?}")]
     LogFormat(String),
-    /// Outside 0.0..=1.0 (or not a number).
+    /// Outside 0.0..=1.0 (or not a number); the value as given, printed.
     #[error("telemetry.sampling_ratio must be between 0.0 and 1.0, not {0}")]
-    SamplingRatio(f64),
+    SamplingRatio(String),
     /// Not an `http://` or `https://` URL (from the file or the environment, as `setting` says).
     #[error("{setting} must be an http:// or https:// URL, not {value:?}")]
     Endpoint {
@@ -100,7 +100,7 @@ impl TelemetrySection {
     /// Checks the file's values (the environment's are checked by [`Self::resolve`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(0.0..=1.0).contains(&self.sampling_ratio) {
-            return Err(ConfigError::SamplingRatio(self.sampling_ratio));
+            return Err(ConfigError::SamplingRatio(self.sampling_ratio.to_string()));
         }
         if let Some(endpoint) = &self.otlp_endpoint {
             check_url("telemetry.otlp_endpoint", endpoint)?;
@@ -206,7 +206,7 @@ mod tests {
             sampling_ratio: 1.5,
             ..TelemetrySection::default()
         };
-        assert_eq!(ratio.validate(), Err(ConfigError::SamplingRatio(1.5)));
+        assert_eq!(ratio.validate(), Err(ConfigError::SamplingRatio("1.5".into())));
         let url = TelemetrySection {
             otlp_endpoint: Some("collector:4318".into()),
             ..TelemetrySection::default()
