@@ -25,6 +25,7 @@
 //! - [`retry`]: retry policy (over [`backoff::Backoff`]) and a retry budget.
 //! - [`client`]: [`client::ServiceClient`], typed JSON calls over all of the above.
 //! - [`tower_discover`]: a `tower::discover::Discover` adapter over discovery's change stream.
+//! - `otel`: OpenTelemetry spans for calls, registry calls and watches, and context propagation.
 #![forbid(unsafe_code)]
 
 pub mod endpoints;
@@ -41,6 +42,8 @@ pub mod client;
 pub mod retry;
 pub mod selector;
 pub mod tower_discover;
+
+mod otel;
 
 pub use endpoints::Endpoints;
 pub use instance::{Instance, Update};
