@@ -528,7 +528,9 @@ impl ServiceClient {
             };
             let instance = selected.instance();
             let result = self.attempt(&call, instance);
-            let result = crate::otel::attempt(service, &call.method, &call.path, instance, attempt, result).await;
+            let result =
+                crate::otel::attempt(service, &call.method, &call.path, instance, attempt, result)
+                    .await;
             let outcome = match &result {
                 Ok(_) => Outcome::Success,
                 // A 4xx is the caller's problem, not the instance's.

@@ -166,7 +166,9 @@ impl WatchSpan {
 impl Drop for WatchSpan {
     fn drop(&mut self) {
         if let Some(span) = &mut self.0 {
-            span.set_status(Status::error("the watch ended before the registry answered"));
+            span.set_status(Status::error(
+                "the watch ended before the registry answered",
+            ));
             span.end();
         }
     }

@@ -316,7 +316,8 @@ impl RegistrationHandle {
             running.stop().await;
         }
         let result = self.registry.deregister(self.service(), self.id());
-        let result = crate::otel::registry_call("registry.deregister", self.service(), result).await;
+        let result =
+            crate::otel::registry_call("registry.deregister", self.service(), result).await;
         match &result {
             Ok(()) => tracing::info!(service = %self.service(), id = %self.id(), "deregistered"),
             Err(e) => {

@@ -186,7 +186,10 @@ mod tests {
             sampling_ratio: 0.25,
             service_name: Some("gw".into()),
         };
-        let resolved = file.resolve(&env(&vars), "signpost-gateway").unwrap().unwrap();
+        let resolved = file
+            .resolve(&env(&vars), "signpost-gateway")
+            .unwrap()
+            .unwrap();
         assert_eq!(resolved.endpoint, "http://local:4318");
         assert_eq!(resolved.service_name, "gw");
         assert_eq!(resolved.sampling_ratio, 0.25);
@@ -195,7 +198,11 @@ mod tests {
             ..TelemetrySection::default()
         };
         assert_eq!(
-            defaulted.resolve(&env(&[]), "signpost-gateway").unwrap().unwrap().service_name,
+            defaulted
+                .resolve(&env(&[]), "signpost-gateway")
+                .unwrap()
+                .unwrap()
+                .service_name,
             "signpost-gateway"
         );
     }
@@ -206,12 +213,19 @@ mod tests {
             sampling_ratio: 1.5,
             ..TelemetrySection::default()
         };
-        assert_eq!(ratio.validate(), Err(ConfigError::SamplingRatio("1.5".into())));
+        assert_eq!(
+            ratio.validate(),
+            Err(ConfigError::SamplingRatio("1.5".into()))
+        );
         let url = TelemetrySection {
             otlp_endpoint: Some("collector:4318".into()),
             ..TelemetrySection::default()
         };
-        assert!(url.validate().unwrap_err().to_string().contains("telemetry.otlp_endpoint"));
+        assert!(url
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("telemetry.otlp_endpoint"));
         let bad_env = TelemetrySection::default()
             .resolve(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "nope")]), "x")
             .unwrap_err();

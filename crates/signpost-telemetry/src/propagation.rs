@@ -66,7 +66,10 @@ mod tests {
         let span = cx.span();
         let sc = span.span_context();
         assert!(sc.is_valid() && sc.is_remote() && sc.is_sampled());
-        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         let mut out = HeaderMap::new();
         inject(&cx, &mut out);
         assert_eq!(out["traceparent"], headers["traceparent"]);

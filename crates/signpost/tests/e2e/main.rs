@@ -14,4 +14,5 @@ mod gateway;
 mod health;
 mod lifecycle;
 mod tls;
+mod tracing;
 mod ui;
