@@ -306,6 +306,7 @@ async fn one_request_is_one_trace_across_gateway_and_services_and_its_logs_carry
         .iter()
         .find(|l| l["target"] == "signpost_gateway::access" && l["trace_id"] == trace_id)
         .unwrap_or_else(|| panic!("no access log line with the trace id:\n{}", logs()));
+    println!("{access}");
     assert_eq!(access["span_id"], gateway_span.span_id.as_str());
     assert_eq!(access["fields"]["status"], 200);
     assert_eq!(access["fields"]["route"], "/front");
