@@ -119,18 +119,28 @@ async fn one_request_is_one_trace_across_gateway_and_services_and_its_logs_carry
         vec![instance("users", users)],
     ))
     .build();
+    let hello = get(|State(users): State<ServiceClient>| async move {
+        let user: Value = users.get("/users/1").await.expect("users answers");
+        Json(json!({"hello": user["name"]}))
+    });
     let front = serve(
         Router::new()
-            .route(
-                "/front/hello",
-                get(|State(users): State<ServiceClient>| async move {
-                    let user: Value = users.get("/users/1").await.expect("users answers");
-                    Json(json!({"hello": user["name"]}))
-                }),
-            )
+            .route("/front/hello", hello.clone())
+            .route("/flaky/hello", hello)
             .with_state(users_client),
     )
     .await;
+    // flaky: front, and an instance nobody listens on (its attempts fail to connect and are
+    // retried on front).
+    for (id, port) in [("flaky-live", front.port()), ("flaky-dead", free_port())] {
+        let (status, _) = agent
+            .register(
+                "flaky",
+                &json!({"id": id, "address": "127.0.0.1", "port": port}),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
     let (status, _) = agent
         .register(
             "front",
@@ -144,7 +154,7 @@ async fn one_request_is_one_trace_across_gateway_and_services_and_its_logs_carry
     std::fs::write(
         &gateway_config,
         format!(
-            "listen = \"127.0.0.1:{listen}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nworkers = 1\n{}[registry]\naddrs = [\"{}\"]\n[[route]]\nprefix = \"/front\"\nservice = \"front\"\n",
+            "listen = \"127.0.0.1:{listen}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nworkers = 1\n{}[registry]\naddrs = [\"{}\"]\n[[route]]\nprefix = \"/front\"\nservice = \"front\"\n[[route]]\nprefix = \"/flaky\"\nservice = \"flaky\"\n",
             telemetry("gateway"),
             agent.base_url()
         ),
@@ -191,6 +201,34 @@ async fn one_request_is_one_trace_across_gateway_and_services_and_its_logs_carry
         .unwrap();
     assert_eq!(resp.status(), 200, "gateway log:\n{}", logs());
     assert_eq!(resp.json::<Value>().await.unwrap(), json!({"hello": "ada"}));
+
+    let flaky = format!("http://127.0.0.1:{listen}/flaky/hello");
+    poll_until(
+        Duration::from_secs(30),
+        "the gateway routes to flaky",
+        || {
+            let (http, flaky) = (http.clone(), flaky.clone());
+            async move {
+                let resp = http.get(&flaky).send().await.ok()?;
+                (resp.status() == 200).then_some(())
+            }
+        },
+    )
+    .await;
+    // Through flaky, round robin sends one of two requests to the dead instance first.
+    let flaky_traces = [
+        "33333333333333333333333333333333",
+        "44444444444444444444444444444444",
+    ];
+    for trace in flaky_traces {
+        let resp = http
+            .get(&flaky)
+            .header("traceparent", format!("00-{trace}-{caller_span}-01"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "gateway log:\n{}", logs());
+    }
 
     // A request without a traceparent gets a trace of its own.
     let untraced = http.get(&url).send().await.unwrap();
@@ -276,6 +314,19 @@ async fn one_request_is_one_trace_across_gateway_and_services_and_its_logs_carry
         .spans()
         .iter()
         .any(|s| s.service == "gateway" && s.trace_id != trace_id && s.parent_span_id.is_empty()));
+
+    // The retried request: two attempts, the failed one and its retry decision as an event.
+    let retried = receiver
+        .wait_for("the retried request's gateway span", SPANS, |s| {
+            flaky_traces.contains(&s.trace_id.as_str())
+                && s.service == "gateway"
+                && s.attr("signpost.attempts") == Some("2")
+        })
+        .await;
+    assert_eq!(retried.events, ["retry"], "{retried:?}");
+    assert_eq!(retried.attr("signpost.upstream"), Some(&*front.to_string()));
+    assert_eq!(retried.attr("http.response.status_code"), Some("200"));
+    println!("{}", receiver.tree(&retried.trace_id));
 
     // The agent: server spans (native, Consul) with their raft.commit children.
     for (trace, route) in [
