@@ -25,6 +25,10 @@
 #   WARMUP [2s]        unmeasured wrk run before each measured one
 #   SKIP_BUILD [0]     1 = use the binaries already in the target dir
 #   KEEP_TMP [0]       1 = keep the temporary directory (configs, logs, raw wrk output)
+#   TRACING [0]        1 = also measure a second gateway with tracing on but nothing sampled
+#                      ([telemetry] otlp_endpoint set, sampling_ratio = 0: every request still
+#                      gets a span context and a traceparent upstream); the table then has a
+#                      "gateway, traced" row and its req/s ratio to the plain gateway
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -36,6 +40,7 @@ ROUNDS=${ROUNDS:-1}
 WARMUP=${WARMUP:-2s}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
+TRACING=${TRACING:-0}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -109,6 +114,10 @@ AGENT_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 GATEWAY_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
+TRACED_PORT=$(free_port)
+TRACED_ADMIN_PORT=$(free_port)
+# Nothing listens there: with sampling_ratio 0 no span is ever exported.
+OTLP_PORT=$(free_port)
 
 log "starting two backends, a dev agent, nginx and the gateway"
 "${SERVERS[@]}" "$BIN/gateway-bench-backend" "127.0.0.1:$BACKEND_A" a 1 >"$TMP/backend-a.log" 2>&1 &
@@ -137,6 +146,14 @@ fill() {
 }
 fill bench/gateway/nginx.conf.in >"$TMP/nginx.conf"
 fill bench/gateway/gateway.toml.in >"$TMP/gateway.toml"
+if [[ $TRACING == 1 ]]; then
+    # The same gateway on other ports, with tracing on and nothing sampled.
+    sed -e "s|127.0.0.1:$GATEWAY_PORT|127.0.0.1:$TRACED_PORT|" \
+        -e "s|127.0.0.1:$ADMIN_PORT|127.0.0.1:$TRACED_ADMIN_PORT|" "$TMP/gateway.toml" \
+        >"$TMP/gateway-traced.toml"
+    printf '\n[telemetry]\notlp_endpoint = "http://127.0.0.1:%s"\nsampling_ratio = 0.0\n' \
+        "$OTLP_PORT" >>"$TMP/gateway-traced.toml"
+fi
 mkdir -p "$TMP/nginx-body" "$TMP/nginx-proxy" "$TMP/nginx-fastcgi" "$TMP/nginx-uwsgi" "$TMP/nginx-scgi"
 
 "${SERVERS[@]}" "$NGINX" -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf" -g 'daemon off;' \
@@ -147,6 +164,13 @@ RUST_LOG=warn "${SERVERS[@]}" "$BIN/signpost" gateway --config "$TMP/gateway.tom
 PIDS+=($!)
 GATEWAY_PID=$!
 NGINX_PID=${PIDS[-2]}
+if [[ $TRACING == 1 ]]; then
+    RUST_LOG=warn "${SERVERS[@]}" "$BIN/signpost" gateway --config "$TMP/gateway-traced.toml" \
+        >"$TMP/gateway-traced.log" 2>&1 &
+    PIDS+=($!)
+    TRACED_PID=$!
+    wait_http "http://127.0.0.1:$TRACED_PORT/" "the traced gateway"
+fi
 wait_http "http://127.0.0.1:$NGINX_PORT/" "nginx"
 wait_http "http://127.0.0.1:$GATEWAY_PORT/" "the gateway"
 
@@ -196,6 +220,10 @@ for round in $(seq "$ROUNDS"); do
     REPORT+=("nginx#$round=$TMP/wrk-nginx-$round.txt")
     run_wrk "signpost-$round" "$GATEWAY_PORT" "$GATEWAY_PID"
     REPORT+=("signpost#$round=$TMP/wrk-signpost-$round.txt")
+    if [[ $TRACING == 1 ]]; then
+        run_wrk "traced-$round" "$TRACED_PORT" "$TRACED_PID"
+        REPORT+=("traced#$round=$TMP/wrk-traced-$round.txt")
+    fi
 done
 echo "load after:  $(uptime)"
 

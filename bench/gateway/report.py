@@ -4,7 +4,7 @@
 Each file may end with a `cpu_ticks TICKS CLK_TCK` line (CPU the server under test used during
 the run); the table then shows CPU microseconds per request.
 
-Usage: report.py LABEL=FILE ... ; labels are 'direct', 'nginx' and 'signpost' with an
+Usage: report.py LABEL=FILE ... ; labels are 'direct', 'nginx', 'signpost' and 'traced' with an
 optional '#round' suffix. With several rounds, each column of the table is that figure's median
 over the target's rounds (req/s, p50, p99 and CPU each on their own: one round's p99 swings by
 10-20 % on a shared machine, so it is not taken from the round with the median req/s), and every
@@ -55,11 +55,16 @@ def median_run(rs):
     return {key: med(key) for key in ("rps", "p50", "p99", "cpu_us")}
 
 
-names = {"direct": "backend direct", "nginx": "nginx proxy", "signpost": "signpost gateway"}
+names = {
+    "direct": "backend direct",
+    "nginx": "nginx proxy",
+    "signpost": "signpost gateway",
+    "traced": "gateway, traced",
+}
 rows = {t: median_run(rs) for t, rs in runs.items()}
 nginx = rows.get("nginx")
 print(f"{'target':<18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11} {'req/s vs nginx':>15} {'p99 vs nginx':>13}")
-for t in ("direct", "nginx", "signpost"):
+for t in ("direct", "nginx", "signpost", "traced"):
     if t not in rows:
         continue
     r = rows[t]
@@ -68,9 +73,13 @@ for t in ("direct", "nginx", "signpost"):
     print(f"{names[t]:<18} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['cpu_us']:>11.1f} {vs:>15} {p99:>13}")
 if len(runs.get("signpost", [])) > 1 or len(runs.get("nginx", [])) > 1:
     print("\nevery round (req/s, p50 ms, p99 ms, CPU us/req):")
-    for t in ("direct", "nginx", "signpost"):
+    for t in ("direct", "nginx", "signpost", "traced"):
         for i, r in enumerate(runs.get(t, []), 1):
             print(f"  {names[t]:<18} round {i}: {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['cpu_us']:>8.1f}")
+if "traced" in rows and "signpost" in rows:
+    cost = 1 - rows["traced"]["rps"] / rows["signpost"]["rps"]
+    print(f"\ntracing on, not sampled: {rows['traced']['rps'] / rows['signpost']['rps']:.3f}x the "
+          f"plain gateway's req/s ({cost * 100:+.1f} % cost)")
 for t, rs in runs.items():
     for r in rs:
         if r["non2xx"] or r["socket"]:

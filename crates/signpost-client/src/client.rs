@@ -562,7 +562,10 @@ impl ServiceClient {
             };
             let instance = selected.instance();
             crate::metrics::attempt(service);
-            let result = self.attempt(&call, instance).await;
+            let result = self.attempt(&call, instance);
+            let result =
+                crate::otel::attempt(service, &call.method, &call.path, instance, attempt, result)
+                    .await;
             let outcome = match &result {
                 Ok(_) => Outcome::Success,
                 // A 4xx is the caller's problem, not the instance's.
@@ -619,6 +622,7 @@ impl ServiceClient {
             .http
             .request(call.method.clone(), url)
             .headers(call.headers.clone());
+        request = crate::otel::inject(request);
         if let Some(body) = &call.body {
             request = request
                 .header(http::header::CONTENT_TYPE, "application/json")

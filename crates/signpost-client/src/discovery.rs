@@ -702,6 +702,7 @@ impl Follower {
         let mut attempt: u32 = 0;
         loop {
             let mut stream = self.registry.watch(&self.service);
+            let mut watch_span = crate::otel::WatchSpan::start(&self.service);
             let error = loop {
                 let hold = self.guard.deadline();
                 tokio::select! {
@@ -710,6 +711,7 @@ impl Follower {
                     item = stream.next() => match item {
                         Some(Ok(update)) => {
                             if matches!(update, Update::Reset { .. }) {
+                                watch_span.connected();
                                 attempt = 0;
                                 if !self.status_tx.borrow().connected {
                                     tracing::info!(service = %self.service, "watch connected");

@@ -29,6 +29,7 @@
 //! - [`metrics`]: the SDK's metrics through the `metrics` facade (discovery updates and cache
 //!   age, calls by outcome, attempts, latency, breaker transitions).
 //! - [`tower_discover`]: a `tower::discover::Discover` adapter over discovery's change stream.
+//! - `otel`: OpenTelemetry spans for calls, registry calls and watches, and context propagation.
 #![forbid(unsafe_code)]
 
 pub mod endpoints;
@@ -47,6 +48,8 @@ pub mod metrics;
 pub mod retry;
 pub mod selector;
 pub mod tower_discover;
+
+mod otel;
 
 pub use endpoints::Endpoints;
 pub use instance::{Instance, Update};

@@ -305,7 +305,8 @@ impl RegistrationBuilder {
             ));
         }
         let drain = self.drain;
-        registry.register(&spec).await?;
+        let registered = registry.register(&spec);
+        crate::otel::registry_call("registry.register", &spec.instance.service, registered).await?;
         if let Some(check) = &spec.check {
             tracing::info!(
                 service = %spec.instance.service,
@@ -471,7 +472,9 @@ impl RegistrationHandle {
         if let Some(running) = self.running.take() {
             running.stop().await;
         }
-        let result = self.registry.deregister(self.service(), self.id()).await;
+        let result = self.registry.deregister(self.service(), self.id());
+        let result =
+            crate::otel::registry_call("registry.deregister", self.service(), result).await;
         match &result {
             Ok(()) => tracing::info!(service = %self.service(), id = %self.id(), "deregistered"),
             Err(e) => {
@@ -557,7 +560,8 @@ async fn heartbeat_loop(
             _ = tokio::time::sleep(delay) => {}
         }
         let beat = async {
-            match registry.heartbeat(service, id).await {
+            let beat = registry.heartbeat(service, id);
+            match crate::otel::registry_call("registry.heartbeat", service, beat).await {
                 Err(why @ RegistryError::NotFound { .. }) => {
                     tracing::info!(%service, %id, "registry does not know the instance ({why}); registering again");
                     let mut current = (*spec).clone();

@@ -67,6 +67,9 @@ pub enum Problem {
     /// A negative or infinite retry budget ratio.
     #[error("retry_budget.ratio must be 0 or more")]
     BudgetRatio,
+    /// `[telemetry]` cannot be used.
+    #[error("{0}")]
+    Telemetry(signpost_telemetry::ConfigError),
     /// Retry budget tokens that never last.
     #[error("retry_budget.ttl must be above 0")]
     BudgetTtl,
@@ -252,6 +255,10 @@ pub struct GatewayConfig {
     pub limits: LimitsSection,
     /// Routes by service name (off unless `prefix` is set).
     pub auto_routes: AutoRoutesSection,
+    /// `[log]`: text or JSON lines, the access log included (`--log-format` overrides it).
+    pub log: signpost_telemetry::LogSection,
+    /// `[telemetry]`: OpenTelemetry trace export (off unless an OTLP endpoint is set).
+    pub telemetry: signpost_telemetry::TelemetrySection,
     /// The configured routes.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -552,6 +559,8 @@ impl Default for GatewayConfig {
             retry_budget: BudgetSection::default(),
             limits: LimitsSection::default(),
             auto_routes: AutoRoutesSection::default(),
+            log: signpost_telemetry::LogSection::default(),
+            telemetry: signpost_telemetry::TelemetrySection::default(),
             routes: Vec::new(),
         }
     }
@@ -725,6 +734,9 @@ impl GatewayConfig {
         }
         if !(self.retry_budget.ratio >= 0.0 && self.retry_budget.ratio.is_finite()) {
             problems.push(Problem::BudgetRatio);
+        }
+        if let Err(e) = self.telemetry.validate() {
+            problems.push(Problem::Telemetry(e));
         }
         if self.retry_budget.ttl.as_millis() == 0 {
             problems.push(Problem::BudgetTtl);

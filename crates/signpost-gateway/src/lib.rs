@@ -27,6 +27,7 @@
 //! - `server`: accept loops, client connection timeouts (`[limits]`) and graceful shutdown.
 //! - `upgrade`: upgraded (WebSocket) connections: spliced, capped, idle-closed, closed at
 //!   shutdown.
+//! - `trace`: the W3C trace each proxied request continues or starts, and its server span.
 //!
 //! ```no_run
 //! use signpost_gateway::{Gateway, GatewayConfig};
@@ -65,6 +66,7 @@ mod pool;
 mod proxy;
 mod server;
 mod state;
+mod trace;
 mod upgrade;
 
 use std::future::Future;

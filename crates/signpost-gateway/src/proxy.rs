@@ -36,6 +36,7 @@ use crate::metrics::AttemptFailure;
 use crate::pool::{ConnectError, H1Conn, HostPool};
 use crate::route::{self, HashOn, Protocol, RouteSpec};
 use crate::state::{RouteEntry, Shared};
+use crate::trace::RequestTrace;
 
 /// What a client connection's requests share.
 pub(crate) struct ConnState {
@@ -82,7 +83,9 @@ pub(crate) async fn handle(
         let error = ProxyError::UpgradeLimit { limit };
         return Ok(refuse(shared, &conn.client, &req, error, started));
     }
-    Ok(forward(shared, entry, &conn, req, started).await)
+    let trace = RequestTrace::start(shared, entry, &mut req);
+    let response = forward(shared, entry, &conn, req, started, &trace);
+    Ok(trace.finish(trace.instrument(response).await))
 }
 
 /// A request answered before it reached a route (404 no route, 400 bad path, 503 over a
@@ -163,6 +166,7 @@ async fn forward(
     conn: &ConnState,
     mut req: Request<Incoming>,
     started: Instant,
+    trace: &RequestTrace,
 ) -> Response<ProxyBody> {
     let client = &conn.client;
     let route = &*entry.route;
@@ -215,6 +219,7 @@ async fn forward(
         let selected = match route.selector.select(&entry.instances, &ctx, &tried) {
             Ok(selected) => selected,
             Err(e) => {
+                trace.not_selected(&e);
                 let error = match e {
                     SelectError::NoInstances => ProxyError::NoInstances {
                         service: spec.service.clone(),
@@ -270,6 +275,7 @@ async fn forward(
         };
         selected.finish(outcome.for_selector());
         let retry = retry_after(&route.retry, idempotent, keep, attempt, outcome);
+        trace.attempt(attempt, pool.authority(), outcome, retry);
 
         let failure = match result {
             Ok(answer) => {
@@ -368,7 +374,7 @@ fn may_resend(
 
 /// How one attempt ended, as far as the selector and the retry decision are concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AttemptOutcome {
+pub(crate) enum AttemptOutcome {
     /// The upstream answered with this status.
     Answered(StatusCode),
     /// No answer came.

@@ -354,13 +354,19 @@ impl Agent {
     /// flushes its log one entry at a time, so grouping here is what lets throughput grow with
     /// the number of writers.
     pub async fn propose(&self, command: Command) -> Result<Response, ProposeError> {
+        let mut commit = crate::telemetry::CommitSpan::start();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.proposals
             .send((command, tx))
             .await
             .map_err(|_| ProposeError::Fatal("the agent is shutting down".into()))?;
-        rx.await
-            .map_err(|_| ProposeError::Fatal("the agent is shutting down".into()))?
+        let result = rx
+            .await
+            .map_err(|_| ProposeError::Fatal("the agent is shutting down".into()))?;
+        if let Err(e) = &result {
+            commit.failed(e);
+        }
+        result
     }
 
     /// Resolves when shutdown begins.

@@ -53,6 +53,10 @@ pub struct AgentConfig {
     pub acl: AclSettings,
     /// The audit log of writes (off by default).
     pub audit: AuditSettings,
+    /// `[log]`: text or JSON lines (`--log-format` overrides it).
+    pub log: signpost_telemetry::LogSection,
+    /// `[telemetry]`: OpenTelemetry trace export (off unless an OTLP endpoint is set).
+    pub telemetry: signpost_telemetry::TelemetrySection,
     /// What the agent does when its storage or Raft stops (`[storage]`).
     pub storage: StorageSettings,
 }
@@ -389,6 +393,8 @@ impl Default for AgentConfig {
             acl: AclSettings::default(),
             audit: AuditSettings::default(),
             storage: StorageSettings::default(),
+            log: signpost_telemetry::LogSection::default(),
+            telemetry: signpost_telemetry::TelemetrySection::default(),
         }
     }
 }
@@ -448,6 +454,9 @@ impl AgentConfig {
     /// Checks the settings hang together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.telemetry
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         match (self.dev, &self.data_dir) {
             (true, Some(dir)) => {
                 return invalid(format!(

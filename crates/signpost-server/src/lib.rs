@@ -22,6 +22,7 @@
 //!   agent info, metrics, Raft RPCs).
 //! - [`vitals`]: whether the agent can serve (`/health`), and failing loudly when Raft or
 //!   storage stops (503s, an empty leader, exit after a grace period).
+//! - `telemetry`: the API's server spans and the `raft.commit` span of each traced write.
 #![forbid(unsafe_code)]
 
 pub mod agent;
@@ -36,6 +37,7 @@ pub mod listener;
 pub mod raft;
 pub mod service;
 pub mod store;
+mod telemetry;
 pub mod vitals;
 
 pub use agent::Agent;

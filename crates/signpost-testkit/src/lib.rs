@@ -4,6 +4,8 @@
 //!
 //! Each crate's `tests/` keeps only what is its own (the SDK's registry clients, the gateway's
 //! backends, the server's SSE reader) and builds on this.
+//!
+//! [`otlp`]: an OTLP/HTTP trace receiver, for the tracing tests.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +19,8 @@ use signpost_server::{Agent, AgentConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+pub mod otlp;
 
 /// Where an agent keeps its state.
 #[derive(Debug, Clone)]

@@ -30,6 +30,10 @@ pub struct GatewayArgs {
     /// [default: the file's `workers`].
     #[arg(long)]
     workers: Option<usize>,
+    /// Log lines (the access log included) as `text` or `json` [default: the file's
+    /// `[log] format`].
+    #[arg(long, value_name = "text|json")]
+    log_format: Option<signpost_telemetry::LogFormat>,
 }
 
 impl GatewayArgs {
@@ -44,6 +48,9 @@ impl GatewayArgs {
         if let Some(workers) = self.workers {
             config.workers = workers;
         }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -51,13 +58,26 @@ impl GatewayArgs {
 
 /// Runs the gateway until SIGINT or SIGTERM.
 pub fn main(args: &GatewayArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let config = match args.config() {
         Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let telemetry = config
+        .telemetry
+        .resolve(&crate::env_var, "signpost-gateway")
+        .map_err(anyhow::Error::from)
+        .and_then(|tracing| {
+            Ok(signpost_telemetry::init(&signpost_telemetry::Options {
+                format: config.log.format,
+                default_filter: "info".into(),
+                tracing,
+            })?)
+        });
+    let telemetry = match telemetry {
+        Ok(telemetry) => telemetry,
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::FAILURE;
@@ -73,7 +93,10 @@ pub fn main(args: &GatewayArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(run(config));
+    drop(runtime);
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

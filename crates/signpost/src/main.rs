@@ -76,6 +76,9 @@ struct AgentArgs {
     /// HTTP address of a cluster member to join when starting fresh (repeatable).
     #[arg(long, value_name = "HTTP_ADDR")]
     join: Vec<String>,
+    /// Log lines as `text` or `json` (one object a line) [default: the file's `[log] format`].
+    #[arg(long, value_name = "text|json")]
+    log_format: Option<signpost_telemetry::LogFormat>,
 }
 
 impl AgentArgs {
@@ -113,6 +116,9 @@ impl AgentArgs {
         }
         if !self.join.is_empty() {
             config.join = self.join.clone();
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
         }
         config.validate()?;
         Ok(config)
@@ -179,13 +185,23 @@ async fn bind_dns(
 }
 
 async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
-        .init();
     let config = args.config()?;
+    let telemetry = signpost_telemetry::init(&signpost_telemetry::Options {
+        format: config.log.format,
+        default_filter: "info,openraft=warn".into(),
+        tracing: config.telemetry.resolve(&env_var, "signpost-agent")?,
+    })?;
+    let result = serve_agent(config).await;
+    telemetry.shutdown();
+    result
+}
+
+/// Reads an environment variable (the OpenTelemetry ones fill in `[telemetry]`).
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+async fn serve_agent(config: AgentConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;

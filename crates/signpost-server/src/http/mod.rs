@@ -126,6 +126,7 @@ pub fn router(agent: AppState) -> Router {
             crate::vitals::gate,
         ))
         .layer(axum::middleware::from_fn_with_state(agent.clone(), observe))
+        .layer(axum::middleware::from_fn(crate::telemetry::server_span))
         .layer(axum::Extension(Arc::new(audit_log(&agent))))
         .layer(axum::Extension(Arc::new(cache::ListingCache::default())))
         .layer(axum::Extension(Arc::new(cache::FrameCache::default())))

@@ -246,6 +246,11 @@ impl Agent {
         }
     }
 
+    /// What the current process wrote to stdout so far (its log lines).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
     /// What the current process wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()

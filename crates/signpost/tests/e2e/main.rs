@@ -16,4 +16,5 @@ mod health;
 mod lifecycle;
 mod maintenance;
 mod tls;
+mod tracing;
 mod ui;
