@@ -47,7 +47,7 @@ use tokio::task::JoinHandle;
 use crate::backoff::{Backoff, Reconnect};
 use crate::registry::agents::{encode, Agents, ClientSettings, Tried};
 use crate::registry::error::error_body;
-use crate::registry::{AnswerError, Cause, ClientTls, ConfigError, RegistryError};
+use crate::registry::{AnswerError, Cause, ClientTls, RegistryError};
 
 /// Which KV API the agents speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,9 +299,7 @@ impl Config {
             tls: &options.tls,
             connect_timeout: options.connect_timeout,
         }
-        .builder()?
-        .build()
-        .map_err(|e| RegistryError::Config(ConfigError::HttpClient(e)))?;
+        .client()?;
         Ok(Config {
             inner: Arc::new(Inner {
                 api,

@@ -151,6 +151,14 @@ impl ClientSettings<'_> {
             .default_headers(headers)
             .connect_timeout(self.connect_timeout))
     }
+
+    /// [`ClientSettings::builder`] built as it is: the client of a registry or config reader
+    /// whose requests carry their own timeouts.
+    pub(crate) fn client(&self) -> Result<reqwest::Client, RegistryError> {
+        self.builder()?
+            .build()
+            .map_err(|e| RegistryError::Config(ConfigError::HttpClient(e)))
+    }
 }
 
 /// `host:port` → `http://host:port`; no trailing slash.

@@ -65,7 +65,7 @@ use super::agents::{encode, Agents, ClientSettings, Tried};
 use super::error::error_body;
 use super::ClientTls;
 use super::{AgentCheck, CheckTarget, RegistrationSpec, Registry, RegistryError, ServiceSet};
-use super::{AnswerError, Cause, ConfigError};
+use super::{AnswerError, Cause};
 use crate::instance::{Instance, Update};
 use signpost_api::ErrorBody;
 
@@ -231,9 +231,7 @@ impl ConsulRegistry {
             tls: &options.tls,
             connect_timeout: options.connect_timeout,
         }
-        .builder()?
-        .build()
-        .map_err(|e| RegistryError::Config(ConfigError::HttpClient(e)))?;
+        .client()?;
         Ok(ConsulRegistry {
             inner: Arc::new(Inner {
                 agents,

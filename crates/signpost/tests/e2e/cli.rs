@@ -29,9 +29,8 @@ pub(crate) fn parse(run: &Run) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.stdout))
 }
 
-#[tokio::test]
-async fn cli_talks_to_a_running_agent() {
-    let dir = tempfile::tempdir().unwrap();
+/// A dev agent holding two passing `web` instances, `w1` and `w2`.
+pub(crate) async fn agent_with_web(dir: &tempfile::TempDir) -> Agent {
     let agent = Agent::start(dir.path(), ["--dev"]).await;
     for (id, port) in [("w1", 7001), ("w2", 7002)] {
         let (status, body) = agent
@@ -42,6 +41,13 @@ async fn cli_talks_to_a_running_agent() {
             .await;
         assert_eq!(status, 201, "{body}");
     }
+    agent
+}
+
+#[tokio::test]
+async fn cli_talks_to_a_running_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent_with_web(&dir).await;
 
     // register through the CLI, seen through the API
     let run = cli(

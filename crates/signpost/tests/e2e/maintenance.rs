@@ -21,16 +21,7 @@ async fn discovered(agent: &Agent) -> Vec<String> {
 #[tokio::test]
 async fn cli_maintenance_takes_an_instance_out_of_discovery_and_back() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(dir.path(), ["--dev"]).await;
-    for (id, port) in [("w1", 7001), ("w2", 7002)] {
-        let (status, body) = agent
-            .register(
-                "web",
-                &json!({"id": id, "address": "10.2.0.1", "port": port}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
+    let agent = crate::cli::agent_with_web(&dir).await;
 
     let run = cli(
         &agent,
