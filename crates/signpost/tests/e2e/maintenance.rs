@@ -2,8 +2,6 @@
 //! while staying registered, and comes back (Consul health and DNS are covered by the agent's
 //! own suite, `crates/signpost-server/tests/it/lifecycle.rs`).
 
-use serde_json::json;
-
 use crate::cli::{cli, parse};
 use crate::harness::{run_signpost, Agent};
 
