@@ -95,8 +95,8 @@ struct CompareArgs {
     /// Runs of every scenario (default: 3, or 1 with --quick).
     #[arg(long)]
     runs: Option<usize>,
-    /// Only these scenarios (comma-separated: register, discover, heartbeat, watch, memory,
-    /// restart).
+    /// Only these scenarios (comma-separated: register, discover, consul, heartbeat, watch,
+    /// memory, restart).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Signpost heartbeats: renewals due within this long go out together in one
@@ -109,6 +109,13 @@ struct CompareArgs {
     /// The etcd 3.4 binary.
     #[arg(long, default_value = "etcd")]
     etcd_bin: std::path::PathBuf,
+    /// An older signpost binary: every Signpost scenario runs on it too, alternating with the
+    /// new one, and the report prints new/old ratios (also: BASELINE_BIN).
+    #[arg(long, env = "BASELINE_BIN")]
+    baseline_bin: Option<std::path::PathBuf>,
+    /// Skip etcd (when only the new/old ratios against --baseline-bin are wanted).
+    #[arg(long)]
+    no_etcd: bool,
     /// Where to write the report (the chart goes beside it as .svg, every sample as .json).
     #[arg(long, default_value = "bench/report.md")]
     report: std::path::PathBuf,
@@ -335,6 +342,14 @@ async fn compare(a: CompareArgs, progress: bool) -> ExitCode {
     if let Some(batch) = a.heartbeat_batch {
         plan.heartbeat.batch = batch;
     }
+    plan.etcd = !a.no_etcd;
+    let baseline = a.baseline_bin.filter(|p| !p.as_os_str().is_empty());
+    if let Some(b) = &baseline {
+        if !b.is_file() {
+            eprintln!("error: the baseline binary {} does not exist", b.display());
+            return ExitCode::FAILURE;
+        }
+    }
     if !a.scenarios.is_empty() {
         let mut chosen = Vec::new();
         for name in &a.scenarios {
@@ -342,7 +357,7 @@ async fn compare(a: CompareArgs, progress: bool) -> ExitCode {
                 Some(s) => chosen.push(s),
                 None => {
                     eprintln!(
-                        "error: unknown scenario {name:?} (register, discover, heartbeat, watch, memory, restart)"
+                        "error: unknown scenario {name:?} (register, discover, consul, heartbeat, watch, memory, restart)"
                     );
                     return ExitCode::FAILURE;
                 }
@@ -387,6 +402,7 @@ async fn compare(a: CompareArgs, progress: bool) -> ExitCode {
         bins: Binaries {
             signpost,
             etcd: a.etcd_bin,
+            baseline,
             pid_file: a.pid_file,
         },
         work_dir,

@@ -183,6 +183,59 @@ async fn soak_runs_against_an_agent() -> anyhow::Result<()> {
     agent.stop().await
 }
 
+/// The Consul face's read phases against an in-process agent: every answer lists the seeded
+/// instances, and the server's CPU per request is measured (the agent is this process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_reads_run_against_an_agent() -> anyhow::Result<()> {
+    use signpost_bench::compare::consul::ConsulRead;
+    use signpost_bench::compare::target::Target;
+    use signpost_bench::compare::workload::{self, ReadKind, Reads};
+
+    let agent = TestAgent::start().await?;
+    let target = Target::Signpost {
+        base: agent.addr.as_str().into(),
+    };
+    let pid = Some(std::process::id());
+    let service = workload::seed_service(&target, pid, 4, 10).await?;
+    assert_eq!(service, "disc-10-0");
+    let pb = indicatif::ProgressBar::hidden();
+    for read in ConsulRead::ALL {
+        let reads = Reads {
+            clients: 4,
+            duration: Duration::from_millis(500),
+            instances: 10,
+            service: service.clone(),
+            kind: ReadKind::Consul(read),
+        };
+        let phase = workload::read(&target, pid, &reads, &pb).await?;
+        assert_eq!(phase.errors, 0, "{read:?}: {:?}", phase.error_samples);
+        assert!(phase.ok > 0, "{read:?}");
+        assert_eq!(phase.latency.samples, phase.ok);
+        assert!(phase.server_cpu_per_op_us().is_some(), "{read:?}");
+
+        // Answers that list another number of instances than expected are errors.
+        let wrong = workload::read(
+            &target,
+            pid,
+            &Reads {
+                instances: 11,
+                duration: Duration::from_millis(200),
+                ..reads
+            },
+            &pb,
+        )
+        .await?;
+        assert_eq!(wrong.ok, 0, "{read:?}");
+        assert!(wrong.errors > 0, "{read:?}");
+        assert!(
+            wrong.error_samples[0].contains("expected 11 instances, got 10"),
+            "{:?}",
+            wrong.error_samples
+        );
+    }
+    agent.stop().await
+}
+
 /// Builds the `signpost` binary (a no-op when it is up to date) and answers its path.
 fn signpost_binary() -> std::path::PathBuf {
     let out = std::process::Command::new(env!("CARGO"))
@@ -228,6 +281,7 @@ async fn compare_suite_runs_against_signpost_and_etcd() -> anyhow::Result<()> {
         bins: Binaries {
             signpost: signpost_binary(),
             etcd: etcd_binary(),
+            baseline: None,
             pid_file: Some(dir.path().join("pids")),
         },
         work_dir: dir.path().join("work"),
@@ -286,9 +340,24 @@ async fn compare_suite_runs_against_signpost_and_etcd() -> anyhow::Result<()> {
     assert!(svg.starts_with("<svg") && svg.contains("Signpost"));
     assert!(dir.path().join("out/report.json").exists());
 
+    // The Consul face's rows, Signpost only.
+    assert!(results
+        .stat("consul.health.10.rate", System::Signpost)
+        .is_some());
+    assert!(results
+        .stat("consul.catalog.10.cpu_vs_native", System::Signpost)
+        .is_some());
+    assert!(results
+        .stat("consul.health.10.rate", System::Etcd)
+        .is_none());
+    assert!(
+        report.contains("| Consul face `/v1/catalog/service/NAME`: 10 instances"),
+        "{report}"
+    );
+
     // Every server it started is gone.
     let pids = std::fs::read_to_string(dir.path().join("pids"))?;
-    assert!(pids.lines().count() >= 12, "{pids}");
+    assert!(pids.lines().count() >= 13, "{pids}");
     for pid in pids.lines() {
         let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| !s.contains(") Z "))
@@ -300,5 +369,75 @@ async fn compare_suite_runs_against_signpost_and_etcd() -> anyhow::Result<()> {
         "the smoke run took {:?}",
         started.elapsed()
     );
+    Ok(())
+}
+
+/// With a baseline binary and without etcd: the old and the new Signpost run every scenario in
+/// the same run, and the report prints the baseline's figures and new/old beside Signpost's
+/// (the same binary twice here, so only the shape is checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_suite_runs_a_baseline_beside_signpost() -> anyhow::Result<()> {
+    use signpost_bench::compare::{
+        self, server::Binaries, target::System, Environment, Output, Plan, Scenario,
+    };
+
+    let dir = tempfile::tempdir()?;
+    let signpost = signpost_binary();
+    let plan = Plan {
+        scenarios: vec![Scenario::Register, Scenario::Discover, Scenario::Consul],
+        etcd: false,
+        ..Plan::smoke()
+    };
+    let env = Environment {
+        bins: Binaries {
+            signpost: signpost.clone(),
+            etcd: "/nonexistent/etcd".into(),
+            baseline: Some(signpost),
+            pid_file: Some(dir.path().join("pids")),
+        },
+        work_dir: dir.path().join("work"),
+        keep: false,
+        progress: false,
+    };
+    let out = Output {
+        report: dir.path().join("out/report.md"),
+        gateway_script: None,
+        gateway_timeout: Duration::from_secs(5),
+    };
+    let results = compare::run_and_report(&plan, &env, &out).await?;
+    assert!(results.failures.is_empty(), "{:#?}", results.failures);
+    for key in [
+        "register.rate",
+        "register.cpu_us",
+        "discover.10.cpu_us",
+        "consul.health.10.cpu_us",
+        "consul.catalog.10.rate",
+    ] {
+        for system in [System::Signpost, System::Baseline] {
+            assert!(
+                results.stat(key, system).is_some(),
+                "{key} missing for {}",
+                system.name()
+            );
+        }
+        assert!(results.stat(key, System::Etcd).is_none(), "{key} on etcd");
+    }
+    let report = std::fs::read_to_string(&out.report)?;
+    assert!(
+        report.contains(
+            "| scenario | measure | Signpost | baseline | new/old | etcd | Signpost/etcd |"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("Baseline: `signpost "), "{report}");
+    assert!(report.contains("etcd: `not run (--no-etcd)`"), "{report}");
+    let rate = report
+        .lines()
+        .find(|l| l.contains("| writes/s |"))
+        .expect("no writes/s row");
+    assert!(rate.contains('×'), "{rate}");
+    // Six servers: three scenarios, old and new.
+    let pids = std::fs::read_to_string(dir.path().join("pids"))?;
+    assert_eq!(pids.lines().count(), 6, "{pids}");
     Ok(())
 }

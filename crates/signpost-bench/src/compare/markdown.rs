@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::chart::Panel;
+use super::consul::ConsulRead;
 use super::suite::{Mode, Plan, Results, Stat};
 use super::target::System;
 
@@ -17,6 +18,9 @@ pub struct Meta {
     pub machine: String,
     pub signpost_version: String,
     pub etcd_version: String,
+    /// `--version` of the baseline binary, when the run had one: the report then gains the
+    /// baseline's figures and the new/old ratios.
+    pub baseline_version: Option<String>,
     /// The gateway benchmark's output (Markdown), or why there is none.
     pub gateway: Result<String, super::GatewayError>,
     /// File name of the chart, linked from the report.
@@ -47,7 +51,8 @@ fn rows(plan: &Plan) -> Vec<Row> {
     );
     push(reg.clone(), "writes/s", "register.rate".into());
     push(reg.clone(), "p50 ms", "register.p50_ms".into());
-    push(reg, "p99 ms", "register.p99_ms".into());
+    push(reg.clone(), "p99 ms", "register.p99_ms".into());
+    push(reg, "server CPU µs/request", "register.cpu_us".into());
     for &size in &plan.discover_sizes {
         let s = format!(
             "discover: {size} instances, {} connections, {} s",
@@ -56,7 +61,32 @@ fn rows(plan: &Plan) -> Vec<Row> {
         );
         push(s.clone(), "reads/s", format!("discover.{size}.rate"));
         push(s.clone(), "p50 ms", format!("discover.{size}.p50_ms"));
-        push(s, "p99 ms", format!("discover.{size}.p99_ms"));
+        push(s.clone(), "p99 ms", format!("discover.{size}.p99_ms"));
+        push(
+            s,
+            "server CPU µs/request",
+            format!("discover.{size}.cpu_us"),
+        );
+    }
+    for &size in &plan.discover_sizes {
+        for read in ConsulRead::ALL {
+            let s = format!(
+                "Consul face {}: {size} instances, {} connections, {} s",
+                read.label(),
+                plan.discover_clients,
+                plan.discover_duration.as_secs_f64()
+            );
+            let key = format!("consul.{}.{size}", read.key());
+            push(s.clone(), "reads/s", format!("{key}.rate"));
+            push(s.clone(), "p50 ms", format!("{key}.p50_ms"));
+            push(s.clone(), "p99 ms", format!("{key}.p99_ms"));
+            push(s.clone(), "server CPU µs/request", format!("{key}.cpu_us"));
+            push(
+                s,
+                "CPU/request ÷ native list's",
+                format!("{key}.cpu_vs_native"),
+            );
+        }
     }
     let hb = &plan.heartbeat;
     let h = format!(
@@ -94,6 +124,8 @@ fn rows(plan: &Plan) -> Vec<Row> {
         push(s.clone(), "p99 ms", format!("watch.{w}.p99_ms"));
         push(s, "max ms", format!("watch.{w}.max_ms"));
     }
+    // The memory of open watchers (issue 15: 100,000 of them under 4 KiB each) gets its rows
+    // here, keyed `watch_memory.{count}.…`, beside the fan-out rows above.
     for &c in &plan.memory_counts {
         let s = format!("memory: {} instances", n(c));
         push(s.clone(), "RSS MiB", format!("memory.{c}.rss_mib"));
@@ -201,6 +233,31 @@ pub struct Verdict {
     pub met: Option<bool>,
 }
 
+/// Most a Consul-face listing may cost the server per request, as a multiple of the native
+/// list's for the same instances (issue 15, target 1).
+pub const CONSUL_CPU_TARGET: f64 = 1.5;
+
+/// The new binary's figure over the baseline's for `key`: the median over the runs of each
+/// run's ratio (the old and the new ran back to back in a run, so a run's pair shares the
+/// machine's mood). `None` without a pair of samples or when the baseline's figure is zero.
+pub fn new_over_old(results: &Results, key: &str) -> Option<f64> {
+    let ratios: Vec<f64> = results
+        .samples
+        .iter()
+        .filter(|s| s.key == key && s.system == System::Signpost)
+        .filter_map(|new| {
+            let old = results.value(key, System::Baseline, new.run)?;
+            (old != 0.0).then(|| new.value / old)
+        })
+        .collect();
+    Stat::of(&ratios).map(|s| s.median)
+}
+
+/// A ratio for a table cell (`1.23×`), or `–`.
+fn ratio_cell(r: Option<f64>) -> String {
+    r.map_or("–".to_string(), |r| format!("{r:.2}×"))
+}
+
 fn median(results: &Results, key: &str, system: System) -> Option<f64> {
     results.stat(key, system).map(|s| s.median)
 }
@@ -270,6 +327,23 @@ pub fn verdicts(plan: &Plan, results: &Results) -> Vec<Verdict> {
             met: over.map(|o| o <= 300.0),
         });
     }
+    for &size in &plan.discover_sizes {
+        for read in ConsulRead::ALL {
+            let ratio = median(
+                results,
+                &format!("consul.{}.{size}.cpu_vs_native", read.key()),
+                System::Signpost,
+            );
+            out.push(Verdict {
+                target: format!(
+                    "Consul face {} CPU per request ≤ 1.5× the native list's ({size} instances)",
+                    read.label()
+                ),
+                measured: ratio.map_or("not measured".into(), |r| format!("{r:.2}×")),
+                met: ratio.map(|r| r <= CONSUL_CPU_TARGET),
+            });
+        }
+    }
     let cpu = median(results, "heartbeat.server_cpu", System::Signpost);
     out.push(Verdict {
         target: format!(
@@ -313,8 +387,20 @@ pub fn render(meta: &Meta, results: &Results) -> String {
         results.elapsed.as_secs_f64() / 60.0,
         meta.machine,
         meta.signpost_version,
-        meta.etcd_version,
+        if plan.etcd {
+            meta.etcd_version.as_str()
+        } else {
+            "not run (--no-etcd)"
+        },
     );
+    if let Some(old) = &meta.baseline_version {
+        let _ = writeln!(
+            md,
+            "Baseline: `{old}`, run beside the new binary in every run (old first in odd runs, \
+             new first in even ones); **new/old** is the median over the runs of each run's \
+             ratio of the new binary's figure to the baseline's.\n"
+        );
+    }
     if plan.mode != Mode::Full {
         let _ = writeln!(
             md,
@@ -342,11 +428,17 @@ pub fn render(meta: &Meta, results: &Results) -> String {
     let _ = writeln!(
         md,
         "Median of {} run{} (min–max). Each scenario ran on a fresh server with a fresh data \
-         directory, Signpost then etcd, back to back.\n",
+         directory, {}, back to back.\n",
         plan.runs,
-        if plan.runs == 1 { "" } else { "s" }
+        if plan.runs == 1 { "" } else { "s" },
+        match (meta.baseline_version.is_some(), plan.etcd) {
+            (false, true) => "Signpost then etcd",
+            (false, false) => "Signpost alone",
+            (true, true) => "the baseline and Signpost (alternating), then etcd",
+            (true, false) => "the baseline and Signpost, alternating",
+        }
     );
-    md.push_str(&main_table(plan, results));
+    md.push_str(&main_table(plan, results, meta.baseline_version.is_some()));
 
     let _ = writeln!(md, "\n## Targets\n");
     let _ = writeln!(md, "| target | measured (medians) | |\n| --- | --- | --- |");
@@ -368,9 +460,12 @@ pub fn render(meta: &Meta, results: &Results) -> String {
          server alone.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let baseline = meta.baseline_version.is_some();
     let _ = writeln!(
         md,
-        "| phase | generator, Signpost run | server: Signpost | generator, etcd run | server: etcd |\n| --- | ---: | ---: | ---: | ---: |"
+        "| phase | generator, Signpost run | server: Signpost |{} generator, etcd run | server: etcd |\n| --- | ---: | ---: |{} ---: | ---: |",
+        if baseline { " server: baseline |" } else { "" },
+        if baseline { " ---: |" } else { "" },
     );
     for key in results.keys() {
         let Some(prefix) = key.strip_suffix(".generator_cpu") else {
@@ -382,9 +477,14 @@ pub fn render(meta: &Meta, results: &Results) -> String {
                 .stat(k, s)
                 .map_or("–".to_string(), |x| format!("{:.0}%", x.median))
         };
+        let old = if baseline {
+            format!(" {} |", cell(&server, System::Baseline))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             md,
-            "| {prefix} | {} | {} | {} | {} |",
+            "| {prefix} | {} | {} |{old} {} | {} |",
             cell(key, System::Signpost),
             cell(&server, System::Signpost),
             cell(key, System::Etcd),
@@ -416,11 +516,27 @@ pub fn render(meta: &Meta, results: &Results) -> String {
     }
 
     let _ = writeln!(md, "\n## Every figure\n");
-    let _ = writeln!(md, "| key | Signpost | etcd |\n| --- | ---: | ---: |");
-    for key in results.keys() {
+    if baseline {
         let _ = writeln!(
             md,
-            "| `{key}` | {} | {} |",
+            "| key | Signpost | baseline | new/old | etcd |\n| --- | ---: | ---: | ---: | ---: |"
+        );
+    } else {
+        let _ = writeln!(md, "| key | Signpost | etcd |\n| --- | ---: | ---: |");
+    }
+    for key in results.keys() {
+        let old = if baseline {
+            format!(
+                " {} | {} |",
+                cell(results.stat(key, System::Baseline)),
+                ratio_cell(new_over_old(results, key))
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            md,
+            "| `{key}` | {} |{old} {} |",
             cell(results.stat(key, System::Signpost)),
             cell(results.stat(key, System::Etcd)),
         );
@@ -429,17 +545,26 @@ pub fn render(meta: &Meta, results: &Results) -> String {
     md
 }
 
-fn main_table(plan: &Plan, results: &Results) -> String {
+/// The main table; with `baseline`, the baseline's figure and new/old beside Signpost's.
+fn main_table(plan: &Plan, results: &Results, baseline: bool) -> String {
     let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "| scenario | measure | Signpost | etcd | Signpost/etcd |\n| --- | --- | ---: | ---: | ---: |"
-    );
+    if baseline {
+        let _ = writeln!(
+            md,
+            "| scenario | measure | Signpost | baseline | new/old | etcd | Signpost/etcd |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "| scenario | measure | Signpost | etcd | Signpost/etcd |\n| --- | --- | ---: | ---: | ---: |"
+        );
+    }
     let mut last = String::new();
     for row in rows(plan) {
         let s = results.stat(&row.key, System::Signpost);
         let e = results.stat(&row.key, System::Etcd);
-        if s.is_none() && e.is_none() {
+        let b = results.stat(&row.key, System::Baseline);
+        if s.is_none() && e.is_none() && b.is_none() {
             continue;
         }
         let ratio = match (s, e) {
@@ -452,9 +577,18 @@ fn main_table(plan: &Plan, results: &Results) -> String {
             last = row.scenario.clone();
             row.scenario.clone()
         };
+        let old = if baseline {
+            format!(
+                " {} | {} |",
+                cell(b),
+                ratio_cell(new_over_old(results, &row.key))
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             md,
-            "| {scenario} | {} | {} | {} | {ratio} |",
+            "| {scenario} | {} | {} |{old} {} | {ratio} |",
             row.measure,
             cell(s),
             cell(e)
@@ -555,6 +689,127 @@ mod tests {
         assert_eq!(num(14_321.4), "14,321");
         assert_eq!(num(12.345), "12.3");
         assert_eq!(num(0.5), "0.50");
+    }
+
+    /// Samples of three runs: Signpost, its baseline and etcd.
+    fn fixture() -> Results {
+        let mut r = Results::default();
+        for (run, new, old) in [(1, 120.0, 100.0), (2, 200.0, 250.0), (3, 90.0, 100.0)] {
+            r.add("register.rate", System::Signpost, run, new);
+            r.add("register.rate", System::Baseline, run, old);
+            r.add("register.rate", System::Etcd, run, 50.0);
+            r.add("discover.10.cpu_us", System::Signpost, run, 10.0);
+            r.add("discover.10.cpu_us", System::Baseline, run, 20.0);
+            r.add("consul.health.10.cpu_us", System::Signpost, run, 12.0);
+            r.add("consul.health.10.cpu_vs_native", System::Signpost, run, 1.2);
+            r.add("consul.health.10.cpu_us", System::Baseline, run, 160.0);
+            r.add("consul.health.10.cpu_vs_native", System::Baseline, run, 8.0);
+        }
+        r
+    }
+
+    fn meta(baseline: Option<&str>) -> Meta {
+        Meta {
+            plan: Plan::smoke(),
+            started: "2026-12-06T03:00:00Z".into(),
+            machine: "2 cores".into(),
+            signpost_version: "signpost 0.2 (new)".into(),
+            etcd_version: "etcd Version: 3.4".into(),
+            baseline_version: baseline.map(str::to_string),
+            gateway: Err(crate::compare::GatewayError::NotAvailable),
+            chart_file: "report.svg".into(),
+        }
+    }
+
+    /// The lines of the table that starts with `header`, up to the first blank line.
+    fn table<'a>(md: &'a str, header: &str) -> Vec<&'a str> {
+        let start = md
+            .find(header)
+            .unwrap_or_else(|| panic!("no {header} in\n{md}"));
+        md[start..]
+            .lines()
+            .take_while(|l| l.starts_with('|'))
+            .collect()
+    }
+
+    #[test]
+    fn new_over_old_is_the_median_of_each_runs_ratio() {
+        let mut r = fixture();
+        // Per run 1.2, 0.8, 0.9: the median is 0.9 (the ratio of the medians would be 1.2).
+        assert!((new_over_old(&r, "register.rate").unwrap() - 0.9).abs() < 1e-9);
+        assert_eq!(new_over_old(&r, "discover.10.cpu_us"), Some(0.5));
+        // A run without the baseline's figure has no pair and does not count; nor does an
+        // old figure of zero.
+        r.add("register.rate", System::Signpost, 4, 1_000.0);
+        r.add("register.rate", System::Signpost, 5, 1_000.0);
+        r.add("register.rate", System::Baseline, 5, 0.0);
+        assert!((new_over_old(&r, "register.rate").unwrap() - 0.9).abs() < 1e-9);
+        // etcd is never the baseline; a key without a baseline has no ratio.
+        r.add("etcd.only", System::Signpost, 1, 3.0);
+        r.add("etcd.only", System::Etcd, 1, 1.0);
+        assert_eq!(new_over_old(&r, "etcd.only"), None);
+        assert_eq!(ratio_cell(None), "–");
+        assert_eq!(ratio_cell(Some(0.904)), "0.90×");
+    }
+
+    #[test]
+    fn a_baseline_adds_its_column_and_new_over_old() {
+        let r = fixture();
+        let md = render(&meta(Some("signpost 0.1 (old)")), &r);
+        assert!(md.contains("Baseline: `signpost 0.1 (old)`"), "{md}");
+        let header =
+            "| scenario | measure | Signpost | baseline | new/old | etcd | Signpost/etcd |";
+        let main = table(&md, header);
+        assert!(main.len() > 3, "{md}");
+        for line in &main {
+            assert_eq!(line.matches('|').count(), 8, "{line}");
+        }
+        let rate = main.iter().find(|l| l.contains("writes/s")).unwrap();
+        assert!(
+            rate.ends_with("| 120 (90.0–200) | 100 (100–250) | 0.90× | 50.0 | 2.40× |"),
+            "{rate}"
+        );
+        // The Consul rows: etcd has no Consul face, so its cells are empty.
+        let vs = main
+            .iter()
+            .find(|l| l.contains("CPU/request ÷ native list's"))
+            .unwrap();
+        assert!(vs.ends_with("| 1.20 | 8.00 | 0.15× | – | – |"), "{vs}");
+        assert!(
+            md.contains("| scenario | measure | Signpost | baseline | new/old | etcd |")
+                && md.contains("Consul face `/v1/health/service/NAME?passing`: 10 instances"),
+            "{md}"
+        );
+        let every = table(&md, "| key | Signpost | baseline | new/old | etcd |");
+        let reg = every
+            .iter()
+            .find(|l| l.contains("`register.rate`"))
+            .unwrap();
+        assert!(reg.contains("| 0.90× |"), "{reg}");
+        let consul = verdicts(&Plan::smoke(), &r)
+            .into_iter()
+            .find(|v| v.target.contains("/v1/health/service"))
+            .unwrap();
+        assert_eq!(
+            (consul.met, consul.measured.as_str()),
+            (Some(true), "1.20×")
+        );
+    }
+
+    #[test]
+    fn without_a_baseline_the_report_keeps_its_shape() {
+        let r = fixture();
+        let md = render(&meta(None), &r);
+        assert!(!md.contains("new/old") && !md.contains("Baseline:"), "{md}");
+        let main = table(
+            &md,
+            "| scenario | measure | Signpost | etcd | Signpost/etcd |",
+        );
+        for line in &main {
+            assert_eq!(line.matches('|').count(), 6, "{line}");
+        }
+        assert!(md.contains("| key | Signpost | etcd |"), "{md}");
+        assert!(md.contains("Signpost then etcd, back to back"), "{md}");
     }
 
     #[test]

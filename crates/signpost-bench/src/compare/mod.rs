@@ -7,6 +7,7 @@
 //! - [`server`]: the systems as child processes on free loopback ports, killed by PID.
 //! - [`workload`]: the load of each scenario, identical for both systems, measuring latency,
 //!   throughput and the generator's and the server's CPU.
+//! - [`consul`]: the Consul face's listings (scenario `consul`, Signpost only).
 //! - [`suite`]: the plan (full, quick and smoke presets), the run loop, the samples.
 //! - [`markdown`], [`chart`]: the report and its SVG chart.
 //! - [`error`]: [`CompareError`], why a server, a workload, a step or the report failed (an
@@ -15,6 +16,7 @@
 //! [`run_and_report`] ties them together; `signpost-bench compare` and `bench/run.sh` call it.
 
 pub mod chart;
+pub mod consul;
 pub mod error;
 pub mod markdown;
 pub mod server;
@@ -86,6 +88,7 @@ pub fn write_report(
             revision()
         ),
         etcd_version: server::version_of(&env.bins.etcd),
+        baseline_version: env.bins.baseline.as_deref().map(server::version_of),
         gateway,
         chart_file,
     };

@@ -26,6 +26,9 @@ pub struct Binaries {
     pub signpost: PathBuf,
     /// The `etcd` binary (Debian `etcd-server`: etcd 3.4).
     pub etcd: PathBuf,
+    /// An older `signpost` binary to measure the new one against ([`System::Baseline`]), or
+    /// `None` for no baseline.
+    pub baseline: Option<PathBuf>,
     /// A file every spawned PID is appended to, one per line (for `bench/run.sh`'s cleanup).
     pub pid_file: Option<PathBuf>,
 }
@@ -66,7 +69,14 @@ impl Server {
         })?;
         let data = dir.join("data");
         let (program, args, target) = match system {
-            System::Signpost => {
+            System::Signpost | System::Baseline => {
+                let program = match system {
+                    System::Baseline => bins
+                        .baseline
+                        .clone()
+                        .ok_or(CompareError::Setting("no baseline binary was given"))?,
+                    _ => bins.signpost.clone(),
+                };
                 let port = free_port()?;
                 // Every client of the benchmark is one address (127.0.0.1) holding up to
                 // 10,000 watches: the per-client limits, meant to stop one client from crowding
@@ -91,11 +101,7 @@ impl Server {
                     "--no-dns".into(),
                 ];
                 let base = format!("http://127.0.0.1:{port}");
-                (
-                    bins.signpost.clone(),
-                    args,
-                    Target::Signpost { base: base.into() },
-                )
+                (program, args, Target::Signpost { base: base.into() })
             }
             System::Etcd => {
                 let (client, peer) = (free_port()?, free_port()?);
@@ -172,7 +178,7 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(open_log)?)
             .stderr(log);
-        if self.system == System::Signpost {
+        if self.system.is_signpost() {
             cmd.env("RUST_LOG", "warn");
         }
         let child = cmd.spawn().map_err(|source| CompareError::Spawn {
@@ -326,6 +332,7 @@ mod tests {
         let bins = Binaries {
             signpost: dir.path().join("no-such-signpost"),
             etcd: "etcd".into(),
+            baseline: None,
             pid_file: None,
         };
         let err = match Server::start(System::Signpost, &bins, &dir.path().join("s")).await {
@@ -349,6 +356,7 @@ mod tests {
         let bins = Binaries {
             signpost: "false".into(),
             etcd: "etcd".into(),
+            baseline: None,
             pid_file: None,
         };
         let err = match Server::start(System::Signpost, &bins, dir.path()).await {

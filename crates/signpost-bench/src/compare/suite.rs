@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::consul::ConsulRead;
 use super::error::CompareError;
 use super::server::{Binaries, Server};
 use super::target::{error_chain, System, Target};
-use super::workload::{self, Fill, HeartbeatOptions};
+use super::workload::{self, Fill, HeartbeatOptions, ReadKind, Reads};
 use crate::payload;
 
 /// Default of [`HeartbeatOptions::batch`]: a host with many instances renews those due within
@@ -24,6 +25,8 @@ use crate::stats::{load_average, rss_bytes};
 pub enum Scenario {
     Register,
     Discover,
+    /// The Consul face's listings (Signpost only; see [`super::consul`]).
+    Consul,
     Heartbeat,
     Watch,
     Memory,
@@ -31,9 +34,10 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Register,
         Scenario::Discover,
+        Scenario::Consul,
         Scenario::Heartbeat,
         Scenario::Watch,
         Scenario::Memory,
@@ -44,6 +48,7 @@ impl Scenario {
         match self {
             Scenario::Register => "register",
             Scenario::Discover => "discover",
+            Scenario::Consul => "consul",
             Scenario::Heartbeat => "heartbeat",
             Scenario::Watch => "watch",
             Scenario::Memory => "memory",
@@ -53,6 +58,14 @@ impl Scenario {
 
     pub fn parse(s: &str) -> Option<Scenario> {
         Scenario::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    /// Whether the scenario can run on `system`: etcd has no Consul face.
+    pub fn runs_on(self, system: System) -> bool {
+        match self {
+            Scenario::Consul => system.is_signpost(),
+            _ => true,
+        }
     }
 }
 
@@ -84,6 +97,9 @@ pub struct Plan {
     /// Repetitions of every scenario (the report gives the median and the range).
     pub runs: usize,
     pub scenarios: Vec<Scenario>,
+    /// Whether etcd runs too (`--no-etcd` turns it off when only the new/old ratios against
+    /// a baseline binary are wanted; its cells are then `–`).
+    pub etcd: bool,
     /// Services registrations are spread over.
     pub services: u64,
     /// register: instances registered, and by how many connections.
@@ -118,6 +134,7 @@ impl Plan {
             mode: Mode::Full,
             runs: 3,
             scenarios: Scenario::ALL.to_vec(),
+            etcd: true,
             services: 1_000,
             register_count: 30_000,
             register_clients: 64,
@@ -202,9 +219,34 @@ impl Plan {
         }
     }
 
-    /// Steps the suite takes (scenario × system × run), for the progress bar.
-    pub fn steps(&self) -> u64 {
-        (self.runs * self.scenarios.len() * System::ALL.len()) as u64
+    /// The systems of run `run` (from 1), in the order they run each scenario. With a
+    /// baseline binary the old and the new Signpost alternate, old first in odd runs and new
+    /// first in even ones, so neither always runs on the machine the other just warmed; etcd
+    /// comes last, when it runs at all.
+    pub fn systems(&self, baseline: bool, run: usize) -> Vec<System> {
+        let mut systems = if !baseline {
+            vec![System::Signpost]
+        } else if run % 2 == 1 {
+            vec![System::Baseline, System::Signpost]
+        } else {
+            vec![System::Signpost, System::Baseline]
+        };
+        if self.etcd {
+            systems.push(System::Etcd);
+        }
+        systems
+    }
+
+    /// Steps the suite takes (scenario × system × run, where the scenario runs on the
+    /// system), for the progress bar.
+    pub fn steps(&self, baseline: bool) -> u64 {
+        let mut steps = 0;
+        for run in 1..=self.runs {
+            for system in self.systems(baseline, run) {
+                steps += self.scenarios.iter().filter(|s| s.runs_on(system)).count();
+            }
+        }
+        steps as u64
     }
 }
 
@@ -286,6 +328,14 @@ impl Results {
         });
     }
 
+    /// The sample of `key` for `system` in run `run`, if it was measured.
+    pub fn value(&self, key: &str, system: System, run: usize) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| s.key == key && s.system == system && s.run == run)
+            .map(|s| s.value)
+    }
+
     pub fn stat(&self, key: &str, system: System) -> Option<Stat> {
         let values: Vec<f64> = self
             .samples
@@ -325,7 +375,8 @@ pub async fn run(plan: &Plan, env: &Environment) -> Result<Results, CompareError
     } else {
         ProgressDrawTarget::hidden()
     });
-    let main = bars.add(ProgressBar::new(plan.steps()));
+    let baseline = env.bins.baseline.is_some();
+    let main = bars.add(ProgressBar::new(plan.steps(baseline)));
     main.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -337,7 +388,10 @@ pub async fn run(plan: &Plan, env: &Environment) -> Result<Results, CompareError
     for run in 1..=plan.runs {
         results.note_load(format!("run {run} start"));
         for &scenario in &plan.scenarios {
-            for system in System::ALL {
+            for system in plan.systems(baseline, run) {
+                if !scenario.runs_on(system) {
+                    continue;
+                }
                 main.set_message(format!(
                     "run {run}/{}: {} on {}",
                     plan.runs,
@@ -353,7 +407,11 @@ pub async fn run(plan: &Plan, env: &Environment) -> Result<Results, CompareError
                 let dir = env.work_dir.join(format!(
                     "run{run}-{}-{}",
                     scenario.name(),
-                    system.name().to_lowercase()
+                    match system {
+                        System::Signpost => "signpost",
+                        System::Baseline => "baseline",
+                        System::Etcd => "etcd",
+                    }
                 ));
                 let step = Step {
                     plan,
@@ -372,7 +430,7 @@ pub async fn run(plan: &Plan, env: &Environment) -> Result<Results, CompareError
                     );
                     bars.suspend(|| eprintln!("warning: {message}"));
                     results.failures.push(message);
-                    results.signpost_failed |= system == System::Signpost;
+                    results.signpost_failed |= system.is_signpost();
                 }
                 phase.finish_and_clear();
                 bars.remove(&phase);
@@ -417,6 +475,7 @@ impl Step<'_> {
         match scenario {
             Scenario::Register => self.register(results).await,
             Scenario::Discover => self.discover(results).await,
+            Scenario::Consul => self.consul(results).await,
             Scenario::Heartbeat => self.heartbeat(results).await,
             Scenario::Watch => self.watch(results).await,
             Scenario::Memory => self.memory(results).await,
@@ -444,6 +503,9 @@ impl Step<'_> {
         self.add(results, "register.generator_cpu", phase.generator_percent());
         if let Some(s) = phase.server_percent() {
             self.add(results, "register.server_cpu", s);
+        }
+        if let Some(us) = phase.server_cpu_per_op_us() {
+            self.add(results, "register.cpu_us", us);
         }
         Ok(())
     }
@@ -481,6 +543,55 @@ impl Step<'_> {
             );
             if let Some(s) = phase.server_percent() {
                 self.add(results, format!("discover.{n}.server_cpu"), s);
+            }
+            if let Some(us) = phase.server_cpu_per_op_us() {
+                self.add(results, format!("discover.{n}.cpu_us"), us);
+            }
+        }
+        Ok(())
+    }
+
+    /// The Consul face's listings at each discover size, on one server (see
+    /// [`super::consul`]); each phase's CPU per request is also divided by the native list's of
+    /// the same run and system (`consul.{read}.{n}.cpu_vs_native`).
+    async fn consul(&self, results: &mut Results) -> Result<(), CompareError> {
+        let plan = self.plan;
+        let server = self.start("server").await?;
+        for &n in &plan.discover_sizes {
+            let service =
+                workload::seed_service(server.target(), server.pid(), plan.discover_clients, n)
+                    .await?;
+            for read in ConsulRead::ALL {
+                let key = format!("consul.{}.{n}", read.key());
+                self.label(&format!("consul {} {n}", read.key()));
+                let reads = Reads {
+                    clients: plan.discover_clients,
+                    duration: plan.discover_duration,
+                    instances: n,
+                    service: service.clone(),
+                    kind: ReadKind::Consul(read),
+                };
+                let phase = workload::read(server.target(), server.pid(), &reads, self.pb).await?;
+                phase.ensure_clean(&key)?;
+                self.add(results, format!("{key}.rate"), phase.rate());
+                self.add(results, format!("{key}.p50_ms"), ms(phase.latency.p50));
+                self.add(results, format!("{key}.p99_ms"), ms(phase.latency.p99));
+                self.add(
+                    results,
+                    format!("{key}.generator_cpu"),
+                    phase.generator_percent(),
+                );
+                if let Some(s) = phase.server_percent() {
+                    self.add(results, format!("{key}.server_cpu"), s);
+                }
+                if let Some(us) = phase.server_cpu_per_op_us() {
+                    self.add(results, format!("{key}.cpu_us"), us);
+                    let native =
+                        results.value(&format!("discover.{n}.cpu_us"), self.system, self.run);
+                    if let Some(native) = native.filter(|v| *v > 0.0) {
+                        self.add(results, format!("{key}.cpu_vs_native"), us / native);
+                    }
+                }
             }
         }
         Ok(())
@@ -755,13 +866,46 @@ mod tests {
     }
 
     #[test]
+    fn old_and_new_alternate_and_etcd_can_be_left_out() {
+        let plan = Plan::full();
+        assert_eq!(plan.systems(false, 1), vec![System::Signpost, System::Etcd]);
+        assert_eq!(
+            plan.systems(true, 1),
+            vec![System::Baseline, System::Signpost, System::Etcd]
+        );
+        assert_eq!(
+            plan.systems(true, 2),
+            vec![System::Signpost, System::Baseline, System::Etcd]
+        );
+        let no_etcd = Plan {
+            etcd: false,
+            ..Plan::full()
+        };
+        assert_eq!(
+            no_etcd.systems(true, 3),
+            vec![System::Baseline, System::Signpost]
+        );
+        assert!(!Scenario::Consul.runs_on(System::Etcd));
+        assert!(Scenario::Consul.runs_on(System::Baseline));
+        assert!(Scenario::Watch.runs_on(System::Etcd));
+    }
+
+    #[test]
     fn presets_keep_the_issue_numbers() {
         let full = Plan::full();
         assert_eq!(full.runs, 3);
         assert_eq!(full.heartbeat.instances, 100_000);
         assert_eq!(full.watchers, vec![1_000, 10_000]);
         assert_eq!(full.memory_counts, vec![100_000, 1_000_000]);
-        assert_eq!(full.steps(), 36);
+        // 6 scenarios on two systems and the Consul one on Signpost alone, 3 runs.
+        assert_eq!(full.steps(false), 39);
+        // With a baseline: 6 on three systems, the Consul one on two.
+        assert_eq!(full.steps(true), 3 * (6 * 3 + 2));
+        let no_etcd = Plan {
+            etcd: false,
+            ..Plan::full()
+        };
+        assert_eq!(no_etcd.steps(true), 3 * 7 * 2);
         assert!(Plan::quick().register_count < full.register_count);
         assert!((250.0..=350.0).contains(&mean_payload("mem")));
     }

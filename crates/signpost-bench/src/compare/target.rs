@@ -217,17 +217,23 @@ pub enum ResponseError {
     },
 }
 
-/// The two systems the suite compares.
+/// The systems the suite compares: Signpost and etcd, and optionally an older Signpost binary
+/// as the baseline the new one is measured against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum System {
     /// A Signpost agent.
     Signpost,
     /// An etcd 3.4 server.
     Etcd,
+    /// A Signpost agent run from the older binary (`--baseline-bin`, `BASELINE_BIN`): it speaks
+    /// what [`System::Signpost`] speaks, and the report divides the new figures by its figures.
+    Baseline,
 }
 
 impl System {
-    /// Both, in the order the suite runs and reports them.
+    /// The two systems every report compares, in the order the suite runs and reports them
+    /// (the baseline, when there is one, runs before each Signpost step; see
+    /// [`super::suite::Plan::systems`]).
     pub const ALL: [System; 2] = [System::Signpost, System::Etcd];
 
     /// The name reports and error messages use.
@@ -235,7 +241,13 @@ impl System {
         match self {
             System::Signpost => "Signpost",
             System::Etcd => "etcd",
+            System::Baseline => "Signpost (baseline)",
         }
+    }
+
+    /// Whether it is a Signpost agent (new or baseline): the same API, the same operations.
+    pub fn is_signpost(self) -> bool {
+        matches!(self, System::Signpost | System::Baseline)
     }
 }
 

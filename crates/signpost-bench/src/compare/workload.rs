@@ -60,6 +60,15 @@ impl Phase {
             .map(|c| crate::stats::cpu_percent(c, self.duration))
     }
 
+    /// Server CPU time per successful operation, in microseconds (`utime + stime` from
+    /// `/proc/<pid>/stat` over the phase, divided by the operations): what one request costs
+    /// the server whatever the machine's other load. `None` without the server's PID or with
+    /// no successful operation.
+    pub fn server_cpu_per_op_us(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.ok > 0).then(|| cpu.as_secs_f64() * 1e6 / self.ok as f64)
+    }
+
     /// Fails with the error samples when anything failed.
     pub fn ensure_clean(&self, what: &str) -> Result<(), CompareError> {
         if self.errors > 0 {
@@ -251,9 +260,33 @@ pub async fn discover(
     instances: u64,
     pb: &ProgressBar,
 ) -> Result<Phase, CompareError> {
+    let service = seed_service(target, pid, clients, instances).await?;
+    read(
+        target,
+        pid,
+        &Reads {
+            clients,
+            duration,
+            instances,
+            service,
+            kind: ReadKind::Native,
+        },
+        pb,
+    )
+    .await
+}
+
+/// Registers `instances` instances without a check (so passing) into one service,
+/// `disc-{instances}-0`, and answers its name: what [`discover`] and the Consul reads query.
+pub async fn seed_service(
+    target: &Target,
+    pid: Option<u32>,
+    clients: usize,
+    instances: u64,
+) -> Result<String, CompareError> {
     let prefix = format!("disc-{instances}");
     let seed = Fill {
-        clients: clients.min(16),
+        clients: clients.clamp(1, 16),
         range: 0..instances,
         services: 1,
         prefix: prefix.clone(),
@@ -262,14 +295,47 @@ pub async fn discover(
     register(target, pid, &seed, &ProgressBar::hidden())
         .await?
         .ensure_clean("seeding")?;
-    let service = payload::service_name(&prefix, 0);
+    Ok(payload::service_name(&prefix, 0))
+}
 
+/// Which listing a read phase asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadKind {
+    /// The native face's passing instances (etcd: the prefix range): [`Conn::discover`].
+    Native,
+    /// A listing of the Consul face (Signpost only): [`Conn::consul_read`].
+    Consul(super::consul::ConsulRead),
+}
+
+/// A read phase: `clients` connections asking for one service's listing for `duration`.
+#[derive(Debug, Clone)]
+pub struct Reads {
+    /// Concurrent connections, one request in flight each.
+    pub clients: usize,
+    /// Length of the measured phase.
+    pub duration: Duration,
+    /// Instances each answer must list (checked once per connection, on its first answer).
+    pub instances: u64,
+    /// The service queried.
+    pub service: String,
+    /// The listing asked for.
+    pub kind: ReadKind,
+}
+
+/// Reads `reads.service` as fast as `reads.clients` connections can for `reads.duration`.
+pub async fn read(
+    target: &Target,
+    pid: Option<u32>,
+    reads: &Reads,
+    pb: &ProgressBar,
+) -> Result<Phase, CompareError> {
+    let (instances, kind) = (reads.instances, reads.kind);
     let errors = Arc::new(ErrorLog::default());
-    let mut conns = Vec::with_capacity(clients);
-    for _ in 0..clients {
+    let mut conns = Vec::with_capacity(reads.clients);
+    for _ in 0..reads.clients {
         conns.push(target.connect().await?);
     }
-    let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    let millis = u64::try_from(reads.duration.as_millis()).unwrap_or(u64::MAX);
     pb.set_length(millis);
     pb.set_position(0);
     let ticker = {
@@ -283,16 +349,20 @@ pub async fn discover(
         })
     };
     let clocks = Clocks::start(pid);
-    let deadline = Instant::now() + duration;
-    let mut tasks = Vec::with_capacity(clients);
+    let deadline = Instant::now() + reads.duration;
+    let mut tasks = Vec::with_capacity(reads.clients);
     for mut conn in conns {
-        let (errors, service) = (errors.clone(), service.clone());
+        let (errors, service) = (errors.clone(), reads.service.clone());
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut verified = false;
             while Instant::now() < deadline {
                 let t0 = Instant::now();
-                match conn.discover(&service, !verified).await {
+                let answer = match kind {
+                    ReadKind::Native => conn.discover(&service, !verified).await,
+                    ReadKind::Consul(c) => conn.consul_read(c, &service, !verified).await,
+                };
+                match answer {
                     Ok((n, _)) if verified || n == instances => {
                         tally.latencies.record(t0.elapsed());
                         tally.ok += 1;
@@ -489,7 +559,9 @@ pub async fn heartbeat(
     }
     let registered = schedule.registered_total.load(Ordering::Relaxed);
     let lost = match target.system() {
-        System::Signpost => (registered.saturating_sub(after.total)) + after.critical,
+        System::Signpost | System::Baseline => {
+            (registered.saturating_sub(after.total)) + after.critical
+        }
         System::Etcd => registered.saturating_sub(after.total),
     };
     Ok(HeartbeatResult {
