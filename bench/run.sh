@@ -8,9 +8,12 @@
 # Usage: bench/run.sh [--quick] [signpost-bench compare flags...]
 #   --quick (or QUICK=1)  smaller numbers, one run: ~3 minutes; writes bench/quick/report.md
 #   default (full)        the numbers, 3 runs: ~35-45 minutes on a 2-core machine
-#   --runs N, --scenarios register,discover,heartbeat,watch,memory,restart, --keep
-#                         see `signpost-bench compare --help`
+#   --runs N, --scenarios register,discover,consul,heartbeat,watch,memory,restart, --keep,
+#   --no-etcd             see `signpost-bench compare --help`
 # Environment: SKIP_BUILD=1 uses the binaries already built; SKIP_INSTALL=1 installs nothing.
+#   BASELINE_BIN=<older signpost binary>: every Signpost scenario runs on it too, alternating
+#   with the new build in each run, and the report prints new/old ratios (with --no-etcd,
+#   only those).
 #
 # Every process started is killed by PID on exit: the harness kills its servers itself, and
 # this script kills the harness and whatever PIDs it recorded, should it die first.
@@ -58,6 +61,14 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 BENCH=$TARGET_DIR/release/signpost-bench
 SIGNPOST=$TARGET_DIR/release/signpost
+BASELINE=()
+if [[ -n ${BASELINE_BIN:-} ]]; then
+    if [[ ! -x $BASELINE_BIN ]]; then
+        echo "BASELINE_BIN=$BASELINE_BIN is not an executable" >&2
+        exit 2
+    fi
+    BASELINE=(--baseline-bin "$BASELINE_BIN")
+fi
 
 # ---- clean-up: by PID only ------------------------------------------------------------------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/signpost-run.XXXXXX")
@@ -92,9 +103,9 @@ else
 fi
 
 log "uptime before: $(uptime)"
-log "running the suite (${MODE[*]:-full}) -> $REPORT"
+log "running the suite (${MODE[*]:-full}${BASELINE_BIN:+, baseline $BASELINE_BIN}) -> $REPORT"
 "$BENCH" compare "${MODE[@]}" \
-    --signpost-bin "$SIGNPOST" --etcd-bin "$ETCD" \
+    --signpost-bin "$SIGNPOST" --etcd-bin "$ETCD" ${BASELINE[@]+"${BASELINE[@]}"} \
     --report "$REPORT" --work-dir "$TMP/work" --pid-file "$PID_FILE" \
     --gateway-script bench/gateway.sh \
     ${ARGS[@]+"${ARGS[@]}"} &

@@ -109,6 +109,7 @@ pub fn write_report(
             source,
         }
     })?;
+    let meta_baseline = env.bins.baseline.as_deref().map(server::version_of);
     let samples: Vec<serde_json::Value> = results
         .samples
         .iter()
@@ -121,6 +122,7 @@ pub fn write_report(
     let json = serde_json::json!({
         "mode": plan.mode.name(),
         "runs": plan.runs,
+        "baseline": meta_baseline,
         "started": started,
         "elapsed_s": results.elapsed.as_secs_f64(),
         "loads": results.loads.iter().map(|(w, l)| serde_json::json!({"when": w, "load": l})).collect::<Vec<_>>(),
