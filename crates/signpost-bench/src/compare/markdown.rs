@@ -610,7 +610,13 @@ fn method(plan: &Plan) -> String {
          HTTP API, one request in flight per HTTP/1.1 keep-alive connection. etcd: \
          `etcd-client` (gRPC), one connection per client.\n\
          - register: a TTL check per instance (etcd: a lease grant and a put with that lease). \
-         discover: the healthy instances of one service (etcd: a prefix range).\n\
+         discover: the healthy instances of one service (etcd: a prefix range). Server CPU \
+         per request: the server's `utime + stime` (`/proc/<pid>/stat`) over the measured \
+         phase divided by the requests answered.\n\
+         - Consul face (Signpost only): the discover load against \
+         `/v1/health/service/NAME?passing`, then `/v1/catalog/service/NAME`, on one fresh \
+         agent per run; \"CPU/request ÷ native list's\" divides its CPU per request by \
+         discover's of the same run.\n\
          - heartbeat: {} instances, each renewed every {} s from {} connections, spread evenly; \
          TTL {} s. Signpost: {}; etcd: lease keep-alive, one keep-alive stream \
          per connection carrying all of its leases (as etcd's Go client does). Measured over \

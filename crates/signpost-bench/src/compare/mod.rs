@@ -88,7 +88,11 @@ pub fn write_report(
             revision()
         ),
         etcd_version: server::version_of(&env.bins.etcd),
-        baseline_version: env.bins.baseline.as_deref().map(server::version_of),
+        baseline_version: env
+            .bins
+            .baseline
+            .as_deref()
+            .map(|b| format!("{}, {}", server::version_of(b), b.display())),
         gateway,
         chart_file,
     };
