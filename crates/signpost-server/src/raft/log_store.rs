@@ -131,7 +131,7 @@ impl LogStore {
         let Some((_, value)) = table.last().map_err(read_err)? else {
             return Ok(None);
         };
-        let entry: Entry = serde_json::from_slice(value.value()).map_err(read_err)?;
+        let entry = super::codec::decode_entry(value.value()).map_err(read_err)?;
         Ok(Some(*entry.get_log_id()))
     }
 }
@@ -226,7 +226,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let (index, value) = item.map_err(read_err)?;
             entries.insert(
                 index.value(),
-                serde_json::from_slice(value.value()).map_err(read_err)?,
+                super::codec::decode_entry(value.value()).map_err(read_err)?,
             );
         }
         // Entries still waiting for their commit are the newest word on their index.
@@ -292,7 +292,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut pending = self.pending();
             for entry in entries {
                 let id = *entry.get_log_id();
-                rows.push((id.index, serde_json::to_vec(&entry).map_err(write_err)?));
+                rows.push((id.index, super::codec::encode_entry(&entry).map_err(write_err)?));
                 ids.push(id);
                 pending.insert(id.index, entry);
             }
