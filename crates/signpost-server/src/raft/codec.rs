@@ -103,8 +103,9 @@ impl EncodedCommand {
 /// members of different builds understand each other.
 #[derive(Debug, Clone)]
 pub struct LogRequest {
-    /// The request the state machine applies.
-    pub request: Request,
+    /// The request the state machine applies (shared: openraft and the log store's cache
+    /// clone entries, and a clone should not copy a batch of commands).
+    pub request: Arc<Request>,
     /// `request`'s MessagePack encoding (shared: openraft clones entries it keeps in memory).
     encoded: Arc<[u8]>,
 }
@@ -113,7 +114,10 @@ impl LogRequest {
     /// Wraps `request`, encoding it.
     pub fn new(request: Request) -> Result<Self, CodecError> {
         let encoded = to_msgpack(&request)?.into();
-        Ok(LogRequest { request, encoded })
+        Ok(LogRequest {
+            request: Arc::new(request),
+            encoded,
+        })
     }
 
     /// The request stamped `now_ms` carrying `commands` (one, or a [`Command::Batch`] of
@@ -144,7 +148,7 @@ impl LogRequest {
             Command::Batch(list)
         };
         LogRequest {
-            request: Request::new(now_ms, command),
+            request: Arc::new(Request::new(now_ms, command)),
             encoded: out.into(),
         }
     }
@@ -231,7 +235,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, CodecError> {
     let payload = match bytes[1] {
         KIND_BLANK => EntryPayload::Blank,
         KIND_NORMAL => EntryPayload::Normal(LogRequest {
-            request: rmp_serde::from_slice(body)?,
+            request: Arc::new(rmp_serde::from_slice(body)?),
             encoded: body.into(),
         }),
         KIND_MEMBERSHIP => EntryPayload::Membership(rmp_serde::from_slice(body)?),

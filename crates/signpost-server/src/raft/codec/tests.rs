@@ -228,7 +228,7 @@ fn a_joined_batch_is_exactly_what_serde_decodes_as_the_request() {
             .collect(),
     );
     let expected = Request::new(42, Command::Batch(commands));
-    assert_eq!(joined.request, expected);
+    assert_eq!(*joined.request, expected);
     let decoded: Request = rmp_serde::from_slice(joined.encoded()).expect("valid MessagePack");
     assert_eq!(decoded, expected);
     // And the same bytes as encoding the request whole would give, apart from integer widths.
@@ -285,7 +285,7 @@ fn entries_written_as_json_by_older_builds_still_decode() {
         panic!("not a normal entry")
     };
     assert_eq!(
-        r.request,
+        *r.request,
         Request::new(
             5,
             Command::DeleteDefinition {
