@@ -434,3 +434,78 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn blank(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn indices(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.get_log_id().index).collect()
+    }
+
+    #[test]
+    fn the_cache_keeps_what_is_not_durable_and_a_bounded_tail_of_what_is() {
+        let mut cache = Cache::default();
+        for i in 1..=300 {
+            cache.insert(blank(i), 10);
+        }
+        cache.trim();
+        assert_eq!(cache.entries.len(), 300, "nothing durable: nothing dropped");
+        assert_eq!(
+            indices(&cache.range(1, Some(301)).unwrap()),
+            (1..=300).collect::<Vec<_>>()
+        );
+
+        cache.durable = 300;
+        cache.trim();
+        assert_eq!(cache.entries.len(), CACHE_ENTRIES);
+        assert_eq!(cache.bytes, CACHE_ENTRIES * 10);
+        assert!(
+            cache.range(1, Some(100)).is_none(),
+            "dropped: read from redb"
+        );
+        assert!(
+            cache.range(290, None).is_none(),
+            "an open range is read from redb"
+        );
+        assert_eq!(
+            indices(&cache.range(100, Some(201)).unwrap()),
+            (100..=200).collect::<Vec<_>>()
+        );
+
+        // Truncation from 250: nothing at or after it is served.
+        cache.remove_where(|index, _| index >= 250);
+        cache.durable = cache.durable.min(249);
+        assert!(cache.range(240, Some(251)).is_none());
+        assert_eq!(cache.range(240, Some(250)).unwrap().len(), 10);
+
+        // A gap: not served from memory at all.
+        cache.insert(blank(260), 10);
+        assert!(cache.range(240, Some(250)).is_none());
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_bytes_but_never_drops_an_entry_before_it_is_durable() {
+        let mut cache = Cache::default();
+        for i in 1..=40 {
+            cache.insert(blank(i), 1 << 20);
+        }
+        cache.durable = 10;
+        cache.trim();
+        assert_eq!(cache.entries.len(), 30, "only durable entries go");
+        cache.durable = 40;
+        cache.trim();
+        assert!(cache.bytes <= CACHE_BYTES, "{}", cache.bytes);
+        assert_eq!(cache.entries.len(), CACHE_BYTES >> 20);
+        assert_eq!(cache.entries.last_key_value().map(|(i, _)| *i), Some(40));
+    }
+}

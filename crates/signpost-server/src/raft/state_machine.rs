@@ -86,11 +86,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (last_log_id, last_membership, data) = tokio::task::spawn_blocking(move || {
             let state = store.read();
             let data = super::codec::encode_snapshot(&*state, hint)?;
-            Ok::<_, super::codec::CodecError>((
-                state.last_applied,
-                state.membership.clone(),
-                data,
-            ))
+            Ok::<_, super::codec::CodecError>((state.last_applied, state.membership.clone(), data))
         })
         .await
         .map_err(write_err)?

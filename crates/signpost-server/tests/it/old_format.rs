@@ -48,7 +48,9 @@ fn first_bytes(path: &Path) -> (Vec<u8>, Option<u8>) {
 }
 
 async fn ids(t: &TestAgent, service: &str) -> Vec<String> {
-    let (status, body) = t.get(&format!("/api/v1/services/{service}/instances")).await;
+    let (status, body) = t
+        .get(&format!("/api/v1/services/{service}/instances"))
+        .await;
     assert_eq!(status, 200, "{body}");
     let mut ids: Vec<String> = body["instances"]
         .as_array()

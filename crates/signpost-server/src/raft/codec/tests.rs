@@ -160,7 +160,10 @@ fn every_command() -> Vec<Command> {
             accessor_id: "t1".into(),
             secret_hash: Some("h".into()),
             description: "ci".into(),
-            policies: vec![PolicyRef::Id("p1".into()), PolicyRef::Name("readers".into())],
+            policies: vec![
+                PolicyRef::Id("p1".into()),
+                PolicyRef::Name("readers".into()),
+            ],
             expiration_time: Some(Timestamp(1_800_000_000_000)),
         })),
         Command::Acl(AclCommand::SetToken(TokenInput {
@@ -239,10 +242,7 @@ fn a_joined_batch_is_exactly_what_serde_decodes_as_the_request() {
 
 #[test]
 fn blank_and_membership_entries_round_trip() {
-    for payload in [
-        EntryPayload::Blank,
-        EntryPayload::Membership(membership()),
-    ] {
+    for payload in [EntryPayload::Blank, EntryPayload::Membership(membership())] {
         let entry = Entry {
             log_id: log_id(5),
             payload,
