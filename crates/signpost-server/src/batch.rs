@@ -20,7 +20,8 @@ pub const MAX_BATCH: usize = 1024;
 /// travels alone). Well under the Raft transport's 64 MiB body limit.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
-/// The length of `command` as the log encodes it (JSON), counted without building it.
+/// The length of `command`'s JSON encoding (how it travels between members), counted without
+/// building it.
 pub fn encoded_len(command: &Command) -> usize {
     /// Counts what is written.
     struct Count(usize);

@@ -386,8 +386,9 @@ impl Cluster {
                             last_leader = Some(leader.http_addr.clone());
                             // Give up on this leader as soon as this node learns of an election:
                             // a leader that paused or was cut off mid-request would otherwise
-                            // hold every write of this node (the batcher sends one entry at a
-                            // time) until the forward times out, long after a new leader took over.
+                            // hold every write of this node (the batcher has only a few entries
+                            // in flight) until the forward times out, long after a new leader
+                            // took over.
                             let forwarded = tokio::select! {
                                 r = self.post::<_, Result<Response, ClusterError>>(&leader, "/raft/propose", &request) => Some(r),
                                 () = self.leader_changed(f.leader_id) => None,
