@@ -61,13 +61,7 @@ struct ListenerTls {
     raft: Option<Arc<ReloadingAcceptor>>,
 }
 
-/// A write waiting for the batcher, and where its result goes.
-type Proposal = (
-    Command,
-    tokio::sync::oneshot::Sender<Result<Response, ProposeError>>,
-);
-
-use crate::batch::MAX_BATCH;
+use crate::batch::{Proposal, MAX_BATCH};
 
 /// Where this agent listens.
 #[derive(Debug, Clone, Copy)]
@@ -329,7 +323,7 @@ impl Agent {
                 agent.closing.subscribe(),
             ));
         }
-        agent.tasks.spawn(batcher(
+        agent.tasks.spawn(crate::batch::run(
             Arc::downgrade(&agent),
             queue,
             agent.stopping.clone(),
@@ -354,6 +348,17 @@ impl Agent {
     /// flushes its log one entry at a time, so grouping here is what lets throughput grow with
     /// the number of writers.
     pub async fn propose(&self, command: Command) -> Result<Response, ProposeError> {
+        let command = raft::EncodedCommand::new(command)
+            .map_err(|e| ProposeError::Fatal(format!("cannot encode the write: {e}")))?;
+        self.propose_encoded(command).await
+    }
+
+    /// [`Agent::propose`] for a command its caller already encoded (in its own task: the
+    /// batcher and the log store only copy the bytes).
+    pub async fn propose_encoded(
+        &self,
+        command: raft::EncodedCommand,
+    ) -> Result<Response, ProposeError> {
         let mut commit = crate::telemetry::CommitSpan::start();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.proposals
@@ -624,70 +629,6 @@ impl Listeners {
             raft: None,
             dns: None,
         }
-    }
-}
-
-/// Groups waiting proposals into one Raft entry at a time: whatever queued while the previous
-/// entry was being committed goes into the next.
-/// Stops when `stopping` is cancelled, refusing what is still queued.
-async fn batcher(
-    agent: std::sync::Weak<Agent>,
-    mut queue: tokio::sync::mpsc::Receiver<Proposal>,
-    stopping: CancellationToken,
-) {
-    let mut batch: Vec<Proposal> = Vec::with_capacity(MAX_BATCH);
-    let mut grouper = crate::batch::Grouper::new(MAX_BATCH, crate::batch::MAX_BATCH_BYTES);
-    loop {
-        let received = tokio::select! {
-            more = grouper.next(&mut queue, &mut batch) => more,
-            () = stopping.cancelled() => false,
-        };
-        if !received {
-            break;
-        }
-        let Some(agent) = agent.upgrade() else { break };
-        let (commands, replies): (Vec<Command>, Vec<_>) = batch.drain(..).unzip();
-        let command = if commands.len() == 1 {
-            commands.into_iter().next().expect("one command")
-        } else {
-            Command::Batch(commands)
-        };
-        let outcome = agent.cluster.propose_entry(command).await;
-        match outcome {
-            Ok(Response::Batch(responses)) if responses.len() == replies.len() => {
-                for (reply, response) in replies.into_iter().zip(responses) {
-                    let _ = reply.send(Ok(response));
-                }
-            }
-            Ok(response) if replies.len() == 1 => {
-                let reply = replies.into_iter().next().expect("one reply");
-                let _ = reply.send(Ok(response));
-            }
-            Ok(other) => {
-                for reply in replies {
-                    let _ = reply.send(Err(ProposeError::Fatal(format!(
-                        "a batch was answered with {other:?}"
-                    ))));
-                }
-            }
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
-    }
-    queue.close();
-    let left = grouper.take_carried().into_iter().chain(batch.drain(..));
-    for (_, reply) in left {
-        let _ = reply.send(Err(ProposeError::Fatal(
-            "the agent is shutting down".into(),
-        )));
-    }
-    while let Ok((_, reply)) = queue.try_recv() {
-        let _ = reply.send(Err(ProposeError::Fatal(
-            "the agent is shutting down".into(),
-        )));
     }
 }
 

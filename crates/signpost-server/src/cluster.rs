@@ -19,7 +19,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use signpost_core::{Command, Request, Response};
+use signpost_core::Response;
 
 use crate::raft::transport::{Transport, TransportError};
 use crate::raft::{Node, NodeId, Raft};
@@ -367,8 +367,11 @@ impl Cluster {
     }
 
     /// Proposes one Raft entry, following the leader (forwarding to it) across leader changes.
-    pub(crate) async fn propose_entry(&self, command: Command) -> Result<Response, ProposeError> {
-        let request = Request::new(now_ms(), command);
+    pub(crate) async fn propose_entry(
+        &self,
+        commands: Vec<crate::raft::EncodedCommand>,
+    ) -> Result<Response, ProposeError> {
+        let request = crate::raft::LogRequest::from_encoded(now_ms(), commands);
         let mut last_leader = None;
         for _ in 0..FORWARD_ATTEMPTS {
             let written =
@@ -383,8 +386,9 @@ impl Cluster {
                             last_leader = Some(leader.http_addr.clone());
                             // Give up on this leader as soon as this node learns of an election:
                             // a leader that paused or was cut off mid-request would otherwise
-                            // hold every write of this node (the batcher sends one entry at a
-                            // time) until the forward times out, long after a new leader took over.
+                            // hold every write of this node (the batcher has only a few entries
+                            // in flight) until the forward times out, long after a new leader
+                            // took over.
                             let forwarded = tokio::select! {
                                 r = self.post::<_, Result<Response, ClusterError>>(&leader, "/raft/propose", &request) => Some(r),
                                 () = self.leader_changed(f.leader_id) => None,
@@ -437,7 +441,10 @@ impl Cluster {
 
     /// The leader's side of a forwarded proposal: applied here, or an error if this node no
     /// longer leads (the follower then finds the new leader).
-    pub async fn accept_proposal(&self, request: Request) -> Result<Response, ClusterError> {
+    pub async fn accept_proposal(
+        &self,
+        request: crate::raft::LogRequest,
+    ) -> Result<Response, ClusterError> {
         match self.raft.client_write(request).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {

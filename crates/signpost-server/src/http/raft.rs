@@ -169,6 +169,11 @@ async fn propose(State(agent): State<AppState>, body: Bytes) -> Response {
     if let Err(e) = signpost_core::validate::command(&req.command) {
         return ApiError::Invalid(e).into_response();
     }
+    // Encoded here, in the request's task, once: the log store writes these bytes as they are.
+    let req = match crate::raft::LogRequest::new(req) {
+        Ok(req) => req,
+        Err(e) => return ApiError::bad_request("body", e.to_string()).into_response(),
+    };
     Json(agent.cluster().accept_proposal(req).await).into_response()
 }
 

@@ -41,19 +41,93 @@ type QueuedAppend = (Vec<(u64, Vec<u8>)>, Vec<LogId>, LogFlushed<TypeConfig>);
 /// Work run on the writer thread.
 type WriterWork = Box<dyn FnOnce(&Database) -> Result<(), redb::Error> + Send>;
 
+/// Most entries the cache keeps once they are durable.
+const CACHE_ENTRIES: usize = 256;
+/// Most encoded bytes of durable entries the cache keeps.
+const CACHE_BYTES: usize = 16 << 20;
+
+/// The newest entries, in memory: those whose commit is not durable yet (readers must see
+/// them), and the last few durable ones, so that openraft's core, which reads every committed
+/// entry back to apply it, finds them here instead of reading and decoding them from redb.
+/// Its indices are contiguous: appends add at the end, truncation cuts the end, trimming
+/// drops durable entries from the front.
+#[derive(Default)]
+struct Cache {
+    /// Entries by index, with their encoded length.
+    entries: BTreeMap<u64, (Entry, usize)>,
+    /// Encoded bytes of every entry held.
+    bytes: usize,
+    /// Every held entry up to this index is durable (and may be dropped).
+    durable: u64,
+}
+
+impl Cache {
+    fn insert(&mut self, entry: Entry, len: usize) {
+        let index = entry.get_log_id().index;
+        if let Some((_, old)) = self.entries.insert(index, (entry, len)) {
+            self.bytes -= old;
+        }
+        self.bytes += len;
+    }
+
+    /// Drops the entries for which `drop` is true.
+    fn remove_where(&mut self, mut drop: impl FnMut(u64, &Entry) -> bool) {
+        let bytes = &mut self.bytes;
+        self.entries.retain(|index, (entry, len)| {
+            let gone = drop(*index, entry);
+            if gone {
+                *bytes -= *len;
+            }
+            !gone
+        });
+    }
+
+    /// Drops the oldest durable entries beyond the bounds.
+    fn trim(&mut self) {
+        while self.entries.len() > CACHE_ENTRIES || self.bytes > CACHE_BYTES {
+            let Some(mut first) = self.entries.first_entry() else {
+                break;
+            };
+            if *first.key() > self.durable {
+                break;
+            }
+            self.bytes -= first.get_mut().1;
+            first.remove();
+        }
+    }
+
+    /// The entries of `start..end` when the cache holds every one of them.
+    fn range(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry>> {
+        let (&first, _) = self.entries.first_key_value()?;
+        let (&last, _) = self.entries.last_key_value()?;
+        let end = end?;
+        // A gap (entries appended after a snapshot skipped ahead): read from the database.
+        let contiguous = self.entries.len() as u64 == last - first + 1;
+        if !contiguous || start < first || end > last + 1 {
+            return None;
+        }
+        Some(
+            self.entries
+                .range(start..end)
+                .map(|(_, (e, _))| e.clone())
+                .collect(),
+        )
+    }
+}
+
 /// Raft log storage. Cheap to clone: clones share the database and the writer.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
     writer: mpsc::Sender<Job>,
-    /// Appended entries whose commit is not durable yet, by index.
-    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    /// The newest entries: every one not durable yet, and the last durable ones.
+    pending: Arc<Mutex<Cache>>,
 }
 
 impl LogStore {
     pub fn new(db: Arc<Database>) -> Self {
         let (writer, jobs) = mpsc::channel();
-        let pending = Arc::new(Mutex::new(BTreeMap::new()));
+        let pending = Arc::new(Mutex::new(Cache::default()));
         let (thread_db, thread_pending) = (db.clone(), pending.clone());
         std::thread::Builder::new()
             .name("signpost-log-writer".into())
@@ -66,7 +140,7 @@ impl LogStore {
         }
     }
 
-    fn pending(&self) -> MutexGuard<'_, BTreeMap<u64, Entry>> {
+    fn pending(&self) -> MutexGuard<'_, Cache> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -123,7 +197,7 @@ impl LogStore {
     }
 
     fn last_entry_id(&self) -> Result<Option<LogId>, StorageError<NodeId>> {
-        if let Some((_, e)) = self.pending().last_key_value() {
+        if let Some((_, (e, _))) = self.pending().entries.last_key_value() {
             return Ok(Some(*e.get_log_id()));
         }
         let txn = self.db.begin_read().map_err(read_err)?;
@@ -131,14 +205,14 @@ impl LogStore {
         let Some((_, value)) = table.last().map_err(read_err)? else {
             return Ok(None);
         };
-        let entry: Entry = serde_json::from_slice(value.value()).map_err(read_err)?;
+        let entry = super::codec::decode_entry(value.value()).map_err(read_err)?;
         Ok(Some(*entry.get_log_id()))
     }
 }
 
 /// The writer thread: takes every job waiting, commits the appends among them in one durable
 /// transaction, runs the other jobs in order, and reports back.
-fn write_loop(db: &Database, pending: &Mutex<BTreeMap<u64, Entry>>, jobs: &mpsc::Receiver<Job>) {
+fn write_loop(db: &Database, pending: &Mutex<Cache>, jobs: &mpsc::Receiver<Job>) {
     let mut appends: Vec<QueuedAppend> = Vec::new();
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
@@ -160,7 +234,7 @@ fn write_loop(db: &Database, pending: &Mutex<BTreeMap<u64, Entry>>, jobs: &mpsc:
     }
 }
 
-fn flush(db: &Database, pending: &Mutex<BTreeMap<u64, Entry>>, appends: &mut Vec<QueuedAppend>) {
+fn flush(db: &Database, pending: &Mutex<Cache>, appends: &mut Vec<QueuedAppend>) {
     if appends.is_empty() {
         return;
     }
@@ -178,13 +252,26 @@ fn flush(db: &Database, pending: &Mutex<BTreeMap<u64, Entry>>, appends: &mut Vec
         Ok(())
     })();
     {
-        let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, ids, _) in appends.iter() {
-            for id in ids {
-                if pending.get(&id.index).is_some_and(|e| e.get_log_id() == id) {
-                    pending.remove(&id.index);
+        let mut cache = pending.lock().unwrap_or_else(|e| e.into_inner());
+        if result.is_ok() {
+            // Durable now: kept for the readers, dropped oldest first beyond the bounds.
+            // (Entries are appended in index order, and truncation lowers the mark.)
+            if let Some(last) = appends.iter().flat_map(|(_, ids, _)| ids.last()).last() {
+                if cache
+                    .entries
+                    .get(&last.index)
+                    .is_some_and(|(e, _)| e.get_log_id() == last)
+                {
+                    cache.durable = cache.durable.max(last.index);
                 }
             }
+            cache.trim();
+        } else {
+            let failed: BTreeMap<u64, LogId> = appends
+                .iter()
+                .flat_map(|(_, ids, _)| ids.iter().map(|id| (id.index, *id)))
+                .collect();
+            cache.remove_where(|index, e| failed.get(&index) == Some(e.get_log_id()));
         }
     }
     for (_, _, callback) in appends.drain(..) {
@@ -214,6 +301,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if end.is_some_and(|e| e <= start) {
             return Ok(Vec::new());
         }
+        // The usual read: openraft's core reading back the entries it is about to apply.
+        if let Some(entries) = self.pending().range(start, end) {
+            return Ok(entries);
+        }
         let txn = self.db.begin_read().map_err(read_err)?;
         let table = txn.open_table(tables::LOG).map_err(read_err)?;
         let iter = match end {
@@ -226,13 +317,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let (index, value) = item.map_err(read_err)?;
             entries.insert(
                 index.value(),
-                serde_json::from_slice(value.value()).map_err(read_err)?,
+                super::codec::decode_entry(value.value()).map_err(read_err)?,
             );
         }
         // Entries still waiting for their commit are the newest word on their index.
         let pending = self.pending();
         let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-        for (index, entry) in pending.range((Bound::Included(start), upper)) {
+        for (index, (entry, _)) in pending.entries.range((Bound::Included(start), upper)) {
             entries.insert(*index, entry.clone());
         }
         Ok(entries.into_values().collect())
@@ -292,9 +383,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut pending = self.pending();
             for entry in entries {
                 let id = *entry.get_log_id();
-                rows.push((id.index, serde_json::to_vec(&entry).map_err(write_err)?));
+                let row = super::codec::encode_entry(&entry).map_err(write_err)?;
+                pending.insert(entry, row.len());
+                rows.push((id.index, row));
                 ids.push(id);
-                pending.insert(id.index, entry);
             }
         }
         self.writer
@@ -317,7 +409,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(())
         })
         .await?;
-        self.pending().retain(|index, _| *index < log_id.index);
+        let mut cache = self.pending();
+        cache.remove_where(|index, _| index >= log_id.index);
+        cache.durable = cache.durable.min(log_id.index.saturating_sub(1));
         Ok(())
     }
 
@@ -334,6 +428,84 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             txn.commit()?;
             Ok(())
         })
-        .await
+        .await?;
+        self.pending()
+            .remove_where(|index, _| index <= log_id.index);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn blank(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn indices(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.get_log_id().index).collect()
+    }
+
+    #[test]
+    fn the_cache_keeps_what_is_not_durable_and_a_bounded_tail_of_what_is() {
+        let mut cache = Cache::default();
+        for i in 1..=300 {
+            cache.insert(blank(i), 10);
+        }
+        cache.trim();
+        assert_eq!(cache.entries.len(), 300, "nothing durable: nothing dropped");
+        assert_eq!(
+            indices(&cache.range(1, Some(301)).unwrap()),
+            (1..=300).collect::<Vec<_>>()
+        );
+
+        cache.durable = 300;
+        cache.trim();
+        assert_eq!(cache.entries.len(), CACHE_ENTRIES);
+        assert_eq!(cache.bytes, CACHE_ENTRIES * 10);
+        assert!(
+            cache.range(1, Some(100)).is_none(),
+            "dropped: read from redb"
+        );
+        assert!(
+            cache.range(290, None).is_none(),
+            "an open range is read from redb"
+        );
+        assert_eq!(
+            indices(&cache.range(100, Some(201)).unwrap()),
+            (100..=200).collect::<Vec<_>>()
+        );
+
+        // Truncation from 250: nothing at or after it is served.
+        cache.remove_where(|index, _| index >= 250);
+        cache.durable = cache.durable.min(249);
+        assert!(cache.range(240, Some(251)).is_none());
+        assert_eq!(cache.range(240, Some(250)).unwrap().len(), 10);
+
+        // A gap: not served from memory at all.
+        cache.insert(blank(260), 10);
+        assert!(cache.range(240, Some(250)).is_none());
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_bytes_but_never_drops_an_entry_before_it_is_durable() {
+        let mut cache = Cache::default();
+        for i in 1..=40 {
+            cache.insert(blank(i), 1 << 20);
+        }
+        cache.durable = 10;
+        cache.trim();
+        assert_eq!(cache.entries.len(), 30, "only durable entries go");
+        cache.durable = 40;
+        cache.trim();
+        assert!(cache.bytes <= CACHE_BYTES, "{}", cache.bytes);
+        assert_eq!(cache.entries.len(), CACHE_BYTES >> 20);
+        assert_eq!(cache.entries.last_key_value().map(|(i, _)| *i), Some(40));
     }
 }

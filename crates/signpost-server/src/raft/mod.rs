@@ -8,6 +8,7 @@
 // openraft's traits fix the error type to its large `StorageError`; boxing it is not an option.
 #![allow(clippy::result_large_err)]
 
+pub mod codec;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
@@ -17,8 +18,9 @@ use std::io::Cursor;
 
 use openraft::{StorageError, StorageIOError};
 use serde::{Deserialize, Serialize};
-use signpost_core::{Request, Response};
+use signpost_core::Response;
 
+pub use codec::{EncodedCommand, LogRequest};
 pub use log_store::LogStore;
 pub use network::{NetworkFactory, PeerNetwork};
 pub type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;
@@ -52,9 +54,9 @@ impl std::fmt::Display for Node {
 }
 
 openraft::declare_raft_types!(
-    /// Signpost's Raft types: registry [`Request`]s in, [`Response`]s out.
+    /// Signpost's Raft types: registry requests (with their log encoding) in, [`Response`]s out.
     pub TypeConfig:
-        D = Request,
+        D = LogRequest,
         R = Response,
         NodeId = NodeId,
         Node = Node,
@@ -90,7 +92,7 @@ pub(crate) fn write_err<E: std::error::Error + 'static>(e: E) -> StorageError<No
 pub(crate) mod tables {
     use redb::TableDefinition;
 
-    /// Raft log: index → JSON-encoded entry.
+    /// Raft log: index → encoded entry ([`super::codec`]: binary, or JSON from older builds).
     pub const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
     /// Raft metadata: `vote`, `committed`, `last_purged` → JSON.
     pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");

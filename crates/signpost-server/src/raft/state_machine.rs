@@ -25,6 +25,8 @@ pub struct StateMachine {
     db: Arc<Database>,
     /// Distinguishes snapshots built at the same log id.
     snapshot_seq: Arc<AtomicU64>,
+    /// Length of the last snapshot built, to size the next one's buffer at once.
+    last_snapshot_len: Arc<AtomicU64>,
 }
 
 impl StateMachine {
@@ -34,12 +36,13 @@ impl StateMachine {
             store,
             db,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            last_snapshot_len: Arc::new(AtomicU64::new(0)),
         };
         let snapshot = sm
             .read_snapshot()
             .map_err(|e| super::StorageOpenError::Snapshot(e.to_string()))?;
         if let Some((_, data)) = snapshot {
-            let state: SmState = serde_json::from_slice(&data)
+            let state: SmState = super::codec::decode_snapshot(&data)
                 .map_err(|e| super::StorageOpenError::Snapshot(e.to_string()))?;
             sm.store.replace(state);
         }
@@ -75,14 +78,21 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError<NodeId>> {
-        // Copy the state under the lock and serialise the copy on a blocking thread: writes
-        // wait only for the copy, not for the (several times slower) encoding.
-        let state = self.store.read().clone();
-        let (last_log_id, last_membership) = (state.last_applied, state.membership.clone());
-        let data = tokio::task::spawn_blocking(move || serde_json::to_vec(&state))
-            .await
-            .map_err(write_err)?
-            .map_err(write_err)?;
+        // Encode the state in place, under its read lock, straight into one binary buffer: no
+        // copy of the state and no intermediate document, so the peak is the state plus its
+        // compact encoding. Writes wait for the encoding (a few hundred MB/s).
+        let store = self.store.clone();
+        let hint = self.last_snapshot_len.load(Ordering::Relaxed) as usize;
+        let (last_log_id, last_membership, data) = tokio::task::spawn_blocking(move || {
+            let state = store.read();
+            let data = super::codec::encode_snapshot(&*state, hint)?;
+            Ok::<_, super::codec::CodecError>((state.last_applied, state.membership.clone(), data))
+        })
+        .await
+        .map_err(write_err)?
+        .map_err(write_err)?;
+        self.last_snapshot_len
+            .store(data.len() as u64, Ordering::Relaxed);
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_log_id {
             Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
@@ -130,7 +140,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::Internal,
                     EntryPayload::Normal(req) => {
-                        let (response, evs) = state.registry.apply(log_id.index, &req);
+                        let (response, evs) = state.registry.apply(log_id.index, &req.request);
                         events.extend(evs);
                         response
                     }
@@ -161,7 +171,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
-        let mut state: SmState = serde_json::from_slice(&data).map_err(read_err)?;
+        let mut state: SmState = super::codec::decode_snapshot(&data).map_err(read_err)?;
         state.last_applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();
         self.save_snapshot(meta, &data)?;

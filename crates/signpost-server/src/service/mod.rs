@@ -187,11 +187,14 @@ async fn apply<T>(
 ) -> Result<T> {
     let kind = command_kind(&command);
     let limit = agent.config().limits.max_entry_bytes;
-    let size = serde_json::to_vec(&command).map_or(usize::MAX, |v| v.len());
+    // Encoded once, here in the request's task; the log stores these very bytes.
+    let command = crate::raft::EncodedCommand::new(command)
+        .map_err(|e| ServiceError::Propose(ProposeError::Fatal(e.to_string())))?;
+    let size = command.len();
     if size > limit {
         return Err(ServiceError::EntryTooLarge { size, limit });
     }
-    let response = agent.propose(command).await?;
+    let response = agent.propose_encoded(command).await?;
     if let Response::Refused(refusal) = response {
         return Err(refusal.into());
     }

@@ -17,6 +17,7 @@ mod limits;
 mod listener_limits;
 mod matrix;
 mod members;
+mod old_format;
 mod robustness;
 mod shutdown;
 mod storage;
