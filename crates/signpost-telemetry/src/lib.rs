@@ -7,6 +7,8 @@
 //!   level, target, message, fields and the trace and span ids of the current OpenTelemetry
 //!   context.
 //! - [`propagation`]: W3C `traceparent`/`tracestate` in and out of an `http::HeaderMap`.
+//! - [`service`]: for services built on the SDK: the provider from the OpenTelemetry
+//!   variables, and a server span per request continuing the caller's context.
 //! - [`sampling`]: the provider's sampler (parent-based, a trace-id ratio for roots) and the
 //!   same decision for code that decides before it makes a span.
 //! - [`init`] (here): installs the tracing subscriber and, when an OTLP endpoint is configured,
@@ -18,6 +20,7 @@ pub mod config;
 pub mod json;
 pub mod propagation;
 pub mod sampling;
+pub mod service;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -48,6 +51,9 @@ pub enum TelemetryError {
     /// The OTLP exporter could not be built (say, an endpoint that is not a URL).
     #[error("cannot set up the OTLP exporter: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    /// The OpenTelemetry variables are wrong (a service's [`service::install_from_env`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// A global subscriber was already installed in this process.
     #[error("cannot install the log subscriber: {0}")]
     Subscriber(#[from] tracing_subscriber::util::TryInitError),
