@@ -34,6 +34,8 @@
 #                      (nginx, old, new), and the table ends with the new/old ratios (req/s, p99,
 #                      CPU per request; medians of the per-round ratios). With TRACING=1 the old
 #                      binary's traced gateway is measured too.
+#   PERF_OUT []        a path: `perf record -g` samples the new gateway during its first measured
+#                      run and writes perf.data there (read it with `perf report -i PATH`)
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -47,6 +49,7 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 TRACING=${TRACING:-0}
 BASELINE_BIN=${BASELINE_BIN:-}
+PERF_OUT=${PERF_OUT:-}
 if [[ -n $BASELINE_BIN && ! -x $BASELINE_BIN ]]; then
     echo "BASELINE_BIN=$BASELINE_BIN is not an executable" >&2
     exit 1
@@ -243,9 +246,20 @@ run_wrk() {
     log "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency http://127.0.0.1:$port/  ($label)"
     local before after
     before=$(cpu_ticks "$@")
+    local perf_pid=
+    if [[ -n $PERF_OUT && $label == signpost-1 ]]; then
+        perf record -q -g -F 999 -o "$PERF_OUT" -p "$1" -- sleep "${DURATION%s}" \
+            >"$TMP/perf.log" 2>&1 &
+        perf_pid=$!
+        PIDS+=("$perf_pid")
+    fi
     "${LOADGEN[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
         "http://127.0.0.1:$port/" >"$TMP/wrk-$label.txt"
     after=$(cpu_ticks "$@")
+    if [[ -n $perf_pid ]]; then
+        wait "$perf_pid" || echo "perf record failed: $(cat "$TMP/perf.log")" >&2
+        forget_pid "$perf_pid"
+    fi
     echo "cpu_ticks $((after - before)) $(getconf CLK_TCK)" >>"$TMP/wrk-$label.txt"
     grep -E "Requests/sec|^ +(50|99)%" "$TMP/wrk-$label.txt" >&2
 }
