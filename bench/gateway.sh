@@ -29,6 +29,13 @@
 #                      ([telemetry] otlp_endpoint set, sampling_ratio = 0: every request still
 #                      gets a span context and a traceparent upstream); the table then has a
 #                      "gateway, traced" row and its req/s ratio to the plain gateway
+#   BASELINE_BIN []    path to an older `signpost` binary: its gateway runs beside the new one
+#                      (same config, other ports) and is measured in every round, alternating
+#                      (nginx, old, new), and the table ends with the new/old ratios (req/s, p99,
+#                      CPU per request; medians of the per-round ratios). With TRACING=1 the old
+#                      binary's traced gateway is measured too.
+#   PERF_OUT []        a path: `perf record -g` samples the new gateway during its first measured
+#                      run and writes perf.data there (read it with `perf report -i PATH`)
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -41,6 +48,12 @@ WARMUP=${WARMUP:-2s}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 TRACING=${TRACING:-0}
+BASELINE_BIN=${BASELINE_BIN:-}
+PERF_OUT=${PERF_OUT:-}
+if [[ -n $BASELINE_BIN && ! -x $BASELINE_BIN ]]; then
+    echo "BASELINE_BIN=$BASELINE_BIN is not an executable" >&2
+    exit 1
+fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -116,6 +129,10 @@ GATEWAY_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 TRACED_PORT=$(free_port)
 TRACED_ADMIN_PORT=$(free_port)
+OLD_PORT=$(free_port)
+OLD_ADMIN_PORT=$(free_port)
+OLD_TRACED_PORT=$(free_port)
+OLD_TRACED_ADMIN_PORT=$(free_port)
 # Nothing listens there: with sampling_ratio 0 no span is ever exported.
 OTLP_PORT=$(free_port)
 
@@ -154,6 +171,17 @@ if [[ $TRACING == 1 ]]; then
     printf '\n[telemetry]\notlp_endpoint = "http://127.0.0.1:%s"\nsampling_ratio = 0.0\n' \
         "$OTLP_PORT" >>"$TMP/gateway-traced.toml"
 fi
+if [[ -n $BASELINE_BIN ]]; then
+    # The old binary's gateway: the same config on other ports.
+    sed -e "s|127.0.0.1:$GATEWAY_PORT|127.0.0.1:$OLD_PORT|" \
+        -e "s|127.0.0.1:$ADMIN_PORT|127.0.0.1:$OLD_ADMIN_PORT|" "$TMP/gateway.toml" \
+        >"$TMP/gateway-old.toml"
+    if [[ $TRACING == 1 ]]; then
+        sed -e "s|127.0.0.1:$TRACED_PORT|127.0.0.1:$OLD_TRACED_PORT|" \
+            -e "s|127.0.0.1:$TRACED_ADMIN_PORT|127.0.0.1:$OLD_TRACED_ADMIN_PORT|" \
+            "$TMP/gateway-traced.toml" >"$TMP/gateway-old-traced.toml"
+    fi
+fi
 mkdir -p "$TMP/nginx-body" "$TMP/nginx-proxy" "$TMP/nginx-fastcgi" "$TMP/nginx-uwsgi" "$TMP/nginx-scgi"
 
 "${SERVERS[@]}" "$NGINX" -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf" -g 'daemon off;' \
@@ -171,11 +199,27 @@ if [[ $TRACING == 1 ]]; then
     TRACED_PID=$!
     wait_http "http://127.0.0.1:$TRACED_PORT/" "the traced gateway"
 fi
+PROXY_PORTS=("$NGINX_PORT" "$GATEWAY_PORT")
+if [[ -n $BASELINE_BIN ]]; then
+    RUST_LOG=warn "${SERVERS[@]}" "$BASELINE_BIN" gateway --config "$TMP/gateway-old.toml" \
+        >"$TMP/gateway-old.log" 2>&1 &
+    PIDS+=($!)
+    OLD_PID=$!
+    wait_http "http://127.0.0.1:$OLD_PORT/" "the baseline gateway"
+    PROXY_PORTS+=("$OLD_PORT")
+    if [[ $TRACING == 1 ]]; then
+        RUST_LOG=warn "${SERVERS[@]}" "$BASELINE_BIN" gateway \
+            --config "$TMP/gateway-old-traced.toml" >"$TMP/gateway-old-traced.log" 2>&1 &
+        PIDS+=($!)
+        OLD_TRACED_PID=$!
+        wait_http "http://127.0.0.1:$OLD_TRACED_PORT/" "the baseline traced gateway"
+    fi
+fi
 wait_http "http://127.0.0.1:$NGINX_PORT/" "nginx"
 wait_http "http://127.0.0.1:$GATEWAY_PORT/" "the gateway"
 
-# Both proxies must reach both backends before anything is measured.
-for port in "$NGINX_PORT" "$GATEWAY_PORT"; do
+# Every proxy must reach both backends before anything is measured.
+for port in "${PROXY_PORTS[@]}"; do
     seen=$(for _ in 1 2 3 4; do curl -fs "http://127.0.0.1:$port/"; done | sort -u | tr '\n' ' ')
     if [[ $seen != "hello from a hello from b " ]]; then
         echo "proxy on port $port answered: $seen (expected both backends); logs in $TMP" >&2
@@ -202,9 +246,20 @@ run_wrk() {
     log "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency http://127.0.0.1:$port/  ($label)"
     local before after
     before=$(cpu_ticks "$@")
+    local perf_pid=
+    if [[ -n $PERF_OUT && $label == signpost-1 ]]; then
+        perf record -q -g -F 999 -o "$PERF_OUT" -p "$1" -- sleep "${DURATION%s}" \
+            >"$TMP/perf.log" 2>&1 &
+        perf_pid=$!
+        PIDS+=("$perf_pid")
+    fi
     "${LOADGEN[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
         "http://127.0.0.1:$port/" >"$TMP/wrk-$label.txt"
     after=$(cpu_ticks "$@")
+    if [[ -n $perf_pid ]]; then
+        wait "$perf_pid" || echo "perf record failed: $(cat "$TMP/perf.log")" >&2
+        forget_pid "$perf_pid"
+    fi
     echo "cpu_ticks $((after - before)) $(getconf CLK_TCK)" >>"$TMP/wrk-$label.txt"
     grep -E "Requests/sec|^ +(50|99)%" "$TMP/wrk-$label.txt" >&2
 }
@@ -218,8 +273,16 @@ for round in $(seq "$ROUNDS"); do
     # shellcheck disable=SC2086 # one PID per word
     run_wrk "nginx-$round" "$NGINX_PORT" "$NGINX_PID" $NGINX_WORKERS
     REPORT+=("nginx#$round=$TMP/wrk-nginx-$round.txt")
+    if [[ -n $BASELINE_BIN ]]; then
+        run_wrk "old-$round" "$OLD_PORT" "$OLD_PID"
+        REPORT+=("old#$round=$TMP/wrk-old-$round.txt")
+    fi
     run_wrk "signpost-$round" "$GATEWAY_PORT" "$GATEWAY_PID"
     REPORT+=("signpost#$round=$TMP/wrk-signpost-$round.txt")
+    if [[ $TRACING == 1 && -n $BASELINE_BIN ]]; then
+        run_wrk "traced_old-$round" "$OLD_TRACED_PORT" "$OLD_TRACED_PID"
+        REPORT+=("traced_old#$round=$TMP/wrk-traced_old-$round.txt")
+    fi
     if [[ $TRACING == 1 ]]; then
         run_wrk "traced-$round" "$TRACED_PORT" "$TRACED_PID"
         REPORT+=("traced#$round=$TMP/wrk-traced-$round.txt")
@@ -228,5 +291,5 @@ done
 echo "load after:  $(uptime)"
 
 echo
-echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency; PIN=$PIN WORKERS=$WORKERS ROUNDS=$ROUNDS; $(nproc) CPUs"
+echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency; PIN=$PIN WORKERS=$WORKERS ROUNDS=$ROUNDS; $(nproc) CPUs${BASELINE_BIN:+; baseline $BASELINE_BIN}"
 python3 bench/gateway/report.py "${REPORT[@]}"

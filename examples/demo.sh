@@ -3,8 +3,10 @@
 # consumer, an HTTP service calling both through ServiceClient, driven here with curl. Shows the
 # calls spread over the instances, the user-service's CRUD, its settings changing live from the
 # KV store, and then kills one user-service instance with SIGKILL: the consumer keeps answering
-# and the agent's HTTP check marks the instance critical. Everything started here is stopped by
-# PID on exit.
+# and the agent's HTTP check marks the instance critical. Along the way one request goes
+# through the gateway with tracing on, and its trace (gateway -> consumer -> user-service, as
+# an OTLP receiver got it from the three processes) is printed as a tree. Everything started
+# here is stopped by PID on exit.
 #
 #   examples/demo.sh            # release build (first build takes a few minutes)
 #   PROFILE=dev examples/demo.sh
@@ -13,10 +15,10 @@ cd "$(dirname "$0")/.."
 
 profile="${PROFILE:-release}"
 if [ "$profile" = release ]; then
-  cargo build --release -q -p signpost -p user-service -p product-service -p consumer
+  cargo build --release -q -p signpost -p user-service -p product-service -p consumer -p otlp-dump
   bin=target/release
 else
-  cargo build -q -p signpost -p user-service -p product-service -p consumer
+  cargo build -q -p signpost -p user-service -p product-service -p consumer -p otlp-dump
   bin=target/debug
 fi
 
@@ -76,6 +78,17 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 "$bin/signpost" services >/dev/null
+
+# Tracing: an OTLP/HTTP receiver waiting for one trace; the services and the gateway started
+# from here on export their spans to it (OTEL_EXPORTER_OTLP_ENDPOINT).
+trace_id=4bf92f3577b34da6a3ce929d0e0e4736
+"$bin/otlp-dump" --trace "$trace_id" --services gateway,consumer,user-service \
+  >"$logs/otlp-dump.log" 2>&1 &
+dump_pid=$!
+pids+=($dump_pid)
+wait_for_line "$logs/otlp-dump.log" "listening on"
+OTEL_EXPORTER_OTLP_ENDPOINT="$(sed -n 's/^otlp-dump listening on //p' "$logs/otlp-dump.log")"
+export OTEL_EXPORTER_OTLP_ENDPOINT
 
 echo "== the user-service's settings, in the KV store"
 "$bin/signpost" kv put app/user-service/config '{"greeting":"Hello","page_size":3}' >/dev/null
@@ -157,6 +170,44 @@ echo "   GET /client/users/1 -> $a"
 echo "   GET /client/users/1 -> $b"
 echo "   GET $victim_url/users -> $(curl -sf "$victim_url/users")"
 grep -h '^settings' "$logs"/user-service-*.log | sed 's/^/   /'
+
+echo "== one request through the gateway, traced"
+gateway_port="$(free_port 18700)"
+gateway="http://127.0.0.1:$gateway_port"
+cat >"$logs/gateway.toml" <<EOF
+listen = "127.0.0.1:$gateway_port"
+admin_listen = "127.0.0.1:$(free_port 18750)"
+[registry]
+addrs = ["$agent"]
+routes_from_metadata = false
+[[route]]
+prefix = "/client"
+service = "consumer"
+[telemetry]
+service_name = "gateway"
+EOF
+"$bin/signpost" gateway --config "$logs/gateway.toml" >"$logs/gateway.log" 2>&1 &
+pids+=($!)
+for i in $(seq 200); do
+  if curl -sf -o /dev/null "$gateway/client/users/1"; then
+    break
+  fi
+  if [ "$i" -eq 200 ]; then
+    echo "the gateway did not route to the consumer" >&2
+    tail -n 20 "$logs/gateway.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+echo "   GET $gateway/client/users/2 (traceparent: 00-$trace_id-00f067aa0ba902b7-01)"
+echo "   -> $(curl -sf -H "traceparent: 00-$trace_id-00f067aa0ba902b7-01" "$gateway/client/users/2")"
+echo "-- its trace, as the OTLP receiver got it from the gateway, the consumer and user-service:"
+if ! wait "$dump_pid"; then
+  echo "the trace did not arrive complete" >&2
+  cat "$logs/otlp-dump.log" >&2
+  exit 1
+fi
+grep -v '^otlp-dump listening' "$logs/otlp-dump.log" | sed 's/^/   /'
 
 echo "== killing user-service-1 (SIGKILL, pid $victim_pid): no deregistration"
 { kill -9 "$victim_pid" && wait "$victim_pid"; } 2>/dev/null || true

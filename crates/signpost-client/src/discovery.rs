@@ -708,7 +708,7 @@ impl Follower {
                 tokio::select! {
                     _ = self.list_tx.closed() => return,
                     _ = sleep_until_opt(hold) => self.hold_over().await,
-                    item = stream.next() => match item {
+                    item = watch_span.in_span(stream.next()) => match item {
                         Some(Ok(update)) => {
                             if matches!(update, Update::Reset { .. }) {
                                 watch_span.connected();

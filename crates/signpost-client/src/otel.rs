@@ -16,11 +16,9 @@ use std::future::Future;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use opentelemetry::global::{BoxedSpan, BoxedTracer};
+use opentelemetry::global::BoxedTracer;
 use opentelemetry::propagation::Injector;
-use opentelemetry::trace::{
-    FutureExt as _, Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _,
-};
+use opentelemetry::trace::{FutureExt as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 
 use crate::client::CallError;
@@ -140,8 +138,10 @@ pub(crate) async fn registry_call<T>(
 }
 
 /// The `registry.watch` span of one watch connection: open until the registry's first answer
-/// ([`WatchSpan::connected`]); dropped before that, it ends as an error.
-pub(crate) struct WatchSpan(Option<BoxedSpan>);
+/// ([`WatchSpan::connected`]); dropped before that, it ends as an error. While it is open the
+/// watch is polled in its context ([`WatchSpan::in_span`]), so the request that opens the watch
+/// carries it to the agent.
+pub(crate) struct WatchSpan(Option<Context>);
 
 impl WatchSpan {
     /// Starts the span of a watch of `service` being opened.
@@ -152,20 +152,32 @@ impl WatchSpan {
             .with_kind(SpanKind::Client)
             .with_attributes([KeyValue::new("signpost.service", service.to_string())])
             .start_with_context(&tracer, &Context::new());
-        WatchSpan(Some(span))
+        WatchSpan(Some(Context::new().with_span(span)))
+    }
+
+    /// `future` (a poll of the watch) run in the span's context while the span is open.
+    pub(crate) fn in_span<F: Future>(
+        &self,
+        future: F,
+    ) -> futures::future::Either<F, opentelemetry::trace::WithContext<F>> {
+        match &self.0 {
+            Some(cx) => futures::future::Either::Right(future.with_context(cx.clone())),
+            None => futures::future::Either::Left(future),
+        }
     }
 
     /// The registry answered: the span ends well.
     pub(crate) fn connected(&mut self) {
-        if let Some(mut span) = self.0.take() {
-            span.end();
+        if let Some(cx) = self.0.take() {
+            cx.span().end();
         }
     }
 }
 
 impl Drop for WatchSpan {
     fn drop(&mut self) {
-        if let Some(span) = &mut self.0 {
+        if let Some(cx) = &self.0 {
+            let span = cx.span();
             span.set_status(Status::error(
                 "the watch ended before the registry answered",
             ));

@@ -222,9 +222,9 @@ pub(crate) struct Shared {
     pub(crate) published: tokio::sync::Notify,
     /// Services requests asked the control plane to follow (`[auto_routes]`).
     pub(crate) demand: crate::auto::Demand,
-    /// Makes each routed request's server span; `None` while tracing is off (nothing is done
+    /// Makes each sampled request's server span; `None` while tracing is off (nothing is done
     /// per request then).
-    pub(crate) tracer: Option<opentelemetry::global::BoxedTracer>,
+    pub(crate) tracing: Option<crate::trace::Tracing>,
 }
 
 /// The snapshot a worker thread saw last.
@@ -268,8 +268,7 @@ impl Shared {
             ),
             published: tokio::sync::Notify::new(),
             demand: crate::auto::Demand::default(),
-            tracer: signpost_telemetry::enabled()
-                .then(|| opentelemetry::global::tracer("signpost-gateway")),
+            tracing: crate::trace::Tracing::if_enabled(),
         }
     }
 

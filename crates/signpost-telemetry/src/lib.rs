@@ -7,6 +7,10 @@
 //!   level, target, message, fields and the trace and span ids of the current OpenTelemetry
 //!   context.
 //! - [`propagation`]: W3C `traceparent`/`tracestate` in and out of an `http::HeaderMap`.
+//! - [`service`]: for services built on the SDK: the provider from the OpenTelemetry
+//!   variables, and a server span per request continuing the caller's context.
+//! - [`sampling`]: the provider's sampler (parent-based, a trace-id ratio for roots) and the
+//!   same decision for code that decides before it makes a span.
 //! - [`init`] (here): installs the tracing subscriber and, when an OTLP endpoint is configured,
 //!   the OpenTelemetry tracer provider (OTLP over HTTP/protobuf, batch export, parent-based ratio
 //!   sampling) as the global one. [`enabled`] tells instrumented code whether to make spans.
@@ -15,12 +19,14 @@
 pub mod config;
 pub mod json;
 pub mod propagation;
+pub mod sampling;
+pub mod service;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -45,6 +51,9 @@ pub enum TelemetryError {
     /// The OTLP exporter could not be built (say, an endpoint that is not a URL).
     #[error("cannot set up the OTLP exporter: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    /// The OpenTelemetry variables are wrong (a service's [`service::install_from_env`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// A global subscriber was already installed in this process.
     #[error("cannot install the log subscriber: {0}")]
     Subscriber(#[from] tracing_subscriber::util::TryInitError),
@@ -95,9 +104,7 @@ pub fn provider(resolved: &Resolved) -> Result<SdkTracerProvider, TelemetryError
         .build();
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            resolved.sampling_ratio,
-        ))))
+        .with_sampler(sampling::Sampler::new(resolved.sampling_ratio))
         .with_resource(resource)
         .build())
 }
@@ -127,6 +134,9 @@ pub fn init(options: &Options) -> Result<Telemetry, TelemetryError> {
         .with(otel)
         .try_init()?;
     if let Some(p) = &provider {
+        if let Some(resolved) = &options.tracing {
+            sampling::set_ratio(resolved.sampling_ratio);
+        }
         opentelemetry::global::set_tracer_provider(p.clone());
         opentelemetry::global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),

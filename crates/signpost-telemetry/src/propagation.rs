@@ -4,6 +4,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
+use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry::Context;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
@@ -23,6 +24,27 @@ pub fn extract_with(parent: &Context, headers: &HeaderMap) -> Context {
 /// Writes `cx`'s span context into `headers` (replacing any there): nothing when it has none.
 pub fn inject(cx: &Context, headers: &mut HeaderMap) {
     TraceContextPropagator::new().inject_context(cx, &mut HeadersMut(headers));
+}
+
+/// The `traceparent` value naming span `span_id` of trace `trace_id` (version `00`, the
+/// sampled flag as `sampled` says), written without formatting machinery: a request path can
+/// set it for every request, sampled or not.
+pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut value = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    for (i, byte) in trace_id.to_bytes().iter().enumerate() {
+        value[3 + 2 * i] = HEX[usize::from(byte >> 4)];
+        value[4 + 2 * i] = HEX[usize::from(byte & 0xf)];
+    }
+    for (i, byte) in span_id.to_bytes().iter().enumerate() {
+        value[36 + 2 * i] = HEX[usize::from(byte >> 4)];
+        value[37 + 2 * i] = HEX[usize::from(byte & 0xf)];
+    }
+    if sampled {
+        value[54] = b'1';
+    }
+    // Hex digits and dashes only: always a valid header value.
+    HeaderValue::from_bytes(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 struct Headers<'a>(&'a HeaderMap);
@@ -74,6 +96,32 @@ mod tests {
         inject(&cx, &mut out);
         assert_eq!(out["traceparent"], headers["traceparent"]);
         assert_eq!(out["tracestate"], "vendor=x");
+    }
+
+    #[test]
+    fn traceparent_is_what_the_propagator_writes() {
+        for sampled in [true, false] {
+            let sc = opentelemetry::trace::SpanContext::new(
+                TraceId::from(0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c_u128),
+                SpanId::from(0xb7ad_6b71_6920_3331_u64),
+                opentelemetry::trace::TraceFlags::default().with_sampled(sampled),
+                false,
+                opentelemetry::trace::TraceState::NONE,
+            );
+            let mut out = HeaderMap::new();
+            inject(
+                &Context::new().with_remote_span_context(sc.clone()),
+                &mut out,
+            );
+            assert_eq!(
+                traceparent(sc.trace_id(), sc.span_id(), sampled),
+                out["traceparent"]
+            );
+        }
+        assert_eq!(
+            traceparent(TraceId::from(1u128), SpanId::from(2u64), true),
+            "00-00000000000000000000000000000001-0000000000000002-01"
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! on another instance. Killing an instance therefore shows up as (at most) a few retried
 //! attempts, not as failed calls. The consumer registers itself under `consumer` with a TTL
 //! heartbeat, binds `--port` (or `$PORT`; 0: any free port) and deregisters on SIGINT/SIGTERM.
+//! With `OTEL_EXPORTER_OTLP_ENDPOINT` set it exports traces: a server span per request continuing
+//! the caller's `traceparent`, and under it the SDK's client span per attempt.
 //!
 //! ```sh
 //! cargo run -p consumer -- --agent http://127.0.0.1:8500 --port 8080
@@ -19,8 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::{Path, State};
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -72,7 +75,22 @@ fn router(state: AppState) -> Router {
         .route("/client/users/{id}", get(user))
         .route("/client/products/{id}", get(product))
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route_layer(axum::middleware::from_fn(traced))
         .with_state(state)
+}
+
+/// The request's server span, continuing the caller's W3C trace context, current while the
+/// request is handled (recorded and exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
+async fn traced(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_string(),
+        |p| p.as_str().to_string(),
+    );
+    let cx = signpost_telemetry::service::server_span(request.method(), &route, request.headers());
+    let response =
+        opentelemetry::trace::FutureExt::with_context(next.run(request), cx.clone()).await;
+    signpost_telemetry::service::end_server_span(&cx, response.status());
+    response
 }
 
 async fn user(State(s): State<AppState>, Path(id): Path<u64>) -> Response {
@@ -165,6 +183,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    // Traces to OTEL_EXPORTER_OTLP_ENDPOINT, when it is set.
+    let telemetry = signpost_telemetry::service::install_from_env(SERVICE)?;
     let registry = Arc::new(SignpostRegistry::new([args.agent.clone()])?);
     let discovery = Discovery::new(registry.clone(), DiscoveryOptions::default());
     let state = AppState {
@@ -189,5 +209,9 @@ async fn main() -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     registration.deregister().await?;
+    if let Some(provider) = telemetry {
+        // Exports the spans still queued.
+        tokio::task::spawn_blocking(move || provider.shutdown()).await??;
+    }
     Ok(())
 }

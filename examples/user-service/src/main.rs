@@ -9,6 +9,8 @@
 //! through the SDK's `Config` watch: a change shows in the next response, and a value that does
 //! not decode keeps the last good settings. Every response carries the instance id (in the body
 //! and in `x-instance-id`) so the demo can show how calls spread.
+//! With `OTEL_EXPORTER_OTLP_ENDPOINT` set it exports a server span per request, continuing the
+//! caller's `traceparent`.
 //!
 //! ```sh
 //! cargo run -p user-service -- --agent http://127.0.0.1:8500 --port 0
@@ -25,7 +27,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -159,6 +161,7 @@ fn router(state: AppState) -> Router {
         .route("/users/{id}", get(one).put(update).delete(remove))
         .route("/settings", get(settings))
         .route("/health", get(health))
+        .route_layer(axum::middleware::from_fn(traced))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             instance_header,
@@ -296,6 +299,20 @@ async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "status": "ok", "instance": &*s.instance }))
 }
 
+/// The request's server span, continuing the caller's W3C trace context, current while the
+/// request is handled (recorded and exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
+async fn traced(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_string(),
+        |p| p.as_str().to_string(),
+    );
+    let cx = signpost_telemetry::service::server_span(request.method(), &route, request.headers());
+    let response =
+        opentelemetry::trace::FutureExt::with_context(next.run(request), cx.clone()).await;
+    signpost_telemetry::service::end_server_span(&cx, response.status());
+    response
+}
+
 /// Adds `x-instance-id` to every response.
 async fn instance_header(State(s): State<AppState>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
@@ -359,6 +376,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    // Traces to OTEL_EXPORTER_OTLP_ENDPOINT, when it is set.
+    let telemetry = signpost_telemetry::service::install_from_env(SERVICE)?;
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
@@ -397,5 +416,9 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     settings_task.abort();
     registration.deregister().await?;
+    if let Some(provider) = telemetry {
+        // Exports the spans still queued.
+        tokio::task::spawn_blocking(move || provider.shutdown()).await??;
+    }
     Ok(())
 }

@@ -327,7 +327,8 @@ impl Inner {
         let build = &build;
         self.agents
             .call(|base| async move {
-                match build(client, base).send().await {
+                // The caller's trace context (a registry call's span) goes with the request.
+                match crate::otel::inject(build(client, base)).send().await {
                     Ok(resp) if resp.status().is_server_error() && failover == Failover::Any => {
                         let status = resp.status();
                         let body = error_body(&resp.bytes().await.unwrap_or_default());
