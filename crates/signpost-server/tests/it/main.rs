@@ -23,3 +23,4 @@ mod storage;
 mod tls;
 mod vitals;
 mod watch;
+mod watch_fanout;
