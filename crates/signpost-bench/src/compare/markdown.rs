@@ -108,6 +108,19 @@ fn rows(plan: &Plan) -> Vec<Row> {
             format!("memory.{c}.overhead"),
         );
     }
+    push(
+        format!(
+            "open watches: {} held at once (fewer under a lower `ulimit -n`)",
+            n(plan.open_watches as u64)
+        ),
+        "agent RSS bytes per open watch",
+        "watch_memory.bytes_per_watcher".into(),
+    );
+    push(
+        format!("open watches: {} held at once", n(plan.open_watches as u64)),
+        "watches held",
+        "watch_memory.watchers".into(),
+    );
     for &c in &plan.restart_counts {
         push(
             format!("restart after kill -9: {} instances", n(c)),
@@ -270,6 +283,21 @@ pub fn verdicts(plan: &Plan, results: &Results) -> Vec<Verdict> {
             met: over.map(|o| o <= 300.0),
         });
     }
+    let per_watch = median(results, "watch_memory.bytes_per_watcher", System::Signpost);
+    let held = median(results, "watch_memory.watchers", System::Signpost);
+    out.push(Verdict {
+        target: format!(
+            "< 4 KiB of agent memory per open watch ({} open)",
+            n(plan.open_watches as u64)
+        ),
+        measured: per_watch.map_or("not measured".into(), |b| {
+            format!(
+                "{b:.0} bytes per watch with {} open",
+                n(held.unwrap_or(0.0) as u64)
+            )
+        }),
+        met: per_watch.map(|b| b < 4096.0),
+    });
     let cpu = median(results, "heartbeat.server_cpu", System::Signpost);
     out.push(Verdict {
         target: format!(

@@ -11,6 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::error::CompareError;
 use super::server::{Binaries, Server};
 use super::target::{error_chain, System, Target};
+use super::watch_memory;
 use super::workload::{self, Fill, HeartbeatOptions};
 use crate::payload;
 
@@ -28,16 +29,19 @@ pub enum Scenario {
     Watch,
     Memory,
     Restart,
+    /// Resident bytes per open watch, with [`Plan::open_watches`] open (Signpost only).
+    WatchMemory,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Register,
         Scenario::Discover,
         Scenario::Heartbeat,
         Scenario::Watch,
         Scenario::Memory,
         Scenario::Restart,
+        Scenario::WatchMemory,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +52,7 @@ impl Scenario {
             Scenario::Watch => "watch",
             Scenario::Memory => "memory",
             Scenario::Restart => "restart",
+            Scenario::WatchMemory => "watch-memory",
         }
     }
 
@@ -98,6 +103,8 @@ pub struct Plan {
     /// watch: watcher counts, and how long to wait for the last watcher.
     pub watchers: Vec<usize>,
     pub watch_wait: Duration,
+    /// watch-memory: watches held open at once (fewer when `ulimit -n` is lower).
+    pub open_watches: usize,
     /// memory: instance counts at which RSS is read (filled in this order, one server).
     pub memory_counts: Vec<u64>,
     /// restart: instance counts a killed server restarts with.
@@ -136,6 +143,7 @@ impl Plan {
             },
             watchers: vec![1_000, 10_000],
             watch_wait: Duration::from_secs(30),
+            open_watches: 100_000,
             memory_counts: vec![100_000, 1_000_000],
             restart_counts: vec![100_000, 1_000_000],
             // Filling is not measured: many connections let etcd batch more per fsync.
@@ -163,6 +171,7 @@ impl Plan {
             },
             watchers: vec![100, 1_000],
             watch_wait: Duration::from_secs(10),
+            open_watches: 10_000,
             memory_counts: vec![10_000, 50_000],
             restart_counts: vec![10_000, 50_000],
             settle: Duration::from_secs(1),
@@ -194,6 +203,7 @@ impl Plan {
             },
             watchers: vec![20],
             watch_wait: Duration::from_secs(10),
+            open_watches: 50,
             memory_counts: vec![300],
             restart_counts: vec![300],
             fill_clients: 8,
@@ -421,6 +431,7 @@ impl Step<'_> {
             Scenario::Watch => self.watch(results).await,
             Scenario::Memory => self.memory(results).await,
             Scenario::Restart => self.restart(results).await,
+            Scenario::WatchMemory => self.watch_memory(results).await,
         }
     }
 
@@ -582,6 +593,30 @@ impl Step<'_> {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Resident bytes per open watch (Signpost only: an etcd watch is a stream within a gRPC
+    /// connection, not a connection of its own).
+    async fn watch_memory(&self, results: &mut Results) -> Result<(), CompareError> {
+        if self.system != System::Signpost {
+            return Ok(());
+        }
+        let watchers = watch_memory::watchers_allowed(self.plan.open_watches);
+        let server = self.start("server").await?;
+        let pid = server.pid().ok_or(CompareError::NoPid)?;
+        let addr = watch_memory::agent_addr(server.target()).ok_or(CompareError::Setting(
+            "watch-memory needs an agent at http://<ip>:<port>",
+        ))?;
+        tokio::time::sleep(self.plan.settle).await;
+        self.label(&format!("{watchers} open watches"));
+        let m = watch_memory::watch_memory(addr, pid, watchers, self.plan.settle, self.pb).await?;
+        self.add(results, "watch_memory.watchers", m.watchers as f64);
+        self.add(
+            results,
+            "watch_memory.bytes_per_watcher",
+            m.bytes_per_watcher(),
+        );
         Ok(())
     }
 
@@ -761,7 +796,8 @@ mod tests {
         assert_eq!(full.heartbeat.instances, 100_000);
         assert_eq!(full.watchers, vec![1_000, 10_000]);
         assert_eq!(full.memory_counts, vec![100_000, 1_000_000]);
-        assert_eq!(full.steps(), 36);
+        assert_eq!(full.open_watches, 100_000);
+        assert_eq!(full.steps(), 42);
         assert!(Plan::quick().register_count < full.register_count);
         assert!((250.0..=350.0).contains(&mean_payload("mem")));
     }
