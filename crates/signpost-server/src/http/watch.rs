@@ -12,11 +12,13 @@
 //! watcher only decides which one it sends. The plain `reset` lists come from the same
 //! per-index cache as listings ([`ListingCache`]).
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -66,7 +68,7 @@ pub async fn sse(
         changes: BroadcastStream::new(changes),
         view: View {
             query,
-            visible: HashSet::new(),
+            visible: Visible::default(),
             baseline: 0,
         },
         opened: false,
@@ -148,11 +150,44 @@ impl Stream for Feed {
     }
 }
 
+/// The instances one watcher sees, by [`id_key`]: 8 bytes an instance rather than a copy of
+/// every id, for each open watch of a large service.
+type Visible = HashSet<u64, BuildHasherDefault<KeyHasher>>;
+
+/// Keys instance ids for [`Visible`]: SipHash with this process's random keys, so ids cannot be
+/// chosen to collide (two ids of one service colliding by chance, about one in 2^64 per pair,
+/// would only turn an `add` into an `update` or the reverse).
+fn id_key(id: &str) -> u64 {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new).hash_one(id)
+}
+
+/// [`Visible`]'s hasher: its keys are hashes already.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in so it still hashes.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// What one watcher has been shown so far.
 struct View {
     query: ListQuery,
     /// Ids of the instances the watcher currently sees.
-    visible: HashSet<String>,
+    visible: Visible,
     /// Index of the last full list shown: changes at or below it are already in it. (Changes
     /// after it can share an index: a batch of writes commits as one entry.)
     baseline: u64,
@@ -169,7 +204,7 @@ impl View {
             service::with_instances(agent, &internal, service, |index, instances| {
                 let instances: Vec<&Instance> =
                     instances.filter(|i| self.query.matches(i)).collect();
-                self.visible = instances.iter().map(|i| i.id.clone()).collect();
+                self.visible = instances.iter().map(|i| id_key(&i.id)).collect();
                 let index = index.max(1);
                 // The same list a listing answers, so from the same cache.
                 let data = cache.listing(service, &self.query, index, || {
@@ -196,15 +231,16 @@ impl View {
             EventKind::Removed(i) => (i, false),
             EventKind::DefinitionChanged => return None,
         };
-        let was = self.visible.contains(&instance.id);
+        let key = id_key(&instance.id);
+        let was = self.visible.contains(&key);
         let slot = match (was, present) {
             (false, true) => {
-                self.visible.insert(instance.id.clone());
+                self.visible.insert(key);
                 0
             }
             (true, true) => 1,
             (true, false) => {
-                self.visible.remove(&instance.id);
+                self.visible.remove(&key);
                 2
             }
             (false, false) => return None,
