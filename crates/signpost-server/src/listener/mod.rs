@@ -38,8 +38,8 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use signpost_tls::ReloadingAcceptor;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -334,8 +334,8 @@ async fn serve_http<I>(
     // hyper-util's auto connection, whose state has room for both. No route upgrades a
     // connection, so HTTP/1 is served without upgrades.
     let served = if h2 {
-        let conn = http2::Builder::new(TokioExecutor::new())
-            .serve_connection(TokioIo::new(io), service);
+        let conn =
+            http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(io), service);
         watcher.watch(conn).await
     } else {
         let conn = http1::Builder::new()

@@ -88,7 +88,7 @@ async fn a_lagging_watcher_gets_a_reset_then_the_current_state() {
     }
     // It reads again: each instance's changes in order up to where it fell behind, then a
     // reset with the current state, never a gap.
-    let mut last = vec![0u16; IDS];
+    let mut last = [0u16; IDS];
     let mut seen = 0;
     let reset = loop {
         let e = watch.next().await;
