@@ -96,7 +96,7 @@ struct CompareArgs {
     #[arg(long)]
     runs: Option<usize>,
     /// Only these scenarios (comma-separated: register, discover, consul, heartbeat, watch,
-    /// memory, restart).
+    /// memory, restart, watch-memory).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Signpost heartbeats: renewals due within this long go out together in one
@@ -357,7 +357,7 @@ async fn compare(a: CompareArgs, progress: bool) -> ExitCode {
                 Some(s) => chosen.push(s),
                 None => {
                     eprintln!(
-                        "error: unknown scenario {name:?} (register, discover, consul, heartbeat, watch, memory, restart)"
+                        "error: unknown scenario {name:?} (register, discover, consul, heartbeat, watch, memory, restart, watch-memory)"
                     );
                     return ExitCode::FAILURE;
                 }

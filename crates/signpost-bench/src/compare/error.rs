@@ -114,6 +114,17 @@ pub enum CompareError {
         /// The last lines of its log.
         log: String,
     },
+    /// Watches of the open-watch memory row could not all be opened.
+    #[error("opened {opened} of {watchers} watches")]
+    WatchOpen {
+        /// Watches open when one failed.
+        opened: usize,
+        /// Watches wanted.
+        watchers: usize,
+        /// Why the first one failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// The server has no process id (it is not running).
     #[error("no server pid")]
     NoPid,

@@ -124,8 +124,6 @@ fn rows(plan: &Plan) -> Vec<Row> {
         push(s.clone(), "p99 ms", format!("watch.{w}.p99_ms"));
         push(s, "max ms", format!("watch.{w}.max_ms"));
     }
-    // The memory of open watchers (issue 15: 100,000 of them under 4 KiB each) gets its rows
-    // here, keyed `watch_memory.{count}.…`, beside the fan-out rows above.
     for &c in &plan.memory_counts {
         let s = format!("memory: {} instances", n(c));
         push(s.clone(), "RSS MiB", format!("memory.{c}.rss_mib"));
@@ -140,6 +138,19 @@ fn rows(plan: &Plan) -> Vec<Row> {
             format!("memory.{c}.overhead"),
         );
     }
+    push(
+        format!(
+            "open watches: {} held at once (fewer under a lower `ulimit -n`)",
+            n(plan.open_watches as u64)
+        ),
+        "agent RSS bytes per open watch",
+        "watch_memory.bytes_per_watcher".into(),
+    );
+    push(
+        format!("open watches: {} held at once", n(plan.open_watches as u64)),
+        "watches held",
+        "watch_memory.watchers".into(),
+    );
     for &c in &plan.restart_counts {
         push(
             format!("restart after kill -9: {} instances", n(c)),
@@ -344,6 +355,21 @@ pub fn verdicts(plan: &Plan, results: &Results) -> Vec<Verdict> {
             });
         }
     }
+    let per_watch = median(results, "watch_memory.bytes_per_watcher", System::Signpost);
+    let held = median(results, "watch_memory.watchers", System::Signpost);
+    out.push(Verdict {
+        target: format!(
+            "< 4 KiB of agent memory per open watch ({} open)",
+            n(plan.open_watches as u64)
+        ),
+        measured: per_watch.map_or("not measured".into(), |b| {
+            format!(
+                "{b:.0} bytes per watch with {} open",
+                n(held.unwrap_or(0.0) as u64)
+            )
+        }),
+        met: per_watch.map(|b| b < 4096.0),
+    });
     let cpu = median(results, "heartbeat.server_cpu", System::Signpost);
     out.push(Verdict {
         target: format!(

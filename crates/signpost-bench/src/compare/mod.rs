@@ -9,6 +9,8 @@
 //!   throughput and the generator's and the server's CPU.
 //! - [`consul`]: the Consul face's listings (scenario `consul`, Signpost only).
 //! - [`suite`]: the plan (full, quick and smoke presets), the run loop, the samples.
+//! - [`watch_memory`]: the open-watch memory row (bytes of the agent's RSS per open SSE
+//!   watch, with many open), on plain sockets from several loopback source addresses.
 //! - [`markdown`], [`chart`]: the report and its SVG chart.
 //! - [`error`]: [`CompareError`], why a server, a workload, a step or the report failed (an
 //!   operation on a system fails with [`target::TargetError`], which it wraps).
@@ -22,6 +24,7 @@ pub mod markdown;
 pub mod server;
 pub mod suite;
 pub mod target;
+pub mod watch_memory;
 pub mod workload;
 
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@ use super::consul::ConsulRead;
 use super::error::CompareError;
 use super::server::{Binaries, Server};
 use super::target::{error_chain, System, Target};
+use super::watch_memory;
 use super::workload::{self, Fill, HeartbeatOptions, ReadKind, Reads};
 use crate::payload;
 
@@ -31,10 +32,12 @@ pub enum Scenario {
     Watch,
     Memory,
     Restart,
+    /// Resident bytes per open watch, with [`Plan::open_watches`] open (Signpost only).
+    WatchMemory,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Register,
         Scenario::Discover,
         Scenario::Consul,
@@ -42,6 +45,7 @@ impl Scenario {
         Scenario::Watch,
         Scenario::Memory,
         Scenario::Restart,
+        Scenario::WatchMemory,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +57,7 @@ impl Scenario {
             Scenario::Watch => "watch",
             Scenario::Memory => "memory",
             Scenario::Restart => "restart",
+            Scenario::WatchMemory => "watch-memory",
         }
     }
 
@@ -60,10 +65,11 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|x| x.name() == s)
     }
 
-    /// Whether the scenario can run on `system`: etcd has no Consul face.
+    /// Whether the scenario can run on `system`: etcd has no Consul face, and an etcd watch is
+    /// a stream in a shared connection, not an open watch of its own.
     pub fn runs_on(self, system: System) -> bool {
         match self {
-            Scenario::Consul => system.is_signpost(),
+            Scenario::Consul | Scenario::WatchMemory => system.is_signpost(),
             _ => true,
         }
     }
@@ -114,6 +120,8 @@ pub struct Plan {
     /// watch: watcher counts, and how long to wait for the last watcher.
     pub watchers: Vec<usize>,
     pub watch_wait: Duration,
+    /// watch-memory: watches held open at once (fewer when `ulimit -n` is lower).
+    pub open_watches: usize,
     /// memory: instance counts at which RSS is read (filled in this order, one server).
     pub memory_counts: Vec<u64>,
     /// restart: instance counts a killed server restarts with.
@@ -153,6 +161,7 @@ impl Plan {
             },
             watchers: vec![1_000, 10_000],
             watch_wait: Duration::from_secs(30),
+            open_watches: 100_000,
             memory_counts: vec![100_000, 1_000_000],
             restart_counts: vec![100_000, 1_000_000],
             // Filling is not measured: many connections let etcd batch more per fsync.
@@ -180,6 +189,7 @@ impl Plan {
             },
             watchers: vec![100, 1_000],
             watch_wait: Duration::from_secs(10),
+            open_watches: 10_000,
             memory_counts: vec![10_000, 50_000],
             restart_counts: vec![10_000, 50_000],
             settle: Duration::from_secs(1),
@@ -211,6 +221,7 @@ impl Plan {
             },
             watchers: vec![20],
             watch_wait: Duration::from_secs(10),
+            open_watches: 50,
             memory_counts: vec![300],
             restart_counts: vec![300],
             fill_clients: 8,
@@ -480,6 +491,7 @@ impl Step<'_> {
             Scenario::Watch => self.watch(results).await,
             Scenario::Memory => self.memory(results).await,
             Scenario::Restart => self.restart(results).await,
+            Scenario::WatchMemory => self.watch_memory(results).await,
         }
     }
 
@@ -696,6 +708,30 @@ impl Step<'_> {
         Ok(())
     }
 
+    /// Resident bytes per open watch (Signpost only: an etcd watch is a stream within a gRPC
+    /// connection, not a connection of its own).
+    async fn watch_memory(&self, results: &mut Results) -> Result<(), CompareError> {
+        if !self.system.is_signpost() {
+            return Ok(());
+        }
+        let watchers = watch_memory::watchers_allowed(self.plan.open_watches);
+        let server = self.start("server").await?;
+        let pid = server.pid().ok_or(CompareError::NoPid)?;
+        let addr = watch_memory::agent_addr(server.target()).ok_or(CompareError::Setting(
+            "watch-memory needs an agent at http://<ip>:<port>",
+        ))?;
+        tokio::time::sleep(self.plan.settle).await;
+        self.label(&format!("{watchers} open watches"));
+        let m = watch_memory::watch_memory(addr, pid, watchers, self.plan.settle, self.pb).await?;
+        self.add(results, "watch_memory.watchers", m.watchers as f64);
+        self.add(
+            results,
+            "watch_memory.bytes_per_watcher",
+            m.bytes_per_watcher(),
+        );
+        Ok(())
+    }
+
     /// RSS at each of `memory_counts` on one server; when the largest count is also a restart
     /// count, the same server is then killed and restarted with it.
     async fn memory(&self, results: &mut Results) -> Result<(), CompareError> {
@@ -897,15 +933,16 @@ mod tests {
         assert_eq!(full.heartbeat.instances, 100_000);
         assert_eq!(full.watchers, vec![1_000, 10_000]);
         assert_eq!(full.memory_counts, vec![100_000, 1_000_000]);
-        // 6 scenarios on two systems and the Consul one on Signpost alone, 3 runs.
-        assert_eq!(full.steps(false), 39);
-        // With a baseline: 6 on three systems, the Consul one on two.
-        assert_eq!(full.steps(true), 3 * (6 * 3 + 2));
+        assert_eq!(full.open_watches, 100_000);
+        // 6 scenarios on two systems, the Consul and watch-memory ones on Signpost alone, 3 runs.
+        assert_eq!(full.steps(false), 3 * (6 * 2 + 2));
+        // With a baseline: 6 on three systems, the two Signpost-only ones on two.
+        assert_eq!(full.steps(true), 3 * (6 * 3 + 2 * 2));
         let no_etcd = Plan {
             etcd: false,
             ..Plan::full()
         };
-        assert_eq!(no_etcd.steps(true), 3 * 7 * 2);
+        assert_eq!(no_etcd.steps(true), 3 * 8 * 2);
         assert!(Plan::quick().register_count < full.register_count);
         assert!((250.0..=350.0).contains(&mean_payload("mem")));
     }

@@ -12,9 +12,14 @@
 //! watcher only decides which one it sends. The plain `reset` lists come from the same
 //! per-index cache as listings ([`ListingCache`]).
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::future::Future;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -23,12 +28,14 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use signpost_api::sse::{frame, KEEP_ALIVE as KEEP_ALIVE_FRAME};
 use signpost_api::watch::{ADD, REMOVE, UPDATE};
 use signpost_api::{InstanceChange, InstanceList};
 use signpost_core::validate;
 use signpost_core::{EventKind, Instance};
-use tokio::sync::broadcast;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
 
 use super::cache::{FrameCache, ListingCache, FRAMES_PER_CHANGE};
 use super::services::ListQuery;
@@ -51,15 +58,17 @@ pub async fn sse(
     let query = ListQuery::parse(raw.as_deref())?;
     // Subscribe before the first read of the state (the reset, on the stream's first poll).
     let changes = service::subscribe(&agent, &caller, &service)?;
+    let closing = agent.clone();
     let feed = Feed {
+        closed: Box::pin(async move { closing.closed().await }),
         agent,
         cache,
         frames,
-        service,
-        changes,
+        service: service.into_boxed_str(),
+        changes: BroadcastStream::new(changes),
         view: View {
             query,
-            visible: HashSet::new(),
+            visible: Visible::default(),
             baseline: 0,
         },
         opened: false,
@@ -67,61 +76,110 @@ pub async fn sse(
     };
     // The stream is polled by the connection's own task: no task or queue per watcher between
     // the change and the socket. A client that leaves drops it.
-    let stream = futures::stream::unfold(feed, |mut feed| async move {
-        let frame = feed.next().await?;
-        Some((Ok::<_, Infallible>(frame), feed))
-    });
     Ok((
         [
             (CONTENT_TYPE, "text/event-stream"),
             (CACHE_CONTROL, "no-cache"),
         ],
-        Body::from_stream(stream),
+        Body::from_stream(feed),
     )
         .into_response())
 }
 
 /// One stream's follower of one service, until the client leaves or the agent shuts down.
+///
+/// Held for as long as the watch is open, by every open watch: so it is a plain struct polled
+/// by hand (a few hundred bytes and two small boxes) rather than an `async` state machine,
+/// which would hold every await point's locals at once (several KiB per watcher).
 struct Feed {
     agent: AppState,
     /// Where the `reset` lists come from.
     cache: Arc<ListingCache>,
     /// Where the frames of changes come from.
     frames: Arc<FrameCache>,
-    service: String,
-    changes: broadcast::Receiver<Notice>,
+    /// The service followed.
+    service: Box<str>,
+    /// The service's changes, as the store publishes them.
+    changes: BroadcastStream<Notice>,
+    /// Ready once the agent shuts down: the stream ends then.
+    closed: Pin<Box<dyn Future<Output = ()> + Send>>,
     view: View,
     /// The opening reset has been sent.
     opened: bool,
+    /// Fires after [`KEEP_ALIVE`] without a frame sent.
     keep_alive: tokio::time::Interval,
 }
 
-impl Feed {
+impl Stream for Feed {
+    type Item = Result<Bytes, Infallible>;
+
     /// The next bytes to send; `None` ends the stream.
-    async fn next(&mut self) -> Option<Bytes> {
-        if !self.opened {
-            self.opened = true;
-            return Some(self.view.reset(&self.agent, &self.cache, &self.service));
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let feed = self.get_mut();
+        if !feed.opened {
+            feed.opened = true;
+            let reset = feed.view.reset(&feed.agent, &feed.cache, &feed.service);
+            return Poll::Ready(Some(Ok(reset)));
+        }
+        if feed.closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
         }
         loop {
-            let notice = tokio::select! {
-                _ = self.agent.closed() => return None,
-                _ = self.keep_alive.tick() => return Some(Bytes::from_static(KEEP_ALIVE_FRAME)),
-                notice = self.changes.recv() => notice,
-            };
-            let frame = match notice {
-                Ok(Notice::Change(change)) => match self.view.apply(&change, &self.frames) {
-                    Some(frame) => frame,
-                    None => continue,
-                },
-                Ok(Notice::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.view.reset(&self.agent, &self.cache, &self.service)
+            let frame = match feed.changes.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(Notice::Change(change)))) => {
+                    match feed.view.apply(&change, &feed.frames) {
+                        Some(frame) => frame,
+                        None => continue,
+                    }
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
+                // Behind by more than the channel holds, or the whole state replaced: the
+                // current state, from which the changes that follow apply.
+                Poll::Ready(Some(Ok(Notice::Reset) | Err(BroadcastStreamRecvError::Lagged(_)))) => {
+                    feed.view.reset(&feed.agent, &feed.cache, &feed.service)
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => break,
             };
-            self.keep_alive.reset();
-            return Some(frame);
+            feed.keep_alive.reset();
+            return Poll::Ready(Some(Ok(frame)));
         }
+        match feed.keep_alive.poll_tick(cx) {
+            Poll::Ready(_) => Poll::Ready(Some(Ok(Bytes::from_static(KEEP_ALIVE_FRAME)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The instances one watcher sees, by [`id_key`]: 8 bytes an instance rather than a copy of
+/// every id, for each open watch of a large service.
+type Visible = HashSet<u64, BuildHasherDefault<KeyHasher>>;
+
+/// Keys instance ids for [`Visible`]: SipHash with this process's random keys, so ids cannot be
+/// chosen to collide (two ids of one service colliding by chance, about one in 2^64 per pair,
+/// would only turn an `add` into an `update` or the reverse).
+fn id_key(id: &str) -> u64 {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new).hash_one(id)
+}
+
+/// [`Visible`]'s hasher: its keys are hashes already.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in so it still hashes.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -129,7 +187,7 @@ impl Feed {
 struct View {
     query: ListQuery,
     /// Ids of the instances the watcher currently sees.
-    visible: HashSet<String>,
+    visible: Visible,
     /// Index of the last full list shown: changes at or below it are already in it. (Changes
     /// after it can share an index: a batch of writes commits as one entry.)
     baseline: u64,
@@ -146,7 +204,7 @@ impl View {
             service::with_instances(agent, &internal, service, |index, instances| {
                 let instances: Vec<&Instance> =
                     instances.filter(|i| self.query.matches(i)).collect();
-                self.visible = instances.iter().map(|i| i.id.clone()).collect();
+                self.visible = instances.iter().map(|i| id_key(&i.id)).collect();
                 let index = index.max(1);
                 // The same list a listing answers, so from the same cache.
                 let data = cache.listing(service, &self.query, index, || {
@@ -173,15 +231,16 @@ impl View {
             EventKind::Removed(i) => (i, false),
             EventKind::DefinitionChanged => return None,
         };
-        let was = self.visible.contains(&instance.id);
+        let key = id_key(&instance.id);
+        let was = self.visible.contains(&key);
         let slot = match (was, present) {
             (false, true) => {
-                self.visible.insert(instance.id.clone());
+                self.visible.insert(key);
                 0
             }
             (true, true) => 1,
             (true, false) => {
-                self.visible.remove(&instance.id);
+                self.visible.remove(&key);
                 2
             }
             (false, false) => return None,

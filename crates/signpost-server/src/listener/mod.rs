@@ -38,8 +38,8 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use signpost_tls::ReloadingAcceptor;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -224,13 +224,13 @@ async fn connection(stream: TcpStream, mut conn: Conn) {
                         watcher,
                         ..
                     } = conn;
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    let builder = if h2 {
-                        builder.http2_only()
-                    } else {
-                        builder.http1_only()
-                    };
-                    serve_http(agent, builder, stream, peer, app, options, watcher, false).await;
+                    // Boxed: the connection's task then holds only this protocol's state,
+                    // not room for the TLS path's too (it is held for as long as the
+                    // connection is open: by every open watch).
+                    Box::pin(serve_http(
+                        agent, h2, stream, peer, app, options, watcher, false,
+                    ))
+                    .await;
                     return;
                 }
                 Err(e) => e,
@@ -238,7 +238,8 @@ async fn connection(stream: TcpStream, mut conn: Conn) {
         }
         Some(tls) => {
             let acceptor = tls.acceptor();
-            match in_time(deadline, &mut conn.stopped, acceptor.accept(stream)).await {
+            let accept = Box::pin(acceptor.accept(stream));
+            match in_time(deadline, &mut conn.stopped, accept).await {
                 Ok(tls_stream) => {
                     let (_, session) = tls_stream.get_ref();
                     let h2 = session.alpn_protocol() == Some(b"h2");
@@ -251,15 +252,9 @@ async fn connection(stream: TcpStream, mut conn: Conn) {
                         watcher,
                         ..
                     } = conn;
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    let builder = if h2 {
-                        builder.http2_only()
-                    } else {
-                        builder.http1_only()
-                    };
-                    serve_http(
-                        agent, builder, tls_stream, peer, app, options, watcher, certified,
-                    )
+                    Box::pin(serve_http(
+                        agent, h2, tls_stream, peer, app, options, watcher, certified,
+                    ))
                     .await;
                     return;
                 }
@@ -301,7 +296,7 @@ async fn sniff_h2(stream: &TcpStream) -> std::io::Result<Option<bool>> {
 #[allow(clippy::too_many_arguments)]
 async fn serve_http<I>(
     agent: Arc<Agent>,
-    mut builder: auto::Builder<TokioExecutor>,
+    h2: bool,
     io: I,
     peer: SocketAddr,
     app: Router,
@@ -311,10 +306,6 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_timeout.min(options.idle_timeout));
     let requests = Arc::new(AtomicU64::new(0));
     let counted = requests.clone();
     let body_timeout = options.body_timeout;
@@ -339,11 +330,22 @@ async fn serve_http<I>(
             response
         }
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        let timed_out = e
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_timeout);
+    // hyper's own HTTP/1 and HTTP/2 connections (the protocol is known by now), rather than
+    // hyper-util's auto connection, whose state has room for both. No route upgrades a
+    // connection, so HTTP/1 is served without upgrades.
+    let served = if h2 {
+        let conn =
+            http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(io), service);
+        watcher.watch(conn).await
+    } else {
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_timeout.min(options.idle_timeout))
+            .serve_connection(TokioIo::new(io), service);
+        watcher.watch(conn).await
+    };
+    if let Err(e) = served {
+        let timed_out = e.is_timeout();
         if timed_out && requests.load(Ordering::Relaxed) == 0 {
             limits::count(&agent, Refusal::HeaderTimeout);
             tracing::debug!(%peer, listener = options.name, "request head not sent within {:?}; closed", options.header_timeout);

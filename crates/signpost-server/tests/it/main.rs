@@ -24,3 +24,4 @@ mod storage;
 mod tls;
 mod vitals;
 mod watch;
+mod watch_fanout;

@@ -368,7 +368,7 @@ async fn blocking_services_query_rejects_a_bad_index_or_wait() {
 }
 
 /// `signpost_watch_frames_rendered_total` from `/metrics`.
-async fn frames_rendered(t: &TestAgent) -> u64 {
+pub async fn frames_rendered(t: &TestAgent) -> u64 {
     let text = t
         .client
         .get(t.url("/metrics"))
