@@ -119,12 +119,11 @@ pub async fn services(
     q.block(&agent, |i, w| service::wait_for_catalog(&agent, i, w))
         .await?;
     let dc = &agent.config().datacenter;
-    let (index, map) = service::with_catalog(&agent, &caller, |index, instances| {
-        let map: BTreeMap<String, Value> = instances
-            .map(|i| (i.id.clone(), types::agent_service(i, dc)))
-            .collect();
-        (index, map)
-    });
+    let (index, instances) = service::catalog_copy(&agent, &caller, |_| true);
+    let map: BTreeMap<&str, Value> = instances
+        .iter()
+        .map(|i| (i.id.as_str(), types::agent_service(i, dc)))
+        .collect();
     Ok(with_meta(&agent, index, Json(map)))
 }
 
@@ -309,13 +308,12 @@ pub async fn checks(
 ) -> Result<Response, ApiError> {
     parse(&agent, &raw)?;
     let node = agent.config().node_name();
-    let (index, map) = service::with_catalog(&agent, &caller, |index, instances| {
-        let map: BTreeMap<String, Value> = instances
-            .filter_map(|i| types::service_check(i, &node))
-            .map(|c| (c["CheckID"].as_str().unwrap_or_default().to_string(), c))
-            .collect();
-        (index, map)
-    });
+    let (index, instances) = service::catalog_copy(&agent, &caller, |i| i.check.is_some());
+    let map: BTreeMap<String, Value> = instances
+        .iter()
+        .filter_map(|i| types::service_check(i, &node))
+        .map(|c| (c["CheckID"].as_str().unwrap_or_default().to_string(), c))
+        .collect();
     Ok(with_meta(&agent, index, Json(map)))
 }
 

@@ -145,12 +145,11 @@ pub async fn node(
     service::authorize(&caller, Resource::Node, &node.name, Access::Read)?;
     q.block(&agent, |i, w| service::wait_for_catalog(&agent, i, w))
         .await?;
-    let (index, services) = service::with_catalog(&agent, &caller, |index, instances| {
-        let services: BTreeMap<String, Value> = instances
-            .map(|i| (i.id.clone(), types::health_service(i)))
-            .collect();
-        (index, services)
-    });
+    let (index, instances) = service::catalog_copy(&agent, &caller, |_| true);
+    let services: BTreeMap<&str, Value> = instances
+        .iter()
+        .map(|i| (i.id.as_str(), types::health_service(i)))
+        .collect();
     let body = serde_json::json!({ "Node": node.json(), "Services": services });
     Ok(with_meta(&agent, index, Json(body)))
 }
@@ -309,14 +308,14 @@ pub async fn health_state(
     if types::status_matches(&state_name, Status::Passing) {
         list.push(node.serf_check());
     }
-    let index = service::with_catalog(&agent, &caller, |index, instances| {
-        list.extend(
-            instances
-                .filter(|i| types::status_matches(&state_name, i.status))
-                .filter_map(|i| types::service_check(i, &node.name)),
-        );
-        index
+    let (index, instances) = service::catalog_copy(&agent, &caller, |i| {
+        i.check.is_some() && types::status_matches(&state_name, i.status)
     });
+    list.extend(
+        instances
+            .iter()
+            .filter_map(|i| types::service_check(i, &node.name)),
+    );
     Ok(with_meta(&agent, index, Json(list)))
 }
 
@@ -330,13 +329,16 @@ pub async fn health_node(
     parse(&agent, &raw)?;
     let node = NodeInfo::of(&agent);
     let mut list = Vec::new();
-    let index = service::with_catalog(&agent, &caller, |index, instances| {
-        if name == node.name {
-            list.push(node.serf_check());
-            list.extend(instances.filter_map(|i| types::service_check(i, &node.name)));
-        }
-        index
-    });
+    let mine = name == node.name;
+    let (index, instances) = service::catalog_copy(&agent, &caller, |i| mine && i.check.is_some());
+    if mine {
+        list.push(node.serf_check());
+        list.extend(
+            instances
+                .iter()
+                .filter_map(|i| types::service_check(i, &node.name)),
+        );
+    }
     Ok(with_meta(&agent, index, Json(list)))
 }
 

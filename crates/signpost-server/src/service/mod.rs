@@ -568,6 +568,19 @@ pub fn with_catalog<T>(
     })
 }
 
+/// The catalog index and a copy of every instance the caller may see that `keep` keeps, in
+/// (service, id) order: for catalog-wide reads, which copy under the state's lock and render
+/// outside it (rendering there would hold back the apply path).
+pub fn catalog_copy(
+    agent: &Agent,
+    caller: &Caller,
+    keep: impl Fn(&Instance) -> bool,
+) -> (u64, Vec<Instance>) {
+    with_catalog(agent, caller, |index, instances| {
+        (index, instances.filter(|i| keep(i)).cloned().collect())
+    })
+}
+
 /// The instance with id `id` (Consul's service id), of the first service in name order that
 /// has one: a lookup, not a scan. Found as the agent itself: the operation that follows
 /// decides whether the caller may touch it.
