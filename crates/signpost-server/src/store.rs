@@ -278,6 +278,12 @@ impl Store {
 
     /// Waits until `service`'s index exceeds `index`, or `wait` passes. Returns the index then.
     pub async fn wait_for_service(&self, service: &str, index: u64, wait: Duration) -> u64 {
+        // A query whose index has moved on already (most polls of a changing service) is
+        // answered without making the service's channel.
+        let current = self.read().registry.service_index(service);
+        if current > index {
+            return current;
+        }
         // Declared before the receiver, so dropped after it: the channel is released once this
         // query's receiver is gone.
         let _release = ReleaseOnDrop {
