@@ -13,6 +13,8 @@
 //!   and [`registry::Event`]s out, with a per-service modification index.
 //! - [`limits`]: bounds on the replicated state (services, instances, keys) and the refusals
 //!   [`Registry::apply`] gives when a command would cross one or is malformed.
+//! - [`lookup`]: instances by instance id or check id across services (Consul's names for
+//!   them), kept beside a [`Registry`] and moved along by its events.
 //! - [`kv`]: the replicated key/value store (Consul-compatible semantics: cas, recurse, flags).
 //! - [`acl`]: Consul's ACL rule language, policies, tokens and the authorizer (replicated
 //!   state changed by [`registry::Command::Acl`]).
@@ -25,6 +27,7 @@ pub mod cidr;
 pub mod health;
 pub mod kv;
 pub mod limits;
+pub mod lookup;
 pub mod model;
 pub mod registry;
 pub mod validate;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
+use signpost_core::lookup::InstanceLookup;
 use signpost_core::{Event, Registry, ServiceEvent};
 use tokio::sync::{broadcast, watch};
 
@@ -87,6 +88,10 @@ impl Drop for ReleaseOnDrop<'_> {
 /// Shared, read-mostly state of the agent.
 pub struct Store {
     state: RwLock<SmState>,
+    /// Instances by instance id and check id across services (the Consul face's lookups),
+    /// moved along with every write under the state's write lock and rebuilt when a snapshot
+    /// replaces the state. Lock order: the state, then this.
+    lookup: RwLock<InstanceLookup>,
     /// Per-service channels, created on first subscription and dropped when unused.
     channels: Mutex<HashMap<String, ServiceChannel>>,
     /// Every change, for consumers that follow all services (the health checker).
@@ -121,6 +126,7 @@ impl Store {
                 registry: Registry::with_limits(limits),
                 ..SmState::default()
             }),
+            lookup: RwLock::new(InstanceLookup::default()),
             limits,
             swept_at: AtomicU64::new(0),
             channels: Mutex::new(HashMap::new()),
@@ -136,12 +142,24 @@ impl Store {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `f` with the state and the lookup beside it, both read-locked.
+    pub fn with_lookup<T>(&self, f: impl FnOnce(&SmState, &InstanceLookup) -> T) -> T {
+        let state = self.read();
+        let lookup = self.lookup.read().unwrap_or_else(|e| e.into_inner());
+        f(&state, &lookup)
+    }
+
     /// Runs `f` with write access, then publishes the events it returns. Only the state machine
     /// calls this.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut SmState) -> (T, Vec<Event>)) -> T {
         let (out, events) = {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            f(&mut state)
+            let (out, events) = f(&mut state);
+            let mut lookup = self.lookup.write().unwrap_or_else(|e| e.into_inner());
+            for event in events.iter().filter_map(Event::as_service) {
+                lookup.apply(event);
+            }
+            (out, events)
         };
         self.publish(events);
         out
@@ -150,7 +168,12 @@ impl Store {
     /// Replaces the whole state (snapshot install) and tells every watcher to start over.
     pub(crate) fn replace(&self, mut new: SmState) {
         new.registry.set_limits(self.limits);
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = new;
+        let lookup = InstanceLookup::of(&new.registry);
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            *self.lookup.write().unwrap_or_else(|e| e.into_inner()) = lookup;
+            *state = new;
+        }
         // Lock order everywhere: channels, then state.
         let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         for (service, ch) in channels.iter() {
@@ -255,6 +278,12 @@ impl Store {
 
     /// Waits until `service`'s index exceeds `index`, or `wait` passes. Returns the index then.
     pub async fn wait_for_service(&self, service: &str, index: u64, wait: Duration) -> u64 {
+        // A query whose index has moved on already (most polls of a changing service) is
+        // answered without making the service's channel.
+        let current = self.read().registry.service_index(service);
+        if current > index {
+            return current;
+        }
         // Declared before the receiver, so dropped after it: the channel is released once this
         // query's receiver is gone.
         let _release = ReleaseOnDrop {
@@ -341,5 +370,46 @@ mod tests {
             seen.push((change.event.index, change.seq));
         }
         assert_eq!(seen, [(7, 1), (7, 2), (8, 3)]);
+    }
+
+    #[test]
+    fn the_lookup_follows_writes_and_a_replaced_state() {
+        use signpost_core::model::{Lifecycle, NewInstance};
+        use signpost_core::{Command, Request};
+        let register = |service: &str| {
+            Command::Register(NewInstance {
+                id: "x".into(),
+                service: service.into(),
+                address: "10.0.0.1".into(),
+                port: 80,
+                tags: vec![],
+                metadata: Default::default(),
+                weight: 1,
+                check: None,
+                status: None,
+                state: Lifecycle::Up,
+            })
+        };
+        let found = |store: &Store| {
+            store.with_lookup(|state, lookup| {
+                lookup
+                    .by_instance_id(&state.registry, "x")
+                    .iter()
+                    .map(|i| i.service.clone())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let store = Store::new();
+        let mut other = SmState::default();
+        for (index, service) in [(1, "b"), (2, "a")] {
+            let req = Request::new(1_700_000_000_000, register(service));
+            store.write(|state| state.registry.apply(index, &req));
+            if service == "b" {
+                other.registry.apply(index, &req);
+            }
+        }
+        assert_eq!(found(&store), ["a", "b"]);
+        store.replace(other);
+        assert_eq!(found(&store), ["b"], "rebuilt from the snapshot's registry");
     }
 }

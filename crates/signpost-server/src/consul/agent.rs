@@ -41,16 +41,12 @@ fn catalog_index(agent: &AppState) -> u64 {
 /// Finds an instance by its id alone (Consul's service ids are unique per agent). Found as the
 /// agent itself: the operation that follows decides whether the caller may touch it.
 fn find_instance(agent: &AppState, id: &str) -> Option<Instance> {
-    service::find_instance(agent, &Caller::internal(), |i| i.id == id)
+    service::instance_by_id(agent, id)
 }
 
 /// Finds the instance whose check has `check_id` (as [`find_instance`]).
 fn find_by_check(agent: &AppState, check_id: &str) -> Option<Instance> {
-    service::find_instance(agent, &Caller::internal(), |i| {
-        i.check
-            .as_ref()
-            .is_some_and(|c| c.id_for(&i.id) == check_id)
-    })
+    service::instance_by_check(agent, check_id)
 }
 
 /// `GET /v1/agent/self`
@@ -123,12 +119,11 @@ pub async fn services(
     q.block(&agent, |i, w| service::wait_for_catalog(&agent, i, w))
         .await?;
     let dc = &agent.config().datacenter;
-    let (index, map) = service::with_catalog(&agent, &caller, |index, instances| {
-        let map: BTreeMap<String, Value> = instances
-            .map(|i| (i.id.clone(), types::agent_service(i, dc)))
-            .collect();
-        (index, map)
-    });
+    let (index, instances) = service::catalog_copy(&agent, &caller, |_| true);
+    let map: BTreeMap<&str, Value> = instances
+        .iter()
+        .map(|i| (i.id.as_str(), types::agent_service(i, dc)))
+        .collect();
     Ok(with_meta(&agent, index, Json(map)))
 }
 
@@ -313,13 +308,12 @@ pub async fn checks(
 ) -> Result<Response, ApiError> {
     parse(&agent, &raw)?;
     let node = agent.config().node_name();
-    let (index, map) = service::with_catalog(&agent, &caller, |index, instances| {
-        let map: BTreeMap<String, Value> = instances
-            .filter_map(|i| types::service_check(i, &node))
-            .map(|c| (c["CheckID"].as_str().unwrap_or_default().to_string(), c))
-            .collect();
-        (index, map)
-    });
+    let (index, instances) = service::catalog_copy(&agent, &caller, |i| i.check.is_some());
+    let map: BTreeMap<String, Value> = instances
+        .iter()
+        .filter_map(|i| types::service_check(i, &node))
+        .map(|c| (c["CheckID"].as_str().unwrap_or_default().to_string(), c))
+        .collect();
     Ok(with_meta(&agent, index, Json(map)))
 }
 
@@ -389,9 +383,9 @@ async fn set_ttl(
     check_id: &str,
     status: Status,
 ) -> Result<Response, ApiError> {
-    let instance = find_by_check(agent, check_id)
+    let key = service::key_by_check(agent, check_id, Instance::key)
         .ok_or_else(|| ApiError::NotFound(format!("unknown check ID {check_id:?}")))?;
-    match service::renew(agent, caller, &instance.key(), status).await {
+    match service::renew(agent, caller, &key, status).await {
         Ok(_) => Ok(with_meta(agent, catalog_index(agent), StatusCode::OK)),
         Err(ServiceError::NotRegistered(_)) => {
             Err(ApiError::NotFound(format!("unknown check ID {check_id:?}")))

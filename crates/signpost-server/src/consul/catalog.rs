@@ -1,15 +1,19 @@
 //! `/v1/catalog/*`, `/v1/health/*` and `/v1/status/*`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::response::Response;
 use axum::Extension;
 use axum::Json;
+use bytes::Bytes;
 use serde_json::Value;
 use signpost_core::acl::{Access, Resource};
 use signpost_core::{validate, Instance, Status};
 
+use super::cache::{Key, Read, RenderCache};
 use super::types::{self, NodeInfo};
 use super::{with_meta, Query};
 use crate::http::{ApiError, AppState};
@@ -95,17 +99,17 @@ async fn per_service(
     ))
 }
 
-/// `GET /v1/catalog/service/:name`: every instance (any health), flat.
+/// `GET /v1/catalog/service/:name`: every instance (any health), flat; rendered once per
+/// index and tag filter and shared ([`super::cache`]).
 pub async fn service(
     State(agent): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(cache): Extension<Arc<RenderCache>>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    per_service(agent, caller, &name, raw, |q, node, i| {
-        i.has_tags(&q.tags).then(|| types::catalog_service(i, node))
-    })
-    .await
+    let q = parse(&agent, &raw)?;
+    shared_read(&agent, &caller, &cache, &name, &q, Read::Catalog).await
 }
 
 /// `GET /v1/catalog/nodes`: this agent, if the caller may see it (`node:read`; else an empty,
@@ -141,12 +145,11 @@ pub async fn node(
     service::authorize(&caller, Resource::Node, &node.name, Access::Read)?;
     q.block(&agent, |i, w| service::wait_for_catalog(&agent, i, w))
         .await?;
-    let (index, services) = service::with_catalog(&agent, &caller, |index, instances| {
-        let services: BTreeMap<String, Value> = instances
-            .map(|i| (i.id.clone(), types::health_service(i)))
-            .collect();
-        (index, services)
-    });
+    let (index, instances) = service::catalog_copy(&agent, &caller, |_| true);
+    let services: BTreeMap<&str, Value> = instances
+        .iter()
+        .map(|i| (i.id.as_str(), types::health_service(i)))
+        .collect();
     let body = serde_json::json!({ "Node": node.json(), "Services": services });
     Ok(with_meta(&agent, index, Json(body)))
 }
@@ -173,17 +176,102 @@ fn health_entry(i: &Instance, node: &NodeInfo) -> Value {
 
 /// `GET /v1/health/service/:name`: nested entries; `?passing` keeps passing instances only
 /// (not those in maintenance, whose entry carries Consul's critical `_service_maintenance`
-/// check, nor those `starting` or `stopping`).
+/// check, nor those `starting` or `stopping`). Rendered once per index and filter and shared
+/// ([`super::cache`]); `?near` is accepted and ignored.
 pub async fn health_service(
     State(agent): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(cache): Extension<Arc<RenderCache>>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    per_service(agent, caller, &name, raw, |q, node, i| {
-        (i.has_tags(&q.tags) && (!q.passing || i.discoverable())).then(|| health_entry(i, node))
-    })
-    .await
+    let q = parse(&agent, &raw)?;
+    let read = if q.passing {
+        Read::HealthPassing
+    } else {
+        Read::Health
+    };
+    shared_read(&agent, &caller, &cache, &name, &q, read).await
+}
+
+/// Whether `read` filtered by `tags` lists `i`.
+fn lists(read: Read, tags: &[String], i: &Instance) -> bool {
+    i.has_tags(tags) && (read != Read::HealthPassing || i.discoverable())
+}
+
+/// The JSON array `read` answers with for `instances` (already filtered).
+fn render(agent: &AppState, read: Read, instances: &[Instance]) -> Bytes {
+    let node = NodeInfo::of(agent);
+    let list: Vec<Value> = instances
+        .iter()
+        .map(|i| match read {
+            Read::Catalog => types::catalog_service(i, &node),
+            Read::Health | Read::HealthPassing => health_entry(i, &node),
+        })
+        .collect();
+    Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+}
+
+/// A per-service read whose answer is shared ([`super::cache`]): blocks on the service's own
+/// index, then answers with the rendering of the index it finds, made by the first request
+/// that needs it (from a copy of the listed instances taken under the state's lock, rendered
+/// outside it). A caller who may not read the service gets an empty, filtered listing, never a
+/// shared one.
+async fn shared_read(
+    agent: &AppState,
+    caller: &Caller,
+    cache: &RenderCache,
+    name: &str,
+    q: &Query,
+    read: Read,
+) -> Result<Response, ApiError> {
+    let service = service_name(name);
+    block_on_service(agent, q, &service).await?;
+    let Some(service) = service else {
+        let empty = Json(Vec::<Value>::new());
+        return Ok(with_meta(agent, service_index(agent, &None), empty));
+    };
+    let key = Key::new(&service, read, &q.tags);
+    let shared = service::visible(caller, &service);
+    let listed = |i: &&Instance| lists(read, &key.tags, i);
+    // Under the lock: the index, and the shared rendering of it if there is one.
+    let (index, slot) = service::with_instances(agent, caller, &service, |index, instances| {
+        let mut instances = instances.peekable();
+        // A service with no instances is answered alone: its empty answer costs nothing.
+        let slot = (shared && instances.peek().is_some())
+            .then(|| cache.slot(&key, index))
+            .flatten();
+        (index, slot)
+    });
+    let bytes = match slot {
+        Some(slot) => {
+            let copy = || async {
+                service::with_instances(agent, caller, &service, |now, instances| {
+                    (now == slot.index()).then(|| instances.filter(listed).cloned().collect())
+                })
+                .map(|list: Vec<Instance>| render(agent, read, &list))
+            };
+            match slot.ready() {
+                Some(bytes) => Some(bytes),
+                None => cache.rendering(&key, &slot, copy).await,
+            }
+        }
+        None => None,
+    };
+    let (index, bytes) = match bytes {
+        Some(bytes) => (index, bytes),
+        // Not shared (a caller who may not see it, no instances, or the service moved on
+        // while this request rendered): rendered for this request alone, at the index now.
+        None => {
+            let (index, list) =
+                service::with_instances(agent, caller, &service, |now, instances| {
+                    (now, instances.filter(listed).cloned().collect::<Vec<_>>())
+                });
+            (index, render(agent, read, &list))
+        }
+    };
+    let body = ([(CONTENT_TYPE, "application/json")], bytes);
+    Ok(with_meta(agent, index, body))
 }
 
 /// `GET /v1/health/checks/:service`
@@ -220,14 +308,14 @@ pub async fn health_state(
     if types::status_matches(&state_name, Status::Passing) {
         list.push(node.serf_check());
     }
-    let index = service::with_catalog(&agent, &caller, |index, instances| {
-        list.extend(
-            instances
-                .filter(|i| types::status_matches(&state_name, i.status))
-                .filter_map(|i| types::service_check(i, &node.name)),
-        );
-        index
+    let (index, instances) = service::catalog_copy(&agent, &caller, |i| {
+        i.check.is_some() && types::status_matches(&state_name, i.status)
     });
+    list.extend(
+        instances
+            .iter()
+            .filter_map(|i| types::service_check(i, &node.name)),
+    );
     Ok(with_meta(&agent, index, Json(list)))
 }
 
@@ -241,13 +329,16 @@ pub async fn health_node(
     parse(&agent, &raw)?;
     let node = NodeInfo::of(&agent);
     let mut list = Vec::new();
-    let index = service::with_catalog(&agent, &caller, |index, instances| {
-        if name == node.name {
-            list.push(node.serf_check());
-            list.extend(instances.filter_map(|i| types::service_check(i, &node.name)));
-        }
-        index
-    });
+    let mine = name == node.name;
+    let (index, instances) = service::catalog_copy(&agent, &caller, |i| mine && i.check.is_some());
+    if mine {
+        list.push(node.serf_check());
+        list.extend(
+            instances
+                .iter()
+                .filter_map(|i| types::service_check(i, &node.name)),
+        );
+    }
     Ok(with_meta(&agent, index, Json(list)))
 }
 

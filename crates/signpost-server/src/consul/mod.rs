@@ -3,6 +3,8 @@
 //!
 //! - [`acl`]: `/v1/acl/*` (bootstrap, policies, tokens).
 //! - [`agent`]: `/v1/agent/*` (service and check registration, TTL updates, self).
+//! - [`cache`]: per-service reads rendered once per index and filter, shared by every caller
+//!   who may read them.
 //! - [`catalog`]: `/v1/catalog/*`, `/v1/health/*`, `/v1/status/*`.
 //! - [`kv`]: `/v1/kv/*` (the native `/api/v1/kv/*` is [`crate::http::kv`]; both call
 //!   [`crate::service::kv`]).
@@ -15,6 +17,7 @@
 
 pub mod acl;
 pub mod agent;
+pub mod cache;
 pub mod catalog;
 pub mod kv;
 pub mod types;

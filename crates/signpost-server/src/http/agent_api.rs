@@ -51,6 +51,7 @@ pub async fn agent_self(
 pub async fn metrics(
     State(agent): State<AppState>,
     Extension(frames): Extension<Arc<FrameCache>>,
+    Extension(consul): Extension<Arc<crate::consul::cache::RenderCache>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<impl IntoResponse, ApiError> {
     service::authorize_agent_read(&agent, &caller)?;
@@ -70,6 +71,7 @@ pub async fn metrics(
         }
         metrics::gauge!("signpost_watchers").set(watchers as f64);
         metrics::counter!("signpost_watch_frames_rendered_total").absolute(frames.renders());
+        metrics::counter!("signpost_consul_renders_total").absolute(consul.renders());
         metrics::gauge!("signpost_health_active_checks").set(agent.health().active_checks() as f64);
         metrics::gauge!("signpost_eviction_guard_engaged").set(f64::from(u8::from(guard.engaged)));
         metrics::gauge!("signpost_eviction_guard_overdue_instances").set(guard.overdue as f64);

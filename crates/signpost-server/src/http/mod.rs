@@ -130,6 +130,9 @@ pub fn router(agent: AppState) -> Router {
         .layer(axum::Extension(Arc::new(audit_log(&agent))))
         .layer(axum::Extension(Arc::new(cache::ListingCache::default())))
         .layer(axum::Extension(Arc::new(cache::FrameCache::default())))
+        .layer(axum::Extension(Arc::new(
+            crate::consul::cache::RenderCache::default(),
+        )))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(compression::layer())
         .with_state(agent)

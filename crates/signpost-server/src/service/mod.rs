@@ -571,16 +571,45 @@ pub fn with_catalog<T>(
     })
 }
 
-/// The first instance (of any service the caller may see) matching `pred`.
-pub fn find_instance(
+/// The catalog index and a copy of every instance the caller may see that `keep` keeps, in
+/// (service, id) order: for catalog-wide reads, which copy under the state's lock and render
+/// outside it (rendering there would hold back the apply path).
+pub fn catalog_copy(
     agent: &Agent,
     caller: &Caller,
-    pred: impl Fn(&Instance) -> bool,
-) -> Option<Instance> {
-    read(agent, |r| {
-        r.all_instances()
-            .find(|i| pred(i) && caller.sees_service(&i.service))
-            .cloned()
+    keep: impl Fn(&Instance) -> bool,
+) -> (u64, Vec<Instance>) {
+    with_catalog(agent, caller, |index, instances| {
+        (index, instances.filter(|i| keep(i)).cloned().collect())
+    })
+}
+
+/// The instance with id `id` (Consul's service id), of the first service in name order that
+/// has one: a lookup, not a scan. Found as the agent itself: the operation that follows
+/// decides whether the caller may touch it.
+pub fn instance_by_id(agent: &Agent, id: &str) -> Option<Instance> {
+    agent.store().with_lookup(|state, lookup| {
+        lookup
+            .by_instance_id(&state.registry, id)
+            .first()
+            .map(|i| (*i).clone())
+    })
+}
+
+/// The instance whose check has id `check_id`, of the first service in name order that has
+/// one: a lookup, not a scan (as [`instance_by_id`]).
+pub fn instance_by_check(agent: &Agent, check_id: &str) -> Option<Instance> {
+    key_by_check(agent, check_id, |i| i.clone())
+}
+
+/// What `f` takes from the instance whose check has id `check_id` (as [`instance_by_check`]);
+/// Consul's TTL updates take only its key.
+pub fn key_by_check<T>(agent: &Agent, check_id: &str, f: impl FnOnce(&Instance) -> T) -> Option<T> {
+    agent.store().with_lookup(|state, lookup| {
+        lookup
+            .by_check_id(&state.registry, check_id)
+            .first()
+            .map(|i| f(i))
     })
 }
 

@@ -8,6 +8,7 @@ mod cluster;
 mod common;
 mod compression;
 mod consul;
+mod consul_cache;
 mod dns;
 mod fuzz;
 mod health;
