@@ -14,7 +14,7 @@ fn instance(id: &str, check: CheckSpec, status: Status) -> Instance {
         metadata: Default::default(),
         weight: 100,
         status,
-        check: Some(check),
+        check: Some(std::sync::Arc::new(check)),
         created_at: Timestamp(0),
         updated_at: Timestamp(0),
         create_index: 1,
