@@ -348,7 +348,7 @@ fn assert_consistent(m: &HealthMonitor) {
             );
             continue;
         };
-        assert_eq!(m.by_key.get(&*t.key), Some(&(slot as Slot)), "key map");
+        assert_eq!(m.slot(&t.instance_key()), Ok(slot as Slot), "key map");
         if let Some(due) = t.expiry() {
             expiries.insert((due, slot as Slot));
         }
