@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use signpost_bench::payload;
 use signpost_core::health::{GuardConfig, HealthMonitor};
+use signpost_core::limits::Limits;
 use signpost_core::validate::{self, Registration};
-use signpost_core::{Command, Instance, Registry, Request};
+use signpost_core::{Command, Instance, Registry, Request, Response};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
@@ -51,7 +52,12 @@ fn main() {
         .sum::<usize>() as f64
         / 1000.0;
 
-    let mut registry = Registry::new();
+    // Bounds as high as the agent allows them to be configured: the count decides.
+    let mut registry = Registry::with_limits(Limits {
+        max_instances: usize::MAX,
+        max_instances_per_service: usize::MAX,
+        ..Limits::default()
+    });
     let region = Region::new(GLOBAL);
     for i in 0..n {
         let body = payload::registration("mem", i, ttl);
@@ -60,7 +66,11 @@ fn main() {
         let new = validate::registration(&service, reg).expect("the payload is valid");
         let request = Request::new(1_700_000_000_000 + i, Command::Register(new));
         // The response and events are dropped here, as the agent drops them once delivered.
-        let _ = registry.apply(i + 1, &request);
+        let (response, _) = registry.apply(i + 1, &request);
+        assert!(
+            matches!(response, Response::Registered { .. }),
+            "{response:?}"
+        );
     }
     let (registry_bytes, registry_allocs) = held(&region);
 
