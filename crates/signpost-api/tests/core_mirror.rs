@@ -24,10 +24,10 @@ fn core_instance(check: Option<CheckSpec>) -> signpost_core::Instance {
         address: "10.3.0.1".into(),
         port: 5432,
         tags: vec!["primary".into()],
-        metadata: BTreeMap::from([("zone".to_string(), "eu".to_string())]),
+        metadata: BTreeMap::from([("zone".to_string(), "eu".to_string())]).into(),
         weight: 7,
         status: Status::Warning,
-        check,
+        check: check.map(std::sync::Arc::new),
         created_at: Timestamp(1_700_000_000_000),
         updated_at: Timestamp(1_700_000_001_234),
         create_index: 14,
@@ -41,10 +41,10 @@ fn core_instance(check: Option<CheckSpec>) -> signpost_core::Instance {
 fn lifecycle_and_maintenance_mirror_the_core() {
     let mut core = core_instance(None);
     core.state = signpost_core::Lifecycle::Stopping;
-    core.maintenance = Some(signpost_core::Maintenance {
+    core.maintenance = Some(Box::new(signpost_core::Maintenance {
         reason: "disk".into(),
         since: Timestamp(1_700_000_002_000),
-    });
+    }));
     let wire: signpost_api::Instance = mirrors(&core);
     assert_eq!(wire.state, signpost_api::Lifecycle::Stopping);
     assert_eq!(wire.maintenance.as_ref().unwrap().reason, "disk");

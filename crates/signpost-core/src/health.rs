@@ -20,15 +20,19 @@
 //!   critical): an instance registered and never heard from again neither holds the guard on
 //!   nor is held back by it.
 //!
-//! Layout: each tracked instance lives in a slot of a slab, found by key through one hash map.
+//! Layout: each tracked instance lives in a slot of a slab, found by key through one hash
+//! table of slot numbers (the key itself is stored once, in the slot, as one string).
 //! Two ordered indexes of `(due time, slot)` hold what a [`tick`](HealthMonitor::tick) may have
 //! to act on — TTL deadlines of instances not yet critical, and `deregister_after` deadlines of
 //! critical ones — so a tick touches only what is due, however large the fleet. Every change to
 //! a tracked instance goes through [`HealthMonitor::update`], which takes its index entries out
 //! and puts them back as the instance then is, so the indexes cannot drift from the slots.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, VecDeque};
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 
 use serde::Serialize;
 
@@ -130,8 +134,11 @@ type Slot = u32;
 
 #[derive(Debug, Clone)]
 struct Tracked {
-    /// The instance, for the actions the monitor returns; shared with the key map.
-    key: Arc<InstanceKey>,
+    /// The instance's service and id, one after the other in one allocation (the key table
+    /// holds only the slot number): for lookups and the actions the monitor returns.
+    key: Box<str>,
+    /// Where the service name ends and the id begins in `key`.
+    split: u32,
     rules: Rules,
     /// The status the monitor believes the registry holds (or will, once its proposal applies).
     status: Status,
@@ -149,6 +156,22 @@ struct Tracked {
 }
 
 impl Tracked {
+    fn service(&self) -> &str {
+        &self.key[..self.split as usize]
+    }
+
+    fn id(&self) -> &str {
+        &self.key[self.split as usize..]
+    }
+
+    fn is(&self, key: &InstanceKey) -> bool {
+        self.service() == key.service && self.id() == key.id
+    }
+
+    fn instance_key(&self) -> InstanceKey {
+        InstanceKey::new(self.service(), self.id())
+    }
+
     /// Whether the instance counts in the guard's base: a TTL instance seen alive.
     fn guarded(&self) -> bool {
         self.rules.ttl.is_some() && self.alive
@@ -176,8 +199,10 @@ pub struct HealthMonitor {
     slots: Vec<Option<Tracked>>,
     /// Free slots, reused before the slab grows.
     free: Vec<Slot>,
-    /// Slot of each tracked instance.
-    by_key: HashMap<Arc<InstanceKey>, Slot>,
+    /// Slot of each tracked instance, by a hash of its key (compared with the key in the slot).
+    by_key: HashTable<Slot>,
+    /// The key hash's seed.
+    hasher: RandomState,
     /// `(deadline, slot)` of every TTL instance not yet critical ([`Tracked::expiry`]).
     expiries: BTreeSet<(u64, Slot)>,
     /// `(due, slot)` of every critical instance waiting for `deregister_after`
@@ -196,7 +221,8 @@ impl HealthMonitor {
             guard_config,
             slots: Vec::new(),
             free: Vec::new(),
-            by_key: HashMap::new(),
+            by_key: HashTable::new(),
+            hasher: RandomState::new(),
             expiries: BTreeSet::new(),
             removals: BTreeSet::new(),
             ttl_instances: 0,
@@ -226,8 +252,9 @@ impl HealthMonitor {
             return;
         };
         let rules = Rules::of(check);
-        let fresh = |key: Arc<InstanceKey>| Tracked {
+        let fresh = |key: Box<str>, split: u32| Tracked {
             key,
+            split,
             rules,
             status: instance.status,
             deadline: rules.ttl.map_or(0, |ttl| now.saturating_add(ttl)),
@@ -237,15 +264,16 @@ impl HealthMonitor {
             deregistering: false,
             alive,
         };
-        if let Some(&slot) = self.by_key.get(&key) {
+        if let Ok(slot) = self.slot(&key) {
             self.update(slot, |t| {
                 let seen = t.alive;
-                *t = fresh(t.key.clone());
+                *t = fresh(std::mem::take(&mut t.key), t.split);
                 t.alive |= seen;
             });
         } else {
-            let key = Arc::new(key);
-            let tracked = fresh(key.clone());
+            let split = u32::try_from(key.service.len()).expect("service names are short");
+            let joined = [key.service.as_str(), key.id.as_str()].concat();
+            let tracked = fresh(joined.into_boxed_str(), split);
             self.ttl_instances += usize::from(tracked.guarded());
             let (expiry, removal) = (tracked.expiry(), tracked.removal());
             let slot = match self.free.pop() {
@@ -260,7 +288,14 @@ impl HealthMonitor {
                     slot
                 }
             };
-            self.by_key.insert(key, slot);
+            let hash = self.hash(&key.service, &key.id);
+            let (slots, hasher) = (&self.slots, &self.hasher);
+            self.by_key.insert_unique(hash, slot, |&s| {
+                let t = slots[s as usize]
+                    .as_ref()
+                    .expect("a mapped slot is occupied");
+                hasher.hash_one((t.service(), t.id()))
+            });
             if let Some(due) = expiry {
                 self.expiries.insert((due, slot));
             }
@@ -275,9 +310,14 @@ impl HealthMonitor {
     }
 
     pub fn untrack(&mut self, key: &InstanceKey) {
-        let Some(slot) = self.by_key.remove(key) else {
+        let hash = self.hash(&key.service, &key.id);
+        let slots = &self.slots;
+        let Ok(entry) = self.by_key.find_entry(hash, |&s| {
+            slots[s as usize].as_ref().is_some_and(|t| t.is(key))
+        }) else {
             return;
         };
+        let (slot, _) = entry.remove();
         let t = self.slots[slot as usize]
             .take()
             .expect("a mapped slot is occupied");
@@ -292,7 +332,7 @@ impl HealthMonitor {
     }
 
     pub fn is_tracked(&self, key: &InstanceKey) -> bool {
-        self.by_key.contains_key(key)
+        self.slot(key).is_ok()
     }
 
     pub fn len(&self) -> usize {
@@ -330,9 +370,16 @@ impl HealthMonitor {
         out
     }
 
+    fn hash(&self, service: &str, id: &str) -> u64 {
+        self.hasher.hash_one((service, id))
+    }
+
     fn slot(&self, key: &InstanceKey) -> Result<Slot, HeartbeatError> {
+        let hash = self.hash(&key.service, &key.id);
         self.by_key
-            .get(key)
+            .find(hash, |&s| {
+                self.slots[s as usize].as_ref().is_some_and(|t| t.is(key))
+            })
             .copied()
             .ok_or(HeartbeatError::NotTracked)
     }
@@ -487,7 +534,7 @@ impl HealthMonitor {
             actions.push(self.update(slot, |t| {
                 t.deregistering = true;
                 Action::Deregister {
-                    key: InstanceKey::clone(&t.key),
+                    key: t.instance_key(),
                 }
             }));
         }
@@ -504,7 +551,7 @@ fn set_status(t: &mut Tracked, status: Status, now: u64) {
 fn transition(t: &mut Tracked, status: Status, now: u64) -> Action {
     set_status(t, status, now);
     Action::SetStatus {
-        key: InstanceKey::clone(&t.key),
+        key: t.instance_key(),
         status,
     }
 }

@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`cidr`]: which addresses a registration may make the agent or the gateway reach
 //!   (deny and allow ranges; pure, the caller resolves names).
+//! - [`compact`]: compact forms of what every instance carries (sorted metadata, the
+//!   registry's interner of shared strings and check specs).
 //! - [`model`]: the data the registry holds (instances, checks, service definitions) and durations.
 //! - [`validate`]: turns untrusted registration input into normalised, valid values.
 //! - [`registry`]: the replicated state machine: [`registry::Command`]s in, [`registry::Response`]s
@@ -24,6 +26,7 @@
 
 pub mod acl;
 pub mod cidr;
+pub mod compact;
 pub mod health;
 pub mod kv;
 pub mod limits;

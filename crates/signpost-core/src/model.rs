@@ -1,9 +1,11 @@
 //! The registry's data: instances, their health checks, and service definitions.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+pub use crate::compact::Metadata;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -192,7 +194,9 @@ impl<'de> Deserialize<'de> for Timestamp {
 /// How the agent decides whether an instance is healthy.
 ///
 /// Exactly one of `ttl`, `http`, `tcp` or `grpc` is set (checked by [`crate::validate`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Hashable so that the registry can share one copy among the instances that carry equal
+/// ones ([`crate::compact::Interner`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSpec {
     /// The check's id (default `service:<instance id>`, as Consul names service checks).
@@ -388,7 +392,8 @@ pub struct NewInstance {
     pub address: String,
     pub port: u16,
     pub tags: Vec<String>,
-    pub metadata: BTreeMap<String, String>,
+    /// Its metadata, sorted by key (written as a JSON object, as a map would be).
+    pub metadata: Metadata,
     pub weight: u32,
     pub check: Option<CheckSpec>,
     /// The status to start with; `None` means "derive it from the check".
@@ -479,11 +484,15 @@ pub struct Instance {
     pub address: String,
     pub port: u16,
     pub tags: Vec<String>,
-    pub metadata: BTreeMap<String, String>,
+    /// Its metadata, sorted by key; keys and values shared through the registry's
+    /// [`Interner`](crate::compact::Interner).
+    pub metadata: Metadata,
     pub weight: u32,
     pub status: Status,
+    /// Its check, shared (through the registry's interner) with every instance that carries
+    /// an equal one, and with the health monitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<CheckSpec>,
+    pub check: Option<Arc<CheckSpec>>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub create_index: u64,
@@ -494,8 +503,9 @@ pub struct Instance {
     pub state: Lifecycle,
     /// Set while an operator holds the instance in maintenance; absent otherwise (and in data
     /// written before maintenance existed).
+    /// Boxed: rarely set, so it costs a pointer, not the mark's size, in every instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub maintenance: Option<Maintenance>,
+    pub maintenance: Option<Box<Maintenance>>,
 }
 
 impl Instance {

@@ -6,16 +6,22 @@
 //! the [`Event`]s that watchers of each touched service need.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::acl::{Acl, AclCommand, AclOutcome};
+use crate::compact::Interner;
 use crate::kv::Kv;
 use crate::limits::{Limits, Refusal};
 use crate::model::{
     Instance, InstanceKey, Lifecycle, Maintenance, NewInstance, ServiceDefinition, Status,
     Timestamp,
 };
+
+mod instances;
+
+use instances::Instances;
 
 /// A command together with the time its proposer saw when it proposed it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,13 +88,15 @@ pub enum Command {
 
 /// What applying a command did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Instances are the registry's own (`Arc`), not copies.
 pub enum Response {
     Registered {
-        instance: Instance,
+        instance: Arc<Instance>,
         created: bool,
     },
-    Deregistered(Instance),
-    StatusSet(Instance),
+    Deregistered(Arc<Instance>),
+    StatusSet(Arc<Instance>),
     DefinitionPut {
         definition: ServiceDefinition,
         created: bool,
@@ -107,7 +115,7 @@ pub enum Response {
     /// What an ACL command did.
     Acl(AclOutcome),
     /// An instance's maintenance mark or lifecycle state changed; the instance after it.
-    InstanceUpdated(Instance),
+    InstanceUpdated(Arc<Instance>),
     /// The command was refused (malformed, or it would cross a limit); nothing changed.
     Refused(Refusal),
 }
@@ -140,17 +148,18 @@ pub struct ServiceEvent {
     pub kind: EventKind,
 }
 
-/// What changed.
+/// What changed. The instance is the registry's own (`Arc`), shared, not copied, by every
+/// watcher and cache that keeps the event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EventKind {
     /// A new instance registered.
-    Added(Instance),
+    Added(Arc<Instance>),
     /// An existing instance was registered again (possibly with a new check).
-    Replaced(Instance),
+    Replaced(Arc<Instance>),
     /// An instance's health status changed.
-    StatusChanged(Instance),
+    StatusChanged(Arc<Instance>),
     /// An instance was deregistered (by a client, or by the health monitor).
-    Removed(Instance),
+    Removed(Arc<Instance>),
     /// The service definition was created, replaced or deleted.
     DefinitionChanged,
 }
@@ -158,7 +167,8 @@ pub enum EventKind {
 /// One service's state: its instances, its definition and its last-modified index.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct ServiceEntry {
-    instances: BTreeMap<String, Instance>,
+    /// Its instances by id, each held once (written as a map of id to instance).
+    instances: Instances,
     definition: Option<ServiceDefinition>,
     /// Index of the last change to this service. Kept after the last instance leaves, so that a
     /// blocking query still sees the index move past the removal.
@@ -197,7 +207,11 @@ pub struct ServiceSummary {
 }
 
 /// The registry: every service, instance and definition, and the index of the last change.
+///
+/// Read back through [`Restored`], which shares the restored instances' metadata and checks
+/// through the interner as registrations do.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(from = "Restored")]
 pub struct Registry {
     services: BTreeMap<String, ServiceEntry>,
     /// Index of the last applied command that changed anything.
@@ -219,6 +233,44 @@ pub struct Registry {
     /// Instances across all services (counted again on restore): what `max_instances` bounds.
     #[serde(skip)]
     instance_count: Option<usize>,
+    /// Metadata strings and check specs shared among instances (derived state: rebuilt on
+    /// restore, not written).
+    #[serde(skip)]
+    interner: Interner,
+}
+
+/// What a snapshot holds: [`Registry`]'s written fields, in the same order and with the same
+/// defaults (the registry derives `Serialize`; reading goes through this).
+#[derive(Deserialize)]
+struct Restored {
+    services: BTreeMap<String, ServiceEntry>,
+    last_index: u64,
+    #[serde(default)]
+    kv: Kv,
+    #[serde(default)]
+    acl: Acl,
+    #[serde(default)]
+    removed_index: u64,
+}
+
+impl From<Restored> for Registry {
+    fn from(r: Restored) -> Self {
+        let mut interner = Interner::new();
+        let mut services = r.services;
+        for entry in services.values_mut() {
+            entry.instances.intern(&mut interner);
+        }
+        Registry {
+            services,
+            last_index: r.last_index,
+            kv: r.kv,
+            acl: r.acl,
+            limits: Limits::default(),
+            removed_index: r.removed_index,
+            instance_count: None,
+            interner,
+        }
+    }
 }
 
 impl PartialEq for Registry {
@@ -347,11 +399,11 @@ impl Registry {
                 self.update_instance(index, now, key, |i| {
                     let next = match (&i.maintenance, mark) {
                         // Already in maintenance: keep when it began, take the new reason.
-                        (Some(old), Some(new)) => Some(Maintenance {
+                        (Some(old), Some(new)) => Some(Box::new(Maintenance {
                             reason: new.reason,
                             since: old.since,
-                        }),
-                        (_, next) => next,
+                        })),
+                        (_, next) => next.map(Box::new),
                     };
                     let changed = i.maintenance != next;
                     i.maintenance = next;
@@ -380,7 +432,7 @@ impl Registry {
         match command {
             Command::Register(new) => {
                 let entry = self.services.get(&new.service);
-                if entry.is_some_and(|e| e.instances.contains_key(&new.id)) {
+                if entry.is_some_and(|e| e.instances.contains(&new.id)) {
                     return None;
                 }
                 if entry.is_none() && self.services.len() >= l.max_services {
@@ -469,9 +521,10 @@ impl Registry {
                     return Err(format!("definition {:?} filed under {name:?}", d.name));
                 }
             }
-            for (id, i) in &s.instances {
+            for i in s.instances.values() {
                 n += 1;
-                if &i.id != id || &i.service != name {
+                let id = &i.id;
+                if &i.service != name {
                     return Err(format!(
                         "instance {}/{} filed under {name}/{id}",
                         i.service, i.id
@@ -512,25 +565,29 @@ impl Registry {
         now: Timestamp,
         new: &NewInstance,
     ) -> (Response, Vec<Event>) {
-        let entry = self.touch(&new.service, index);
-        let previous = entry.instances.get(&new.id);
+        let previous = self
+            .services
+            .get(&new.service)
+            .and_then(|e| e.instances.get(&new.id))
+            .cloned();
+        let previous = previous.as_deref();
         // Re-registering with the same check keeps the known status, so a routine re-registration
         // of an actively checked instance does not flicker to critical.
         let status = new.status.unwrap_or_else(|| match (previous, &new.check) {
-            (Some(prev), check) if prev.check == *check => prev.status,
+            (Some(prev), check) if prev.check.as_deref() == check.as_ref() => prev.status,
             (_, Some(check)) => check.initial_status(),
             (_, None) => Status::Passing,
         });
-        let instance = Instance {
+        let instance = Arc::new(Instance {
             id: new.id.clone(),
             service: new.service.clone(),
             address: new.address.clone(),
             port: new.port,
             tags: new.tags.clone(),
-            metadata: new.metadata.clone(),
+            metadata: self.interner.metadata(&new.metadata),
             weight: new.weight,
             status,
-            check: new.check.clone(),
+            check: new.check.as_ref().map(|c| self.interner.check(c)),
             created_at: previous.map_or(now, |p| p.created_at),
             updated_at: now,
             create_index: previous.map_or(index, |p| p.create_index),
@@ -538,9 +595,12 @@ impl Registry {
             state: new.state,
             // An operator's maintenance mark outlives the instance re-registering itself.
             maintenance: previous.and_then(|p| p.maintenance.clone()),
-        };
+        });
         let created = previous.is_none();
-        entry.instances.insert(new.id.clone(), instance.clone());
+        let entry = self.touch(&new.service, index);
+        if let Some(old) = entry.instances.insert(instance.clone()) {
+            self.interner.release(&old);
+        }
         self.count_instances(usize::from(created), 0);
         let kind = if created {
             EventKind::Added(instance.clone())
@@ -567,6 +627,7 @@ impl Registry {
             .instances
             .remove(&key.id)
             .expect("presence checked above");
+        self.interner.release(&removed);
         self.count_instances(0, 1);
         self.forget_if_empty(&key.service);
         let event = ServiceEvent {
@@ -593,14 +654,17 @@ impl Registry {
             Some(_) => {}
         }
         let entry = self.touch(&key.service, index);
-        let instance = entry
-            .instances
-            .get_mut(&key.id)
-            .expect("presence checked above");
-        instance.status = status;
-        instance.updated_at = now;
-        instance.modify_index = index;
-        let instance = instance.clone();
+        let mut updated = Instance::clone(
+            entry
+                .instances
+                .get(&key.id)
+                .expect("presence checked above"),
+        );
+        updated.status = status;
+        updated.updated_at = now;
+        updated.modify_index = index;
+        let instance = Arc::new(updated);
+        entry.instances.insert(instance.clone());
         let event = ServiceEvent {
             service: key.service.clone(),
             index,
@@ -631,8 +695,9 @@ impl Registry {
         }
         updated.updated_at = now;
         updated.modify_index = index;
+        let updated = Arc::new(updated);
         let entry = self.touch(&key.service, index);
-        entry.instances.insert(key.id.clone(), updated.clone());
+        entry.instances.insert(updated.clone());
         let event = ServiceEvent {
             service: key.service.clone(),
             index,
@@ -719,7 +784,19 @@ impl Registry {
     }
 
     pub fn instance(&self, service: &str, id: &str) -> Option<&Instance> {
+        self.services.get(service)?.instances.get(id).map(|i| &**i)
+    }
+
+    /// The registry's own handle on an instance, for callers that keep it (caches): shared,
+    /// not copied.
+    pub fn instance_arc(&self, service: &str, id: &str) -> Option<&Arc<Instance>> {
         self.services.get(service)?.instances.get(id)
+    }
+
+    /// Metadata strings and check specs the registry's interner holds (for tests and the
+    /// memory profile).
+    pub fn interned(&self) -> usize {
+        self.interner.len()
     }
 
     /// All instances of `service`, ordered by id.

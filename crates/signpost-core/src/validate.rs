@@ -206,7 +206,7 @@ fn tags(tags: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn metadata(meta: &BTreeMap<String, String>) -> Result<()> {
+fn metadata<'a>(meta: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> Result<()> {
     if meta.len() > MAX_METADATA {
         return Err(ValidationError::new(
             "metadata",
@@ -439,7 +439,7 @@ pub fn registration(path_service: &str, reg: Registration) -> Result<NewInstance
     };
     instance_id(&id)?;
     tags(&reg.tags)?;
-    metadata(&reg.metadata)?;
+    metadata(reg.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let weight = weight(reg.weight)?;
     if let Some(c) = &reg.check {
         check(c)?;
@@ -454,7 +454,7 @@ pub fn registration(path_service: &str, reg: Registration) -> Result<NewInstance
         address: address_text,
         port,
         tags: reg.tags,
-        metadata: reg.metadata,
+        metadata: reg.metadata.into(),
         weight,
         check: reg.check,
         status: reg.status,
@@ -568,7 +568,7 @@ fn new_instance(new: &NewInstance) -> Result<()> {
     address(&new.address)?;
     // Port 0 is allowed here: the Consul face registers port-less services with it.
     tags(&new.tags)?;
-    metadata(&new.metadata)?;
+    metadata(new.metadata.iter())?;
     weight(Some(i64::from(new.weight)))?;
     if let Some(c) = &new.check {
         check(c)?;

@@ -89,7 +89,7 @@ fn register() -> impl Strategy<Value = Command> {
                     address,
                     port,
                     tags,
-                    metadata,
+                    metadata: metadata.into(),
                     weight,
                     check,
                     status,

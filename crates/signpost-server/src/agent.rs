@@ -178,6 +178,7 @@ impl Agent {
         let db = Arc::new(raft::open_database(
             config.data_dir.as_deref(),
             backend.as_ref(),
+            config.storage.cache_size,
         )?);
         let held_db = db.clone();
         let store = Arc::new(Store::with_limits(config.limits.state()));

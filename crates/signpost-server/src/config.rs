@@ -70,12 +70,24 @@ pub struct StorageSettings {
     /// `/v1/status/leader` empty), after Raft or storage stopped, before it exits with status 1
     /// so that a supervisor restarts it.
     pub fatal_exit_after: Dur,
+    /// Bytes of memory redb may keep as its page cache (default 64 MiB). redb's own default
+    /// (1 GiB) let the cache grow with the log and snapshots to several hundred bytes per
+    /// registered instance; the state the agent serves is in memory anyway.
+    pub cache_size: u64,
 }
+
+/// The default `[storage] cache_size`: 64 MiB.
+pub const DEFAULT_CACHE_SIZE: u64 = 64 * 1024 * 1024;
+
+/// The least `[storage] cache_size` accepted: 1 MiB (redb needs room for a few pages of each
+/// table it touches in one transaction).
+pub const MIN_CACHE_SIZE: u64 = 1024 * 1024;
 
 impl Default for StorageSettings {
     fn default() -> Self {
         StorageSettings {
             fatal_exit_after: Dur(30_000),
+            cache_size: DEFAULT_CACHE_SIZE,
         }
     }
 }
@@ -574,6 +586,12 @@ impl AgentConfig {
             if value.as_millis() == 0 {
                 return invalid(format!("{key} must be more than 0"));
             }
+        }
+        if self.storage.cache_size < MIN_CACHE_SIZE {
+            return invalid(format!(
+                "storage.cache_size must be at least {MIN_CACHE_SIZE} bytes (1 MiB), got {}",
+                self.storage.cache_size
+            ));
         }
         let st = l;
         for (key, n) in [

@@ -14,7 +14,7 @@ fn instance(id: &str, check: CheckSpec, status: Status) -> Instance {
         metadata: Default::default(),
         weight: 100,
         status,
-        check: Some(check),
+        check: Some(std::sync::Arc::new(check)),
         created_at: Timestamp(0),
         updated_at: Timestamp(0),
         create_index: 1,
@@ -348,7 +348,7 @@ fn assert_consistent(m: &HealthMonitor) {
             );
             continue;
         };
-        assert_eq!(m.by_key.get(&*t.key), Some(&(slot as Slot)), "key map");
+        assert_eq!(m.slot(&t.instance_key()), Ok(slot as Slot), "key map");
         if let Some(due) = t.expiry() {
             expiries.insert((due, slot as Slot));
         }

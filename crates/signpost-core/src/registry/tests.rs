@@ -12,7 +12,7 @@ fn new_instance(service: &str, id: &str) -> NewInstance {
         address: "10.0.0.1".to_string(),
         port: 8080,
         tags: vec!["v1".to_string()],
-        metadata: BTreeMap::new(),
+        metadata: Default::default(),
         weight: 100,
         check: None,
         status: None,
@@ -657,5 +657,53 @@ fn kv_tombstones_are_reaped_after_their_ttl_by_applied_time() {
         3,
         "the prefix index does not go back"
     );
+    r.validate_state().unwrap();
+}
+
+#[test]
+fn instances_share_metadata_and_checks_and_the_interner_lets_go_when_they_leave() {
+    let mut r = Registry::new();
+    let ttl = CheckSpec {
+        ttl: Some(Dur(10_000)),
+        ..CheckSpec::default()
+    };
+    let with = |service: &str, id: &str, zone: &str, commit: &str| NewInstance {
+        metadata: [("zone", zone), ("commit", commit)].into_iter().collect(),
+        check: Some(ttl.clone()),
+        ..new_instance(service, id)
+    };
+    r.apply(1, &req(1, Command::Register(with("keep", "k", "a", "c0"))));
+    let baseline = r.interned();
+    // zone, a, commit, c0 and the check.
+    assert_eq!(baseline, 5);
+    let mut index = 2;
+    for n in 0..200 {
+        let new = with("temp", &format!("t{n}"), "a", &format!("c{}", n + 1));
+        r.apply(index, &req(index, Command::Register(new)));
+        index += 1;
+    }
+    // Shared: one check and one "zone"/"a"/"commit" for all; a commit each.
+    assert_eq!(r.interned(), baseline + 200);
+    let a = r.instance("keep", "k").unwrap();
+    let b = r.instance("temp", "t7").unwrap();
+    assert!(std::sync::Arc::ptr_eq(
+        a.check.as_ref().unwrap(),
+        b.check.as_ref().unwrap()
+    ));
+    // Re-registering with new metadata lets go of the old values.
+    for n in 0..200 {
+        let new = with("temp", &format!("t{n}"), "b", "same");
+        r.apply(index, &req(index, Command::Register(new)));
+        index += 1;
+    }
+    assert_eq!(r.interned(), baseline + 2, "\"b\" and \"same\" are new");
+    // The service goes away, and its names with it.
+    for n in 0..200 {
+        let key = InstanceKey::new("temp", format!("t{n}"));
+        r.apply(index, &req(index, Command::Deregister(key)));
+        index += 1;
+    }
+    assert_eq!(r.instances("temp").count(), 0);
+    assert_eq!(r.interned(), baseline);
     r.validate_state().unwrap();
 }

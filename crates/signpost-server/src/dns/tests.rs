@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
@@ -36,7 +35,7 @@ fn registry(instances: &[(&str, &str, &[&str], Status)]) -> Registry {
             address: (*address).into(),
             port: 8080,
             tags: tags.iter().map(|t| t.to_string()).collect(),
-            metadata: BTreeMap::new(),
+            metadata: Default::default(),
             weight: 100,
             check: None,
             status: Some(*status),

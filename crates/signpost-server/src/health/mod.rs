@@ -262,7 +262,7 @@ impl HealthService {
                 }
             }
             Some(spec) => {
-                if checks.get(&key).is_some_and(|c| c.spec == *spec) {
+                if checks.get(&key).is_some_and(|c| c.spec == **spec) {
                     return;
                 }
                 let health = &agent.config().health;
@@ -286,13 +286,13 @@ impl HealthService {
                         self.clone(),
                         Arc::downgrade(agent),
                         key.clone(),
-                        probe::Prober::new(spec.clone(), policy),
+                        probe::Prober::new(CheckSpec::clone(spec), policy),
                     ))
                     .abort_handle();
                 if let Some(old) = checks.insert(
                     key,
                     ActiveCheck {
-                        spec: spec.clone(),
+                        spec: CheckSpec::clone(spec),
                         task,
                     },
                 ) {

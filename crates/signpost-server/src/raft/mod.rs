@@ -158,21 +158,26 @@ fn private_file(path: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// Opens (or creates) the agent's database: on `backend` when given, else on disk under
-/// `data_dir`, or in memory for `--dev`.
+/// `data_dir`, or in memory for `--dev`; redb's page cache holds at most `cache_size` bytes
+/// (`[storage] cache_size`).
 pub fn open_database(
     data_dir: Option<&std::path::Path>,
     backend: Option<&BackendFactory>,
+    cache_size: u64,
 ) -> Result<redb::Database, StorageOpenError> {
+    let mut builder = redb::Database::builder();
+    builder.set_cache_size(usize::try_from(cache_size).unwrap_or(usize::MAX));
     let db = match (backend, data_dir) {
-        (Some(open), _) => open(&redb::Database::builder()).map_err(redb::Error::from)?,
+        (Some(open), _) => open(&builder).map_err(redb::Error::from)?,
         (None, Some(dir)) => {
             private_dir(dir).map_err(|source| StorageOpenError::DataDir {
                 path: dir.to_path_buf(),
                 source,
             })?;
             let path = dir.join("signpost.redb");
-            let db =
-                redb::Database::create(&path).map_err(|source| StorageOpenError::Database {
+            let db = builder
+                .create(&path)
+                .map_err(|source| StorageOpenError::Database {
                     path: path.clone(),
                     source,
                 })?;
@@ -182,7 +187,7 @@ pub fn open_database(
             })?;
             db
         }
-        (None, None) => redb::Database::builder()
+        (None, None) => builder
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(redb::Error::from)?,
     };

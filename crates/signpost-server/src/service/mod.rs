@@ -17,6 +17,7 @@ pub mod kv;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -135,8 +136,8 @@ pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 /// An instance after a registration, and whether it is new.
 #[derive(Debug, Clone)]
 pub struct Registered {
-    /// The instance as stored.
-    pub instance: Instance,
+    /// The instance as stored (the registry's own, shared).
+    pub instance: Arc<Instance>,
     /// True if it did not exist before.
     pub created: bool,
 }
@@ -441,7 +442,7 @@ async fn update_instance(
     })
     .await?;
     match updated {
-        Some(i) => Ok(i),
+        Some(i) => Ok(Arc::unwrap_or_clone(i)),
         None => read(agent, |r| r.instance(&key.service, &key.id).cloned())
             .ok_or_else(|| ServiceError::NotRegistered(key.clone())),
     }

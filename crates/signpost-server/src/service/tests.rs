@@ -33,7 +33,7 @@ fn a_renewal_that_deregisters_reports_the_instance_gone() {
     let key = InstanceKey::new("web", "w1");
     let command = Command::from(Action::Deregister { key: key.clone() });
     assert_eq!(command, Command::Deregister(key.clone()));
-    let gone = Response::Deregistered(instance(Status::Critical, 9));
+    let gone = Response::Deregistered(instance(Status::Critical, 9).into());
     let outcome = renewal_outcome(&key, gone, || {
         Some(Renewal::of(&instance(Status::Critical, 5)))
     });
@@ -43,7 +43,7 @@ fn a_renewal_that_deregisters_reports_the_instance_gone() {
 #[test]
 fn a_renewal_reports_the_status_it_set_or_the_instance_as_it_stands() {
     let key = InstanceKey::new("web", "w1");
-    let set = Response::StatusSet(instance(Status::Passing, 7));
+    let set = Response::StatusSet(instance(Status::Passing, 7).into());
     assert_eq!(
         renewal_outcome(&key, set, || None),
         Ok(Renewal {

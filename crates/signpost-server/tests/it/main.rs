@@ -2,6 +2,7 @@
 
 mod acl;
 mod api;
+mod cache_size;
 mod cheap;
 mod check_targets;
 mod cluster;

@@ -227,7 +227,14 @@ async fn the_data_directory_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("nested").join("data");
-    drop(signpost_server::raft::open_database(Some(&dir), None).unwrap());
+    drop(
+        signpost_server::raft::open_database(
+            Some(&dir),
+            None,
+            signpost_server::config::DEFAULT_CACHE_SIZE,
+        )
+        .unwrap(),
+    );
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700, "data directory");
     assert_eq!(mode(&dir.join("signpost.redb")), 0o600, "database file");

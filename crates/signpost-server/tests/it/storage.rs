@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
+use signpost_server::config::DEFAULT_CACHE_SIZE;
 use signpost_server::raft::{open_database, LogStore, NodeId, StateMachine, TypeConfig};
 use signpost_server::store::Store;
 
@@ -12,7 +13,7 @@ struct InMemory;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for InMemory {
     async fn build(&self) -> Result<((), LogStore, StateMachine), StorageError<NodeId>> {
-        let db = Arc::new(open_database(None, None).expect("in-memory db"));
+        let db = Arc::new(open_database(None, None, DEFAULT_CACHE_SIZE).expect("in-memory db"));
         let sm = StateMachine::open(Arc::new(Store::new()), db.clone()).expect("state machine");
         Ok(((), LogStore::new(db), sm))
     }
@@ -25,7 +26,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnD
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = Arc::new(open_database(Some(dir.path()), None).expect("file db"));
+        let db =
+            Arc::new(open_database(Some(dir.path()), None, DEFAULT_CACHE_SIZE).expect("file db"));
         let sm = StateMachine::open(Arc::new(Store::new()), db.clone()).expect("state machine");
         Ok((dir, LogStore::new(db), sm))
     }

@@ -63,7 +63,7 @@ impl Reference {
         };
         let tracked = Tracked {
             deadline: check.ttl.map(|ttl| now + ttl.as_millis()),
-            check: check.clone(),
+            check: crate::model::CheckSpec::clone(check),
             status: instance.status,
             ok_streak: 0,
             fail_streak: 0,

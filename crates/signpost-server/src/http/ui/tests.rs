@@ -1,7 +1,7 @@
 //! The pages' rendering: escaping of everything that comes from users, sorting, searching,
 //! links, and the seams the script relies on.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -28,13 +28,13 @@ fn instance(id: &str, status: Status) -> Instance {
         address: "10.0.0.1".to_string(),
         port: 8080,
         tags: vec!["v1".to_string()],
-        metadata: BTreeMap::new(),
+        metadata: Default::default(),
         weight: 100,
         status,
-        check: Some(CheckSpec {
+        check: Some(std::sync::Arc::new(CheckSpec {
             ttl: Some(Dur(10_000)),
             ..CheckSpec::default()
-        }),
+        })),
         created_at: Timestamp(1_700_000_000_000),
         updated_at: Timestamp(1_700_000_000_000),
         create_index: 1,
@@ -60,8 +60,7 @@ fn row(name: &str, passing: usize, warning: usize, critical: usize, tags: &[&str
 #[test]
 fn metadata_tags_and_ids_are_escaped_on_the_service_page() {
     let mut i = instance("a<b>", Status::Passing);
-    i.metadata
-        .insert("<k>".to_string(), "<script>alert(1)</script>".to_string());
+    i.metadata = [("<k>", "<script>alert(1)</script>")].into_iter().collect();
     i.tags = vec!["\"><img src=x onerror=alert(2)>".to_string()];
     let now = UNIX_EPOCH + Duration::from_millis(1_700_000_090_000);
     let html = pages::service_page(&CHROME, "web", 7, &[i], None, now).into_string();
