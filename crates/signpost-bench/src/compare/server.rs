@@ -81,11 +81,13 @@ impl Server {
                 // Every client of the benchmark is one address (127.0.0.1) holding up to
                 // 10,000 watches: the per-client limits, meant to stop one client from crowding
                 // out the others, are turned off, and so is the listener's connection cap (4,096
-                // by default: more watches would wait in the backlog).
+                // by default: more watches would wait in the backlog). The state limits are
+                // raised past the memory scenario's 1,000,000 instances (250,000 by default).
                 let config = dir.join("signpost.toml");
                 std::fs::write(
                     &config,
-                    "[limits]\nhttp_max_conns_per_client = 0\nmax_blocking_per_client = 0\nhttp_max_conns = 0\n",
+                    "[limits]\nhttp_max_conns_per_client = 0\nmax_blocking_per_client = 0\nhttp_max_conns = 0\n\
+                     max_instances = 2000000\nmax_instances_per_service = 2000000\n",
                 )
                 .map_err(|source| CompareError::Write {
                     path: config.clone(),
