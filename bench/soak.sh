@@ -48,7 +48,11 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
 
 PORT=$(free_port)
 log "starting a durable agent on 127.0.0.1:$PORT"
-"$TARGET_DIR/release/signpost" agent --data-dir "$TMP/data" --http-addr "127.0.0.1:$PORT" \
+# Every churner and heartbeater is one client (127.0.0.1): the per-client caps, meant to stop one
+# client from crowding out others, would refuse the soak's own load, so they are off; the
+# state limits stay as shipped.
+printf "[limits]\nhttp_max_conns_per_client = 0\nmax_blocking_per_client = 0\n" >"$TMP/signpost.toml"
+"$TARGET_DIR/release/signpost" agent --config "$TMP/signpost.toml" --data-dir "$TMP/data" --http-addr "127.0.0.1:$PORT" \
     >"$TMP/agent.log" 2>&1 &
 AGENT_PID=$!
 PIDS+=("$AGENT_PID")
