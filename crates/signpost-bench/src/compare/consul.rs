@@ -9,9 +9,7 @@
 //! the native list's (`discover.N.cpu_us` of the same run and system) to show what the Consul
 //! face costs beyond the native one.
 
-use reqwest::StatusCode;
-
-use super::target::{snippet, Conn, TargetError};
+use super::target::{get_ok, Conn, TargetError};
 
 /// A listing of the Consul face.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,26 +63,7 @@ impl Conn {
             return Err(TargetError::NotSignpost);
         };
         let url = format!("{base}{}", read.path(service));
-        let resp = http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| TargetError::Http {
-                request: format!("GET {url}"),
-                source,
-            })?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|source| TargetError::Http {
-            request: format!("GET {url}: reading the answer"),
-            source,
-        })?;
-        if status != StatusCode::OK {
-            return Err(TargetError::Status {
-                request: format!("GET {url}"),
-                status: status.as_u16(),
-                body: snippet(&body),
-            });
-        }
+        let body = get_ok(http, &url).await?;
         let n = if parse {
             count_entries(&body).ok_or_else(|| TargetError::NoInstanceList {
                 request: format!("GET {url}"),

@@ -489,26 +489,7 @@ impl Conn {
         match self {
             Conn::Signpost { http, base, .. } => {
                 let url = format!("{base}/api/v1/services/{service}/instances");
-                let resp = http
-                    .get(&url)
-                    .send()
-                    .await
-                    .map_err(|source| TargetError::Http {
-                        request: format!("GET {url}"),
-                        source,
-                    })?;
-                let status = resp.status();
-                let body = resp.bytes().await.map_err(|source| TargetError::Http {
-                    request: format!("GET {url}: reading the answer"),
-                    source,
-                })?;
-                if status != StatusCode::OK {
-                    return Err(TargetError::Status {
-                        request: format!("GET {url}"),
-                        status: status.as_u16(),
-                        body: snippet(&body),
-                    });
-                }
+                let body = get_ok(http, &url).await?;
                 let n = if parse {
                     count_instances(&body).ok_or_else(|| TargetError::NoInstanceList {
                         request: format!("GET {url}"),
@@ -964,6 +945,32 @@ pub fn snippet(body: &[u8]) -> String {
         s.push('…');
     }
     s
+}
+
+/// `GET url`, answered 200: the body, or the error naming the request (the reads of both
+/// faces go through here).
+pub(super) async fn get_ok(http: &reqwest::Client, url: &str) -> Result<bytes::Bytes, TargetError> {
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|source| TargetError::Http {
+            request: format!("GET {url}"),
+            source,
+        })?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|source| TargetError::Http {
+        request: format!("GET {url}: reading the answer"),
+        source,
+    })?;
+    if status != StatusCode::OK {
+        return Err(TargetError::Status {
+            request: format!("GET {url}"),
+            status: status.as_u16(),
+            body: snippet(&body),
+        });
+    }
+    Ok(body)
 }
 
 #[cfg(test)]
