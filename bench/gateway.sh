@@ -105,7 +105,7 @@ if [[ $SKIP_BUILD != 1 ]]; then
     log "building (release)"
     cargo build --release -q -p signpost -p signpost-gateway --bins
 fi
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 
 wait_http() {
     local url=$1 what=$2
