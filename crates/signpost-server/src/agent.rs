@@ -324,6 +324,11 @@ impl Agent {
                 agent.closing.subscribe(),
             ));
         }
+        agent.tasks.spawn(crate::recorder::run(
+            agent.recorder.handle(),
+            crate::recorder::UPKEEP_EVERY,
+            agent.closing.subscribe(),
+        ));
         agent.tasks.spawn(crate::batch::run(
             Arc::downgrade(&agent),
             queue,

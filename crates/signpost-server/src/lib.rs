@@ -22,6 +22,7 @@
 //!   agent info, metrics, Raft RPCs).
 //! - [`vitals`]: whether the agent can serve (`/health`), and failing loudly when Raft or
 //!   storage stops (503s, an empty leader, exit after a grace period).
+//! - [`recorder`]: upkeep of the Prometheus recorder (histogram samples drained, scraped or not).
 //! - `telemetry`: the API's server spans and the `raft.commit` span of each traced write.
 #![forbid(unsafe_code)]
 
@@ -35,6 +36,7 @@ pub mod health;
 pub mod http;
 pub mod listener;
 pub mod raft;
+pub mod recorder;
 pub mod service;
 pub mod store;
 mod telemetry;

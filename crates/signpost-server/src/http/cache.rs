@@ -5,7 +5,10 @@
 //!   same read; listings and the watch stream's `reset` events answer from here. A service's
 //!   index moves with every change to it, and the same index always means the same list (the
 //!   log is applied in order everywhere), so a rendering is valid exactly while its index is
-//!   current.
+//!   current. Bounded whatever names clients ask for (as the Consul face's cache): an empty
+//!   listing (an absent service, or nothing passes the filter) is never kept, since it costs
+//!   nothing to make, and past [`MAX_LISTINGS`] renderings or [`MAX_LISTING_BYTES`] of them
+//!   the cache starts over empty, which also drops the renderings of services since removed.
 //! - [`FrameCache`]: the watch stream's frames of each recent change (`add`, `update`,
 //!   `remove`), rendered by the first watcher that sends each and shared by all the others, so
 //!   ten thousand watchers of a service serialise a change once, not ten thousand times.
@@ -18,42 +21,87 @@ use bytes::Bytes;
 
 use super::services::{ListQuery, StatusFilter};
 
+/// Renderings [`ListingCache`] holds at most; past it the cache starts over.
+pub const MAX_LISTINGS: usize = 4096;
+/// Bytes of renderings [`ListingCache`] holds at most; past it the cache starts over.
+pub const MAX_LISTING_BYTES: usize = 64 << 20;
+
+/// A rendered listing and how many instances it lists (an empty one is not kept).
+pub type Rendered = (Bytes, usize);
+
 /// The cache, one per router.
 #[derive(Default)]
 pub struct ListingCache {
+    /// The renderings and their total size.
+    entries: Mutex<Listings>,
+}
+
+/// [`ListingCache`]'s contents.
+#[derive(Default)]
+struct Listings {
     /// (service, variant) → (the index it was rendered at, the rendering).
-    entries: Mutex<HashMap<(String, u8), (u64, Bytes)>>,
+    map: HashMap<(String, u8), (u64, Bytes)>,
+    /// Bytes of every rendering in `map`.
+    bytes: usize,
 }
 
 impl ListingCache {
     /// `service`'s list under `query` at `index`: from the cache, or made by `render` (and
-    /// cached when the query is a plain status filter; tag-filtered reads are rendered every
-    /// time).
+    /// cached when the query is a plain status filter and the list is not empty; tag-filtered
+    /// reads are rendered every time).
     pub fn listing(
         &self,
         service: &str,
         query: &ListQuery,
         index: u64,
-        render: impl FnOnce() -> Bytes,
+        render: impl FnOnce() -> Rendered,
     ) -> Bytes {
         let variant = match (query.tags.is_empty(), query.status) {
             (true, StatusFilter::Any) => 0,
             (true, StatusFilter::Only(s)) => 1 + s as u8,
-            (false, _) => return render(),
+            (false, _) => return render().0,
         };
         let key = (service.to_string(), variant);
-        if let Some((at, bytes)) = self.lock().get(&key) {
+        if let Some((at, bytes)) = self.lock().map.get(&key) {
             if *at == index {
                 return bytes.clone();
             }
         }
-        let bytes = render();
-        self.lock().insert(key, (index, bytes.clone()));
+        let (bytes, listed) = render();
+        if listed > 0 && bytes.len() <= MAX_LISTING_BYTES {
+            self.lock().insert(key, index, bytes.clone());
+        }
         bytes
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u8), (u64, Bytes)>> {
+    /// Renderings held (for tests).
+    pub fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    /// Whether no rendering is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Listings> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Listings {
+    /// Keeps `bytes` as the rendering of `key` at `index`, in place of the one before; starts
+    /// over first if the cache would go past its bounds.
+    fn insert(&mut self, key: (String, u8), index: u64, bytes: Bytes) {
+        if let Some((_, old)) = self.map.remove(&key) {
+            self.bytes -= old.len();
+        }
+        if self.map.len() >= MAX_LISTINGS || self.bytes + bytes.len() > MAX_LISTING_BYTES {
+            self.map.clear();
+            self.bytes = 0;
+        }
+        self.bytes += bytes.len();
+        self.map.insert(key, (index, bytes));
     }
 }
 
@@ -149,7 +197,7 @@ mod tests {
         let mut render = |q: &ListQuery, index: u64| {
             cache.listing("web", q, index, || {
                 calls += 1;
-                Bytes::from(format!("{index}"))
+                (Bytes::from(format!("{index}")), 1)
             })
         };
         assert_eq!(render(&plain, 3), "3");
@@ -158,6 +206,49 @@ mod tests {
         render(&tagged, 4);
         render(&tagged, 4);
         assert_eq!(calls, 4, "tag-filtered reads are never cached");
+    }
+
+    #[test]
+    fn an_empty_listing_is_not_kept() {
+        let cache = ListingCache::default();
+        let plain = ListQuery::parse(None).unwrap();
+        let mut calls = 0;
+        for _ in 0..2 {
+            let body = cache.listing("absent", &plain, 5, || {
+                calls += 1;
+                (Bytes::from("[]"), 0)
+            });
+            assert_eq!(body, "[]");
+        }
+        assert_eq!(calls, 2, "rendered each time: cheap, and not worth a place");
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn the_cache_is_bounded_whatever_names_are_asked_for() {
+        let cache = ListingCache::default();
+        let plain = ListQuery::parse(None).unwrap();
+        // Many names, each listed once (services that came and went): never more than the
+        // bound held.
+        for n in 0..3 * MAX_LISTINGS {
+            cache.listing(&format!("churn-{n}"), &plain, 7, || (Bytes::from("[x]"), 1));
+            assert!(cache.len() <= MAX_LISTINGS, "{}", cache.len());
+        }
+        // A listing too large to hold is answered, not kept; big ones start the cache over.
+        let huge = Bytes::from(vec![b'x'; MAX_LISTING_BYTES + 1]);
+        assert_eq!(
+            cache.listing("huge", &plain, 7, || (huge.clone(), 1)).len(),
+            huge.len()
+        );
+        let half = Bytes::from(vec![b'x'; MAX_LISTING_BYTES / 2 + 1]);
+        cache.listing("big-a", &plain, 7, || (half.clone(), 1));
+        cache.listing("big-b", &plain, 7, || (half.clone(), 1));
+        assert_eq!(
+            cache.len(),
+            1,
+            "the second big rendering started the cache over"
+        );
+        assert!(cache.lock().bytes <= MAX_LISTING_BYTES);
     }
 
     #[test]

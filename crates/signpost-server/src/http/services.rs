@@ -236,13 +236,15 @@ pub async fn list_instances(
         let index = index.max(1);
         let mut render = || {
             let instances: Vec<&Instance> = instances.filter(|i| q.matches(i)).collect();
+            let listed = instances.len();
             let list = InstanceList { index, instances };
-            bytes::Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+            let body = bytes::Bytes::from(serde_json::to_vec(&list).unwrap_or_default());
+            (body, listed)
         };
         let body = if visible {
             cache.listing(&service, &q, index, render)
         } else {
-            render()
+            render().0
         };
         (index, body)
     });

@@ -208,8 +208,12 @@ impl View {
                 let index = index.max(1);
                 // The same list a listing answers, so from the same cache.
                 let data = cache.listing(service, &self.query, index, || {
+                    let listed = instances.len();
                     let list = InstanceList { index, instances };
-                    Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+                    (
+                        Bytes::from(serde_json::to_vec(&list).unwrap_or_default()),
+                        listed,
+                    )
                 });
                 (index, data)
             });
