@@ -88,7 +88,12 @@ fn main() {
     let region = Region::new(GLOBAL);
     let lookup = InstanceLookup::of(&registry);
     let (lookup_bytes, lookup_allocs) = held(&region);
-    assert_eq!(lookup.by_instance_id(&registry, &payload::instance_id("mem", 0)).len(), 1);
+    assert_eq!(
+        lookup
+            .by_instance_id(&registry, &payload::instance_id("mem", 0))
+            .len(),
+        1
+    );
 
     let per = |b: f64| b / n as f64;
     println!("instances: {n}; payload: {payload_bytes:.0} bytes (JSON registration body)");

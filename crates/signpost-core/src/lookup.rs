@@ -410,9 +410,19 @@ mod tests {
                 Command::Register(new(service, "x", None)),
             );
         }
-        apply(&mut r, &mut l, 4, Command::Register(new("alpha", "y", None)));
+        apply(
+            &mut r,
+            &mut l,
+            4,
+            Command::Register(new("alpha", "y", None)),
+        );
         // Registered again: still one entry for (alpha, x).
-        apply(&mut r, &mut l, 5, Command::Register(new("alpha", "x", None)));
+        apply(
+            &mut r,
+            &mut l,
+            5,
+            Command::Register(new("alpha", "x", None)),
+        );
         let pair = |s: &str, i: &str| (s.to_string(), i.to_string());
         assert_eq!(
             keys(l.by_instance_id(&r, "x")),
@@ -436,7 +446,12 @@ mod tests {
         assert_eq!(l.id_entries(), InstanceLookup::of(&r).id_entries());
 
         // A number freed is reused for the next new name.
-        apply(&mut r, &mut l, 8, Command::Register(new("delta", "z", None)));
+        apply(
+            &mut r,
+            &mut l,
+            8,
+            Command::Register(new("delta", "z", None)),
+        );
         assert_eq!(keys(l.by_instance_id(&r, "z")), [pair("delta", "z")]);
         assert_eq!(l.names.slots.len(), 3);
 
