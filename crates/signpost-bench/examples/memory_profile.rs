@@ -1,7 +1,8 @@
-//! Where an agent's bytes per instance go: builds a `Registry` and a `HealthMonitor` holding N
-//! instances of the benchmark's payload (`signpost_bench::payload::registration`, a TTL check
-//! each, spread over 1,000 services as `compare --scenarios memory` does) under a counting
-//! global allocator, and prints the heap each structure holds per instance.
+//! Where an agent's bytes per instance go: builds a `Registry`, a `HealthMonitor` and an
+//! `InstanceLookup` holding N instances of the benchmark's payload
+//! (`signpost_bench::payload::registration`, a TTL check each, spread over 1,000 services as
+//! `compare --scenarios memory` does) under a counting global allocator, and prints the heap
+//! each structure holds per instance.
 //!
 //! ```sh
 //! cargo run --release -p signpost-bench --example memory_profile -- 1000000
@@ -19,6 +20,7 @@ use std::time::Duration;
 use signpost_bench::payload;
 use signpost_core::health::{GuardConfig, HealthMonitor};
 use signpost_core::limits::Limits;
+use signpost_core::lookup::InstanceLookup;
 use signpost_core::validate::{self, Registration};
 use signpost_core::{Command, Instance, Registry, Request, Response};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
@@ -82,6 +84,17 @@ fn main() {
     let (monitor_bytes, monitor_allocs) = held(&region);
     assert_eq!(monitor.len() as u64, n);
 
+    // The Consul face's lookup by instance id and check id, kept beside the registry.
+    let region = Region::new(GLOBAL);
+    let lookup = InstanceLookup::of(&registry);
+    let (lookup_bytes, lookup_allocs) = held(&region);
+    assert_eq!(
+        lookup
+            .by_instance_id(&registry, &payload::instance_id("mem", 0))
+            .len(),
+        1
+    );
+
     let per = |b: f64| b / n as f64;
     println!("instances: {n}; payload: {payload_bytes:.0} bytes (JSON registration body)");
     println!();
@@ -98,9 +111,14 @@ fn main() {
         per(monitor_bytes),
         per(monitor_allocs)
     );
+    println!(
+        "| **instance lookup, total** (id hash → service number) | **{:.0}** | {:.2} |",
+        per(lookup_bytes),
+        per(lookup_allocs)
+    );
     let (bytes, allocs) = (
-        registry_bytes + monitor_bytes,
-        registry_allocs + monitor_allocs,
+        registry_bytes + monitor_bytes + lookup_bytes,
+        registry_allocs + monitor_allocs + lookup_allocs,
     );
     println!(
         "| malloc headers and rounding (estimate: {MALLOC_OVERHEAD:.0} B × allocations) | {:.0} | |",

@@ -10,11 +10,14 @@
 //! never name the wrong instance.
 //!
 //! Its cost is kept per instance small: an instance id is held as a 64-bit hash with the
-//! services that have an instance of that id, and only checks given an explicit id are held
-//! by it (a check without one is `service:<instance id>`, found through the instance id).
+//! number of the service that has an instance of that id (16 bytes in one hash table, no
+//! allocation of its own; an id held by several services, or two ids whose hashes collide,
+//! go to a side table of such numbers), and only checks given an explicit id are held by it
+//! (a check without one is `service:<instance id>`, found through the instance id).
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use crate::model::{Instance, InstanceKey};
 use crate::registry::{EventKind, Registry, ServiceEvent};
@@ -25,14 +28,86 @@ const DEFAULT_CHECK_PREFIX: &str = "service:";
 /// Instances by instance id and by explicit check id, across services.
 #[derive(Debug, Clone, Default)]
 pub struct InstanceLookup {
-    /// Hash of an instance id → the services with an instance of that id (a hash collision
-    /// only adds a service the registry then says has no such instance).
-    by_id: HashMap<u64, Vec<String>>,
+    /// Hash of an instance id → the number (in `names`) of the one service with an instance
+    /// of that id: the common case, kept to one small entry without an allocation.
+    by_id: HashMap<u64, u32>,
+    /// Hash of an instance id → the numbers of the services with an instance of that id, when
+    /// there are two or more (a hash collision only adds a service the registry then says has
+    /// no such instance). A hash is in `by_id` or here, never in both.
+    shared_ids: HashMap<u64, Vec<u32>>,
+    /// The service names `by_id` and `shared_ids` hold by number.
+    names: ServiceNames,
     /// Explicit check id → the instances whose check carries it.
     by_check: HashMap<String, Vec<InstanceKey>>,
     /// Instance → its check's explicit id: what to take out of `by_check` when it is
     /// registered again with another check, or removed.
     explicit: HashMap<InstanceKey, String>,
+}
+
+/// Service names by number, each held once and counted, so the id index stores a `u32` per
+/// instance instead of a copy of its service's name. A number is released (and reused) when
+/// the last entry using it goes.
+#[derive(Debug, Clone, Default)]
+struct ServiceNames {
+    /// Name → its number.
+    numbers: HashMap<Arc<str>, u32>,
+    /// Number → the name and how many id entries use it; `None` for a free number.
+    slots: Vec<Option<(Arc<str>, usize)>>,
+    /// Numbers free for reuse.
+    free: Vec<u32>,
+}
+
+impl ServiceNames {
+    /// The number of `name`, if an entry uses it.
+    fn number(&self, name: &str) -> Option<u32> {
+        self.numbers.get(name).copied()
+    }
+
+    /// The number of `name`, counted once more.
+    fn acquire(&mut self, name: &str) -> u32 {
+        if let Some(n) = self.number(name) {
+            if let Some((_, uses)) = &mut self.slots[n as usize] {
+                *uses += 1;
+            }
+            return n;
+        }
+        let name: Arc<str> = Arc::from(name);
+        let n = match self.free.pop() {
+            Some(n) => {
+                self.slots[n as usize] = Some((name.clone(), 1));
+                n
+            }
+            None => {
+                self.slots.push(Some((name.clone(), 1)));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.numbers.insert(name, n);
+        n
+    }
+
+    /// Counts one use of number `n` less, freeing it after its last.
+    fn release(&mut self, n: u32) {
+        let Some(slot) = self.slots.get_mut(n as usize) else {
+            return;
+        };
+        if let Some((name, uses)) = slot {
+            *uses -= 1;
+            if *uses == 0 {
+                self.numbers.remove(&**name);
+                *slot = None;
+                self.free.push(n);
+            }
+        }
+    }
+
+    /// The name number `n` stands for.
+    fn name(&self, n: u32) -> Option<&str> {
+        self.slots
+            .get(n as usize)
+            .and_then(Option::as_ref)
+            .map(|(name, _)| &**name)
+    }
 }
 
 fn id_hash(id: &str) -> u64 {
@@ -64,10 +139,7 @@ impl InstanceLookup {
     }
 
     fn insert(&mut self, i: &Instance) {
-        let services = self.by_id.entry(id_hash(&i.id)).or_default();
-        if !services.contains(&i.service) {
-            services.push(i.service.clone());
-        }
+        self.index_id(id_hash(&i.id), &i.service);
         if let Some(check_id) = i.check.as_ref().and_then(|c| c.id.clone()) {
             let key = i.key();
             self.by_check
@@ -78,12 +150,43 @@ impl InstanceLookup {
         }
     }
 
+    /// Notes that `service` has an instance whose id hashes to `hash` (once).
+    fn index_id(&mut self, hash: u64, service: &str) {
+        let number = self.names.number(service);
+        if let Some(n) = number {
+            if self.by_id.get(&hash) == Some(&n)
+                || self.shared_ids.get(&hash).is_some_and(|v| v.contains(&n))
+            {
+                return;
+            }
+        }
+        let n = self.names.acquire(service);
+        if let Some(numbers) = self.shared_ids.get_mut(&hash) {
+            numbers.push(n);
+        } else if let Some(other) = self.by_id.insert(hash, n) {
+            self.by_id.remove(&hash);
+            self.shared_ids.insert(hash, vec![other, n]);
+        }
+    }
+
     fn remove(&mut self, i: &Instance) {
         let hash = id_hash(&i.id);
-        if let Some(services) = self.by_id.get_mut(&hash) {
-            services.retain(|s| *s != i.service);
-            if services.is_empty() {
+        if let Some(n) = self.names.number(&i.service) {
+            if self.by_id.get(&hash) == Some(&n) {
                 self.by_id.remove(&hash);
+                self.names.release(n);
+            } else if let Some(numbers) = self.shared_ids.get_mut(&hash) {
+                if let Some(at) = numbers.iter().position(|&m| m == n) {
+                    numbers.swap_remove(at);
+                    self.names.release(n);
+                }
+                if numbers.len() <= 1 {
+                    let last = numbers.first().copied();
+                    self.shared_ids.remove(&hash);
+                    if let Some(last) = last {
+                        self.by_id.insert(hash, last);
+                    }
+                }
             }
         }
         self.unindex_check(&i.key());
@@ -103,11 +206,13 @@ impl InstanceLookup {
 
     /// Every instance with id `id`, of any service, in service order.
     pub fn by_instance_id<'r>(&self, registry: &'r Registry, id: &str) -> Vec<&'r Instance> {
+        let hash = id_hash(id);
         let mut found: Vec<&Instance> = self
             .by_id
-            .get(&id_hash(id))
+            .get(&hash)
             .into_iter()
-            .flatten()
+            .chain(self.shared_ids.get(&hash).into_iter().flatten())
+            .filter_map(|&n| self.names.name(n))
             .filter_map(|service| registry.instance(service, id))
             .collect();
         found.sort_by(|a, b| a.service.cmp(&b.service));
@@ -143,6 +248,8 @@ impl InstanceLookup {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use super::*;
     use crate::model::{CheckSpec, Dur, Lifecycle, NewInstance};
     use crate::registry::{Command, Event, Request};
@@ -175,6 +282,36 @@ mod tests {
         let (_, events) = registry.apply(index, &req);
         for e in events.iter().filter_map(Event::as_service) {
             lookup.apply(e);
+        }
+    }
+
+    impl InstanceLookup {
+        /// The id index by hash, with service names instead of numbers (numbers depend on
+        /// the order names were first seen).
+        fn id_entries(&self) -> BTreeMap<u64, BTreeSet<String>> {
+            let mut out: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+            let one = self.by_id.iter().map(|(h, n)| (h, std::slice::from_ref(n)));
+            let many = self.shared_ids.iter().map(|(h, v)| (h, v.as_slice()));
+            for (hash, numbers) in one.chain(many) {
+                assert!(
+                    !(self.by_id.contains_key(hash) && self.shared_ids.contains_key(hash)),
+                    "hash {hash} is in both tables"
+                );
+                for &n in numbers {
+                    let name = self.names.name(n).expect("a held number has a name");
+                    out.entry(*hash).or_default().insert(name.to_string());
+                }
+            }
+            out
+        }
+
+        /// Whether the lookup holds nothing at all (every table and name released).
+        fn is_empty(&self) -> bool {
+            self.by_id.is_empty()
+                && self.shared_ids.is_empty()
+                && self.names.numbers.is_empty()
+                && self.by_check.is_empty()
+                && self.explicit.is_empty()
         }
     }
 
@@ -256,8 +393,84 @@ mod tests {
 
         // Built from the registry, it answers the same.
         let rebuilt = InstanceLookup::of(&r);
-        assert_eq!(rebuilt.by_id, l.by_id);
+        assert_eq!(rebuilt.id_entries(), l.id_entries());
         assert_eq!(rebuilt.by_check, l.by_check);
         assert_eq!(rebuilt.explicit, l.explicit);
+    }
+
+    #[test]
+    fn an_id_shared_by_services_moves_between_tables_and_names_are_released() {
+        let mut r = Registry::new();
+        let mut l = InstanceLookup::default();
+        for (n, service) in ["alpha", "beta", "gamma"].into_iter().enumerate() {
+            apply(
+                &mut r,
+                &mut l,
+                n as u64 + 1,
+                Command::Register(new(service, "x", None)),
+            );
+        }
+        apply(
+            &mut r,
+            &mut l,
+            4,
+            Command::Register(new("alpha", "y", None)),
+        );
+        // Registered again: still one entry for (alpha, x).
+        apply(
+            &mut r,
+            &mut l,
+            5,
+            Command::Register(new("alpha", "x", None)),
+        );
+        let pair = |s: &str, i: &str| (s.to_string(), i.to_string());
+        assert_eq!(
+            keys(l.by_instance_id(&r, "x")),
+            [pair("alpha", "x"), pair("beta", "x"), pair("gamma", "x")]
+        );
+        assert_eq!(l.shared_ids.len(), 1, "x is held by three services");
+        assert_eq!(l.names.numbers.len(), 3);
+
+        let deregister = |r: &mut Registry, l: &mut InstanceLookup, index, s: &str, i: &str| {
+            apply(r, l, index, Command::Deregister(InstanceKey::new(s, i)));
+        };
+        deregister(&mut r, &mut l, 6, "beta", "x");
+        assert_eq!(
+            keys(l.by_instance_id(&r, "x")),
+            [pair("alpha", "x"), pair("gamma", "x")]
+        );
+        assert_eq!(l.names.numbers.len(), 2, "beta's name is released");
+        deregister(&mut r, &mut l, 7, "alpha", "x");
+        assert_eq!(keys(l.by_instance_id(&r, "x")), [pair("gamma", "x")]);
+        assert!(l.shared_ids.is_empty(), "one service left: back in by_id");
+        assert_eq!(l.id_entries(), InstanceLookup::of(&r).id_entries());
+
+        // A number freed is reused for the next new name.
+        apply(
+            &mut r,
+            &mut l,
+            8,
+            Command::Register(new("delta", "z", None)),
+        );
+        assert_eq!(keys(l.by_instance_id(&r, "z")), [pair("delta", "z")]);
+        assert_eq!(l.names.slots.len(), 3);
+
+        deregister(&mut r, &mut l, 9, "gamma", "x");
+        deregister(&mut r, &mut l, 10, "alpha", "y");
+        deregister(&mut r, &mut l, 11, "delta", "z");
+        assert!(l.is_empty(), "{l:?}");
+    }
+
+    #[test]
+    fn colliding_hashes_keep_both_services() {
+        // Two ids whose hashes collide take the shared table's path; simulated by giving two
+        // services the same hash directly.
+        let mut l = InstanceLookup::default();
+        l.index_id(42, "alpha");
+        l.index_id(42, "beta");
+        l.index_id(42, "alpha");
+        let names: BTreeSet<String> = ["alpha", "beta"].map(String::from).into();
+        assert_eq!(l.id_entries(), BTreeMap::from([(42, names)]));
+        assert_eq!(l.shared_ids[&42].len(), 2, "alpha is held once");
     }
 }
