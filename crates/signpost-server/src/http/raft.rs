@@ -107,14 +107,22 @@ fn secret_matches(expected: &[u8], presented: &[u8]) -> bool {
 /// Raft core for good.
 pub const MAX_TERM_OR_INDEX: u64 = 1 << 62;
 
-/// Refuses a member call's vote and log ids that no member sends: a term or index past
-/// [`MAX_TERM_OR_INDEX`], or (with `leader`) a vote not committed, which a leader's
-/// `append`/`snapshot` call always is (openraft asserts it).
+/// Refuses a member call's vote and log ids that no member sends: a vote naming this node
+/// (`me`: a member never calls itself, and openraft's core, asserting it, would act as leader
+/// and follower at once), a term or index past [`MAX_TERM_OR_INDEX`], or (with `leader`) a vote
+/// not committed, which a leader's `append`/`snapshot` call always is (openraft asserts it).
 fn check_raft_ids<'a>(
+    me: NodeId,
     vote: &openraft::Vote<NodeId>,
     leader: bool,
     log_ids: impl IntoIterator<Item = Option<&'a openraft::LogId<NodeId>>>,
 ) -> Result<(), ApiError> {
+    if vote.leader_id().voted_for() == Some(me) {
+        return Err(ApiError::bad_request(
+            "vote",
+            "a call from this node itself",
+        ));
+    }
     if vote.leader_id().term > MAX_TERM_OR_INDEX {
         return Err(ApiError::bad_request(
             "vote",
@@ -167,7 +175,9 @@ async fn append(
     let ids = [req.prev_log_id.as_ref(), req.leader_commit.as_ref()]
         .into_iter()
         .chain(req.entries.iter().map(|e| Some(&e.log_id)));
-    if let Err(e) = check_raft_ids(&req.vote, true, ids).and_then(|()| check_entries(&req)) {
+    if let Err(e) =
+        check_raft_ids(agent.node_id(), &req.vote, true, ids).and_then(|()| check_entries(&req))
+    {
         return e.into_response();
     }
     agent.cluster().touched();
@@ -175,7 +185,12 @@ async fn append(
 }
 
 async fn vote(State(agent): State<AppState>, Json(req): Json<VoteRequest<NodeId>>) -> Response {
-    if let Err(e) = check_raft_ids(&req.vote, false, [req.last_log_id.as_ref()]) {
+    if let Err(e) = check_raft_ids(
+        agent.node_id(),
+        &req.vote,
+        false,
+        [req.last_log_id.as_ref()],
+    ) {
         return e.into_response();
     }
     Json(agent.raft().vote(req).await).into_response()
@@ -193,7 +208,12 @@ async fn snapshot(State(agent): State<AppState>, body: Bytes) -> Response {
                 .into_response()
         }
     };
-    if let Err(e) = check_raft_ids(&req.vote, true, [req.meta.last_log_id.as_ref()]) {
+    if let Err(e) = check_raft_ids(
+        agent.node_id(),
+        &req.vote,
+        true,
+        [req.meta.last_log_id.as_ref()],
+    ) {
         return e.into_response();
     }
     if let Err(e) = agent

@@ -925,8 +925,17 @@ fn member_calls_with_impossible_terms_or_entries_are_refused() {
         }],
         leader_commit: None,
     };
+    // Found next: an append carrying this node's own (leader) vote made the leader's core
+    // follow itself (a debug build panicked it).
+    let own = openraft::raft::AppendEntriesRequest::<TypeConfig> {
+        vote: openraft::Vote::new_committed(1, app.agent.node_id()),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    };
     for (route, body, field) in [
         ("/raft/vote", serde_json::to_vec(&vote).unwrap(), "vote"),
+        ("/raft/append", serde_json::to_vec(&own).unwrap(), "vote"),
         (
             "/raft/append",
             serde_json::to_vec(&uncommitted).unwrap(),
