@@ -191,6 +191,20 @@ fn expect_is_removed_and_nothing_else_is_touched_without_hop_by_hop_headers() {
     assert!(!h.contains_key("x-forwarded-host"));
 }
 
+/// Found by `fuzz::request_heads_are_refused_with_400_or_forwarded_clean`: a second
+/// `X-Request-Id` went upstream next to the one the gateway logged.
+#[test]
+fn only_the_request_id_kept_goes_upstream() {
+    let ids = RequestIds::default();
+    let mut h = map(&[("x-request-id", "req-1"), ("x-request-id", "req-2")]);
+    let id = prepare_request(&mut h, &client(), None, false, false, &ids);
+    assert_eq!(id, "req-1");
+    assert_eq!(
+        h.get_all("x-request-id").iter().collect::<Vec<_>>(),
+        ["req-1"]
+    );
+}
+
 mod fuzz {
     //! The request-side pipeline the proxy runs before forwarding (canonical path and host,
     //! then header rewriting) on random absolute-form URIs and random `Host`, `X-Forwarded-*`,
