@@ -257,7 +257,10 @@ pub fn prepare_request(
 
     if present.request_id {
         if let Some(id) = headers.get(&X_REQUEST_ID).filter(|id| valid_request_id(id)) {
-            return id.clone();
+            // The one id logged is the one sent: further values (found by the fuzz) go.
+            let id = id.clone();
+            headers.insert(X_REQUEST_ID.clone(), id.clone());
+            return id;
         }
     }
     let id = ids.next();

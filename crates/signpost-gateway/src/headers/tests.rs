@@ -190,3 +190,204 @@ fn expect_is_removed_and_nothing_else_is_touched_without_hop_by_hop_headers() {
     assert_eq!(h["accept"], "*/*");
     assert!(!h.contains_key("x-forwarded-host"));
 }
+
+/// Found by `fuzz::request_heads_are_refused_with_400_or_forwarded_clean`: a second
+/// `X-Request-Id` went upstream next to the one the gateway logged.
+#[test]
+fn only_the_request_id_kept_goes_upstream() {
+    let ids = RequestIds::default();
+    let mut h = map(&[("x-request-id", "req-1"), ("x-request-id", "req-2")]);
+    let id = prepare_request(&mut h, &client(), None, false, false, &ids);
+    assert_eq!(id, "req-1");
+    assert_eq!(
+        h.get_all("x-request-id").iter().collect::<Vec<_>>(),
+        ["req-1"]
+    );
+}
+
+mod fuzz {
+    //! The request-side pipeline the proxy runs before forwarding (canonical path and host,
+    //! then header rewriting) on random absolute-form URIs and random `Host`, `X-Forwarded-*`,
+    //! `Forwarded`, `X-Real-IP`, `Upgrade`, `Connection` and hop-by-hop headers. CI runs the
+    //! default case count; a long run: `PROPTEST_CASES=1000000 cargo test --release -p
+    //! signpost-gateway --lib headers::tests::fuzz` (see the README).
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::error::ProxyError;
+    use crate::route::{self, path};
+
+    /// A header value: printable text, the tokens the rewriting reads, or any bytes a header
+    /// value may hold (tab, space, visible ASCII, obs-text).
+    fn value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            3 => prop::sample::select(vec![
+                "", "upgrade", "Upgrade, keep-alive", "close, x-secret", "websocket", "trailers",
+                "gzip", "192.0.2.1", "192.0.2.1, 198.51.100.2", "for=192.0.2.60;proto=https",
+                "https", "api.example.com", "api.example.com:8080", "[::1]:80", "x-forwarded-for",
+                "te, transfer-encoding", "h2c", "chunked", "req-42",
+            ])
+            .prop_map(|s| s.as_bytes().to_vec()),
+            2 => "[ -~]{0,24}".prop_map(String::into_bytes),
+            1 => prop::collection::vec(
+                prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff],
+                0..24
+            ),
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => prop::sample::select(vec![
+                "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
+                "x-real-ip", "upgrade", "connection", "keep-alive", "proxy-connection",
+                "proxy-authorization", "proxy-authenticate", "te", "trailer",
+                "transfer-encoding", "expect", "x-request-id", "x-secret",
+            ])
+            .prop_map(String::from),
+            1 => "[a-z][a-z0-9-]{0,10}",
+        ]
+    }
+
+    /// A request target: origin-form paths and absolute-form URIs with odd authorities.
+    fn target() -> impl Strategy<Value = String> {
+        let path = prop_oneof![
+            prop::sample::select(vec![
+                "/",
+                "/a/../b",
+                "/%2e%2e/x",
+                "//x",
+                "/a%2Fb",
+                "/a\\b",
+                "/..",
+                "/%zz",
+                "/a?b=c",
+                "",
+                "*",
+            ])
+            .prop_map(String::from),
+            "/[a-zA-Z0-9%./_~-]{0,20}",
+        ];
+        let authority = prop::sample::select(vec![
+            "",
+            "a.example",
+            "a.example:8080",
+            "user:pw@a.example",
+            "[::1]:80",
+            "10.0.0.1",
+            "a.example:99999",
+            "@",
+            ":80",
+        ]);
+        (
+            prop::option::of((prop::sample::select(vec!["http", "https", "ws"]), authority)),
+            path,
+        )
+            .prop_map(|(absolute, path)| match absolute {
+                Some((scheme, authority)) => format!("{scheme}://{authority}{path}"),
+                None => path,
+            })
+    }
+
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(64);
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn request_heads_are_refused_with_400_or_forwarded_clean(
+            target in target(),
+            sent in prop::collection::vec((name(), value()), 0..8),
+            trust in any::<bool>(),
+            tls in any::<bool>(),
+        ) {
+            // What hyper would refuse to parse never reaches the proxy.
+            let Ok(uri) = target.parse::<http::Uri>() else { return Ok(()) };
+            let mut req = http::Request::get(uri).body(()).unwrap();
+            for (name, value) in &sent {
+                if let Ok(value) = HeaderValue::from_bytes(value) {
+                    req.headers_mut().append(HeaderName::from_bytes(name.as_bytes()).unwrap(), value);
+                }
+            }
+            let upgrade = is_upgrade(req.headers());
+            let named: Vec<String> = req
+                .headers()
+                .get_all(header::CONNECTION)
+                .iter()
+                .flat_map(tokens)
+                .map(str::to_ascii_lowercase)
+                .collect();
+            if let Err(reason) = path::canonicalize(&mut req) {
+                // Refused before any route: a 400 with a JSON body.
+                let response = ProxyError::BadPath { reason }.to_response(None);
+                prop_assert_eq!(response.status(), 400);
+                return Ok(());
+            }
+            // Routed on the host it will be forwarded with.
+            let routed = route::request_host(req.uri(), req.headers()).map(str::to_string);
+            if req.uri().authority().is_some() {
+                let forwarded = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+                prop_assert_eq!(forwarded.map(route::strip_port), routed.as_deref(), "{}", req.uri());
+            }
+            prop_assert!(req.uri().path().starts_with('/'), "{}", req.uri());
+            let (mut parts, ()) = req.into_parts();
+            let host = parts.headers.get(header::HOST).cloned();
+            let client = if tls { ClientInfo::new_tls(client().ip) } else { client() };
+            let ids = RequestIds::default();
+            let id = prepare_request(&mut parts.headers, &client, host.as_ref(), trust, upgrade, &ids);
+            let h = &parts.headers;
+            let all = |n: &str| h.get_all(n).iter().map(|v| v.as_bytes().to_vec()).collect::<Vec<_>>();
+            // Hop-by-hop headers, and the ones Connection named, are gone.
+            for gone in ["keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "trailer", "transfer-encoding", "expect"] {
+                prop_assert!(!h.contains_key(gone), "{gone} kept: {h:?}");
+            }
+            for gone in &named {
+                let kept_for_upgrade = upgrade && (gone == "upgrade" || gone == "connection");
+                let set_by_us = ["x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host", "x-request-id"].contains(&gone.as_str());
+                let trailers = gone == "te";
+                if !kept_for_upgrade && !set_by_us && !trailers {
+                    prop_assert!(!h.contains_key(gone.as_str()), "{gone} named by Connection, kept: {h:?}");
+                }
+            }
+            if upgrade {
+                prop_assert_eq!(all("connection"), vec![b"upgrade".to_vec()]);
+                prop_assert!(h.contains_key(header::UPGRADE));
+            } else {
+                prop_assert!(!h.contains_key(header::CONNECTION) && !h.contains_key(header::UPGRADE), "{h:?}");
+            }
+            if let Some(te) = h.get(header::TE) {
+                prop_assert!(te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+            }
+            // What the client claims counts only when it is trusted.
+            let ip = client.ip_value.as_bytes().to_vec();
+            let xff = all("x-forwarded-for");
+            prop_assert_eq!(xff.len(), 1);
+            if trust {
+                prop_assert!(xff[0].ends_with(&ip), "{xff:?}");
+            } else {
+                prop_assert_eq!(&xff[0], &ip);
+                prop_assert!(!h.contains_key(header::FORWARDED));
+                prop_assert_eq!(all("x-real-ip"), vec![ip.clone()]);
+                prop_assert_eq!(all("x-forwarded-proto"), vec![client.proto.as_bytes().to_vec()]);
+                match &host {
+                    Some(host) => prop_assert_eq!(all("x-forwarded-host"), vec![host.as_bytes().to_vec()]),
+                    None => prop_assert!(!h.contains_key("x-forwarded-host")),
+                }
+            }
+            // One request id, sent upstream and logged.
+            prop_assert_eq!(all("x-request-id"), vec![id.as_bytes().to_vec()]);
+            prop_assert!(valid_request_id(&id));
+        }
+    }
+}

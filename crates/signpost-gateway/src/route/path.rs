@@ -36,6 +36,10 @@ pub enum PathError {
     /// Not an absolute path.
     #[error("the path must start with '/'")]
     NotAbsolute,
+    /// An absolute-form target whose authority has a port that is not a number below 65536
+    /// (`http://a.example:99999*/`): it would be routed on its host but forwarded as sent.
+    #[error("the request target's port is not a number below 65536")]
+    BadPort,
 }
 
 /// The canonical form of `path` (see the module doc): borrowed when it is already canonical,
@@ -142,6 +146,10 @@ pub fn canonicalize<B>(req: &mut http::Request<B>) -> Result<(), PathError> {
             .as_str()
             .rsplit_once('@')
             .map_or(authority.as_str(), |(_, host)| host);
+        let after_ip6 = host.rsplit_once(']').map_or(host, |(_, rest)| rest);
+        if after_ip6.contains(':') && authority.port_u16().is_none() {
+            return Err(PathError::BadPort);
+        }
         if let Ok(value) = http::HeaderValue::from_str(host) {
             if req.headers().get(http::header::HOST) != Some(&value) {
                 req.headers_mut().insert(http::header::HOST, value);

@@ -101,19 +101,99 @@ fn secret_matches(expected: &[u8], presented: &[u8]) -> bool {
     expected.ct_eq(presented).into()
 }
 
+/// The largest term or log index a member call may carry (2^62). Real clusters stay far below
+/// it (a term grows by one per election, an index by one per entry); a value near `u64::MAX`
+/// would overflow openraft's `term + 1` and wedge (or, in a debug build, panic) the node's
+/// Raft core for good.
+pub const MAX_TERM_OR_INDEX: u64 = 1 << 62;
+
+/// Refuses a member call's vote and log ids that no member sends: a vote naming this node
+/// (`me`: a member never calls itself, and openraft's core, asserting it, would act as leader
+/// and follower at once), a term or index past [`MAX_TERM_OR_INDEX`], or (with `leader`) a vote
+/// not committed, which a leader's `append`/`snapshot` call always is (openraft asserts it).
+fn check_raft_ids<'a>(
+    me: NodeId,
+    vote: &openraft::Vote<NodeId>,
+    leader: bool,
+    log_ids: impl IntoIterator<Item = Option<&'a openraft::LogId<NodeId>>>,
+) -> Result<(), ApiError> {
+    if vote.leader_id().voted_for() == Some(me) {
+        return Err(ApiError::bad_request(
+            "vote",
+            "a call from this node itself",
+        ));
+    }
+    if vote.leader_id().term > MAX_TERM_OR_INDEX {
+        return Err(ApiError::bad_request(
+            "vote",
+            format!("a term past {MAX_TERM_OR_INDEX}"),
+        ));
+    }
+    if leader && !vote.is_committed() {
+        return Err(ApiError::bad_request(
+            "vote",
+            "a leader's call carries its committed vote",
+        ));
+    }
+    for id in log_ids.into_iter().flatten() {
+        if id.leader_id.term > MAX_TERM_OR_INDEX || id.index > MAX_TERM_OR_INDEX {
+            return Err(ApiError::bad_request(
+                "log_id",
+                format!("a term or index past {MAX_TERM_OR_INDEX}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses entries a leader never sends (openraft asserts this shape and does not check it in a
+/// release build): they must follow `prev_log_id` with consecutive indexes, their log ids must
+/// not go backwards, and none may come from a term after the sender's vote.
+fn check_entries(req: &AppendEntriesRequest<TypeConfig>) -> Result<(), ApiError> {
+    let mut last = req.prev_log_id;
+    for entry in &req.entries {
+        let id = entry.log_id;
+        let next = last.map_or(0, |l| l.index + 1);
+        if id.index != next || Some(id) < last || id.leader_id.term > req.vote.leader_id().term {
+            return Err(ApiError::bad_request(
+                "entries",
+                format!(
+                    "entry {id} does not follow {} in the sender's term",
+                    last.map_or("the start".to_string(), |l| l.to_string())
+                ),
+            ));
+        }
+        last = Some(id);
+    }
+    Ok(())
+}
+
 async fn append(
     State(agent): State<AppState>,
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
-) -> impl IntoResponse {
+) -> Response {
+    let ids = [req.prev_log_id.as_ref(), req.leader_commit.as_ref()]
+        .into_iter()
+        .chain(req.entries.iter().map(|e| Some(&e.log_id)));
+    if let Err(e) =
+        check_raft_ids(agent.node_id(), &req.vote, true, ids).and_then(|()| check_entries(&req))
+    {
+        return e.into_response();
+    }
     agent.cluster().touched();
-    Json(agent.raft().append_entries(req).await)
+    Json(agent.raft().append_entries(req).await).into_response()
 }
 
-async fn vote(
-    State(agent): State<AppState>,
-    Json(req): Json<VoteRequest<NodeId>>,
-) -> impl IntoResponse {
-    Json(agent.raft().vote(req).await)
+async fn vote(State(agent): State<AppState>, Json(req): Json<VoteRequest<NodeId>>) -> Response {
+    if let Err(e) = check_raft_ids(
+        agent.node_id(),
+        &req.vote,
+        false,
+        [req.last_log_id.as_ref()],
+    ) {
+        return e.into_response();
+    }
+    Json(agent.raft().vote(req).await).into_response()
 }
 
 /// One snapshot chunk, framed by [`crate::raft::network::encode_snapshot_chunk`].
@@ -128,6 +208,14 @@ async fn snapshot(State(agent): State<AppState>, body: Bytes) -> Response {
                 .into_response()
         }
     };
+    if let Err(e) = check_raft_ids(
+        agent.node_id(),
+        &req.vote,
+        true,
+        [req.meta.last_log_id.as_ref()],
+    ) {
+        return e.into_response();
+    }
     if let Err(e) = agent
         .cluster()
         .admit_chunk(&req.meta.snapshot_id, req.offset, req.data.len())

@@ -143,7 +143,7 @@ async fn a_write_over_max_entry_bytes_is_refused_with_413() {
 /// A snapshot chunk body as `/raft/snapshot` takes it.
 fn chunk(id: &str, offset: u64, data: &[u8]) -> Vec<u8> {
     let req = openraft::raft::InstallSnapshotRequest::<signpost_server::raft::TypeConfig> {
-        vote: openraft::Vote::new_committed(1, 1),
+        vote: openraft::Vote::new_committed(1, 2),
         meta: signpost_server::raft::SnapshotMeta {
             last_log_id: None,
             last_membership: Default::default(),

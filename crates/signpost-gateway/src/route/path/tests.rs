@@ -91,6 +91,29 @@ fn the_absolute_form_authority_becomes_the_host() {
     );
 }
 
+/// Found by `headers::tests::fuzz`: `http://a.example:99999*` was routed on `a.example` but
+/// forwarded with `Host: a.example:99999*`. A port that is not a number is refused.
+#[test]
+fn an_absolute_form_target_with_a_bad_port_is_refused() {
+    for target in [
+        "http://a.example:99999*",
+        "http://a.example:x/",
+        "http://[::1]:70000/",
+    ] {
+        let mut req = http::Request::get(target).body(()).unwrap();
+        assert_eq!(canonicalize(&mut req), Err(PathError::BadPort), "{target}");
+    }
+    for target in [
+        "http://a.example:80/",
+        "http://[::1]/",
+        "http://[::1]:443/",
+        "http://a.example/",
+    ] {
+        let mut req = http::Request::get(target).body(()).unwrap();
+        assert_eq!(canonicalize(&mut req), Ok(()), "{target}");
+    }
+}
+
 /// What a lenient upstream makes of a path: every escape decoded (once), `\` taken as `/`,
 /// dot segments resolved, empty segments dropped. `None`: it climbs above the root.
 fn lenient_upstream(path: &str) -> Option<String> {
